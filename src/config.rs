@@ -1,0 +1,237 @@
+//! Configuration: one struct, layered from defaults < optional TOML file < environment < flags,
+//! so that the same setting can be given wherever a deployment finds it easiest.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Command line of the `twinlink` binary.
+#[derive(Debug, Parser)]
+#[command(name = "twinlink", version, about = "ETSI NGSI-LD context broker for local digital twins")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (the default).
+    Serve,
+    /// Print the version and exit.
+    Version,
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting as given on the command line or in the environment; `None` means "not given here".
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// TOML configuration file; its keys are the long flag names (e.g. `port = 1026`).
+    #[arg(long, env = "TWINLINK_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "TWINLINK_BIND", global = true)]
+    pub bind: Option<String>,
+    /// TCP port to listen on.
+    #[arg(long, env = "TWINLINK_PORT", global = true)]
+    pub port: Option<u16>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "TWINLINK_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TWINLINK_MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest number of entities in one batch operation.
+    #[arg(long, env = "TWINLINK_MAX_BATCH", global = true)]
+    pub max_batch: Option<usize>,
+    /// Page size when a query gives no `limit`.
+    #[arg(long, env = "TWINLINK_DEFAULT_PAGE_SIZE", global = true)]
+    pub default_page_size: Option<usize>,
+    /// Largest `limit` a query may ask for.
+    #[arg(long, env = "TWINLINK_MAX_PAGE_SIZE", global = true)]
+    pub max_page_size: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, env = "TWINLINK_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `twinlink=debug`).
+    #[arg(long, env = "TWINLINK_LOG", global = true)]
+    pub log: Option<String>,
+    /// Offline context store: a directory of preloaded @context documents, keyed by URL through its
+    /// `index.json` (`{"<url>": "<file>"}`).
+    #[arg(long, env = "TWINLINK_CONTEXT_DIR", global = true)]
+    pub context_dir: Option<PathBuf>,
+    /// URL-prefix rewrite applied before fetching a remote @context, as PREFIX=REPLACEMENT
+    /// (repeatable; in the environment a comma-separated list).
+    #[arg(long = "context-rewrite", env = "TWINLINK_CONTEXT_REWRITES", global = true, value_delimiter = ',')]
+    #[serde(default)]
+    pub context_rewrites: Vec<String>,
+    /// Timeout for fetching a remote @context, in milliseconds.
+    #[arg(long, env = "TWINLINK_CONTEXT_TIMEOUT_MS", global = true)]
+    pub context_timeout_ms: Option<u64>,
+    /// Largest remote @context document accepted, in bytes.
+    #[arg(long, env = "TWINLINK_CONTEXT_MAX_BYTES", global = true)]
+    pub context_max_bytes: Option<usize>,
+    /// Number of HTTP worker threads (default: one per core).
+    #[arg(long, env = "TWINLINK_WORKERS", global = true)]
+    pub workers: Option<usize>,
+}
+
+/// The effective configuration, every value decided.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: String,
+    /// Listen port (0 picks a free one, as tests do).
+    pub port: u16,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Batch size limit.
+    pub max_batch: usize,
+    /// Default page size.
+    pub default_page_size: usize,
+    /// Maximum page size.
+    pub max_page_size: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log: String,
+    /// Offline context directory.
+    pub context_dir: Option<PathBuf>,
+    /// Context URL-prefix rewrites, in order.
+    pub context_rewrites: Vec<(String, String)>,
+    /// Remote context fetch timeout in milliseconds.
+    pub context_timeout_ms: u64,
+    /// Remote context size cap in bytes.
+    pub context_max_bytes: usize,
+    /// HTTP workers.
+    pub workers: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "0.0.0.0".into(),
+            port: 1026,
+            data_dir: PathBuf::from("data"),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_batch: 100_000,
+            default_page_size: 20,
+            max_page_size: 10_000,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            context_dir: None,
+            context_rewrites: Vec::new(),
+            context_timeout_ms: 5_000,
+            context_max_bytes: 2 * 1024 * 1024,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+impl Settings {
+    /// Layers defaults, the optional file and the given options (environment and flags).
+    pub fn load(options: Options) -> Result<Settings, String> {
+        let file = match &options.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        let d = Settings::default();
+        let rewrites = if options.context_rewrites.is_empty() {
+            file.context_rewrites
+        } else {
+            options.context_rewrites
+        };
+        Ok(Settings {
+            bind: options.bind.or(file.bind).unwrap_or(d.bind),
+            port: options.port.or(file.port).unwrap_or(d.port),
+            data_dir: options.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            max_body_bytes: options.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
+            max_batch: options.max_batch.or(file.max_batch).unwrap_or(d.max_batch),
+            default_page_size: options
+                .default_page_size
+                .or(file.default_page_size)
+                .unwrap_or(d.default_page_size),
+            max_page_size: options.max_page_size.or(file.max_page_size).unwrap_or(d.max_page_size),
+            log_format: options.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log: options.log.or(file.log).unwrap_or(d.log),
+            context_dir: options.context_dir.or(file.context_dir),
+            context_rewrites: parse_rewrites(&rewrites)?,
+            context_timeout_ms: options
+                .context_timeout_ms
+                .or(file.context_timeout_ms)
+                .unwrap_or(d.context_timeout_ms),
+            context_max_bytes: options
+                .context_max_bytes
+                .or(file.context_max_bytes)
+                .unwrap_or(d.context_max_bytes),
+            workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid configuration file {}: {e}", path.display()))
+}
+
+fn parse_rewrites(items: &[String]) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.split_once('=')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+                .ok_or_else(|| format!("context rewrite '{s}' is not of the form PREFIX=REPLACEMENT"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("twinlink.toml");
+        std::fs::write(&file, "port = 2000\nbind = \"127.0.0.1\"\ncontext-rewrites = [\"a=b\"]\n").unwrap();
+        let options = Options {
+            config: Some(file),
+            port: Some(3000),
+            ..Options::default()
+        };
+        let s = Settings::load(options).unwrap();
+        assert_eq!(s.port, 3000);
+        assert_eq!(s.bind, "127.0.0.1");
+        assert_eq!(s.context_rewrites, vec![("a".to_string(), "b".to_string())]);
+        assert_eq!(s.default_page_size, 20);
+    }
+
+    #[test]
+    fn a_bad_rewrite_or_unknown_key_is_refused() {
+        assert!(parse_rewrites(&["nothing".into()]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "prot = 1\n").unwrap();
+        assert!(Settings::load(Options { config: Some(file), ..Options::default() }).is_err());
+    }
+}

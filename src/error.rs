@@ -1,0 +1,153 @@
+//! NGSI-LD errors as ProblemDetails (RFC 7807), the one error type every layer returns so that a
+//! failure anywhere reaches the client with the right NGSI-LD error type, status and a readable detail.
+
+use serde_json::{json, Value};
+use std::fmt;
+
+/// The NGSI-LD error types of GS CIM 009 clause 5.5.2 (plus the HTTP-level negotiation failures),
+/// each tied to its status code so that no call site can pair them wrongly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is syntactically wrong (malformed JSON, a bad header, a bad query parameter).
+    InvalidRequest,
+    /// The request is well formed but its data is not acceptable NGSI-LD.
+    BadRequestData,
+    /// The entity, attribute or other resource does not exist.
+    ResourceNotFound,
+    /// The resource to create exists already.
+    AlreadyExists,
+    /// The operation is not supported (e.g. a forbidden attribute type change).
+    OperationNotSupported,
+    /// The tenant named in `NGSILD-Tenant` does not exist.
+    NonexistentTenant,
+    /// A JSON-LD @context could not be retrieved.
+    LdContextNotAvailable,
+    /// The query asks for more results than the broker gives in one page.
+    TooManyResults,
+    /// The Accept header names no representation the broker offers (HTTP 406).
+    NotAcceptable,
+    /// The Content-Type is not one the operation takes (HTTP 415).
+    UnsupportedMediaType,
+    /// The request body is larger than the configured limit (HTTP 413).
+    PayloadTooLarge,
+    /// A dependency (the database) is unavailable right now.
+    ServiceUnavailable,
+    /// A bug or an unexpected failure inside the broker.
+    InternalError,
+}
+
+impl ErrorKind {
+    /// The HTTP status code the NGSI-LD API binding (clause 6.3.2) gives this error type.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::BadRequestData => 400,
+            ErrorKind::ResourceNotFound | ErrorKind::NonexistentTenant => 404,
+            ErrorKind::AlreadyExists => 409,
+            ErrorKind::OperationNotSupported => 422,
+            ErrorKind::LdContextNotAvailable | ErrorKind::ServiceUnavailable => 503,
+            ErrorKind::TooManyResults => 403,
+            ErrorKind::NotAcceptable => 406,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::InternalError => 500,
+        }
+    }
+
+    /// The short name used in the error type URI and as the title.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "InvalidRequest",
+            ErrorKind::BadRequestData => "BadRequestData",
+            ErrorKind::ResourceNotFound => "ResourceNotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::OperationNotSupported => "OperationNotSupported",
+            ErrorKind::NonexistentTenant => "NonexistentTenant",
+            ErrorKind::LdContextNotAvailable => "LdContextNotAvailable",
+            ErrorKind::TooManyResults => "TooManyResults",
+            ErrorKind::NotAcceptable => "NotAcceptable",
+            ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::PayloadTooLarge => "PayloadTooLarge",
+            ErrorKind::ServiceUnavailable => "ServiceUnavailable",
+            ErrorKind::InternalError => "InternalError",
+        }
+    }
+
+    /// The error type URI of the ProblemDetails body.
+    pub fn type_uri(self) -> String {
+        format!("https://uri.etsi.org/ngsi-ld/errors/{}", self.name())
+    }
+}
+
+/// An NGSI-LD failure: what went wrong (kind) and a sentence a person can act on (detail).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NgsiError {
+    /// The NGSI-LD error type.
+    pub kind: ErrorKind,
+    /// What went wrong, naming the offending input.
+    pub detail: String,
+}
+
+impl NgsiError {
+    /// Builds an error of any kind.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        NgsiError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+    /// Shorthand for the most common error, invalid NGSI-LD data.
+    pub fn bad_data(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequestData, detail)
+    }
+    /// Shorthand for a malformed request.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, detail)
+    }
+    /// Shorthand for a missing resource.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceNotFound, detail)
+    }
+    /// Shorthand for an internal failure (storage I/O, a bug).
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InternalError, detail)
+    }
+
+    /// The ProblemDetails body (RFC 7807) for this error.
+    pub fn problem_details(&self) -> Value {
+        json!({
+            "type": self.kind.type_uri(),
+            "title": title(self.kind),
+            "status": self.kind.status(),
+            "detail": self.detail,
+        })
+    }
+}
+
+fn title(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest => "The request is malformed",
+        ErrorKind::BadRequestData => "The request contains invalid NGSI-LD data",
+        ErrorKind::ResourceNotFound => "The resource was not found",
+        ErrorKind::AlreadyExists => "The resource already exists",
+        ErrorKind::OperationNotSupported => "The operation is not supported",
+        ErrorKind::NonexistentTenant => "The tenant does not exist",
+        ErrorKind::LdContextNotAvailable => "A JSON-LD @context could not be retrieved",
+        ErrorKind::TooManyResults => "Too many results",
+        ErrorKind::NotAcceptable => "No acceptable representation",
+        ErrorKind::UnsupportedMediaType => "Unsupported media type",
+        ErrorKind::PayloadTooLarge => "The request body is too large",
+        ErrorKind::ServiceUnavailable => "The service is unavailable",
+        ErrorKind::InternalError => "Internal error",
+    }
+}
+
+impl fmt::Display for NgsiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.detail)
+    }
+}
+
+impl std::error::Error for NgsiError {}
+
+/// The result type of every fallible operation that can reach a client.
+pub type NgsiResult<T> = Result<T, NgsiError>;

@@ -1,0 +1,258 @@
+//! Handlers of /entities and /entities/{id}/attrs: read the request, call the entity service,
+//! render the answer.
+
+use super::negotiate::{read_body, Accepted, Body, RequestInfo};
+use super::response::json_body;
+use super::BASE;
+use crate::error::{NgsiError, NgsiResult};
+use crate::ld::ActiveContext;
+use crate::model::parse::{EntityInput, Nulls, Reader};
+use crate::model::render::{self, Projection, RenderOptions};
+use crate::model::ENTITY_MEMBERS;
+use crate::service::entities::UpdateResult;
+use crate::service::Broker;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
+const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd, Accepted::GeoJson];
+
+type Data = web::Data<Broker>;
+
+/// A write request read and resolved: its info, body and active context.
+struct Write {
+    info: RequestInfo,
+    body: Value,
+    ctx: Arc<ActiveContext>,
+}
+
+async fn read_write(req: &HttpRequest, payload: web::Payload, broker: &Broker, merge_patch: bool) -> NgsiResult<Write> {
+    let info = RequestInfo::read(req, WRITE_OFFERS)?;
+    let Body { json, context } = read_body(req, payload, &info, broker.settings.max_body_bytes, merge_patch).await?;
+    let ctx = broker.contexts.active(context.as_ref()).await?;
+    Ok(Write { info, body: json, ctx })
+}
+
+fn path_id(req: &HttpRequest) -> NgsiResult<String> {
+    let id = req.match_info().get("id").unwrap_or_default().to_string();
+    crate::model::validate::uri("the entity id in the URL", &id)?;
+    Ok(id)
+}
+
+fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, String)> {
+    let name = req.match_info().get("attr").unwrap_or_default().to_string();
+    crate::model::validate::name("attribute name in the URL", &name)?;
+    let iri = ctx.expand(&name).into_owned();
+    Ok((name, iri))
+}
+
+fn no_content(info: &RequestInfo) -> HttpResponse {
+    let mut r = HttpResponse::NoContent();
+    if !info.tenant.is_empty() {
+        r.insert_header(("NGSILD-Tenant", info.tenant.clone()));
+    }
+    r.finish()
+}
+
+fn update_result(info: &RequestInfo, ctx: &ActiveContext, result: UpdateResult) -> HttpResponse {
+    if result.not_updated.is_empty() {
+        return no_content(info);
+    }
+    let body = json!({
+        "updated": result.updated.iter().map(|n| ctx.compact(n).into_owned()).collect::<Vec<_>>(),
+        "notUpdated": result.not_updated.iter().map(|(n, reason)| json!({
+            "attributeName": ctx.compact(n),
+            "reason": reason,
+        })).collect::<Vec<_>>(),
+    });
+    HttpResponse::MultiStatus().content_type("application/json").body(body.to_string())
+}
+
+/// POST /entities (5.6.1).
+pub async fn create(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let w = read_write(&req, payload, &broker, false).await?;
+    let now = Utc::now();
+    let input = Reader::new(&w.ctx, now, Nulls::Forbidden).entity(&w.body, true)?;
+    let id = broker.create_entity(&w.info.tenant, input, now).await?;
+    let mut r = HttpResponse::Created();
+    r.insert_header(("Location", format!("{BASE}/entities/{id}")));
+    if !w.info.tenant.is_empty() {
+        r.insert_header(("NGSILD-Tenant", w.info.tenant.clone()));
+    }
+    Ok(r.finish())
+}
+
+/// Reads `attrs`, `pick` and `omit` (compact names expanded with the request's context).
+pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Projection> {
+    let expand = |names: Vec<String>| -> NgsiResult<HashSet<String>> {
+        names
+            .into_iter()
+            .map(|n| {
+                if n == "id" || n == "type" {
+                    return Ok(n);
+                }
+                crate::model::validate::name("attribute name", &n)?;
+                Ok(ctx.expand(&n).into_owned())
+            })
+            .collect()
+    };
+    let pick = info.list("pick").map(expand).transpose()?;
+    let attrs = info.list("attrs").map(expand).transpose()?;
+    let omit = info.list("omit").map(expand).transpose()?.unwrap_or_default();
+    if pick.is_some() && !omit.is_empty() {
+        return Err(NgsiError::bad_data("pick and omit cannot be used together"));
+    }
+    Ok(Projection { attrs, pick, omit })
+}
+
+/// The render options of a read request.
+pub fn render_options(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<RenderOptions> {
+    let options = info.options(&["keyValues", "simplified", "normalized", "concise", "sysAttrs"])?;
+    Ok(RenderOptions {
+        format: info.format()?,
+        sys_attrs: options.iter().any(|o| o == "sysAttrs"),
+        lang: info.param("lang").map(str::to_string),
+        projection: projection(info, ctx)?,
+    })
+}
+
+/// GET /entities/{id} (5.7.1).
+pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, READ_OFFERS)?;
+    let id = path_id(&req)?;
+    let ctx = info.context(&broker).await?;
+    let opts = render_options(&info, &ctx)?;
+    let entity = broker.retrieve_entity(&info.tenant, &id).await?;
+    let body = match info.accepted {
+        Accepted::GeoJson => {
+            let geo = info.param("geometryProperty").unwrap_or("location");
+            let geo_iri = ctx.expand(geo).into_owned();
+            Value::Object(render::feature(&entity, &ctx, &opts, &geo_iri))
+        }
+        _ => Value::Object(render::entity(&entity, &ctx, &opts)),
+    };
+    let mut response = json_body(&info, body);
+    if !info.tenant.is_empty() {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("ngsild-tenant"),
+            actix_web::http::header::HeaderValue::from_str(&info.tenant).map_err(|e| NgsiError::internal(e.to_string()))?,
+        );
+    }
+    Ok(response)
+}
+
+/// DELETE /entities/{id} (5.6.6).
+pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS)?;
+    let id = path_id(&req)?;
+    broker.delete_entity(&info.tenant, &id).await?;
+    Ok(no_content(&info))
+}
+
+fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
+    Reader::new(&w.ctx, Utc::now(), nulls).entity(&w.body, false)
+}
+
+/// PATCH /entities/{id} (merge, 5.6.17).
+pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let id = path_id(&req)?;
+    let w = read_write(&req, payload, &broker, true).await?;
+    let input = fragment(&w, Nulls::Delete)?;
+    broker.merge_entity(&w.info.tenant, &id, input, Utc::now()).await?;
+    Ok(no_content(&w.info))
+}
+
+/// PUT /entities/{id} (replace, 5.6.18).
+pub async fn replace(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let id = path_id(&req)?;
+    let w = read_write(&req, payload, &broker, false).await?;
+    let input = fragment(&w, Nulls::Forbidden)?;
+    broker.replace_entity(&w.info.tenant, &id, input, Utc::now()).await?;
+    Ok(no_content(&w.info))
+}
+
+fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
+    let obj = w
+        .body
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("the body must be a JSON object of attributes"))?;
+    let reader = Reader::new(&w.ctx, Utc::now(), nulls);
+    let types = match obj.get("type") {
+        Some(t) => reader.types(t)?,
+        None => Vec::new(),
+    };
+    Ok(EntityInput {
+        id: None,
+        types,
+        scope: None,
+        attrs: reader.attributes(obj, &ENTITY_MEMBERS)?,
+    })
+}
+
+/// POST /entities/{id}/attrs (append, 5.6.3).
+pub async fn append_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let id = path_id(&req)?;
+    let w = read_write(&req, payload, &broker, false).await?;
+    let no_overwrite = w.info.options(&["noOverwrite"])?.iter().any(|o| o == "noOverwrite");
+    let input = attrs_body(&w, Nulls::Delete)?;
+    let result = broker.append_attrs(&w.info.tenant, &id, input, no_overwrite, Utc::now()).await?;
+    Ok(update_result(&w.info, &w.ctx, result))
+}
+
+/// PATCH /entities/{id}/attrs (update, 5.6.2).
+pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let id = path_id(&req)?;
+    let w = read_write(&req, payload, &broker, false).await?;
+    let input = attrs_body(&w, Nulls::Delete)?;
+    let result = broker.update_attrs(&w.info.tenant, &id, input.attrs, Utc::now()).await?;
+    Ok(update_result(&w.info, &w.ctx, result))
+}
+
+/// PATCH /entities/{id}/attrs/{attrId} (partial attribute update, 5.6.4).
+pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let id = path_id(&req)?;
+    let w = read_write(&req, payload, &broker, false).await?;
+    let (name, iri) = path_attr(&req, &w.ctx)?;
+    let entity = broker.retrieve_entity(&w.info.tenant, &id).await?;
+    let kind = entity
+        .attrs
+        .get(&iri)
+        .and_then(|i| i.first())
+        .map(|a| a.kind)
+        .ok_or_else(|| NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'")))?;
+    let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete).attribute_fragment(kind, &name, &iri, &w.body)?;
+    broker.partial_update_attr(&w.info.tenant, &id, &iri, instances, Utc::now()).await?;
+    Ok(no_content(&w.info))
+}
+
+/// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
+pub async fn replace_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let id = path_id(&req)?;
+    let w = read_write(&req, payload, &broker, false).await?;
+    let (name, iri) = path_attr(&req, &w.ctx)?;
+    let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
+    broker.replace_attr(&w.info.tenant, &id, &iri, instances, Utc::now()).await?;
+    Ok(no_content(&w.info))
+}
+
+/// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
+pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS)?;
+    let id = path_id(&req)?;
+    let ctx = info.context(&broker).await?;
+    let (_, iri) = path_attr(&req, &ctx)?;
+    let dataset_id = info.param("datasetId").map(str::to_string);
+    if let Some(d) = &dataset_id {
+        crate::model::validate::uri("datasetId", d)?;
+    }
+    let delete_all = match info.param("deleteAll") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(NgsiError::bad_data(format!("deleteAll={other} must be true or false"))),
+    };
+    broker.delete_attr(&info.tenant, &id, &iri, dataset_id, delete_all, Utc::now()).await?;
+    Ok(no_content(&info))
+}

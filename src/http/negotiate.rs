@@ -1,0 +1,288 @@
+//! Reading a request: tenant, @context (Link header or body), Accept and Content-Type negotiation,
+//! body size limit and JSON parsing, query parameters. Each failure is the NGSI-LD error the
+//! binding (clause 6.3) prescribes.
+
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::ld::{ActiveContext, CORE_CONTEXT_V1_9};
+use crate::model::render::Format;
+use crate::service::Broker;
+use crate::store::DEFAULT_TENANT;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::sync::Arc;
+
+const JSON_LD_CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
+
+/// The response media types the API offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// application/json, the @context in a Link header.
+    Json,
+    /// application/ld+json, the @context in the body.
+    JsonLd,
+    /// application/geo+json (GeoJSON Features).
+    GeoJson,
+}
+
+impl Accepted {
+    /// The media type string.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Accepted::Json => "application/json",
+            Accepted::JsonLd => "application/ld+json",
+            Accepted::GeoJson => "application/geo+json",
+        }
+    }
+}
+
+/// What every handler needs to know about a request before it touches a service.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The tenant (`NGSILD-Tenant`), `""` for the default tenant.
+    pub tenant: String,
+    /// The @context URL from the Link header, if any.
+    pub link_context: Option<String>,
+    /// The negotiated response media type.
+    pub accepted: Accepted,
+    /// Query parameters in order.
+    pub query: Vec<(String, String)>,
+}
+
+impl RequestInfo {
+    /// Reads headers and query; `offers` are the media types this resource can answer with.
+    pub fn read(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<RequestInfo> {
+        Ok(RequestInfo {
+            tenant: tenant(req)?,
+            link_context: link_context(req)?,
+            accepted: negotiate_accept(req, offers)?,
+            query: url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect(),
+        })
+    }
+
+    /// The @context to give back: the one the client sent by Link, else the core context.
+    pub fn response_context(&self) -> Value {
+        Value::String(self.link_context.clone().unwrap_or_else(|| CORE_CONTEXT_V1_9.to_string()))
+    }
+
+    /// A query parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A comma-separated query parameter as a list (empty items dropped).
+    pub fn list(&self, name: &str) -> Option<Vec<String>> {
+        self.param(name).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+    }
+
+    /// The `options` tokens, checked against those the operation knows.
+    pub fn options(&self, known: &[&str]) -> NgsiResult<Vec<String>> {
+        let options = self.list("options").unwrap_or_default();
+        if let Some(bad) = options.iter().find(|o| !known.contains(&o.as_str())) {
+            return Err(NgsiError::bad_data(format!(
+                "options={bad} is not known here; use one of {}",
+                known.join(", ")
+            )));
+        }
+        Ok(options)
+    }
+
+    /// The representation asked for by `format` or `options` (clause 6.3.7).
+    pub fn format(&self) -> NgsiResult<Format> {
+        let from_name = |name: &str| match name {
+            "normalized" => Some(Format::Normalized),
+            "concise" => Some(Format::Concise),
+            "keyValues" | "simplified" => Some(Format::KeyValues),
+            _ => None,
+        };
+        if let Some(f) = self.param("format") {
+            return from_name(f).ok_or_else(|| {
+                NgsiError::bad_data(format!("format={f} is unknown; use normalized, concise or keyValues"))
+            });
+        }
+        let options = self.list("options").unwrap_or_default();
+        Ok(options.iter().rev().find_map(|o| from_name(o)).unwrap_or_default())
+    }
+
+    /// The active context of the request's Link header (or the core context).
+    pub async fn context(&self, broker: &Broker) -> NgsiResult<Arc<ActiveContext>> {
+        let link = self.link_context.clone().map(Value::String);
+        broker.contexts.active(link.as_ref()).await
+    }
+}
+
+fn tenant(req: &HttpRequest) -> NgsiResult<String> {
+    let Some(value) = req.headers().get("NGSILD-Tenant") else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let t = value
+        .to_str()
+        .map_err(|_| NgsiError::bad_data("the NGSILD-Tenant header is not text"))?
+        .trim();
+    let ok = !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !ok {
+        return Err(NgsiError::bad_data(format!(
+            "the tenant '{t}' is not valid: use 1 to 64 letters, digits, '_', '-' or '.'"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+fn link_context(req: &HttpRequest) -> NgsiResult<Option<String>> {
+    for value in req.headers().get_all("Link") {
+        let text = value.to_str().map_err(|_| NgsiError::bad_data("the Link header is not text"))?;
+        for link in text.split(',') {
+            let mut parts = link.split(';').map(str::trim);
+            let target = parts.next().unwrap_or("");
+            let is_context = parts.any(|p| {
+                p.strip_prefix("rel=")
+                    .is_some_and(|r| r.trim_matches('"') == JSON_LD_CONTEXT_REL)
+            });
+            if !is_context {
+                continue;
+            }
+            let url = target
+                .strip_prefix('<')
+                .and_then(|t| t.strip_suffix('>'))
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| NgsiError::bad_data(format!("the Link header '{link}' does not hold a <URL>")))?;
+            crate::model::validate::uri("the @context URL in the Link header", url)?;
+            return Ok(Some(url.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accepted> {
+    let header = match req.headers().get("Accept").map(|h| h.to_str()) {
+        None => return Ok(offers[0]),
+        Some(Ok(h)) if h.trim().is_empty() => return Ok(offers[0]),
+        Some(Ok(h)) => h,
+        Some(Err(_)) => return Err(NgsiError::invalid("the Accept header is not text")),
+    };
+    let ranges: Vec<(String, f32)> = header
+        .split(',')
+        .map(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (media, q)
+        })
+        .collect();
+    // Each offer takes the weight of the most specific range matching it (RFC 9110 12.5.1); ties go
+    // to the order of `offers`, which lists the spec's preference.
+    let weight = |offer: Accepted| -> f32 {
+        let media = offer.media_type();
+        let exact = ranges.iter().find(|(m, _)| m == media);
+        let sub = ranges.iter().find(|(m, _)| m == "application/*");
+        let any = ranges.iter().find(|(m, _)| m == "*/*");
+        exact.or(sub).or(any).map_or(0.0, |(_, q)| *q)
+    };
+    let mut best: Option<(Accepted, f32)> = None;
+    for offer in offers {
+        let w = weight(*offer);
+        if w > 0.0 && best.is_none_or(|(_, bw)| w > bw) {
+            best = Some((*offer, w));
+        }
+    }
+    best.map(|(o, _)| o).ok_or_else(|| {
+        let offered: Vec<&str> = offers.iter().map(|o| o.media_type()).collect();
+        NgsiError::new(
+            ErrorKind::NotAcceptable,
+            format!("the Accept header '{header}' names no media type offered here ({})", offered.join(", ")),
+        )
+    })
+}
+
+/// A parsed request body and the @context that applies to it.
+pub struct Body {
+    /// The JSON body (its @context member left in place).
+    pub json: Value,
+    /// The @context: the body's (application/ld+json) or the Link header's (application/json).
+    pub context: Option<Value>,
+}
+
+/// Reads and checks a JSON body: media type (`merge_patch` also allows application/merge-patch+json),
+/// size limit, JSON syntax and where the @context may be.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    info: &RequestInfo,
+    limit: usize,
+    merge_patch: bool,
+) -> NgsiResult<Body> {
+    let content_type = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let is_ld = match content_type.as_deref() {
+        Some("application/json") => false,
+        Some("application/merge-patch+json") if merge_patch => false,
+        Some("application/ld+json") => true,
+        other => {
+            return Err(NgsiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!(
+                    "Content-Type {} is not supported here; send application/json or application/ld+json",
+                    other.unwrap_or("(none)")
+                ),
+            ))
+        }
+    };
+    let too_large = || {
+        NgsiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than the {limit} bytes this broker accepts"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut bytes = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| NgsiError::invalid(format!("the request body could not be read: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.is_empty() {
+        return Err(NgsiError::invalid("the request needs a JSON body"));
+    }
+    let json: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| NgsiError::invalid(format!("the request body is not valid JSON: {e}")))?;
+    let body_context = json.get("@context").cloned();
+    let context = if is_ld {
+        if info.link_context.is_some() {
+            return Err(NgsiError::bad_data(
+                "with Content-Type application/ld+json the @context belongs in the body, not in a Link header",
+            ));
+        }
+        Some(body_context.ok_or_else(|| {
+            NgsiError::bad_data("with Content-Type application/ld+json the body needs an @context member")
+        })?)
+    } else {
+        if body_context.is_some() {
+            return Err(NgsiError::bad_data(
+                "with Content-Type application/json the @context goes in a Link header; use application/ld+json to send it in the body",
+            ));
+        }
+        info.link_context.clone().map(Value::String)
+    };
+    Ok(Body { json, context })
+}

@@ -1,0 +1,79 @@
+//! Responses: ProblemDetails for every error, JSON bodies with the @context as a Link header or a
+//! body member depending on the negotiated media type.
+
+use super::negotiate::{Accepted, RequestInfo};
+use crate::error::{ErrorKind, NgsiError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::{Map, Value};
+
+impl ResponseError for NgsiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.kind.status() >= 500 {
+            tracing::warn!(error = %self, "request failed");
+        }
+        HttpResponse::build(self.status_code())
+            .content_type("application/json")
+            .body(self.problem_details().to_string())
+    }
+}
+
+/// The Link header value that points at a JSON-LD context.
+pub fn link_header(url: &str) -> String {
+    format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"")
+}
+
+/// A 200 response with a JSON body in the negotiated media type: the @context goes in the body for
+/// application/ld+json and in a Link header otherwise.
+pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
+    let context = info.response_context();
+    let mut response = HttpResponse::Ok();
+    match info.accepted {
+        Accepted::JsonLd => {
+            if let Value::Object(map) = &mut body {
+                insert_context(map, context);
+            } else if let Value::Array(items) = &mut body {
+                for item in items.iter_mut() {
+                    if let Value::Object(map) = item {
+                        insert_context(map, context.clone());
+                    }
+                }
+            }
+        }
+        Accepted::Json | Accepted::GeoJson => {
+            if let Value::String(url) = &context {
+                response.insert_header(("Link", link_header(url)));
+            }
+        }
+    }
+    response.content_type(info.accepted.media_type()).body(body.to_string())
+}
+
+fn insert_context(map: &mut Map<String, Value>, context: Value) {
+    map.insert("@context".into(), context);
+}
+
+/// 404 for paths outside the API.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, NgsiError> {
+    Err(NgsiError::not_found(format!("there is no resource at {}", req.path())))
+}
+
+/// 405 for methods a resource does not offer.
+pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let e = NgsiError::new(
+        ErrorKind::InvalidRequest,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    );
+    HttpResponse::MethodNotAllowed()
+        .content_type("application/json")
+        .body(e.problem_details().to_string())
+}
+
+/// Liveness probe.
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}

@@ -1,0 +1,259 @@
+//! Where @context documents come from: the bundled core contexts and Smart Data Models, an offline
+//! directory for air-gapped sites, URL-prefix rewrites to local mirrors, and remote HTTP(S) fetches
+//! with a timeout, a size cap and a cache. Processed contexts are cached too, so a request whose
+//! @context was seen before costs one map look-up.
+
+use super::active::{ActiveContext, DocumentSource};
+use super::{CORE_CONTEXT_ALIAS, CORE_CONTEXT_V1_6, CORE_CONTEXT_V1_8, CORE_CONTEXT_V1_9};
+use crate::config::Settings;
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+const CORE_V1_9_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.9.jsonld");
+const CORE_V1_8_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.8.jsonld");
+const CORE_V1_6_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.6.jsonld");
+const SMART_DATA_MODELS: &str = include_str!("../../smart-data-models/contexts.json");
+
+/// Cached processed contexts beyond this count are dropped (all at once: contexts are few in practice).
+const ACTIVE_CACHE_LIMIT: usize = 4096;
+
+/// Resolves @context values to active contexts, fetching what is needed once.
+pub struct ContextLoader {
+    preloaded: HashMap<String, Arc<Value>>,
+    rewrites: Vec<(String, String)>,
+    client: reqwest::Client,
+    max_bytes: usize,
+    remote: Mutex<HashMap<String, Arc<Value>>>,
+    active: Mutex<HashMap<String, Arc<ActiveContext>>>,
+    core: Arc<ActiveContext>,
+}
+
+fn parse_bundled(text: &str) -> Arc<Value> {
+    Arc::new(serde_json::from_str(text).expect("bundled contexts are valid JSON (checked by tests)"))
+}
+
+fn smart_data_models() -> &'static HashMap<String, Arc<Value>> {
+    static SDM: OnceLock<HashMap<String, Arc<Value>>> = OnceLock::new();
+    SDM.get_or_init(|| {
+        let all: HashMap<String, Value> =
+            serde_json::from_str(SMART_DATA_MODELS).expect("bundled Smart Data Models contexts are valid JSON");
+        all.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
+    })
+}
+
+impl ContextLoader {
+    /// Builds the loader: bundled contexts, the offline directory (read now, so a broken one fails at
+    /// start-up rather than on a request) and the HTTP client for remote contexts.
+    pub fn new(settings: &Settings) -> Result<ContextLoader, String> {
+        let mut preloaded = HashMap::new();
+        let v19 = parse_bundled(CORE_V1_9_DOC);
+        preloaded.insert(CORE_CONTEXT_V1_9.to_string(), v19.clone());
+        preloaded.insert(CORE_CONTEXT_ALIAS.to_string(), v19.clone());
+        preloaded.insert(CORE_CONTEXT_V1_8.to_string(), parse_bundled(CORE_V1_8_DOC));
+        preloaded.insert(CORE_CONTEXT_V1_6.to_string(), parse_bundled(CORE_V1_6_DOC));
+        if let Some(dir) = &settings.context_dir {
+            preloaded.extend(read_offline_dir(dir)?);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.context_timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.context_timeout_ms))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for remote contexts: {e}"))?;
+        let core_doc = v19.get("@context").cloned().unwrap_or(Value::Null);
+        let core = Arc::new(
+            ActiveContext::build(&[&core_doc], &HashMap::<String, Arc<Value>>::new())
+                .map_err(|e| format!("the bundled core context does not process: {e}"))?,
+        );
+        Ok(ContextLoader {
+            preloaded,
+            rewrites: settings.context_rewrites.clone(),
+            client,
+            max_bytes: settings.context_max_bytes,
+            remote: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            core,
+        })
+    }
+
+    /// The active context of a request that gives no @context: the core context alone.
+    pub fn core(&self) -> Arc<ActiveContext> {
+        self.core.clone()
+    }
+
+    /// The active context for a request's @context (from the Link header or the body), with the core
+    /// context applied last as NGSI-LD requires.
+    pub async fn active(&self, local: Option<&Value>) -> NgsiResult<Arc<ActiveContext>> {
+        let Some(local) = local else { return Ok(self.core()) };
+        let key = local.to_string();
+        if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
+            return Ok(hit.clone());
+        }
+        let docs = self.collect(local).await?;
+        let core = self.preloaded[CORE_CONTEXT_V1_9].clone();
+        let core_ctx = core.get("@context").unwrap_or(&Value::Null);
+        let built = Arc::new(ActiveContext::build(&[local, core_ctx], &docs)?);
+        let mut cache = self.active.lock().expect("cache lock");
+        if cache.len() >= ACTIVE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// Retrieves every document a context refers to, transitively.
+    async fn collect(&self, local: &Value) -> NgsiResult<HashMap<String, Arc<Value>>> {
+        let mut docs = HashMap::new();
+        let mut pending = Vec::new();
+        referenced_urls(local, &mut pending)?;
+        while let Some(url) = pending.pop() {
+            if docs.contains_key(&url) {
+                continue;
+            }
+            if docs.len() > 64 {
+                return Err(NgsiError::bad_data("the @context refers to more than 64 remote documents"));
+            }
+            let doc = self.document(&url).await?;
+            if let Some(inner) = doc.get("@context") {
+                referenced_urls(inner, &mut pending)?;
+            }
+            docs.insert(url, doc);
+        }
+        Ok(docs)
+    }
+
+    /// One context document by URL: bundled or offline first, then rewritten, then fetched (cached).
+    pub async fn document(&self, url: &str) -> NgsiResult<Arc<Value>> {
+        if let Some(doc) = self.known(url) {
+            return Ok(doc);
+        }
+        let target = self.rewrite(url);
+        if let Some(doc) = self.known(&target) {
+            return Ok(doc);
+        }
+        if let Some(doc) = self.remote.lock().expect("cache lock").get(&target) {
+            return Ok(doc.clone());
+        }
+        let doc = Arc::new(self.fetch(url, &target).await?);
+        if doc.get("@context").is_none() {
+            return Err(NgsiError::bad_data(format!("the document at {url} has no @context member")));
+        }
+        self.remote.lock().expect("cache lock").insert(target, doc.clone());
+        Ok(doc)
+    }
+
+    fn known(&self, url: &str) -> Option<Arc<Value>> {
+        self.preloaded
+            .get(url)
+            .or_else(|| smart_data_models().get(url))
+            .cloned()
+    }
+
+    fn rewrite(&self, url: &str) -> String {
+        for (prefix, replacement) in &self.rewrites {
+            if let Some(rest) = url.strip_prefix(prefix.as_str()) {
+                return format!("{replacement}{rest}");
+            }
+        }
+        url.to_string()
+    }
+
+    async fn fetch(&self, url: &str, target: &str) -> NgsiResult<Value> {
+        let unavailable = |why: String| NgsiError::new(ErrorKind::LdContextNotAvailable, why);
+        if let Some(path) = target.strip_prefix("file://") {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| unavailable(format!("the @context {url} (mirrored at {target}) cannot be read: {e}")))?;
+            return parse_document(url, &bytes);
+        }
+        if !(target.starts_with("http://") || target.starts_with("https://")) {
+            return Err(NgsiError::bad_data(format!(
+                "the @context reference '{url}' is not an http(s) URL and is not a known context"
+            )));
+        }
+        let response = self
+            .client
+            .get(target)
+            .header("Accept", "application/ld+json, application/json;q=0.9")
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("the @context {url} could not be retrieved: {e}")))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!(
+                "the @context {url} could not be retrieved: its server answered {}",
+                response.status()
+            )));
+        }
+        if response.content_length().is_some_and(|n| n as usize > self.max_bytes) {
+            return Err(unavailable(format!(
+                "the @context {url} is larger than the {} bytes this broker accepts",
+                self.max_bytes
+            )));
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| unavailable(format!("the @context {url} broke off: {e}")))?;
+            body.extend_from_slice(&chunk);
+            if body.len() > self.max_bytes {
+                return Err(unavailable(format!(
+                    "the @context {url} is larger than the {} bytes this broker accepts",
+                    self.max_bytes
+                )));
+            }
+        }
+        parse_document(url, &body)
+    }
+}
+
+fn parse_document(url: &str, bytes: &[u8]) -> NgsiResult<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| NgsiError::bad_data(format!("the @context at {url} is not valid JSON: {e}")))
+}
+
+impl DocumentSource for HashMap<String, Arc<Value>> {
+    fn document(&self, url: &str) -> NgsiResult<Arc<Value>> {
+        self.get(url).cloned().ok_or_else(|| {
+            NgsiError::new(ErrorKind::LdContextNotAvailable, format!("the @context {url} was not retrieved"))
+        })
+    }
+}
+
+fn referenced_urls(ctx: &Value, out: &mut Vec<String>) -> NgsiResult<()> {
+    match ctx {
+        Value::String(url) => out.push(url.clone()),
+        Value::Array(items) => {
+            for i in items {
+                referenced_urls(i, out)?;
+            }
+        }
+        Value::Object(map) => {
+            if let Some(Value::String(url)) = map.get("@import") {
+                out.push(url.clone());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn read_offline_dir(dir: &Path) -> Result<HashMap<String, Arc<Value>>, String> {
+    let index_path = dir.join("index.json");
+    let text = std::fs::read_to_string(&index_path).map_err(|e| {
+        format!("the offline context directory needs {}: {e}", index_path.display())
+    })?;
+    let index: HashMap<String, String> = serde_json::from_str(&text)
+        .map_err(|e| format!("{} must map URLs to file names: {e}", index_path.display()))?;
+    let mut out = HashMap::new();
+    for (url, file) in index {
+        let path = dir.join(&file);
+        let bytes = std::fs::read(&path).map_err(|e| format!("offline context {}: {e}", path.display()))?;
+        let doc = parse_document(&url, &bytes).map_err(|e| format!("offline context {}: {}", path.display(), e.detail))?;
+        out.insert(url, Arc::new(doc));
+    }
+    Ok(out)
+}

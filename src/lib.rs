@@ -1,0 +1,15 @@
+//! twinlink: an ETSI NGSI-LD (GS CIM 009 V1.9.1) context broker for local digital twins.
+//!
+//! The crate is a library so that black-box tests, benchmarks and the `twinlink` binary share one
+//! implementation: `http` parses the transport, `ld` resolves JSON-LD contexts, `model` holds typed
+//! NGSI-LD, `service` implements each operation once and `store` persists it.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ld;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod telemetry;

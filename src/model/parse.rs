@@ -1,0 +1,397 @@
+//! Request JSON (normalized or concise, with the caller's context) to expanded entities and
+//! attributes. Everything is checked here, before any store is touched, so that a bad request
+//! changes nothing.
+
+use super::validate;
+use super::{AttrKind, Attribute, ATTRIBUTE_MEMBERS, ENTITY_MEMBERS, NGSI_LD_NULL};
+use crate::error::{NgsiError, NgsiResult};
+use crate::ld::ActiveContext;
+use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+const GEOMETRY_TYPES: [&str; 7] = [
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+];
+
+/// The core attributes that are GeoProperties by definition.
+const GEO_ATTRIBUTES: [&str; 3] = [
+    "https://uri.etsi.org/ngsi-ld/location",
+    "https://uri.etsi.org/ngsi-ld/observationSpace",
+    "https://uri.etsi.org/ngsi-ld/operationSpace",
+];
+
+/// Whether NGSI-LD Null (a deletion) is allowed in the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nulls {
+    /// Creation and replacement: a null value is an error.
+    Forbidden,
+    /// Updates, appends and merges: a null value deletes.
+    Delete,
+}
+
+/// An entity or entity fragment from a request body, expanded.
+#[derive(Debug, Clone, Default)]
+pub struct EntityInput {
+    /// The `id` member, when present.
+    pub id: Option<String>,
+    /// The types, expanded (empty when absent).
+    pub types: Vec<String>,
+    /// The scopes, when present.
+    pub scope: Option<Vec<String>>,
+    /// The attributes by expanded name.
+    pub attrs: IndexMap<String, Vec<Attribute>>,
+}
+
+/// Reads request JSON with one active context and one timestamp for everything it creates.
+pub struct Reader<'a> {
+    ctx: &'a ActiveContext,
+    now: DateTime<Utc>,
+    nulls: Nulls,
+    partial_of: Option<AttrKind>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader for one request.
+    pub fn new(ctx: &'a ActiveContext, now: DateTime<Utc>, nulls: Nulls) -> Self {
+        Reader {
+            ctx,
+            now,
+            nulls,
+            partial_of: None,
+        }
+    }
+
+    /// Parses a partial update of an existing attribute of kind `kind` (clause 5.6.4): the fragment
+    /// may leave out the value member, which then comes back as JSON null meaning "unchanged".
+    pub fn attribute_fragment(mut self, kind: AttrKind, name: &str, iri: &str, value: &Value) -> NgsiResult<Vec<Attribute>> {
+        self.partial_of = Some(kind);
+        self.attribute(name, iri, value)
+    }
+
+    /// Parses an entity (or entity fragment) object. `require_id_and_type` is for creation.
+    pub fn entity(&self, body: &Value, require_id_and_type: bool) -> NgsiResult<EntityInput> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| NgsiError::bad_data("the entity must be a JSON object"))?;
+        let mut input = EntityInput::default();
+        match obj.get("id").or_else(|| obj.get("@id")) {
+            Some(Value::String(id)) => {
+                validate::uri("the entity id", id)?;
+                input.id = Some(id.clone());
+            }
+            Some(other) => return Err(NgsiError::bad_data(format!("the entity id must be a string, not {other}"))),
+            None if require_id_and_type => return Err(NgsiError::bad_data("the entity has no id")),
+            None => {}
+        }
+        match obj.get("type").or_else(|| obj.get("@type")) {
+            Some(t) => input.types = self.types(t)?,
+            None if require_id_and_type => return Err(NgsiError::bad_data("the entity has no type")),
+            None => {}
+        }
+        if let Some(scope) = obj.get("scope") {
+            input.scope = Some(scopes(scope)?);
+        }
+        input.attrs = self.attributes(obj, &ENTITY_MEMBERS)?;
+        Ok(input)
+    }
+
+    /// Parses the attributes of an object, skipping the given non-attribute members.
+    pub fn attributes(&self, obj: &Map<String, Value>, skip: &[&str]) -> NgsiResult<IndexMap<String, Vec<Attribute>>> {
+        let mut attrs = IndexMap::new();
+        for (name, value) in obj {
+            if skip.contains(&name.as_str()) || name == "@id" || name == "@type" {
+                continue;
+            }
+            let iri = self.name(name)?;
+            let instances = self.attribute(name, &iri, value)?;
+            attrs.insert(iri, instances);
+        }
+        Ok(attrs)
+    }
+
+    /// Validates and expands an attribute name.
+    pub fn name(&self, name: &str) -> NgsiResult<String> {
+        validate::name("attribute name", name)?;
+        Ok(self.ctx.expand(name).into_owned())
+    }
+
+    /// Parses entity types (a string or an array of strings) to IRIs.
+    pub fn types(&self, value: &Value) -> NgsiResult<Vec<String>> {
+        let names: Vec<&str> = match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|i| i.as_str().ok_or_else(|| NgsiError::bad_data(format!("an entity type must be a string, not {i}"))))
+                .collect::<NgsiResult<_>>()?,
+            other => {
+                return Err(NgsiError::bad_data(format!(
+                    "the entity type must be a string or a non-empty array of strings, not {other}"
+                )))
+            }
+        };
+        let mut out: Vec<String> = Vec::with_capacity(names.len());
+        for n in names {
+            validate::name("entity type", n)?;
+            let iri = self.ctx.expand(n).into_owned();
+            if !out.contains(&iri) {
+                out.push(iri);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses one attribute: an object, an array of instances (datasetIds) or a concise value.
+    pub fn attribute(&self, name: &str, iri: &str, value: &Value) -> NgsiResult<Vec<Attribute>> {
+        let instances = match value {
+            Value::Array(items) if !items.is_empty() && items.iter().all(looks_like_attribute) => items
+                .iter()
+                .map(|i| self.instance(name, iri, i))
+                .collect::<NgsiResult<Vec<_>>>()?,
+            _ => vec![self.instance(name, iri, value)?],
+        };
+        for (i, a) in instances.iter().enumerate() {
+            if instances[..i].iter().any(|b| b.dataset_id == a.dataset_id) {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute '{name}' has two instances with the same datasetId ({})",
+                    a.dataset_id.as_deref().unwrap_or("default")
+                )));
+            }
+        }
+        Ok(instances)
+    }
+
+    fn instance(&self, name: &str, iri: &str, value: &Value) -> NgsiResult<Attribute> {
+        let mut attr = match value {
+            Value::Object(obj) => self.object_attribute(name, obj)?,
+            Value::Null if self.nulls == Nulls::Delete => self.bare(AttrKind::Property, Value::String(NGSI_LD_NULL.into())),
+            Value::Null => {
+                return Err(NgsiError::bad_data(format!("attribute '{name}' is null; give it a value")))
+            }
+            other => self.bare(AttrKind::Property, other.clone()),
+        };
+        if GEO_ATTRIBUTES.contains(&iri) && attr.kind != AttrKind::GeoProperty && !attr.is_null() {
+            return Err(NgsiError::bad_data(format!(
+                "attribute '{name}' must be a GeoProperty, not a {}",
+                attr.kind.name()
+            )));
+        }
+        if attr.is_null() && self.nulls == Nulls::Forbidden {
+            return Err(NgsiError::bad_data(format!(
+                "attribute '{name}' is NGSI-LD Null, which only updates accept (as a deletion)"
+            )));
+        }
+        if !attr.is_null() && !attr.value.is_null() {
+            self.check_value(name, &mut attr)?;
+        }
+        Ok(attr)
+    }
+
+    fn bare(&self, kind: AttrKind, value: Value) -> Attribute {
+        Attribute {
+            kind,
+            value,
+            dataset_id: None,
+            observed_at: None,
+            unit_code: None,
+            object_type: None,
+            created_at: self.now,
+            modified_at: self.now,
+            sub: IndexMap::new(),
+        }
+    }
+
+    fn object_attribute(&self, name: &str, obj: &Map<String, Value>) -> NgsiResult<Attribute> {
+        let kind = match obj.get("type") {
+            Some(Value::String(t)) => match AttrKind::from_name(t) {
+                Some(kind) => kind,
+                None if is_geometry(obj) => return Ok(self.bare(AttrKind::GeoProperty, Value::Object(obj.clone()))),
+                None => {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}' has type '{t}', which is not an NGSI-LD attribute type \
+                         (Property, Relationship, GeoProperty, LanguageProperty, VocabProperty, \
+                         ListProperty, ListRelationship or JsonProperty)"
+                    )))
+                }
+            },
+            Some(other) => {
+                return Err(NgsiError::bad_data(format!("attribute '{name}' has a type that is not a string: {other}")))
+            }
+            None => match AttrKind::ALL.iter().find(|k| obj.contains_key(k.value_member())) {
+                Some(AttrKind::Property) if obj.get("value").is_some_and(|v| v.as_object().is_some_and(is_geometry)) => {
+                    AttrKind::GeoProperty
+                }
+                Some(kind) => *kind,
+                None => match self.partial_of {
+                    Some(kind) => return self.members(name, kind, Value::Null, obj),
+                    None => return Ok(self.bare(AttrKind::Property, Value::Object(obj.clone()))),
+                },
+            },
+        };
+        let member = kind.value_member();
+        let value = match obj.get(member) {
+            None if self.partial_of == Some(kind) => return self.members(name, kind, Value::Null, obj),
+            Some(Value::Null) if self.nulls == Nulls::Delete => Value::String(NGSI_LD_NULL.into()),
+            Some(Value::Null) | None => {
+                return Err(NgsiError::bad_data(format!(
+                    "attribute '{name}' is a {} and needs a non-null '{member}' member",
+                    kind.name()
+                )))
+            }
+            Some(v) => v.clone(),
+        };
+        self.members(name, kind, value, obj)
+    }
+
+    /// Builds an attribute of `kind` with `value` from the other members of its object.
+    fn members(&self, name: &str, kind: AttrKind, value: Value, obj: &Map<String, Value>) -> NgsiResult<Attribute> {
+        let member = kind.value_member();
+        let mut attr = self.bare(kind, value);
+        for (key, v) in obj {
+            if key == member {
+                continue;
+            }
+            match key.as_str() {
+                "datasetId" => {
+                    let id = v
+                        .as_str()
+                        .ok_or_else(|| NgsiError::bad_data(format!("the datasetId of '{name}' must be a string")))?;
+                    validate::uri(&format!("the datasetId of '{name}'"), id)?;
+                    attr.dataset_id = Some(id.to_string());
+                }
+                "observedAt" => {
+                    let t = v
+                        .as_str()
+                        .ok_or_else(|| NgsiError::bad_data(format!("the observedAt of '{name}' must be a string")))?;
+                    validate::date_time(&format!("the observedAt of '{name}'"), t)?;
+                    attr.observed_at = Some(t.to_string());
+                }
+                "unitCode" => {
+                    let u = v
+                        .as_str()
+                        .ok_or_else(|| NgsiError::bad_data(format!("the unitCode of '{name}' must be a string")))?;
+                    attr.unit_code = Some(u.to_string());
+                }
+                "objectType" if kind == AttrKind::Relationship || kind == AttrKind::ListRelationship => {
+                    attr.object_type = Some(self.vocab_terms(name, v)?);
+                }
+                k if ATTRIBUTE_MEMBERS.contains(&k) => {}
+                sub_name => {
+                    let sub_iri = self.name(sub_name)?;
+                    let sub = self.instance(sub_name, &sub_iri, v)?;
+                    attr.sub.insert(sub_iri, sub);
+                }
+            }
+        }
+        Ok(attr)
+    }
+
+    /// Checks the value member against the kind and expands vocabulary terms.
+    fn check_value(&self, name: &str, attr: &mut Attribute) -> NgsiResult<()> {
+        let bad = |why: &str| Err(NgsiError::bad_data(format!("attribute '{name}': {why}")));
+        match attr.kind {
+            AttrKind::Property | AttrKind::JsonProperty => Ok(()),
+            AttrKind::GeoProperty => validate::geometry(&format!("the value of '{name}'"), &attr.value),
+            AttrKind::Relationship => match &attr.value {
+                Value::String(s) => validate::uri(&format!("the object of '{name}'"), s),
+                Value::Array(items) if !items.is_empty() => items.iter().try_for_each(|i| match i.as_str() {
+                    Some(s) => validate::uri(&format!("the object of '{name}'"), s),
+                    None => bad("a Relationship object must be a URI or an array of URIs"),
+                }),
+                _ => bad("a Relationship object must be a URI or an array of URIs"),
+            },
+            AttrKind::ListRelationship => match &attr.value {
+                Value::Array(items) => items.iter().try_for_each(|i| {
+                    let target = i.as_str().or_else(|| i.get("object").and_then(Value::as_str));
+                    match target {
+                        Some(s) => validate::uri(&format!("an object in the objectList of '{name}'"), s),
+                        None => bad("an objectList holds URIs or {\"object\": URI} members"),
+                    }
+                }),
+                _ => bad("a ListRelationship's objectList must be an array"),
+            },
+            AttrKind::ListProperty => match &attr.value {
+                Value::Array(_) => Ok(()),
+                _ => bad("a ListProperty's valueList must be an array"),
+            },
+            AttrKind::LanguageProperty => match &attr.value {
+                Value::Object(map) if !map.is_empty() => map.iter().try_for_each(|(lang, text)| {
+                    let ok_text = text.is_string()
+                        || text.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+                    if !ok_text {
+                        return bad(&format!("the text for language '{lang}' must be a string"));
+                    }
+                    if lang != "@none" && !is_language_tag(lang) {
+                        return bad(&format!("'{lang}' is not a language tag (BCP 47, e.g. en or fr-CA)"));
+                    }
+                    Ok(())
+                }),
+                _ => bad("a LanguageProperty's languageMap must be a non-empty object of language tags to strings"),
+            },
+            AttrKind::VocabProperty => {
+                attr.value = self.vocab_terms(name, &attr.value)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Expands vocabulary terms (a string or an array of strings).
+    fn vocab_terms(&self, name: &str, value: &Value) -> NgsiResult<Value> {
+        let expand = |v: &Value| match v.as_str() {
+            Some(s) => Ok(Value::String(self.ctx.expand(s).into_owned())),
+            None => Err(NgsiError::bad_data(format!("attribute '{name}': a vocabulary term must be a string, not {v}"))),
+        };
+        match value {
+            Value::Array(items) => Ok(Value::Array(items.iter().map(expand).collect::<NgsiResult<_>>()?)),
+            v => expand(v),
+        }
+    }
+}
+
+fn looks_like_attribute(v: &Value) -> bool {
+    match v {
+        Value::Object(obj) => {
+            obj.get("type").and_then(Value::as_str).is_some_and(|t| AttrKind::from_name(t).is_some())
+                || AttrKind::ALL.iter().any(|k| obj.contains_key(k.value_member()))
+        }
+        _ => false,
+    }
+}
+
+fn is_geometry(obj: &Map<String, Value>) -> bool {
+    obj.get("type").and_then(Value::as_str).is_some_and(|t| GEOMETRY_TYPES.contains(&t))
+        && (obj.contains_key("coordinates") || obj.contains_key("geometries"))
+}
+
+fn is_language_tag(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let first = parts.next().unwrap_or("");
+    (1..=8).contains(&first.len())
+        && first.chars().all(|c| c.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Parses the `scope` member: a scope path or an array of them (clause 4.18).
+pub fn scopes(value: &Value) -> NgsiResult<Vec<String>> {
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    items
+        .into_iter()
+        .map(|v| match v.as_str() {
+            Some(s) if s.starts_with('/') && s.len() > 1 && !s.contains("//") && !s.contains(char::is_whitespace) => {
+                Ok(s.to_string())
+            }
+            _ => Err(NgsiError::bad_data(format!(
+                "scope {v} is not a scope path such as /Madrid/Gardens"
+            ))),
+        })
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! Validation rules shared by every operation: what a valid entity id, name, timestamp and geometry
+//! are. Each returns a BadRequestData error naming the offending input.
+
+use crate::error::{NgsiError, NgsiResult};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use geojson::{GeometryValue, Position};
+use serde_json::Value;
+
+const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '"', '\'', '=', ';', '(', ')', '\\', '{', '}', '`', '|', '^'];
+
+/// Checks that `id` is an absolute URI, as NGSI-LD requires of entity ids.
+pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
+    let bad = id.is_empty()
+        || id.chars().any(|c| c.is_whitespace() || c.is_control() || "<>\"{}|\\^`".contains(c))
+        || url::Url::parse(id).is_err();
+    if bad {
+        return Err(NgsiError::bad_data(format!("{what} '{id}' is not a valid URI")));
+    }
+    Ok(())
+}
+
+/// Checks an attribute or type name (clause 4.6.2 forbids characters that break query syntax).
+pub fn name(what: &str, name: &str) -> NgsiResult<()> {
+    if name.is_empty() {
+        return Err(NgsiError::bad_data(format!("an empty {what} is not allowed")));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || FORBIDDEN_NAME_CHARS.contains(c))
+    {
+        return Err(NgsiError::bad_data(format!(
+            "the {what} '{name}' contains the character {c:?}, which NGSI-LD names may not contain"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses an NGSI-LD DateTime (ISO 8601; without a zone it is taken as UTC).
+pub fn date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(NgsiError::bad_data(format!(
+        "{what} '{text}' is not an ISO 8601 DateTime such as 2024-05-01T12:00:00Z"
+    )))
+}
+
+/// Checks that `value` is a GeoJSON geometry NGSI-LD accepts, with positions in range and rings
+/// closed.
+pub fn geometry(what: &str, value: &Value) -> NgsiResult<()> {
+    let bad = |why: String| NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"));
+    let geometry: geojson::Geometry = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
+    check_geometry(&geometry.value).map_err(bad)
+}
+
+fn check_geometry(value: &GeometryValue) -> Result<(), String> {
+    use GeometryValue as G;
+    match value {
+        G::Point { coordinates } => position(coordinates),
+        G::MultiPoint { coordinates } => coordinates.iter().try_for_each(position),
+        G::LineString { coordinates } => line(coordinates),
+        G::MultiLineString { coordinates } => coordinates.iter().try_for_each(|l| line(l)),
+        G::Polygon { coordinates } => polygon(coordinates),
+        G::MultiPolygon { coordinates } => coordinates.iter().try_for_each(|p| polygon(p)),
+        G::GeometryCollection { geometries } => geometries.iter().try_for_each(|g| check_geometry(&g.value)),
+    }
+}
+
+fn position(p: &Position) -> Result<(), String> {
+    let p = p.as_slice();
+    if !(2..=3).contains(&p.len()) {
+        return Err(format!("a position has {} numbers; it needs 2 (longitude, latitude) or 3", p.len()));
+    }
+    if !p.iter().all(|v| v.is_finite()) || !(-180.0..=180.0).contains(&p[0]) || !(-90.0..=90.0).contains(&p[1]) {
+        return Err(format!("the position {p:?} is outside longitude -180..180 / latitude -90..90"));
+    }
+    Ok(())
+}
+
+fn line(l: &[Position]) -> Result<(), String> {
+    if l.len() < 2 {
+        return Err("a LineString needs at least 2 positions".into());
+    }
+    l.iter().try_for_each(position)
+}
+
+fn polygon(rings: &[Vec<Position>]) -> Result<(), String> {
+    if rings.is_empty() {
+        return Err("a Polygon needs at least one ring".into());
+    }
+    for ring in rings {
+        if ring.len() < 4 {
+            return Err("a Polygon ring needs at least 4 positions".into());
+        }
+        if ring.first().map(Position::as_slice) != ring.last().map(Position::as_slice) {
+            return Err("a Polygon ring must end where it starts".into());
+        }
+        ring.iter().try_for_each(position)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn uris_names_and_times() {
+        assert!(uri("id", "urn:ngsi-ld:Building:1").is_ok());
+        assert!(uri("id", "https://example.org/a").is_ok());
+        assert!(uri("id", "not a uri").is_err());
+        assert!(uri("id", "plainword").is_err());
+        assert!(name("attribute name", "temperature").is_ok());
+        assert!(name("attribute name", "https://ex.org/temp").is_ok());
+        assert!(name("attribute name", "temp(1)").is_err());
+        assert!(name("attribute name", "").is_err());
+        assert!(date_time("observedAt", "2024-01-01T10:00:00Z").is_ok());
+        assert!(date_time("observedAt", "2024-01-01T10:00:00.123").is_ok());
+        assert!(date_time("observedAt", "yesterday").is_err());
+    }
+
+    #[test]
+    fn geometries() {
+        assert!(geometry("location", &json!({"type": "Point", "coordinates": [2.3, 48.8]})).is_ok());
+        assert!(geometry("location", &json!({"type": "Point", "coordinates": [200, 48.8]})).is_err());
+        assert!(geometry("location", &json!({"type": "Point", "coordinates": "x"})).is_err());
+        assert!(geometry("location", &json!({"type": "Circle", "coordinates": [1, 2]})).is_err());
+        let open = json!({"type": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,1]]]});
+        assert!(geometry("location", &open).is_err());
+        let closed = json!({"type": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,1],[0,0]]]});
+        assert!(geometry("location", &closed).is_ok());
+        assert!(geometry("location", &json!({"type": "LineString", "coordinates": [[0,0]]})).is_err());
+    }
+}

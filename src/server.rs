@@ -1,0 +1,42 @@
+//! Builds the broker and its HTTP server on a listener, so that `main` and the black-box tests
+//! start exactly the same thing (tests bind port 0 and read the port back).
+
+use crate::config::Settings;
+use crate::ld::ContextLoader;
+use crate::service::Broker;
+use crate::store::{embedded::EmbeddedStore, Store};
+use actix_web::middleware::{NormalizePath, TrailingSlash};
+use actix_web::{web, App, HttpServer};
+use std::net::{SocketAddr, TcpListener};
+
+/// Opens the store and the context loader the settings describe.
+pub fn broker(settings: Settings) -> Result<Broker, String> {
+    let store = Store::Embedded(EmbeddedStore::open(&settings.data_dir)?);
+    let contexts = ContextLoader::new(&settings)?;
+    Ok(Broker {
+        store,
+        contexts,
+        settings,
+    })
+}
+
+/// Binds the listener and builds the server (not yet awaited). Returns the bound address.
+pub fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr), String> {
+    let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let workers = settings.workers;
+    let broker = web::Data::new(broker(settings)?);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(broker.clone())
+            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .configure(crate::http::routes)
+    })
+    .workers(workers)
+    .shutdown_timeout(30)
+    .listen(listener)
+    .map_err(|e| format!("cannot start the HTTP server: {e}"))?
+    .run();
+    Ok((server, addr))
+}

@@ -1,0 +1,360 @@
+//! Entity lifecycle operations of clauses 5.6 (create, retrieve, delete, append, update, partial
+//! update, replace, merge) as read-modify-writes of one entity, with the per-attribute results that
+//! 207 responses report.
+
+use super::Broker;
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::model::parse::EntityInput;
+use crate::model::{Attribute, Entity};
+use crate::store::Write;
+use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
+use std::sync::Arc;
+
+/// Outcome of an operation on several attributes: which were changed and which not (and why).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UpdateResult {
+    /// Expanded names of the attributes changed.
+    pub updated: Vec<String>,
+    /// Expanded names of the attributes left alone, with the reason.
+    pub not_updated: Vec<(String, String)>,
+}
+
+/// Attribute instances by expanded name, as parsed from a request.
+pub type Attrs = IndexMap<String, Vec<Attribute>>;
+
+fn missing(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("there is no entity with id '{id}'"))
+}
+
+fn no_attribute(id: &str, name: &str) -> NgsiError {
+    NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'"))
+}
+
+fn no_instance(id: &str, name: &str, dataset_id: Option<&str>) -> NgsiError {
+    match dataset_id {
+        Some(d) => NgsiError::not_found(format!("attribute '{name}' of entity '{id}' has no instance with datasetId '{d}'")),
+        None => NgsiError::not_found(format!("attribute '{name}' of entity '{id}' has no default instance (without datasetId)")),
+    }
+}
+
+/// Puts an instance in place of the one with the same datasetId (keeping its createdAt) or adds it.
+fn put_instance(list: &mut Vec<Attribute>, mut new: Attribute) {
+    match list.iter_mut().find(|a| a.dataset_id == new.dataset_id) {
+        Some(old) => {
+            new.created_at = old.created_at;
+            *old = new;
+        }
+        None => list.push(new),
+    }
+}
+
+/// Removes the instance with this datasetId; false when there was none.
+fn remove_instance(attrs: &mut Attrs, name: &str, dataset_id: Option<&str>) -> bool {
+    let Some(list) = attrs.get_mut(name) else { return false };
+    let before = list.len();
+    list.retain(|a| a.dataset_id.as_deref() != dataset_id);
+    let removed = list.len() != before;
+    if list.is_empty() {
+        attrs.shift_remove(name);
+    }
+    removed
+}
+
+/// Merges a patch into an attribute instance (clause 5.5.11 merge): given members replace, absent
+/// members stay, NGSI-LD Null sub-attributes are removed. The kind may not change.
+fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<Utc>) -> NgsiResult<Attribute> {
+    if !patch.value.is_null() && patch.kind != old.kind {
+        return Err(NgsiError::bad_data(format!(
+            "attribute '{name}' is a {}; a partial update cannot make it a {} (replace the attribute instead)",
+            old.kind.name(),
+            patch.kind.name()
+        )));
+    }
+    let mut merged = old.clone();
+    if !patch.value.is_null() {
+        merged.value = patch.value;
+    }
+    merged.observed_at = patch.observed_at.or(merged.observed_at);
+    merged.unit_code = patch.unit_code.or(merged.unit_code);
+    merged.object_type = patch.object_type.or(merged.object_type);
+    for (sub_name, sub) in patch.sub {
+        if sub.is_null() {
+            merged.sub.shift_remove(&sub_name);
+        } else if let Some(existing) = merged.sub.get(&sub_name) {
+            let m = merge_instance(existing, sub, &sub_name, now)?;
+            merged.sub.insert(sub_name, m);
+        } else {
+            merged.sub.insert(sub_name, sub);
+        }
+    }
+    merged.modified_at = now;
+    Ok(merged)
+}
+
+fn add_types(entity: &mut Entity, types: Vec<String>) {
+    for t in types {
+        if !entity.types.contains(&t) {
+            entity.types.push(t);
+        }
+    }
+}
+
+impl Broker {
+    /// Creates an entity (5.6.1); AlreadyExists if the id is taken in the tenant.
+    pub async fn create_entity(&self, tenant: &str, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<String> {
+        let id = input.id.ok_or_else(|| NgsiError::bad_data("the entity has no id"))?;
+        if input.types.is_empty() {
+            return Err(NgsiError::bad_data("the entity has no type"));
+        }
+        let entity = Entity {
+            id: id.clone(),
+            types: input.types,
+            scope: input.scope,
+            attrs: input.attrs,
+            created_at: now,
+            modified_at: now,
+        };
+        let id_for_error = id.clone();
+        self.store
+            .modify(tenant, &id, move |current| match current {
+                Some(_) => Err(NgsiError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("an entity with id '{id_for_error}' exists already"),
+                )),
+                None => Ok((Write::Put(entity), ())),
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Retrieves an entity (5.7.1).
+    pub async fn retrieve_entity(&self, tenant: &str, id: &str) -> NgsiResult<Arc<Entity>> {
+        self.require_tenant(tenant).await?;
+        self.store.get(tenant, id).await?.ok_or_else(|| missing(id))
+    }
+
+    /// Deletes an entity (5.6.6).
+    pub async fn delete_entity(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+        self.require_tenant(tenant).await?;
+        let owned = id.to_string();
+        self.store
+            .modify(tenant, id, move |current| match current {
+                Some(_) => Ok((Write::Delete, ())),
+                None => Err(missing(&owned)),
+            })
+            .await
+    }
+
+    /// Runs `change` on the existing entity and stores the result (NotFound when it is missing).
+    async fn change<R, F>(&self, tenant: &str, id: &str, change: F) -> NgsiResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Entity) -> NgsiResult<R> + Send + 'static,
+    {
+        self.require_tenant(tenant).await?;
+        let owned = id.to_string();
+        self.store
+            .modify(tenant, id, move |current| {
+                let mut entity = current.cloned().ok_or_else(|| missing(&owned))?;
+                let result = change(&mut entity)?;
+                Ok((Write::Put(entity), result))
+            })
+            .await
+    }
+
+    /// Appends attributes (5.6.3): new ones are added, existing ones replaced unless `no_overwrite`,
+    /// NGSI-LD Null ones deleted; body types are added to the entity.
+    pub async fn append_attrs(
+        &self,
+        tenant: &str,
+        id: &str,
+        input: EntityInput,
+        no_overwrite: bool,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<UpdateResult> {
+        self.change(tenant, id, move |entity| {
+            let mut result = UpdateResult::default();
+            add_types(entity, input.types);
+            for (name, instances) in input.attrs {
+                let mut changed = false;
+                for instance in instances {
+                    let exists = entity.instance(&name, instance.dataset_id.as_deref()).is_some();
+                    if instance.is_null() {
+                        changed |= remove_instance(&mut entity.attrs, &name, instance.dataset_id.as_deref());
+                    } else if exists && no_overwrite {
+                        result
+                            .not_updated
+                            .push((name.clone(), "the attribute exists and options=noOverwrite was given".into()));
+                    } else {
+                        put_instance(entity.attrs.entry(name.clone()).or_default(), instance);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    result.updated.push(name);
+                }
+            }
+            entity.modified_at = now;
+            Ok(result)
+        })
+        .await
+    }
+
+    /// Updates existing attributes (5.6.2): each given instance replaces the existing one with its
+    /// datasetId; attributes that do not exist are reported, not created.
+    pub async fn update_attrs(&self, tenant: &str, id: &str, attrs: Attrs, now: DateTime<Utc>) -> NgsiResult<UpdateResult> {
+        self.change(tenant, id, move |entity| {
+            let mut result = UpdateResult::default();
+            for (name, instances) in attrs {
+                let mut changed = false;
+                for instance in instances {
+                    let dataset_id = instance.dataset_id.clone();
+                    if entity.instance(&name, dataset_id.as_deref()).is_none() {
+                        let reason = match &dataset_id {
+                            Some(d) => format!("the attribute has no instance with datasetId '{d}'"),
+                            None => "the attribute does not exist".to_string(),
+                        };
+                        result.not_updated.push((name.clone(), reason));
+                    } else if instance.is_null() {
+                        changed |= remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
+                    } else {
+                        put_instance(entity.attrs.entry(name.clone()).or_default(), instance);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    result.updated.push(name);
+                }
+            }
+            entity.modified_at = now;
+            Ok(result)
+        })
+        .await
+    }
+
+    /// Partially updates one attribute (5.6.4): the fragment is merged into the existing instance
+    /// with the same datasetId.
+    pub async fn partial_update_attr(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: &str,
+        instances: Vec<Attribute>,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
+        let (id_owned, name_owned) = (id.to_string(), name.to_string());
+        self.change(tenant, id, move |entity| {
+            for patch in instances {
+                let dataset_id = patch.dataset_id.clone();
+                let old = entity
+                    .instance(&name_owned, dataset_id.as_deref())
+                    .ok_or_else(|| no_instance(&id_owned, &name_owned, dataset_id.as_deref()))?;
+                if patch.is_null() {
+                    remove_instance(&mut entity.attrs, &name_owned, dataset_id.as_deref());
+                } else {
+                    let merged = merge_instance(old, patch, &name_owned, now)?;
+                    put_instance(entity.attrs.entry(name_owned.clone()).or_default(), merged);
+                }
+            }
+            entity.modified_at = now;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces one attribute instance (5.6.19); the attribute must exist.
+    pub async fn replace_attr(&self, tenant: &str, id: &str, name: &str, instances: Vec<Attribute>, now: DateTime<Utc>) -> NgsiResult<()> {
+        let (id_owned, name_owned) = (id.to_string(), name.to_string());
+        self.change(tenant, id, move |entity| {
+            if !entity.attrs.contains_key(&name_owned) {
+                return Err(no_attribute(&id_owned, &name_owned));
+            }
+            for instance in instances {
+                put_instance(entity.attrs.entry(name_owned.clone()).or_default(), instance);
+            }
+            entity.modified_at = now;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes one attribute instance, or every instance with `delete_all` (5.6.5).
+    pub async fn delete_attr(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: &str,
+        dataset_id: Option<String>,
+        delete_all: bool,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
+        let (id_owned, name_owned) = (id.to_string(), name.to_string());
+        self.change(tenant, id, move |entity| {
+            if !entity.attrs.contains_key(&name_owned) {
+                return Err(no_attribute(&id_owned, &name_owned));
+            }
+            if delete_all {
+                entity.attrs.shift_remove(&name_owned);
+            } else if !remove_instance(&mut entity.attrs, &name_owned, dataset_id.as_deref()) {
+                return Err(no_instance(&id_owned, &name_owned, dataset_id.as_deref()));
+            }
+            entity.modified_at = now;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Merges a fragment into an entity (5.6.17): attributes are merged instance by instance,
+    /// NGSI-LD Null removes, types are added, scope replaced when given.
+    pub async fn merge_entity(&self, tenant: &str, id: &str, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
+        self.check_body_id(id, input.id.as_deref())?;
+        self.change(tenant, id, move |entity| {
+            add_types(entity, input.types);
+            if input.scope.is_some() {
+                entity.scope = input.scope;
+            }
+            for (name, instances) in input.attrs {
+                for patch in instances {
+                    let dataset_id = patch.dataset_id.clone();
+                    if patch.is_null() {
+                        remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
+                        continue;
+                    }
+                    let merged = match entity.instance(&name, dataset_id.as_deref()) {
+                        Some(old) => merge_instance(old, patch, &name, now)?,
+                        None => patch,
+                    };
+                    put_instance(entity.attrs.entry(name.clone()).or_default(), merged);
+                }
+            }
+            entity.modified_at = now;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces an entity (5.6.18): all attributes and, when given, the types; createdAt stays.
+    pub async fn replace_entity(&self, tenant: &str, id: &str, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
+        self.check_body_id(id, input.id.as_deref())?;
+        self.change(tenant, id, move |entity| {
+            if !input.types.is_empty() {
+                entity.types = input.types;
+            }
+            entity.scope = input.scope;
+            entity.attrs = input.attrs;
+            entity.modified_at = now;
+            Ok(())
+        })
+        .await
+    }
+
+    fn check_body_id(&self, path_id: &str, body_id: Option<&str>) -> NgsiResult<()> {
+        match body_id {
+            Some(b) if b != path_id => Err(NgsiError::bad_data(format!(
+                "the body's id '{b}' differs from the id '{path_id}' in the URL"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The NGSI-LD operations, each written once and used by every transport (HTTP today, MQTT and
+//! batch later). Services take parsed, expanded input and return expanded results; they know
+//! nothing of HTTP.
+
+pub mod entities;
+
+use crate::config::Settings;
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::ld::ContextLoader;
+use crate::store::Store;
+
+/// Everything an operation needs: the store, the context loader and the settings.
+pub struct Broker {
+    /// Where entities live.
+    pub store: Store,
+    /// Where @contexts come from.
+    pub contexts: ContextLoader,
+    /// The effective configuration.
+    pub settings: Settings,
+}
+
+impl Broker {
+    /// Fails with NonexistentTenant unless the tenant exists (reads never create tenants).
+    pub async fn require_tenant(&self, tenant: &str) -> NgsiResult<()> {
+        if self.store.tenant_exists(tenant).await? {
+            Ok(())
+        } else {
+            Err(NgsiError::new(
+                ErrorKind::NonexistentTenant,
+                format!("the tenant '{tenant}' does not exist (it is created by the first write to it)"),
+            ))
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Persistence behind one interface: the embedded store (default, zero setup) and, later, PostgreSQL.
+//! Every write is a read-modify-write of one entity, done atomically inside the store, so that the
+//! services can decide on the current state without races and nothing is half-applied.
+
+pub mod embedded;
+
+use crate::error::NgsiResult;
+use crate::model::Entity;
+use std::sync::Arc;
+
+/// The tenant of requests without an `NGSILD-Tenant` header.
+pub const DEFAULT_TENANT: &str = "";
+
+/// What a modification decides to do with the entity it was shown.
+#[derive(Debug)]
+pub enum Write {
+    /// Store this entity (create or replace).
+    Put(Entity),
+    /// Remove the entity.
+    Delete,
+    /// Change nothing.
+    Keep,
+}
+
+/// The configured store.
+pub enum Store {
+    /// redb-backed store under the data directory.
+    Embedded(embedded::EmbeddedStore),
+}
+
+impl Store {
+    /// The entity with this id in this tenant.
+    pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
+        match self {
+            Store::Embedded(s) => Ok(s.get(tenant, id)),
+        }
+    }
+
+    /// Whether the tenant has ever been written to (the default tenant always exists).
+    pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
+        match self {
+            Store::Embedded(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant)),
+        }
+    }
+
+    /// Atomically reads the entity, lets `decide` choose a write, and commits it durably before
+    /// returning `decide`'s result.
+    pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
+    {
+        match self {
+            Store::Embedded(s) => s.modify(tenant, id, decide).await,
+        }
+    }
+
+    /// Every entity of a tenant, in id order (the query engine filters them).
+    pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
+        match self {
+            Store::Embedded(s) => Ok(s.entities(tenant)),
+        }
+    }
+}
