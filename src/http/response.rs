@@ -33,7 +33,7 @@ pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
     let context = info.response_context();
     let mut response = HttpResponse::Ok();
     match info.accepted {
-        Accepted::JsonLd => {
+        Accepted::JsonLd | Accepted::GeoJson => {
             if let Value::Object(map) = &mut body {
                 insert_context(map, context);
             } else if let Value::Array(items) = &mut body {
@@ -44,7 +44,7 @@ pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
                 }
             }
         }
-        Accepted::Json | Accepted::GeoJson => {
+        Accepted::Json => {
             if let Value::String(url) = &context {
                 response.insert_header(("Link", link_header(url)));
             }

@@ -94,7 +94,7 @@ pub fn feature(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions, geometry_p
         .filter(|a| a.kind == AttrKind::GeoProperty)
         .map_or(Value::Null, |a| a.value.clone());
     let mut properties = entity(e, ctx, opts);
-    properties.remove("id");
+    properties.shift_remove("id");
     let mut out = Map::new();
     out.insert("id".into(), Value::String(e.id.clone()));
     out.insert("type".into(), Value::String("Feature".into()));
