@@ -37,14 +37,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The HTTP status code the NGSI-LD API binding (clause 6.3.2) gives this error type.
+    /// The HTTP status code the NGSI-LD API binding (clause 6.3.2, V1.9.1) gives this error type.
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::InvalidRequest | ErrorKind::BadRequestData => 400,
             ErrorKind::ResourceNotFound | ErrorKind::NonexistentTenant => 404,
             ErrorKind::AlreadyExists => 409,
             ErrorKind::OperationNotSupported => 422,
-            ErrorKind::LdContextNotAvailable | ErrorKind::ServiceUnavailable => 503,
+            ErrorKind::ServiceUnavailable => 503,
+            // 504 since GS CIM 009 V1.8.1 (was 503 before).
+            ErrorKind::LdContextNotAvailable => 504,
             ErrorKind::TooManyResults => 403,
             ErrorKind::NotAcceptable => 406,
             ErrorKind::UnsupportedMediaType => 415,

@@ -29,8 +29,20 @@ struct Write {
     ctx: Arc<ActiveContext>,
 }
 
-async fn read_write(req: &HttpRequest, payload: web::Payload, broker: &Broker, merge_patch: bool) -> NgsiResult<Write> {
-    let info = RequestInfo::read(req, WRITE_OFFERS)?;
+/// Query parameters of reads of one entity (5.7.1 and 6.5.3.1).
+const READ_PARAMS: &[&str] = &[
+    "attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "local", "via", "join", "joinLevel",
+    "containedBy", "datasetId", "entityMap",
+];
+
+async fn read_write(
+    req: &HttpRequest,
+    payload: web::Payload,
+    broker: &Broker,
+    merge_patch: bool,
+    params: &[&str],
+) -> NgsiResult<Write> {
+    let info = RequestInfo::read(req, WRITE_OFFERS, params)?;
     let Body { json, context } = read_body(req, payload, &info, broker.settings.max_body_bytes, merge_patch).await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     Ok(Write { info, body: json, ctx })
@@ -73,7 +85,7 @@ fn update_result(info: &RequestInfo, ctx: &ActiveContext, result: UpdateResult) 
 
 /// POST /entities (5.6.1).
 pub async fn create(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let w = read_write(&req, payload, &broker, false).await?;
+    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let now = Utc::now();
     let input = Reader::new(&w.ctx, now, Nulls::Forbidden).entity(&w.body, true)?;
     let id = broker.create_entity(&w.info.tenant, input, now).await?;
@@ -121,7 +133,7 @@ pub fn render_options(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Ren
 
 /// GET /entities/{id} (5.7.1).
 pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, READ_OFFERS)?;
+    let info = RequestInfo::read(&req, READ_OFFERS, READ_PARAMS)?;
     let id = path_id(&req)?;
     let ctx = info.context(&broker).await?;
     let opts = render_options(&info, &ctx)?;
@@ -146,7 +158,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
 
 /// DELETE /entities/{id} (5.6.6).
 pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS)?;
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &["local", "type"])?;
     let id = path_id(&req)?;
     broker.delete_entity(&info.tenant, &id).await?;
     Ok(no_content(&info))
@@ -159,7 +171,7 @@ fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
 /// PATCH /entities/{id} (merge, 5.6.17).
 pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, true).await?;
+    let w = read_write(&req, payload, &broker, true, &["local", "options", "format"]).await?;
     let input = fragment(&w, Nulls::Delete)?;
     broker.merge_entity(&w.info.tenant, &id, input, Utc::now()).await?;
     Ok(no_content(&w.info))
@@ -168,7 +180,7 @@ pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> Ngs
 /// PUT /entities/{id} (replace, 5.6.18).
 pub async fn replace(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false).await?;
+    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let input = fragment(&w, Nulls::Forbidden)?;
     broker.replace_entity(&w.info.tenant, &id, input, Utc::now()).await?;
     Ok(no_content(&w.info))
@@ -195,7 +207,7 @@ fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
 /// POST /entities/{id}/attrs (append, 5.6.3).
 pub async fn append_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false).await?;
+    let w = read_write(&req, payload, &broker, false, &["options", "local"]).await?;
     let no_overwrite = w.info.options(&["noOverwrite"])?.iter().any(|o| o == "noOverwrite");
     let input = attrs_body(&w, Nulls::Delete)?;
     let result = broker.append_attrs(&w.info.tenant, &id, input, no_overwrite, Utc::now()).await?;
@@ -205,7 +217,7 @@ pub async fn append_attrs(req: HttpRequest, payload: web::Payload, broker: Data)
 /// PATCH /entities/{id}/attrs (update, 5.6.2).
 pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false).await?;
+    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let input = attrs_body(&w, Nulls::Delete)?;
     let result = broker.update_attrs(&w.info.tenant, &id, input.attrs, Utc::now()).await?;
     Ok(update_result(&w.info, &w.ctx, result))
@@ -214,7 +226,7 @@ pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data)
 /// PATCH /entities/{id}/attrs/{attrId} (partial attribute update, 5.6.4).
 pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false).await?;
+    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
     let entity = broker.retrieve_entity(&w.info.tenant, &id).await?;
     let kind = entity
@@ -231,7 +243,7 @@ pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker
 /// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
 pub async fn replace_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false).await?;
+    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
     let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
     broker.replace_attr(&w.info.tenant, &id, &iri, instances, Utc::now()).await?;
@@ -240,7 +252,7 @@ pub async fn replace_attr(req: HttpRequest, payload: web::Payload, broker: Data)
 
 /// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
 pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS)?;
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &["datasetId", "deleteAll", "local"])?;
     let id = path_id(&req)?;
     let ctx = info.context(&broker).await?;
     let (_, iri) = path_attr(&req, &ctx)?;

@@ -50,13 +50,23 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    /// Reads headers and query; `offers` are the media types this resource can answer with.
-    pub fn read(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<RequestInfo> {
+    /// Reads headers and query; `offers` are the media types this resource can answer with and
+    /// `params` the query parameters it knows (any other is an InvalidRequest, clause 6.3.x).
+    pub fn read(req: &HttpRequest, offers: &[Accepted], params: &[&str]) -> NgsiResult<RequestInfo> {
+        let accepted = negotiate_accept(req, offers)?;
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+        if let Some((unknown, _)) = query.iter().find(|(k, _)| !params.contains(&k.as_str())) {
+            return Err(NgsiError::invalid(format!(
+                "the query parameter '{unknown}' is not supported here; known parameters: {}",
+                if params.is_empty() { "none".to_string() } else { params.join(", ") }
+            )));
+        }
         Ok(RequestInfo {
             tenant: tenant(req)?,
             link_context: link_context(req)?,
-            accepted: negotiate_accept(req, offers)?,
-            query: url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect(),
+            accepted,
+            query,
         })
     }
 
