@@ -110,7 +110,7 @@ impl ActiveContext {
         if let Some(v) = map.get("@vocab") {
             self.vocab = match v {
                 Value::Null => None,
-                Value::String(s) => Some(self.expand_in_definition(s, map, &mut HashMap::new())?),
+                Value::String(s) => Some(self.expand_in_definition(s, map, &mut HashMap::new(), "@vocab")?),
                 other => return Err(NgsiError::bad_data(format!("@vocab must be a string or null, not {other}"))),
             };
         }
@@ -158,7 +158,7 @@ impl ActiveContext {
                         "@vocab" => Coercion::Vocab,
                         "@json" => Coercion::Json,
                         "@none" => Coercion::None,
-                        other => Coercion::Datatype(self.expand_in_definition(other, local, state)?),
+                        other => Coercion::Datatype(self.expand_in_definition(other, local, state, term)?),
                     },
                     Some(other) => {
                         return Err(NgsiError::bad_data(format!("'{term}': @type must be a string, not {other}")))
@@ -175,8 +175,8 @@ impl ActiveContext {
         };
         let iri = match id {
             Some(id) if id.starts_with('@') => id.to_string(),
-            Some(id) => self.expand_in_definition(id, local, state)?,
-            None if term.contains(':') => self.expand_in_definition(term, local, state)?,
+            Some(id) => self.expand_in_definition(id, local, state, term)?,
+            None if term.contains(':') => self.expand_in_definition(term, local, state, term)?,
             None => match &self.vocab {
                 Some(v) => format!("{v}{term}"),
                 None => {
@@ -192,11 +192,14 @@ impl ActiveContext {
         Ok(())
     }
 
+    /// IRI-expands `value` inside the definition of `current`. `"t": "t"` (as the v1.8 core context
+    /// has) reads as a vocabulary-relative IRI rather than a cycle.
     fn expand_in_definition(
         &mut self,
         value: &str,
         local: &Map<String, Value>,
         state: &mut HashMap<String, bool>,
+        current: &str,
     ) -> NgsiResult<String> {
         if value.starts_with('@') {
             return Ok(value.to_string());
@@ -205,7 +208,7 @@ impl ActiveContext {
             if prefix == "_" || suffix.starts_with("//") {
                 return Ok(value.to_string());
             }
-            if local.contains_key(prefix) {
+            if local.contains_key(prefix) && prefix != current {
                 self.define(prefix, local, state)?;
             }
             return Ok(match self.terms.get(prefix) {
@@ -213,7 +216,7 @@ impl ActiveContext {
                 _ => value.to_string(),
             });
         }
-        if local.contains_key(value) {
+        if local.contains_key(value) && value != current {
             self.define(value, local, state)?;
         }
         if let Some(t) = self.terms.get(value) {
@@ -369,6 +372,8 @@ mod tests {
 
     #[test]
     fn cycles_and_bad_shapes_are_rejected() {
+        let selfref = json!({"@vocab": "http://v/", "t": "t"});
+        assert_eq!(ActiveContext::build(&[&selfref], &NoDocs).unwrap().expand("t"), "http://v/t");
         let cyc = json!({"a": "b:x", "b": "a:y"});
         assert!(ActiveContext::build(&[&cyc], &NoDocs).is_err());
         assert!(ActiveContext::build(&[&json!(42)], &NoDocs).is_err());
