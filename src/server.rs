@@ -5,7 +5,6 @@ use crate::config::Settings;
 use crate::ld::ContextLoader;
 use crate::service::Broker;
 use crate::store::{embedded::EmbeddedStore, Store};
-use actix_web::middleware::{NormalizePath, TrailingSlash};
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 
@@ -30,7 +29,23 @@ pub fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr),
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())
-            .wrap(NormalizePath::new(TrailingSlash::Trim))
+            .wrap_fn(|mut req, srv| {
+                // One trailing slash is tolerated (`POST /entities/`); double slashes are kept so
+                // that an empty id segment is reported, not silently merged away.
+                let path = req.path();
+                if path.len() > 1 && path.ends_with('/') && !path.ends_with("//") {
+                    let trimmed = path.trim_end_matches('/').to_string();
+                    let uri = match req.uri().query() {
+                        Some(q) => format!("{trimmed}?{q}"),
+                        None => trimmed,
+                    };
+                    if let Ok(uri) = uri.parse() {
+                        req.match_info_mut().get_mut().update(&uri);
+                        req.head_mut().uri = uri;
+                    }
+                }
+                actix_web::dev::Service::call(srv, req)
+            })
             .configure(crate::http::routes)
     })
     .workers(workers)

@@ -6,10 +6,10 @@ use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
-use crate::model::parse::{EntityInput, Nulls, Reader};
+use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{self, Projection, RenderOptions};
 use crate::model::ENTITY_MEMBERS;
-use crate::service::entities::UpdateResult;
+use crate::service::entities::{Target, UpdateResult, SCOPE_IRI};
 use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -32,7 +32,7 @@ struct Write {
 /// Query parameters of reads of one entity (5.7.1 and 6.5.3.1).
 const READ_PARAMS: &[&str] = &[
     "attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "local", "via", "join", "joinLevel",
-    "containedBy", "datasetId", "entityMap",
+    "containedBy", "datasetId", "entityMap", "type",
 ];
 
 async fn read_write(
@@ -50,12 +50,31 @@ async fn read_write(
 
 fn path_id(req: &HttpRequest) -> NgsiResult<String> {
     let id = req.match_info().get("id").unwrap_or_default().to_string();
-    crate::model::validate::uri("the entity id in the URL", &id)?;
+    crate::model::validate::entity_id("the entity id in the URL", &id)?;
     Ok(id)
+}
+
+/// The addressed entity: tenant, id from the path and the `type` selector (expanded).
+fn target(req: &HttpRequest, info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Target> {
+    let id = path_id(req)?;
+    let types = match info.list("type")? {
+        Some(names) => names.iter().map(|n| ctx.expand(n).into_owned()).collect(),
+        None => Vec::new(),
+    };
+    Ok(Target {
+        tenant: info.tenant.clone(),
+        id,
+        types,
+    })
 }
 
 fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, String)> {
     let name = req.match_info().get("attr").unwrap_or_default().to_string();
+    if name == "scope" {
+        return Err(NgsiError::bad_data(
+            "scope is not an attribute: change it with PATCH or POST /entities/{id}/attrs, or DELETE .../attrs/scope",
+        ));
+    }
     crate::model::validate::name("attribute name in the URL", &name)?;
     let iri = ctx.expand(&name).into_owned();
     Ok((name, iri))
@@ -111,11 +130,14 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
             })
             .collect()
     };
-    let pick = info.list("pick").map(expand).transpose()?;
-    let attrs = info.list("attrs").map(expand).transpose()?;
-    let omit = info.list("omit").map(expand).transpose()?.unwrap_or_default();
+    let pick = info.list("pick")?.map(expand).transpose()?;
+    let attrs = info.list("attrs")?.map(expand).transpose()?;
+    let omit = info.list("omit")?.map(expand).transpose()?.unwrap_or_default();
     if pick.is_some() && !omit.is_empty() {
         return Err(NgsiError::bad_data("pick and omit cannot be used together"));
+    }
+    if attrs.is_some() && (pick.is_some() || !omit.is_empty()) {
+        return Err(NgsiError::bad_data("attrs cannot be combined with pick or omit; use pick alone"));
     }
     Ok(Projection { attrs, pick, omit })
 }
@@ -134,10 +156,21 @@ pub fn render_options(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Ren
 /// GET /entities/{id} (5.7.1).
 pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, READ_OFFERS, READ_PARAMS)?;
-    let id = path_id(&req)?;
     let ctx = info.context(&broker).await?;
+    let target = target(&req, &info, &ctx)?;
     let opts = render_options(&info, &ctx)?;
-    let entity = broker.retrieve_entity(&info.tenant, &id).await?;
+    if info.param("geometryProperty").is_some() && info.accepted != Accepted::GeoJson {
+        return Err(NgsiError::bad_data("geometryProperty only applies when the client accepts application/geo+json"));
+    }
+    let entity = broker.retrieve_entity(&target).await?;
+    let p = &opts.projection;
+    let projected = p.attrs.is_some() || p.pick.is_some() || !p.omit.is_empty();
+    if projected && !entity.attrs.keys().any(|k| p.keeps(k)) && !p.pick.as_ref().is_some_and(|k| k.contains("id") || k.contains("type")) {
+        return Err(NgsiError::not_found(format!(
+            "entity '{}' has none of the attributes asked for",
+            entity.id
+        )));
+    }
     let body = match info.accepted {
         Accepted::GeoJson => {
             let geo = info.param("geometryProperty").unwrap_or("location");
@@ -159,8 +192,9 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
 /// DELETE /entities/{id} (5.6.6).
 pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, WRITE_OFFERS, &["local", "type"])?;
-    let id = path_id(&req)?;
-    broker.delete_entity(&info.tenant, &id).await?;
+    let ctx = info.context(&broker).await?;
+    let target = target(&req, &info, &ctx)?;
+    broker.delete_entity(&target).await?;
     Ok(no_content(&info))
 }
 
@@ -170,19 +204,19 @@ fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
 
 /// PATCH /entities/{id} (merge, 5.6.17).
 pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, true, &["local", "options", "format"]).await?;
-    let input = fragment(&w, Nulls::Delete)?;
-    broker.merge_entity(&w.info.tenant, &id, input, Utc::now()).await?;
+    let w = read_write(&req, payload, &broker, true, &["local", "options", "format", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
+    let input = fragment(&w, Nulls::Merge)?;
+    broker.merge_entity(&target, input, Utc::now()).await?;
     Ok(no_content(&w.info))
 }
 
 /// PUT /entities/{id} (replace, 5.6.18).
 pub async fn replace(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
+    let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Forbidden)?;
-    broker.replace_entity(&w.info.tenant, &id, input, Utc::now()).await?;
+    broker.replace_entity(&target, input, Utc::now()).await?;
     Ok(no_content(&w.info))
 }
 
@@ -196,39 +230,41 @@ fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
         Some(t) => reader.types(t)?,
         None => Vec::new(),
     };
+    let scope = obj.get("scope").map(scopes).transpose()?;
     Ok(EntityInput {
         id: None,
         types,
-        scope: None,
+        scope,
         attrs: reader.attributes(obj, &ENTITY_MEMBERS)?,
     })
 }
 
 /// POST /entities/{id}/attrs (append, 5.6.3).
 pub async fn append_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false, &["options", "local"]).await?;
+    let w = read_write(&req, payload, &broker, false, &["options", "local", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
     let no_overwrite = w.info.options(&["noOverwrite"])?.iter().any(|o| o == "noOverwrite");
     let input = attrs_body(&w, Nulls::Delete)?;
-    let result = broker.append_attrs(&w.info.tenant, &id, input, no_overwrite, Utc::now()).await?;
+    let result = broker.append_attrs(&target, input, no_overwrite, Utc::now()).await?;
     Ok(update_result(&w.info, &w.ctx, result))
 }
 
 /// PATCH /entities/{id}/attrs (update, 5.6.2).
 pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
+    let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
     let input = attrs_body(&w, Nulls::Delete)?;
-    let result = broker.update_attrs(&w.info.tenant, &id, input.attrs, Utc::now()).await?;
+    let result = broker.update_attrs(&target, input, Utc::now()).await?;
     Ok(update_result(&w.info, &w.ctx, result))
 }
 
 /// PATCH /entities/{id}/attrs/{attrId} (partial attribute update, 5.6.4).
 pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
+    let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
-    let entity = broker.retrieve_entity(&w.info.tenant, &id).await?;
+    let id = &target.id;
+    let entity = broker.retrieve_entity(&target).await?;
     let kind = entity
         .attrs
         .get(&iri)
@@ -236,26 +272,29 @@ pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker
         .map(|a| a.kind)
         .ok_or_else(|| NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'")))?;
     let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete).attribute_fragment(kind, &name, &iri, &w.body)?;
-    broker.partial_update_attr(&w.info.tenant, &id, &iri, instances, Utc::now()).await?;
+    broker.partial_update_attr(&target, &iri, instances, Utc::now()).await?;
     Ok(no_content(&w.info))
 }
 
 /// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
 pub async fn replace_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let id = path_id(&req)?;
-    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
+    let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
     let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
-    broker.replace_attr(&w.info.tenant, &id, &iri, instances, Utc::now()).await?;
+    broker.replace_attr(&target, &iri, instances, Utc::now()).await?;
     Ok(no_content(&w.info))
 }
 
 /// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
 pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS, &["datasetId", "deleteAll", "local"])?;
-    let id = path_id(&req)?;
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &["datasetId", "deleteAll", "local", "type"])?;
     let ctx = info.context(&broker).await?;
-    let (_, iri) = path_attr(&req, &ctx)?;
+    let target = target(&req, &info, &ctx)?;
+    let iri = match req.match_info().get("attr") {
+        Some("scope") => SCOPE_IRI.to_string(),
+        _ => path_attr(&req, &ctx)?.1,
+    };
     let dataset_id = info.param("datasetId").map(str::to_string);
     if let Some(d) = &dataset_id {
         crate::model::validate::uri("datasetId", d)?;
@@ -265,6 +304,6 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
         Some("true") => true,
         Some(other) => return Err(NgsiError::bad_data(format!("deleteAll={other} must be true or false"))),
     };
-    broker.delete_attr(&info.tenant, &id, &iri, dataset_id, delete_all, Utc::now()).await?;
+    broker.delete_attr(&target, &iri, dataset_id, delete_all, Utc::now()).await?;
     Ok(no_content(&info))
 }

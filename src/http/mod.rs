@@ -44,3 +44,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/health", web::get().to(response::health))
     .default_service(web::to(response::not_found));
 }
+
+/// 400 for API paths with an empty segment (`/entities//attrs`): an id or name is missing.
+pub fn empty_segment(path: &str) -> bool {
+    path.starts_with(BASE) && path[BASE.len()..].trim_end_matches('/').contains("//")
+}

@@ -80,22 +80,21 @@ impl RequestInfo {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    /// A comma-separated query parameter as a list (empty items dropped).
-    pub fn list(&self, name: &str) -> Option<Vec<String>> {
-        self.param(name).map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
+    /// A list query parameter (items separated by `,` or `|`); an empty item is an error.
+    pub fn list(&self, name: &str) -> NgsiResult<Option<Vec<String>>> {
+        let Some(v) = self.param(name) else { return Ok(None) };
+        let items: Vec<String> = v.split([',', '|']).map(|s| s.trim().to_string()).collect();
+        if items.iter().any(String::is_empty) {
+            return Err(NgsiError::bad_data(format!("{name}={v} has an empty item")));
+        }
+        Ok(Some(items))
     }
 
     /// The `options` tokens, checked against those the operation knows.
     pub fn options(&self, known: &[&str]) -> NgsiResult<Vec<String>> {
-        let options = self.list("options").unwrap_or_default();
+        let options = self.list("options").map_err(|e| NgsiError::invalid(e.detail))?.unwrap_or_default();
         if let Some(bad) = options.iter().find(|o| !known.contains(&o.as_str())) {
-            return Err(NgsiError::bad_data(format!(
+            return Err(NgsiError::invalid(format!(
                 "options={bad} is not known here; use one of {}",
                 known.join(", ")
             )));
@@ -113,10 +112,10 @@ impl RequestInfo {
         };
         if let Some(f) = self.param("format") {
             return from_name(f).ok_or_else(|| {
-                NgsiError::bad_data(format!("format={f} is unknown; use normalized, concise or keyValues"))
+                NgsiError::invalid(format!("format={f} is unknown; use normalized, concise or keyValues"))
             });
         }
-        let options = self.list("options").unwrap_or_default();
+        let options = self.list("options").map_err(|e| NgsiError::invalid(e.detail))?.unwrap_or_default();
         Ok(options.iter().rev().find_map(|o| from_name(o)).unwrap_or_default())
     }
 

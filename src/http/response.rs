@@ -59,11 +59,28 @@ fn insert_context(map: &mut Map<String, Value>, context: Value) {
 
 /// 404 for paths outside the API.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, NgsiError> {
+    if super::empty_segment(req.path()) {
+        return Err(NgsiError::bad_data(format!("{} has an empty segment where an id or name belongs", req.path())));
+    }
     Err(NgsiError::not_found(format!("there is no resource at {}", req.path())))
 }
 
-/// 405 for methods a resource does not offer.
+/// 405 for methods a resource does not offer; 400 when the method would be valid one path segment
+/// further, i.e. the URL lacks the entity id or attribute name it needs.
 pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let path = req.path().trim_end_matches('/');
+    let method = req.method().as_str();
+    let lacks = if path.ends_with("/entities") && matches!(method, "PATCH" | "PUT" | "DELETE") {
+        Some("an entity id")
+    } else if path.ends_with("/attrs") && matches!(method, "PUT" | "DELETE") {
+        Some("an attribute name")
+    } else {
+        None
+    };
+    if let Some(what) = lacks {
+        return NgsiError::bad_data(format!("{method} {} needs {what} at the end of the URL", req.path()))
+            .error_response();
+    }
     let e = NgsiError::new(
         ErrorKind::InvalidRequest,
         format!("{} is not allowed on {}", req.method(), req.path()),

@@ -27,13 +27,47 @@ const GEO_ATTRIBUTES: [&str; 3] = [
     "https://uri.etsi.org/ngsi-ld/operationSpace",
 ];
 
+/// Core member names that may not name an attribute (they are not reified as attributes).
+const RESERVED_NAMES: [&str; 17] = [
+    "datasetId",
+    "instanceId",
+    "observedAt",
+    "unitCode",
+    "objectType",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "valueList",
+    "objectList",
+    "json",
+    "lang",
+    "entityIdSealed",
+    "entityTypeSealed",
+    "@context",
+    "@value",
+];
+
+/// Members only the broker writes (in notifications with showChanges); never accepted as input.
+const OUTPUT_ONLY: [&str; 7] = [
+    "previousValue",
+    "previousObject",
+    "previousLanguageMap",
+    "previousVocab",
+    "previousValueList",
+    "previousObjectList",
+    "previousJson",
+];
+
 /// Whether NGSI-LD Null (a deletion) is allowed in the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nulls {
     /// Creation and replacement: a null value is an error.
     Forbidden,
-    /// Updates, appends and merges: a null value deletes.
+    /// Updates and appends: a null attribute deletes it.
     Delete,
+    /// Merges: as Delete, and a null inside a compound value removes that key (JSON merge patch).
+    Merge,
 }
 
 /// An entity or entity fragment from a request body, expanded.
@@ -79,11 +113,11 @@ impl<'a> Reader<'a> {
     pub fn entity(&self, body: &Value, require_id_and_type: bool) -> NgsiResult<EntityInput> {
         let obj = body
             .as_object()
-            .ok_or_else(|| NgsiError::bad_data("the entity must be a JSON object"))?;
+            .ok_or_else(|| NgsiError::invalid("the entity must be a JSON object"))?;
         let mut input = EntityInput::default();
         match obj.get("id").or_else(|| obj.get("@id")) {
             Some(Value::String(id)) => {
-                validate::uri("the entity id", id)?;
+                validate::entity_id("the entity id", id)?;
                 input.id = Some(id.clone());
             }
             Some(other) => return Err(NgsiError::bad_data(format!("the entity id must be a string, not {other}"))),
@@ -119,7 +153,16 @@ impl<'a> Reader<'a> {
     /// Validates and expands an attribute name.
     pub fn name(&self, name: &str) -> NgsiResult<String> {
         validate::name("attribute name", name)?;
-        Ok(self.ctx.expand(name).into_owned())
+        if RESERVED_NAMES.contains(&name) {
+            return Err(NgsiError::bad_data(format!(
+                "'{name}' is an NGSI-LD core member and cannot be used as an attribute name"
+            )));
+        }
+        let iri = self.ctx.expand(name).into_owned();
+        if iri.starts_with('@') {
+            return Err(NgsiError::bad_data(format!("'{name}' is a JSON-LD keyword alias, not an attribute name")));
+        }
+        Ok(iri)
     }
 
     /// Parses entity types (a string or an array of strings) to IRIs.
@@ -139,7 +182,13 @@ impl<'a> Reader<'a> {
         let mut out: Vec<String> = Vec::with_capacity(names.len());
         for n in names {
             validate::name("entity type", n)?;
+            if n.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(NgsiError::bad_data(format!("the entity type '{n}' starts with a digit; type names start with a letter")));
+            }
             let iri = self.ctx.expand(n).into_owned();
+            if iri.starts_with('@') {
+                return Err(NgsiError::bad_data(format!("the entity type '{n}' is a JSON-LD keyword alias, not a type name")));
+            }
             if !out.contains(&iri) {
                 out.push(iri);
             }
@@ -170,7 +219,7 @@ impl<'a> Reader<'a> {
     fn instance(&self, name: &str, iri: &str, value: &Value) -> NgsiResult<Attribute> {
         let mut attr = match value {
             Value::Object(obj) => self.object_attribute(name, obj)?,
-            Value::Null if self.nulls == Nulls::Delete => self.bare(AttrKind::Property, Value::String(NGSI_LD_NULL.into())),
+            Value::Null if self.nulls != Nulls::Forbidden => self.bare(AttrKind::Property, Value::String(NGSI_LD_NULL.into())),
             Value::Null => {
                 return Err(NgsiError::bad_data(format!("attribute '{name}' is null; give it a value")))
             }
@@ -237,7 +286,7 @@ impl<'a> Reader<'a> {
         let member = kind.value_member();
         let value = match obj.get(member) {
             None if self.partial_of == Some(kind) => return self.members(name, kind, Value::Null, obj),
-            Some(Value::Null) if self.nulls == Nulls::Delete => Value::String(NGSI_LD_NULL.into()),
+            Some(Value::Null) if self.nulls != Nulls::Forbidden => Value::String(NGSI_LD_NULL.into()),
             Some(Value::Null) | None => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute '{name}' is a {} and needs a non-null '{member}' member",
@@ -262,15 +311,23 @@ impl<'a> Reader<'a> {
                     let id = v
                         .as_str()
                         .ok_or_else(|| NgsiError::bad_data(format!("the datasetId of '{name}' must be a string")))?;
-                    validate::uri(&format!("the datasetId of '{name}'"), id)?;
-                    attr.dataset_id = Some(id.to_string());
+                    if id != "@none" {
+                        validate::uri(&format!("the datasetId of '{name}'"), id)?;
+                        attr.dataset_id = Some(id.to_string());
+                    }
                 }
                 "observedAt" => {
                     let t = v
                         .as_str()
                         .ok_or_else(|| NgsiError::bad_data(format!("the observedAt of '{name}' must be a string")))?;
-                    validate::date_time(&format!("the observedAt of '{name}'"), t)?;
+                    validate::utc_date_time(&format!("the observedAt of '{name}'"), t)?;
                     attr.observed_at = Some(t.to_string());
+                }
+                "unitCode" if !matches!(kind, AttrKind::Property | AttrKind::ListProperty) => {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}' is a {}, which cannot have a unitCode",
+                        kind.name()
+                    )))
                 }
                 "unitCode" => {
                     let u = v
@@ -280,6 +337,17 @@ impl<'a> Reader<'a> {
                 }
                 "objectType" if kind == AttrKind::Relationship || kind == AttrKind::ListRelationship => {
                     attr.object_type = Some(self.vocab_terms(name, v)?);
+                }
+                k if AttrKind::ALL.iter().any(|other| other.value_member() == k) => {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}' is a {} and cannot have a '{k}' member",
+                        kind.name()
+                    )))
+                }
+                k if OUTPUT_ONLY.contains(&k) || k == "@context" || k == "entityIdSealed" || k == "entityTypeSealed" => {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}' has a '{k}' member, which is not accepted in requests"
+                    )))
                 }
                 k if ATTRIBUTE_MEMBERS.contains(&k) => {}
                 sub_name => {
@@ -296,8 +364,27 @@ impl<'a> Reader<'a> {
     fn check_value(&self, name: &str, attr: &mut Attribute) -> NgsiResult<()> {
         let bad = |why: &str| Err(NgsiError::bad_data(format!("attribute '{name}': {why}")));
         match attr.kind {
-            AttrKind::Property | AttrKind::JsonProperty => Ok(()),
-            AttrKind::GeoProperty => validate::geometry(&format!("the value of '{name}'"), &attr.value),
+            AttrKind::Property => {
+                if self.nulls != Nulls::Merge && contains_null(&attr.value) {
+                    return bad("a null inside a value is not allowed (NGSI-LD Null deletes whole attributes)");
+                }
+                Ok(())
+            }
+            AttrKind::JsonProperty => match &attr.value {
+                Value::Object(_) | Value::Array(_) => Ok(()),
+                _ => bad("a JsonProperty's json must be a JSON object or array"),
+            },
+            AttrKind::GeoProperty => {
+                if let Value::String(text) = &attr.value {
+                    attr.value = serde_json::from_str(text).map_err(|_| {
+                        NgsiError::bad_data(format!("attribute '{name}': the string value is not a GeoJSON geometry"))
+                    })?;
+                }
+                if attr.value.get("type").and_then(Value::as_str) == Some("GeometryCollection") {
+                    return bad("a GeometryCollection is not an NGSI-LD geometry; use a Multi* geometry");
+                }
+                validate::geometry(&format!("the value of '{name}'"), &attr.value)
+            }
             AttrKind::Relationship => match &attr.value {
                 Value::String(s) => validate::uri(&format!("the object of '{name}'"), s),
                 Value::Array(items) if !items.is_empty() => items.iter().try_for_each(|i| match i.as_str() {
@@ -307,13 +394,21 @@ impl<'a> Reader<'a> {
                 _ => bad("a Relationship object must be a URI or an array of URIs"),
             },
             AttrKind::ListRelationship => match &attr.value {
-                Value::Array(items) => items.iter().try_for_each(|i| {
-                    let target = i.as_str().or_else(|| i.get("object").and_then(Value::as_str));
-                    match target {
-                        Some(s) => validate::uri(&format!("an object in the objectList of '{name}'"), s),
-                        None => bad("an objectList holds URIs or {\"object\": URI} members"),
+                Value::Array(items) => {
+                    let mut normalized = Vec::with_capacity(items.len());
+                    for i in items {
+                        let target = i.as_str().or_else(|| i.get("object").and_then(Value::as_str));
+                        match target {
+                            Some(s) => {
+                                validate::uri(&format!("an object in the objectList of '{name}'"), s)?;
+                                normalized.push(serde_json::json!({ "object": s }));
+                            }
+                            None => return bad("an objectList holds URIs or {\"object\": URI} members"),
+                        }
                     }
-                }),
+                    attr.value = Value::Array(normalized);
+                    Ok(())
+                }
                 _ => bad("a ListRelationship's objectList must be an array"),
             },
             AttrKind::ListProperty => match &attr.value {
@@ -351,6 +446,15 @@ impl<'a> Reader<'a> {
             Value::Array(items) => Ok(Value::Array(items.iter().map(expand).collect::<NgsiResult<_>>()?)),
             v => expand(v),
         }
+    }
+}
+
+fn contains_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(items) => items.iter().any(contains_null),
+        Value::Object(map) => map.values().any(contains_null),
+        _ => false,
     }
 }
 

@@ -90,7 +90,7 @@ pub fn feature(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions, geometry_p
     let geometry = e
         .attrs
         .get(geometry_property)
-        .and_then(|i| i.first())
+        .and_then(|i| i.iter().find(|a| a.dataset_id.is_none()).or_else(|| i.first()))
         .filter(|a| a.kind == AttrKind::GeoProperty)
         .map_or(Value::Null, |a| a.value.clone());
     let mut properties = entity(e, ctx, opts);
@@ -105,6 +105,14 @@ pub fn feature(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions, geometry_p
 
 /// Renders an attribute's instances: one object, or an array when it has several datasetIds.
 pub fn attribute(instances: &[Attribute], ctx: &ActiveContext, opts: &RenderOptions) -> Value {
+    if opts.format == Format::KeyValues && instances.len() > 1 {
+        // Simplified multi-instance attributes are a dataset map keyed by datasetId (4.5.4).
+        let map: Map<String, Value> = instances
+            .iter()
+            .map(|a| (a.dataset_id.clone().unwrap_or_else(|| "@none".into()), instance(a, ctx, opts)))
+            .collect();
+        return serde_json::json!({ "dataset": map });
+    }
     let mut rendered: Vec<Value> = instances.iter().map(|a| instance(a, ctx, opts)).collect();
     if rendered.len() == 1 {
         rendered.pop().unwrap_or(Value::Null)
@@ -133,14 +141,26 @@ fn compact_vocab(value: &Value, ctx: &ActiveContext) -> Value {
     }
 }
 
-/// Picks the text of a language map for a `lang` preference (comma-separated tags, best first):
-/// an exact tag, then a tag with the same primary language, then `@none`, then any.
+/// Picks the text of a language map for a `lang` preference (comma-separated tags with optional
+/// q-weights, `*` for any): an exact tag, then a tag with the same primary language, then `@none`,
+/// then any.
 pub fn best_language(map: &Map<String, Value>, preference: &str) -> Option<(String, Value)> {
-    let wanted: Vec<&str> = preference
+    let mut weighted: Vec<(f32, usize, &str)> = preference
         .split(',')
-        .map(|t| t.split(';').next().unwrap_or("").trim())
-        .filter(|t| !t.is_empty())
+        .enumerate()
+        .map(|(i, item)| {
+            let mut parts = item.split(';').map(str::trim);
+            let tag = parts.next().unwrap_or("");
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (q, i, tag)
+        })
+        .filter(|(q, _, t)| !t.is_empty() && *t != "*" && *q > 0.0)
         .collect();
+    weighted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let wanted: Vec<&str> = weighted.into_iter().map(|(_, _, t)| t).collect();
     let found = wanted
         .iter()
         .find_map(|w| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(w)))
@@ -157,7 +177,7 @@ pub fn best_language(map: &Map<String, Value>, preference: &str) -> Option<(Stri
 
 fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
     let lang_choice = match (&opts.lang, a.kind, &a.value) {
-        (Some(pref), AttrKind::LanguageProperty, Value::Object(map)) if pref != "*" => best_language(map, pref),
+        (Some(pref), AttrKind::LanguageProperty, Value::Object(map)) => best_language(map, pref),
         _ => None,
     };
     let value = match a.kind {
@@ -165,9 +185,21 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
         _ => a.value.clone(),
     };
     if opts.format == Format::KeyValues {
+        // 4.5.4: bare values, except the kinds whose value could be mistaken for another's.
         return match (a.kind, lang_choice) {
             (_, Some((_, text))) => text,
-            (AttrKind::LanguageProperty, None) => serde_json::json!({ "languageMap": value }),
+            (AttrKind::LanguageProperty | AttrKind::JsonProperty | AttrKind::VocabProperty, None) => {
+                serde_json::json!({ a.kind.value_member(): value })
+            }
+            (AttrKind::ListRelationship, None) => match value {
+                Value::Array(items) => Value::Array(
+                    items
+                        .into_iter()
+                        .map(|i| i.get("object").cloned().unwrap_or(i))
+                        .collect(),
+                ),
+                other => other,
+            },
             _ => value,
         };
     }

@@ -19,6 +19,37 @@ pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
     Ok(())
 }
 
+/// Characters that make an id look like another (invisible, bidirectional controls, fillers,
+/// noncharacters): an entity id containing one is refused so that ids stay unambiguous.
+fn deceptive(c: char) -> bool {
+    let u = c as u32;
+    matches!(u,
+        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0xFEFF | 0xFE00..=0xFE0F | 0xE0100..=0xE01EF
+        | 0xFDD0..=0xFDEF | 0x115F | 0x1160 | 0x3164 | 0xFFA0 | 0x2800 | 0x00AD | 0x180E)
+        || (u & 0xFFFE) == 0xFFFE
+}
+
+/// Checks an entity id: an absolute URI without invisible or deceptive characters.
+pub fn entity_id(what: &str, id: &str) -> NgsiResult<()> {
+    if let Some(c) = id.chars().find(|c| deceptive(*c)) {
+        return Err(NgsiError::bad_data(format!(
+            "{what} '{id}' contains the invisible or deceptive character U+{:04X}",
+            c as u32
+        )));
+    }
+    uri(what, id)
+}
+
+/// Parses an NGSI-LD DateTime that must be in UTC (ending in `Z`), as observedAt requires.
+pub fn utc_date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
+    if !text.ends_with('Z') {
+        return Err(NgsiError::bad_data(format!(
+            "{what} '{text}' must be a UTC DateTime ending in Z, such as 2024-05-01T12:00:00Z"
+        )));
+    }
+    date_time(what, text)
+}
+
 /// Checks an attribute or type name (clause 4.6.2 forbids characters that break query syntax).
 pub fn name(what: &str, name: &str) -> NgsiResult<()> {
     if name.is_empty() {

@@ -23,6 +23,36 @@ pub struct UpdateResult {
 /// Attribute instances by expanded name, as parsed from a request.
 pub type Attrs = IndexMap<String, Vec<Attribute>>;
 
+/// The entity an operation addresses: tenant, id and the optional `type` selector (any of these
+/// expanded types must be among the entity's, else the entity counts as not found).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Tenant ("" for the default).
+    pub tenant: String,
+    /// Entity id.
+    pub id: String,
+    /// Expanded types of the `type` selector; empty when none was given.
+    pub types: Vec<String>,
+}
+
+impl Target {
+    /// A target without type selector.
+    pub fn new(tenant: &str, id: &str) -> Target {
+        Target {
+            tenant: tenant.to_string(),
+            id: id.to_string(),
+            types: Vec::new(),
+        }
+    }
+
+    fn matches(&self, entity: &Entity) -> bool {
+        self.types.is_empty() || self.types.iter().any(|t| entity.types.contains(t))
+    }
+}
+
+/// The expanded IRI under which the `scope` member is addressed as an attribute.
+pub const SCOPE_IRI: &str = "https://uri.etsi.org/ngsi-ld/scope";
+
 fn missing(id: &str) -> NgsiError {
     NgsiError::not_found(format!("there is no entity with id '{id}'"))
 }
@@ -129,34 +159,38 @@ impl Broker {
     }
 
     /// Retrieves an entity (5.7.1).
-    pub async fn retrieve_entity(&self, tenant: &str, id: &str) -> NgsiResult<Arc<Entity>> {
-        self.require_tenant(tenant).await?;
-        self.store.get(tenant, id).await?.ok_or_else(|| missing(id))
+    pub async fn retrieve_entity(&self, target: &Target) -> NgsiResult<Arc<Entity>> {
+        self.require_tenant(&target.tenant).await?;
+        self.store
+            .get(&target.tenant, &target.id)
+            .await?
+            .filter(|e| target.matches(e))
+            .ok_or_else(|| missing(&target.id))
     }
 
     /// Deletes an entity (5.6.6).
-    pub async fn delete_entity(&self, tenant: &str, id: &str) -> NgsiResult<()> {
-        self.require_tenant(tenant).await?;
-        let owned = id.to_string();
+    pub async fn delete_entity(&self, target: &Target) -> NgsiResult<()> {
+        self.require_tenant(&target.tenant).await?;
+        let t = target.clone();
         self.store
-            .modify(tenant, id, move |current| match current {
-                Some(_) => Ok((Write::Delete, ())),
-                None => Err(missing(&owned)),
+            .modify(&target.tenant, &target.id, move |current| match current {
+                Some(e) if t.matches(e) => Ok((Write::Delete, ())),
+                _ => Err(missing(&t.id)),
             })
             .await
     }
 
     /// Runs `change` on the existing entity and stores the result (NotFound when it is missing).
-    async fn change<R, F>(&self, tenant: &str, id: &str, change: F) -> NgsiResult<R>
+    async fn change<R, F>(&self, target: &Target, change: F) -> NgsiResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Entity) -> NgsiResult<R> + Send + 'static,
     {
-        self.require_tenant(tenant).await?;
-        let owned = id.to_string();
+        self.require_tenant(&target.tenant).await?;
+        let t = target.clone();
         self.store
-            .modify(tenant, id, move |current| {
-                let mut entity = current.cloned().ok_or_else(|| missing(&owned))?;
+            .modify(&target.tenant, &target.id, move |current| {
+                let mut entity = current.filter(|e| t.matches(e)).cloned().ok_or_else(|| missing(&t.id))?;
                 let result = change(&mut entity)?;
                 Ok((Write::Put(entity), result))
             })
@@ -167,15 +201,27 @@ impl Broker {
     /// NGSI-LD Null ones deleted; body types are added to the entity.
     pub async fn append_attrs(
         &self,
-        tenant: &str,
-        id: &str,
+        target: &Target,
         input: EntityInput,
         no_overwrite: bool,
         now: DateTime<Utc>,
     ) -> NgsiResult<UpdateResult> {
-        self.change(tenant, id, move |entity| {
+        self.change(target, move |entity| {
             let mut result = UpdateResult::default();
             add_types(entity, input.types);
+            if let Some(scope) = input.scope {
+                match &mut entity.scope {
+                    Some(existing) if no_overwrite => {
+                        for s in scope {
+                            if !existing.contains(&s) {
+                                existing.push(s);
+                            }
+                        }
+                    }
+                    _ => entity.scope = Some(scope),
+                }
+                result.updated.push(SCOPE_IRI.to_string());
+            }
             for (name, instances) in input.attrs {
                 let mut changed = false;
                 for instance in instances {
@@ -203,10 +249,19 @@ impl Broker {
 
     /// Updates existing attributes (5.6.2): each given instance replaces the existing one with its
     /// datasetId; attributes that do not exist are reported, not created.
-    pub async fn update_attrs(&self, tenant: &str, id: &str, attrs: Attrs, now: DateTime<Utc>) -> NgsiResult<UpdateResult> {
-        self.change(tenant, id, move |entity| {
+    pub async fn update_attrs(&self, target: &Target, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<UpdateResult> {
+        self.change(target, move |entity| {
             let mut result = UpdateResult::default();
-            for (name, instances) in attrs {
+            add_types(entity, input.types);
+            if let Some(scope) = input.scope {
+                if entity.scope.is_some() {
+                    entity.scope = Some(scope);
+                    result.updated.push(SCOPE_IRI.to_string());
+                } else {
+                    result.not_updated.push((SCOPE_IRI.to_string(), "the entity has no scope".into()));
+                }
+            }
+            for (name, instances) in input.attrs {
                 let mut changed = false;
                 for instance in instances {
                     let dataset_id = instance.dataset_id.clone();
@@ -237,14 +292,13 @@ impl Broker {
     /// with the same datasetId.
     pub async fn partial_update_attr(
         &self,
-        tenant: &str,
-        id: &str,
+        target: &Target,
         name: &str,
         instances: Vec<Attribute>,
         now: DateTime<Utc>,
     ) -> NgsiResult<()> {
-        let (id_owned, name_owned) = (id.to_string(), name.to_string());
-        self.change(tenant, id, move |entity| {
+        let (id_owned, name_owned) = (target.id.clone(), name.to_string());
+        self.change(target, move |entity| {
             for patch in instances {
                 let dataset_id = patch.dataset_id.clone();
                 let old = entity
@@ -264,9 +318,9 @@ impl Broker {
     }
 
     /// Replaces one attribute instance (5.6.19); the attribute must exist.
-    pub async fn replace_attr(&self, tenant: &str, id: &str, name: &str, instances: Vec<Attribute>, now: DateTime<Utc>) -> NgsiResult<()> {
-        let (id_owned, name_owned) = (id.to_string(), name.to_string());
-        self.change(tenant, id, move |entity| {
+    pub async fn replace_attr(&self, target: &Target, name: &str, instances: Vec<Attribute>, now: DateTime<Utc>) -> NgsiResult<()> {
+        let (id_owned, name_owned) = (target.id.clone(), name.to_string());
+        self.change(target, move |entity| {
             if !entity.attrs.contains_key(&name_owned) {
                 return Err(no_attribute(&id_owned, &name_owned));
             }
@@ -282,15 +336,19 @@ impl Broker {
     /// Deletes one attribute instance, or every instance with `delete_all` (5.6.5).
     pub async fn delete_attr(
         &self,
-        tenant: &str,
-        id: &str,
+        target: &Target,
         name: &str,
         dataset_id: Option<String>,
         delete_all: bool,
         now: DateTime<Utc>,
     ) -> NgsiResult<()> {
-        let (id_owned, name_owned) = (id.to_string(), name.to_string());
-        self.change(tenant, id, move |entity| {
+        let (id_owned, name_owned) = (target.id.clone(), name.to_string());
+        self.change(target, move |entity| {
+            if name_owned == SCOPE_IRI && entity.scope.is_some() {
+                entity.scope = None;
+                entity.modified_at = now;
+                return Ok(());
+            }
             if !entity.attrs.contains_key(&name_owned) {
                 return Err(no_attribute(&id_owned, &name_owned));
             }
@@ -307,9 +365,9 @@ impl Broker {
 
     /// Merges a fragment into an entity (5.6.17): attributes are merged instance by instance,
     /// NGSI-LD Null removes, types are added, scope replaced when given.
-    pub async fn merge_entity(&self, tenant: &str, id: &str, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
-        self.check_body_id(id, input.id.as_deref())?;
-        self.change(tenant, id, move |entity| {
+    pub async fn merge_entity(&self, target: &Target, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
+        self.check_body_id(&target.id, input.id.as_deref())?;
+        self.change(target, move |entity| {
             add_types(entity, input.types);
             if input.scope.is_some() {
                 entity.scope = input.scope;
@@ -335,9 +393,9 @@ impl Broker {
     }
 
     /// Replaces an entity (5.6.18): all attributes and, when given, the types; createdAt stays.
-    pub async fn replace_entity(&self, tenant: &str, id: &str, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
-        self.check_body_id(id, input.id.as_deref())?;
-        self.change(tenant, id, move |entity| {
+    pub async fn replace_entity(&self, target: &Target, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
+        self.check_body_id(&target.id, input.id.as_deref())?;
+        self.change(target, move |entity| {
             if !input.types.is_empty() {
                 entity.types = input.types;
             }
