@@ -214,7 +214,7 @@ fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accept
 
 /// A parsed request body and the @context that applies to it.
 pub struct Body {
-    /// The JSON body (its @context member left in place).
+    /// The JSON body, its @context member taken out.
     pub json: Value,
     /// The @context: the body's (application/ld+json) or the Link header's (application/json).
     pub context: Option<Value>,
@@ -275,8 +275,12 @@ pub async fn read_body(
     }
     let json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| NgsiError::invalid(format!("the request body is not valid JSON: {e}")))?;
-    let body_context = json.get("@context").cloned();
-    let context = if is_ld {
+    let mut json = json;
+    let body_context = json.as_object_mut().and_then(|o| o.remove("@context"));
+    let context = if is_ld && !json.is_object() {
+        // Not an entity or fragment (e.g. a batch delete's list of ids): nothing to expand.
+        None
+    } else if is_ld {
         if info.link_context.is_some() {
             return Err(NgsiError::bad_data(
                 "with Content-Type application/ld+json the @context belongs in the body, not in a Link header",

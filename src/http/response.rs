@@ -72,8 +72,6 @@ pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     let method = req.method().as_str();
     let lacks = if path.ends_with("/entities") && matches!(method, "PATCH" | "PUT" | "DELETE") {
         Some("an entity id")
-    } else if path.ends_with("/attrs") && matches!(method, "PUT" | "DELETE") {
-        Some("an attribute name")
     } else {
         None
     };

@@ -452,6 +452,7 @@ impl<'a> Reader<'a> {
 fn contains_null(v: &Value) -> bool {
     match v {
         Value::Null => true,
+        Value::String(s) => s == NGSI_LD_NULL,
         Value::Array(items) => items.iter().any(contains_null),
         Value::Object(map) => map.values().any(contains_null),
         _ => false,

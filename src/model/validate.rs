@@ -37,6 +37,9 @@ pub fn entity_id(what: &str, id: &str) -> NgsiResult<()> {
             c as u32
         )));
     }
+    if id == crate::model::NGSI_LD_NULL {
+        return Err(NgsiError::bad_data(format!("{what} cannot be the NGSI-LD Null {id}")));
+    }
     uri(what, id)
 }
 
@@ -54,6 +57,9 @@ pub fn utc_date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
 pub fn name(what: &str, name: &str) -> NgsiResult<()> {
     if name.is_empty() {
         return Err(NgsiError::bad_data(format!("an empty {what} is not allowed")));
+    }
+    if name.starts_with('@') {
+        return Err(NgsiError::bad_data(format!("the {what} '{name}' starts with '@', which is reserved for JSON-LD keywords")));
     }
     if let Some(c) = name
         .chars()

@@ -5,7 +5,8 @@
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::parse::EntityInput;
-use crate::model::{Attribute, Entity};
+use crate::model::{AttrKind, Attribute, Entity};
+use serde_json::Value;
 use crate::store::Write;
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
@@ -93,7 +94,9 @@ fn remove_instance(attrs: &mut Attrs, name: &str, dataset_id: Option<&str>) -> b
 
 /// Merges a patch into an attribute instance (clause 5.5.11 merge): given members replace, absent
 /// members stay, NGSI-LD Null sub-attributes are removed. The kind may not change.
-fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<Utc>) -> NgsiResult<Attribute> {
+/// `patch_values` (merge entity) also merges compound values key by key; otherwise a given value
+/// replaces the old one.
+fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<Utc>, patch_values: bool) -> NgsiResult<Attribute> {
     if !patch.value.is_null() && patch.kind != old.kind {
         return Err(NgsiError::bad_data(format!(
             "attribute '{name}' is a {}; a partial update cannot make it a {} (replace the attribute instead)",
@@ -103,7 +106,14 @@ fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<U
     }
     let mut merged = old.clone();
     if !patch.value.is_null() {
-        merged.value = patch.value;
+        merged.value = match (&old.value, patch.value) {
+            (Value::Object(_), Value::Object(p)) if patch_values && old.kind == AttrKind::Property => {
+                let mut value = old.value.clone();
+                merge_patch(&mut value, p);
+                value
+            }
+            (_, p) => p,
+        };
     }
     merged.observed_at = patch.observed_at.or(merged.observed_at);
     merged.unit_code = patch.unit_code.or(merged.unit_code);
@@ -112,7 +122,7 @@ fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<U
         if sub.is_null() {
             merged.sub.shift_remove(&sub_name);
         } else if let Some(existing) = merged.sub.get(&sub_name) {
-            let m = merge_instance(existing, sub, &sub_name, now)?;
+            let m = merge_instance(existing, sub, &sub_name, now, patch_values)?;
             merged.sub.insert(sub_name, m);
         } else {
             merged.sub.insert(sub_name, sub);
@@ -120,6 +130,26 @@ fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<U
     }
     merged.modified_at = now;
     Ok(merged)
+}
+
+/// JSON merge patch (RFC 7396) of a compound value, NGSI-LD Null counting as null.
+fn merge_patch(target: &mut Value, patch: serde_json::Map<String, Value>) {
+    let Value::Object(map) = target else {
+        *target = Value::Object(patch);
+        return;
+    };
+    for (k, v) in patch {
+        let is_null = v.is_null() || v.as_str() == Some(crate::model::NGSI_LD_NULL);
+        match v {
+            _ if is_null => {
+                map.shift_remove(&k);
+            }
+            Value::Object(inner) => merge_patch(map.entry(k).or_insert(Value::Null), inner),
+            other => {
+                map.insert(k, other);
+            }
+        }
+    }
 }
 
 fn add_types(entity: &mut Entity, types: Vec<String>) {
@@ -307,7 +337,7 @@ impl Broker {
                 if patch.is_null() {
                     remove_instance(&mut entity.attrs, &name_owned, dataset_id.as_deref());
                 } else {
-                    let merged = merge_instance(old, patch, &name_owned, now)?;
+                    let merged = merge_instance(old, patch, &name_owned, now, false)?;
                     put_instance(entity.attrs.entry(name_owned.clone()).or_default(), merged);
                 }
             }
@@ -380,7 +410,7 @@ impl Broker {
                         continue;
                     }
                     let merged = match entity.instance(&name, dataset_id.as_deref()) {
-                        Some(old) => merge_instance(old, patch, &name, now)?,
+                        Some(old) => merge_instance(old, patch, &name, now, true)?,
                         None => patch,
                     };
                     put_instance(entity.attrs.entry(name.clone()).or_default(), merged);
