@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod ld;
 pub mod model;
+pub mod query;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -1,0 +1,1 @@
+//! geoQ (clause 4.10). Placeholder: being written.

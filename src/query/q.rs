@@ -1,0 +1,1 @@
+//! The q language (clause 4.9). Placeholder: being written.
