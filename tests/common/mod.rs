@@ -109,3 +109,204 @@ pub async fn assert_problem(r: reqwest::Response, status: u16, kind: &str) -> Va
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail present");
     body
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for the black-box suites (entities_lifecycle, attribute_kinds, bad_input,
+// tenancy, contexts, durability).
+// ---------------------------------------------------------------------------------------------
+
+/// Reads a response into status, headers and JSON body (Null when empty or not JSON).
+pub async fn read(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.expect("body");
+    (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts the status of a response and returns its JSON body (Null when empty).
+pub async fn assert_status(r: reqwest::Response, status: u16) -> Value {
+    let got = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, status, "status; body: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Asserts a 204 No Content with an empty body.
+pub async fn assert_no_content(r: reqwest::Response) {
+    let got = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, 204, "status; body: {text}");
+    assert!(text.is_empty(), "204 carries no body, got: {text}");
+}
+
+/// Asserts a ProblemDetails error of this status whose NGSI-LD type is one of `kinds` (for the few
+/// cases where the spec leaves InvalidRequest vs BadRequestData open).
+pub async fn assert_problem_one_of(r: reqwest::Response, status: u16, kinds: &[&str]) -> Value {
+    let got = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, status, "status; body: {text}");
+    let body: Value = serde_json::from_str(&text).expect("ProblemDetails is JSON");
+    let allowed: Vec<String> = kinds.iter().map(|k| format!("https://uri.etsi.org/ngsi-ld/errors/{k}")).collect();
+    assert!(
+        body["type"].as_str().is_some_and(|t| allowed.iter().any(|a| a == t)),
+        "error type is one of {allowed:?}; body: {text}"
+    );
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail present");
+    body
+}
+
+/// Asserts an HTTP-level error (406, 413, 415...) for which GS CIM 009 names no NGSI-LD error type:
+/// the status, and that any body is a ProblemDetails object.
+pub async fn assert_http_error(r: reqwest::Response, status: u16) {
+    let got = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, status, "status; body: {text}");
+    if !text.is_empty() {
+        let body: Value = serde_json::from_str(&text).expect("an error body is ProblemDetails JSON");
+        assert!(body["type"].is_string(), "ProblemDetails has a type: {text}");
+    }
+}
+
+impl TestServer {
+    /// A request builder for an API path.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Sends a JSON body as application/json with a Link header to `context`.
+    pub async fn send_linked(&self, method: reqwest::Method, path: &str, context: &str, body: &Value) -> reqwest::Response {
+        self.req(method, path)
+            .header("Content-Type", "application/json")
+            .header("Link", link(context))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Sends an application/ld+json body (which carries its own @context).
+    pub async fn send_ld(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::Response {
+        self.send(method, path, "application/ld+json", body).await
+    }
+
+    /// GETs a path with extra headers; returns status, headers and JSON body.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut b = self.req(reqwest::Method::GET, path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        read(b.send().await.expect("request")).await
+    }
+
+    /// GETs `/entities/{id}{query}` (query includes its `?`), asserting 200; returns the body.
+    pub async fn entity(&self, id: &str, query: &str) -> Value {
+        let (status, body) = self.get_json(&format!("/entities/{id}{query}")).await;
+        assert_eq!(status, 200, "retrieving {id}{query}: {body}");
+        body
+    }
+
+    /// Asserts that `/entities/{id}` does not exist (404 ResourceNotFound).
+    pub async fn assert_absent(&self, id: &str) {
+        let r = self.req(reqwest::Method::GET, &format!("/entities/{id}")).send().await.expect("request");
+        assert_problem(r, 404, "ResourceNotFound").await;
+    }
+}
+
+/// A free TCP port on the loopback interface (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// One document a [`ContextServer`] serves.
+#[derive(Clone)]
+struct Served {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+    delay: std::time::Duration,
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 that serves fixed documents (JSON-LD contexts) by path and
+/// counts the requests each path gets. Every connection is answered once and closed.
+pub struct ContextServer {
+    /// The port it listens on.
+    pub port: u16,
+    routes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Served>>>,
+    hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl ContextServer {
+    /// Starts the server on a random port (it runs until the test process ends).
+    pub fn start() -> ContextServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind context server");
+        let port = listener.local_addr().expect("addr").port();
+        let routes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Served>>> = Default::default();
+        let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
+        let (r, h) = (routes.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (r, h) = (r.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    *h.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    let served = r.lock().unwrap().get(&path).cloned().unwrap_or(Served {
+                        status: 404,
+                        content_type: "text/plain".into(),
+                        body: b"not found".to_vec(),
+                        delay: std::time::Duration::ZERO,
+                    });
+                    std::thread::sleep(served.delay);
+                    let head = format!(
+                        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        served.status,
+                        served.content_type,
+                        served.body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&served.body);
+                    let _ = stream.flush();
+                });
+            }
+        });
+        ContextServer { port, routes, hits }
+    }
+
+    /// Serves `body` at `path` with this status, media type and delay before answering.
+    pub fn serve_raw(&self, path: &str, status: u16, content_type: &str, body: impl Into<Vec<u8>>, delay_ms: u64) {
+        self.routes.lock().unwrap().insert(
+            path.to_string(),
+            Served {
+                status,
+                content_type: content_type.to_string(),
+                body: body.into(),
+                delay: std::time::Duration::from_millis(delay_ms),
+            },
+        );
+    }
+
+    /// Serves a JSON-LD document at `path`.
+    pub fn serve(&self, path: &str, doc: &Value) {
+        self.serve_raw(path, 200, "application/ld+json", doc.to_string(), 0);
+    }
+
+    /// The URL of a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// How many requests this path has received.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
