@@ -5,6 +5,7 @@ use crate::config::Settings;
 use crate::ld::ContextLoader;
 use crate::service::Broker;
 use crate::store::{embedded::EmbeddedStore, Store};
+use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 
@@ -44,7 +45,16 @@ pub fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr),
                         req.head_mut().uri = uri;
                     }
                 }
-                actix_web::dev::Service::call(srv, req)
+                let tenant = req.headers().get("NGSILD-Tenant").cloned();
+                let call = actix_web::dev::Service::call(srv, req);
+                async move {
+                    // 6.3.14: a tenant named in the request is named in the response, errors included.
+                    let mut response = call.await?;
+                    if let Some(t) = tenant {
+                        response.headers_mut().insert(HeaderName::from_static("ngsild-tenant"), t);
+                    }
+                    Ok(response)
+                }
             })
             .configure(crate::http::routes)
     })

@@ -399,7 +399,6 @@ async fn update_attrs_null_deletes_and_datasets_are_addressed_by_dataset_id() {
 }
 
 #[actix_web::test]
-#[ignore = "server bug: PATCH /entities/{id}/attrs ignores the fragment's type instead of adding it (ETSI TP 011_06)"]
 async fn update_attrs_with_a_type_adds_the_type() {
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Building:U4";
@@ -650,7 +649,6 @@ async fn two_instances_with_one_dataset_id_are_refused() {
 }
 
 #[actix_web::test]
-#[ignore = "server bug: datasetId \"@none\" (the default instance, clause 4.5.5.1) is refused as not a URI"]
 async fn dataset_id_none_designates_the_default_instance() {
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Vehicle:MI3";

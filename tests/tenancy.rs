@@ -135,8 +135,7 @@ async fn the_default_tenant_does_not_see_tenant_data_and_vice_versa() {
 }
 
 #[actix_web::test]
-#[ignore = "server bug: error responses do not echo the NGSILD-Tenant header (6.3.14: present in the request, present in the response)"]
-async fn the_tenant_header_is_echoed_on_errors_too() {
+async fn the_tenant_header_is_echoed_on_errors_and_multi_status_too() {
     let s = TestServer::start().await;
     let r = get_in(&s, "nowhere", ID).await;
     assert_eq!(r.headers().get("NGSILD-Tenant").map(|h| h.to_str().unwrap()), Some("nowhere"));
@@ -145,4 +144,14 @@ async fn the_tenant_header_is_echoed_on_errors_too() {
     let r = create_in(&s, "alpha", &entity("a")).await;
     assert_eq!(r.headers().get("NGSILD-Tenant").map(|h| h.to_str().unwrap()), Some("alpha"));
     assert_problem(r, 409, "AlreadyExists").await;
+    let r = s
+        .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
+        .header("Content-Type", "application/json")
+        .header("NGSILD-Tenant", "alpha")
+        .body(json!({"ghost": {"type": "Property", "value": 1}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    assert_eq!(r.headers().get("NGSILD-Tenant").map(|h| h.to_str().unwrap()), Some("alpha"));
 }

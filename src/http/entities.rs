@@ -18,7 +18,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
-const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd, Accepted::GeoJson];
+/// Media types of reads (entities can be GeoJSON too).
+pub const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd, Accepted::GeoJson];
 
 type Data = web::Data<Broker>;
 
@@ -80,17 +81,13 @@ fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, Stri
     Ok((name, iri))
 }
 
-fn no_content(info: &RequestInfo) -> HttpResponse {
-    let mut r = HttpResponse::NoContent();
-    if !info.tenant.is_empty() {
-        r.insert_header(("NGSILD-Tenant", info.tenant.clone()));
-    }
-    r.finish()
+fn no_content() -> HttpResponse {
+    HttpResponse::NoContent().finish()
 }
 
-fn update_result(info: &RequestInfo, ctx: &ActiveContext, result: UpdateResult) -> HttpResponse {
+fn update_result(ctx: &ActiveContext, result: UpdateResult) -> HttpResponse {
     if result.not_updated.is_empty() {
-        return no_content(info);
+        return no_content();
     }
     let body = json!({
         "updated": result.updated.iter().map(|n| ctx.compact(n).into_owned()).collect::<Vec<_>>(),
@@ -110,9 +107,6 @@ pub async fn create(req: HttpRequest, payload: web::Payload, broker: Data) -> Ng
     let id = broker.create_entity(&w.info.tenant, input, now).await?;
     let mut r = HttpResponse::Created();
     r.insert_header(("Location", format!("{BASE}/entities/{id}")));
-    if !w.info.tenant.is_empty() {
-        r.insert_header(("NGSILD-Tenant", w.info.tenant.clone()));
-    }
     Ok(r.finish())
 }
 
@@ -179,14 +173,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
         }
         _ => Value::Object(render::entity(&entity, &ctx, &opts)),
     };
-    let mut response = json_body(&info, body);
-    if !info.tenant.is_empty() {
-        response.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("ngsild-tenant"),
-            actix_web::http::header::HeaderValue::from_str(&info.tenant).map_err(|e| NgsiError::internal(e.to_string()))?,
-        );
-    }
-    Ok(response)
+    Ok(json_body(&info, body))
 }
 
 /// DELETE /entities/{id} (5.6.6).
@@ -195,7 +182,7 @@ pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> 
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     broker.delete_entity(&target).await?;
-    Ok(no_content(&info))
+    Ok(no_content())
 }
 
 fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
@@ -208,7 +195,7 @@ pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> Ngs
     let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Merge)?;
     broker.merge_entity(&target, input, Utc::now()).await?;
-    Ok(no_content(&w.info))
+    Ok(no_content())
 }
 
 /// PUT /entities/{id} (replace, 5.6.18).
@@ -217,14 +204,14 @@ pub async fn replace(req: HttpRequest, payload: web::Payload, broker: Data) -> N
     let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Forbidden)?;
     broker.replace_entity(&target, input, Utc::now()).await?;
-    Ok(no_content(&w.info))
+    Ok(no_content())
 }
 
 fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
     let obj = w
         .body
         .as_object()
-        .ok_or_else(|| NgsiError::bad_data("the body must be a JSON object of attributes"))?;
+        .ok_or_else(|| NgsiError::invalid("the body must be a JSON object of attributes"))?;
     let reader = Reader::new(&w.ctx, Utc::now(), nulls);
     let types = match obj.get("type") {
         Some(t) => reader.types(t)?,
@@ -246,7 +233,7 @@ pub async fn append_attrs(req: HttpRequest, payload: web::Payload, broker: Data)
     let no_overwrite = w.info.options(&["noOverwrite"])?.iter().any(|o| o == "noOverwrite");
     let input = attrs_body(&w, Nulls::Delete)?;
     let result = broker.append_attrs(&target, input, no_overwrite, Utc::now()).await?;
-    Ok(update_result(&w.info, &w.ctx, result))
+    Ok(update_result(&w.ctx, result))
 }
 
 /// PATCH /entities/{id}/attrs (update, 5.6.2).
@@ -255,7 +242,7 @@ pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data)
     let target = target(&req, &w.info, &w.ctx)?;
     let input = attrs_body(&w, Nulls::Delete)?;
     let result = broker.update_attrs(&target, input, Utc::now()).await?;
-    Ok(update_result(&w.info, &w.ctx, result))
+    Ok(update_result(&w.ctx, result))
 }
 
 /// PATCH /entities/{id}/attrs/{attrId} (partial attribute update, 5.6.4).
@@ -273,7 +260,7 @@ pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker
         .ok_or_else(|| NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'")))?;
     let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete).attribute_fragment(kind, &name, &iri, &w.body)?;
     broker.partial_update_attr(&target, &iri, instances, Utc::now()).await?;
-    Ok(no_content(&w.info))
+    Ok(no_content())
 }
 
 /// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
@@ -283,7 +270,7 @@ pub async fn replace_attr(req: HttpRequest, payload: web::Payload, broker: Data)
     let (name, iri) = path_attr(&req, &w.ctx)?;
     let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
     broker.replace_attr(&target, &iri, instances, Utc::now()).await?;
-    Ok(no_content(&w.info))
+    Ok(no_content())
 }
 
 /// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
@@ -305,5 +292,5 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
         Some(other) => return Err(NgsiError::bad_data(format!("deleteAll={other} must be true or false"))),
     };
     broker.delete_attr(&target, &iri, dataset_id, delete_all, Utc::now()).await?;
-    Ok(no_content(&info))
+    Ok(no_content())
 }

@@ -1,8 +1,11 @@
 //! The HTTP binding (clause 6): routes, content negotiation and error mapping. Handlers are thin:
 //! they read the request into typed input, call one service operation and render the result.
 
+pub mod batch;
+pub mod discovery;
 pub mod entities;
 pub mod negotiate;
+pub mod query;
 pub mod response;
 
 use actix_web::web;
@@ -17,6 +20,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/entities")
                     .route(web::post().to(entities::create))
+                    .route(web::get().to(query::query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(web::resource("/types").route(web::get().to(discovery::types)))
+            .service(web::resource("/types/{type}").route(web::get().to(discovery::type_info)))
+            .service(web::resource("/attributes").route(web::get().to(discovery::attributes)))
+            .service(web::resource("/attributes/{attr}").route(web::get().to(discovery::attribute_info)))
+            .service(web::resource("/entityOperations/create").route(web::post().to(batch::create)))
+            .service(web::resource("/entityOperations/upsert").route(web::post().to(batch::upsert)))
+            .service(web::resource("/entityOperations/update").route(web::post().to(batch::update)))
+            .service(web::resource("/entityOperations/merge").route(web::post().to(batch::merge)))
+            .service(web::resource("/entityOperations/delete").route(web::post().to(batch::delete)))
+            .service(
+                web::resource("/entityOperations/query")
+                    .route(web::post().to(query::post_query))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

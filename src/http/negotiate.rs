@@ -54,8 +54,7 @@ impl RequestInfo {
     /// `params` the query parameters it knows (any other is an InvalidRequest, clause 6.3.x).
     pub fn read(req: &HttpRequest, offers: &[Accepted], params: &[&str]) -> NgsiResult<RequestInfo> {
         let accepted = negotiate_accept(req, offers)?;
-        let query: Vec<(String, String)> =
-            url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+        let query = query_pairs(req.query_string());
         if let Some((unknown, _)) = query.iter().find(|(k, _)| !params.contains(&k.as_str())) {
             return Err(NgsiError::invalid(format!(
                 "the query parameter '{unknown}' is not supported here; known parameters: {}",
@@ -124,6 +123,20 @@ impl RequestInfo {
         let link = self.link_context.clone().map(Value::String);
         broker.contexts.active(link.as_ref()).await
     }
+}
+
+/// Splits a query string into decoded pairs. Unlike HTML form decoding, `+` stays `+`: NGSI-LD
+/// uses it in scopeQ (`/Madrid/+`) and in time-zone offsets.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
 }
 
 fn tenant(req: &HttpRequest) -> NgsiResult<String> {

@@ -3,5 +3,160 @@
 //! serves the embedded store and subscription matching, and is the reference the PostgreSQL
 //! translation is checked against.
 
+pub mod boolean;
 pub mod geo;
 pub mod q;
+
+use crate::error::{NgsiError, NgsiResult};
+use crate::ld::ActiveContext;
+use crate::model::Entity;
+use boolean::BoolExpr;
+use regex::Regex;
+
+/// One scopeQ atom (4.19): a scope path whose segments may be `+` (exactly one level) or end in
+/// `#` (this level and everything below).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopePattern(Vec<String>);
+
+impl ScopePattern {
+    /// Parses one scope pattern such as `/Madrid/+/Parks` or `/Madrid/#`.
+    pub fn parse(text: &str) -> NgsiResult<ScopePattern> {
+        let segments: Vec<String> = text.strip_prefix('/').unwrap_or("").split('/').map(str::to_string).collect();
+        let valid = text.starts_with('/')
+            && segments.iter().all(|s| !s.is_empty())
+            && segments.iter().enumerate().all(|(i, s)| s != "#" || i == segments.len() - 1);
+        if !valid {
+            return Err(NgsiError::bad_data(format!(
+                "scopeQ: '{text}' is not a scope pattern such as /Madrid/Gardens, /Madrid/+ or /Madrid/#"
+            )));
+        }
+        Ok(ScopePattern(segments))
+    }
+
+    /// Whether a scope path matches the pattern.
+    pub fn matches(&self, scope: &str) -> bool {
+        let scope: Vec<&str> = scope.strip_prefix('/').unwrap_or(scope).split('/').collect();
+        let mut i = 0;
+        for segment in &self.0 {
+            match segment.as_str() {
+                "#" => return true,
+                "+" if i < scope.len() => {}
+                s if i < scope.len() && scope[i] == s => {}
+                _ => return false,
+            }
+            i += 1;
+        }
+        i == scope.len()
+    }
+}
+
+/// One entity selector (EntitySelector, 5.2.33): ids, an id pattern and a type expression, all of
+/// which must hold.
+#[derive(Debug, Default)]
+pub struct Selector {
+    /// `id`: any of these ids (empty: any id).
+    pub ids: Vec<String>,
+    /// `idPattern`: a regular expression the id must match.
+    pub id_pattern: Option<Regex>,
+    /// `type`: a type expression over expanded type IRIs.
+    pub types: Option<BoolExpr<String>>,
+}
+
+impl Selector {
+    /// Whether the selector restricts anything.
+    pub fn is_restricted(&self) -> bool {
+        !self.ids.is_empty() || self.id_pattern.is_some() || self.types.is_some()
+    }
+
+    /// Whether an entity satisfies the selector.
+    pub fn matches(&self, e: &Entity) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&e.id))
+            && self.id_pattern.as_ref().is_none_or(|r| r.is_match(&e.id))
+            && self.types.as_ref().is_none_or(|t| t.eval(&|ty: &String| e.types.contains(ty)))
+    }
+}
+
+/// Everything that selects entities in a query (5.7.2 / 5.7.3), with names already expanded.
+#[derive(Debug, Default)]
+pub struct EntityQuery {
+    /// Entity selectors, any of which may match (empty: every entity).
+    pub selectors: Vec<Selector>,
+    /// `attrs`: the entity must have at least one of these attributes.
+    pub attrs: Vec<String>,
+    /// `q`.
+    pub q: Option<q::QExpr>,
+    /// `geoQ`.
+    pub geo: Option<geo::GeoQuery>,
+    /// `scopeQ`.
+    pub scope: Option<BoolExpr<ScopePattern>>,
+}
+
+impl EntityQuery {
+    /// Whether the query has any selector at all (the API refuses unrestricted queries).
+    pub fn is_restricted(&self) -> bool {
+        self.selectors.iter().any(Selector::is_restricted)
+            || !self.attrs.is_empty()
+            || self.q.is_some()
+            || self.geo.is_some()
+            || self.scope.is_some()
+    }
+
+    /// Whether an entity satisfies every selector.
+    pub fn matches(&self, e: &Entity) -> bool {
+        (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
+            && (self.attrs.is_empty() || self.attrs.iter().any(|a| e.attrs.contains_key(a)))
+            && self.scope.as_ref().is_none_or(|s| {
+                e.scope
+                    .as_ref()
+                    .is_some_and(|scopes| s.eval(&|p: &ScopePattern| scopes.iter().any(|sc| p.matches(sc))))
+            })
+            && self.q.as_ref().is_none_or(|q| q.matches(e))
+            && self.geo.as_ref().is_none_or(|g| g.matches(e))
+    }
+}
+
+/// Parses a type expression (4.17) with names expanded by the context.
+pub fn parse_types(text: &str, ctx: &ActiveContext) -> NgsiResult<BoolExpr<String>> {
+    boolean::parse(text, "type", &|name| {
+        crate::model::validate::name("entity type", name)?;
+        Ok(ctx.expand(name).into_owned())
+    })
+}
+
+/// Parses scopeQ (4.19).
+pub fn parse_scope(text: &str) -> NgsiResult<BoolExpr<ScopePattern>> {
+    boolean::parse(text, "scopeQ", &ScopePattern::parse)
+}
+
+/// Compiles idPattern (a regular expression, 5.7.2).
+pub fn parse_id_pattern(text: &str) -> NgsiResult<Regex> {
+    Regex::new(text).map_err(|e| NgsiError::bad_data(format!("idPattern '{text}' is not a valid regular expression: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_patterns() {
+        let p = |t: &str| ScopePattern::parse(t).unwrap();
+        assert!(p("/Madrid").matches("/Madrid"));
+        assert!(!p("/Madrid").matches("/Madrid/Gardens"));
+        assert!(p("/Madrid/#").matches("/Madrid"));
+        assert!(p("/Madrid/#").matches("/Madrid/Gardens/North"));
+        assert!(!p("/Madrid/#").matches("/Sevilla"));
+        assert!(p("/Madrid/+").matches("/Madrid/Gardens"));
+        assert!(!p("/Madrid/+").matches("/Madrid"));
+        assert!(!p("/Madrid/+").matches("/Madrid/Gardens/North"));
+        assert!(p("/+/Gardens").matches("/Madrid/Gardens"));
+        assert!(p("/#").matches("/Anything/At/All"));
+        assert!(ScopePattern::parse("Madrid").is_err());
+        assert!(ScopePattern::parse("/Madrid//x").is_err());
+        assert!(ScopePattern::parse("/#/x").is_err());
+        let expr = parse_scope("/Madrid/#;/Madrid/Gardens,/Sevilla").unwrap();
+        let has = |scopes: &[&str]| expr.eval(&|p: &ScopePattern| scopes.iter().any(|s| p.matches(s)));
+        assert!(has(&["/Madrid/Gardens"]));
+        assert!(has(&["/Sevilla"]));
+        assert!(!has(&["/Madrid/Parks"]));
+    }
+}

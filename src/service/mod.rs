@@ -2,7 +2,9 @@
 //! batch later). Services take parsed, expanded input and return expanded results; they know
 //! nothing of HTTP.
 
+pub mod batch;
 pub mod entities;
+pub mod query;
 
 use crate::config::Settings;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};

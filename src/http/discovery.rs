@@ -1,0 +1,120 @@
+//! Discovery (5.7.5–5.7.10): GET /types, /types/{type}, /attributes, /attributes/{attrId}, every name
+//! compacted with the caller's context.
+
+use super::negotiate::{Accepted, RequestInfo};
+use super::response::json_body;
+use crate::error::{NgsiError, NgsiResult};
+use crate::service::Broker;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+type Data = web::Data<Broker>;
+
+const OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
+
+fn details(info: &RequestInfo) -> NgsiResult<bool> {
+    match info.param("details") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(NgsiError::bad_data(format!("details={other} must be true or false"))),
+    }
+}
+
+fn list_id(kind: &str) -> String {
+    format!("urn:ngsi-ld:{kind}:{}", uuid::Uuid::new_v4())
+}
+
+/// GET /types (5.7.5 and, with details=true, 5.7.6).
+pub async fn types(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, OFFERS, &["details", "local", "via"])?;
+    let ctx = info.context(&broker).await?;
+    let types = broker.entity_types(&info.tenant).await?;
+    let body = if details(&info)? {
+        Value::Array(
+            types
+                .iter()
+                .map(|(iri, t)| {
+                    json!({
+                        "id": iri,
+                        "type": "EntityType",
+                        "typeName": ctx.compact(iri),
+                        "attributeNames": t.attributes.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    } else {
+        json!({
+            "id": list_id("EntityTypeList"),
+            "type": "EntityTypeList",
+            "typeList": types.keys().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+        })
+    };
+    Ok(json_body(&info, body))
+}
+
+/// GET /types/{type} (5.7.7).
+pub async fn type_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, OFFERS, &["local", "via"])?;
+    let ctx = info.context(&broker).await?;
+    let name = req.match_info().get("type").unwrap_or_default();
+    let iri = ctx.expand(name).into_owned();
+    let types = broker.entity_types(&info.tenant).await?;
+    let t = types
+        .get(&iri)
+        .ok_or_else(|| NgsiError::not_found(format!("no entity has the type '{name}'")))?;
+    let body = json!({
+        "id": iri,
+        "type": "EntityTypeInfo",
+        "typeName": ctx.compact(&iri),
+        "entityCount": t.entity_count,
+        "attributeDetails": t.attributes.iter().map(|(a, kinds)| json!({
+            "id": a,
+            "type": "Attribute",
+            "attributeName": ctx.compact(a),
+            "attributeTypes": kinds,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(json_body(&info, body))
+}
+
+/// GET /attributes (5.7.8 and, with details=true, 5.7.9).
+pub async fn attributes(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, OFFERS, &["details", "local", "via"])?;
+    let ctx = info.context(&broker).await?;
+    let attrs = broker.attributes(&info.tenant).await?;
+    let body = if details(&info)? {
+        Value::Array(attrs.iter().map(|(iri, a)| attribute_body(&ctx, iri, a)).collect())
+    } else {
+        json!({
+            "id": list_id("AttributeList"),
+            "type": "AttributeList",
+            "attributeList": attrs.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
+        })
+    };
+    Ok(json_body(&info, body))
+}
+
+fn attribute_body(ctx: &crate::ld::ActiveContext, iri: &str, a: &crate::service::query::AttributeInfo) -> Value {
+    json!({
+        "id": iri,
+        "type": "Attribute",
+        "attributeName": ctx.compact(iri),
+        "attributeCount": a.entity_count,
+        "attributeTypes": a.kinds,
+        "typeNames": a.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
+    })
+}
+
+/// GET /attributes/{attrId} (5.7.10).
+pub async fn attribute_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, OFFERS, &["local", "via"])?;
+    let ctx = info.context(&broker).await?;
+    let name = req.match_info().get("attr").unwrap_or_default();
+    let iri = ctx.expand(name).into_owned();
+    let attrs = broker.attributes(&info.tenant).await?;
+    let a = attrs
+        .get(&iri)
+        .ok_or_else(|| NgsiError::not_found(format!("no entity has the attribute '{name}'")))?;
+    Ok(json_body(&info, attribute_body(&ctx, &iri, a)))
+}

@@ -1,0 +1,233 @@
+//! Handlers of GET /entities and POST /entityOperations/query (5.7.2): read the selectors, the
+//! projection and the page, run the query service, render the page with its headers.
+
+use super::entities::{render_options, READ_OFFERS};
+use super::negotiate::{read_body, Accepted, Body, RequestInfo};
+use super::response::json_body;
+use crate::error::{NgsiError, NgsiResult};
+use crate::ld::ActiveContext;
+use crate::model::render::{self, RenderOptions};
+use crate::query::{self, EntityQuery, Selector};
+use crate::service::query::{Page, QueryResult};
+use crate::service::Broker;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Map, Value};
+
+type Data = web::Data<Broker>;
+
+const QUERY_PARAMS: &[&str] = &[
+    "id", "idPattern", "type", "attrs", "pick", "omit", "q", "georel", "geometry", "coordinates", "geoproperty",
+    "geometryProperty", "scopeQ", "lang", "options", "format", "limit", "offset", "count", "csf", "local", "via",
+    "datasetId", "join", "joinLevel", "containedBy", "entityMap", "orderBy",
+];
+
+const POST_QUERY_PARAMS: &[&str] = &["limit", "offset", "count", "options", "format", "local", "lang", "geometryProperty"];
+
+/// Reads `limit`, `offset` and `count` (5.5.9): limit within the configured maximum, limit=0 only
+/// with count=true.
+fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
+    let number = |name: &str| -> NgsiResult<Option<usize>> {
+        info.param(name)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| NgsiError::bad_data(format!("{name}={v} is not a non-negative integer")))
+            })
+            .transpose()
+    };
+    let count = match info.param("count") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(NgsiError::bad_data(format!("count={other} must be true or false"))),
+    };
+    let limit = number("limit")?.unwrap_or(broker.settings.default_page_size);
+    let max = broker.settings.max_page_size;
+    if limit > max {
+        return Err(NgsiError::bad_data(format!("limit={limit} is larger than this broker's maximum page size {max}")));
+    }
+    if limit == 0 && !count {
+        return Err(NgsiError::bad_data("limit=0 only makes sense with count=true"));
+    }
+    Ok((Page { limit, offset: number("offset")?.unwrap_or(0) }, count))
+}
+
+/// Builds the geoQ of a request from its parameters, if any is given.
+fn geo_from_params(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Option<query::geo::GeoQuery>> {
+    let (georel, geometry, coordinates) = (info.param("georel"), info.param("geometry"), info.param("coordinates"));
+    match (georel, geometry, coordinates) {
+        (None, None, None) => Ok(None),
+        (Some(r), Some(g), Some(c)) => query::geo::parse(r, g, c, info.param("geoproperty"), ctx).map(Some),
+        _ => Err(NgsiError::bad_data("a geo-query needs georel, geometry and coordinates together")),
+    }
+}
+
+fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<EntityQuery> {
+    let ids = info.list("id")?.unwrap_or_default();
+    for id in &ids {
+        crate::model::validate::uri("id", id)?;
+    }
+    let selector = Selector {
+        ids,
+        id_pattern: info.param("idPattern").map(query::parse_id_pattern).transpose()?,
+        types: info.param("type").map(|t| query::parse_types(t, ctx)).transpose()?,
+    };
+    Ok(EntityQuery {
+        selectors: if selector.is_restricted() { vec![selector] } else { Vec::new() },
+        attrs: expand_list(info.list("attrs")?, ctx)?,
+        q: info.param("q").map(|q| query::q::parse(q, ctx)).transpose()?,
+        geo: geo_from_params(info, ctx)?,
+        scope: info.param("scopeQ").map(query::parse_scope).transpose()?,
+    })
+}
+
+fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Vec<String>> {
+    names
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            crate::model::validate::name("attribute name", n)?;
+            Ok(ctx.expand(n).into_owned())
+        })
+        .collect()
+}
+
+/// GET /entities (5.7.2).
+pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, READ_OFFERS, QUERY_PARAMS)?;
+    let ctx = info.context(&broker).await?;
+    let query = entity_query(&info, &ctx)?;
+    if !query.is_restricted() && info.param("local") != Some("true") {
+        return Err(NgsiError::bad_data(
+            "a query needs at least one of id, idPattern, type, attrs, q, geoQ or scopeQ (or local=true)",
+        ));
+    }
+    let opts = render_options(&info, &ctx)?;
+    let (page, count) = page(&info, &broker)?;
+    let result = broker.query_entities(&info.tenant, &query, page).await?;
+    Ok(respond(&req, &info, &ctx, &opts, result, page, count))
+}
+
+/// Reads the Query body of POST /entityOperations/query (5.2.23).
+fn query_from_body(body: &Value, ctx: &ActiveContext) -> NgsiResult<(EntityQuery, Map<String, Value>)> {
+    let obj = body.as_object().ok_or_else(|| NgsiError::bad_data("the query body must be a JSON object"))?;
+    if let Some(t) = obj.get("type") {
+        if t != "Query" {
+            return Err(NgsiError::bad_data(format!("the query body's type must be \"Query\", not {t}")));
+        }
+    }
+    let text = |name: &str| -> NgsiResult<Option<&str>> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(NgsiError::bad_data(format!("the query's {name} must be a string, not {other}"))),
+        }
+    };
+    let mut selectors = Vec::new();
+    if let Some(entities) = obj.get("entities") {
+        let list = entities
+            .as_array()
+            .ok_or_else(|| NgsiError::bad_data("the query's entities must be an array of EntitySelectors"))?;
+        for item in list {
+            let get = |k: &str| item.get(k).and_then(Value::as_str);
+            let ids: Vec<String> = get("id").map(|s| vec![s.to_string()]).unwrap_or_default();
+            for id in &ids {
+                crate::model::validate::uri("id", id)?;
+            }
+            selectors.push(Selector {
+                ids,
+                id_pattern: get("idPattern").map(query::parse_id_pattern).transpose()?,
+                types: get("type").map(|t| query::parse_types(t, ctx)).transpose()?,
+            });
+        }
+    }
+    let attrs = match obj.get("attrs") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+            let names = names.ok_or_else(|| NgsiError::bad_data("the query's attrs must be an array of strings"))?;
+            expand_list(Some(names), ctx)?
+        }
+        Some(other) => return Err(NgsiError::bad_data(format!("the query's attrs must be an array, not {other}"))),
+    };
+    let geo = obj.get("geoQ").map(|g| query::geo::from_json(g, ctx)).transpose()?;
+    let query = EntityQuery {
+        selectors,
+        attrs,
+        q: text("q")?.map(|q| query::q::parse(q, ctx)).transpose()?,
+        geo,
+        scope: text("scopeQ")?.map(query::parse_scope).transpose()?,
+    };
+    Ok((query, obj.clone()))
+}
+
+/// POST /entityOperations/query (5.7.2 with a Query body).
+pub async fn post_query(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+    let mut info = RequestInfo::read(&req, READ_OFFERS, POST_QUERY_PARAMS)?;
+    let Body { json, context } = read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let ctx = broker.contexts.active(context.as_ref()).await?;
+    let (query, body) = query_from_body(&json, &ctx)?;
+    for (member, param) in [("lang", "lang"), ("pick", "pick"), ("omit", "omit"), ("attrs", "attrs")] {
+        match body.get(member) {
+            Some(Value::String(s)) => info.query.push((param.into(), s.clone())),
+            Some(Value::Array(items)) => {
+                let joined: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                info.query.push((param.into(), joined.join(",")));
+            }
+            _ => {}
+        }
+    }
+    let opts = render_options(&info, &ctx)?;
+    let (page, count) = page(&info, &broker)?;
+    let result = broker.query_entities(&info.tenant, &query, page).await?;
+    Ok(respond(&req, &info, &ctx, &opts, result, page, count))
+}
+
+fn page_link(req: &HttpRequest, page: Page, offset: usize, rel: &str) -> String {
+    let mut params: Vec<String> = req
+        .query_string()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("offset=") && !p.starts_with("limit="))
+        .map(str::to_string)
+        .collect();
+    params.push(format!("limit={}", page.limit));
+    params.push(format!("offset={offset}"));
+    format!("<{}?{}>; rel=\"{rel}\"", req.path(), params.join("&"))
+}
+
+fn respond(
+    req: &HttpRequest,
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+    opts: &RenderOptions,
+    result: QueryResult,
+    page: Page,
+    count: bool,
+) -> HttpResponse {
+    let body = match info.accepted {
+        Accepted::GeoJson => {
+            let geo = ctx.expand(info.param("geometryProperty").unwrap_or("location")).into_owned();
+            let features: Vec<Value> =
+                result.entities.iter().map(|e| Value::Object(render::feature(e, ctx, opts, &geo))).collect();
+            json!({"type": "FeatureCollection", "features": features})
+        }
+        _ => Value::Array(result.entities.iter().map(|e| Value::Object(render::entity(e, ctx, opts))).collect()),
+    };
+    let mut response = json_body(info, body);
+    let headers = response.headers_mut();
+    if count {
+        headers.insert(HeaderName::from_static("ngsild-results-count"), HeaderValue::from(result.total));
+    }
+    let mut links = Vec::new();
+    if page.offset > 0 {
+        links.push(page_link(req, page, page.offset.saturating_sub(page.limit), "prev"));
+    }
+    if page.limit > 0 && page.offset + page.limit < result.total {
+        links.push(page_link(req, page, page.offset + page.limit, "next"));
+    }
+    for link in links {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.append(HeaderName::from_static("link"), v);
+        }
+    }
+    response
+}
