@@ -589,9 +589,10 @@ fn shaped(s: &str, pattern: &str) -> bool {
 
 /// A Date, `YYYY-MM-DD`.
 fn parse_date(s: &str) -> Option<NaiveDate> {
-    shaped(s, "dddd-dd-dd")
-        .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-        .flatten()
+    if !shaped(s, "dddd-dd-dd") {
+        return None;
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
 /// A DateTime, `YYYY-MM-DDThh:mm:ss[.s…]` with `Z` or an offset.
