@@ -673,3 +673,151 @@ async fn dataset_id_none_designates_the_default_instance() {
     assert_problem(s.create(&dup).await, 400, "BadRequestData").await;
     s.assert_absent("urn:ngsi-ld:Vehicle:MI4").await;
 }
+
+// ------------------------------------------------------------------------------------------------
+// Ids, values and types that must survive unchanged
+// ------------------------------------------------------------------------------------------------
+
+/// The origin (scheme://host:port) of the test server, to resolve a Location header against.
+fn origin(s: &TestServer) -> String {
+    s.base.trim_end_matches("/ngsi-ld/v1").to_string()
+}
+
+fn encode(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+#[actix_web::test]
+#[ignore = "server bug: an id with '/' (e.g. https://example.org/things/1) cannot be addressed: %2F in the path stays undecoded and the id is refused as not a URI (400)"]
+async fn an_id_that_is_a_url_is_addressed_percent_encoded() {
+    let s = TestServer::start().await;
+    let id = "https://example.org/things/1";
+    let e = json!({"id": id, "type": "Thing", "n": {"type": "Property", "value": 1}});
+    assert_eq!(s.create(&e).await.status(), 201);
+    let path = format!("/entities/{}", encode(id));
+    let (status, body) = s.get_json(&path).await;
+    assert_eq!((status, body), (200, e.clone()));
+    let r = s
+        .send(Method::PATCH, &format!("{path}/attrs/n"), "application/json", &json!({"value": 2}))
+        .await;
+    assert_no_content(r).await;
+    assert_eq!(s.get_json(&path).await.1["n"]["value"], 2);
+    assert_no_content(s.req(Method::DELETE, &format!("{path}/attrs/n")).send().await.unwrap()).await;
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    let (status, _) = s.get_json(&path).await;
+    assert_eq!(status, 404);
+}
+
+#[actix_web::test]
+#[ignore = "server bug: the Location header carries the entity id unencoded, so for an id such as https://example.org/things/1 it does not name the entity (GET on it is 400)"]
+async fn the_location_header_names_the_created_entity() {
+    let s = TestServer::start().await;
+    for id in ["https://example.org/things/1", "urn:ngsi-ld:Thing:a?b#c"] {
+        let e = json!({"id": id, "type": "Thing"});
+        let r = s.create(&e).await;
+        assert_eq!(r.status(), 201);
+        let location = r.headers()["Location"].to_str().unwrap().to_string();
+        let target = if location.starts_with("http") { location.clone() } else { format!("{}{location}", origin(&s)) };
+        let r = s.client.get(&target).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {location}");
+        assert_eq!(r.json::<Value>().await.unwrap(), e);
+    }
+}
+
+#[actix_web::test]
+async fn values_round_trip_exactly() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Thing:values";
+    let e = json!({
+        "id": id,
+        "type": ["Thing", "Device"],
+        "big": {"type": "Property", "value": 9007199254740993u64},
+        "min": {"type": "Property", "value": i64::MIN},
+        "max": {"type": "Property", "value": u64::MAX},
+        "pi": {"type": "Property", "value": 3.141592653589793},
+        "tiny": {"type": "Property", "value": 1e-300},
+        "text": {"type": "Property", "value": "ünïcødé ✓ \"quoted\" \\ back\nslash 𝄞"},
+        "empty": {"type": "Property", "value": ""},
+        "flag": {"type": "Property", "value": false},
+        "mixed": {"type": "Property", "value": [1, "a", true, {"k": [2.5]}]},
+        "deep": {"type": "Property", "value": {"a": {"b": {"c": [1, 2, {"d": "e"}]}}}},
+        "passengers": {"type": "Relationship", "object": ["urn:ngsi-ld:Person:Alice", "urn:ngsi-ld:Person:Bob"], "objectType": "Person"},
+        "observed": {"type": "Property", "value": 1, "observedAt": "2020-09-09T16:40:00.000Z"}
+    });
+    let r = s.create(&e).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let got = s.entity(id, "").await;
+    assert_eq!(types(&got), vec!["Device", "Thing"]);
+    let (mut a, mut b) = (got.clone(), e.clone());
+    a.as_object_mut().unwrap().remove("type");
+    b.as_object_mut().unwrap().remove("type");
+    assert_eq!(a, b);
+    // the raw text keeps integers integral (no 9007199254740992 or 1.8446744073709552e19)
+    let text = s.req(Method::GET, &format!("/entities/{id}")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("9007199254740993") && text.contains("18446744073709551615"), "{text}");
+}
+
+#[actix_web::test]
+async fn json_ld_keywords_id_and_type_are_accepted_for_the_entity() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Building:kw";
+    let e = json!({
+        "@id": id, "@type": "Building",
+        "name": {"type": "Property", "value": "x"},
+        "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
+    });
+    let r = s.send(Method::POST, "/entities", "application/ld+json", &e).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(
+        s.entity(id, "").await,
+        json!({"id": id, "type": "Building", "name": {"type": "Property", "value": "x"}})
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Concurrency: read-modify-writes of one entity do not lose updates
+// ------------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn concurrent_appends_to_one_entity_lose_nothing() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Building:busy";
+    assert_eq!(s.create(&json!({"id": id, "type": "Building"})).await.status(), 201);
+    let path = format!("/entities/{id}/attrs");
+    let writes = (0..24).map(|n| {
+        let body = json!({format!("a{n}"): {"type": "Property", "value": n}});
+        let path = path.clone();
+        let s = &s;
+        async move { s.send(Method::POST, &path, "application/json", &body).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(writes).await;
+    assert!(statuses.iter().all(|st| *st == 204), "{statuses:?}");
+    let got = s.entity(id, "").await;
+    for n in 0..24 {
+        assert_eq!(got[format!("a{n}")]["value"], n, "a{n} is kept: {got}");
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_creates_of_one_id_make_exactly_one_entity() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Building:race";
+    let creates = (0..12).map(|n| {
+        let e = json!({"id": id, "type": "Building", "n": {"type": "Property", "value": n}});
+        let s = &s;
+        async move {
+            let r = s.create(&e).await;
+            let status = r.status().as_u16();
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null);
+            (n, status, body)
+        }
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let winners: Vec<i64> = results.iter().filter(|(_, st, _)| *st == 201).map(|(n, _, _)| *n).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, status, body) in results.iter().filter(|(_, st, _)| *st != 201) {
+        assert_eq!(*status, 409, "{body}");
+        assert_eq!(body["type"], "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists");
+    }
+    assert_eq!(s.entity(id, "").await["n"]["value"], winners[0], "the stored entity is the one acknowledged with 201");
+}
