@@ -453,3 +453,70 @@ async fn unknown_paths_and_methods_are_refused() {
     assert_eq!(r.status(), 405);
     assert_eq!(s.entity(ID, "").await, good(ID));
 }
+
+// ------------------------------------------------------------------------------------------------
+// HTTP preconditions of 6.3.4
+// ------------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn a_content_type_with_parameters_is_accepted_and_a_missing_one_is_415() {
+    let s = TestServer::start().await;
+    let e = good("urn:ngsi-ld:Building:cs");
+    let r = s.send(Method::POST, "/entities", "application/json; charset=utf-8", &e).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(s.entity("urn:ngsi-ld:Building:cs", "").await, e);
+    let r = s.req(Method::POST, "/entities").body(good("urn:ngsi-ld:Building:nct").to_string()).send().await.unwrap();
+    assert_http_error(r, 415).await;
+    s.assert_absent("urn:ngsi-ld:Building:nct").await;
+}
+
+#[actix_web::test]
+#[ignore = "server bug: a POST/PATCH/PUT without Content-Length (chunked body) is processed; 6.3.4 wants a bare 411"]
+async fn a_write_without_content_length_is_411() {
+    let s = with_entity().await;
+    let chunked = |body: Value| {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(body.to_string().into_bytes())];
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+    };
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/json")
+        .body(chunked(good("urn:ngsi-ld:Building:chunked")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 411);
+    assert!(r.text().await.unwrap().is_empty(), "411 has no payload body");
+    s.assert_absent("urn:ngsi-ld:Building:chunked").await;
+    let r = s
+        .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
+        .header("Content-Type", "application/json")
+        .body(chunked(json!({"name": {"type": "Property", "value": "Other"}})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 411);
+    assert_eq!(s.entity(ID, "").await, good(ID));
+}
+
+#[actix_web::test]
+async fn an_invalid_link_header_is_bad_request_data() {
+    let s = TestServer::start().await;
+    let e = good("urn:ngsi-ld:Building:lk");
+    for value in [
+        "<not a url>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"",
+        "<>; rel=\"http://www.w3.org/ns/json-ld#context\"",
+        "no-brackets; rel=\"http://www.w3.org/ns/json-ld#context\"",
+    ] {
+        let r = s
+            .req(Method::POST, "/entities")
+            .header("Content-Type", "application/json")
+            .header("Link", value)
+            .body(e.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    s.assert_absent("urn:ngsi-ld:Building:lk").await;
+}

@@ -386,3 +386,65 @@ async fn a_smart_data_models_context_resolves_offline() {
     assert_eq!(status, 200);
     assert_eq!(back, e);
 }
+
+// ------------------------------------------------------------------------------------------------
+// more ways a remote context can be given or go wrong
+// ------------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn the_context_link_is_found_among_other_links() {
+    let ctx = ContextServer::start();
+    ctx.serve("/ctx.jsonld", &user_context());
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Sensor:L1";
+    let header = format!(
+        "<https://example.org/doc>; rel=\"alternate\", {}",
+        link(&ctx.url("/ctx.jsonld"))
+    );
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/json")
+        .header("Link", header)
+        .body(sensor(id).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(s.entity(id, "").await, sensor_expanded(id));
+}
+
+#[actix_web::test]
+async fn a_context_server_error_is_ld_context_not_available() {
+    let ctx = ContextServer::start();
+    ctx.serve_raw("/error.jsonld", 500, "text/plain", "boom", 0);
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Sensor:E1";
+    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/error.jsonld"), &sensor(id)).await;
+    assert_problem(r, 504, "LdContextNotAvailable").await;
+    s.assert_absent(id).await;
+    // a failure is not cached as a success, and the next request asks again
+    ctx.serve("/error.jsonld", &user_context());
+    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/error.jsonld"), &sensor(id)).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(s.entity(id, "").await, sensor_expanded(id));
+}
+
+#[actix_web::test]
+async fn invalid_context_documents_are_bad_request_data() {
+    let ctx = ContextServer::start();
+    ctx.serve("/a.jsonld", &json!({"@context": [ctx.url("/b.jsonld")]}));
+    ctx.serve("/b.jsonld", &json!({"@context": [ctx.url("/a.jsonld")]}));
+    ctx.serve("/number.jsonld", &json!({"@context": 42}));
+    ctx.serve("/badterm.jsonld", &json!({"@context": {"temperature": 5}}));
+    ctx.serve("/array.jsonld", &json!([{"@context": {"a": "https://example.org/a"}}]));
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Sensor:I1";
+    for path in ["/a.jsonld", "/number.jsonld", "/badterm.jsonld", "/array.jsonld"] {
+        let start = Instant::now();
+        let r = s.send_linked(Method::POST, "/entities", &ctx.url(path), &sensor(id)).await;
+        assert_problem(r, 400, "BadRequestData").await;
+        assert!(start.elapsed() < Duration::from_secs(5), "{path} answered promptly");
+        s.assert_absent(id).await;
+    }
+    assert!(ctx.hits("/a.jsonld") <= 1 && ctx.hits("/b.jsonld") <= 1, "a cycle is not refetched endlessly");
+}
