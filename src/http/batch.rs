@@ -26,6 +26,9 @@ async fn read_array(req: &HttpRequest, payload: web::Payload, broker: &Broker, p
     let Value::Array(items) = json else {
         return Err(NgsiError::bad_data("a batch operation takes a JSON array"));
     };
+    if items.is_empty() {
+        return Err(NgsiError::bad_data("the batch is empty; send at least one entity"));
+    }
     if items.len() > broker.settings.max_batch {
         return Err(NgsiError::new(
             ErrorKind::PayloadTooLarge,
@@ -86,6 +89,9 @@ fn ids_created(ids: &[String]) -> HttpResponse {
 
 async fn run(req: HttpRequest, payload: web::Payload, broker: Data, op: BatchOp, params: &[&str]) -> NgsiResult<HttpResponse> {
     let (info, items, is_ld) = read_array(&req, payload, &broker, params).await?;
+    if let Some(i) = items.iter().position(|i| !i.is_object()) {
+        return Err(NgsiError::bad_data(format!("batch element {i} is not an entity object")));
+    }
     let parsed = parse_items(&broker, &info, items, is_ld, op).await;
     let result = broker.batch(&info.tenant, op, parsed, Utc::now()).await;
     if !result.errors.is_empty() {

@@ -57,7 +57,7 @@ pub async fn types(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
 pub async fn type_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["local", "via"])?;
     let ctx = info.context(&broker).await?;
-    let name = req.match_info().get("type").unwrap_or_default();
+    let name = &super::entities::segment(&req, "type");
     let iri = ctx.expand(name).into_owned();
     let types = broker.entity_types(&info.tenant).await?;
     let t = types
@@ -110,7 +110,7 @@ fn attribute_body(ctx: &crate::ld::ActiveContext, iri: &str, a: &crate::service:
 pub async fn attribute_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["local", "via"])?;
     let ctx = info.context(&broker).await?;
-    let name = req.match_info().get("attr").unwrap_or_default();
+    let name = &super::entities::segment(&req, "attr");
     let iri = ctx.expand(name).into_owned();
     let attrs = broker.attributes(&info.tenant).await?;
     let a = attrs

@@ -49,8 +49,17 @@ async fn read_write(
     Ok(Write { info, body: json, ctx })
 }
 
+/// A path segment, fully percent-decoded (the router leaves reserved characters such as `%2F` and
+/// `%23` encoded, but ids and attribute IRIs may contain them).
+pub fn segment(req: &HttpRequest, name: &str) -> String {
+    let raw = req.match_info().get(name).unwrap_or_default();
+    url::form_urlencoded::parse(format!("x={}", raw.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| raw.to_string(), |(_, v)| v.into_owned())
+}
+
 fn path_id(req: &HttpRequest) -> NgsiResult<String> {
-    let id = req.match_info().get("id").unwrap_or_default().to_string();
+    let id = segment(req, "id");
     crate::model::validate::entity_id("the entity id in the URL", &id)?;
     Ok(id)
 }
@@ -70,7 +79,7 @@ fn target(req: &HttpRequest, info: &RequestInfo, ctx: &ActiveContext) -> NgsiRes
 }
 
 fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, String)> {
-    let name = req.match_info().get("attr").unwrap_or_default().to_string();
+    let name = segment(req, "attr");
     if name == "scope" {
         return Err(NgsiError::bad_data(
             "scope is not an attribute: change it with PATCH or POST /entities/{id}/attrs, or DELETE .../attrs/scope",
@@ -133,11 +142,24 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
     if attrs.is_some() && (pick.is_some() || !omit.is_empty()) {
         return Err(NgsiError::bad_data("attrs cannot be combined with pick or omit; use pick alone"));
     }
-    Ok(Projection { attrs, pick, omit })
+    let dataset_ids = info.list("datasetId")?.map(|ids| {
+        ids.into_iter()
+            .map(|d| if d == "@none" { None } else { Some(d) })
+            .collect()
+    });
+    Ok(Projection {
+        attrs,
+        pick,
+        omit,
+        dataset_ids,
+    })
 }
 
 /// The render options of a read request.
 pub fn render_options(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<RenderOptions> {
+    if info.param("geometryProperty").is_some() && info.accepted != Accepted::GeoJson {
+        return Err(NgsiError::bad_data("geometryProperty only applies when the client accepts application/geo+json"));
+    }
     let options = info.options(&["keyValues", "simplified", "normalized", "concise", "sysAttrs"])?;
     Ok(RenderOptions {
         format: info.format()?,
@@ -153,9 +175,6 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let opts = render_options(&info, &ctx)?;
-    if info.param("geometryProperty").is_some() && info.accepted != Accepted::GeoJson {
-        return Err(NgsiError::bad_data("geometryProperty only applies when the client accepts application/geo+json"));
-    }
     let entity = broker.retrieve_entity(&target).await?;
     let p = &opts.projection;
     let projected = p.attrs.is_some() || p.pick.is_some() || !p.omit.is_empty();
@@ -278,8 +297,8 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
     let info = RequestInfo::read(&req, WRITE_OFFERS, &["datasetId", "deleteAll", "local", "type"])?;
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
-    let iri = match req.match_info().get("attr") {
-        Some("scope") => SCOPE_IRI.to_string(),
+    let iri = match segment(&req, "attr").as_str() {
+        "scope" => SCOPE_IRI.to_string(),
         _ => path_attr(&req, &ctx)?.1,
     };
     let dataset_id = info.param("datasetId").map(str::to_string);

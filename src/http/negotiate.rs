@@ -54,7 +54,8 @@ impl RequestInfo {
     /// `params` the query parameters it knows (any other is an InvalidRequest, clause 6.3.x).
     pub fn read(req: &HttpRequest, offers: &[Accepted], params: &[&str]) -> NgsiResult<RequestInfo> {
         let accepted = negotiate_accept(req, offers)?;
-        let query = query_pairs(req.query_string());
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
         if let Some((unknown, _)) = query.iter().find(|(k, _)| !params.contains(&k.as_str())) {
             return Err(NgsiError::invalid(format!(
                 "the query parameter '{unknown}' is not supported here; known parameters: {}",
@@ -123,20 +124,6 @@ impl RequestInfo {
         let link = self.link_context.clone().map(Value::String);
         broker.contexts.active(link.as_ref()).await
     }
-}
-
-/// Splits a query string into decoded pairs. Unlike HTML form decoding, `+` stays `+`: NGSI-LD
-/// uses it in scopeQ (`/Madrid/+`) and in time-zone offsets.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 fn tenant(req: &HttpRequest) -> NgsiResult<String> {
@@ -290,15 +277,15 @@ pub async fn read_body(
         .map_err(|e| NgsiError::invalid(format!("the request body is not valid JSON: {e}")))?;
     let mut json = json;
     let body_context = json.as_object_mut().and_then(|o| o.remove("@context"));
+    if is_ld && info.link_context.is_some() {
+        return Err(NgsiError::bad_data(
+            "with Content-Type application/ld+json the @context belongs in the body, not in a Link header",
+        ));
+    }
     let context = if is_ld && !json.is_object() {
         // Not an entity or fragment (e.g. a batch delete's list of ids): nothing to expand.
         None
     } else if is_ld {
-        if info.link_context.is_some() {
-            return Err(NgsiError::bad_data(
-                "with Content-Type application/ld+json the @context belongs in the body, not in a Link header",
-            ));
-        }
         Some(body_context.ok_or_else(|| {
             NgsiError::bad_data("with Content-Type application/ld+json the body needs an @context member")
         })?)

@@ -69,8 +69,13 @@ fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<EntityQue
     let selector = Selector {
         ids,
         id_pattern: info.param("idPattern").map(query::parse_id_pattern).transpose()?,
-        types: info.param("type").map(|t| query::parse_types(t, ctx)).transpose()?,
+        types: info.param("type").map(|t| query::parse_types(t, ctx)).transpose()?.flatten(),
     };
+    if let Some(level) = info.param("joinLevel") {
+        if !level.parse::<u32>().is_ok_and(|l| l > 0) {
+            return Err(NgsiError::bad_data(format!("joinLevel={level} must be a positive integer")));
+        }
+    }
     Ok(EntityQuery {
         selectors: if selector.is_restricted() { vec![selector] } else { Vec::new() },
         attrs: expand_list(info.list("attrs")?, ctx)?,
@@ -123,21 +128,16 @@ fn query_from_body(body: &Value, ctx: &ActiveContext) -> NgsiResult<(EntityQuery
         }
     };
     let mut selectors = Vec::new();
+    if obj.contains_key("temporalQ") {
+        return Err(NgsiError::bad_data("temporalQ belongs to the temporal query (/temporal/entityOperations/query)"));
+    }
     if let Some(entities) = obj.get("entities") {
         let list = entities
             .as_array()
-            .ok_or_else(|| NgsiError::bad_data("the query's entities must be an array of EntitySelectors"))?;
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| NgsiError::bad_data("the query's entities must be a non-empty array of EntitySelectors"))?;
         for item in list {
-            let get = |k: &str| item.get(k).and_then(Value::as_str);
-            let ids: Vec<String> = get("id").map(|s| vec![s.to_string()]).unwrap_or_default();
-            for id in &ids {
-                crate::model::validate::uri("id", id)?;
-            }
-            selectors.push(Selector {
-                ids,
-                id_pattern: get("idPattern").map(query::parse_id_pattern).transpose()?,
-                types: get("type").map(|t| query::parse_types(t, ctx)).transpose()?,
-            });
+            selectors.push(selector(item, ctx)?);
         }
     }
     let attrs = match obj.get("attrs") {
@@ -182,16 +182,48 @@ pub async fn post_query(req: HttpRequest, payload: web::Payload, broker: Data) -
     Ok(respond(&req, &info, &ctx, &opts, result, page, count))
 }
 
-fn page_link(req: &HttpRequest, page: Page, offset: usize, rel: &str) -> String {
-    let mut params: Vec<String> = req
-        .query_string()
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("offset=") && !p.starts_with("limit="))
-        .map(str::to_string)
+/// Reads one EntitySelector (5.2.33): `type` is required; `id` a URI or an array of URIs.
+fn selector(item: &Value, ctx: &ActiveContext) -> NgsiResult<Selector> {
+    let string = |k: &str| -> NgsiResult<Option<&str>> {
+        match item.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(NgsiError::bad_data(format!("an EntitySelector's {k} must be a string, not {other}"))),
+        }
+    };
+    let ids: Vec<String> = match item.get("id") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| NgsiError::bad_data(format!("an EntitySelector id must be a URI string, not {i}"))))
+            .collect::<NgsiResult<_>>()?,
+        Some(other) => return Err(NgsiError::bad_data(format!("an EntitySelector's id must be a URI or an array of URIs, not {other}"))),
+    };
+    for id in &ids {
+        crate::model::validate::uri("id", id)?;
+    }
+    let types = string("type")?.ok_or_else(|| NgsiError::bad_data("an EntitySelector needs a type"))?;
+    Ok(Selector {
+        ids,
+        id_pattern: string("idPattern")?.map(query::parse_id_pattern).transpose()?,
+        types: query::parse_types(types, ctx)?,
+    })
+}
+
+/// A pagination link (4.12 / 6.3.10): the request's parameters with the new offset, sorted by name.
+fn page_link(req: &HttpRequest, info: &RequestInfo, page: Page, offset: usize, rel: &str) -> String {
+    let mut params: Vec<(String, String)> = info
+        .query
+        .iter()
+        .filter(|(k, _)| k != "offset" && k != "limit")
+        .cloned()
         .collect();
-    params.push(format!("limit={}", page.limit));
-    params.push(format!("offset={offset}"));
-    format!("<{}?{}>; rel=\"{rel}\"", req.path(), params.join("&"))
+    params.push(("limit".into(), page.limit.to_string()));
+    params.push(("offset".into(), offset.to_string()));
+    params.sort();
+    let query: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    format!("<{}?{query}>; rel=\"{rel}\";type=\"{}\"", req.path(), info.accepted.media_type())
 }
 
 fn respond(
@@ -219,10 +251,10 @@ fn respond(
     }
     let mut links = Vec::new();
     if page.offset > 0 {
-        links.push(page_link(req, page, page.offset.saturating_sub(page.limit), "prev"));
+        links.push(page_link(req, info, page, page.offset.saturating_sub(page.limit), "prev"));
     }
     if page.limit > 0 && page.offset + page.limit < result.total {
-        links.push(page_link(req, page, page.offset + page.limit, "next"));
+        links.push(page_link(req, info, page, page.offset + page.limit, "next"));
     }
     for link in links {
         if let Ok(v) = HeaderValue::from_str(&link) {

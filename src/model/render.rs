@@ -29,6 +29,8 @@ pub struct Projection {
     pub pick: Option<HashSet<String>>,
     /// `omit`: never these members.
     pub omit: HashSet<String>,
+    /// `datasetId`: only instances with these datasetIds (`None` stands for the default instance).
+    pub dataset_ids: Option<HashSet<Option<String>>>,
 }
 
 impl Projection {
@@ -78,8 +80,20 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
         out.insert("modifiedAt".into(), Value::String(format_time(&e.modified_at)));
     }
     for (iri, instances) in &e.attrs {
-        if p.keeps(iri) {
-            out.insert(ctx.compact(iri).into_owned(), attribute(instances, ctx, opts));
+        if !p.keeps(iri) {
+            continue;
+        }
+        match &p.dataset_ids {
+            None => {
+                out.insert(ctx.compact(iri).into_owned(), attribute(instances, ctx, opts));
+            }
+            Some(wanted) => {
+                let kept: Vec<Attribute> =
+                    instances.iter().filter(|a| wanted.contains(&a.dataset_id)).cloned().collect();
+                if !kept.is_empty() {
+                    out.insert(ctx.compact(iri).into_owned(), attribute(&kept, ctx, opts));
+                }
+            }
         }
     }
     out

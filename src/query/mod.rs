@@ -70,8 +70,9 @@ impl Selector {
 
     /// Whether an entity satisfies the selector.
     pub fn matches(&self, e: &Entity) -> bool {
+        // An id list takes precedence over the id pattern (5.2.33).
         (self.ids.is_empty() || self.ids.contains(&e.id))
-            && self.id_pattern.as_ref().is_none_or(|r| r.is_match(&e.id))
+            && (!self.ids.is_empty() || self.id_pattern.as_ref().is_none_or(|r| r.is_match(&e.id)))
             && self.types.as_ref().is_none_or(|t| t.eval(&|ty: &String| e.types.contains(ty)))
     }
 }
@@ -92,10 +93,11 @@ pub struct EntityQuery {
 }
 
 impl EntityQuery {
-    /// Whether the query has any selector at all (the API refuses unrestricted queries).
+    /// Whether the query narrows the entities enough to be run without `local=true` (5.7.2: a type,
+    /// attrs other than system ones, q, geoQ or scopeQ; ids alone do not).
     pub fn is_restricted(&self) -> bool {
-        self.selectors.iter().any(Selector::is_restricted)
-            || !self.attrs.is_empty()
+        self.selectors.iter().any(|s| s.types.is_some())
+            || self.attrs.iter().any(|a| !SYSTEM_ATTRIBUTES.contains(&a.as_str()))
             || self.q.is_some()
             || self.geo.is_some()
             || self.scope.is_some()
@@ -115,8 +117,22 @@ impl EntityQuery {
     }
 }
 
-/// Parses a type expression (4.17) with names expanded by the context.
-pub fn parse_types(text: &str, ctx: &ActiveContext) -> NgsiResult<BoolExpr<String>> {
+/// System attributes, which alone do not narrow a query.
+const SYSTEM_ATTRIBUTES: [&str; 3] = [
+    "https://uri.etsi.org/ngsi-ld/createdAt",
+    "https://uri.etsi.org/ngsi-ld/modifiedAt",
+    "https://uri.etsi.org/ngsi-ld/deletedAt",
+];
+
+/// Parses a type expression (4.17) with names expanded by the context; `*` (every type) gives None.
+pub fn parse_types(text: &str, ctx: &ActiveContext) -> NgsiResult<Option<BoolExpr<String>>> {
+    if text.trim() == "*" {
+        return Ok(None);
+    }
+    type_expression(text, ctx).map(Some)
+}
+
+fn type_expression(text: &str, ctx: &ActiveContext) -> NgsiResult<BoolExpr<String>> {
     boolean::parse(text, "type", &|name| {
         crate::model::validate::name("entity type", name)?;
         Ok(ctx.expand(name).into_owned())
@@ -128,8 +144,17 @@ pub fn parse_scope(text: &str) -> NgsiResult<BoolExpr<ScopePattern>> {
     boolean::parse(text, "scopeQ", &ScopePattern::parse)
 }
 
-/// Compiles idPattern (a regular expression, 5.7.2).
+/// Compiles idPattern (a regular expression, 5.7.2). A quantifier directly after another (`a**`) is
+/// refused as in POSIX EREs, though the regex crate would read it as nested repetition.
 pub fn parse_id_pattern(text: &str) -> NgsiResult<Regex> {
+    let chars: Vec<char> = text.chars().collect();
+    let stacked = chars.windows(2).enumerate().any(|(i, w)| {
+        let escaped = i > 0 && chars[i - 1] == '\\';
+        !escaped && matches!(w[0], '*' | '+' | '?') && matches!(w[1], '*' | '+')
+    });
+    if stacked {
+        return Err(NgsiError::bad_data(format!("idPattern '{text}' repeats a quantifier")));
+    }
     Regex::new(text).map_err(|e| NgsiError::bad_data(format!("idPattern '{text}' is not a valid regular expression: {e}")))
 }
 

@@ -90,7 +90,7 @@ impl Broker {
             BatchOp::Update { no_overwrite } => {
                 let r = self.append_attrs(&target, input, no_overwrite, now).await?;
                 match r.not_updated.first() {
-                    Some((name, reason)) if !no_overwrite => {
+                    Some((name, reason)) => {
                         Err(NgsiError::bad_data(format!("attribute {name} was not updated: {reason}")))
                     }
                     _ => Ok(()),
