@@ -1250,3 +1250,42 @@ async fn a_dataset_id_cannot_be_deleted_by_setting_it_to_null() {
     assert_problem(r, 400, "BadRequestData").await;
     assert_eq!(s.entity(id, "").await, e);
 }
+
+#[actix_web::test]
+async fn merge_and_replace_address_dataset_instances() {
+    // ETSI TP 056_04: a Null with a datasetId deletes only that instance; a merge with a datasetId
+    // merges into only that instance.
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:MD1";
+    let e = json!({"id": id, "type": "Vehicle", "speed": [
+        {"type": "Property", "value": 1, "unitCode": "KMH"},
+        {"type": "Property", "value": 2, "unitCode": "KMH", "datasetId": "urn:ngsi-ld:Dataset:a"},
+        {"type": "Property", "value": 3, "datasetId": "urn:ngsi-ld:Dataset:b"}
+    ]});
+    assert_eq!(s.create(&e).await.status(), 201);
+    let patch = json!({"speed": [
+        {"type": "Property", "value": 20, "datasetId": "urn:ngsi-ld:Dataset:a"},
+        {"type": "Property", "value": "urn:ngsi-ld:null", "datasetId": "urn:ngsi-ld:Dataset:b"}
+    ]});
+    assert_no_content(s.send(Method::PATCH, &format!("/entities/{id}"), "application/json", &patch).await).await;
+    assert_eq!(
+        instances(&s.entity(id, "").await["speed"]),
+        vec![
+            json!({"type": "Property", "value": 1, "unitCode": "KMH"}),
+            json!({"type": "Property", "value": 20, "unitCode": "KMH", "datasetId": "urn:ngsi-ld:Dataset:a"}),
+        ]
+    );
+    // replace the entity with a multi-attribute
+    let replacement = json!({"type": "Vehicle", "speed": [
+        {"type": "Property", "value": 7, "datasetId": "urn:ngsi-ld:Dataset:c"},
+        {"type": "Property", "value": 8}
+    ]});
+    assert_no_content(s.send(Method::PUT, &format!("/entities/{id}"), "application/json", &replacement).await).await;
+    assert_eq!(
+        instances(&s.entity(id, "").await["speed"]),
+        vec![
+            json!({"type": "Property", "value": 8}),
+            json!({"type": "Property", "value": 7, "datasetId": "urn:ngsi-ld:Dataset:c"}),
+        ]
+    );
+}
