@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 /// Command line of the `twinlink` binary.
 #[derive(Debug, Parser)]
-#[command(name = "twinlink", version, about = "ETSI NGSI-LD context broker for local digital twins")]
+#[command(
+    name = "twinlink",
+    version,
+    about = "ETSI NGSI-LD context broker for local digital twins"
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -78,7 +82,12 @@ pub struct Options {
     pub context_dir: Option<PathBuf>,
     /// URL-prefix rewrite applied before fetching a remote @context, as PREFIX=REPLACEMENT
     /// (repeatable; in the environment a comma-separated list).
-    #[arg(long = "context-rewrite", env = "TWINLINK_CONTEXT_REWRITES", global = true, value_delimiter = ',')]
+    #[arg(
+        long = "context-rewrite",
+        env = "TWINLINK_CONTEXT_REWRITES",
+        global = true,
+        value_delimiter = ','
+    )]
     #[serde(default)]
     pub context_rewrites: Vec<String>,
     /// Timeout for fetching a remote @context, in milliseconds.
@@ -163,14 +172,23 @@ impl Settings {
             bind: options.bind.or(file.bind).unwrap_or(d.bind),
             port: options.port.or(file.port).unwrap_or(d.port),
             data_dir: options.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-            max_body_bytes: options.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
+            max_body_bytes: options
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(d.max_body_bytes),
             max_batch: options.max_batch.or(file.max_batch).unwrap_or(d.max_batch),
             default_page_size: options
                 .default_page_size
                 .or(file.default_page_size)
                 .unwrap_or(d.default_page_size),
-            max_page_size: options.max_page_size.or(file.max_page_size).unwrap_or(d.max_page_size),
-            log_format: options.log_format.or(file.log_format).unwrap_or(d.log_format),
+            max_page_size: options
+                .max_page_size
+                .or(file.max_page_size)
+                .unwrap_or(d.max_page_size),
+            log_format: options
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(d.log_format),
             log: options.log.or(file.log).unwrap_or(d.log),
             context_dir: options.context_dir.or(file.context_dir),
             context_rewrites: parse_rewrites(&rewrites)?,
@@ -200,7 +218,9 @@ fn parse_rewrites(items: &[String]) -> Result<Vec<(String, String)>, String> {
         .map(|s| {
             s.split_once('=')
                 .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
-                .ok_or_else(|| format!("context rewrite '{s}' is not of the form PREFIX=REPLACEMENT"))
+                .ok_or_else(|| {
+                    format!("context rewrite '{s}' is not of the form PREFIX=REPLACEMENT")
+                })
         })
         .collect()
 }
@@ -213,7 +233,11 @@ mod tests {
     fn flags_win_over_file_and_defaults_fill_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("twinlink.toml");
-        std::fs::write(&file, "port = 2000\nbind = \"127.0.0.1\"\ncontext-rewrites = [\"a=b\"]\n").unwrap();
+        std::fs::write(
+            &file,
+            "port = 2000\nbind = \"127.0.0.1\"\ncontext-rewrites = [\"a=b\"]\n",
+        )
+        .unwrap();
         let options = Options {
             config: Some(file),
             port: Some(3000),
@@ -232,6 +256,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
         std::fs::write(&file, "prot = 1\n").unwrap();
-        assert!(Settings::load(Options { config: Some(file), ..Options::default() }).is_err());
+        assert!(Settings::load(Options {
+            config: Some(file),
+            ..Options::default()
+        })
+        .is_err());
     }
 }

@@ -51,7 +51,9 @@ pub fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr),
                     // 6.3.14: a tenant named in the request is named in the response, errors included.
                     let mut response = call.await?;
                     if let Some(t) = tenant {
-                        response.headers_mut().insert(HeaderName::from_static("ngsild-tenant"), t);
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static("ngsild-tenant"), t);
                     }
                     Ok(response)
                 }

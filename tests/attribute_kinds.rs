@@ -10,7 +10,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const POINT: fn() -> Value = || json!({"type": "Point", "coordinates": [2.35, 48.85]});
-const POLYGON: fn() -> Value = || json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]});
+const POLYGON: fn() -> Value =
+    || json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]});
 
 fn config_json() -> Value {
     json!({"speed": 3, "type": "raw", "nested": [true, null, {"a": "b"}]})
@@ -95,28 +96,51 @@ fn check_concise(c: &Value) {
         json!({"value": 21.5, "unitCode": "CEL", "observedAt": "2024-05-01T12:00:00Z", "accuracy": 0.2}),
         "no type member; a sub-Property with only a value is the bare value"
     );
-    assert_eq!(c["name"], "Tower", "a Property with only a value is the bare value (4.5.2.3)");
+    assert_eq!(
+        c["name"], "Tower",
+        "a Property with only a value is the bare value (4.5.2.3)"
+    );
     assert_eq!(
         c["address"],
         json!({"value": {"streetAddress": "Rue X", "postalCode": "75001"}}),
         "a JSON-object value keeps its value member"
     );
-    assert_eq!(c["owner"], json!({"object": "urn:ngsi-ld:Person:1", "objectType": "Person"}));
+    assert_eq!(
+        c["owner"],
+        json!({"object": "urn:ngsi-ld:Person:1", "objectType": "Person"})
+    );
     for geo in ["location", "area"] {
-        let expected = if geo == "location" { POINT() } else { POLYGON() };
+        let expected = if geo == "location" {
+            POINT()
+        } else {
+            POLYGON()
+        };
         assert!(
             c[geo] == expected || c[geo] == json!({"value": expected}),
             "a concise GeoProperty is its geometry (or {{value: geometry}}), without type GeoProperty: {}",
             c[geo]
         );
     }
-    assert_eq!(c["street"], json!({"languageMap": {"fr": "Grand Place", "nl": "Grote Markt"}}));
+    assert_eq!(
+        c["street"],
+        json!({"languageMap": {"fr": "Grand Place", "nl": "Grote Markt"}})
+    );
     assert_eq!(c["category"], json!({"vocab": "monument"}));
     assert_eq!(c["readings"], json!({"valueList": [1, 2, 3]}));
-    let route = c["route"]["objectList"].as_array().unwrap_or_else(|| panic!("objectList: {c}"));
-    let targets: Vec<&str> = route.iter().map(|i| i.as_str().or_else(|| i["object"].as_str()).expect("URI")).collect();
+    let route = c["route"]["objectList"]
+        .as_array()
+        .unwrap_or_else(|| panic!("objectList: {c}"));
+    let targets: Vec<&str> = route
+        .iter()
+        .map(|i| i.as_str().or_else(|| i["object"].as_str()).expect("URI"))
+        .collect();
     assert_eq!(targets, vec!["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"]);
-    assert_eq!(c["route"].as_object().unwrap().len(), 1, "only objectList: {}", c["route"]);
+    assert_eq!(
+        c["route"].as_object().unwrap().len(),
+        1,
+        "only objectList: {}",
+        c["route"]
+    );
     assert_eq!(c["config"], json!({"json": config_json()}));
 }
 
@@ -132,8 +156,17 @@ async fn every_kind_renders_concise_and_the_concise_form_is_lossless() {
         let mut copy = with_id(c.clone(), &copy_id);
         copy.as_object_mut().unwrap().remove("@context");
         let r = s.create(&copy).await;
-        assert_eq!(r.status(), 201, "concise output is valid input: {}", r.text().await.unwrap());
-        assert_eq!(s.entity(&copy_id, "").await, all_kinds(&copy_id), "from {query}");
+        assert_eq!(
+            r.status(),
+            201,
+            "concise output is valid input: {}",
+            r.text().await.unwrap()
+        );
+        assert_eq!(
+            s.entity(&copy_id, "").await,
+            all_kinds(&copy_id),
+            "from {query}"
+        );
     }
 }
 
@@ -166,19 +199,45 @@ async fn concise_object_list_of_bare_uris_is_normalized_on_output() {
 async fn property_relationship_geo_language_and_list_render_as_key_values() {
     let id = "urn:ngsi-ld:Building:K5";
     let s = setup(id).await;
-    for query in ["?options=keyValues", "?format=keyValues", "?format=simplified"] {
+    for query in [
+        "?options=keyValues",
+        "?format=keyValues",
+        "?format=simplified",
+    ] {
         let kv = s.entity(id, query).await;
         assert_eq!(kv["id"], id, "{query}");
         assert_eq!(kv["type"], "Building", "{query}");
-        assert_eq!(kv["temperature"], json!(21.5), "{query}: the Property Value, sub-attributes dropped");
+        assert_eq!(
+            kv["temperature"],
+            json!(21.5),
+            "{query}: the Property Value, sub-attributes dropped"
+        );
         assert_eq!(kv["name"], "Tower", "{query}");
-        assert_eq!(kv["address"], json!({"streetAddress": "Rue X", "postalCode": "75001"}), "{query}");
-        assert_eq!(kv["owner"], "urn:ngsi-ld:Person:1", "{query}: the Relationship's object");
+        assert_eq!(
+            kv["address"],
+            json!({"streetAddress": "Rue X", "postalCode": "75001"}),
+            "{query}"
+        );
+        assert_eq!(
+            kv["owner"], "urn:ngsi-ld:Person:1",
+            "{query}: the Relationship's object"
+        );
         assert_eq!(kv["location"], POINT(), "{query}");
         assert_eq!(kv["area"], POLYGON(), "{query}");
-        assert_eq!(kv["street"], json!({"languageMap": {"fr": "Grand Place", "nl": "Grote Markt"}}), "{query}");
-        assert_eq!(kv["readings"], json!([1, 2, 3]), "{query}: the bare valueList");
-        assert!(!kv.to_string().contains("observedAt"), "{query}: no reified members: {kv}");
+        assert_eq!(
+            kv["street"],
+            json!({"languageMap": {"fr": "Grand Place", "nl": "Grote Markt"}}),
+            "{query}"
+        );
+        assert_eq!(
+            kv["readings"],
+            json!([1, 2, 3]),
+            "{query}: the bare valueList"
+        );
+        assert!(
+            !kv.to_string().contains("observedAt"),
+            "{query}: no reified members: {kv}"
+        );
     }
 }
 
@@ -187,9 +246,21 @@ async fn vocab_json_and_list_relationship_render_as_key_values() {
     let id = "urn:ngsi-ld:Building:K6";
     let s = setup(id).await;
     let kv = s.entity(id, "?options=keyValues").await;
-    assert_eq!(kv["category"], json!({"vocab": "monument"}), "4.5.4 example 6");
-    assert_eq!(kv["config"], json!({"json": config_json()}), "4.5.4 example 5");
-    assert_eq!(kv["route"], json!(["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"]), "4.5.4 example 8");
+    assert_eq!(
+        kv["category"],
+        json!({"vocab": "monument"}),
+        "4.5.4 example 6"
+    );
+    assert_eq!(
+        kv["config"],
+        json!({"json": config_json()}),
+        "4.5.4 example 5"
+    );
+    assert_eq!(
+        kv["route"],
+        json!(["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"]),
+        "4.5.4 example 8"
+    );
 }
 
 #[actix_web::test]
@@ -216,14 +287,31 @@ async fn lang_picks_one_language_as_a_property_with_lang() {
     let id = "urn:ngsi-ld:Building:K8";
     let s = setup(id).await;
     let e = s.entity(id, "?lang=fr").await;
-    assert_eq!(e["street"], json!({"type": "Property", "value": "Grand Place", "lang": "fr"}));
-    assert_eq!(e["name"], all_kinds(id)["name"], "other attributes are untouched");
+    assert_eq!(
+        e["street"],
+        json!({"type": "Property", "value": "Grand Place", "lang": "fr"})
+    );
+    assert_eq!(
+        e["name"],
+        all_kinds(id)["name"],
+        "other attributes are untouched"
+    );
     let e = s.entity(id, "?lang=nl").await;
-    assert_eq!(e["street"], json!({"type": "Property", "value": "Grote Markt", "lang": "nl"}));
+    assert_eq!(
+        e["street"],
+        json!({"type": "Property", "value": "Grote Markt", "lang": "nl"})
+    );
     let e = s.entity(id, "?lang=fr-CH,fr;q=0.9,nl;q=0.8").await;
-    assert_eq!(e["street"]["value"], "Grand Place", "ranked preference: {}", e["street"]);
+    assert_eq!(
+        e["street"]["value"], "Grand Place",
+        "ranked preference: {}",
+        e["street"]
+    );
     let kv = s.entity(id, "?lang=nl&options=keyValues").await;
-    assert_eq!(kv["street"], "Grote Markt", "ETSI TP 018_07_05: keyValues with lang gives the string");
+    assert_eq!(
+        kv["street"], "Grote Markt",
+        "ETSI TP 018_07_05: keyValues with lang gives the string"
+    );
     let c = s.entity(id, "?lang=fr&format=concise").await;
     assert_eq!(c["street"], json!({"value": "Grand Place", "lang": "fr"}));
     // no matching language: any supported one (4.15), with the lang it actually is
@@ -245,11 +333,16 @@ async fn lang_star_picks_any_one_language() {
     let street = &e["street"];
     assert_eq!(street["type"], "Property", "{street}");
     assert!(
-        (street["value"] == "Grand Place" && street["lang"] == "fr") || (street["value"] == "Grote Markt" && street["lang"] == "nl"),
+        (street["value"] == "Grand Place" && street["lang"] == "fr")
+            || (street["value"] == "Grote Markt" && street["lang"] == "nl"),
         "{street}"
     );
     let kv = s.entity(id, "?lang=*&options=keyValues").await;
-    assert!(kv["street"] == "Grand Place" || kv["street"] == "Grote Markt", "{}", kv["street"]);
+    assert!(
+        kv["street"] == "Grand Place" || kv["street"] == "Grote Markt",
+        "{}",
+        kv["street"]
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -280,9 +373,14 @@ async fn vocab_terms_compact_back_with_the_same_context() {
     let r = s.send_linked(Method::POST, "/entities", &url, &e).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
-    let (status, _, with_ctx) = s.get_with(&format!("/entities/{id}"), &[("Link", &common::link(&url))]).await;
+    let (status, _, with_ctx) = s
+        .get_with(&format!("/entities/{id}"), &[("Link", &common::link(&url))])
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(with_ctx, e, "names and vocab terms compact back with the same context");
+    assert_eq!(
+        with_ctx, e,
+        "names and vocab terms compact back with the same context"
+    );
 
     let plain = s.entity(id, "").await;
     assert_eq!(
@@ -292,7 +390,10 @@ async fn vocab_terms_compact_back_with_the_same_context() {
     );
     assert_eq!(
         plain["https://example.org/ns#tags"]["vocab"],
-        json!(["https://example.org/ns#monument", "https://example.org/ns#sightseeing"])
+        json!([
+            "https://example.org/ns#monument",
+            "https://example.org/ns#sightseeing"
+        ])
     );
 }
 
@@ -305,19 +406,32 @@ async fn sys_attrs_adds_created_and_modified_at_on_entity_and_attributes() {
     let id = "urn:ngsi-ld:Building:S1";
     let s = setup(id).await;
     let plain = s.entity(id, "").await;
-    assert!(!plain.to_string().contains("createdAt") && !plain.to_string().contains("modifiedAt"), "{plain}");
+    assert!(
+        !plain.to_string().contains("createdAt") && !plain.to_string().contains("modifiedAt"),
+        "{plain}"
+    );
 
     let e = s.entity(id, "?options=sysAttrs").await;
     let parse = |v: &Value| {
-        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("DateTime string: {v}")))
-            .unwrap_or_else(|err| panic!("{v}: {err}"))
+        chrono::DateTime::parse_from_rfc3339(
+            v.as_str().unwrap_or_else(|| panic!("DateTime string: {v}")),
+        )
+        .unwrap_or_else(|err| panic!("{v}: {err}"))
     };
     let created = parse(&e["createdAt"]);
     let modified = parse(&e["modifiedAt"]);
     assert!(created <= modified);
     let age = chrono::Utc::now().signed_duration_since(created);
-    assert!(age.num_seconds().abs() < 60, "createdAt is the creation time: {created}");
-    for name in all_kinds(id).as_object().unwrap().keys().filter(|k| *k != "id" && *k != "type") {
+    assert!(
+        age.num_seconds().abs() < 60,
+        "createdAt is the creation time: {created}"
+    );
+    for name in all_kinds(id)
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "id" && *k != "type")
+    {
         parse(&e[name]["createdAt"]);
         parse(&e[name]["modifiedAt"]);
     }
@@ -336,7 +450,11 @@ async fn sys_attrs_adds_created_and_modified_at_on_entity_and_attributes() {
         acc.remove("createdAt");
         acc.remove("modifiedAt");
     }
-    assert_eq!(stripped, all_kinds(id), "sysAttrs adds members and changes nothing else");
+    assert_eq!(
+        stripped,
+        all_kinds(id),
+        "sysAttrs adds members and changes nothing else"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -356,7 +474,11 @@ async fn attrs_pick_and_omit_project_the_entity() {
     );
 
     let e = s.entity(id, "?pick=id,temperature").await;
-    assert_eq!(e, json!({"id": id, "temperature": full["temperature"]}), "pick keeps only what it names");
+    assert_eq!(
+        e,
+        json!({"id": id, "temperature": full["temperature"]}),
+        "pick keeps only what it names"
+    );
 
     let e = s.entity(id, "?omit=temperature,type,location").await;
     let mut expected = full.clone();
@@ -366,9 +488,19 @@ async fn attrs_pick_and_omit_project_the_entity() {
     assert_eq!(e, expected);
 
     let e = s.entity(id, "?pick=name,street&options=keyValues").await;
-    assert_eq!(e, json!({"name": "Tower", "street": {"languageMap": full["street"]["languageMap"]}}));
+    assert_eq!(
+        e,
+        json!({"name": "Tower", "street": {"languageMap": full["street"]["languageMap"]}})
+    );
 
-    let r = s.req(Method::GET, &format!("/entities/{id}?pick=name&omit=street")).send().await.unwrap();
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/entities/{id}?pick=name&omit=street"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_problem_one_of(r, 400, &["BadRequestData", "InvalidRequest"]).await;
 }
 
@@ -380,40 +512,72 @@ async fn attrs_pick_and_omit_project_the_entity() {
 async fn geo_json_gives_a_feature_with_the_location_geometry() {
     let id = "urn:ngsi-ld:Building:G1";
     let s = setup(id).await;
-    let (status, headers, f) = s.get_with(&format!("/entities/{id}"), &[("Accept", "application/geo+json")]).await;
+    let (status, headers, f) = s
+        .get_with(
+            &format!("/entities/{id}"),
+            &[("Accept", "application/geo+json")],
+        )
+        .await;
     assert_eq!(status, 200, "{f}");
     assert!(
-        headers["Content-Type"].to_str().unwrap().starts_with("application/geo+json"),
+        headers["Content-Type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/geo+json"),
         "{:?}",
         headers["Content-Type"]
     );
     assert_eq!(f["type"], "Feature");
     assert_eq!(f["id"], id);
-    assert_eq!(f["geometry"], POINT(), "the default geometryProperty is location");
+    assert_eq!(
+        f["geometry"],
+        POINT(),
+        "the default geometryProperty is location"
+    );
     let props = f["properties"].as_object().expect("properties object");
-    assert!(!props.contains_key("id"), "properties carry no id (4.5.16.2)");
+    assert!(
+        !props.contains_key("id"),
+        "properties carry no id (4.5.16.2)"
+    );
     assert_eq!(props["type"], "Building");
     assert_eq!(props["temperature"], all_kinds(id)["temperature"]);
     assert_eq!(props["area"], all_kinds(id)["area"]);
 
     let (status, _, f) = s
-        .get_with(&format!("/entities/{id}?geometryProperty=area"), &[("Accept", "application/geo+json")])
+        .get_with(
+            &format!("/entities/{id}?geometryProperty=area"),
+            &[("Accept", "application/geo+json")],
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(f["geometry"], POLYGON());
 
     let (status, _, f) = s
-        .get_with(&format!("/entities/{id}?geometryProperty=name"), &[("Accept", "application/geo+json")])
+        .get_with(
+            &format!("/entities/{id}?geometryProperty=name"),
+            &[("Accept", "application/geo+json")],
+        )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(f["geometry"], Value::Null, "not a geometry: null (4.5.16.1)");
+    assert_eq!(
+        f["geometry"],
+        Value::Null,
+        "not a geometry: null (4.5.16.1)"
+    );
 
     let (status, _, f) = s
-        .get_with(&format!("/entities/{id}?options=keyValues"), &[("Accept", "application/geo+json")])
+        .get_with(
+            &format!("/entities/{id}?options=keyValues"),
+            &[("Accept", "application/geo+json")],
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(f["geometry"], POINT());
-    assert_eq!(f["properties"]["temperature"], json!(21.5), "simplified GeoJSON (4.5.17)");
+    assert_eq!(
+        f["properties"]["temperature"],
+        json!(21.5),
+        "simplified GeoJSON (4.5.17)"
+    );
 }
 
 #[actix_web::test]
@@ -425,7 +589,15 @@ async fn geo_json_geometry_comes_from_the_default_instance() {
         {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1.0, 2.0]}}
     ]});
     assert_eq!(s.create(&e).await.status(), 201);
-    let (status, _, f) = s.get_with(&format!("/entities/{id}"), &[("Accept", "application/geo+json")]).await;
+    let (status, _, f) = s
+        .get_with(
+            &format!("/entities/{id}"),
+            &[("Accept", "application/geo+json")],
+        )
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(f["geometry"], json!({"type": "Point", "coordinates": [1.0, 2.0]}));
+    assert_eq!(
+        f["geometry"],
+        json!({"type": "Point", "coordinates": [1.0, 2.0]})
+    );
 }

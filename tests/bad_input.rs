@@ -60,7 +60,12 @@ async fn refused_create(s: &TestServer, entity: &Value) {
 #[actix_web::test]
 async fn malformed_json_is_invalid_request() {
     let s = with_entity().await;
-    let r = post_raw(&s, "application/json", r#"{"id": "urn:ngsi-ld:Building:x1", "type": "Building",,}"#).await;
+    let r = post_raw(
+        &s,
+        "application/json",
+        r#"{"id": "urn:ngsi-ld:Building:x1", "type": "Building",,}"#,
+    )
+    .await;
     assert_problem(r, 400, "InvalidRequest").await;
     s.assert_absent("urn:ngsi-ld:Building:x1").await;
 
@@ -87,8 +92,19 @@ async fn malformed_json_is_invalid_request() {
 #[actix_web::test]
 async fn a_body_that_is_not_an_object_is_invalid_request() {
     let s = with_entity().await;
-    for body in ["[]", "\"text\"", "42", "null", "[{\"id\": \"urn:ngsi-ld:Building:x2\", \"type\": \"Building\"}]"] {
-        assert_problem(post_raw(&s, "application/json", body).await, 400, "InvalidRequest").await;
+    for body in [
+        "[]",
+        "\"text\"",
+        "42",
+        "null",
+        "[{\"id\": \"urn:ngsi-ld:Building:x2\", \"type\": \"Building\"}]",
+    ] {
+        assert_problem(
+            post_raw(&s, "application/json", body).await,
+            400,
+            "InvalidRequest",
+        )
+        .await;
         let r = s
             .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
             .header("Content-Type", "application/json")
@@ -105,17 +121,32 @@ async fn a_body_that_is_not_an_object_is_invalid_request() {
 #[actix_web::test]
 async fn an_id_that_is_not_a_uri_or_is_missing_is_bad_request_data() {
     let s = TestServer::start().await;
-    for id in [json!("not a uri"), json!("plainword"), json!(""), json!(42), json!(["urn:a:b"])] {
+    for id in [
+        json!("not a uri"),
+        json!("plainword"),
+        json!(""),
+        json!(42),
+        json!(["urn:a:b"]),
+    ] {
         let e = json!({"id": id, "type": "Building", "name": {"type": "Property", "value": "x"}});
         assert_problem(s.create(&e).await, 400, "BadRequestData").await;
     }
     let e = json!({"type": "Building", "name": {"type": "Property", "value": "x"}});
     assert_problem(s.create(&e).await, 400, "BadRequestData").await;
     // and an id in the URL that is not a URI
-    let r = s.req(Method::GET, "/entities/plainword").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/entities/plainword")
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 400, "BadRequestData").await;
     let r = s
-        .send(Method::PATCH, "/entities/plainword/attrs", "application/json", &json!({"name": {"type": "Property", "value": 1}}))
+        .send(
+            Method::PATCH,
+            "/entities/plainword/attrs",
+            "application/json",
+            &json!({"name": {"type": "Property", "value": 1}}),
+        )
         .await;
     assert_problem(r, 400, "BadRequestData").await;
 }
@@ -126,7 +157,12 @@ async fn a_missing_or_invalid_type_is_bad_request_data() {
     let mut e = good(ID);
     e.as_object_mut().unwrap().remove("type");
     refused_create(&s, &e).await;
-    for t in [json!([]), json!(7), json!("Buil ding"), json!(["Building", 3])] {
+    for t in [
+        json!([]),
+        json!(7),
+        json!("Buil ding"),
+        json!(["Building", 3]),
+    ] {
         let mut e = good(ID);
         e["type"] = t;
         refused_create(&s, &e).await;
@@ -143,12 +179,26 @@ async fn an_invalid_attribute_name_is_bad_request_data() {
         )
         .await;
         let body = json!({name: {"type": "Property", "value": 1}});
-        let r = s.send(Method::POST, &format!("/entities/{ID}/attrs"), "application/json", &body).await;
+        let r = s
+            .send(
+                Method::POST,
+                &format!("/entities/{ID}/attrs"),
+                "application/json",
+                &body,
+            )
+            .await;
         assert_problem(r, 400, "BadRequestData").await;
     }
     // in a sub-attribute too
     let body = json!({"name": {"type": "Property", "value": "x", "bad(sub)": {"type": "Property", "value": 1}}});
-    let r = s.send(Method::POST, &format!("/entities/{ID}/attrs"), "application/json", &body).await;
+    let r = s
+        .send(
+            Method::POST,
+            &format!("/entities/{ID}/attrs"),
+            "application/json",
+            &body,
+        )
+        .await;
     assert_problem(r, 400, "BadRequestData").await;
     assert_eq!(s.entity(ID, "").await, good(ID));
 }
@@ -159,13 +209,34 @@ async fn an_invalid_attribute_name_is_bad_request_data() {
 
 fn bad_geometries() -> Vec<(&'static str, Value)> {
     vec![
-        ("open polygon ring", json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]})),
-        ("longitude out of range", json!({"type": "Point", "coordinates": [200, 10]})),
-        ("latitude out of range", json!({"type": "Point", "coordinates": [10, 95]})),
-        ("unknown geometry type", json!({"type": "Circle", "coordinates": [1, 2]})),
-        ("coordinates not numbers", json!({"type": "Point", "coordinates": "x"})),
-        ("one coordinate", json!({"type": "Point", "coordinates": [1]})),
-        ("short line", json!({"type": "LineString", "coordinates": [[0, 0]]})),
+        (
+            "open polygon ring",
+            json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}),
+        ),
+        (
+            "longitude out of range",
+            json!({"type": "Point", "coordinates": [200, 10]}),
+        ),
+        (
+            "latitude out of range",
+            json!({"type": "Point", "coordinates": [10, 95]}),
+        ),
+        (
+            "unknown geometry type",
+            json!({"type": "Circle", "coordinates": [1, 2]}),
+        ),
+        (
+            "coordinates not numbers",
+            json!({"type": "Point", "coordinates": "x"}),
+        ),
+        (
+            "one coordinate",
+            json!({"type": "Point", "coordinates": [1]}),
+        ),
+        (
+            "short line",
+            json!({"type": "LineString", "coordinates": [[0, 0]]}),
+        ),
         ("not an object", json!("POINT(1 2)")),
     ]
 }
@@ -184,7 +255,14 @@ async fn invalid_geo_json_is_bad_request_data_on_create_and_update() {
         s.assert_absent("urn:ngsi-ld:Building:g1").await;
 
         let body = json!({"location": {"type": "GeoProperty", "value": geometry}});
-        let r = s.send(Method::PATCH, &format!("/entities/{ID}/attrs"), "application/json", &body).await;
+        let r = s
+            .send(
+                Method::PATCH,
+                &format!("/entities/{ID}/attrs"),
+                "application/json",
+                &body,
+            )
+            .await;
         assert_problem(r, 400, "BadRequestData").await;
     }
     assert_eq!(s.entity(ID, "").await, good(ID));
@@ -199,19 +277,37 @@ async fn attributes_without_their_value_member_are_bad_request_data() {
     let s = TestServer::start().await;
     for (name, attr) in [
         ("rel", json!({"type": "Relationship"})),
-        ("rel", json!({"type": "Relationship", "object": "not a uri"})),
+        (
+            "rel",
+            json!({"type": "Relationship", "object": "not a uri"}),
+        ),
         ("rel", json!({"type": "Relationship", "object": 42})),
         ("rel", json!({"type": "Relationship", "object": null})),
         ("prop", json!({"type": "Property"})),
         ("prop", json!({"type": "Property", "value": null})),
         ("prop", Value::Null),
         ("geo", json!({"type": "GeoProperty"})),
-        ("lang", json!({"type": "LanguageProperty", "languageMap": "text"})),
-        ("lang", json!({"type": "LanguageProperty", "languageMap": {"not a tag!": "x"}})),
-        ("lang", json!({"type": "LanguageProperty", "languageMap": {"fr": 3}})),
+        (
+            "lang",
+            json!({"type": "LanguageProperty", "languageMap": "text"}),
+        ),
+        (
+            "lang",
+            json!({"type": "LanguageProperty", "languageMap": {"not a tag!": "x"}}),
+        ),
+        (
+            "lang",
+            json!({"type": "LanguageProperty", "languageMap": {"fr": 3}}),
+        ),
         ("list", json!({"type": "ListProperty", "valueList": 3})),
-        ("rels", json!({"type": "ListRelationship", "objectList": ["not a uri"]})),
-        ("rels", json!({"type": "ListRelationship", "objectList": "urn:ngsi-ld:X:1"})),
+        (
+            "rels",
+            json!({"type": "ListRelationship", "objectList": ["not a uri"]}),
+        ),
+        (
+            "rels",
+            json!({"type": "ListRelationship", "objectList": "urn:ngsi-ld:X:1"}),
+        ),
         ("json", json!({"type": "JsonProperty"})),
         ("vocab", json!({"type": "VocabProperty", "vocab": 5})),
     ] {
@@ -246,14 +342,38 @@ async fn members_the_kind_forbids_are_bad_request_data() {
     let s = TestServer::start().await;
     let mut wrong = Vec::new();
     for (why, attr) in [
-        ("4.5.2.2 Property with object", json!({"type": "Property", "value": 1, "object": "urn:ngsi-ld:Other:1"})),
-        ("4.5.2.2 Property with languageMap", json!({"type": "Property", "value": 1, "languageMap": {"en": "hello"}})),
-        ("4.5.2.2 Property with valueList", json!({"type": "Property", "value": 1, "valueList": [1, 2]})),
-        ("4.5.3.2 Relationship with unitCode", json!({"type": "Relationship", "object": "urn:ngsi-ld:X:1", "unitCode": "MTR"})),
-        ("4.5.3.2 Relationship with value", json!({"type": "Relationship", "object": "urn:ngsi-ld:X:1", "value": 42})),
-        ("4.5.21.2 ListProperty with value", json!({"type": "ListProperty", "valueList": [1.2], "value": 3})),
-        ("4.5.24.2 JsonProperty with unitCode", json!({"type": "JsonProperty", "json": {"a": 1}, "unitCode": "MTR"})),
-        ("4.5.24.2 JsonProperty with value", json!({"type": "JsonProperty", "json": {"a": 1}, "value": 1})),
+        (
+            "4.5.2.2 Property with object",
+            json!({"type": "Property", "value": 1, "object": "urn:ngsi-ld:Other:1"}),
+        ),
+        (
+            "4.5.2.2 Property with languageMap",
+            json!({"type": "Property", "value": 1, "languageMap": {"en": "hello"}}),
+        ),
+        (
+            "4.5.2.2 Property with valueList",
+            json!({"type": "Property", "value": 1, "valueList": [1, 2]}),
+        ),
+        (
+            "4.5.3.2 Relationship with unitCode",
+            json!({"type": "Relationship", "object": "urn:ngsi-ld:X:1", "unitCode": "MTR"}),
+        ),
+        (
+            "4.5.3.2 Relationship with value",
+            json!({"type": "Relationship", "object": "urn:ngsi-ld:X:1", "value": 42}),
+        ),
+        (
+            "4.5.21.2 ListProperty with value",
+            json!({"type": "ListProperty", "valueList": [1.2], "value": 3}),
+        ),
+        (
+            "4.5.24.2 JsonProperty with unitCode",
+            json!({"type": "JsonProperty", "json": {"a": 1}, "unitCode": "MTR"}),
+        ),
+        (
+            "4.5.24.2 JsonProperty with value",
+            json!({"type": "JsonProperty", "json": {"a": 1}, "value": 1}),
+        ),
     ] {
         let e = entity_with("x", attr);
         let r = s.create(&e).await;
@@ -261,11 +381,18 @@ async fn members_the_kind_forbids_are_bad_request_data() {
         let text = r.text().await.unwrap();
         if status != 400 || !text.contains("errors/BadRequestData") {
             wrong.push(format!("{why}: {status} {text}"));
-            let _ = s.req(Method::DELETE, &format!("/entities/{ID}")).send().await;
+            let _ = s
+                .req(Method::DELETE, &format!("/entities/{ID}"))
+                .send()
+                .await;
         }
         s.assert_absent(ID).await;
     }
-    assert!(wrong.is_empty(), "accepted or wrongly refused:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "accepted or wrongly refused:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[actix_web::test]
@@ -276,14 +403,35 @@ async fn one_bad_attribute_refuses_the_whole_request() {
         "owner": {"type": "Relationship", "object": "not a uri"}
     });
     for method in [Method::POST, Method::PATCH] {
-        let r = s.send(method, &format!("/entities/{ID}/attrs"), "application/json", &body).await;
+        let r = s
+            .send(
+                method,
+                &format!("/entities/{ID}/attrs"),
+                "application/json",
+                &body,
+            )
+            .await;
         assert_problem(r, 400, "BadRequestData").await;
     }
-    let r = s.send(Method::PATCH, &format!("/entities/{ID}"), "application/json", &body).await;
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{ID}"),
+            "application/json",
+            &body,
+        )
+        .await;
     assert_problem(r, 400, "BadRequestData").await;
     let mut replacement = body.clone();
     replacement["type"] = json!("Building");
-    let r = s.send(Method::PUT, &format!("/entities/{ID}"), "application/json", &replacement).await;
+    let r = s
+        .send(
+            Method::PUT,
+            &format!("/entities/{ID}"),
+            "application/json",
+            &replacement,
+        )
+        .await;
     assert_problem(r, 400, "BadRequestData").await;
     assert_eq!(s.entity(ID, "").await, good(ID), "nothing is half-applied");
 }
@@ -296,13 +444,24 @@ async fn one_bad_attribute_refuses_the_whole_request() {
 async fn an_oversized_body_is_413_and_stores_nothing() {
     let s = TestServer::start_with(|s| s.max_body_bytes = 1000).await;
     let small = good("urn:ngsi-ld:Building:small");
-    assert_eq!(s.create(&small).await.status(), 201, "a body under the limit is fine");
+    assert_eq!(
+        s.create(&small).await.status(),
+        201,
+        "a body under the limit is fine"
+    );
     let mut big = good("urn:ngsi-ld:Building:big");
     big["blob"] = json!({"type": "Property", "value": "x".repeat(3000)});
     assert_http_error(s.create(&big).await, 413).await;
     s.assert_absent("urn:ngsi-ld:Building:big").await;
     let body = json!({"blob": {"type": "Property", "value": "y".repeat(3000)}});
-    let r = s.send(Method::POST, "/entities/urn:ngsi-ld:Building:small/attrs", "application/json", &body).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entities/urn:ngsi-ld:Building:small/attrs",
+            "application/json",
+            &body,
+        )
+        .await;
     assert_http_error(r, 413).await;
     assert_eq!(s.entity("urn:ngsi-ld:Building:small", "").await, small);
 }
@@ -314,8 +473,23 @@ async fn an_unsupported_content_type_is_415() {
     for ct in ["text/plain", "application/xml"] {
         assert_http_error(s.send(Method::POST, "/entities", ct, &e).await, 415).await;
         let body = json!({"name": {"type": "Property", "value": "Other"}});
-        assert_http_error(s.send(Method::PATCH, &format!("/entities/{ID}/attrs"), ct, &body).await, 415).await;
-        assert_http_error(s.send(Method::PATCH, &format!("/entities/{ID}/attrs/name"), ct, &json!({"value": "Other"})).await, 415).await;
+        assert_http_error(
+            s.send(Method::PATCH, &format!("/entities/{ID}/attrs"), ct, &body)
+                .await,
+            415,
+        )
+        .await;
+        assert_http_error(
+            s.send(
+                Method::PATCH,
+                &format!("/entities/{ID}/attrs/name"),
+                ct,
+                &json!({"value": "Other"}),
+            )
+            .await,
+            415,
+        )
+        .await;
     }
     s.assert_absent("urn:ngsi-ld:Building:ct").await;
     assert_eq!(s.entity(ID, "").await, good(ID));
@@ -325,14 +499,29 @@ async fn an_unsupported_content_type_is_415() {
 async fn an_accept_header_with_nothing_offered_is_406() {
     let s = with_entity().await;
     for accept in ["application/xml", "text/html", "image/png"] {
-        let (status, _, _) = s.get_with(&format!("/entities/{ID}"), &[("Accept", accept)]).await;
+        let (status, _, _) = s
+            .get_with(&format!("/entities/{ID}"), &[("Accept", accept)])
+            .await;
         assert_eq!(status, 406, "Accept: {accept}");
     }
-    let r = s.req(Method::GET, &format!("/entities/{ID}")).header("Accept", "application/xml").send().await.unwrap();
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}"))
+        .header("Accept", "application/xml")
+        .send()
+        .await
+        .unwrap();
     assert_http_error(r, 406).await;
     // the JSON flavours and wildcards are fine
-    for accept in ["application/json", "application/ld+json", "*/*", "application/*", "text/html, application/json;q=0.5"] {
-        let (status, _, _) = s.get_with(&format!("/entities/{ID}"), &[("Accept", accept)]).await;
+    for accept in [
+        "application/json",
+        "application/ld+json",
+        "*/*",
+        "application/*",
+        "text/html, application/json;q=0.5",
+    ] {
+        let (status, _, _) = s
+            .get_with(&format!("/entities/{ID}"), &[("Accept", accept)])
+            .await;
         assert_eq!(status, 200, "Accept: {accept}");
     }
 }
@@ -348,7 +537,14 @@ async fn json_with_an_at_context_member_is_bad_request_data() {
         "name": {"type": "Property", "value": "Other"},
         "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
     });
-    let r = s.send(Method::POST, &format!("/entities/{ID}/attrs"), "application/json", &body).await;
+    let r = s
+        .send(
+            Method::POST,
+            &format!("/entities/{ID}/attrs"),
+            "application/json",
+            &body,
+        )
+        .await;
     assert_problem(r, 400, "BadRequestData").await;
     assert_eq!(s.entity(ID, "").await, good(ID));
 }
@@ -357,10 +553,17 @@ async fn json_with_an_at_context_member_is_bad_request_data() {
 async fn json_ld_without_an_at_context_is_bad_request_data() {
     let s = with_entity().await;
     let e = good("urn:ngsi-ld:Building:c2");
-    assert_problem(s.send_ld(Method::POST, "/entities", &e).await, 400, "BadRequestData").await;
+    assert_problem(
+        s.send_ld(Method::POST, "/entities", &e).await,
+        400,
+        "BadRequestData",
+    )
+    .await;
     s.assert_absent("urn:ngsi-ld:Building:c2").await;
     let body = json!({"name": {"type": "Property", "value": "Other"}});
-    let r = s.send_ld(Method::PATCH, &format!("/entities/{ID}"), &body).await;
+    let r = s
+        .send_ld(Method::PATCH, &format!("/entities/{ID}"), &body)
+        .await;
     assert_problem(r, 400, "BadRequestData").await;
     assert_eq!(s.entity(ID, "").await, good(ID));
 }
@@ -392,13 +595,26 @@ async fn json_ld_with_a_link_header_is_bad_request_data() {
 #[actix_web::test]
 async fn an_unknown_options_value_is_refused() {
     let s = with_entity().await;
-    for q in ["?options=bogus", "?options=keyValues,bogus", "?format=fancy"] {
-        let r = s.req(Method::GET, &format!("/entities/{ID}{q}")).send().await.unwrap();
+    for q in [
+        "?options=bogus",
+        "?options=keyValues,bogus",
+        "?format=fancy",
+    ] {
+        let r = s
+            .req(Method::GET, &format!("/entities/{ID}{q}"))
+            .send()
+            .await
+            .unwrap();
         assert_problem_one_of(r, 400, &["BadRequestData", "InvalidRequest"]).await;
     }
     let body = json!({"height": {"type": "Property", "value": 30}});
     let r = s
-        .send(Method::POST, &format!("/entities/{ID}/attrs?options=bogus"), "application/json", &body)
+        .send(
+            Method::POST,
+            &format!("/entities/{ID}/attrs?options=bogus"),
+            "application/json",
+            &body,
+        )
         .await;
     assert_problem_one_of(r, 400, &["BadRequestData", "InvalidRequest"]).await;
     assert_eq!(s.entity(ID, "").await, good(ID));
@@ -421,7 +637,12 @@ async fn a_bad_tenant_header_is_refused_and_creates_nothing() {
     }
     s.assert_absent("urn:ngsi-ld:Building:t1").await;
     for tenant in ["bad", "a", "t"] {
-        let (status, _, body) = s.get_with("/entities/urn:ngsi-ld:Building:t1", &[("NGSILD-Tenant", tenant)]).await;
+        let (status, _, body) = s
+            .get_with(
+                "/entities/urn:ngsi-ld:Building:t1",
+                &[("NGSILD-Tenant", tenant)],
+            )
+            .await;
         assert_eq!(status, 404, "{tenant}: {body}");
     }
 }
@@ -430,11 +651,18 @@ async fn a_bad_tenant_header_is_refused_and_creates_nothing() {
 async fn delete_all_must_be_true_or_false() {
     let s = with_entity().await;
     for q in ["?deleteAll=maybe", "?deleteAll=1", "?deleteAll="] {
-        let r = s.req(Method::DELETE, &format!("/entities/{ID}/attrs/name{q}")).send().await.unwrap();
+        let r = s
+            .req(Method::DELETE, &format!("/entities/{ID}/attrs/name{q}"))
+            .send()
+            .await
+            .unwrap();
         assert_problem_one_of(r, 400, &["BadRequestData", "InvalidRequest"]).await;
     }
     let r = s
-        .req(Method::DELETE, &format!("/entities/{ID}/attrs/name?datasetId=not%20a%20uri"))
+        .req(
+            Method::DELETE,
+            &format!("/entities/{ID}/attrs/name?datasetId=not%20a%20uri"),
+        )
         .send()
         .await
         .unwrap();
@@ -449,7 +677,13 @@ async fn unknown_paths_and_methods_are_refused() {
     assert_eq!(r.status(), 404);
     let r = s.req(Method::PUT, "/entities").send().await.unwrap();
     assert_problem(r, 400, "BadRequestData").await; // a replace that lacks the entity id (ETSI 054_02_02)
-    let r = s.req(Method::POST, &format!("/entities/{ID}")).header("Content-Type", "application/json").body("{}").send().await.unwrap();
+    let r = s
+        .req(Method::POST, &format!("/entities/{ID}"))
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(s.entity(ID, "").await, good(ID));
 }
@@ -462,10 +696,22 @@ async fn unknown_paths_and_methods_are_refused() {
 async fn a_content_type_with_parameters_is_accepted_and_a_missing_one_is_415() {
     let s = TestServer::start().await;
     let e = good("urn:ngsi-ld:Building:cs");
-    let r = s.send(Method::POST, "/entities", "application/json; charset=utf-8", &e).await;
+    let r = s
+        .send(
+            Method::POST,
+            "/entities",
+            "application/json; charset=utf-8",
+            &e,
+        )
+        .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_eq!(s.entity("urn:ngsi-ld:Building:cs", "").await, e);
-    let r = s.req(Method::POST, "/entities").body(good("urn:ngsi-ld:Building:nct").to_string()).send().await.unwrap();
+    let r = s
+        .req(Method::POST, "/entities")
+        .body(good("urn:ngsi-ld:Building:nct").to_string())
+        .send()
+        .await
+        .unwrap();
     assert_http_error(r, 415).await;
     s.assert_absent("urn:ngsi-ld:Building:nct").await;
 }
@@ -486,12 +732,17 @@ async fn a_write_without_content_length_is_411() {
         .await
         .unwrap();
     assert_eq!(r.status(), 411);
-    assert!(r.text().await.unwrap().is_empty(), "411 has no payload body");
+    assert!(
+        r.text().await.unwrap().is_empty(),
+        "411 has no payload body"
+    );
     s.assert_absent("urn:ngsi-ld:Building:chunked").await;
     let r = s
         .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
         .header("Content-Type", "application/json")
-        .body(chunked(json!({"name": {"type": "Property", "value": "Other"}})))
+        .body(chunked(
+            json!({"name": {"type": "Property", "value": "Other"}}),
+        ))
         .send()
         .await
         .unwrap();

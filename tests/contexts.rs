@@ -41,8 +41,13 @@ fn sensor_expanded(id: &str) -> Value {
     })
 }
 
-async fn get_linked(s: &TestServer, id: &str, context: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-    s.get_with(&format!("/entities/{id}"), &[("Link", &link(context))]).await
+async fn get_linked(
+    s: &TestServer,
+    id: &str,
+    context: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    s.get_with(&format!("/entities/{id}"), &[("Link", &link(context))])
+        .await
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -56,19 +61,38 @@ async fn a_link_header_context_expands_terms_and_compacts_them_back() {
     let url = ctx.url("/ctx.jsonld");
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Sensor:C1";
-    let r = s.send_linked(Method::POST, "/entities", &url, &sensor(id)).await;
+    let r = s
+        .send_linked(Method::POST, "/entities", &url, &sensor(id))
+        .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
     let (status, headers, body) = get_linked(&s, id, &url).await;
     assert_eq!(status, 200);
-    assert_eq!(body, sensor(id), "the same context gives back the short names");
-    let link_back = headers.get("Link").map(|h| h.to_str().unwrap().to_string()).unwrap_or_default();
-    assert!(link_back.contains(&url), "application/json answers name the context in a Link header: {link_back}");
+    assert_eq!(
+        body,
+        sensor(id),
+        "the same context gives back the short names"
+    );
+    let link_back = headers
+        .get("Link")
+        .map(|h| h.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        link_back.contains(&url),
+        "application/json answers name the context in a Link header: {link_back}"
+    );
 
-    assert_eq!(s.entity(id, "").await, sensor_expanded(id), "without the context, full IRIs");
+    assert_eq!(
+        s.entity(id, "").await,
+        sensor_expanded(id),
+        "without the context, full IRIs"
+    );
 
     let (status, _, body) = s
-        .get_with(&format!("/entities/{id}"), &[("Link", &link(&url)), ("Accept", "application/ld+json")])
+        .get_with(
+            &format!("/entities/{id}"),
+            &[("Link", &link(&url)), ("Accept", "application/ld+json")],
+        )
         .await;
     assert_eq!(status, 200);
     let body_ctx = &body["@context"];
@@ -95,7 +119,11 @@ async fn an_inline_object_context_in_a_json_ld_body_is_used() {
     assert_eq!(s.entity(id, "").await, sensor_expanded(id));
     let (status, _, got) = get_linked(&s, id, &ctx.url("/ctx.jsonld")).await;
     assert_eq!(status, 200);
-    assert_eq!(got, sensor(id), "the same definitions, served, compact it back");
+    assert_eq!(
+        got,
+        sensor(id),
+        "the same definitions, served, compact it back"
+    );
 }
 
 #[actix_web::test]
@@ -114,11 +142,17 @@ async fn an_array_context_of_a_url_and_an_inline_object_combines_both() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let got = s.entity(id, "").await;
     assert_eq!(got["type"], format!("{EX}Sensor"), "from the URL: {got}");
-    assert_eq!(got[format!("{EX}owner")]["object"], "urn:ngsi-ld:Person:1", "from the URL: {got}");
-    assert_eq!(got["https://example.org/other#humidity"]["value"], 40, "from the inline object: {got}");
     assert_eq!(
-        got["https://example.org/override#temperature"]["value"],
-        21,
+        got[format!("{EX}owner")]["object"],
+        "urn:ngsi-ld:Person:1",
+        "from the URL: {got}"
+    );
+    assert_eq!(
+        got["https://example.org/other#humidity"]["value"], 40,
+        "from the inline object: {got}"
+    );
+    assert_eq!(
+        got["https://example.org/override#temperature"]["value"], 21,
         "a later entry overrides an earlier one: {got}"
     );
     assert!(got.get(format!("{EX}temperature")).is_none(), "{got}");
@@ -127,7 +161,10 @@ async fn an_array_context_of_a_url_and_an_inline_object_combines_both() {
 #[actix_web::test]
 async fn a_nested_remote_reference_is_followed() {
     let ctx = ContextServer::start();
-    ctx.serve("/inner.jsonld", &json!({"@context": {"temperature": "https://example.org/inner#temperature"}}));
+    ctx.serve(
+        "/inner.jsonld",
+        &json!({"@context": {"temperature": "https://example.org/inner#temperature"}}),
+    );
     ctx.serve(
         "/outer.jsonld",
         &json!({"@context": [ctx.url("/inner.jsonld"), {"speed": "https://example.org/outer#speed"}]}),
@@ -143,7 +180,10 @@ async fn a_nested_remote_reference_is_followed() {
     let r = s.send_linked(Method::POST, "/entities", &outer, &e).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let got = s.entity(id, "").await;
-    assert_eq!(got["https://example.org/inner#temperature"]["value"], 1, "{got}");
+    assert_eq!(
+        got["https://example.org/inner#temperature"]["value"], 1,
+        "{got}"
+    );
     assert_eq!(got["https://example.org/outer#speed"]["value"], 2, "{got}");
     let (status, _, back) = get_linked(&s, id, &outer).await;
     assert_eq!(status, 200);
@@ -159,7 +199,14 @@ async fn a_remote_context_is_fetched_once_and_cached() {
     let url = ctx.url("/cached.jsonld");
     let s = TestServer::start().await;
     for n in 0..3 {
-        let r = s.send_linked(Method::POST, "/entities", &url, &sensor(&format!("urn:ngsi-ld:Sensor:cache{n}"))).await;
+        let r = s
+            .send_linked(
+                Method::POST,
+                "/entities",
+                &url,
+                &sensor(&format!("urn:ngsi-ld:Sensor:cache{n}")),
+            )
+            .await;
         assert_eq!(r.status(), 201);
     }
     for n in 0..3 {
@@ -168,19 +215,34 @@ async fn a_remote_context_is_fetched_once_and_cached() {
         assert_eq!(body, sensor(&format!("urn:ngsi-ld:Sensor:cache{n}")));
     }
     let r = s
-        .send_linked(Method::PATCH, "/entities/urn:ngsi-ld:Sensor:cache0/attrs", &url, &json!({"temperature": 5}))
+        .send_linked(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:Sensor:cache0/attrs",
+            &url,
+            &json!({"temperature": 5}),
+        )
         .await;
     assert_eq!(r.status(), 204);
     let mut body = sensor("urn:ngsi-ld:Sensor:cache9");
     body["@context"] = json!(url);
-    assert_eq!(s.send_ld(Method::POST, "/entities", &body).await.status(), 201);
-    assert_eq!(ctx.hits("/cached.jsonld"), 1, "one fetch for every use of the same URL");
+    assert_eq!(
+        s.send_ld(Method::POST, "/entities", &body).await.status(),
+        201
+    );
+    assert_eq!(
+        ctx.hits("/cached.jsonld"),
+        1,
+        "one fetch for every use of the same URL"
+    );
 }
 
 #[actix_web::test]
 async fn core_terms_cannot_be_redefined_by_a_user_context() {
     let ctx = ContextServer::start();
-    ctx.serve("/evil.jsonld", &json!({"@context": {"location": "https://example.org/my#location"}}));
+    ctx.serve(
+        "/evil.jsonld",
+        &json!({"@context": {"location": "https://example.org/my#location"}}),
+    );
     let url = ctx.url("/evil.jsonld");
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Sensor:C5";
@@ -188,7 +250,10 @@ async fn core_terms_cannot_be_redefined_by_a_user_context() {
     let r = s.send_linked(Method::POST, "/entities", &url, &e).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let got = s.entity(id, "").await;
-    assert!(got.get("location").is_some(), "location keeps its core IRI (the core context is applied last): {got}");
+    assert!(
+        got.get("location").is_some(),
+        "location keeps its core IRI (the core context is applied last): {got}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -200,14 +265,29 @@ async fn an_unreachable_context_is_ld_context_not_available_and_creates_nothing(
     let ctx = ContextServer::start();
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Sensor:U1";
-    for url in ["http://127.0.0.1:1/ctx.jsonld".to_string(), ctx.url("/missing.jsonld")] {
-        let r = s.send_linked(Method::POST, "/entities", &url, &sensor(id)).await;
+    for url in [
+        "http://127.0.0.1:1/ctx.jsonld".to_string(),
+        ctx.url("/missing.jsonld"),
+    ] {
+        let r = s
+            .send_linked(Method::POST, "/entities", &url, &sensor(id))
+            .await;
         assert_problem(r, 504, "LdContextNotAvailable").await;
         let mut body = sensor(id);
         body["@context"] = json!([url, {"x": "https://example.org/x"}]);
-        assert_problem(s.send_ld(Method::POST, "/entities", &body).await, 504, "LdContextNotAvailable").await;
+        assert_problem(
+            s.send_ld(Method::POST, "/entities", &body).await,
+            504,
+            "LdContextNotAvailable",
+        )
+        .await;
         s.assert_absent(id).await;
-        let r = s.req(Method::GET, &format!("/entities/{id}")).header("Link", link(&url)).send().await.unwrap();
+        let r = s
+            .req(Method::GET, &format!("/entities/{id}"))
+            .header("Link", link(&url))
+            .send()
+            .await
+            .unwrap();
         assert_problem(r, 504, "LdContextNotAvailable").await;
     }
 }
@@ -215,13 +295,30 @@ async fn an_unreachable_context_is_ld_context_not_available_and_creates_nothing(
 #[actix_web::test]
 async fn a_served_context_that_is_not_json_ld_is_bad_request_data() {
     let ctx = ContextServer::start();
-    ctx.serve_raw("/broken.jsonld", 200, "application/ld+json", "this is { not json", 0);
-    ctx.serve("/nocontext.jsonld", &json!({"note": "no context member here"}));
-    ctx.serve_raw("/page.html", 200, "text/html", "<html><body>hello</body></html>", 0);
+    ctx.serve_raw(
+        "/broken.jsonld",
+        200,
+        "application/ld+json",
+        "this is { not json",
+        0,
+    );
+    ctx.serve(
+        "/nocontext.jsonld",
+        &json!({"note": "no context member here"}),
+    );
+    ctx.serve_raw(
+        "/page.html",
+        200,
+        "text/html",
+        "<html><body>hello</body></html>",
+        0,
+    );
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Sensor:B1";
     for path in ["/broken.jsonld", "/nocontext.jsonld", "/page.html"] {
-        let r = s.send_linked(Method::POST, "/entities", &ctx.url(path), &sensor(id)).await;
+        let r = s
+            .send_linked(Method::POST, "/entities", &ctx.url(path), &sensor(id))
+            .await;
         assert_problem(r, 400, "BadRequestData").await;
         s.assert_absent(id).await;
     }
@@ -232,33 +329,65 @@ async fn a_context_over_the_size_limit_is_refused_with_504() {
     let ctx = ContextServer::start();
     let mut terms = serde_json::Map::new();
     for n in 0..200 {
-        terms.insert(format!("term{n}"), json!(format!("https://example.org/big#term{n}")));
+        terms.insert(
+            format!("term{n}"),
+            json!(format!("https://example.org/big#term{n}")),
+        );
     }
-    terms.insert("temperature".into(), json!("https://example.org/big#temperature"));
+    terms.insert(
+        "temperature".into(),
+        json!("https://example.org/big#temperature"),
+    );
     ctx.serve("/big.jsonld", &json!({"@context": terms}));
-    ctx.serve("/small.jsonld", &json!({"@context": {"temperature": "https://example.org/small#temperature"}}));
+    ctx.serve(
+        "/small.jsonld",
+        &json!({"@context": {"temperature": "https://example.org/small#temperature"}}),
+    );
     let s = TestServer::start_with(|s| s.context_max_bytes = 1000).await;
     let id = "urn:ngsi-ld:Sensor:S1";
     let e = json!({"id": id, "type": "Sensor", "temperature": {"type": "Property", "value": 1}});
-    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/big.jsonld"), &e).await;
+    let r = s
+        .send_linked(Method::POST, "/entities", &ctx.url("/big.jsonld"), &e)
+        .await;
     assert_problem(r, 504, "LdContextNotAvailable").await;
     s.assert_absent(id).await;
-    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/small.jsonld"), &e).await;
+    let r = s
+        .send_linked(Method::POST, "/entities", &ctx.url("/small.jsonld"), &e)
+        .await;
     assert_eq!(r.status(), 201, "a context under the limit is fine");
-    assert_eq!(s.entity(id, "").await["https://example.org/small#temperature"]["value"], 1);
+    assert_eq!(
+        s.entity(id, "").await["https://example.org/small#temperature"]["value"],
+        1
+    );
 }
 
 #[actix_web::test]
 async fn a_slow_context_server_times_out_with_504_in_bounded_time() {
     let ctx = ContextServer::start();
-    ctx.serve_raw("/slow.jsonld", 200, "application/ld+json", user_context().to_string(), 3000);
+    ctx.serve_raw(
+        "/slow.jsonld",
+        200,
+        "application/ld+json",
+        user_context().to_string(),
+        3000,
+    );
     let s = TestServer::start_with(|s| s.context_timeout_ms = 300).await;
     let id = "urn:ngsi-ld:Sensor:T1";
     let start = Instant::now();
-    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/slow.jsonld"), &sensor(id)).await;
+    let r = s
+        .send_linked(
+            Method::POST,
+            "/entities",
+            &ctx.url("/slow.jsonld"),
+            &sensor(id),
+        )
+        .await;
     let elapsed = start.elapsed();
     assert_problem(r, 504, "LdContextNotAvailable").await;
-    assert!(elapsed < Duration::from_millis(2500), "gave up after the timeout, not the server's delay: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "gave up after the timeout, not the server's delay: {elapsed:?}"
+    );
     s.assert_absent(id).await;
 }
 
@@ -270,7 +399,11 @@ async fn a_slow_context_server_times_out_with_504_in_bounded_time() {
 async fn the_offline_context_directory_resolves_an_unserved_url() {
     let dir = tempfile::tempdir().unwrap();
     let url = "https://contexts.example.org/offline/model.jsonld";
-    std::fs::write(dir.path().join("index.json"), json!({url: "model.jsonld"}).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("index.json"),
+        json!({url: "model.jsonld"}).to_string(),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("model.jsonld"),
         json!({"@context": {"temperature": "https://example.org/offline#temperature", "Sensor": "https://example.org/offline#Sensor"}})
@@ -289,7 +422,10 @@ async fn the_offline_context_directory_resolves_an_unserved_url() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let got = s.entity(id, "").await;
     assert_eq!(got["type"], "https://example.org/offline#Sensor", "{got}");
-    assert_eq!(got["https://example.org/offline#temperature"]["value"], 3, "{got}");
+    assert_eq!(
+        got["https://example.org/offline#temperature"]["value"], 3,
+        "{got}"
+    );
     let (status, _, back) = get_linked(&s, id, url).await;
     assert_eq!(status, 200);
     assert_eq!(back, e);
@@ -301,20 +437,35 @@ async fn a_prefix_rewrite_resolves_an_https_url_through_the_local_server() {
     ctx.serve("/mirror/model.jsonld", &user_context());
     let port = ctx.port;
     let s = TestServer::start_with(move |s| {
-        s.context_rewrites = vec![("https://example.org/ctx/".into(), format!("http://127.0.0.1:{port}/mirror/"))];
+        s.context_rewrites = vec![(
+            "https://example.org/ctx/".into(),
+            format!("http://127.0.0.1:{port}/mirror/"),
+        )];
     })
     .await;
     let url = "https://example.org/ctx/model.jsonld";
     let id = "urn:ngsi-ld:Sensor:W1";
-    let r = s.send_linked(Method::POST, "/entities", url, &sensor(id)).await;
+    let r = s
+        .send_linked(Method::POST, "/entities", url, &sensor(id))
+        .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    assert_eq!(ctx.hits("/mirror/model.jsonld"), 1, "fetched through the rewrite");
+    assert_eq!(
+        ctx.hits("/mirror/model.jsonld"),
+        1,
+        "fetched through the rewrite"
+    );
     assert_eq!(s.entity(id, "").await, sensor_expanded(id));
     let (status, headers, back) = get_linked(&s, id, url).await;
     assert_eq!(status, 200);
     assert_eq!(back, sensor(id));
-    let link_back = headers.get("Link").map(|h| h.to_str().unwrap().to_string()).unwrap_or_default();
-    assert!(link_back.contains(url), "the client's URL, not the mirror, is given back: {link_back}");
+    let link_back = headers
+        .get("Link")
+        .map(|h| h.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        link_back.contains(url),
+        "the client's URL, not the mirror, is given back: {link_back}"
+    );
     assert_eq!(ctx.hits("/mirror/model.jsonld"), 1);
 }
 
@@ -344,9 +495,18 @@ async fn the_bundled_core_contexts_resolve_offline() {
         let r = s.send_ld(Method::POST, "/entities", &e).await;
         assert_eq!(r.status(), 201, "{url}: {}", r.text().await.unwrap());
         // location expanded to the core IRI: it is the default GeoJSON geometry
-        let (status, _, f) = s.get_with(&format!("/entities/{id}"), &[("Accept", "application/geo+json")]).await;
+        let (status, _, f) = s
+            .get_with(
+                &format!("/entities/{id}"),
+                &[("Accept", "application/geo+json")],
+            )
+            .await;
         assert_eq!(status, 200);
-        assert_eq!(f["geometry"], json!({"type": "Point", "coordinates": [1, 2]}), "{url}");
+        assert_eq!(
+            f["geometry"],
+            json!({"type": "Point", "coordinates": [1, 2]}),
+            "{url}"
+        );
         let got = s.entity(&id, "").await;
         assert_eq!(
             got["temperature"],
@@ -355,10 +515,21 @@ async fn the_bundled_core_contexts_resolve_offline() {
         );
         // and the core IRI of location is a GeoProperty by definition
         let bad = json!({"id": format!("{id}x"), "type": "Building", "location": {"type": "Property", "value": 1}, "@context": url});
-        assert_problem(s.send_ld(Method::POST, "/entities", &bad).await, 400, "BadRequestData").await;
+        assert_problem(
+            s.send_ld(Method::POST, "/entities", &bad).await,
+            400,
+            "BadRequestData",
+        )
+        .await;
         // the same URL in a Link header
         let linked = json!({"id": format!("{id}l"), "type": "Building", "temperature": {"type": "Property", "value": 1}});
-        assert_eq!(s.send_linked(Method::POST, "/entities", url, &linked).await.status(), 201, "{url}");
+        assert_eq!(
+            s.send_linked(Method::POST, "/entities", url, &linked)
+                .await
+                .status(),
+            201,
+            "{url}"
+        );
     }
 }
 
@@ -379,7 +550,11 @@ async fn a_smart_data_models_context_resolves_offline() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let got = s.entity(id, "").await;
     assert_eq!(got["type"], format!("{sdm}AirQualityObserved"), "{got}");
-    assert_eq!(got[format!("{sdm}no2")], json!({"type": "Property", "value": 22, "unitCode": "GQ"}), "{got}");
+    assert_eq!(
+        got[format!("{sdm}no2")],
+        json!({"type": "Property", "value": 22, "unitCode": "GQ"}),
+        "{got}"
+    );
     assert_eq!(got[format!("{sdm}airQualityIndex")]["value"], 3, "{got}");
     assert!(got.get("location").is_some(), "core terms stay core: {got}");
     let (status, _, back) = get_linked(&s, id, url).await;
@@ -419,12 +594,26 @@ async fn a_context_server_error_is_ld_context_not_available() {
     ctx.serve_raw("/error.jsonld", 500, "text/plain", "boom", 0);
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Sensor:E1";
-    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/error.jsonld"), &sensor(id)).await;
+    let r = s
+        .send_linked(
+            Method::POST,
+            "/entities",
+            &ctx.url("/error.jsonld"),
+            &sensor(id),
+        )
+        .await;
     assert_problem(r, 504, "LdContextNotAvailable").await;
     s.assert_absent(id).await;
     // a failure is not cached as a success, and the next request asks again
     ctx.serve("/error.jsonld", &user_context());
-    let r = s.send_linked(Method::POST, "/entities", &ctx.url("/error.jsonld"), &sensor(id)).await;
+    let r = s
+        .send_linked(
+            Method::POST,
+            "/entities",
+            &ctx.url("/error.jsonld"),
+            &sensor(id),
+        )
+        .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_eq!(s.entity(id, "").await, sensor_expanded(id));
 }
@@ -436,15 +625,31 @@ async fn invalid_context_documents_are_bad_request_data() {
     ctx.serve("/b.jsonld", &json!({"@context": [ctx.url("/a.jsonld")]}));
     ctx.serve("/number.jsonld", &json!({"@context": 42}));
     ctx.serve("/badterm.jsonld", &json!({"@context": {"temperature": 5}}));
-    ctx.serve("/array.jsonld", &json!([{"@context": {"a": "https://example.org/a"}}]));
+    ctx.serve(
+        "/array.jsonld",
+        &json!([{"@context": {"a": "https://example.org/a"}}]),
+    );
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Sensor:I1";
-    for path in ["/a.jsonld", "/number.jsonld", "/badterm.jsonld", "/array.jsonld"] {
+    for path in [
+        "/a.jsonld",
+        "/number.jsonld",
+        "/badterm.jsonld",
+        "/array.jsonld",
+    ] {
         let start = Instant::now();
-        let r = s.send_linked(Method::POST, "/entities", &ctx.url(path), &sensor(id)).await;
+        let r = s
+            .send_linked(Method::POST, "/entities", &ctx.url(path), &sensor(id))
+            .await;
         assert_problem(r, 400, "BadRequestData").await;
-        assert!(start.elapsed() < Duration::from_secs(5), "{path} answered promptly");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{path} answered promptly"
+        );
         s.assert_absent(id).await;
     }
-    assert!(ctx.hits("/a.jsonld") <= 1 && ctx.hits("/b.jsonld") <= 1, "a cycle is not refetched endlessly");
+    assert!(
+        ctx.hits("/a.jsonld") <= 1 && ctx.hits("/b.jsonld") <= 1,
+        "a cycle is not refetched endlessly"
+    );
 }

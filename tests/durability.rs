@@ -29,7 +29,14 @@ impl Broker {
     async fn start(data_dir: &Path) -> Broker {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_twinlink"))
-            .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string(), "--data-dir"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(["--workers", "2", "--log", "warn"])
             .env_remove("TWINLINK_CONFIG")
@@ -41,29 +48,47 @@ impl Broker {
         let mut broker = Broker {
             child,
             base: format!("http://127.0.0.1:{port}/ngsi-ld/v1"),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = broker.child.try_wait().unwrap() {
                 panic!("twinlink exited before answering: {status}");
             }
-            let health = broker.client.get(format!("http://127.0.0.1:{port}/health")).send().await;
+            let health = broker
+                .client
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await;
             if health.is_ok_and(|r| r.status() == 200) {
                 return broker;
             }
-            assert!(Instant::now() < deadline, "twinlink did not answer within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "twinlink did not answer within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn send(&self, method: Method, path: &str, tenant: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        tenant: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut b = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = tenant {
             b = b.header("NGSILD-Tenant", t);
         }
         if let Some(body) = body {
-            b = b.header("Content-Type", "application/json").body(body.to_string());
+            b = b
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
         }
         let r = b.send().await.expect("request");
         let status = r.status().as_u16();
@@ -71,13 +96,21 @@ impl Broker {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn write(&self, method: Method, path: &str, tenant: Option<&str>, body: &Value, expected: u16) {
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        tenant: Option<&str>,
+        body: &Value,
+        expected: u16,
+    ) {
         let (status, answer) = self.send(method.clone(), path, tenant, Some(body)).await;
         assert_eq!(status, expected, "{method} {path}: {answer}");
     }
 
     async fn get(&self, id: &str, tenant: Option<&str>, query: &str) -> (u16, Value) {
-        self.send(Method::GET, &format!("/entities/{id}{query}"), tenant, None).await
+        self.send(Method::GET, &format!("/entities/{id}{query}"), tenant, None)
+            .await
     }
 
     fn pid(&self) -> u32 {
@@ -105,15 +138,30 @@ fn building(n: usize) -> Value {
 async fn write_history(b: &Broker) -> (Vec<(Option<&'static str>, String, Value)>, Vec<String>) {
     let mut expected = Vec::new();
     for n in 0..6 {
-        b.write(Method::POST, "/entities", None, &building(n), 201).await;
+        b.write(Method::POST, "/entities", None, &building(n), 201)
+            .await;
     }
     // 0: update attrs (whole attribute replaced)
-    b.write(Method::PATCH, "/entities/urn:ngsi-ld:Building:dur0/attrs", None, &json!({"name": {"type": "Property", "value": "renamed"}}), 204).await;
+    b.write(
+        Method::PATCH,
+        "/entities/urn:ngsi-ld:Building:dur0/attrs",
+        None,
+        &json!({"name": {"type": "Property", "value": "renamed"}}),
+        204,
+    )
+    .await;
     let mut e0 = building(0);
     e0["name"] = json!({"type": "Property", "value": "renamed"});
     expected.push((None, "urn:ngsi-ld:Building:dur0".to_string(), e0));
     // 1: partial update and a new dataset instance appended
-    b.write(Method::PATCH, "/entities/urn:ngsi-ld:Building:dur1/attrs/height", None, &json!({"value": 111}), 204).await;
+    b.write(
+        Method::PATCH,
+        "/entities/urn:ngsi-ld:Building:dur1/attrs/height",
+        None,
+        &json!({"value": 111}),
+        204,
+    )
+    .await;
     b.write(
         Method::POST,
         "/entities/urn:ngsi-ld:Building:dur1/attrs",
@@ -124,19 +172,43 @@ async fn write_history(b: &Broker) -> (Vec<(Option<&'static str>, String, Value)
     .await;
     let mut e1 = building(1);
     e1["height"]["value"] = json!(111);
-    e1["speed"].as_array_mut().unwrap().push(json!({"type": "Property", "value": 3, "datasetId": "urn:ngsi-ld:Dataset:b"}));
+    e1["speed"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "Property", "value": 3, "datasetId": "urn:ngsi-ld:Dataset:b"}));
     expected.push((None, "urn:ngsi-ld:Building:dur1".to_string(), e1));
     // 2: delete an attribute instance and a whole attribute
-    let (status, _) = b.send(Method::DELETE, "/entities/urn:ngsi-ld:Building:dur2/attrs/speed?datasetId=urn:ngsi-ld:Dataset:a", None, None).await;
+    let (status, _) = b
+        .send(
+            Method::DELETE,
+            "/entities/urn:ngsi-ld:Building:dur2/attrs/speed?datasetId=urn:ngsi-ld:Dataset:a",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = b.send(Method::DELETE, "/entities/urn:ngsi-ld:Building:dur2/attrs/owner", None, None).await;
+    let (status, _) = b
+        .send(
+            Method::DELETE,
+            "/entities/urn:ngsi-ld:Building:dur2/attrs/owner",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
     let mut e2 = building(2);
     e2["speed"] = json!({"type": "Property", "value": 1});
     e2.as_object_mut().unwrap().remove("owner");
     expected.push((None, "urn:ngsi-ld:Building:dur2".to_string(), e2));
     // 3: deleted
-    let (status, _) = b.send(Method::DELETE, "/entities/urn:ngsi-ld:Building:dur3", None, None).await;
+    let (status, _) = b
+        .send(
+            Method::DELETE,
+            "/entities/urn:ngsi-ld:Building:dur3",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
     // 4: merge with a Null and a new type
     b.write(
@@ -153,9 +225,23 @@ async fn write_history(b: &Broker) -> (Vec<(Option<&'static str>, String, Value)
     e4["name"] = json!({"type": "Property", "value": "merged", "unitCode": "X"});
     expected.push((None, "urn:ngsi-ld:Building:dur4".to_string(), e4));
     // 5: replaced, then a burst of acknowledged updates; the last one must survive
-    b.write(Method::PUT, "/entities/urn:ngsi-ld:Building:dur5", None, &json!({"type": "Building", "counter": {"type": "Property", "value": 0}}), 204).await;
+    b.write(
+        Method::PUT,
+        "/entities/urn:ngsi-ld:Building:dur5",
+        None,
+        &json!({"type": "Building", "counter": {"type": "Property", "value": 0}}),
+        204,
+    )
+    .await;
     for v in 1..=30 {
-        b.write(Method::PATCH, "/entities/urn:ngsi-ld:Building:dur5/attrs", None, &json!({"counter": {"type": "Property", "value": v}}), 204).await;
+        b.write(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:Building:dur5/attrs",
+            None,
+            &json!({"counter": {"type": "Property", "value": v}}),
+            204,
+        )
+        .await;
     }
     expected.push((
         None,
@@ -164,7 +250,8 @@ async fn write_history(b: &Broker) -> (Vec<(Option<&'static str>, String, Value)
     ));
     // a tenant
     let t = building(9);
-    b.write(Method::POST, "/entities", Some("acme"), &t, 201).await;
+    b.write(Method::POST, "/entities", Some("acme"), &t, 201)
+        .await;
     expected.push((Some("acme"), "urn:ngsi-ld:Building:dur9".to_string(), t));
     (expected, vec!["urn:ngsi-ld:Building:dur3".to_string()])
 }
@@ -180,12 +267,20 @@ fn sorted_instances(mut e: Value) -> Value {
 }
 
 /// Reads every entity (normalized and with sysAttrs) for a later exact comparison.
-async fn snapshot(b: &Broker, expected: &[(Option<&'static str>, String, Value)], gone: &[String]) -> Vec<Value> {
+async fn snapshot(
+    b: &Broker,
+    expected: &[(Option<&'static str>, String, Value)],
+    gone: &[String],
+) -> Vec<Value> {
     let mut out = Vec::new();
     for (tenant, id, want) in expected {
         let (status, got) = b.get(id, *tenant, "").await;
         assert_eq!(status, 200, "{id}: {got}");
-        assert_eq!(sorted_instances(got), sorted_instances(want.clone()), "{id}");
+        assert_eq!(
+            sorted_instances(got),
+            sorted_instances(want.clone()),
+            "{id}"
+        );
         let (status, sys) = b.get(id, *tenant, "?options=sysAttrs").await;
         assert_eq!(status, 200);
         out.push(sorted_instances(sys));
@@ -208,10 +303,16 @@ async fn acknowledged_writes_survive_sigkill() {
 
     let b = Broker::start(&data).await;
     let after = snapshot(&b, &expected, &gone).await;
-    assert_eq!(after, before, "every entity, with its system times, reads back exactly");
+    assert_eq!(
+        after, before,
+        "every entity, with its system times, reads back exactly"
+    );
     // the store is writable after recovery
-    b.write(Method::POST, "/entities", None, &building(20), 201).await;
-    let (status, body) = b.send(Method::POST, "/entities", None, Some(&building(0))).await;
+    b.write(Method::POST, "/entities", None, &building(20), 201)
+        .await;
+    let (status, body) = b
+        .send(Method::POST, "/entities", None, Some(&building(0)))
+        .await;
     assert_eq!(status, 409, "recovered entities still exist: {body}");
 }
 
@@ -220,10 +321,18 @@ async fn sigkill_right_after_an_acknowledged_write_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let b = Broker::start(&data).await;
-    b.write(Method::POST, "/entities", None, &building(1), 201).await;
+    b.write(Method::POST, "/entities", None, &building(1), 201)
+        .await;
     for round in 0..3 {
         let v = json!({"height": {"type": "Property", "value": 1000 + round}});
-        b.write(Method::PATCH, "/entities/urn:ngsi-ld:Building:dur1/attrs", None, &v, 204).await;
+        b.write(
+            Method::PATCH,
+            "/entities/urn:ngsi-ld:Building:dur1/attrs",
+            None,
+            &v,
+            204,
+        )
+        .await;
     }
     let last = json!({"id": "urn:ngsi-ld:Building:dur50", "type": "Building"});
     b.write(Method::POST, "/entities", None, &last, 201).await;
@@ -243,14 +352,21 @@ async fn sigterm_exits_zero_and_keeps_the_data() {
     let (expected, gone) = write_history(&b).await;
     let before = snapshot(&b, &expected, &gone).await;
 
-    let status = Command::new("kill").arg("-TERM").arg(b.pid().to_string()).status().expect("kill runs");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(b.pid().to_string())
+        .status()
+        .expect("kill runs");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(40);
     let exit = loop {
         if let Some(exit) = b.child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "twinlink did not stop within 40 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "twinlink did not stop within 40 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown: {exit}");

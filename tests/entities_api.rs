@@ -16,7 +16,10 @@ async fn create_then_retrieve_round_trips_a_normalized_entity() {
     });
     let r = s.create(&entity).await;
     assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["Location"], "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1");
+    assert_eq!(
+        r.headers()["Location"],
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:Building:1"
+    );
     let (status, body) = s.get_json("/entities/urn:ngsi-ld:Building:1").await;
     assert_eq!(status, 200);
     assert_eq!(body, entity);

@@ -1064,7 +1064,7 @@ async fn values_round_trip_exactly() {
         "big": {"type": "Property", "value": 9007199254740993u64},
         "min": {"type": "Property", "value": i64::MIN},
         "max": {"type": "Property", "value": u64::MAX},
-        "pi": {"type": "Property", "value": 3.141592653589793},
+        "pi": {"type": "Property", "value": 9.876_543_210_987_654},
         "tiny": {"type": "Property", "value": 1e-300},
         "text": {"type": "Property", "value": "ünïcødé ✓ \"quoted\" \\ back\nslash 𝄞"},
         "empty": {"type": "Property", "value": ""},

@@ -38,16 +38,26 @@ const CORE_CONTEXT_V1_6: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-co
 const SMART_DATA_MODELS: &str = include_str!("../smart-data-models/contexts.json");
 const DATA_INTEGRITY_V2: &str = "https://w3id.org/security/data-integrity/v2";
 
-const SDM_WEATHER: &str = "https://raw.githubusercontent.com/smart-data-models/dataModel.Weather/master/context.jsonld";
+const SDM_WEATHER: &str =
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Weather/master/context.jsonld";
 const SDM_PARKING: &str = "https://smart-data-models.github.io/dataModel.Parking/context.jsonld";
 const SDM_ENVIRONMENT: &str =
     "https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld";
-const SDM_DEVICE: &str = "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld";
-const SDM_AGRIFOOD: &str = "https://raw.githubusercontent.com/smart-data-models/dataModel.Agrifood/master/context.jsonld";
+const SDM_DEVICE: &str =
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Device/master/context.jsonld";
+const SDM_AGRIFOOD: &str =
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Agrifood/master/context.jsonld";
 const SDM_ISSUE_TRACKING: &str =
     "https://raw.githubusercontent.com/smart-data-models/dataModel.IssueTracking/master/context.jsonld";
 /// The Smart Data Models contexts the tests use (the reference loader serves exactly these).
-const SDM_CHOSEN: [&str; 6] = [SDM_WEATHER, SDM_PARKING, SDM_ENVIRONMENT, SDM_DEVICE, SDM_AGRIFOOD, SDM_ISSUE_TRACKING];
+const SDM_CHOSEN: [&str; 6] = [
+    SDM_WEATHER,
+    SDM_PARKING,
+    SDM_ENVIRONMENT,
+    SDM_DEVICE,
+    SDM_AGRIFOOD,
+    SDM_ISSUE_TRACKING,
+];
 
 /// A context document that only the test knows, served by URL to both sides.
 const FARM_CONTEXT_URL: &str = "https://contexts.twinlink.test/farm.jsonld";
@@ -57,18 +67,21 @@ const CORE_COPY_URL: &str = "https://contexts.twinlink.test/core-copy.jsonld";
 
 fn test_documents() -> Vec<(&'static str, Value)> {
     vec![
-        (CORE_COPY_URL, serde_json::from_str(CORE_V1_9_DOC).expect("core context parses")),
         (
-        FARM_CONTEXT_URL,
-        json!({"@context": [
-            SDM_AGRIFOOD,
-            {
-                "farm": "https://farm.twinlink.test/ns#",
-                "farmCode": "farm:code",
-                "irrigated": {"@id": "farm:irrigated", "@type": "http://www.w3.org/2001/XMLSchema#boolean"},
-                "managedBy": {"@id": "farm:managedBy", "@type": "@id"}
-            }
-        ]}),
+            CORE_COPY_URL,
+            serde_json::from_str(CORE_V1_9_DOC).expect("core context parses"),
+        ),
+        (
+            FARM_CONTEXT_URL,
+            json!({"@context": [
+                SDM_AGRIFOOD,
+                {
+                    "farm": "https://farm.twinlink.test/ns#",
+                    "farmCode": "farm:code",
+                    "irrigated": {"@id": "farm:irrigated", "@type": "http://www.w3.org/2001/XMLSchema#boolean"},
+                    "managedBy": {"@id": "farm:managedBy", "@type": "@id"}
+                }
+            ]}),
         ),
     ]
 }
@@ -78,7 +91,11 @@ fn test_documents() -> Vec<(&'static str, Value)> {
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().build().expect("runtime"))
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    })
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -96,7 +113,11 @@ fn ours() -> &'static ContextLoader {
             std::fs::write(dir.path().join(&file), doc.to_string()).expect("write test context");
             index.insert(url.to_string(), Value::String(file));
         }
-        std::fs::write(dir.path().join("index.json"), Value::Object(index).to_string()).expect("write index");
+        std::fs::write(
+            dir.path().join("index.json"),
+            Value::Object(index).to_string(),
+        )
+        .expect("write index");
         let settings = Settings {
             context_dir: Some(dir.path().to_path_buf()),
             ..Settings::default()
@@ -107,7 +128,8 @@ fn ours() -> &'static ContextLoader {
 }
 
 fn active(user: &Value) -> std::sync::Arc<ActiveContext> {
-    block_on(ours().active(Some(user))).unwrap_or_else(|e| panic!("our context processing failed for {user}: {e}"))
+    block_on(ours().active(Some(user)))
+        .unwrap_or_else(|e| panic!("our context processing failed for {user}: {e}"))
 }
 
 /// The reference side: json-ld with an in-memory loader.
@@ -116,24 +138,44 @@ struct Reference {
 }
 
 fn to_syntax(v: &Value) -> json_ld::syntax::Value {
-    json_ld::syntax::Value::parse_str(&v.to_string()).expect("JSON re-parses").0
+    json_ld::syntax::Value::parse_str(&v.to_string())
+        .expect("JSON re-parses")
+        .0
 }
 
 fn reference() -> &'static Reference {
     static REF: OnceLock<Reference> = OnceLock::new();
     REF.get_or_init(|| {
-        let sdm: HashMap<String, Value> = serde_json::from_str(SMART_DATA_MODELS).expect("SDM contexts parse");
+        let sdm: HashMap<String, Value> =
+            serde_json::from_str(SMART_DATA_MODELS).expect("SDM contexts parse");
         let mut served: Vec<(String, Value)> = vec![
-            (CORE_CONTEXT_V1_9.into(), serde_json::from_str(CORE_V1_9_DOC).unwrap()),
+            (
+                CORE_CONTEXT_V1_9.into(),
+                serde_json::from_str(CORE_V1_9_DOC).unwrap(),
+            ),
             // The broker serves the alias as v1.9; a copy of the document under another URL would
             // make json-ld reject the pair [alias, v1.9] (see `core_copy_under_another_url...`).
-            (CORE_CONTEXT_ALIAS.into(), json!({"@context": CORE_CONTEXT_V1_9})),
-            (CORE_CONTEXT_V1_8.into(), serde_json::from_str(CORE_V1_8_DOC).unwrap()),
-            (CORE_CONTEXT_V1_6.into(), serde_json::from_str(CORE_V1_6_DOC).unwrap()),
+            (
+                CORE_CONTEXT_ALIAS.into(),
+                json!({"@context": CORE_CONTEXT_V1_9}),
+            ),
+            (
+                CORE_CONTEXT_V1_8.into(),
+                serde_json::from_str(CORE_V1_8_DOC).unwrap(),
+            ),
+            (
+                CORE_CONTEXT_V1_6.into(),
+                serde_json::from_str(CORE_V1_6_DOC).unwrap(),
+            ),
             (DATA_INTEGRITY_V2.into(), json!({"@context": {}})),
         ];
         for url in SDM_CHOSEN {
-            served.push((url.into(), sdm.get(url).unwrap_or_else(|| panic!("{url} is bundled")).clone()));
+            served.push((
+                url.into(),
+                sdm.get(url)
+                    .unwrap_or_else(|| panic!("{url} is bundled"))
+                    .clone(),
+            ));
         }
         for (url, doc) in test_documents() {
             served.push((url.into(), doc));
@@ -157,17 +199,26 @@ fn reference() -> &'static Reference {
 impl Reference {
     /// json-ld's expansion of a whole document, as JSON (an array of node objects).
     fn expand(&self, doc: &Value) -> Result<Vec<Value>, String> {
-        let input = RemoteDocument::new(None, Some("application/ld+json".parse().expect("mime")), to_syntax(doc));
+        let input = RemoteDocument::new(
+            None,
+            Some("application/ld+json".parse().expect("mime")),
+            to_syntax(doc),
+        );
         let expanded = block_on(input.expand(&self.docs)).map_err(|e| format!("{e:?}"))?;
         Ok(expanded
             .into_iter()
-            .map(|o| serde_json::from_str(&o.into_json_with(&()).to_string()).expect("json-ld prints JSON"))
+            .map(|o| {
+                serde_json::from_str(&o.into_json_with(&()).to_string())
+                    .expect("json-ld prints JSON")
+            })
             .collect())
     }
 
     /// json-ld's expansion of a document that must give exactly one node object.
     fn expand_node(&self, doc: &Value) -> Map<String, Value> {
-        let mut nodes = self.expand(doc).unwrap_or_else(|e| panic!("json-ld cannot expand {doc}: {e}"));
+        let mut nodes = self
+            .expand(doc)
+            .unwrap_or_else(|e| panic!("json-ld cannot expand {doc}: {e}"));
         assert_eq!(nodes.len(), 1, "json-ld expands {doc} to {nodes:?}");
         match nodes.pop() {
             Some(Value::Object(node)) => node,
@@ -198,13 +249,23 @@ fn holds(v: &Value, needle: &str) -> bool {
 
 /// The key of `node` (not a keyword) whose value holds `marker`.
 fn key_holding(node: &Map<String, Value>, marker: &str) -> Option<String> {
-    let found: Vec<&String> = node.iter().filter(|(k, v)| !k.starts_with('@') && holds(v, marker)).map(|(k, _)| k).collect();
-    assert!(found.len() <= 1, "marker {marker} under several keys: {found:?}");
+    let found: Vec<&String> = node
+        .iter()
+        .filter(|(k, v)| !k.starts_with('@') && holds(v, marker))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        found.len() <= 1,
+        "marker {marker} under several keys: {found:?}"
+    );
     found.first().map(|k| (*k).clone())
 }
 
 fn non_keyword_keys(node: &Map<String, Value>) -> BTreeSet<String> {
-    node.keys().filter(|k| !k.starts_with('@')).cloned().collect()
+    node.keys()
+        .filter(|k| !k.starts_with('@'))
+        .cloned()
+        .collect()
 }
 
 /// A name to expand: a top-level key with its sub-attribute keys.
@@ -230,11 +291,18 @@ fn reference_names(user: &Value, names: &[Name]) -> Vec<(Option<String>, Vec<Opt
             attr.insert("type".into(), json!("Property"));
             attr.insert("value".into(), json!(format!("urn:probe:{i}")));
             for (j, s) in n.subs.iter().enumerate() {
-                attr.insert(s.clone(), json!({"type": "Property", "value": format!("urn:probe:{i}:{j}")}));
+                attr.insert(
+                    s.clone(),
+                    json!({"type": "Property", "value": format!("urn:probe:{i}:{j}")}),
+                );
             }
             Value::Object(attr)
         };
-        assert!(doc.insert(n.key.clone(), value).is_none(), "duplicate probe key {}", n.key);
+        assert!(
+            doc.insert(n.key.clone(), value).is_none(),
+            "duplicate probe key {}",
+            n.key
+        );
     }
     let node = reference().expand_node(&Value::Object(doc));
     names
@@ -247,8 +315,12 @@ fn reference_names(user: &Value, names: &[Name]) -> Vec<(Option<String>, Vec<Opt
                 .iter()
                 .enumerate()
                 .map(|(j, _)| {
-                    let attr = iri.as_ref().and_then(|k| node[k].as_array()).and_then(|a| a.first());
-                    attr.and_then(Value::as_object).and_then(|a| key_holding(a, &format!("urn:probe:{i}:{j}")))
+                    let attr = iri
+                        .as_ref()
+                        .and_then(|k| node[k].as_array())
+                        .and_then(|a| a.first());
+                    attr.and_then(Value::as_object)
+                        .and_then(|a| key_holding(a, &format!("urn:probe:{i}:{j}")))
                 })
                 .collect();
             (iri, subs)
@@ -265,7 +337,10 @@ fn reference_type(user: &Value, name: &str) -> Vec<String> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
-        Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_str().map(String::from)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(String::from))
+            .collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => vec![],
     }
@@ -459,9 +534,16 @@ fn cases() -> Vec<Case> {
 
 /// The kind a request attribute object has, as `Reader` decides it.
 fn attr_kind(obj: &Map<String, Value>) -> Option<AttrKind> {
-    match obj.get("type").and_then(Value::as_str).and_then(AttrKind::from_name) {
+    match obj
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(AttrKind::from_name)
+    {
         Some(k) => Some(k),
-        None => AttrKind::ALL.iter().copied().find(|k| obj.contains_key(k.value_member())),
+        None => AttrKind::ALL
+            .iter()
+            .copied()
+            .find(|k| obj.contains_key(k.value_member())),
     }
 }
 
@@ -476,7 +558,10 @@ fn sub_keys(value: &Value) -> Vec<String> {
         let Some(obj) = i.as_object() else { continue };
         let Some(kind) = attr_kind(obj) else { continue };
         for k in obj.keys() {
-            if k != kind.value_member() && !ATTRIBUTE_MEMBERS.contains(&k.as_str()) && !out.contains(k) {
+            if k != kind.value_member()
+                && !ATTRIBUTE_MEMBERS.contains(&k.as_str())
+                && !out.contains(k)
+            {
                 out.push(k.clone());
             }
         }
@@ -491,7 +576,10 @@ fn names_of(entity: &Value) -> Vec<Name> {
         .expect("entity object")
         .iter()
         .filter(|(k, _)| !ENTITY_MEMBERS.contains(&k.as_str()) && *k != "@id" && *k != "@type")
-        .map(|(k, v)| Name { key: k.clone(), subs: sub_keys(v) })
+        .map(|(k, v)| Name {
+            key: k.clone(),
+            subs: sub_keys(v),
+        })
         .collect()
 }
 
@@ -532,7 +620,13 @@ fn our_names(input: &EntityInput, names: &[Name], label: &str) -> Vec<(String, V
                     }
                 }
             }
-            assert_eq!(subs.len(), n.subs.len(), "[{label}] '{}': Reader gives sub-attributes {subs:?} for {:?}", n.key, n.subs);
+            assert_eq!(
+                subs.len(),
+                n.subs.len(),
+                "[{label}] '{}': Reader gives sub-attributes {subs:?} for {:?}",
+                n.key,
+                n.subs
+            );
             (iri.clone(), subs)
         })
         .collect()
@@ -546,7 +640,8 @@ impl Report {
     fn check(&mut self, what: String, ours: &str, reference: Option<&str>) {
         self.1 += 1;
         if Some(ours) != reference {
-            self.0.push(format!("{what}: ours {ours:?}, json-ld {reference:?}"));
+            self.0
+                .push(format!("{what}: ours {ours:?}, json-ld {reference:?}"));
         }
     }
 
@@ -558,7 +653,12 @@ impl Report {
     }
 
     fn assert_empty(self, title: &str) {
-        assert!(self.0.is_empty(), "{title}: {} disagreement(s)\n{}", self.0.len(), self.0.join("\n"));
+        assert!(
+            self.0.is_empty(),
+            "{title}: {} disagreement(s)\n{}",
+            self.0.len(),
+            self.0.join("\n")
+        );
     }
 }
 
@@ -568,20 +668,41 @@ fn structural_iris() -> &'static (BTreeSet<String>, Option<String>) {
     static IRIS: OnceLock<(BTreeSet<String>, Option<String>)> = OnceLock::new();
     IRIS.get_or_init(|| {
         let mut members: Vec<Name> = Vec::new();
-        for m in ATTRIBUTE_MEMBERS.iter().copied().chain(AttrKind::ALL.iter().map(|k| k.value_member())) {
+        for m in ATTRIBUTE_MEMBERS
+            .iter()
+            .copied()
+            .chain(AttrKind::ALL.iter().map(|k| k.value_member()))
+        {
             if m != "type" && m != "@context" && !members.iter().any(|n| n.key == m) {
-                members.push(Name { key: m.into(), subs: vec![] });
+                members.push(Name {
+                    key: m.into(),
+                    subs: vec![],
+                });
             }
         }
-        let structural = reference_names(&json!({}), &members).into_iter().filter_map(|(iri, _)| iri).collect();
-        let scope = reference_names(&json!({}), &[Name { key: "scope".into(), subs: vec![] }])[0].0.clone();
+        let structural = reference_names(&json!({}), &members)
+            .into_iter()
+            .filter_map(|(iri, _)| iri)
+            .collect();
+        let scope = reference_names(
+            &json!({}),
+            &[Name {
+                key: "scope".into(),
+                subs: vec![],
+            }],
+        )[0]
+        .0
+        .clone();
         (structural, scope)
     })
 }
 
 /// The IRIs json-ld's expansion of the whole realistic document gives: top-level attribute IRIs
 /// (scope excluded: `Reader` keeps it apart) each with its sub-attribute IRIs, and the types.
-fn whole_document(user: &Value, entity: &Value) -> (HashMap<String, BTreeSet<String>>, BTreeSet<String>) {
+fn whole_document(
+    user: &Value,
+    entity: &Value,
+) -> (HashMap<String, BTreeSet<String>>, BTreeSet<String>) {
     let mut doc = entity.as_object().expect("entity object").clone();
     doc.insert("@context".into(), with_core(user));
     let node = reference().expand_node(&Value::Object(doc));
@@ -594,7 +715,11 @@ fn whole_document(user: &Value, entity: &Value) -> (HashMap<String, BTreeSet<Str
         let mut subs = BTreeSet::new();
         for v in values.as_array().into_iter().flatten() {
             if let Some(obj) = v.as_object() {
-                subs.extend(non_keyword_keys(obj).into_iter().filter(|k| !structural.contains(k)));
+                subs.extend(
+                    non_keyword_keys(obj)
+                        .into_iter()
+                        .filter(|k| !structural.contains(k)),
+                );
             }
         }
         attrs.insert(iri.clone(), subs);
@@ -615,24 +740,44 @@ fn attribute_names_and_types_expand_like_json_ld() {
         let ours = our_names(&input, &names, case.label);
         let reference = reference_names(&case.context, &names);
         for ((n, (our_iri, _)), (ref_iri, _)) in names.iter().zip(&ours).zip(&reference) {
-            report.check(format!("[{}] attribute '{}'", case.label, n.key), our_iri, ref_iri.as_deref());
+            report.check(
+                format!("[{}] attribute '{}'", case.label, n.key),
+                our_iri,
+                ref_iri.as_deref(),
+            );
         }
         let tnames = type_names(&case.entity);
-        assert_eq!(input.types.len(), tnames.len(), "[{}] types {:?}", case.label, input.types);
+        assert_eq!(
+            input.types.len(),
+            tnames.len(),
+            "[{}] types {:?}",
+            case.label,
+            input.types
+        );
         for (t, our_iri) in tnames.iter().zip(&input.types) {
             let r = reference_type(&case.context, t);
-            report.check(format!("[{}] type '{t}'", case.label), our_iri, r.first().map(String::as_str));
+            report.check(
+                format!("[{}] type '{t}'", case.label),
+                our_iri,
+                r.first().map(String::as_str),
+            );
         }
         // The whole realistic document, expanded by json-ld, has the same attribute IRIs and types.
         let (whole_attrs, whole_types) = whole_document(&case.context, &case.entity);
         let our_set: BTreeSet<String> = input.attrs.keys().cloned().collect();
         let ref_set: BTreeSet<String> = whole_attrs.keys().cloned().collect();
         if our_set != ref_set {
-            report.0.push(format!("[{}] whole document attribute IRIs: ours {our_set:?}, json-ld {ref_set:?}", case.label));
+            report.0.push(format!(
+                "[{}] whole document attribute IRIs: ours {our_set:?}, json-ld {ref_set:?}",
+                case.label
+            ));
         }
         let our_types: BTreeSet<String> = input.types.iter().cloned().collect();
         if our_types != whole_types {
-            report.0.push(format!("[{}] whole document types: ours {our_types:?}, json-ld {whole_types:?}", case.label));
+            report.0.push(format!(
+                "[{}] whole document types: ours {our_types:?}, json-ld {whole_types:?}",
+                case.label
+            ));
         }
     }
     report.assert_checked("attribute and type names", 70);
@@ -650,7 +795,11 @@ fn sub_attribute_names_expand_like_json_ld() {
         let (whole_attrs, _) = whole_document(&case.context, &case.entity);
         for ((n, (our_iri, our_subs)), (_, ref_subs)) in names.iter().zip(&ours).zip(&reference) {
             for ((s, ours), r) in n.subs.iter().zip(our_subs).zip(ref_subs) {
-                report.check(format!("[{}] sub-attribute '{}' of '{}'", case.label, s, n.key), ours, r.as_deref());
+                report.check(
+                    format!("[{}] sub-attribute '{}' of '{}'", case.label, s, n.key),
+                    ours,
+                    r.as_deref(),
+                );
             }
             let our_set: BTreeSet<String> = our_subs.iter().cloned().collect();
             let whole = whole_attrs.get(our_iri).cloned().unwrap_or_default();
@@ -688,28 +837,59 @@ fn compaction_round_trips_through_json_ld() {
         let mut expected: Vec<String> = Vec::new();
         for (name, iri) in &iris {
             let compacted = ctx.compact(iri).into_owned();
-            report.check(format!("[{}] our expand(compact({iri}))", case.label), &ctx.expand(&compacted), Some(iri.as_str()));
+            report.check(
+                format!("[{}] our expand(compact({iri}))", case.label),
+                &ctx.expand(&compacted),
+                Some(iri.as_str()),
+            );
             if ctx.term(name).is_some() && compacted != *name {
                 // Allowed only when another term of the context stands for the same IRI.
                 if ctx.term(&compacted).is_none() || ctx.expand(&compacted) != ctx.expand(name) {
-                    report.0.push(format!("[{}] term '{name}' ({iri}) compacts to {compacted:?}", case.label));
+                    report.0.push(format!(
+                        "[{}] term '{name}' ({iri}) compacts to {compacted:?}",
+                        case.label
+                    ));
                 }
             }
             if !probes.iter().any(|p| p.key == compacted) {
-                probes.push(Name { key: compacted, subs: vec![] });
+                probes.push(Name {
+                    key: compacted,
+                    subs: vec![],
+                });
                 expected.push(iri.clone());
             }
         }
-        for ((p, iri), (r, _)) in probes.iter().zip(&expected).zip(reference_names(&case.context, &probes)) {
-            report.check(format!("[{}] json-ld expansion of our compact '{}'", case.label, p.key), iri, r.as_deref());
+        for ((p, iri), (r, _)) in probes
+            .iter()
+            .zip(&expected)
+            .zip(reference_names(&case.context, &probes))
+        {
+            report.check(
+                format!(
+                    "[{}] json-ld expansion of our compact '{}'",
+                    case.label, p.key
+                ),
+                iri,
+                r.as_deref(),
+            );
         }
         for (t, iri) in type_names(&case.entity).iter().zip(&input.types) {
             let compacted = ctx.compact(iri).into_owned();
             if ctx.term(t).is_some() && compacted != *t && ctx.expand(&compacted) != ctx.expand(t) {
-                report.0.push(format!("[{}] type term '{t}' ({iri}) compacts to {compacted:?}", case.label));
+                report.0.push(format!(
+                    "[{}] type term '{t}' ({iri}) compacts to {compacted:?}",
+                    case.label
+                ));
             }
             let r = reference_type(&case.context, &compacted);
-            report.check(format!("[{}] json-ld expansion of our compact type '{compacted}'", case.label), iri, r.first().map(String::as_str));
+            report.check(
+                format!(
+                    "[{}] json-ld expansion of our compact type '{compacted}'",
+                    case.label
+                ),
+                iri,
+                r.first().map(String::as_str),
+            );
         }
 
         // The whole entity as `render::entity` compacts it, expanded again by json-ld.
@@ -734,14 +914,25 @@ fn compaction_round_trips_through_json_ld() {
             ));
         }
         if whole_types != orig_types {
-            report.0.push(format!("[{}] rendered entity types: {whole_types:?} vs {orig_types:?}", case.label));
+            report.0.push(format!(
+                "[{}] rendered entity types: {whole_types:?} vs {orig_types:?}",
+                case.label
+            ));
         }
         // And by our own Reader, with the same context.
         let again = Reader::new(&ctx, now(), Nulls::Forbidden)
             .entity(&doc, true)
-            .unwrap_or_else(|e| panic!("[{}] our Reader rejects the rendered entity {doc}: {e}", case.label));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "[{}] our Reader rejects the rendered entity {doc}: {e}",
+                    case.label
+                )
+            });
         if again.attrs != input.attrs || again.types != input.types {
-            report.0.push(format!("[{}] rendered entity reads back differently: {doc}", case.label));
+            report.0.push(format!(
+                "[{}] rendered entity reads back differently: {doc}",
+                case.label
+            ));
         }
     }
     report.assert_checked("compaction round trips", 150);
@@ -757,7 +948,10 @@ fn core_terms() -> Vec<String> {
     ctx.iter()
         .filter(|(k, _)| !k.starts_with('@'))
         .filter(|(_, v)| {
-            let id = v.as_str().or_else(|| v.get("@id").and_then(Value::as_str)).unwrap_or("");
+            let id = v
+                .as_str()
+                .or_else(|| v.get("@id").and_then(Value::as_str))
+                .unwrap_or("");
             !id.starts_with('@')
         })
         .map(|(k, _)| k.clone())
@@ -767,8 +961,18 @@ fn core_terms() -> Vec<String> {
 fn check_core_terms(user: &Value, label: &str, report: &mut Report) {
     let ctx = active(user);
     let terms = core_terms();
-    assert!(terms.len() > 200, "core context v1.9 has {} IRI terms", terms.len());
-    let probes: Vec<Name> = terms.iter().map(|t| Name { key: t.clone(), subs: vec![] }).collect();
+    assert!(
+        terms.len() > 200,
+        "core context v1.9 has {} IRI terms",
+        terms.len()
+    );
+    let probes: Vec<Name> = terms
+        .iter()
+        .map(|t| Name {
+            key: t.clone(),
+            subs: vec![],
+        })
+        .collect();
     let reference = reference_names(user, &probes);
     let mut compacted: Vec<Name> = Vec::new();
     let mut expected: Vec<String> = Vec::new();
@@ -777,11 +981,22 @@ fn check_core_terms(user: &Value, label: &str, report: &mut Report) {
         report.check(format!("[{label}] core term '{t}'"), &ours, r.as_deref());
         let c = ctx.compact(&ours).into_owned();
         report.check(format!("[{label}] compact(expand('{t}'))"), &c, Some(t));
-        compacted.push(Name { key: c, subs: vec![] });
+        compacted.push(Name {
+            key: c,
+            subs: vec![],
+        });
         expected.push(ours);
     }
-    for ((c, iri), (r, _)) in compacted.iter().zip(&expected).zip(reference_names(user, &compacted)) {
-        report.check(format!("[{label}] json-ld expansion of our compact '{}'", c.key), iri, r.as_deref());
+    for ((c, iri), (r, _)) in compacted
+        .iter()
+        .zip(&expected)
+        .zip(reference_names(user, &compacted))
+    {
+        report.check(
+            format!("[{label}] json-ld expansion of our compact '{}'", c.key),
+            iri,
+            r.as_deref(),
+        );
     }
 }
 
@@ -794,7 +1009,11 @@ fn every_core_context_term_expands_and_compacts_like_json_ld() {
     let active_core = active(&json!(CORE_CONTEXT_V1_9));
     for t in core_terms() {
         let via_active = active_core.expand(&t).into_owned();
-        report.check(format!("[ContextLoader::core] core term '{t}'"), &core.expand(&t), Some(via_active.as_str()));
+        report.check(
+            format!("[ContextLoader::core] core term '{t}'"),
+            &core.expand(&t),
+            Some(via_active.as_str()),
+        );
     }
     report.assert_checked("core context v1.9 terms", 800);
 }
@@ -804,7 +1023,11 @@ fn core_context_terms_win_over_user_contexts() {
     // The core context comes last and is protected: whatever the user context defines, core terms
     // keep their core IRIs (Smart Data Models contexts redefine many of them, some differently).
     let mut report = Report::default();
-    check_core_terms(&json!([SDM_WEATHER, SDM_DEVICE]), "SDM Weather + Device", &mut report);
+    check_core_terms(
+        &json!([SDM_WEATHER, SDM_DEVICE]),
+        "SDM Weather + Device",
+        &mut report,
+    );
     check_core_terms(
         &json!({"@vocab": "https://vocab.twinlink.test/", "value": "https://mine.twinlink.test/value", "location": "https://mine.twinlink.test/where"}),
         "inline redefinitions",
@@ -818,10 +1041,18 @@ fn core_context_terms_win_over_user_contexts() {
 
 fn compare_names(user: &Value, keys: &[&str], title: &str) {
     let ctx = active(user);
-    let names: Vec<Name> = keys.iter().map(|k| Name { key: (*k).into(), subs: vec![] }).collect();
+    let names: Vec<Name> = keys
+        .iter()
+        .map(|k| Name {
+            key: (*k).into(),
+            subs: vec![],
+        })
+        .collect();
     let mut report = Report::default();
     for (k, (r, _)) in keys.iter().zip(reference_names(user, &names)) {
-        let ours = Reader::new(&ctx, now(), Nulls::Forbidden).name(k).expect("valid name");
+        let ours = Reader::new(&ctx, now(), Nulls::Forbidden)
+            .name(k)
+            .expect("valid name");
         report.check(format!("{user} '{k}'"), &ours, r.as_deref());
     }
     report.assert_empty(title);
@@ -831,7 +1062,16 @@ fn compare_names(user: &Value, keys: &[&str], title: &str) {
 fn compact_iris_with_prefixes_ending_in_a_gen_delim() {
     compare_names(
         &json!({"ex": "https://example.org/ns#", "sl": "https://example.org/path/", "c": "urn:example:", "qq": "https://example.org/q?"}),
-        &["ex:a", "sl:b", "c:d", "qq:e", "sl:deeper/path", "undefined:x", "http://x.example/y", "urn:ngsi-ld:thing"],
+        &[
+            "ex:a",
+            "sl:b",
+            "c:d",
+            "qq:e",
+            "sl:deeper/path",
+            "undefined:x",
+            "http://x.example/y",
+            "urn:ngsi-ld:thing",
+        ],
         "prefixes ending in a gen-delim",
     );
 }
@@ -865,8 +1105,16 @@ fn compact_iri_whose_prefix_is_a_core_term() {
     // as https://uri.etsi.org/ngsi-ld/q that end in no gen-delim, so they are not prefixes; a name
     // like `q:e` or `data:x` is an absolute IRI for json-ld. A user context cannot change this:
     // the core context comes last and its `q` wins over a user's `q` prefix.
-    compare_names(&json!(CORE_CONTEXT_V1_9), &["q:e", "data:x", "uri:y", "status:z"], "core terms as prefixes");
-    compare_names(&json!({"q": "https://example.org/q?"}), &["q:e"], "user prefix shadowed by a core term");
+    compare_names(
+        &json!(CORE_CONTEXT_V1_9),
+        &["q:e", "data:x", "uri:y", "status:z"],
+        "core terms as prefixes",
+    );
+    compare_names(
+        &json!({"q": "https://example.org/q?"}),
+        &["q:e"],
+        "user prefix shadowed by a core term",
+    );
 }
 
 #[test]
@@ -874,7 +1122,11 @@ fn compact_iri_whose_prefix_is_a_core_term() {
 fn core_copy_under_another_url_followed_by_core_v1_9() {
     // Clients commonly send the core context under its version-less URL; a processor that fetches
     // that URL gets the same document as v1.9, under another base URL. The broker appends v1.9.
-    compare_names(&json!(CORE_COPY_URL), &["location", "temperature"], "core copy then core v1.9");
+    compare_names(
+        &json!(CORE_COPY_URL),
+        &["location", "temperature"],
+        "core copy then core v1.9",
+    );
 }
 
 #[test]
@@ -909,7 +1161,11 @@ fn term_defined_as_null() {
 #[test]
 fn user_vocab_and_context_reset() {
     // A user @vocab is replaced by the core context's; a null entry clears what came before it.
-    compare_names(&json!({"@vocab": "https://vocab.twinlink.test/"}), &["anything", "Other"], "user @vocab");
+    compare_names(
+        &json!({"@vocab": "https://vocab.twinlink.test/"}),
+        &["anything", "Other"],
+        "user @vocab",
+    );
     compare_names(
         &json!([{"temperature": "https://first.twinlink.test/temperature"}, null, {"humidity": "https://second.twinlink.test/humidity"}]),
         &["temperature", "humidity"],
@@ -922,7 +1178,8 @@ fn user_vocab_and_context_reset() {
 fn two_names_for_one_iri_in_one_entity() {
     // Not a term-expansion difference (both sides agree on the IRI) but what follows from it:
     // `attrs` is keyed by IRI, so the second attribute replaces the first without an error.
-    let user = json!({"capacity": "https://tanks.twinlink.test/capacity", "volume": {"@id": "capacity"}});
+    let user =
+        json!({"capacity": "https://tanks.twinlink.test/capacity", "volume": {"@id": "capacity"}});
     let entity = json!({
         "id": "urn:ngsi-ld:Tank:t2",
         "type": "Tank",
@@ -932,7 +1189,9 @@ fn two_names_for_one_iri_in_one_entity() {
     let mut doc = entity.as_object().expect("object").clone();
     doc.insert("@context".into(), with_core(&user));
     let node = reference().expand_node(&Value::Object(doc));
-    let values = node["https://tanks.twinlink.test/capacity"].as_array().expect("json-ld keeps the IRI");
+    let values = node["https://tanks.twinlink.test/capacity"]
+        .as_array()
+        .expect("json-ld keeps the IRI");
     assert_eq!(values.len(), 2, "json-ld keeps both values: {values:?}");
     let ctx = active(&user);
     match Reader::new(&ctx, now(), Nulls::Forbidden).entity(&entity, true) {
@@ -940,7 +1199,11 @@ fn two_names_for_one_iri_in_one_entity() {
         Ok(input) => {
             let ours = &input.attrs["https://tanks.twinlink.test/capacity"];
             let kept: Vec<&Value> = ours.iter().map(|a| &a.value).collect();
-            assert_eq!(kept.len(), 2, "our Reader keeps {kept:?} of the values 1000 and 1200");
+            assert_eq!(
+                kept.len(),
+                2,
+                "our Reader keeps {kept:?} of the values 1000 and 1200"
+            );
         }
     }
 }
@@ -948,5 +1211,9 @@ fn two_names_for_one_iri_in_one_entity() {
 #[test]
 #[ignore = "reference rejects: json-ld 0.21 refuses the SDM IssueTracking context (terms open311:metadata / open311:type map to IRIs other than themselves: invalid IRI mapping); we accept it"]
 fn sdm_issue_tracking_context_with_colon_terms() {
-    compare_names(&json!(SDM_ISSUE_TRACKING), &["open311:type", "status", "description"], "SDM IssueTracking");
+    compare_names(
+        &json!(SDM_ISSUE_TRACKING),
+        &["open311:type", "status", "description"],
+        "SDM IssueTracking",
+    );
 }

@@ -15,31 +15,49 @@ type Data = web::Data<Broker>;
 
 const OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 
-async fn read_array(req: &HttpRequest, payload: web::Payload, broker: &Broker, params: &[&str]) -> NgsiResult<(RequestInfo, Vec<Value>, bool)> {
+async fn read_array(
+    req: &HttpRequest,
+    payload: web::Payload,
+    broker: &Broker,
+    params: &[&str],
+) -> NgsiResult<(RequestInfo, Vec<Value>, bool)> {
     let info = RequestInfo::read(req, OFFERS, params)?;
     let is_ld = req
         .headers()
         .get("Content-Type")
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| h.starts_with("application/ld+json"));
-    let Body { json, .. } = read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let Body { json, .. } =
+        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let Value::Array(items) = json else {
         return Err(NgsiError::bad_data("a batch operation takes a JSON array"));
     };
     if items.is_empty() {
-        return Err(NgsiError::bad_data("the batch is empty; send at least one entity"));
+        return Err(NgsiError::bad_data(
+            "the batch is empty; send at least one entity",
+        ));
     }
     if items.len() > broker.settings.max_batch {
         return Err(NgsiError::new(
             ErrorKind::PayloadTooLarge,
-            format!("the batch has {} entities; this broker takes at most {}", items.len(), broker.settings.max_batch),
+            format!(
+                "the batch has {} entities; this broker takes at most {}",
+                items.len(),
+                broker.settings.max_batch
+            ),
         ));
     }
     Ok((info, items, is_ld))
 }
 
 /// Parses each entity of a batch with its own context (body @context for JSON-LD, else the Link).
-async fn parse_items(broker: &Broker, info: &RequestInfo, items: Vec<Value>, is_ld: bool, op: BatchOp) -> Vec<BatchItem> {
+async fn parse_items(
+    broker: &Broker,
+    info: &RequestInfo,
+    items: Vec<Value>,
+    is_ld: bool,
+    op: BatchOp,
+) -> Vec<BatchItem> {
     let now = Utc::now();
     let (nulls, full) = match op {
         BatchOp::Create | BatchOp::Upsert(_) => (Nulls::Forbidden, true),
@@ -48,7 +66,11 @@ async fn parse_items(broker: &Broker, info: &RequestInfo, items: Vec<Value>, is_
     };
     let mut out = Vec::with_capacity(items.len());
     for mut item in items {
-        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = item
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let context = match item.as_object_mut().and_then(|o| o.remove("@context")) {
             Some(c) if is_ld => Ok(Some(c)),
             Some(_) => Err(NgsiError::bad_data(
@@ -59,10 +81,12 @@ async fn parse_items(broker: &Broker, info: &RequestInfo, items: Vec<Value>, is_
         };
         let parsed = match context {
             Ok(c) => match broker.contexts.active(c.as_ref()).await {
-                Ok(ctx) => Reader::new(&ctx, now, nulls).entity(&item, full).and_then(|input| match &input.id {
-                    Some(_) => Ok(input),
-                    None => Err(NgsiError::bad_data("the entity has no id")),
-                }),
+                Ok(ctx) => Reader::new(&ctx, now, nulls)
+                    .entity(&item, full)
+                    .and_then(|input| match &input.id {
+                        Some(_) => Ok(input),
+                        None => Err(NgsiError::bad_data("the entity has no id")),
+                    }),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -84,13 +108,23 @@ fn multi_status(result: &BatchResult) -> HttpResponse {
 }
 
 fn ids_created(ids: &[String]) -> HttpResponse {
-    HttpResponse::Created().content_type("application/json").body(json!(ids).to_string())
+    HttpResponse::Created()
+        .content_type("application/json")
+        .body(json!(ids).to_string())
 }
 
-async fn run(req: HttpRequest, payload: web::Payload, broker: Data, op: BatchOp, params: &[&str]) -> NgsiResult<HttpResponse> {
+async fn run(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+    op: BatchOp,
+    params: &[&str],
+) -> NgsiResult<HttpResponse> {
     let (info, items, is_ld) = read_array(&req, payload, &broker, params).await?;
     if let Some(i) = items.iter().position(|i| !i.is_object()) {
-        return Err(NgsiError::bad_data(format!("batch element {i} is not an entity object")));
+        return Err(NgsiError::bad_data(format!(
+            "batch element {i} is not an entity object"
+        )));
     }
     let parsed = parse_items(&broker, &info, items, is_ld, op).await;
     let result = broker.batch(&info.tenant, op, parsed, Utc::now()).await;
@@ -105,32 +139,73 @@ async fn run(req: HttpRequest, payload: web::Payload, broker: Data, op: BatchOp,
 }
 
 /// POST /entityOperations/create (5.6.7).
-pub async fn create(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     run(req, payload, broker, BatchOp::Create, &["local"]).await
 }
 
 /// POST /entityOperations/upsert (5.6.8), `options=replace` (default) or `update`.
-pub async fn upsert(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn upsert(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["options", "local"])?;
     let options = info.options(&["replace", "update"])?;
-    let mode = if options.iter().any(|o| o == "update") { UpsertMode::Update } else { UpsertMode::Replace };
-    run(req, payload, broker, BatchOp::Upsert(mode), &["options", "local"]).await
+    let mode = if options.iter().any(|o| o == "update") {
+        UpsertMode::Update
+    } else {
+        UpsertMode::Replace
+    };
+    run(
+        req,
+        payload,
+        broker,
+        BatchOp::Upsert(mode),
+        &["options", "local"],
+    )
+    .await
 }
 
 /// POST /entityOperations/update (5.6.9), `options=noOverwrite`.
-pub async fn update(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn update(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["options", "local"])?;
-    let no_overwrite = info.options(&["noOverwrite"])?.iter().any(|o| o == "noOverwrite");
-    run(req, payload, broker, BatchOp::Update { no_overwrite }, &["options", "local"]).await
+    let no_overwrite = info
+        .options(&["noOverwrite"])?
+        .iter()
+        .any(|o| o == "noOverwrite");
+    run(
+        req,
+        payload,
+        broker,
+        BatchOp::Update { no_overwrite },
+        &["options", "local"],
+    )
+    .await
 }
 
 /// POST /entityOperations/merge (5.6.20).
-pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn merge(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     run(req, payload, broker, BatchOp::Merge, &["local"]).await
 }
 
 /// POST /entityOperations/delete (5.6.10): a JSON array of entity ids.
-pub async fn delete(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let (info, items, _) = read_array(&req, payload, &broker, &["local"]).await?;
     let mut ids = Vec::new();
     let mut bad = BatchResult::default();
@@ -140,7 +215,10 @@ pub async fn delete(req: HttpRequest, payload: web::Payload, broker: Data) -> Ng
                 Ok(()) => ids.push(id.to_string()),
                 Err(e) => bad.errors.push((id.to_string(), e)),
             },
-            None => bad.errors.push((item.to_string(), NgsiError::bad_data("a batch delete lists entity ids as strings"))),
+            None => bad.errors.push((
+                item.to_string(),
+                NgsiError::bad_data("a batch delete lists entity ids as strings"),
+            )),
         }
     }
     let mut result = broker.batch_delete(&info.tenant, ids).await;

@@ -16,7 +16,9 @@ fn details(info: &RequestInfo) -> NgsiResult<bool> {
     match info.param("details") {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(other) => Err(NgsiError::bad_data(format!("details={other} must be true or false"))),
+        Some(other) => Err(NgsiError::bad_data(format!(
+            "details={other} must be true or false"
+        ))),
     }
 }
 
@@ -84,7 +86,12 @@ pub async fn attributes(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespon
     let ctx = info.context(&broker).await?;
     let attrs = broker.attributes(&info.tenant).await?;
     let body = if details(&info)? {
-        Value::Array(attrs.iter().map(|(iri, a)| attribute_body(&ctx, iri, a)).collect())
+        Value::Array(
+            attrs
+                .iter()
+                .map(|(iri, a)| attribute_body(&ctx, iri, a))
+                .collect(),
+        )
     } else {
         json!({
             "id": list_id("AttributeList"),
@@ -95,7 +102,11 @@ pub async fn attributes(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespon
     Ok(json_body(&info, body))
 }
 
-fn attribute_body(ctx: &crate::ld::ActiveContext, iri: &str, a: &crate::service::query::AttributeInfo) -> Value {
+fn attribute_body(
+    ctx: &crate::ld::ActiveContext,
+    iri: &str,
+    a: &crate::service::query::AttributeInfo,
+) -> Value {
     json!({
         "id": iri,
         "type": "Attribute",

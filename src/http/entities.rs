@@ -32,8 +32,21 @@ struct Write {
 
 /// Query parameters of reads of one entity (5.7.1 and 6.5.3.1).
 const READ_PARAMS: &[&str] = &[
-    "attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "local", "via", "join", "joinLevel",
-    "containedBy", "datasetId", "entityMap", "type",
+    "attrs",
+    "pick",
+    "omit",
+    "options",
+    "format",
+    "lang",
+    "geometryProperty",
+    "local",
+    "via",
+    "join",
+    "joinLevel",
+    "containedBy",
+    "datasetId",
+    "entityMap",
+    "type",
 ];
 
 async fn read_write(
@@ -44,9 +57,20 @@ async fn read_write(
     params: &[&str],
 ) -> NgsiResult<Write> {
     let info = RequestInfo::read(req, WRITE_OFFERS, params)?;
-    let Body { json, context } = read_body(req, payload, &info, broker.settings.max_body_bytes, merge_patch).await?;
+    let Body { json, context } = read_body(
+        req,
+        payload,
+        &info,
+        broker.settings.max_body_bytes,
+        merge_patch,
+    )
+    .await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
-    Ok(Write { info, body: json, ctx })
+    Ok(Write {
+        info,
+        body: json,
+        ctx,
+    })
 }
 
 /// A path segment, fully percent-decoded (the router leaves reserved characters such as `%2F` and
@@ -105,11 +129,17 @@ fn update_result(ctx: &ActiveContext, result: UpdateResult) -> HttpResponse {
             "reason": reason,
         })).collect::<Vec<_>>(),
     });
-    HttpResponse::MultiStatus().content_type("application/json").body(body.to_string())
+    HttpResponse::MultiStatus()
+        .content_type("application/json")
+        .body(body.to_string())
 }
 
 /// POST /entities (5.6.1).
-pub async fn create(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let now = Utc::now();
     let input = Reader::new(&w.ctx, now, Nulls::Forbidden).entity(&w.body, true)?;
@@ -135,12 +165,18 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
     };
     let pick = info.list("pick")?.map(expand).transpose()?;
     let attrs = info.list("attrs")?.map(expand).transpose()?;
-    let omit = info.list("omit")?.map(expand).transpose()?.unwrap_or_default();
+    let omit = info
+        .list("omit")?
+        .map(expand)
+        .transpose()?
+        .unwrap_or_default();
     if pick.is_some() && !omit.is_empty() {
         return Err(NgsiError::bad_data("pick and omit cannot be used together"));
     }
     if attrs.is_some() && (pick.is_some() || !omit.is_empty()) {
-        return Err(NgsiError::bad_data("attrs cannot be combined with pick or omit; use pick alone"));
+        return Err(NgsiError::bad_data(
+            "attrs cannot be combined with pick or omit; use pick alone",
+        ));
     }
     let dataset_ids = info.list("datasetId")?.map(|ids| {
         ids.into_iter()
@@ -158,9 +194,17 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
 /// The render options of a read request.
 pub fn render_options(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<RenderOptions> {
     if info.param("geometryProperty").is_some() && info.accepted != Accepted::GeoJson {
-        return Err(NgsiError::bad_data("geometryProperty only applies when the client accepts application/geo+json"));
+        return Err(NgsiError::bad_data(
+            "geometryProperty only applies when the client accepts application/geo+json",
+        ));
     }
-    let options = info.options(&["keyValues", "simplified", "normalized", "concise", "sysAttrs"])?;
+    let options = info.options(&[
+        "keyValues",
+        "simplified",
+        "normalized",
+        "concise",
+        "sysAttrs",
+    ])?;
     Ok(RenderOptions {
         format: info.format()?,
         sys_attrs: options.iter().any(|o| o == "sysAttrs"),
@@ -178,7 +222,13 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let entity = broker.retrieve_entity(&target).await?;
     let p = &opts.projection;
     let projected = p.attrs.is_some() || p.pick.is_some() || !p.omit.is_empty();
-    if projected && !entity.attrs.keys().any(|k| p.keeps(k)) && !p.pick.as_ref().is_some_and(|k| k.contains("id") || k.contains("type")) {
+    if projected
+        && !entity.attrs.keys().any(|k| p.keeps(k))
+        && !p
+            .pick
+            .as_ref()
+            .is_some_and(|k| k.contains("id") || k.contains("type"))
+    {
         return Err(NgsiError::not_found(format!(
             "entity '{}' has none of the attributes asked for",
             entity.id
@@ -209,8 +259,19 @@ fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
 }
 
 /// PATCH /entities/{id} (merge, 5.6.17).
-pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
-    let w = read_write(&req, payload, &broker, true, &["local", "options", "format", "type"]).await?;
+pub async fn merge(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let w = read_write(
+        &req,
+        payload,
+        &broker,
+        true,
+        &["local", "options", "format", "type"],
+    )
+    .await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Merge)?;
     broker.merge_entity(&target, input, Utc::now()).await?;
@@ -218,7 +279,11 @@ pub async fn merge(req: HttpRequest, payload: web::Payload, broker: Data) -> Ngs
 }
 
 /// PUT /entities/{id} (replace, 5.6.18).
-pub async fn replace(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn replace(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Forbidden)?;
@@ -246,17 +311,31 @@ fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
 }
 
 /// POST /entities/{id}/attrs (append, 5.6.3).
-pub async fn append_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn append_attrs(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let w = read_write(&req, payload, &broker, false, &["options", "local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
-    let no_overwrite = w.info.options(&["noOverwrite"])?.iter().any(|o| o == "noOverwrite");
+    let no_overwrite = w
+        .info
+        .options(&["noOverwrite"])?
+        .iter()
+        .any(|o| o == "noOverwrite");
     let input = attrs_body(&w, Nulls::Delete)?;
-    let result = broker.append_attrs(&target, input, no_overwrite, Utc::now()).await?;
+    let result = broker
+        .append_attrs(&target, input, no_overwrite, Utc::now())
+        .await?;
     Ok(update_result(&w.ctx, result))
 }
 
 /// PATCH /entities/{id}/attrs (update, 5.6.2).
-pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn update_attrs(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let input = attrs_body(&w, Nulls::Delete)?;
@@ -265,7 +344,11 @@ pub async fn update_attrs(req: HttpRequest, payload: web::Payload, broker: Data)
 }
 
 /// PATCH /entities/{id}/attrs/{attrId} (partial attribute update, 5.6.4).
-pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn partial_update_attr(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
@@ -277,24 +360,38 @@ pub async fn partial_update_attr(req: HttpRequest, payload: web::Payload, broker
         .and_then(|i| i.first())
         .map(|a| a.kind)
         .ok_or_else(|| NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'")))?;
-    let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete).attribute_fragment(kind, &name, &iri, &w.body)?;
-    broker.partial_update_attr(&target, &iri, instances, Utc::now()).await?;
+    let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete)
+        .attribute_fragment(kind, &name, &iri, &w.body)?;
+    broker
+        .partial_update_attr(&target, &iri, instances, Utc::now())
+        .await?;
     Ok(no_content())
 }
 
 /// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
-pub async fn replace_attr(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn replace_attr(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
-    let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
-    broker.replace_attr(&target, &iri, instances, Utc::now()).await?;
+    let instances =
+        Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
+    broker
+        .replace_attr(&target, &iri, instances, Utc::now())
+        .await?;
     Ok(no_content())
 }
 
 /// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
 pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS, &["datasetId", "deleteAll", "local", "type"])?;
+    let info = RequestInfo::read(
+        &req,
+        WRITE_OFFERS,
+        &["datasetId", "deleteAll", "local", "type"],
+    )?;
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let iri = match segment(&req, "attr").as_str() {
@@ -308,8 +405,14 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
     let delete_all = match info.param("deleteAll") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(NgsiError::bad_data(format!("deleteAll={other} must be true or false"))),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "deleteAll={other} must be true or false"
+            )))
+        }
     };
-    broker.delete_attr(&target, &iri, dataset_id, delete_all, Utc::now()).await?;
+    broker
+        .delete_attr(&target, &iri, dataset_id, delete_all, Utc::now())
+        .await?;
     Ok(no_content())
 }

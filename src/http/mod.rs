@@ -26,7 +26,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/types").route(web::get().to(discovery::types)))
             .service(web::resource("/types/{type}").route(web::get().to(discovery::type_info)))
             .service(web::resource("/attributes").route(web::get().to(discovery::attributes)))
-            .service(web::resource("/attributes/{attr}").route(web::get().to(discovery::attribute_info)))
+            .service(
+                web::resource("/attributes/{attr}").route(web::get().to(discovery::attribute_info)),
+            )
             .service(web::resource("/entityOperations/create").route(web::post().to(batch::create)))
             .service(web::resource("/entityOperations/upsert").route(web::post().to(batch::upsert)))
             .service(web::resource("/entityOperations/update").route(web::post().to(batch::update)))

@@ -52,14 +52,24 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// Reads headers and query; `offers` are the media types this resource can answer with and
     /// `params` the query parameters it knows (any other is an InvalidRequest, clause 6.3.x).
-    pub fn read(req: &HttpRequest, offers: &[Accepted], params: &[&str]) -> NgsiResult<RequestInfo> {
+    pub fn read(
+        req: &HttpRequest,
+        offers: &[Accepted],
+        params: &[&str],
+    ) -> NgsiResult<RequestInfo> {
         let accepted = negotiate_accept(req, offers)?;
         let query: Vec<(String, String)> =
-            url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+            url::form_urlencoded::parse(req.query_string().as_bytes())
+                .into_owned()
+                .collect();
         if let Some((unknown, _)) = query.iter().find(|(k, _)| !params.contains(&k.as_str())) {
             return Err(NgsiError::invalid(format!(
                 "the query parameter '{unknown}' is not supported here; known parameters: {}",
-                if params.is_empty() { "none".to_string() } else { params.join(", ") }
+                if params.is_empty() {
+                    "none".to_string()
+                } else {
+                    params.join(", ")
+                }
             )));
         }
         Ok(RequestInfo {
@@ -72,17 +82,26 @@ impl RequestInfo {
 
     /// The @context to give back: the one the client sent by Link, else the core context.
     pub fn response_context(&self) -> Value {
-        Value::String(self.link_context.clone().unwrap_or_else(|| CORE_CONTEXT_V1_9.to_string()))
+        Value::String(
+            self.link_context
+                .clone()
+                .unwrap_or_else(|| CORE_CONTEXT_V1_9.to_string()),
+        )
     }
 
     /// A query parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A list query parameter (items separated by `,` or `|`); an empty item is an error.
     pub fn list(&self, name: &str) -> NgsiResult<Option<Vec<String>>> {
-        let Some(v) = self.param(name) else { return Ok(None) };
+        let Some(v) = self.param(name) else {
+            return Ok(None);
+        };
         let items: Vec<String> = v.split([',', '|']).map(|s| s.trim().to_string()).collect();
         if items.iter().any(String::is_empty) {
             return Err(NgsiError::bad_data(format!("{name}={v} has an empty item")));
@@ -92,7 +111,10 @@ impl RequestInfo {
 
     /// The `options` tokens, checked against those the operation knows.
     pub fn options(&self, known: &[&str]) -> NgsiResult<Vec<String>> {
-        let options = self.list("options").map_err(|e| NgsiError::invalid(e.detail))?.unwrap_or_default();
+        let options = self
+            .list("options")
+            .map_err(|e| NgsiError::invalid(e.detail))?
+            .unwrap_or_default();
         if let Some(bad) = options.iter().find(|o| !known.contains(&o.as_str())) {
             return Err(NgsiError::invalid(format!(
                 "options={bad} is not known here; use one of {}",
@@ -112,11 +134,20 @@ impl RequestInfo {
         };
         if let Some(f) = self.param("format") {
             return from_name(f).ok_or_else(|| {
-                NgsiError::invalid(format!("format={f} is unknown; use normalized, concise or keyValues"))
+                NgsiError::invalid(format!(
+                    "format={f} is unknown; use normalized, concise or keyValues"
+                ))
             });
         }
-        let options = self.list("options").map_err(|e| NgsiError::invalid(e.detail))?.unwrap_or_default();
-        Ok(options.iter().rev().find_map(|o| from_name(o)).unwrap_or_default())
+        let options = self
+            .list("options")
+            .map_err(|e| NgsiError::invalid(e.detail))?
+            .unwrap_or_default();
+        Ok(options
+            .iter()
+            .rev()
+            .find_map(|o| from_name(o))
+            .unwrap_or_default())
     }
 
     /// The active context of the request's Link header (or the core context).
@@ -134,7 +165,10 @@ fn tenant(req: &HttpRequest) -> NgsiResult<String> {
         .to_str()
         .map_err(|_| NgsiError::bad_data("the NGSILD-Tenant header is not text"))?
         .trim();
-    let ok = !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    let ok = !t.is_empty()
+        && t.len() <= 64
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
     if !ok {
         return Err(NgsiError::bad_data(format!(
             "the tenant '{t}' is not valid: use 1 to 64 letters, digits, '_', '-' or '.'"
@@ -145,7 +179,9 @@ fn tenant(req: &HttpRequest) -> NgsiResult<String> {
 
 fn link_context(req: &HttpRequest) -> NgsiResult<Option<String>> {
     for value in req.headers().get_all("Link") {
-        let text = value.to_str().map_err(|_| NgsiError::bad_data("the Link header is not text"))?;
+        let text = value
+            .to_str()
+            .map_err(|_| NgsiError::bad_data("the Link header is not text"))?;
         for link in text.split(',') {
             let mut parts = link.split(';').map(str::trim);
             let target = parts.next().unwrap_or("");
@@ -160,7 +196,9 @@ fn link_context(req: &HttpRequest) -> NgsiResult<Option<String>> {
                 .strip_prefix('<')
                 .and_then(|t| t.strip_suffix('>'))
                 .filter(|u| !u.is_empty())
-                .ok_or_else(|| NgsiError::bad_data(format!("the Link header '{link}' does not hold a <URL>")))?;
+                .ok_or_else(|| {
+                    NgsiError::bad_data(format!("the Link header '{link}' does not hold a <URL>"))
+                })?;
             crate::model::validate::uri("the @context URL in the Link header", url)?;
             return Ok(Some(url.to_string()));
         }
@@ -207,7 +245,10 @@ fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accept
         let offered: Vec<&str> = offers.iter().map(|o| o.media_type()).collect();
         NgsiError::new(
             ErrorKind::NotAcceptable,
-            format!("the Accept header '{header}' names no media type offered here ({})", offered.join(", ")),
+            format!(
+                "the Accept header '{header}' names no media type offered here ({})",
+                offered.join(", ")
+            ),
         )
     })
 }
@@ -233,7 +274,13 @@ pub async fn read_body(
         .headers()
         .get("Content-Type")
         .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|h| {
+            h.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let is_ld = match content_type.as_deref() {
         Some("application/json") => false,
         Some("application/merge-patch+json") if merge_patch => false,
@@ -264,7 +311,8 @@ pub async fn read_body(
     }
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| NgsiError::invalid(format!("the request body could not be read: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| NgsiError::invalid(format!("the request body could not be read: {e}")))?;
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -287,7 +335,9 @@ pub async fn read_body(
         None
     } else if is_ld {
         Some(body_context.ok_or_else(|| {
-            NgsiError::bad_data("with Content-Type application/ld+json the body needs an @context member")
+            NgsiError::bad_data(
+                "with Content-Type application/ld+json the body needs an @context member",
+            )
         })?)
     } else {
         if body_context.is_some() {

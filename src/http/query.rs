@@ -17,12 +17,46 @@ use serde_json::{json, Map, Value};
 type Data = web::Data<Broker>;
 
 const QUERY_PARAMS: &[&str] = &[
-    "id", "idPattern", "type", "attrs", "pick", "omit", "q", "georel", "geometry", "coordinates", "geoproperty",
-    "geometryProperty", "scopeQ", "lang", "options", "format", "limit", "offset", "count", "csf", "local", "via",
-    "datasetId", "join", "joinLevel", "containedBy", "entityMap", "orderBy",
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "pick",
+    "omit",
+    "q",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "geometryProperty",
+    "scopeQ",
+    "lang",
+    "options",
+    "format",
+    "limit",
+    "offset",
+    "count",
+    "csf",
+    "local",
+    "via",
+    "datasetId",
+    "join",
+    "joinLevel",
+    "containedBy",
+    "entityMap",
+    "orderBy",
 ];
 
-const POST_QUERY_PARAMS: &[&str] = &["limit", "offset", "count", "options", "format", "local", "lang", "geometryProperty"];
+const POST_QUERY_PARAMS: &[&str] = &[
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "lang",
+    "geometryProperty",
+];
 
 /// Reads `limit`, `offset` and `count` (5.5.9): limit within the configured maximum, limit=0 only
 /// with count=true.
@@ -30,34 +64,60 @@ fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
     let number = |name: &str| -> NgsiResult<Option<usize>> {
         info.param(name)
             .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| NgsiError::bad_data(format!("{name}={v} is not a non-negative integer")))
+                v.parse::<usize>().map_err(|_| {
+                    NgsiError::bad_data(format!("{name}={v} is not a non-negative integer"))
+                })
             })
             .transpose()
     };
     let count = match info.param("count") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(NgsiError::bad_data(format!("count={other} must be true or false"))),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "count={other} must be true or false"
+            )))
+        }
     };
     let limit = number("limit")?.unwrap_or(broker.settings.default_page_size);
     let max = broker.settings.max_page_size;
     if limit > max {
-        return Err(NgsiError::bad_data(format!("limit={limit} is larger than this broker's maximum page size {max}")));
+        return Err(NgsiError::bad_data(format!(
+            "limit={limit} is larger than this broker's maximum page size {max}"
+        )));
     }
     if limit == 0 && !count {
-        return Err(NgsiError::bad_data("limit=0 only makes sense with count=true"));
+        return Err(NgsiError::bad_data(
+            "limit=0 only makes sense with count=true",
+        ));
     }
-    Ok((Page { limit, offset: number("offset")?.unwrap_or(0) }, count))
+    Ok((
+        Page {
+            limit,
+            offset: number("offset")?.unwrap_or(0),
+        },
+        count,
+    ))
 }
 
 /// Builds the geoQ of a request from its parameters, if any is given.
-fn geo_from_params(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Option<query::geo::GeoQuery>> {
-    let (georel, geometry, coordinates) = (info.param("georel"), info.param("geometry"), info.param("coordinates"));
+fn geo_from_params(
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+) -> NgsiResult<Option<query::geo::GeoQuery>> {
+    let (georel, geometry, coordinates) = (
+        info.param("georel"),
+        info.param("geometry"),
+        info.param("coordinates"),
+    );
     match (georel, geometry, coordinates) {
         (None, None, None) => Ok(None),
-        (Some(r), Some(g), Some(c)) => query::geo::parse(r, g, c, info.param("geoproperty"), ctx).map(Some),
-        _ => Err(NgsiError::bad_data("a geo-query needs georel, geometry and coordinates together")),
+        (Some(r), Some(g), Some(c)) => {
+            query::geo::parse(r, g, c, info.param("geoproperty"), ctx).map(Some)
+        }
+        _ => Err(NgsiError::bad_data(
+            "a geo-query needs georel, geometry and coordinates together",
+        )),
     }
 }
 
@@ -68,18 +128,34 @@ fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<EntityQue
     }
     let selector = Selector {
         ids,
-        id_pattern: info.param("idPattern").map(query::parse_id_pattern).transpose()?,
-        types: info.param("type").map(|t| query::parse_types(t, ctx)).transpose()?.flatten(),
+        id_pattern: info
+            .param("idPattern")
+            .map(query::parse_id_pattern)
+            .transpose()?,
+        types: info
+            .param("type")
+            .map(|t| query::parse_types(t, ctx))
+            .transpose()?
+            .flatten(),
     };
     if let Some(level) = info.param("joinLevel") {
         if !level.parse::<u32>().is_ok_and(|l| l > 0) {
-            return Err(NgsiError::bad_data(format!("joinLevel={level} must be a positive integer")));
+            return Err(NgsiError::bad_data(format!(
+                "joinLevel={level} must be a positive integer"
+            )));
         }
     }
     Ok(EntityQuery {
-        selectors: if selector.is_restricted() { vec![selector] } else { Vec::new() },
+        selectors: if selector.is_restricted() {
+            vec![selector]
+        } else {
+            Vec::new()
+        },
         attrs: expand_list(info.list("attrs")?, ctx)?,
-        q: info.param("q").map(|q| query::q::parse(q, ctx)).transpose()?,
+        q: info
+            .param("q")
+            .map(|q| query::q::parse(q, ctx))
+            .transpose()?,
         geo: geo_from_params(info, ctx)?,
         scope: info.param("scopeQ").map(query::parse_scope).transpose()?,
     })
@@ -113,29 +189,44 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
 }
 
 /// Reads the Query body of POST /entityOperations/query (5.2.23).
-fn query_from_body(body: &Value, ctx: &ActiveContext) -> NgsiResult<(EntityQuery, Map<String, Value>)> {
-    let obj = body.as_object().ok_or_else(|| NgsiError::bad_data("the query body must be a JSON object"))?;
+fn query_from_body(
+    body: &Value,
+    ctx: &ActiveContext,
+) -> NgsiResult<(EntityQuery, Map<String, Value>)> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("the query body must be a JSON object"))?;
     if let Some(t) = obj.get("type") {
         if t != "Query" {
-            return Err(NgsiError::bad_data(format!("the query body's type must be \"Query\", not {t}")));
+            return Err(NgsiError::bad_data(format!(
+                "the query body's type must be \"Query\", not {t}"
+            )));
         }
     }
     let text = |name: &str| -> NgsiResult<Option<&str>> {
         match obj.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(NgsiError::bad_data(format!("the query's {name} must be a string, not {other}"))),
+            Some(other) => Err(NgsiError::bad_data(format!(
+                "the query's {name} must be a string, not {other}"
+            ))),
         }
     };
     let mut selectors = Vec::new();
     if obj.contains_key("temporalQ") {
-        return Err(NgsiError::bad_data("temporalQ belongs to the temporal query (/temporal/entityOperations/query)"));
+        return Err(NgsiError::bad_data(
+            "temporalQ belongs to the temporal query (/temporal/entityOperations/query)",
+        ));
     }
     if let Some(entities) = obj.get("entities") {
         let list = entities
             .as_array()
             .filter(|l| !l.is_empty())
-            .ok_or_else(|| NgsiError::bad_data("the query's entities must be a non-empty array of EntitySelectors"))?;
+            .ok_or_else(|| {
+                NgsiError::bad_data(
+                    "the query's entities must be a non-empty array of EntitySelectors",
+                )
+            })?;
         for item in list {
             selectors.push(selector(item, ctx)?);
         }
@@ -143,13 +234,25 @@ fn query_from_body(body: &Value, ctx: &ActiveContext) -> NgsiResult<(EntityQuery
     let attrs = match obj.get("attrs") {
         None => Vec::new(),
         Some(Value::Array(items)) => {
-            let names: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
-            let names = names.ok_or_else(|| NgsiError::bad_data("the query's attrs must be an array of strings"))?;
+            let names: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect();
+            let names = names.ok_or_else(|| {
+                NgsiError::bad_data("the query's attrs must be an array of strings")
+            })?;
             expand_list(Some(names), ctx)?
         }
-        Some(other) => return Err(NgsiError::bad_data(format!("the query's attrs must be an array, not {other}"))),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "the query's attrs must be an array, not {other}"
+            )))
+        }
     };
-    let geo = obj.get("geoQ").map(|g| query::geo::from_json(g, ctx)).transpose()?;
+    let geo = obj
+        .get("geoQ")
+        .map(|g| query::geo::from_json(g, ctx))
+        .transpose()?;
     let query = EntityQuery {
         selectors,
         attrs,
@@ -161,12 +264,22 @@ fn query_from_body(body: &Value, ctx: &ActiveContext) -> NgsiResult<(EntityQuery
 }
 
 /// POST /entityOperations/query (5.7.2 with a Query body).
-pub async fn post_query(req: HttpRequest, payload: web::Payload, broker: Data) -> NgsiResult<HttpResponse> {
+pub async fn post_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
     let mut info = RequestInfo::read(&req, READ_OFFERS, POST_QUERY_PARAMS)?;
-    let Body { json, context } = read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let Body { json, context } =
+        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let (query, body) = query_from_body(&json, &ctx)?;
-    for (member, param) in [("lang", "lang"), ("pick", "pick"), ("omit", "omit"), ("attrs", "attrs")] {
+    for (member, param) in [
+        ("lang", "lang"),
+        ("pick", "pick"),
+        ("omit", "omit"),
+        ("attrs", "attrs"),
+    ] {
         match body.get(member) {
             Some(Value::String(s)) => info.query.push((param.into(), s.clone())),
             Some(Value::Array(items)) => {
@@ -188,7 +301,9 @@ fn selector(item: &Value, ctx: &ActiveContext) -> NgsiResult<Selector> {
         match item.get(k) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(NgsiError::bad_data(format!("an EntitySelector's {k} must be a string, not {other}"))),
+            Some(other) => Err(NgsiError::bad_data(format!(
+                "an EntitySelector's {k} must be a string, not {other}"
+            ))),
         }
     };
     let ids: Vec<String> = match item.get("id") {
@@ -196,23 +311,42 @@ fn selector(item: &Value, ctx: &ActiveContext) -> NgsiResult<Selector> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| NgsiError::bad_data(format!("an EntitySelector id must be a URI string, not {i}"))))
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    NgsiError::bad_data(format!(
+                        "an EntitySelector id must be a URI string, not {i}"
+                    ))
+                })
+            })
             .collect::<NgsiResult<_>>()?,
-        Some(other) => return Err(NgsiError::bad_data(format!("an EntitySelector's id must be a URI or an array of URIs, not {other}"))),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "an EntitySelector's id must be a URI or an array of URIs, not {other}"
+            )))
+        }
     };
     for id in &ids {
         crate::model::validate::uri("id", id)?;
     }
-    let types = string("type")?.ok_or_else(|| NgsiError::bad_data("an EntitySelector needs a type"))?;
+    let types =
+        string("type")?.ok_or_else(|| NgsiError::bad_data("an EntitySelector needs a type"))?;
     Ok(Selector {
         ids,
-        id_pattern: string("idPattern")?.map(query::parse_id_pattern).transpose()?,
+        id_pattern: string("idPattern")?
+            .map(query::parse_id_pattern)
+            .transpose()?,
         types: query::parse_types(types, ctx)?,
     })
 }
 
 /// A pagination link (4.12 / 6.3.10): the request's parameters with the new offset, sorted by name.
-fn page_link(req: &HttpRequest, info: &RequestInfo, page: Page, offset: usize, rel: &str) -> String {
+fn page_link(
+    req: &HttpRequest,
+    info: &RequestInfo,
+    page: Page,
+    offset: usize,
+    rel: &str,
+) -> String {
     let mut params: Vec<(String, String)> = info
         .query
         .iter()
@@ -222,8 +356,14 @@ fn page_link(req: &HttpRequest, info: &RequestInfo, page: Page, offset: usize, r
     params.push(("limit".into(), page.limit.to_string()));
     params.push(("offset".into(), offset.to_string()));
     params.sort();
-    let query: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-    format!("<{}?{query}>; rel=\"{rel}\";type=\"{}\"", req.path(), info.accepted.media_type())
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    format!(
+        "<{}?{query}>; rel=\"{rel}\";type=\"{}\"",
+        req.path(),
+        info.accepted.media_type()
+    )
 }
 
 fn respond(
@@ -237,21 +377,41 @@ fn respond(
 ) -> HttpResponse {
     let body = match info.accepted {
         Accepted::GeoJson => {
-            let geo = ctx.expand(info.param("geometryProperty").unwrap_or("location")).into_owned();
-            let features: Vec<Value> =
-                result.entities.iter().map(|e| Value::Object(render::feature(e, ctx, opts, &geo))).collect();
+            let geo = ctx
+                .expand(info.param("geometryProperty").unwrap_or("location"))
+                .into_owned();
+            let features: Vec<Value> = result
+                .entities
+                .iter()
+                .map(|e| Value::Object(render::feature(e, ctx, opts, &geo)))
+                .collect();
             json!({"type": "FeatureCollection", "features": features})
         }
-        _ => Value::Array(result.entities.iter().map(|e| Value::Object(render::entity(e, ctx, opts))).collect()),
+        _ => Value::Array(
+            result
+                .entities
+                .iter()
+                .map(|e| Value::Object(render::entity(e, ctx, opts)))
+                .collect(),
+        ),
     };
     let mut response = json_body(info, body);
     let headers = response.headers_mut();
     if count {
-        headers.insert(HeaderName::from_static("ngsild-results-count"), HeaderValue::from(result.total));
+        headers.insert(
+            HeaderName::from_static("ngsild-results-count"),
+            HeaderValue::from(result.total),
+        );
     }
     let mut links = Vec::new();
     if page.offset > 0 {
-        links.push(page_link(req, info, page, page.offset.saturating_sub(page.limit), "prev"));
+        links.push(page_link(
+            req,
+            info,
+            page,
+            page.offset.saturating_sub(page.limit),
+            "prev",
+        ));
     }
     if page.limit > 0 && page.offset + page.limit < result.total {
         links.push(page_link(req, info, page, page.offset + page.limit, "next"));

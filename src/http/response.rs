@@ -50,7 +50,9 @@ pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
             }
         }
     }
-    response.content_type(info.accepted.media_type()).body(body.to_string())
+    response
+        .content_type(info.accepted.media_type())
+        .body(body.to_string())
 }
 
 fn insert_context(map: &mut Map<String, Value>, context: Value) {
@@ -60,9 +62,15 @@ fn insert_context(map: &mut Map<String, Value>, context: Value) {
 /// 404 for paths outside the API.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, NgsiError> {
     if super::empty_segment(req.path()) {
-        return Err(NgsiError::bad_data(format!("{} has an empty segment where an id or name belongs", req.path())));
+        return Err(NgsiError::bad_data(format!(
+            "{} has an empty segment where an id or name belongs",
+            req.path()
+        )));
     }
-    Err(NgsiError::not_found(format!("there is no resource at {}", req.path())))
+    Err(NgsiError::not_found(format!(
+        "there is no resource at {}",
+        req.path()
+    )))
 }
 
 /// 405 for methods a resource does not offer; 400 when the method would be valid one path segment
@@ -76,8 +84,11 @@ pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
         None
     };
     if let Some(what) = lacks {
-        return NgsiError::bad_data(format!("{method} {} needs {what} at the end of the URL", req.path()))
-            .error_response();
+        return NgsiError::bad_data(format!(
+            "{method} {} needs {what} at the end of the URL",
+            req.path()
+        ))
+        .error_response();
     }
     let e = NgsiError::new(
         ErrorKind::InvalidRequest,

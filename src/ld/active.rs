@@ -82,7 +82,9 @@ impl ActiveContext {
                 })?;
                 self.apply(inner, docs, depth + 1)
             }
-            Value::Array(items) => items.iter().try_for_each(|i| self.apply(i, docs, depth + 1)),
+            Value::Array(items) => items
+                .iter()
+                .try_for_each(|i| self.apply(i, docs, depth + 1)),
             Value::Object(map) => self.apply_object(map, docs, depth),
             other => Err(NgsiError::bad_data(format!(
                 "an @context entry must be a URL string, an object or an array, not {other}"
@@ -90,28 +92,49 @@ impl ActiveContext {
         }
     }
 
-    fn apply_object(&mut self, map: &Map<String, Value>, docs: &dyn DocumentSource, depth: usize) -> NgsiResult<()> {
+    fn apply_object(
+        &mut self,
+        map: &Map<String, Value>,
+        docs: &dyn DocumentSource,
+        depth: usize,
+    ) -> NgsiResult<()> {
         let imported;
         let map = match map.get("@import") {
             Some(Value::String(url)) => {
                 let doc = docs.document(url)?;
                 let Some(Value::Object(inner)) = doc.get("@context") else {
-                    return Err(NgsiError::bad_data(format!("@import {url} is not a context object")));
+                    return Err(NgsiError::bad_data(format!(
+                        "@import {url} is not a context object"
+                    )));
                 };
                 let mut merged = inner.clone();
-                merged.extend(map.iter().filter(|(k, _)| *k != "@import").map(|(k, v)| (k.clone(), v.clone())));
+                merged.extend(
+                    map.iter()
+                        .filter(|(k, _)| *k != "@import")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
                 imported = merged;
                 &imported
             }
-            Some(other) => return Err(NgsiError::bad_data(format!("@import must be a URL, not {other}"))),
+            Some(other) => {
+                return Err(NgsiError::bad_data(format!(
+                    "@import must be a URL, not {other}"
+                )))
+            }
             None => map,
         };
         let _ = depth;
         if let Some(v) = map.get("@vocab") {
             self.vocab = match v {
                 Value::Null => None,
-                Value::String(s) => Some(self.expand_in_definition(s, map, &mut HashMap::new(), "@vocab")?),
-                other => return Err(NgsiError::bad_data(format!("@vocab must be a string or null, not {other}"))),
+                Value::String(s) => {
+                    Some(self.expand_in_definition(s, map, &mut HashMap::new(), "@vocab")?)
+                }
+                other => {
+                    return Err(NgsiError::bad_data(format!(
+                        "@vocab must be a string or null, not {other}"
+                    )))
+                }
             };
         }
         let mut state: HashMap<String, bool> = HashMap::new();
@@ -123,10 +146,19 @@ impl ActiveContext {
         Ok(())
     }
 
-    fn define(&mut self, term: &str, local: &Map<String, Value>, state: &mut HashMap<String, bool>) -> NgsiResult<()> {
+    fn define(
+        &mut self,
+        term: &str,
+        local: &Map<String, Value>,
+        state: &mut HashMap<String, bool>,
+    ) -> NgsiResult<()> {
         match state.get(term) {
             Some(true) => return Ok(()),
-            Some(false) => return Err(NgsiError::bad_data(format!("the @context defines '{term}' in a cycle"))),
+            Some(false) => {
+                return Err(NgsiError::bad_data(format!(
+                    "the @context defines '{term}' in a cycle"
+                )))
+            }
             None => {}
         }
         state.insert(term.to_string(), false);
@@ -148,7 +180,9 @@ impl ActiveContext {
                     }
                     Some(Value::String(s)) => Some(s.as_str()),
                     Some(other) => {
-                        return Err(NgsiError::bad_data(format!("'{term}': @id must be a string, not {other}")))
+                        return Err(NgsiError::bad_data(format!(
+                            "'{term}': @id must be a string, not {other}"
+                        )))
                     }
                 };
                 let coercion = match def.get("@type") {
@@ -158,10 +192,14 @@ impl ActiveContext {
                         "@vocab" => Coercion::Vocab,
                         "@json" => Coercion::Json,
                         "@none" => Coercion::None,
-                        other => Coercion::Datatype(self.expand_in_definition(other, local, state, term)?),
+                        other => Coercion::Datatype(
+                            self.expand_in_definition(other, local, state, term)?,
+                        ),
                     },
                     Some(other) => {
-                        return Err(NgsiError::bad_data(format!("'{term}': @type must be a string, not {other}")))
+                        return Err(NgsiError::bad_data(format!(
+                            "'{term}': @type must be a string, not {other}"
+                        )))
                     }
                 };
                 let explicit_prefix = def.get("@prefix").and_then(Value::as_bool);
@@ -186,8 +224,16 @@ impl ActiveContext {
                 }
             },
         };
-        let prefix = simple && !term.contains(':') && iri.ends_with(['/', '#', ':', '?', '[', ']', '@']);
-        self.terms.insert(term.to_string(), Term { iri, coercion, prefix });
+        let prefix =
+            simple && !term.contains(':') && iri.ends_with(['/', '#', ':', '?', '[', ']', '@']);
+        self.terms.insert(
+            term.to_string(),
+            Term {
+                iri,
+                coercion,
+                prefix,
+            },
+        );
         state.insert(term.to_string(), true);
         Ok(())
     }
@@ -246,7 +292,8 @@ impl ActiveContext {
                 self.prefixes.push((def.iri.clone(), term.clone()));
             }
         }
-        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.1.cmp(&b.1)));
+        self.prefixes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.1.cmp(&b.1)));
     }
 
     /// Expands a property name or type name to its IRI (vocabulary-relative IRI expansion).
@@ -291,7 +338,10 @@ impl ActiveContext {
                 if self.terms.contains_key(&candidate) {
                     continue;
                 }
-                if best.as_ref().is_none_or(|b| (candidate.len(), &candidate) < (b.len(), b)) {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| (candidate.len(), &candidate) < (b.len(), b))
+                {
                     best = Some(candidate);
                 }
             }
@@ -332,7 +382,10 @@ mod tests {
     struct NoDocs;
     impl DocumentSource for NoDocs {
         fn document(&self, url: &str) -> NgsiResult<Arc<Value>> {
-            Err(NgsiError::new(crate::error::ErrorKind::LdContextNotAvailable, url.to_string()))
+            Err(NgsiError::new(
+                crate::error::ErrorKind::LdContextNotAvailable,
+                url.to_string(),
+            ))
         }
     }
 
@@ -373,7 +426,12 @@ mod tests {
     #[test]
     fn cycles_and_bad_shapes_are_rejected() {
         let selfref = json!({"@vocab": "http://v/", "t": "t"});
-        assert_eq!(ActiveContext::build(&[&selfref], &NoDocs).unwrap().expand("t"), "http://v/t");
+        assert_eq!(
+            ActiveContext::build(&[&selfref], &NoDocs)
+                .unwrap()
+                .expand("t"),
+            "http://v/t"
+        );
         let cyc = json!({"a": "b:x", "b": "a:y"});
         assert!(ActiveContext::build(&[&cyc], &NoDocs).is_err());
         assert!(ActiveContext::build(&[&json!(42)], &NoDocs).is_err());

@@ -34,14 +34,16 @@ pub struct ContextLoader {
 }
 
 fn parse_bundled(text: &str) -> Arc<Value> {
-    Arc::new(serde_json::from_str(text).expect("bundled contexts are valid JSON (checked by tests)"))
+    Arc::new(
+        serde_json::from_str(text).expect("bundled contexts are valid JSON (checked by tests)"),
+    )
 }
 
 fn smart_data_models() -> &'static HashMap<String, Arc<Value>> {
     static SDM: OnceLock<HashMap<String, Arc<Value>>> = OnceLock::new();
     SDM.get_or_init(|| {
-        let all: HashMap<String, Value> =
-            serde_json::from_str(SMART_DATA_MODELS).expect("bundled Smart Data Models contexts are valid JSON");
+        let all: HashMap<String, Value> = serde_json::from_str(SMART_DATA_MODELS)
+            .expect("bundled Smart Data Models contexts are valid JSON");
         all.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
     })
 }
@@ -88,7 +90,9 @@ impl ContextLoader {
     /// The active context for a request's @context (from the Link header or the body), with the core
     /// context applied last as NGSI-LD requires.
     pub async fn active(&self, local: Option<&Value>) -> NgsiResult<Arc<ActiveContext>> {
-        let Some(local) = local else { return Ok(self.core()) };
+        let Some(local) = local else {
+            return Ok(self.core());
+        };
         let key = local.to_string();
         if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
             return Ok(hit.clone());
@@ -115,7 +119,9 @@ impl ContextLoader {
                 continue;
             }
             if docs.len() > 64 {
-                return Err(NgsiError::bad_data("the @context refers to more than 64 remote documents"));
+                return Err(NgsiError::bad_data(
+                    "the @context refers to more than 64 remote documents",
+                ));
             }
             let doc = self.document(&url).await?;
             if let Some(inner) = doc.get("@context") {
@@ -140,9 +146,14 @@ impl ContextLoader {
         }
         let doc = Arc::new(self.fetch(url, &target).await?);
         if doc.get("@context").is_none() {
-            return Err(NgsiError::bad_data(format!("the document at {url} has no @context member")));
+            return Err(NgsiError::bad_data(format!(
+                "the document at {url} has no @context member"
+            )));
         }
-        self.remote.lock().expect("cache lock").insert(target, doc.clone());
+        self.remote
+            .lock()
+            .expect("cache lock")
+            .insert(target, doc.clone());
         Ok(doc)
     }
 
@@ -165,9 +176,11 @@ impl ContextLoader {
     async fn fetch(&self, url: &str, target: &str) -> NgsiResult<Value> {
         let unavailable = |why: String| NgsiError::new(ErrorKind::LdContextNotAvailable, why);
         if let Some(path) = target.strip_prefix("file://") {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|e| unavailable(format!("the @context {url} (mirrored at {target}) cannot be read: {e}")))?;
+            let bytes = tokio::fs::read(path).await.map_err(|e| {
+                unavailable(format!(
+                    "the @context {url} (mirrored at {target}) cannot be read: {e}"
+                ))
+            })?;
             return parse_document(url, &bytes);
         }
         if !(target.starts_with("http://") || target.starts_with("https://")) {
@@ -188,7 +201,10 @@ impl ContextLoader {
                 response.status()
             )));
         }
-        if response.content_length().is_some_and(|n| n as usize > self.max_bytes) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > self.max_bytes)
+        {
             return Err(unavailable(format!(
                 "the @context {url} is larger than the {} bytes this broker accepts",
                 self.max_bytes
@@ -197,7 +213,8 @@ impl ContextLoader {
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| unavailable(format!("the @context {url} broke off: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| unavailable(format!("the @context {url} broke off: {e}")))?;
             body.extend_from_slice(&chunk);
             if body.len() > self.max_bytes {
                 return Err(unavailable(format!(
@@ -218,7 +235,10 @@ fn parse_document(url: &str, bytes: &[u8]) -> NgsiResult<Value> {
 impl DocumentSource for HashMap<String, Arc<Value>> {
     fn document(&self, url: &str) -> NgsiResult<Arc<Value>> {
         self.get(url).cloned().ok_or_else(|| {
-            NgsiError::new(ErrorKind::LdContextNotAvailable, format!("the @context {url} was not retrieved"))
+            NgsiError::new(
+                ErrorKind::LdContextNotAvailable,
+                format!("the @context {url} was not retrieved"),
+            )
         })
     }
 }
@@ -244,15 +264,20 @@ fn referenced_urls(ctx: &Value, out: &mut Vec<String>) -> NgsiResult<()> {
 fn read_offline_dir(dir: &Path) -> Result<HashMap<String, Arc<Value>>, String> {
     let index_path = dir.join("index.json");
     let text = std::fs::read_to_string(&index_path).map_err(|e| {
-        format!("the offline context directory needs {}: {e}", index_path.display())
+        format!(
+            "the offline context directory needs {}: {e}",
+            index_path.display()
+        )
     })?;
     let index: HashMap<String, String> = serde_json::from_str(&text)
         .map_err(|e| format!("{} must map URLs to file names: {e}", index_path.display()))?;
     let mut out = HashMap::new();
     for (url, file) in index {
         let path = dir.join(&file);
-        let bytes = std::fs::read(&path).map_err(|e| format!("offline context {}: {e}", path.display()))?;
-        let doc = parse_document(&url, &bytes).map_err(|e| format!("offline context {}: {}", path.display(), e.detail))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("offline context {}: {e}", path.display()))?;
+        let doc = parse_document(&url, &bytes)
+            .map_err(|e| format!("offline context {}: {}", path.display(), e.detail))?;
         out.insert(url, Arc::new(doc));
     }
     Ok(out)

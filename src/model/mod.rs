@@ -167,7 +167,15 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
 }
 
 /// Entity members that are never attributes.
-pub const ENTITY_MEMBERS: [&str; 7] = ["id", "type", "scope", "@context", "createdAt", "modifiedAt", "deletedAt"];
+pub const ENTITY_MEMBERS: [&str; 7] = [
+    "id",
+    "type",
+    "scope",
+    "@context",
+    "createdAt",
+    "modifiedAt",
+    "deletedAt",
+];
 
 /// Attribute members that are never sub-attributes (besides the kinds' value members).
 pub const ATTRIBUTE_MEMBERS: [&str; 11] = [

@@ -104,7 +104,13 @@ impl<'a> Reader<'a> {
 
     /// Parses a partial update of an existing attribute of kind `kind` (clause 5.6.4): the fragment
     /// may leave out the value member, which then comes back as JSON null meaning "unchanged".
-    pub fn attribute_fragment(mut self, kind: AttrKind, name: &str, iri: &str, value: &Value) -> NgsiResult<Vec<Attribute>> {
+    pub fn attribute_fragment(
+        mut self,
+        kind: AttrKind,
+        name: &str,
+        iri: &str,
+        value: &Value,
+    ) -> NgsiResult<Vec<Attribute>> {
         self.partial_of = Some(kind);
         self.attribute(name, iri, value)
     }
@@ -120,13 +126,19 @@ impl<'a> Reader<'a> {
                 validate::entity_id("the entity id", id)?;
                 input.id = Some(id.clone());
             }
-            Some(other) => return Err(NgsiError::bad_data(format!("the entity id must be a string, not {other}"))),
+            Some(other) => {
+                return Err(NgsiError::bad_data(format!(
+                    "the entity id must be a string, not {other}"
+                )))
+            }
             None if require_id_and_type => return Err(NgsiError::bad_data("the entity has no id")),
             None => {}
         }
         match obj.get("type").or_else(|| obj.get("@type")) {
             Some(t) => input.types = self.types(t)?,
-            None if require_id_and_type => return Err(NgsiError::bad_data("the entity has no type")),
+            None if require_id_and_type => {
+                return Err(NgsiError::bad_data("the entity has no type"))
+            }
             None => {}
         }
         if let Some(scope) = obj.get("scope") {
@@ -137,7 +149,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Parses the attributes of an object, skipping the given non-attribute members.
-    pub fn attributes(&self, obj: &Map<String, Value>, skip: &[&str]) -> NgsiResult<IndexMap<String, Vec<Attribute>>> {
+    pub fn attributes(
+        &self,
+        obj: &Map<String, Value>,
+        skip: &[&str],
+    ) -> NgsiResult<IndexMap<String, Vec<Attribute>>> {
         let mut attrs = IndexMap::new();
         for (name, value) in obj {
             if skip.contains(&name.as_str()) || name == "@id" || name == "@type" {
@@ -160,7 +176,9 @@ impl<'a> Reader<'a> {
         }
         let iri = self.ctx.expand(name).into_owned();
         if iri.starts_with('@') {
-            return Err(NgsiError::bad_data(format!("'{name}' is a JSON-LD keyword alias, not an attribute name")));
+            return Err(NgsiError::bad_data(format!(
+                "'{name}' is a JSON-LD keyword alias, not an attribute name"
+            )));
         }
         Ok(iri)
     }
@@ -171,7 +189,11 @@ impl<'a> Reader<'a> {
             Value::String(s) => vec![s.as_str()],
             Value::Array(items) if !items.is_empty() => items
                 .iter()
-                .map(|i| i.as_str().ok_or_else(|| NgsiError::bad_data(format!("an entity type must be a string, not {i}"))))
+                .map(|i| {
+                    i.as_str().ok_or_else(|| {
+                        NgsiError::bad_data(format!("an entity type must be a string, not {i}"))
+                    })
+                })
                 .collect::<NgsiResult<_>>()?,
             other => {
                 return Err(NgsiError::bad_data(format!(
@@ -183,11 +205,15 @@ impl<'a> Reader<'a> {
         for n in names {
             validate::name("entity type", n)?;
             if n.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(NgsiError::bad_data(format!("the entity type '{n}' starts with a digit; type names start with a letter")));
+                return Err(NgsiError::bad_data(format!(
+                    "the entity type '{n}' starts with a digit; type names start with a letter"
+                )));
             }
             let iri = self.ctx.expand(n).into_owned();
             if iri.starts_with('@') {
-                return Err(NgsiError::bad_data(format!("the entity type '{n}' is a JSON-LD keyword alias, not a type name")));
+                return Err(NgsiError::bad_data(format!(
+                    "the entity type '{n}' is a JSON-LD keyword alias, not a type name"
+                )));
             }
             if !out.contains(&iri) {
                 out.push(iri);
@@ -199,10 +225,12 @@ impl<'a> Reader<'a> {
     /// Parses one attribute: an object, an array of instances (datasetIds) or a concise value.
     pub fn attribute(&self, name: &str, iri: &str, value: &Value) -> NgsiResult<Vec<Attribute>> {
         let instances = match value {
-            Value::Array(items) if !items.is_empty() && items.iter().all(looks_like_attribute) => items
-                .iter()
-                .map(|i| self.instance(name, iri, i))
-                .collect::<NgsiResult<Vec<_>>>()?,
+            Value::Array(items) if !items.is_empty() && items.iter().all(looks_like_attribute) => {
+                items
+                    .iter()
+                    .map(|i| self.instance(name, iri, i))
+                    .collect::<NgsiResult<Vec<_>>>()?
+            }
             _ => vec![self.instance(name, iri, value)?],
         };
         for (i, a) in instances.iter().enumerate() {
@@ -219,9 +247,13 @@ impl<'a> Reader<'a> {
     fn instance(&self, name: &str, iri: &str, value: &Value) -> NgsiResult<Attribute> {
         let mut attr = match value {
             Value::Object(obj) => self.object_attribute(name, obj)?,
-            Value::Null if self.nulls != Nulls::Forbidden => self.bare(AttrKind::Property, Value::String(NGSI_LD_NULL.into())),
+            Value::Null if self.nulls != Nulls::Forbidden => {
+                self.bare(AttrKind::Property, Value::String(NGSI_LD_NULL.into()))
+            }
             Value::Null => {
-                return Err(NgsiError::bad_data(format!("attribute '{name}' is null; give it a value")))
+                return Err(NgsiError::bad_data(format!(
+                    "attribute '{name}' is null; give it a value"
+                )))
             }
             other => self.bare(AttrKind::Property, other.clone()),
         };
@@ -260,7 +292,9 @@ impl<'a> Reader<'a> {
         let kind = match obj.get("type") {
             Some(Value::String(t)) => match AttrKind::from_name(t) {
                 Some(kind) => kind,
-                None if is_geometry(obj) => return Ok(self.bare(AttrKind::GeoProperty, Value::Object(obj.clone()))),
+                None if is_geometry(obj) => {
+                    return Ok(self.bare(AttrKind::GeoProperty, Value::Object(obj.clone())))
+                }
                 None => {
                     return Err(NgsiError::bad_data(format!(
                         "attribute '{name}' has type '{t}', which is not an NGSI-LD attribute type \
@@ -270,10 +304,19 @@ impl<'a> Reader<'a> {
                 }
             },
             Some(other) => {
-                return Err(NgsiError::bad_data(format!("attribute '{name}' has a type that is not a string: {other}")))
+                return Err(NgsiError::bad_data(format!(
+                    "attribute '{name}' has a type that is not a string: {other}"
+                )))
             }
-            None => match AttrKind::ALL.iter().find(|k| obj.contains_key(k.value_member())) {
-                Some(AttrKind::Property) if obj.get("value").is_some_and(|v| v.as_object().is_some_and(is_geometry)) => {
+            None => match AttrKind::ALL
+                .iter()
+                .find(|k| obj.contains_key(k.value_member()))
+            {
+                Some(AttrKind::Property)
+                    if obj
+                        .get("value")
+                        .is_some_and(|v| v.as_object().is_some_and(is_geometry)) =>
+                {
                     AttrKind::GeoProperty
                 }
                 Some(kind) => *kind,
@@ -285,8 +328,12 @@ impl<'a> Reader<'a> {
         };
         let member = kind.value_member();
         let value = match obj.get(member) {
-            None if self.partial_of == Some(kind) => return self.members(name, kind, Value::Null, obj),
-            Some(Value::Null) if self.nulls != Nulls::Forbidden => Value::String(NGSI_LD_NULL.into()),
+            None if self.partial_of == Some(kind) => {
+                return self.members(name, kind, Value::Null, obj)
+            }
+            Some(Value::Null) if self.nulls != Nulls::Forbidden => {
+                Value::String(NGSI_LD_NULL.into())
+            }
             Some(Value::Null) | None => {
                 return Err(NgsiError::bad_data(format!(
                     "attribute '{name}' is a {} and needs a non-null '{member}' member",
@@ -299,7 +346,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Builds an attribute of `kind` with `value` from the other members of its object.
-    fn members(&self, name: &str, kind: AttrKind, value: Value, obj: &Map<String, Value>) -> NgsiResult<Attribute> {
+    fn members(
+        &self,
+        name: &str,
+        kind: AttrKind,
+        value: Value,
+        obj: &Map<String, Value>,
+    ) -> NgsiResult<Attribute> {
         let member = kind.value_member();
         let mut attr = self.bare(kind, value);
         for (key, v) in obj {
@@ -308,18 +361,18 @@ impl<'a> Reader<'a> {
             }
             match key.as_str() {
                 "datasetId" => {
-                    let id = v
-                        .as_str()
-                        .ok_or_else(|| NgsiError::bad_data(format!("the datasetId of '{name}' must be a string")))?;
+                    let id = v.as_str().ok_or_else(|| {
+                        NgsiError::bad_data(format!("the datasetId of '{name}' must be a string"))
+                    })?;
                     if id != "@none" {
                         validate::uri(&format!("the datasetId of '{name}'"), id)?;
                         attr.dataset_id = Some(id.to_string());
                     }
                 }
                 "observedAt" => {
-                    let t = v
-                        .as_str()
-                        .ok_or_else(|| NgsiError::bad_data(format!("the observedAt of '{name}' must be a string")))?;
+                    let t = v.as_str().ok_or_else(|| {
+                        NgsiError::bad_data(format!("the observedAt of '{name}' must be a string"))
+                    })?;
                     validate::utc_date_time(&format!("the observedAt of '{name}'"), t)?;
                     attr.observed_at = Some(t.to_string());
                 }
@@ -330,12 +383,14 @@ impl<'a> Reader<'a> {
                     )))
                 }
                 "unitCode" => {
-                    let u = v
-                        .as_str()
-                        .ok_or_else(|| NgsiError::bad_data(format!("the unitCode of '{name}' must be a string")))?;
+                    let u = v.as_str().ok_or_else(|| {
+                        NgsiError::bad_data(format!("the unitCode of '{name}' must be a string"))
+                    })?;
                     attr.unit_code = Some(u.to_string());
                 }
-                "objectType" if kind == AttrKind::Relationship || kind == AttrKind::ListRelationship => {
+                "objectType"
+                    if kind == AttrKind::Relationship || kind == AttrKind::ListRelationship =>
+                {
                     attr.object_type = Some(self.vocab_terms(name, v)?);
                 }
                 k if AttrKind::ALL.iter().any(|other| other.value_member() == k) => {
@@ -344,7 +399,11 @@ impl<'a> Reader<'a> {
                         kind.name()
                     )))
                 }
-                k if OUTPUT_ONLY.contains(&k) || k == "@context" || k == "entityIdSealed" || k == "entityTypeSealed" => {
+                k if OUTPUT_ONLY.contains(&k)
+                    || k == "@context"
+                    || k == "entityIdSealed"
+                    || k == "entityTypeSealed" =>
+                {
                     return Err(NgsiError::bad_data(format!(
                         "attribute '{name}' has a '{k}' member, which is not accepted in requests"
                     )))
@@ -440,10 +499,14 @@ impl<'a> Reader<'a> {
     fn vocab_terms(&self, name: &str, value: &Value) -> NgsiResult<Value> {
         let expand = |v: &Value| match v.as_str() {
             Some(s) => Ok(Value::String(self.ctx.expand(s).into_owned())),
-            None => Err(NgsiError::bad_data(format!("attribute '{name}': a vocabulary term must be a string, not {v}"))),
+            None => Err(NgsiError::bad_data(format!(
+                "attribute '{name}': a vocabulary term must be a string, not {v}"
+            ))),
         };
         match value {
-            Value::Array(items) => Ok(Value::Array(items.iter().map(expand).collect::<NgsiResult<_>>()?)),
+            Value::Array(items) => Ok(Value::Array(
+                items.iter().map(expand).collect::<NgsiResult<_>>()?,
+            )),
             v => expand(v),
         }
     }
@@ -462,15 +525,21 @@ fn contains_null(v: &Value) -> bool {
 fn looks_like_attribute(v: &Value) -> bool {
     match v {
         Value::Object(obj) => {
-            obj.get("type").and_then(Value::as_str).is_some_and(|t| AttrKind::from_name(t).is_some())
-                || AttrKind::ALL.iter().any(|k| obj.contains_key(k.value_member()))
+            obj.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| AttrKind::from_name(t).is_some())
+                || AttrKind::ALL
+                    .iter()
+                    .any(|k| obj.contains_key(k.value_member()))
         }
         _ => false,
     }
 }
 
 fn is_geometry(obj: &Map<String, Value>) -> bool {
-    obj.get("type").and_then(Value::as_str).is_some_and(|t| GEOMETRY_TYPES.contains(&t))
+    obj.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| GEOMETRY_TYPES.contains(&t))
         && (obj.contains_key("coordinates") || obj.contains_key("geometries"))
 }
 
@@ -491,7 +560,12 @@ pub fn scopes(value: &Value) -> NgsiResult<Vec<String>> {
     items
         .into_iter()
         .map(|v| match v.as_str() {
-            Some(s) if s.starts_with('/') && s.len() > 1 && !s.contains("//") && !s.contains(char::is_whitespace) => {
+            Some(s)
+                if s.starts_with('/')
+                    && s.len() > 1
+                    && !s.contains("//")
+                    && !s.contains(char::is_whitespace) =>
+            {
                 Ok(s.to_string())
             }
             _ => Err(NgsiError::bad_data(format!(

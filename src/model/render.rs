@@ -72,12 +72,21 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
     }
     if let Some(scope) = &e.scope {
         if p.keeps("https://uri.etsi.org/ngsi-ld/scope") {
-            out.insert("scope".into(), one_or_many(scope.iter().map(|s| Value::String(s.clone())).collect()));
+            out.insert(
+                "scope".into(),
+                one_or_many(scope.iter().map(|s| Value::String(s.clone())).collect()),
+            );
         }
     }
     if opts.sys_attrs && opts.format != Format::KeyValues {
-        out.insert("createdAt".into(), Value::String(format_time(&e.created_at)));
-        out.insert("modifiedAt".into(), Value::String(format_time(&e.modified_at)));
+        out.insert(
+            "createdAt".into(),
+            Value::String(format_time(&e.created_at)),
+        );
+        out.insert(
+            "modifiedAt".into(),
+            Value::String(format_time(&e.modified_at)),
+        );
     }
     for (iri, instances) in &e.attrs {
         if !p.keeps(iri) {
@@ -85,11 +94,17 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
         }
         match &p.dataset_ids {
             None => {
-                out.insert(ctx.compact(iri).into_owned(), attribute(instances, ctx, opts));
+                out.insert(
+                    ctx.compact(iri).into_owned(),
+                    attribute(instances, ctx, opts),
+                );
             }
             Some(wanted) => {
-                let kept: Vec<Attribute> =
-                    instances.iter().filter(|a| wanted.contains(&a.dataset_id)).cloned().collect();
+                let kept: Vec<Attribute> = instances
+                    .iter()
+                    .filter(|a| wanted.contains(&a.dataset_id))
+                    .cloned()
+                    .collect();
                 if !kept.is_empty() {
                     out.insert(ctx.compact(iri).into_owned(), attribute(&kept, ctx, opts));
                 }
@@ -100,11 +115,20 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
 }
 
 /// Renders an entity as a GeoJSON Feature whose geometry is the value of `geometry_property`.
-pub fn feature(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions, geometry_property: &str) -> Map<String, Value> {
+pub fn feature(
+    e: &Entity,
+    ctx: &ActiveContext,
+    opts: &RenderOptions,
+    geometry_property: &str,
+) -> Map<String, Value> {
     let geometry = e
         .attrs
         .get(geometry_property)
-        .and_then(|i| i.iter().find(|a| a.dataset_id.is_none()).or_else(|| i.first()))
+        .and_then(|i| {
+            i.iter()
+                .find(|a| a.dataset_id.is_none())
+                .or_else(|| i.first())
+        })
         .filter(|a| a.kind == AttrKind::GeoProperty)
         .map_or(Value::Null, |a| a.value.clone());
     let mut properties = entity(e, ctx, opts);
@@ -123,7 +147,12 @@ pub fn attribute(instances: &[Attribute], ctx: &ActiveContext, opts: &RenderOpti
         // Simplified multi-instance attributes are a dataset map keyed by datasetId (4.5.4).
         let map: Map<String, Value> = instances
             .iter()
-            .map(|a| (a.dataset_id.clone().unwrap_or_else(|| "@none".into()), instance(a, ctx, opts)))
+            .map(|a| {
+                (
+                    a.dataset_id.clone().unwrap_or_else(|| "@none".into()),
+                    instance(a, ctx, opts),
+                )
+            })
             .collect();
         return serde_json::json!({ "dataset": map });
     }
@@ -136,7 +165,12 @@ pub fn attribute(instances: &[Attribute], ctx: &ActiveContext, opts: &RenderOpti
 }
 
 fn types(types: &[String], ctx: &ActiveContext) -> Value {
-    one_or_many(types.iter().map(|t| Value::String(ctx.compact(t).into_owned())).collect())
+    one_or_many(
+        types
+            .iter()
+            .map(|t| Value::String(ctx.compact(t).into_owned()))
+            .collect(),
+    )
 }
 
 fn one_or_many(mut items: Vec<Value>) -> Value {
@@ -181,7 +215,12 @@ pub fn best_language(map: &Map<String, Value>, preference: &str) -> Option<(Stri
         .or_else(|| {
             wanted.iter().find_map(|w| {
                 let primary = w.split('-').next().unwrap_or(w);
-                map.iter().find(|(k, _)| k.split('-').next().unwrap_or(k).eq_ignore_ascii_case(primary))
+                map.iter().find(|(k, _)| {
+                    k.split('-')
+                        .next()
+                        .unwrap_or(k)
+                        .eq_ignore_ascii_case(primary)
+                })
             })
         })
         .or_else(|| map.get_key_value("@none"))
@@ -202,7 +241,10 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
         // 4.5.4: bare values, except the kinds whose value could be mistaken for another's.
         return match (a.kind, lang_choice) {
             (_, Some((_, text))) => text,
-            (AttrKind::LanguageProperty | AttrKind::JsonProperty | AttrKind::VocabProperty, None) => {
+            (
+                AttrKind::LanguageProperty | AttrKind::JsonProperty | AttrKind::VocabProperty,
+                None,
+            ) => {
                 serde_json::json!({ a.kind.value_member(): value })
             }
             (AttrKind::ListRelationship, None) => match value {
@@ -250,8 +292,14 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
         out.insert("unitCode".into(), Value::String(u.clone()));
     }
     if opts.sys_attrs {
-        out.insert("createdAt".into(), Value::String(format_time(&a.created_at)));
-        out.insert("modifiedAt".into(), Value::String(format_time(&a.modified_at)));
+        out.insert(
+            "createdAt".into(),
+            Value::String(format_time(&a.created_at)),
+        );
+        out.insert(
+            "modifiedAt".into(),
+            Value::String(format_time(&a.modified_at)),
+        );
     }
     for (iri, sub) in &a.sub {
         out.insert(ctx.compact(iri).into_owned(), instance(sub, ctx, opts));

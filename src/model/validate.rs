@@ -6,15 +6,21 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use geojson::{GeometryValue, Position};
 use serde_json::Value;
 
-const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '"', '\'', '=', ';', '(', ')', '\\', '{', '}', '`', '|', '^'];
+const FORBIDDEN_NAME_CHARS: &[char] = &[
+    '<', '>', '"', '\'', '=', ';', '(', ')', '\\', '{', '}', '`', '|', '^',
+];
 
 /// Checks that `id` is an absolute URI, as NGSI-LD requires of entity ids.
 pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
     let bad = id.is_empty()
-        || id.chars().any(|c| c.is_whitespace() || c.is_control() || "<>\"{}|\\^`".contains(c))
+        || id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"{}|\\^`".contains(c))
         || url::Url::parse(id).is_err();
     if bad {
-        return Err(NgsiError::bad_data(format!("{what} '{id}' is not a valid URI")));
+        return Err(NgsiError::bad_data(format!(
+            "{what} '{id}' is not a valid URI"
+        )));
     }
     Ok(())
 }
@@ -38,7 +44,9 @@ pub fn entity_id(what: &str, id: &str) -> NgsiResult<()> {
         )));
     }
     if id == crate::model::NGSI_LD_NULL {
-        return Err(NgsiError::bad_data(format!("{what} cannot be the NGSI-LD Null {id}")));
+        return Err(NgsiError::bad_data(format!(
+            "{what} cannot be the NGSI-LD Null {id}"
+        )));
     }
     uri(what, id)
 }
@@ -56,10 +64,14 @@ pub fn utc_date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
 /// Checks an attribute or type name (clause 4.6.2 forbids characters that break query syntax).
 pub fn name(what: &str, name: &str) -> NgsiResult<()> {
     if name.is_empty() {
-        return Err(NgsiError::bad_data(format!("an empty {what} is not allowed")));
+        return Err(NgsiError::bad_data(format!(
+            "an empty {what} is not allowed"
+        )));
     }
     if name.starts_with('@') {
-        return Err(NgsiError::bad_data(format!("the {what} '{name}' starts with '@', which is reserved for JSON-LD keywords")));
+        return Err(NgsiError::bad_data(format!(
+            "the {what} '{name}' starts with '@', which is reserved for JSON-LD keywords"
+        )));
     }
     if let Some(c) = name
         .chars()
@@ -90,8 +102,10 @@ pub fn date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
 /// Checks that `value` is a GeoJSON geometry NGSI-LD accepts, with positions in range and rings
 /// closed.
 pub fn geometry(what: &str, value: &Value) -> NgsiResult<()> {
-    let bad = |why: String| NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"));
-    let geometry: geojson::Geometry = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
+    let bad =
+        |why: String| NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"));
+    let geometry: geojson::Geometry =
+        serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
     check_geometry(&geometry.value).map_err(bad)
 }
 
@@ -104,17 +118,27 @@ fn check_geometry(value: &GeometryValue) -> Result<(), String> {
         G::MultiLineString { coordinates } => coordinates.iter().try_for_each(|l| line(l)),
         G::Polygon { coordinates } => polygon(coordinates),
         G::MultiPolygon { coordinates } => coordinates.iter().try_for_each(|p| polygon(p)),
-        G::GeometryCollection { geometries } => geometries.iter().try_for_each(|g| check_geometry(&g.value)),
+        G::GeometryCollection { geometries } => {
+            geometries.iter().try_for_each(|g| check_geometry(&g.value))
+        }
     }
 }
 
 fn position(p: &Position) -> Result<(), String> {
     let p = p.as_slice();
     if !(2..=3).contains(&p.len()) {
-        return Err(format!("a position has {} numbers; it needs 2 (longitude, latitude) or 3", p.len()));
+        return Err(format!(
+            "a position has {} numbers; it needs 2 (longitude, latitude) or 3",
+            p.len()
+        ));
     }
-    if !p.iter().all(|v| v.is_finite()) || !(-180.0..=180.0).contains(&p[0]) || !(-90.0..=90.0).contains(&p[1]) {
-        return Err(format!("the position {p:?} is outside longitude -180..180 / latitude -90..90"));
+    if !p.iter().all(|v| v.is_finite())
+        || !(-180.0..=180.0).contains(&p[0])
+        || !(-90.0..=90.0).contains(&p[1])
+    {
+        return Err(format!(
+            "the position {p:?} is outside longitude -180..180 / latitude -90..90"
+        ));
     }
     Ok(())
 }
@@ -164,14 +188,30 @@ mod tests {
 
     #[test]
     fn geometries() {
-        assert!(geometry("location", &json!({"type": "Point", "coordinates": [2.3, 48.8]})).is_ok());
-        assert!(geometry("location", &json!({"type": "Point", "coordinates": [200, 48.8]})).is_err());
+        assert!(geometry(
+            "location",
+            &json!({"type": "Point", "coordinates": [2.3, 48.8]})
+        )
+        .is_ok());
+        assert!(geometry(
+            "location",
+            &json!({"type": "Point", "coordinates": [200, 48.8]})
+        )
+        .is_err());
         assert!(geometry("location", &json!({"type": "Point", "coordinates": "x"})).is_err());
-        assert!(geometry("location", &json!({"type": "Circle", "coordinates": [1, 2]})).is_err());
+        assert!(geometry(
+            "location",
+            &json!({"type": "Circle", "coordinates": [1, 2]})
+        )
+        .is_err());
         let open = json!({"type": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,1]]]});
         assert!(geometry("location", &open).is_err());
         let closed = json!({"type": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,1],[0,0]]]});
         assert!(geometry("location", &closed).is_ok());
-        assert!(geometry("location", &json!({"type": "LineString", "coordinates": [[0,0]]})).is_err());
+        assert!(geometry(
+            "location",
+            &json!({"type": "LineString", "coordinates": [[0,0]]})
+        )
+        .is_err());
     }
 }

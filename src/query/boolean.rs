@@ -28,15 +28,26 @@ impl<T> BoolExpr<T> {
     pub fn atoms(&self) -> Vec<&T> {
         match self {
             BoolExpr::Atom(a) => vec![a],
-            BoolExpr::And(items) | BoolExpr::Or(items) => items.iter().flat_map(|i| i.atoms()).collect(),
+            BoolExpr::And(items) | BoolExpr::Or(items) => {
+                items.iter().flat_map(|i| i.atoms()).collect()
+            }
         }
     }
 }
 
 /// Parses `text`; `atom` turns each atom's text into a value (or an error naming it). `what` names
 /// the parameter in error messages.
-pub fn parse<T>(text: &str, what: &str, atom: &dyn Fn(&str) -> NgsiResult<T>) -> NgsiResult<BoolExpr<T>> {
-    let mut p = Parser { text, pos: 0, what, atom };
+pub fn parse<T>(
+    text: &str,
+    what: &str,
+    atom: &dyn Fn(&str) -> NgsiResult<T>,
+) -> NgsiResult<BoolExpr<T>> {
+    let mut p = Parser {
+        text,
+        pos: 0,
+        what,
+        atom,
+    };
     let expr = p.or()?;
     if p.pos < text.len() {
         return Err(p.error("unexpected character"));
@@ -70,7 +81,11 @@ impl<T> Parser<'_, T> {
             self.pos += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 { items.pop().expect("one item") } else { BoolExpr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.pop().expect("one item")
+        } else {
+            BoolExpr::Or(items)
+        })
     }
 
     fn and(&mut self) -> NgsiResult<BoolExpr<T>> {
@@ -79,7 +94,11 @@ impl<T> Parser<'_, T> {
             self.pos += 1;
             items.push(self.primary()?);
         }
-        Ok(if items.len() == 1 { items.pop().expect("one item") } else { BoolExpr::And(items) })
+        Ok(if items.len() == 1 {
+            items.pop().expect("one item")
+        } else {
+            BoolExpr::And(items)
+        })
     }
 
     fn primary(&mut self) -> NgsiResult<BoolExpr<T>> {

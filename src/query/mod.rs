@@ -21,10 +21,18 @@ pub struct ScopePattern(Vec<String>);
 impl ScopePattern {
     /// Parses one scope pattern such as `/Madrid/+/Parks` or `/Madrid/#`.
     pub fn parse(text: &str) -> NgsiResult<ScopePattern> {
-        let segments: Vec<String> = text.strip_prefix('/').unwrap_or("").split('/').map(str::to_string).collect();
+        let segments: Vec<String> = text
+            .strip_prefix('/')
+            .unwrap_or("")
+            .split('/')
+            .map(str::to_string)
+            .collect();
         let valid = text.starts_with('/')
             && segments.iter().all(|s| !s.is_empty())
-            && segments.iter().enumerate().all(|(i, s)| s != "#" || i == segments.len() - 1);
+            && segments
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s != "#" || i == segments.len() - 1);
         if !valid {
             return Err(NgsiError::bad_data(format!(
                 "scopeQ: '{text}' is not a scope pattern such as /Madrid/Gardens, /Madrid/+ or /Madrid/#"
@@ -35,7 +43,11 @@ impl ScopePattern {
 
     /// Whether a scope path matches the pattern.
     pub fn matches(&self, scope: &str) -> bool {
-        let scope: Vec<&str> = scope.strip_prefix('/').unwrap_or(scope).split('/').collect();
+        let scope: Vec<&str> = scope
+            .strip_prefix('/')
+            .unwrap_or(scope)
+            .split('/')
+            .collect();
         let mut i = 0;
         for segment in &self.0 {
             match segment.as_str() {
@@ -73,7 +85,10 @@ impl Selector {
         // An id list takes precedence over the id pattern (5.2.33).
         (self.ids.is_empty() || self.ids.contains(&e.id))
             && (!self.ids.is_empty() || self.id_pattern.as_ref().is_none_or(|r| r.is_match(&e.id)))
-            && self.types.as_ref().is_none_or(|t| t.eval(&|ty: &String| e.types.contains(ty)))
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.eval(&|ty: &String| e.types.contains(ty)))
     }
 }
 
@@ -97,7 +112,10 @@ impl EntityQuery {
     /// attrs other than system ones, q, geoQ or scopeQ; ids alone do not).
     pub fn is_restricted(&self) -> bool {
         self.selectors.iter().any(|s| s.types.is_some())
-            || self.attrs.iter().any(|a| !SYSTEM_ATTRIBUTES.contains(&a.as_str()))
+            || self
+                .attrs
+                .iter()
+                .any(|a| !SYSTEM_ATTRIBUTES.contains(&a.as_str()))
             || self.q.is_some()
             || self.geo.is_some()
             || self.scope.is_some()
@@ -108,9 +126,9 @@ impl EntityQuery {
         (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
             && (self.attrs.is_empty() || self.attrs.iter().any(|a| e.attrs.contains_key(a)))
             && self.scope.as_ref().is_none_or(|s| {
-                e.scope
-                    .as_ref()
-                    .is_some_and(|scopes| s.eval(&|p: &ScopePattern| scopes.iter().any(|sc| p.matches(sc))))
+                e.scope.as_ref().is_some_and(|scopes| {
+                    s.eval(&|p: &ScopePattern| scopes.iter().any(|sc| p.matches(sc)))
+                })
             })
             && self.q.as_ref().is_none_or(|q| q.matches(e))
             && self.geo.as_ref().is_none_or(|g| g.matches(e))
@@ -153,9 +171,15 @@ pub fn parse_id_pattern(text: &str) -> NgsiResult<Regex> {
         !escaped && matches!(w[0], '*' | '+' | '?') && matches!(w[1], '*' | '+')
     });
     if stacked {
-        return Err(NgsiError::bad_data(format!("idPattern '{text}' repeats a quantifier")));
+        return Err(NgsiError::bad_data(format!(
+            "idPattern '{text}' repeats a quantifier"
+        )));
     }
-    Regex::new(text).map_err(|e| NgsiError::bad_data(format!("idPattern '{text}' is not a valid regular expression: {e}")))
+    Regex::new(text).map_err(|e| {
+        NgsiError::bad_data(format!(
+            "idPattern '{text}' is not a valid regular expression: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +203,8 @@ mod tests {
         assert!(ScopePattern::parse("/Madrid//x").is_err());
         assert!(ScopePattern::parse("/#/x").is_err());
         let expr = parse_scope("/Madrid/#;/Madrid/Gardens,/Sevilla").unwrap();
-        let has = |scopes: &[&str]| expr.eval(&|p: &ScopePattern| scopes.iter().any(|s| p.matches(s)));
+        let has =
+            |scopes: &[&str]| expr.eval(&|p: &ScopePattern| scopes.iter().any(|s| p.matches(s)));
         assert!(has(&["/Madrid/Gardens"]));
         assert!(has(&["/Sevilla"]));
         assert!(!has(&["/Madrid/Parks"]));

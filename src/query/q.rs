@@ -157,9 +157,24 @@ impl Op {
 /// Where the NGSI-LD core vocabulary puts the attribute members a path may end with.
 const CORE: &str = "https://uri.etsi.org/ngsi-ld/";
 /// The attribute members a path may end with, by the name q writes them with.
-const MEMBERS: [&str; 5] = ["observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt"];
+const MEMBERS: [&str; 5] = [
+    "observedAt",
+    "unitCode",
+    "datasetId",
+    "createdAt",
+    "modifiedAt",
+];
 /// Operators, longest first where one is a prefix of another.
-const OPERATORS: [Op; 8] = [Op::Eq, Op::NotMatch, Op::Ne, Op::Match, Op::Ge, Op::Gt, Op::Le, Op::Lt];
+const OPERATORS: [Op; 8] = [
+    Op::Eq,
+    Op::NotMatch,
+    Op::Ne,
+    Op::Match,
+    Op::Ge,
+    Op::Gt,
+    Op::Le,
+    Op::Lt,
+];
 /// How deep parentheses may nest, so that a hostile q cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
@@ -283,7 +298,10 @@ impl<'a> Parser<'a> {
             return self.term();
         }
         if self.depth == MAX_DEPTH {
-            return Err(self.error(open, format_args!("parentheses nest deeper than {MAX_DEPTH}")));
+            return Err(self.error(
+                open,
+                format_args!("parentheses nest deeper than {MAX_DEPTH}"),
+            ));
         }
         self.depth += 1;
         let inner = self.disjunction()?;
@@ -311,7 +329,10 @@ impl<'a> Parser<'a> {
             });
         };
         if negated {
-            return Err(self.error(at, format_args!("'{op}' cannot follow a non-existence test ('!')")));
+            return Err(self.error(
+                at,
+                format_args!("'{op}' cannot follow a non-existence test ('!')"),
+            ));
         }
         self.skip_ws();
         let value = match op {
@@ -348,7 +369,8 @@ impl<'a> Parser<'a> {
             let name = if self.peek() == Some('<') {
                 self.bracketed()?
             } else {
-                let bare = self.take(|c, rest| !is_name_char(c) && !(c == '.' && slash_follows(&rest[1..])));
+                let bare = self
+                    .take(|c, rest| !(is_name_char(c) || (c == '.' && slash_follows(&rest[1..]))));
                 if bare.is_empty() {
                     return Err(self.unexpected("an attribute name"));
                 }
@@ -449,11 +471,14 @@ impl<'a> Parser<'a> {
             let text = self.quoted()?;
             return Ok((QValue::Str(self.text(text)), false));
         }
-        let word = self
-            .take(|c, rest| c.is_whitespace() || matches!(c, ';' | '|' | ')' | ',' | '"') || rest.starts_with(".."));
+        let word = self.take(|c, rest| {
+            c.is_whitespace() || matches!(c, ';' | '|' | ')' | ',' | '"') || rest.starts_with("..")
+        });
         match word.chars().next() {
             None => Err(self.unexpected("a value")),
-            Some(_) if word == "true" || word == "false" => Ok((QValue::Bool(word == "true"), false)),
+            Some(_) if word == "true" || word == "false" => {
+                Ok((QValue::Bool(word == "true"), false))
+            }
             Some(c) if c.is_alphabetic() => Ok((QValue::Str(self.text(word.to_string())), true)),
             Some(_) => literal(word).map(|v| (v, false)).ok_or_else(|| {
                 self.error(
@@ -485,7 +510,8 @@ impl<'a> Parser<'a> {
         };
         let literal = &self.src[open..open + end + 2];
         self.pos = open + literal.len();
-        serde_json::from_str(literal).map_err(|e| self.error(open, format_args!("invalid string {literal} ({e})")))
+        serde_json::from_str(literal)
+            .map_err(|e| self.error(open, format_args!("invalid string {literal} ({e})")))
     }
 
     /// After `~=` or `!~=`: a quoted string, or the text up to a `;`, `|` or `)` outside the
@@ -516,10 +542,20 @@ impl<'a> Parser<'a> {
             }
             trimmed.to_string()
         };
-        Regex::new(&source).map(|r| QValue::Regex(Pattern(r))).map_err(|e| {
-            let reason = e.to_string().lines().next_back().unwrap_or_default().to_string();
-            self.error(at, format_args!("invalid regular expression {source:?} ({reason})"))
-        })
+        Regex::new(&source)
+            .map(|r| QValue::Regex(Pattern(r)))
+            .map_err(|e| {
+                let reason = e
+                    .to_string()
+                    .lines()
+                    .next_back()
+                    .unwrap_or_default()
+                    .to_string();
+                self.error(
+                    at,
+                    format_args!("invalid regular expression {source:?} ({reason})"),
+                )
+            })
     }
 }
 
@@ -539,14 +575,22 @@ fn slash_follows(rest: &str) -> bool {
 fn comparable(v: &QValue) -> bool {
     matches!(
         v,
-        QValue::Number(_) | QValue::Str(_) | QValue::DateTime(_) | QValue::Date(_) | QValue::Time(_)
+        QValue::Number(_)
+            | QValue::Str(_)
+            | QValue::DateTime(_)
+            | QValue::Date(_)
+            | QValue::Time(_)
     )
 }
 
 /// An unquoted literal other than a word: a number, DateTime, Date or Time.
 fn literal(word: &str) -> Option<QValue> {
     if is_json_number(word) {
-        return word.parse().ok().filter(|n: &f64| n.is_finite()).map(QValue::Number);
+        return word
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite())
+            .map(QValue::Number);
     }
     parse_date_time(word)
         .map(QValue::DateTime)
@@ -557,7 +601,12 @@ fn literal(word: &str) -> Option<QValue> {
 /// The `number` production of RFC 8259.
 fn is_json_number(s: &str) -> bool {
     let b = s.strip_prefix('-').unwrap_or(s).as_bytes();
-    let digits = |from: usize| from + b[from.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let digits = |from: usize| {
+        from + b[from.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
     let mut end = digits(0);
     if end == 0 || (b[0] == b'0' && end > 1) {
         return false;
@@ -582,9 +631,13 @@ fn is_json_number(s: &str) -> bool {
 /// Whether `s` has the shape of `pattern`, where `d` stands for an ASCII digit.
 fn shaped(s: &str, pattern: &str) -> bool {
     s.len() == pattern.len()
-        && s.bytes()
-            .zip(pattern.bytes())
-            .all(|(c, p)| if p == b'd' { c.is_ascii_digit() } else { c == p })
+        && s.bytes().zip(pattern.bytes()).all(|(c, p)| {
+            if p == b'd' {
+                c.is_ascii_digit()
+            } else {
+                c == p
+            }
+        })
 }
 
 /// A Date, `YYYY-MM-DD`.
@@ -600,7 +653,9 @@ fn parse_date_time(s: &str) -> Option<DateTime<Utc>> {
     if !shaped(s.get(..11)?, "dddd-dd-ddT") {
         return None;
     }
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// A Time, `hh:mm:ss[.s…][Z]`.
@@ -670,12 +725,18 @@ impl Path {
                     .compound
                     .iter()
                     .try_fold(&attr.value, |v, key| v.get(key.as_str()))?;
-                elements(value).iter().map(|v| Cow::Borrowed(unwrap(kind, v))).collect()
+                elements(value)
+                    .iter()
+                    .map(|v| Cow::Borrowed(unwrap(kind, v)))
+                    .collect()
             }
         };
         Some(Target {
             values,
-            link: matches!(attr.kind, AttrKind::Relationship | AttrKind::ListRelationship),
+            link: matches!(
+                attr.kind,
+                AttrKind::Relationship | AttrKind::ListRelationship
+            ),
             vocab: attr.kind == AttrKind::VocabProperty,
         })
     }
@@ -736,7 +797,9 @@ impl Target<'_> {
             Op::Ne => !self.includes(operand),
             _ if self.link => false,
             Op::Match | Op::NotMatch => {
-                let QValue::Regex(pattern) = operand else { return false };
+                let QValue::Regex(pattern) = operand else {
+                    return false;
+                };
                 let mut texts = self.values.iter().filter_map(|v| v.as_str()).peekable();
                 match op {
                     Op::Match => texts.any(|t| pattern.0.is_match(t)),
@@ -758,7 +821,8 @@ impl Target<'_> {
         match operand {
             QValue::List(items) => items.iter().any(|i| self.equals(v, i)),
             QValue::Range(lo, hi) => {
-                order(v, lo).is_some_and(Ordering::is_ge) && order(v, hi).is_some_and(Ordering::is_le)
+                order(v, lo).is_some_and(Ordering::is_ge)
+                    && order(v, hi).is_some_and(Ordering::is_le)
             }
             QValue::Str(t) if self.vocab => v.as_str().is_some_and(|s| s == t.text || s == t.vocab),
             scalar => order(v, scalar) == Some(Ordering::Equal),
@@ -787,7 +851,9 @@ fn order(v: &Value, operand: &QValue) -> Option<Ordering> {
 impl fmt::Display for QExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QExpr::And(items) => write_group(f, items, ';', |i| matches!(i, QExpr::And(_) | QExpr::Or(_))),
+            QExpr::And(items) => {
+                write_group(f, items, ';', |i| matches!(i, QExpr::And(_) | QExpr::Or(_)))
+            }
             QExpr::Or(items) => write_group(f, items, '|', |i| matches!(i, QExpr::Or(_))),
             QExpr::Exists(path) => write!(f, "{path}"),
             QExpr::NotExists(path) => write!(f, "!{path}"),
@@ -839,9 +905,13 @@ impl fmt::Display for Path {
 /// Whether an attribute IRI printed bare parses back to itself under any context: an absolute IRI
 /// (`scheme://…`, which expansion leaves alone) of name characters with no `.` after its last `/`.
 fn reads_back_bare(iri: &str) -> bool {
-    iri.split_once(':').is_some_and(|(_, rest)| rest.starts_with("//"))
+    iri.split_once(':')
+        .is_some_and(|(_, rest)| rest.starts_with("//"))
         && iri.chars().all(|c| is_name_char(c) || c == '.')
-        && iri.rsplit('/').next().is_some_and(|last| !last.contains('.'))
+        && iri
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| !last.contains('.'))
 }
 
 impl fmt::Display for Op {
@@ -996,13 +1066,23 @@ mod tests {
                 Exists(path("d"))
             ])
         );
-        assert_eq!(q(" a == 1 ; ( b ) "), And(vec![eq("a", 1.0), Exists(path("b"))]));
+        assert_eq!(
+            q(" a == 1 ; ( b ) "),
+            And(vec![eq("a", 1.0), Exists(path("b"))])
+        );
         assert_eq!(
             q("a;b;c"),
-            And(vec![Exists(path("a")), Exists(path("b")), Exists(path("c"))])
+            And(vec![
+                Exists(path("a")),
+                Exists(path("b")),
+                Exists(path("c"))
+            ])
         );
         assert_eq!(q("!a"), QExpr::NotExists(path("a")));
-        let e = entity(vec![("a", vec![prop(json!(1))]), ("c", vec![prop(json!(3))])]);
+        let e = entity(vec![
+            ("a", vec![prop(json!(1))]),
+            ("c", vec![prop(json!(3))]),
+        ]);
         check(
             &e,
             &[
@@ -1052,13 +1132,19 @@ mod tests {
         assert_eq!(value("2E-2"), QValue::Number(0.02));
         assert_eq!(value("true"), QValue::Bool(true));
         assert_eq!(value("false"), QValue::Bool(false));
-        assert_eq!(value(r#""tab\t \"q\" \\ \u00e9""#), text("tab\t \"q\" \\ é"));
+        assert_eq!(
+            value(r#""tab\t \"q\" \\ \u00e9""#),
+            text("tab\t \"q\" \\ é")
+        );
         assert_eq!(value(r#""true""#), text("true"));
         assert_eq!(
             value("2018-12-04T12:00:00Z"),
             QValue::DateTime(parse_date_time("2018-12-04T12:00:00Z").unwrap())
         );
-        assert_eq!(value("2018-12-04T13:00:00.000+01:00"), value("2018-12-04T12:00:00Z"));
+        assert_eq!(
+            value("2018-12-04T13:00:00.000+01:00"),
+            value("2018-12-04T12:00:00Z")
+        );
         assert_eq!(
             value("2018-12-04"),
             QValue::Date(NaiveDate::from_ymd_opt(2018, 12, 4).unwrap())
@@ -1071,7 +1157,10 @@ mod tests {
             value("12:30:00.5"),
             QValue::Time(NaiveTime::from_hms_milli_opt(12, 30, 0, 500).unwrap())
         );
-        assert_eq!(value("urn:ngsi-ld:Building:1"), text("urn:ngsi-ld:Building:1"));
+        assert_eq!(
+            value("urn:ngsi-ld:Building:1"),
+            text("urn:ngsi-ld:Building:1")
+        );
         assert_eq!(
             value("Male"),
             QValue::Str(Text {
@@ -1169,7 +1258,10 @@ mod tests {
             ("brandName", vec![prop(json!("Mercedes"))]),
             ("colors", vec![prop(json!(["blue", "red"]))]),
             ("temperature", vec![prop(json!(20))]),
-            ("scores", vec![attr(AttrKind::ListProperty, json!([1, 2, 3]))]),
+            (
+                "scores",
+                vec![attr(AttrKind::ListProperty, json!([1, 2, 3]))],
+            ),
         ]);
         check(
             &e,
@@ -1242,7 +1334,9 @@ mod tests {
             ("opens", vec![prop(json!("08:30:00Z"))]),
             (
                 "birth",
-                vec![prop(json!({"@type": "DateTime", "@value": "2000-01-01T00:00:00Z"}))],
+                vec![prop(
+                    json!({"@type": "DateTime", "@value": "2000-01-01T00:00:00Z"}),
+                )],
             ),
             ("label", vec![prop(json!("2000-01-01T00:00:00Z"))]),
         ]);
@@ -1297,7 +1391,10 @@ mod tests {
                 ("temperature.accuracy", true),
                 ("temperature.missing", false),
                 ("!temperature.missing", true),
-                ("temperature.sensor.rawdata[airquality.particulate]==40", true),
+                (
+                    "temperature.sensor.rawdata[airquality.particulate]==40",
+                    true,
+                ),
                 ("temperature.sensor.rawdata[airquality.PM20]>40", true),
                 ("temperature.sensor.rawdata[airquality.PM10]", false),
                 ("temperature.sensor.rawdata.unitCode==\"GQ\"", true),
@@ -1404,7 +1501,10 @@ mod tests {
             ),
             (
                 "gender",
-                vec![attr(AttrKind::VocabProperty, json!("https://example.org/vocab/Male"))],
+                vec![attr(
+                    AttrKind::VocabProperty,
+                    json!("https://example.org/vocab/Male"),
+                )],
             ),
             (
                 "category",
@@ -1478,7 +1578,11 @@ mod tests {
         assert_eq!(p.attr, "urn:ngsi-ld:a");
         assert_eq!(
             p.sub,
-            vec![format!("{NS}b"), "urn:x.y".into(), format!("{CORE}observedAt")]
+            vec![
+                format!("{NS}b"),
+                "urn:x.y".into(),
+                format!("{CORE}observedAt")
+            ]
         );
         let QExpr::Exists(p) = q("observedAt.<observedAt>") else {
             panic!()
@@ -1538,7 +1642,8 @@ mod tests {
         }
         let invalid = err("a~=(x");
         assert!(
-            invalid.starts_with("q: invalid regular expression \"(x\" (") && invalid.ends_with("at position 4"),
+            invalid.starts_with("q: invalid regular expression \"(x\" (")
+                && invalid.ends_with("at position 4"),
             "{invalid}"
         );
         let escape = err(r#"a=="\x""#);
@@ -1547,7 +1652,10 @@ mod tests {
             "{escape}"
         );
         let deep = format!("{}a{}", "(".repeat(100), ")".repeat(100));
-        assert_eq!(err(&deep), "q: parentheses nest deeper than 64 at position 65");
+        assert_eq!(
+            err(&deep),
+            "q: parentheses nest deeper than 64 at position 65"
+        );
         assert!(parse(&format!("{}a{}", "(".repeat(64), ")".repeat(64)), &CTX).is_ok());
     }
 
@@ -1621,7 +1729,11 @@ mod tests {
             prop::collection::vec(sub, 0..3),
             prop::collection::vec("[a-zA-Z0-9_*é -]{1,4}", 0..3),
         )
-            .prop_map(|(attr, sub, compound)| Path { attr, sub, compound })
+            .prop_map(|(attr, sub, compound)| Path {
+                attr,
+                sub,
+                compound,
+            })
     }
 
     fn arb_number() -> impl Strategy<Value = QValue> {
@@ -1645,12 +1757,20 @@ mod tests {
     }
 
     fn arb_time() -> impl Strategy<Value = QValue> {
-        (0u32..86_400, 0u32..1_000_000_000)
-            .prop_map(|(s, n)| QValue::Time(NaiveTime::from_num_seconds_from_midnight_opt(s, n).unwrap()))
+        (0u32..86_400, 0u32..1_000_000_000).prop_map(|(s, n)| {
+            QValue::Time(NaiveTime::from_num_seconds_from_midnight_opt(s, n).unwrap())
+        })
     }
 
     fn arb_comparable() -> BoxedStrategy<QValue> {
-        prop_oneof![arb_number(), arb_text(), arb_date_time(), arb_date(), arb_time()].boxed()
+        prop_oneof![
+            arb_number(),
+            arb_text(),
+            arb_date_time(),
+            arb_date(),
+            arb_time()
+        ]
+        .boxed()
     }
 
     fn arb_range() -> impl Strategy<Value = QValue> {
@@ -1671,15 +1791,21 @@ mod tests {
             prop::collection::vec(scalar, 2..4).prop_map(QValue::List),
             arb_range(),
         ];
-        let pattern = prop::sample::select(vec!["^a.*b$", "(x|y)+", "[)|;]", "a\\.b\"", "", "é\\d{2}"])
-            .prop_map(|s| QValue::Regex(Pattern(Regex::new(s).unwrap())));
+        let pattern =
+            prop::sample::select(vec!["^a.*b$", "(x|y)+", "[)|;]", "a\\.b\"", "", "é\\d{2}"])
+                .prop_map(|s| QValue::Regex(Pattern(Regex::new(s).unwrap())));
         let compare = |(path, op, value)| QExpr::Compare { path, op, value };
         let ops = |ops: &[Op]| prop::sample::select(ops.to_vec());
         prop_oneof![
             arb_path().prop_map(QExpr::Exists),
             arb_path().prop_map(QExpr::NotExists),
             (arb_path(), ops(&[Op::Eq, Op::Ne]), equality).prop_map(compare),
-            (arb_path(), ops(&[Op::Gt, Op::Ge, Op::Lt, Op::Le]), arb_comparable()).prop_map(compare),
+            (
+                arb_path(),
+                ops(&[Op::Gt, Op::Ge, Op::Lt, Op::Le]),
+                arb_comparable()
+            )
+                .prop_map(compare),
             (arb_path(), ops(&[Op::Match, Op::NotMatch]), pattern).prop_map(compare),
         ]
     }

@@ -46,11 +46,20 @@ pub type BatchItem = (String, NgsiResult<EntityInput>);
 
 impl Broker {
     /// Applies `op` to every entity of the batch, in order.
-    pub async fn batch(&self, tenant: &str, op: BatchOp, items: Vec<BatchItem>, now: DateTime<Utc>) -> BatchResult {
+    pub async fn batch(
+        &self,
+        tenant: &str,
+        op: BatchOp,
+        items: Vec<BatchItem>,
+        now: DateTime<Utc>,
+    ) -> BatchResult {
         let mut result = BatchResult::default();
         for (id, parsed) in items {
             let outcome = match parsed {
-                Ok(input) => self.batch_one(tenant, op, &id, input, now, &mut result.created).await,
+                Ok(input) => {
+                    self.batch_one(tenant, op, &id, input, now, &mut result.created)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -74,7 +83,8 @@ impl Broker {
         match op {
             BatchOp::Create => self.create_entity(tenant, input, now).await.map(|_| ()),
             BatchOp::Upsert(mode) => {
-                let exists = self.store.tenant_exists(tenant).await? && self.store.get(tenant, id).await?.is_some();
+                let exists = self.store.tenant_exists(tenant).await?
+                    && self.store.get(tenant, id).await?.is_some();
                 if !exists {
                     let r = self.create_entity(tenant, input, now).await.map(|_| ());
                     if r.is_ok() {
@@ -84,15 +94,18 @@ impl Broker {
                 }
                 match mode {
                     UpsertMode::Replace => self.replace_entity(&target, input, now).await,
-                    UpsertMode::Update => self.append_attrs(&target, input, false, now).await.map(|_| ()),
+                    UpsertMode::Update => self
+                        .append_attrs(&target, input, false, now)
+                        .await
+                        .map(|_| ()),
                 }
             }
             BatchOp::Update { no_overwrite } => {
                 let r = self.append_attrs(&target, input, no_overwrite, now).await?;
                 match r.not_updated.first() {
-                    Some((name, reason)) => {
-                        Err(NgsiError::bad_data(format!("attribute {name} was not updated: {reason}")))
-                    }
+                    Some((name, reason)) => Err(NgsiError::bad_data(format!(
+                        "attribute {name} was not updated: {reason}"
+                    ))),
                     _ => Ok(()),
                 }
             }

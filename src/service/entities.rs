@@ -6,10 +6,10 @@ use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::parse::EntityInput;
 use crate::model::{AttrKind, Attribute, Entity};
-use serde_json::Value;
 use crate::store::Write;
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Outcome of an operation on several attributes: which were changed and which not (and why).
@@ -64,8 +64,12 @@ fn no_attribute(id: &str, name: &str) -> NgsiError {
 
 fn no_instance(id: &str, name: &str, dataset_id: Option<&str>) -> NgsiError {
     match dataset_id {
-        Some(d) => NgsiError::not_found(format!("attribute '{name}' of entity '{id}' has no instance with datasetId '{d}'")),
-        None => NgsiError::not_found(format!("attribute '{name}' of entity '{id}' has no default instance (without datasetId)")),
+        Some(d) => NgsiError::not_found(format!(
+            "attribute '{name}' of entity '{id}' has no instance with datasetId '{d}'"
+        )),
+        None => NgsiError::not_found(format!(
+            "attribute '{name}' of entity '{id}' has no default instance (without datasetId)"
+        )),
     }
 }
 
@@ -82,7 +86,9 @@ fn put_instance(list: &mut Vec<Attribute>, mut new: Attribute) {
 
 /// Removes the instance with this datasetId; false when there was none.
 fn remove_instance(attrs: &mut Attrs, name: &str, dataset_id: Option<&str>) -> bool {
-    let Some(list) = attrs.get_mut(name) else { return false };
+    let Some(list) = attrs.get_mut(name) else {
+        return false;
+    };
     let before = list.len();
     list.retain(|a| a.dataset_id.as_deref() != dataset_id);
     let removed = list.len() != before;
@@ -96,7 +102,13 @@ fn remove_instance(attrs: &mut Attrs, name: &str, dataset_id: Option<&str>) -> b
 /// members stay, NGSI-LD Null sub-attributes are removed. The kind may not change.
 /// `patch_values` (merge entity) also merges compound values key by key; otherwise a given value
 /// replaces the old one.
-fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<Utc>, patch_values: bool) -> NgsiResult<Attribute> {
+fn merge_instance(
+    old: &Attribute,
+    patch: Attribute,
+    name: &str,
+    now: DateTime<Utc>,
+    patch_values: bool,
+) -> NgsiResult<Attribute> {
     if !patch.value.is_null() && patch.kind != old.kind {
         return Err(NgsiError::bad_data(format!(
             "attribute '{name}' is a {}; a partial update cannot make it a {} (replace the attribute instead)",
@@ -107,7 +119,9 @@ fn merge_instance(old: &Attribute, patch: Attribute, name: &str, now: DateTime<U
     let mut merged = old.clone();
     if !patch.value.is_null() {
         merged.value = match (&old.value, patch.value) {
-            (Value::Object(_), Value::Object(p)) if patch_values && old.kind == AttrKind::Property => {
+            (Value::Object(_), Value::Object(p))
+                if patch_values && old.kind == AttrKind::Property =>
+            {
                 let mut value = old.value.clone();
                 merge_patch(&mut value, p);
                 value
@@ -162,8 +176,15 @@ fn add_types(entity: &mut Entity, types: Vec<String>) {
 
 impl Broker {
     /// Creates an entity (5.6.1); AlreadyExists if the id is taken in the tenant.
-    pub async fn create_entity(&self, tenant: &str, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<String> {
-        let id = input.id.ok_or_else(|| NgsiError::bad_data("the entity has no id"))?;
+    pub async fn create_entity(
+        &self,
+        tenant: &str,
+        input: EntityInput,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<String> {
+        let id = input
+            .id
+            .ok_or_else(|| NgsiError::bad_data("the entity has no id"))?;
         if input.types.is_empty() {
             return Err(NgsiError::bad_data("the entity has no type"));
         }
@@ -220,7 +241,10 @@ impl Broker {
         let t = target.clone();
         self.store
             .modify(&target.tenant, &target.id, move |current| {
-                let mut entity = current.filter(|e| t.matches(e)).cloned().ok_or_else(|| missing(&t.id))?;
+                let mut entity = current
+                    .filter(|e| t.matches(e))
+                    .cloned()
+                    .ok_or_else(|| missing(&t.id))?;
                 let result = change(&mut entity)?;
                 Ok((Write::Put(entity), result))
             })
@@ -255,13 +279,20 @@ impl Broker {
             for (name, instances) in input.attrs {
                 let mut changed = false;
                 for instance in instances {
-                    let exists = entity.instance(&name, instance.dataset_id.as_deref()).is_some();
+                    let exists = entity
+                        .instance(&name, instance.dataset_id.as_deref())
+                        .is_some();
                     if instance.is_null() {
-                        changed |= remove_instance(&mut entity.attrs, &name, instance.dataset_id.as_deref());
+                        changed |= remove_instance(
+                            &mut entity.attrs,
+                            &name,
+                            instance.dataset_id.as_deref(),
+                        );
                     } else if exists && no_overwrite {
-                        result
-                            .not_updated
-                            .push((name.clone(), "the attribute exists and options=noOverwrite was given".into()));
+                        result.not_updated.push((
+                            name.clone(),
+                            "the attribute exists and options=noOverwrite was given".into(),
+                        ));
                     } else {
                         put_instance(entity.attrs.entry(name.clone()).or_default(), instance);
                         changed = true;
@@ -279,7 +310,12 @@ impl Broker {
 
     /// Updates existing attributes (5.6.2): each given instance replaces the existing one with its
     /// datasetId; attributes that do not exist are reported, not created.
-    pub async fn update_attrs(&self, target: &Target, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<UpdateResult> {
+    pub async fn update_attrs(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<UpdateResult> {
         self.change(target, move |entity| {
             let mut result = UpdateResult::default();
             add_types(entity, input.types);
@@ -288,7 +324,9 @@ impl Broker {
                     entity.scope = Some(scope);
                     result.updated.push(SCOPE_IRI.to_string());
                 } else {
-                    result.not_updated.push((SCOPE_IRI.to_string(), "the entity has no scope".into()));
+                    result
+                        .not_updated
+                        .push((SCOPE_IRI.to_string(), "the entity has no scope".into()));
                 }
             }
             for (name, instances) in input.attrs {
@@ -297,7 +335,9 @@ impl Broker {
                     let dataset_id = instance.dataset_id.clone();
                     if entity.instance(&name, dataset_id.as_deref()).is_none() {
                         let reason = match &dataset_id {
-                            Some(d) => format!("the attribute has no instance with datasetId '{d}'"),
+                            Some(d) => {
+                                format!("the attribute has no instance with datasetId '{d}'")
+                            }
                             None => "the attribute does not exist".to_string(),
                         };
                         result.not_updated.push((name.clone(), reason));
@@ -348,14 +388,23 @@ impl Broker {
     }
 
     /// Replaces one attribute instance (5.6.19); the attribute must exist.
-    pub async fn replace_attr(&self, target: &Target, name: &str, instances: Vec<Attribute>, now: DateTime<Utc>) -> NgsiResult<()> {
+    pub async fn replace_attr(
+        &self,
+        target: &Target,
+        name: &str,
+        instances: Vec<Attribute>,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
         let (id_owned, name_owned) = (target.id.clone(), name.to_string());
         self.change(target, move |entity| {
             if !entity.attrs.contains_key(&name_owned) {
                 return Err(no_attribute(&id_owned, &name_owned));
             }
             for instance in instances {
-                put_instance(entity.attrs.entry(name_owned.clone()).or_default(), instance);
+                put_instance(
+                    entity.attrs.entry(name_owned.clone()).or_default(),
+                    instance,
+                );
             }
             entity.modified_at = now;
             Ok(())
@@ -395,7 +444,12 @@ impl Broker {
 
     /// Merges a fragment into an entity (5.6.17): attributes are merged instance by instance,
     /// NGSI-LD Null removes, types are added, scope replaced when given.
-    pub async fn merge_entity(&self, target: &Target, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
+    pub async fn merge_entity(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
         self.check_body_id(&target.id, input.id.as_deref())?;
         self.change(target, move |entity| {
             add_types(entity, input.types);
@@ -423,7 +477,12 @@ impl Broker {
     }
 
     /// Replaces an entity (5.6.18): all attributes and, when given, the types; createdAt stays.
-    pub async fn replace_entity(&self, target: &Target, input: EntityInput, now: DateTime<Utc>) -> NgsiResult<()> {
+    pub async fn replace_entity(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
         self.check_body_id(&target.id, input.id.as_deref())?;
         self.change(target, move |entity| {
             if !input.types.is_empty() {

@@ -29,7 +29,9 @@ impl Broker {
         } else {
             Err(NgsiError::new(
                 ErrorKind::NonexistentTenant,
-                format!("the tenant '{tenant}' does not exist (it is created by the first write to it)"),
+                format!(
+                    "the tenant '{tenant}' does not exist (it is created by the first write to it)"
+                ),
             ))
         }
     }

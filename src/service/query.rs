@@ -48,12 +48,21 @@ pub struct AttributeInfo {
 
 impl Broker {
     /// Runs a query over a tenant's entities.
-    pub async fn query_entities(&self, tenant: &str, query: &EntityQuery, page: Page) -> NgsiResult<QueryResult> {
+    pub async fn query_entities(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        page: Page,
+    ) -> NgsiResult<QueryResult> {
         self.require_tenant(tenant).await?;
         let all = self.store.entities(tenant).await?;
         let matching: Vec<Arc<Entity>> = all.into_iter().filter(|e| query.matches(e)).collect();
         let total = matching.len();
-        let entities = matching.into_iter().skip(page.offset).take(page.limit).collect();
+        let entities = matching
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .collect();
         Ok(QueryResult { entities, total })
     }
 
@@ -82,7 +91,11 @@ impl Broker {
             for (name, instances) in &e.attrs {
                 let info = out.entry(name.clone()).or_default();
                 info.entity_count += 1;
-                info.kinds.extend(instances.iter().map(|a: &crate::model::Attribute| AttrKind::name(a.kind)));
+                info.kinds.extend(
+                    instances
+                        .iter()
+                        .map(|a: &crate::model::Attribute| AttrKind::name(a.kind)),
+                );
                 info.types.extend(e.types.iter().cloned());
             }
         }

@@ -72,14 +72,25 @@ impl TestServer {
 
     /// GETs a path and returns status and JSON body (Null when empty).
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).send().await.expect("request");
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Sends a request with a JSON body and the given method and content type.
-    pub async fn send(&self, method: reqwest::Method, path: &str, content_type: &str, body: &Value) -> reqwest::Response {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> reqwest::Response {
         self.client
             .request(method, self.url(path))
             .header("Content-Type", content_type)
@@ -106,7 +117,10 @@ pub async fn assert_problem(r: reqwest::Response, status: u16, kind: &str) -> Va
         format!("https://uri.etsi.org/ngsi-ld/errors/{kind}"),
         "error type; body: {text}"
     );
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail present");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "detail present"
+    );
     body
 }
 
@@ -120,7 +134,11 @@ pub async fn read(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Val
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.expect("body");
-    (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
 }
 
 /// Asserts the status of a response and returns its JSON body (Null when empty).
@@ -146,12 +164,20 @@ pub async fn assert_problem_one_of(r: reqwest::Response, status: u16, kinds: &[&
     let text = r.text().await.expect("body");
     assert_eq!(got, status, "status; body: {text}");
     let body: Value = serde_json::from_str(&text).expect("ProblemDetails is JSON");
-    let allowed: Vec<String> = kinds.iter().map(|k| format!("https://uri.etsi.org/ngsi-ld/errors/{k}")).collect();
+    let allowed: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("https://uri.etsi.org/ngsi-ld/errors/{k}"))
+        .collect();
     assert!(
-        body["type"].as_str().is_some_and(|t| allowed.iter().any(|a| a == t)),
+        body["type"]
+            .as_str()
+            .is_some_and(|t| allowed.iter().any(|a| a == t)),
         "error type is one of {allowed:?}; body: {text}"
     );
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail present");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "detail present"
+    );
     body
 }
 
@@ -162,8 +188,12 @@ pub async fn assert_http_error(r: reqwest::Response, status: u16) {
     let text = r.text().await.expect("body");
     assert_eq!(got, status, "status; body: {text}");
     if !text.is_empty() {
-        let body: Value = serde_json::from_str(&text).expect("an error body is ProblemDetails JSON");
-        assert!(body["type"].is_string(), "ProblemDetails has a type: {text}");
+        let body: Value =
+            serde_json::from_str(&text).expect("an error body is ProblemDetails JSON");
+        assert!(
+            body["type"].is_string(),
+            "ProblemDetails has a type: {text}"
+        );
     }
 }
 
@@ -174,7 +204,13 @@ impl TestServer {
     }
 
     /// Sends a JSON body as application/json with a Link header to `context`.
-    pub async fn send_linked(&self, method: reqwest::Method, path: &str, context: &str, body: &Value) -> reqwest::Response {
+    pub async fn send_linked(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        context: &str,
+        body: &Value,
+    ) -> reqwest::Response {
         self.req(method, path)
             .header("Content-Type", "application/json")
             .header("Link", link(context))
@@ -185,12 +221,21 @@ impl TestServer {
     }
 
     /// Sends an application/ld+json body (which carries its own @context).
-    pub async fn send_ld(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::Response {
+    pub async fn send_ld(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
         self.send(method, path, "application/ld+json", body).await
     }
 
     /// GETs a path with extra headers; returns status, headers and JSON body.
-    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut b = self.req(reqwest::Method::GET, path);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -207,14 +252,22 @@ impl TestServer {
 
     /// Asserts that `/entities/{id}` does not exist (404 ResourceNotFound).
     pub async fn assert_absent(&self, id: &str) {
-        let r = self.req(reqwest::Method::GET, &format!("/entities/{id}")).send().await.expect("request");
+        let r = self
+            .req(reqwest::Method::GET, &format!("/entities/{id}"))
+            .send()
+            .await
+            .expect("request");
         assert_problem(r, 404, "ResourceNotFound").await;
     }
 }
 
 /// A free TCP port on the loopback interface (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// One document a [`ContextServer`] serves.
@@ -241,8 +294,10 @@ impl ContextServer {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind context server");
         let port = listener.local_addr().expect("addr").port();
-        let routes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Served>>> = Default::default();
-        let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> = Default::default();
+        let routes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Served>>> =
+            Default::default();
+        let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+            Default::default();
         let (r, h) = (routes.clone(), hits.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -283,7 +338,14 @@ impl ContextServer {
     }
 
     /// Serves `body` at `path` with this status, media type and delay before answering.
-    pub fn serve_raw(&self, path: &str, status: u16, content_type: &str, body: impl Into<Vec<u8>>, delay_ms: u64) {
+    pub fn serve_raw(
+        &self,
+        path: &str,
+        status: u16,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+        delay_ms: u64,
+    ) {
         self.routes.lock().unwrap().insert(
             path.to_string(),
             Served {

@@ -32,9 +32,11 @@ fn storage(e: impl std::fmt::Display) -> NgsiError {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir` and loads it into memory.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let path = dir.join("twinlink.redb");
-        let db = Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let db =
+            Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let init = || -> Result<Tenants, redb::Error> {
             let txn = db.begin_write()?;
             txn.open_table(ENTITIES)?;
@@ -51,7 +53,10 @@ impl EmbeddedStore {
                 let (tenant, id) = k.value().split_once('\u{0}').unwrap_or(("", k.value()));
                 let entity: Entity = serde_json::from_slice(v.value())
                     .map_err(|e| redb::Error::Corrupted(format!("entity {id}: {e}")))?;
-                tenants.entry(tenant.to_string()).or_default().insert(id.to_string(), Arc::new(entity));
+                tenants
+                    .entry(tenant.to_string())
+                    .or_default()
+                    .insert(id.to_string(), Arc::new(entity));
             }
             Ok(tenants)
         };
@@ -65,7 +70,12 @@ impl EmbeddedStore {
 
     /// The entity, from memory.
     pub fn get(&self, tenant: &str, id: &str) -> Option<Arc<Entity>> {
-        self.memory.read().expect("store lock").get(tenant)?.get(id).cloned()
+        self.memory
+            .read()
+            .expect("store lock")
+            .get(tenant)?
+            .get(id)
+            .cloned()
     }
 
     /// Whether the tenant exists.
@@ -92,8 +102,15 @@ impl EmbeddedStore {
         let (db, memory, writer) = (self.db.clone(), self.memory.clone(), self.writer.clone());
         let (tenant, id) = (tenant.to_string(), id.to_string());
         tokio::task::spawn_blocking(move || {
-            let _guard = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let current = memory.read().map_err(storage)?.get(&tenant).and_then(|m| m.get(&id)).cloned();
+            let _guard = writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let current = memory
+                .read()
+                .map_err(storage)?
+                .get(&tenant)
+                .and_then(|m| m.get(&id))
+                .cloned();
             let (write, result) = decide(current.as_deref())?;
             let k = key(&tenant, &id);
             match write {
@@ -102,8 +119,14 @@ impl EmbeddedStore {
                     let bytes = serde_json::to_vec(&entity).map_err(storage)?;
                     let txn = db.begin_write().map_err(storage)?;
                     {
-                        txn.open_table(ENTITIES).map_err(storage)?.insert(k.as_str(), bytes.as_slice()).map_err(storage)?;
-                        txn.open_table(TENANTS).map_err(storage)?.insert(tenant.as_str(), ()).map_err(storage)?;
+                        txn.open_table(ENTITIES)
+                            .map_err(storage)?
+                            .insert(k.as_str(), bytes.as_slice())
+                            .map_err(storage)?;
+                        txn.open_table(TENANTS)
+                            .map_err(storage)?
+                            .insert(tenant.as_str(), ())
+                            .map_err(storage)?;
                     }
                     txn.commit().map_err(storage)?;
                     memory
@@ -115,7 +138,10 @@ impl EmbeddedStore {
                 }
                 Write::Delete => {
                     let txn = db.begin_write().map_err(storage)?;
-                    txn.open_table(ENTITIES).map_err(storage)?.remove(k.as_str()).map_err(storage)?;
+                    txn.open_table(ENTITIES)
+                        .map_err(storage)?
+                        .remove(k.as_str())
+                        .map_err(storage)?;
                     txn.commit().map_err(storage)?;
                     if let Some(m) = memory.write().map_err(storage)?.get_mut(&tenant) {
                         m.remove(&id);
