@@ -30,6 +30,8 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// The request body is larger than the configured limit (HTTP 413).
     PayloadTooLarge,
+    /// A write came without Content-Length (HTTP 411, clause 6.3.4); answered with no body.
+    LengthRequired,
     /// A dependency (the database) is unavailable right now.
     ServiceUnavailable,
     /// A bug or an unexpected failure inside the broker.
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::NotAcceptable => 406,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::LengthRequired => 411,
             ErrorKind::InternalError => 500,
         }
     }
@@ -69,6 +72,7 @@ impl ErrorKind {
             ErrorKind::NotAcceptable => "NotAcceptable",
             ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
             ErrorKind::PayloadTooLarge => "PayloadTooLarge",
+            ErrorKind::LengthRequired => "LengthRequired",
             ErrorKind::ServiceUnavailable => "ServiceUnavailable",
             ErrorKind::InternalError => "InternalError",
         }
@@ -138,6 +142,7 @@ fn title(kind: ErrorKind) -> &'static str {
         ErrorKind::NotAcceptable => "No acceptable representation",
         ErrorKind::UnsupportedMediaType => "Unsupported media type",
         ErrorKind::PayloadTooLarge => "The request body is too large",
+        ErrorKind::LengthRequired => "Content-Length is required",
         ErrorKind::ServiceUnavailable => "The service is unavailable",
         ErrorKind::InternalError => "Internal error",
     }

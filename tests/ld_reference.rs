@@ -1086,7 +1086,6 @@ fn compact_iris_whose_prefix_was_defined_by_an_earlier_context() {
 }
 
 #[test]
-#[ignore = "disagreement: a term whose IRI does not end in a gen-delim is used as a compact-IRI prefix by us, not by JSON-LD 1.1"]
 fn compact_iri_prefix_not_ending_in_a_gen_delim() {
     // JSON-LD 1.1 (IRI Expansion 6.4, Create Term Definition 14.2.5): only a term whose prefix flag
     // is true expands `term:suffix`; a simple term gets the flag only when its IRI ends in one of
@@ -1099,7 +1098,6 @@ fn compact_iri_prefix_not_ending_in_a_gen_delim() {
 }
 
 #[test]
-#[ignore = "disagreement: core terms (q, data, uri, status, ...) are used as compact-IRI prefixes by us (q:e -> https://uri.etsi.org/ngsi-ld/qe), not by JSON-LD 1.1 (q:e stays q:e)"]
 fn compact_iri_whose_prefix_is_a_core_term() {
     // Same rule as above, met without any user context: the core context's terms map to IRIs such
     // as https://uri.etsi.org/ngsi-ld/q that end in no gen-delim, so they are not prefixes; a name
@@ -1130,7 +1128,6 @@ fn core_copy_under_another_url_followed_by_core_v1_9() {
 }
 
 #[test]
-#[ignore = "disagreement: a term with an expanded definition and no \"@prefix\": true is used as a compact-IRI prefix by us, not by JSON-LD 1.1"]
 fn compact_iri_prefix_from_an_expanded_term_definition() {
     compare_names(
         &json!({"schema": {"@id": "https://schema.org/"}, "owner": {"@id": "schema:owner", "@type": "@id"}}),
@@ -1149,7 +1146,7 @@ fn compact_iri_prefix_with_explicit_prefix_flag() {
 }
 
 #[test]
-#[ignore = "disagreement: a term defined as null is dropped by JSON-LD 1.1 (no @vocab fallback); we expand it with the core @vocab"]
+#[ignore = "deliberate difference: JSON-LD 1.1 drops keys whose term is mapped to null; twinlink never drops a client's attribute silently and falls back to @vocab"]
 fn term_defined_as_null() {
     compare_names(
         &json!([{"legacy": "https://old.twinlink.test/legacy"}, {"legacy": null, "gone": {"@id": null}}]),
@@ -1174,7 +1171,6 @@ fn user_vocab_and_context_reset() {
 }
 
 #[test]
-#[ignore = "disagreement: two names for one IRI in one entity: json-ld keeps both values under the IRI, our Reader silently keeps only the last"]
 fn two_names_for_one_iri_in_one_entity() {
     // Not a term-expansion difference (both sides agree on the IRI) but what follows from it:
     // `attrs` is keyed by IRI, so the second attribute replaces the first without an error.

@@ -30,6 +30,25 @@ struct Write {
     ctx: Arc<ActiveContext>,
 }
 
+/// Characters an id cannot carry unescaped in a path segment (RFC 3986 3.3); `:` stays readable.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// Query parameters of reads of one entity (5.7.1 and 6.5.3.1).
 const READ_PARAMS: &[&str] = &[
     "attrs",
@@ -145,7 +164,8 @@ pub async fn create(
     let input = Reader::new(&w.ctx, now, Nulls::Forbidden).entity(&w.body, true)?;
     let id = broker.create_entity(&w.info.tenant, input, now).await?;
     let mut r = HttpResponse::Created();
-    r.insert_header(("Location", format!("{BASE}/entities/{id}")));
+    let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
+    r.insert_header(("Location", format!("{BASE}/entities/{encoded}")));
     Ok(r.finish())
 }
 

@@ -306,8 +306,16 @@ pub async fn read_body(
         .get("Content-Length")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+    let chunked = req.headers().contains_key("Transfer-Encoding");
+    match declared {
+        None if chunked => {
+            return Err(NgsiError::new(
+                ErrorKind::LengthRequired,
+                "send the body with a Content-Length header",
+            ))
+        }
+        Some(n) if n > limit => return Err(too_large()),
+        _ => {}
     }
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {

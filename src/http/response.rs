@@ -16,6 +16,9 @@ impl ResponseError for NgsiError {
         if self.kind.status() >= 500 {
             tracing::warn!(error = %self, "request failed");
         }
+        if self.kind == ErrorKind::LengthRequired {
+            return HttpResponse::build(self.status_code()).finish();
+        }
         HttpResponse::build(self.status_code())
             .content_type("application/json")
             .body(self.problem_details().to_string())

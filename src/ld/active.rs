@@ -163,13 +163,13 @@ impl ActiveContext {
         }
         state.insert(term.to_string(), false);
         let definition = &local[term];
-        let (id, coercion, simple) = match definition {
+        let (id, coercion, explicit_prefix) = match definition {
             Value::Null => {
                 self.terms.remove(term);
                 state.insert(term.to_string(), true);
                 return Ok(());
             }
-            Value::String(s) => (Some(s.as_str()), Coercion::None, true),
+            Value::String(s) => (Some(s.as_str()), Coercion::None, None),
             Value::Object(def) => {
                 let id = match def.get("@id") {
                     None => None,
@@ -203,7 +203,7 @@ impl ActiveContext {
                     }
                 };
                 let explicit_prefix = def.get("@prefix").and_then(Value::as_bool);
-                (id, coercion, explicit_prefix.unwrap_or(false))
+                (id, coercion, Some(explicit_prefix.unwrap_or(false)))
             }
             other => {
                 return Err(NgsiError::bad_data(format!(
@@ -224,8 +224,11 @@ impl ActiveContext {
                 }
             },
         };
-        let prefix =
-            simple && !term.contains(':') && iri.ends_with(['/', '#', ':', '?', '[', ']', '@']);
+        // The prefix flag (JSON-LD 1.1): explicit `@prefix`, or a simple definition whose IRI ends
+        // in a gen-delim.
+        let prefix = !term.contains(':')
+            && explicit_prefix
+                .unwrap_or_else(|| iri.ends_with(['/', '#', ':', '?', '[', ']', '@']));
         self.terms.insert(
             term.to_string(),
             Term {
@@ -258,7 +261,7 @@ impl ActiveContext {
                 self.define(prefix, local, state)?;
             }
             return Ok(match self.terms.get(prefix) {
-                Some(t) if !t.iri.starts_with('@') => format!("{}{suffix}", t.iri),
+                Some(t) if t.prefix => format!("{}{suffix}", t.iri),
                 _ => value.to_string(),
             });
         }
@@ -305,8 +308,9 @@ impl ActiveContext {
             if prefix == "_" || suffix.starts_with("//") {
                 return Cow::Borrowed(term);
             }
+            // JSON-LD 1.1: only a term with the prefix flag expands as a compact-IRI prefix.
             return match self.terms.get(prefix) {
-                Some(t) if !t.iri.starts_with('@') => Cow::Owned(format!("{}{suffix}", t.iri)),
+                Some(t) if t.prefix => Cow::Owned(format!("{}{suffix}", t.iri)),
                 _ => Cow::Borrowed(term),
             };
         }

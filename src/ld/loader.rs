@@ -93,7 +93,10 @@ impl ContextLoader {
         let Some(local) = local else {
             return Ok(self.core());
         };
-        let key = local.to_string();
+        let key = match local {
+            Value::String(url) => url.clone(),
+            other => other.to_string(),
+        };
         if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
             return Ok(hit.clone());
         }

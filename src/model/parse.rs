@@ -161,7 +161,23 @@ impl<'a> Reader<'a> {
             }
             let iri = self.name(name)?;
             let instances = self.attribute(name, &iri, value)?;
-            attrs.insert(iri, instances);
+            match attrs.get_mut(&iri) {
+                // Two names for one IRI (e.g. a term and its full IRI): keep both sets of instances.
+                Some(existing) => {
+                    let existing: &mut Vec<Attribute> = existing;
+                    for a in instances {
+                        if existing.iter().any(|b| b.dataset_id == a.dataset_id) {
+                            return Err(NgsiError::bad_data(format!(
+                                "attribute '{name}' is given twice (under two names) for the same datasetId"
+                            )));
+                        }
+                        existing.push(a);
+                    }
+                }
+                None => {
+                    attrs.insert(iri, instances);
+                }
+            }
         }
         Ok(attrs)
     }
@@ -364,6 +380,11 @@ impl<'a> Reader<'a> {
                     let id = v.as_str().ok_or_else(|| {
                         NgsiError::bad_data(format!("the datasetId of '{name}' must be a string"))
                     })?;
+                    if id == NGSI_LD_NULL {
+                        return Err(NgsiError::bad_data(format!(
+                            "the datasetId of '{name}' cannot be NGSI-LD Null; delete the instance with DELETE .../attrs/{{attrId}}?datasetId=..."
+                        )));
+                    }
                     if id != "@none" {
                         validate::uri(&format!("the datasetId of '{name}'"), id)?;
                         attr.dataset_id = Some(id.to_string());

@@ -12,11 +12,18 @@ const FORBIDDEN_NAME_CHARS: &[char] = &[
 
 /// Checks that `id` is an absolute URI, as NGSI-LD requires of entity ids.
 pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
-    let bad = id.is_empty()
+    // An absolute URI (RFC 3986 4.3): a scheme, a colon, and no character URIs never contain.
+    let scheme_ok = id.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let bad = !scheme_ok
         || id
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>\"{}|\\^`".contains(c))
-        || url::Url::parse(id).is_err();
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"{}|\\^`".contains(c));
     if bad {
         return Err(NgsiError::bad_data(format!(
             "{what} '{id}' is not a valid URI"
