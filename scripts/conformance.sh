@@ -100,32 +100,38 @@ trap 'exit 130' INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+OWN_BROKER=0
 if [ -z "$URL" ]; then
+    OWN_BROKER=1
     if [ "$BUILD" -eq 1 ]; then
         log "cargo build --release"
         cargo build --release || die "cargo build failed"
     fi
     BIN="${TWINLINK_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/twinlink}"
     [ -x "$BIN" ] || die "broker binary not found at $BIN"
-    port_open "$PORT" && die "port $PORT is already in use; stop that server or use --url/--port"
+    URL="http://127.0.0.1:$PORT/ngsi-ld/v1"
+else
+    URL="${URL%/}"
+    log "using the broker at $URL (not started by this script)"
+fi
 
+# Each area gets a broker of its own on an empty data dir: the suite does not always clean up, and
+# leftovers of one area would change the counts another area expects.
+start_broker() {
+    port_open "$PORT" && die "port $PORT is already in use; stop that server or use --url/--port"
     DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/twinlink-conformance.XXXXXX")" || die "mktemp failed"
     BROKER_ARGS=(serve --port "$PORT" --bind 127.0.0.1 --data-dir "$DATA_DIR"
                  --context-rewrite "https://raw.githubusercontent.com/=http://127.0.0.1:$ETSI_CTX_PORT/")
     for r in "${EXTRA_REWRITES[@]}"; do BROKER_ARGS+=(--context-rewrite "$r"); done
     # Storage backend: with TWINLINK_DATABASE_URL set, the broker gets --database-url.
-    # (A `--store postgres` switch would go here too once the broker has one.)
     if [ -n "${TWINLINK_DATABASE_URL:-}" ]; then
         BROKER_ARGS+=(--database-url "$TWINLINK_DATABASE_URL")
     fi
-
     shown=("${BROKER_ARGS[@]}")
     [ -n "${TWINLINK_DATABASE_URL:-}" ] && shown[${#shown[@]}-1]="<TWINLINK_DATABASE_URL>"   # keep secrets out of logs
     log "starting $BIN ${shown[*]} (log: $OUT/broker.log)"
-    "$BIN" "${BROKER_ARGS[@]}" > "$OUT/broker.log" 2>&1 &
+    "$BIN" "${BROKER_ARGS[@]}" >> "$OUT/broker.log" 2>&1 &
     BROKER_PID=$!
-    URL="http://127.0.0.1:$PORT/ngsi-ld/v1"
-
     ready=0
     for _ in $(seq 1 300); do   # up to 30 s
         kill -0 "$BROKER_PID" 2>/dev/null || { tail -20 "$OUT/broker.log" >&2; die "broker exited during startup"; }
@@ -139,10 +145,7 @@ if [ -z "$URL" ]; then
     done
     [ "$ready" -eq 1 ] || { tail -20 "$OUT/broker.log" >&2; die "broker not ready on port $PORT after 30 s"; }
     log "broker ready at $URL"
-else
-    URL="${URL%/}"
-    log "using the broker at $URL (not started by this script)"
-fi
+}
 
 # ---------------------------------------------------------------- areas
 {
@@ -159,6 +162,7 @@ for area in "${AREAS[@]}"; do
     slug="$(echo "$label" | tr '/' '_')"
     area_out="$OUT/$slug"
     log "area $label -> $area_out"
+    if [ "$OWN_BROKER" -eq 1 ]; then stop_broker; start_broker; fi
     ETSI_OUT="$area_out" ETSI_EXIT_ZERO=1 bash "$ETSI_RUN" "$URL" "$subset" ${ROBOT_ARGS[@]+-- "${ROBOT_ARGS[@]}"} \
         > "$area_out.runner.log" 2>&1
     rc=$?

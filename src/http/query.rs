@@ -184,7 +184,9 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     }
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
-    let result = broker.query_entities(&info.tenant, &query, page).await?;
+    let result = broker
+        .query_entities(&info.tenant, &query, page, count)
+        .await?;
     Ok(respond(&req, &info, &ctx, &opts, result, page, count))
 }
 
@@ -291,7 +293,9 @@ pub async fn post_query(
     }
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
-    let result = broker.query_entities(&info.tenant, &query, page).await?;
+    let result = broker
+        .query_entities(&info.tenant, &query, page, count)
+        .await?;
     Ok(respond(&req, &info, &ctx, &opts, result, page, count))
 }
 
@@ -400,7 +404,7 @@ fn respond(
     if count {
         headers.insert(
             HeaderName::from_static("ngsild-results-count"),
-            HeaderValue::from(result.total),
+            HeaderValue::from(result.seen),
         );
     }
     let mut links = Vec::new();
@@ -413,7 +417,7 @@ fn respond(
             "prev",
         ));
     }
-    if page.limit > 0 && page.offset + page.limit < result.total {
+    if page.limit > 0 && page.offset + page.limit < result.seen {
         links.push(page_link(req, info, page, page.offset + page.limit, "next"));
     }
     for link in links {

@@ -17,13 +17,13 @@ pub struct Page {
     pub offset: usize,
 }
 
-/// A page of query results and, when asked, the total number of matches.
+/// A page of query results and how many matches were seen.
 #[derive(Debug)]
 pub struct QueryResult {
     /// The page, in id order.
     pub entities: Vec<Arc<Entity>>,
-    /// Total matches (every page).
-    pub total: usize,
+    /// Matches seen: the total when counted, else enough to tell whether a next page exists.
+    pub seen: usize,
 }
 
 /// What the broker knows of one entity type (for /types).
@@ -47,23 +47,20 @@ pub struct AttributeInfo {
 }
 
 impl Broker {
-    /// Runs a query over a tenant's entities.
+    /// Runs a query over a tenant's entities; `count` asks for the total number of matches.
     pub async fn query_entities(
         &self,
         tenant: &str,
         query: &EntityQuery,
         page: Page,
+        count: bool,
     ) -> NgsiResult<QueryResult> {
         self.require_tenant(tenant).await?;
-        let all = self.store.entities(tenant).await?;
-        let matching: Vec<Arc<Entity>> = all.into_iter().filter(|e| query.matches(e)).collect();
-        let total = matching.len();
-        let entities = matching
-            .into_iter()
-            .skip(page.offset)
-            .take(page.limit)
-            .collect();
-        Ok(QueryResult { entities, total })
+        let (entities, seen) = self
+            .store
+            .query(tenant, query, page.offset, page.limit, count)
+            .await?;
+        Ok(QueryResult { entities, seen })
     }
 
     /// Every entity type in the tenant with its attributes (5.7.5–5.7.7).

@@ -55,7 +55,22 @@ impl Store {
         }
     }
 
-    /// Every entity of a tenant, in id order (the query engine filters them).
+    /// A page of the entities matching `query` in id order, and how many matches were seen (all of
+    /// them when `count`, else at least one past the page when there is a next page).
+    pub async fn query(
+        &self,
+        tenant: &str,
+        query: &crate::query::EntityQuery,
+        offset: usize,
+        limit: usize,
+        count: bool,
+    ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
+        match self {
+            Store::Embedded(s) => Ok(s.query(tenant, query, offset, limit, count)),
+        }
+    }
+
+    /// Every entity of a tenant, in id order (for discovery).
     pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
         match self {
             Store::Embedded(s) => Ok(s.entities(tenant)),

@@ -1,18 +1,22 @@
 //! The embedded store: redb on disk for durability (every write is committed and fsynced before it
 //! is acknowledged), an in-memory index for reads. One writer at a time, as redb itself requires.
 
+mod index;
+
 use super::Write;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
+use crate::query::EntityQuery;
+use index::TenantIndex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const TENANTS: TableDefinition<&str, ()> = TableDefinition::new("tenants");
 
-type Tenants = HashMap<String, BTreeMap<String, Arc<Entity>>>;
+type Tenants = HashMap<String, TenantIndex>;
 
 /// Entities of every tenant, persisted in one redb file.
 pub struct EmbeddedStore {
@@ -56,7 +60,7 @@ impl EmbeddedStore {
                 tenants
                     .entry(tenant.to_string())
                     .or_default()
-                    .insert(id.to_string(), Arc::new(entity));
+                    .put(Arc::new(entity));
             }
             Ok(tenants)
         };
@@ -89,7 +93,24 @@ impl EmbeddedStore {
             .read()
             .expect("store lock")
             .get(tenant)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.all().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A page of query results and the number of matches seen (see `TenantIndex::query`).
+    pub fn query(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        offset: usize,
+        limit: usize,
+        count: bool,
+    ) -> (Vec<Arc<Entity>>, usize) {
+        self.memory
+            .read()
+            .expect("store lock")
+            .get(tenant)
+            .map(|m| m.query(query, offset, limit, count))
             .unwrap_or_default()
     }
 
@@ -134,7 +155,7 @@ impl EmbeddedStore {
                         .map_err(storage)?
                         .entry(tenant)
                         .or_default()
-                        .insert(id, Arc::new(entity));
+                        .put(Arc::new(entity));
                 }
                 Write::Delete => {
                     let txn = db.begin_write().map_err(storage)?;

@@ -1,0 +1,260 @@
+//! In-memory indexes of one tenant of the embedded store: entities by id (ordered, for stable
+//! pages), ids by type, and an R-tree of `location` envelopes. They only narrow the candidates;
+//! the query evaluator (`EntityQuery::matches`) decides, so an index can never change an answer.
+
+use crate::model::Entity;
+use crate::query::geo::{envelope, geometry_of, LOCATION};
+use crate::query::EntityQuery;
+use rstar::primitives::{GeomWithData, Rectangle};
+use rstar::RTree;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+type Located = GeomWithData<Rectangle<[f64; 2]>, String>;
+
+/// One tenant's entities and indexes.
+#[derive(Default)]
+pub struct TenantIndex {
+    entities: BTreeMap<String, Arc<Entity>>,
+    by_type: HashMap<String, BTreeSet<String>>,
+    locations: RTree<Located>,
+}
+
+fn located(e: &Entity) -> Vec<Located> {
+    e.attrs
+        .get(LOCATION)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| geometry_of(&a.value))
+        .filter_map(|g| envelope(&g))
+        .map(|bbox| {
+            GeomWithData::new(
+                Rectangle::from_corners(bbox.lower(), bbox.upper()),
+                e.id.clone(),
+            )
+        })
+        .collect()
+}
+
+impl TenantIndex {
+    /// The entity with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Entity>> {
+        self.entities.get(id)
+    }
+
+    /// Every entity in id order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Entity>> {
+        self.entities.values()
+    }
+
+    /// Adds or replaces an entity and its index entries.
+    pub fn put(&mut self, entity: Arc<Entity>) {
+        self.remove(&entity.id.clone());
+        for t in &entity.types {
+            self.by_type
+                .entry(t.clone())
+                .or_default()
+                .insert(entity.id.clone());
+        }
+        for l in located(&entity) {
+            self.locations.insert(l);
+        }
+        self.entities.insert(entity.id.clone(), entity);
+    }
+
+    /// Removes an entity and its index entries.
+    pub fn remove(&mut self, id: &str) {
+        let Some(old) = self.entities.remove(id) else {
+            return;
+        };
+        for t in &old.types {
+            if let Some(ids) = self.by_type.get_mut(t) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_type.remove(t);
+                }
+            }
+        }
+        for l in located(&old) {
+            self.locations.remove(&l);
+        }
+    }
+
+    /// Candidate ids from the indexes, or None when the query must look at every entity.
+    fn candidates(&self, query: &EntityQuery) -> Option<BTreeSet<String>> {
+        let mut from_selectors: Option<BTreeSet<String>> = None;
+        let selectors_narrow = !query.selectors.is_empty()
+            && query
+                .selectors
+                .iter()
+                .all(|s| !s.ids.is_empty() || s.types.is_some());
+        if selectors_narrow {
+            let mut set = BTreeSet::new();
+            for s in &query.selectors {
+                if !s.ids.is_empty() {
+                    set.extend(s.ids.iter().cloned());
+                } else if let Some(types) = &s.types {
+                    for t in types.atoms() {
+                        set.extend(self.by_type.get(t).into_iter().flatten().cloned());
+                    }
+                }
+            }
+            from_selectors = Some(set);
+        }
+        let from_geo = query
+            .geo
+            .as_ref()
+            .filter(|g| g.geoproperty == LOCATION)
+            .and_then(|g| g.bbox())
+            .map(|bbox| {
+                let window = rstar::AABB::from_corners(bbox.lower(), bbox.upper());
+                self.locations
+                    .locate_in_envelope_intersecting(&window)
+                    .map(|l| l.data.clone())
+                    .collect::<BTreeSet<String>>()
+            });
+        match (from_selectors, from_geo) {
+            (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs a query: the page `[offset, offset+limit)` of matches in id order, and the number of
+    /// matches seen: all of them when `count` is asked, otherwise the scan stops at the first match
+    /// past the page (enough to know whether a next page exists).
+    pub fn query(
+        &self,
+        query: &EntityQuery,
+        offset: usize,
+        limit: usize,
+        count: bool,
+    ) -> (Vec<Arc<Entity>>, usize) {
+        let mut page = Vec::new();
+        let mut seen = 0usize;
+        let mut visit = |e: &Arc<Entity>| -> bool {
+            if !query.matches(e) {
+                return true;
+            }
+            if seen >= offset && page.len() < limit {
+                page.push(e.clone());
+            }
+            seen += 1;
+            count || seen <= offset + limit
+        };
+        match self.candidates(query) {
+            Some(ids) => {
+                for id in &ids {
+                    if let Some(e) = self.entities.get(id) {
+                        if !visit(e) {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                for e in self.entities.values() {
+                    if !visit(e) {
+                        break;
+                    }
+                }
+            }
+        }
+        (page, seen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ld::ActiveContext;
+    use crate::model::parse::{Nulls, Reader};
+    use crate::query::{geo, parse_types, Selector};
+    use serde_json::{json, Value};
+
+    fn entity(ctx: &ActiveContext, i: usize) -> Arc<Entity> {
+        let kind = ["Building", "Vehicle", "Streetlight"][i % 3];
+        let body = json!({
+            "id": format!("urn:ngsi-ld:{kind}:{i:04}"),
+            "type": kind,
+            "n": i,
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [(i % 37) as f64 * 0.1, (i % 23) as f64 * 0.1]}}
+        });
+        let input = Reader::new(ctx, chrono::Utc::now(), Nulls::Forbidden)
+            .entity(&body, true)
+            .unwrap();
+        Arc::new(Entity {
+            id: input.id.unwrap(),
+            types: input.types,
+            scope: None,
+            attrs: input.attrs,
+            created_at: chrono::Utc::now(),
+            modified_at: chrono::Utc::now(),
+        })
+    }
+
+    /// The indexes only narrow candidates: every answer equals a plain scan with the evaluator.
+    #[test]
+    fn indexed_answers_equal_a_full_scan() {
+        let ctx = ActiveContext::build(&[&json!({"@vocab": "https://example.org/", "location": "https://uri.etsi.org/ngsi-ld/location"})], &HashMap::<String, Arc<Value>>::new()).unwrap();
+        let mut index = TenantIndex::default();
+        let all: Vec<Arc<Entity>> = (0..500).map(|i| entity(&ctx, i)).collect();
+        for e in &all {
+            index.put(e.clone());
+        }
+        for e in all.iter().step_by(7) {
+            index.remove(&e.id);
+        }
+        let mut live: Vec<&Arc<Entity>> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 7 != 0)
+            .map(|(_, e)| e)
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let queries = [
+            ("Building", None),
+            ("Building|Vehicle", None),
+            (
+                "Streetlight",
+                Some(("near;maxDistance==60000", "[1.0,1.0]")),
+            ),
+            (
+                "Vehicle",
+                Some(("within", "[[[0,0],[2,0],[2,1],[0,1],[0,0]]]")),
+            ),
+        ];
+        for (types, g) in queries {
+            let q = EntityQuery {
+                selectors: vec![Selector {
+                    types: parse_types(types, &ctx).unwrap(),
+                    ..Selector::default()
+                }],
+                geo: g.map(|(rel, coords)| {
+                    let shape = if rel == "within" { "Polygon" } else { "Point" };
+                    geo::parse(rel, shape, coords, None, &ctx).unwrap()
+                }),
+                ..EntityQuery::default()
+            };
+            let expected: Vec<&str> = live
+                .iter()
+                .filter(|e| q.matches(e))
+                .map(|e| e.id.as_str())
+                .collect();
+            let (page, seen) = index.query(&q, 0, 10_000, true);
+            let got: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(got, expected, "{types} {g:?}");
+            assert_eq!(seen, expected.len());
+            assert!(!expected.is_empty(), "the data set exercises {types} {g:?}");
+            let (first, seen) = index.query(&q, 1, 2, false);
+            assert_eq!(
+                first.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+                expected[1..3.min(expected.len())].to_vec()
+            );
+            assert_eq!(
+                seen > 3,
+                expected.len() > 3,
+                "one match past the page tells a next page exists"
+            );
+        }
+    }
+}
