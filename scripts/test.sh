@@ -36,6 +36,10 @@ if ! tl_services_start; then
     exit 1
 fi
 echo "==> TWINLINK_TEST_DATABASE_URL=$TWINLINK_TEST_DATABASE_URL"
+# Per-test databases (tl_*) of an earlier run are dropped; each test server makes its own.
+pg_port="${TWINLINK_TEST_DATABASE_URL##*:}"; pg_port="${pg_port%%/*}"
+tl_psql "$pg_port" -d postgres -tA -c "SELECT datname FROM pg_database WHERE datname LIKE 'tl\_%'" |
+    while read -r db; do tl_psql "$pg_port" -d postgres -c "DROP DATABASE IF EXISTS \"$db\""; done
 echo "==> TWINLINK_TEST_MQTT_URL=$TWINLINK_TEST_MQTT_URL"
 
 echo "==> cargo fmt --all -- --check"
@@ -52,14 +56,23 @@ if grep -Eq '"kind":\[[^]]*"(lib|rlib|dylib|proc-macro)"' <<<"$metadata"; then
     cargo test --workspace --doc
 fi
 
+# Every black-box test runs against both stores: first the embedded store (with the unit tests),
+# then the integration tests again with each test server on a fresh PostgreSQL database
+# (TWINLINK_TEST_STORE=postgres; tests/common/mod.rs). The second runner's summary is the last line.
 if cargo nextest --version >/dev/null 2>&1; then
-    runner=(cargo nextest run --workspace --all-targets --no-fail-fast "$@")
+    embedded=(cargo nextest run --workspace --all-targets --no-fail-fast "$@")
+    postgres=(cargo nextest run --workspace --tests --no-fail-fast -E 'kind(test)' "$@")
 else
-    runner=(cargo test --workspace --all-targets --no-fail-fast "$@")
+    embedded=(cargo test --workspace --all-targets --no-fail-fast "$@")
+    postgres=(cargo test --workspace --tests --no-fail-fast "$@")
 fi
-echo "==> ${runner[*]}"
 set +e
-"${runner[@]}"
-rc=$?
+echo "==> embedded store: ${embedded[*]}"
+"${embedded[@]}"
+rc_embedded=$?
+echo "==> PostgreSQL store: TWINLINK_TEST_STORE=postgres ${postgres[*]}"
+TWINLINK_TEST_STORE=postgres "${postgres[@]}"
+rc_postgres=$?
 set -e
-exit "$rc"
+if [ "$rc_embedded" -ne 0 ]; then exit "$rc_embedded"; fi
+exit "$rc_postgres"

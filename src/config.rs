@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (the default).
     Serve,
+    /// Apply pending PostgreSQL migrations and exit (needs --database-url).
+    Migrate,
     /// Print the version and exit.
     Version,
 }
@@ -58,6 +60,13 @@ pub struct Options {
     /// Directory of the embedded store.
     #[arg(long, env = "TWINLINK_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (e.g. postgres://user:pass@host:5432/db); when set, entities live in
+    /// PostgreSQL + PostGIS instead of the embedded store.
+    #[arg(long, env = "TWINLINK_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Largest number of PostgreSQL connections in the pool.
+    #[arg(long, env = "TWINLINK_DB_POOL_SIZE", global = true)]
+    pub db_pool_size: Option<usize>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TWINLINK_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -110,6 +119,10 @@ pub struct Settings {
     pub port: u16,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    /// PostgreSQL URL; None selects the embedded store.
+    pub database_url: Option<String>,
+    /// PostgreSQL pool size.
+    pub db_pool_size: usize,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Batch size limit.
@@ -140,6 +153,8 @@ impl Default for Settings {
             bind: "0.0.0.0".into(),
             port: 1026,
             data_dir: PathBuf::from("data"),
+            database_url: None,
+            db_pool_size: 16,
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
             default_page_size: 20,
@@ -172,6 +187,11 @@ impl Settings {
             bind: options.bind.or(file.bind).unwrap_or(d.bind),
             port: options.port.or(file.port).unwrap_or(d.port),
             data_dir: options.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            database_url: options.database_url.or(file.database_url),
+            db_pool_size: options
+                .db_pool_size
+                .or(file.db_pool_size)
+                .unwrap_or(d.db_pool_size),
             max_body_bytes: options
                 .max_body_bytes
                 .or(file.max_body_bytes)

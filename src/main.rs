@@ -18,8 +18,24 @@ async fn main() -> std::process::ExitCode {
         }
     };
     twinlink::telemetry::init(settings.log_format, &settings.log);
+    if let Some(Command::Migrate) = cli.command {
+        if settings.database_url.is_none() {
+            eprintln!("twinlink migrate: give --database-url (or TWINLINK_DATABASE_URL)");
+            return std::process::ExitCode::from(2);
+        }
+        return match twinlink::server::store(&settings).await {
+            Ok(_) => {
+                println!("twinlink: the database schema is up to date");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("twinlink migrate: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let data_dir = settings.data_dir.clone();
-    let (server, addr) = match twinlink::server::start(settings) {
+    let (server, addr) = match twinlink::server::start(settings).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");

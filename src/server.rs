@@ -4,14 +4,23 @@
 use crate::config::Settings;
 use crate::ld::ContextLoader;
 use crate::service::Broker;
-use crate::store::{embedded::EmbeddedStore, Store};
+use crate::store::{embedded::EmbeddedStore, postgres::PgStore, Store};
 use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 
+/// Opens the store the settings select: PostgreSQL when a database URL is given (waiting for it to
+/// become reachable and migrating it), the embedded store otherwise.
+pub async fn store(settings: &Settings) -> Result<Store, String> {
+    Ok(match &settings.database_url {
+        Some(url) => Store::Postgres(PgStore::connect(url, settings.db_pool_size).await?),
+        None => Store::Embedded(EmbeddedStore::open(&settings.data_dir)?),
+    })
+}
+
 /// Opens the store and the context loader the settings describe.
-pub fn broker(settings: Settings) -> Result<Broker, String> {
-    let store = Store::Embedded(EmbeddedStore::open(&settings.data_dir)?);
+pub async fn broker(settings: Settings) -> Result<Broker, String> {
+    let store = store(&settings).await?;
     let contexts = ContextLoader::new(&settings)?;
     Ok(Broker {
         store,
@@ -21,12 +30,12 @@ pub fn broker(settings: Settings) -> Result<Broker, String> {
 }
 
 /// Binds the listener and builds the server (not yet awaited). Returns the bound address.
-pub fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr), String> {
+pub async fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = settings.workers;
-    let broker = web::Data::new(broker(settings)?);
+    let broker = web::Data::new(broker(settings).await?);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())

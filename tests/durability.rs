@@ -26,9 +26,15 @@ impl Drop for Broker {
 }
 
 impl Broker {
-    async fn start(data_dir: &Path) -> Broker {
+    /// Starts the binary on `data_dir`, or on the PostgreSQL database `database` when the tests
+    /// run against that store (the same database across restarts).
+    async fn start(data_dir: &Path, database: &Option<String>) -> Broker {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_twinlink"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
+        if let Some(url) = database {
+            command.args(["--database-url", url]);
+        }
+        let child = command
             .args([
                 "serve",
                 "--bind",
@@ -295,13 +301,14 @@ async fn snapshot(
 #[actix_web::test]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
+    let database = common::fresh_database_url().await;
     let data = dir.path().join("data");
-    let b = Broker::start(&data).await;
+    let b = Broker::start(&data, &database).await;
     let (expected, gone) = write_history(&b).await;
     let before = snapshot(&b, &expected, &gone).await;
     drop(b); // SIGKILL (Child::kill), then wait
 
-    let b = Broker::start(&data).await;
+    let b = Broker::start(&data, &database).await;
     let after = snapshot(&b, &expected, &gone).await;
     assert_eq!(
         after, before,
@@ -319,8 +326,9 @@ async fn acknowledged_writes_survive_sigkill() {
 #[actix_web::test]
 async fn sigkill_right_after_an_acknowledged_write_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
+    let database = common::fresh_database_url().await;
     let data = dir.path().join("data");
-    let b = Broker::start(&data).await;
+    let b = Broker::start(&data, &database).await;
     b.write(Method::POST, "/entities", None, &building(1), 201)
         .await;
     for round in 0..3 {
@@ -337,7 +345,7 @@ async fn sigkill_right_after_an_acknowledged_write_keeps_it() {
     let last = json!({"id": "urn:ngsi-ld:Building:dur50", "type": "Building"});
     b.write(Method::POST, "/entities", None, &last, 201).await;
     drop(b);
-    let b = Broker::start(&data).await;
+    let b = Broker::start(&data, &database).await;
     let (status, got) = b.get("urn:ngsi-ld:Building:dur50", None, "").await;
     assert_eq!((status, got), (200, last));
     let (_, got) = b.get("urn:ngsi-ld:Building:dur1", None, "").await;
@@ -347,8 +355,9 @@ async fn sigkill_right_after_an_acknowledged_write_keeps_it() {
 #[actix_web::test]
 async fn sigterm_exits_zero_and_keeps_the_data() {
     let dir = tempfile::tempdir().unwrap();
+    let database = common::fresh_database_url().await;
     let data = dir.path().join("data");
-    let mut b = Broker::start(&data).await;
+    let mut b = Broker::start(&data, &database).await;
     let (expected, gone) = write_history(&b).await;
     let before = snapshot(&b, &expected, &gone).await;
 
@@ -372,7 +381,7 @@ async fn sigterm_exits_zero_and_keeps_the_data() {
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown: {exit}");
     drop(b);
 
-    let b = Broker::start(&data).await;
+    let b = Broker::start(&data, &database).await;
     let after = snapshot(&b, &expected, &gone).await;
     assert_eq!(after, before);
 }

@@ -62,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             ),
     )
     .route("/health", web::get().to(response::health))
+    .route("/ready", web::get().to(response::ready))
     .default_service(web::to(response::not_found));
 }
 

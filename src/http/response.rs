@@ -102,7 +102,20 @@ pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
         .body(e.problem_details().to_string())
 }
 
-/// Liveness probe.
+/// Liveness probe: the process serves requests.
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness probe: the store (the database) answers.
+pub async fn ready(broker: actix_web::web::Data<crate::service::Broker>) -> HttpResponse {
+    if broker.store.ready().await {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        NgsiError::new(
+            ErrorKind::ServiceUnavailable,
+            "the database does not answer",
+        )
+        .error_response()
+    }
 }

@@ -3,6 +3,7 @@
 //! services can decide on the current state without races and nothing is half-applied.
 
 pub mod embedded;
+pub mod postgres;
 
 use crate::error::NgsiResult;
 use crate::model::Entity;
@@ -26,6 +27,8 @@ pub enum Write {
 pub enum Store {
     /// redb-backed store under the data directory.
     Embedded(embedded::EmbeddedStore),
+    /// PostgreSQL + PostGIS.
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
@@ -33,6 +36,7 @@ impl Store {
     pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
         match self {
             Store::Embedded(s) => Ok(s.get(tenant, id)),
+            Store::Postgres(s) => s.get(tenant, id).await,
         }
     }
 
@@ -40,6 +44,7 @@ impl Store {
     pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
         match self {
             Store::Embedded(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant)),
+            Store::Postgres(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant).await?),
         }
     }
 
@@ -52,6 +57,7 @@ impl Store {
     {
         match self {
             Store::Embedded(s) => s.modify(tenant, id, decide).await,
+            Store::Postgres(s) => s.modify(tenant, id, decide).await,
         }
     }
 
@@ -67,6 +73,15 @@ impl Store {
     ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
         match self {
             Store::Embedded(s) => Ok(s.query(tenant, query, offset, limit, count)),
+            Store::Postgres(s) => s.query(tenant, query, offset, limit, count).await,
+        }
+    }
+
+    /// Whether the store can serve requests (for /ready).
+    pub async fn ready(&self) -> bool {
+        match self {
+            Store::Embedded(_) => true,
+            Store::Postgres(s) => s.ready().await,
         }
     }
 
@@ -74,6 +89,7 @@ impl Store {
     pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
         match self {
             Store::Embedded(s) => Ok(s.entities(tenant)),
+            Store::Postgres(s) => s.entities(tenant).await,
         }
     }
 }

@@ -24,6 +24,32 @@ pub struct TestServer {
     _dir: TempDir,
 }
 
+/// With `TWINLINK_TEST_STORE=postgres`, a new empty database for one test server, copied from the
+/// database of `TWINLINK_TEST_DATABASE_URL` (which has PostGIS installed and nobody connected), so
+/// that every test runs against its own PostgreSQL store. None means the embedded store.
+pub async fn fresh_database_url() -> Option<String> {
+    if std::env::var("TWINLINK_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let template_url = std::env::var("TWINLINK_TEST_DATABASE_URL").expect(
+        "TWINLINK_TEST_STORE=postgres needs TWINLINK_TEST_DATABASE_URL (scripts/test.sh sets it)",
+    );
+    let (base, template) = template_url
+        .rsplit_once('/')
+        .expect("database URL ends in /<db>");
+    let name = format!("tl_{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test cluster");
+    actix_web::rt::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .await
+        .expect("create a test database");
+    Some(format!("{base}/{name}"))
+}
+
 impl TestServer {
     /// Starts a server with default settings.
     pub async fn start() -> TestServer {
@@ -40,9 +66,12 @@ impl TestServer {
             workers: 2,
             ..Settings::default()
         };
+        settings.database_url = fresh_database_url().await;
         adjust(&mut settings);
         let data_dir = settings.data_dir.clone();
-        let (server, addr) = twinlink::server::start(settings).expect("server starts");
+        let (server, addr) = twinlink::server::start(settings)
+            .await
+            .expect("server starts");
         let handle = server.handle();
         actix_web::rt::spawn(server);
         TestServer {

@@ -1,0 +1,52 @@
+//! Versioned schema migrations from `migrations/`, applied at start-up and by `twinlink migrate`.
+//! An advisory lock makes it safe for several instances to start at once.
+
+use deadpool_postgres::Pool;
+
+/// The migrations, in order: (version, SQL).
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_entities.sql"))];
+
+/// Arbitrary key of the advisory lock that serialises migrations across instances.
+const LOCK_KEY: i64 = 0x7477_696e_6c69_6e6b; // "twinlink"
+
+/// Applies every migration not applied yet, each in its own transaction.
+pub async fn run(pool: &Pool) -> Result<Vec<i32>, String> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| format!("migration {version} failed: {e}"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        applied.push(*version);
+    }
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(applied)
+}
