@@ -126,6 +126,12 @@ start_broker() {
     # Storage backend: with TWINLINK_DATABASE_URL set, the broker gets --database-url.
     if [ -n "${TWINLINK_DATABASE_URL:-}" ]; then
         BROKER_ARGS+=(--database-url "$TWINLINK_DATABASE_URL")
+        # The same fresh start as the embedded store's empty data dir: empty every table.
+        psql -X -q "$TWINLINK_DATABASE_URL" -c "DO \$\$ DECLARE t text; BEGIN
+            FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public'
+                       AND tablename NOT IN ('schema_migrations', 'spatial_ref_sys') LOOP
+                EXECUTE format('TRUNCATE %I CASCADE', t);
+            END LOOP; END \$\$" >/dev/null 2>&1 || true
     fi
     shown=("${BROKER_ARGS[@]}")
     [ -n "${TWINLINK_DATABASE_URL:-}" ] && shown[${#shown[@]}-1]="<TWINLINK_DATABASE_URL>"   # keep secrets out of logs
