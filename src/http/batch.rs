@@ -207,18 +207,17 @@ pub async fn delete(
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
     let (info, items, _) = read_array(&req, payload, &broker, &["local"]).await?;
+    if let Some(i) = items.iter().position(|i| !i.is_string()) {
+        return Err(NgsiError::bad_data(format!(
+            "batch delete element {i} is not an entity id string"
+        )));
+    }
     let mut ids = Vec::new();
     let mut bad = BatchResult::default();
-    for item in items {
-        match item.as_str() {
-            Some(id) => match crate::model::validate::uri("the entity id", id) {
-                Ok(()) => ids.push(id.to_string()),
-                Err(e) => bad.errors.push((id.to_string(), e)),
-            },
-            None => bad.errors.push((
-                item.to_string(),
-                NgsiError::bad_data("a batch delete lists entity ids as strings"),
-            )),
+    for id in items.iter().filter_map(Value::as_str) {
+        match crate::model::validate::uri("the entity id", id) {
+            Ok(()) => ids.push(id.to_string()),
+            Err(e) => bad.errors.push((id.to_string(), e)),
         }
     }
     let mut result = broker.batch_delete(&info.tenant, ids).await;

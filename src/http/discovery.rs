@@ -111,7 +111,7 @@ fn attribute_body(
         "id": iri,
         "type": "Attribute",
         "attributeName": ctx.compact(iri),
-        "attributeCount": a.entity_count,
+        "attributeCount": a.instance_count,
         "attributeTypes": a.kinds,
         "typeNames": a.types.iter().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
     })

@@ -172,16 +172,22 @@ fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Ve
         .collect()
 }
 
+/// 5.7.2: a query names a type, attrs, q, geoQ or scopeQ, unless it asks for `local=true`.
+fn require_restriction(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
+    if query.is_restricted() || info.param("local") == Some("true") {
+        return Ok(());
+    }
+    Err(NgsiError::bad_data(
+        "a query needs at least one of type, attrs, q, geoQ or scopeQ (or local=true)",
+    ))
+}
+
 /// GET /entities (5.7.2).
 pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, READ_OFFERS, QUERY_PARAMS)?;
     let ctx = info.context(&broker).await?;
     let query = entity_query(&info, &ctx)?;
-    if !query.is_restricted() && info.param("local") != Some("true") {
-        return Err(NgsiError::bad_data(
-            "a query needs at least one of id, idPattern, type, attrs, q, geoQ or scopeQ (or local=true)",
-        ));
-    }
+    require_restriction(&query, &info)?;
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
@@ -276,6 +282,7 @@ pub async fn post_query(
         read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let (query, body) = query_from_body(&json, &ctx)?;
+    require_restriction(&query, &info)?;
     for (member, param) in [
         ("lang", "lang"),
         ("pick", "pick"),

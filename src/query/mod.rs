@@ -157,9 +157,11 @@ fn type_expression(text: &str, ctx: &ActiveContext) -> NgsiResult<BoolExpr<Strin
     })
 }
 
-/// Parses scopeQ (4.19).
+/// Parses scopeQ (4.19). A space cannot occur in a scope pattern, so one is read as the `+`
+/// wildcard that form-decoding of a hand-written `scopeQ=/Madrid/+` turned into a space.
 pub fn parse_scope(text: &str) -> NgsiResult<BoolExpr<ScopePattern>> {
-    boolean::parse(text, "scopeQ", &ScopePattern::parse)
+    let text = text.replace(' ', "+");
+    boolean::parse(&text, "scopeQ", &ScopePattern::parse)
 }
 
 /// Compiles idPattern (a regular expression, 5.7.2). A quantifier directly after another (`a**`) is

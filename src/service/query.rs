@@ -38,8 +38,8 @@ pub struct TypeInfo {
 /// What the broker knows of one attribute (for /attributes).
 #[derive(Debug, Default)]
 pub struct AttributeInfo {
-    /// Entities that have it.
-    pub entity_count: usize,
+    /// Attribute instances with this name (attributeCount, 5.2.28).
+    pub instance_count: usize,
     /// Kinds seen.
     pub kinds: BTreeSet<&'static str>,
     /// Types of the entities that have it.
@@ -87,7 +87,7 @@ impl Broker {
         for e in self.store.entities(tenant).await? {
             for (name, instances) in &e.attrs {
                 let info = out.entry(name.clone()).or_default();
-                info.entity_count += 1;
+                info.instance_count += instances.len();
                 info.kinds.extend(
                     instances
                         .iter()
