@@ -254,13 +254,23 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
             entity.id
         )));
     }
-    let body = match info.accepted {
-        Accepted::GeoJson => {
+    let join = super::join::parse(&info)?;
+    let body = match (info.accepted, join) {
+        (Accepted::GeoJson, _) => {
             let geo = info.param("geometryProperty").unwrap_or("location");
             let geo_iri = ctx.expand(geo).into_owned();
             Value::Object(render::feature(&entity, &ctx, &opts, &geo_iri))
         }
-        _ => Value::Object(render::entity(&entity, &ctx, &opts)),
+        (_, Some(join)) => {
+            let mut rendered =
+                super::join::render(&broker, &info.tenant, &[entity], join, &ctx, &opts).await?;
+            if join.flat {
+                Value::Array(rendered)
+            } else {
+                rendered.pop().unwrap_or(Value::Null)
+            }
+        }
+        (_, None) => Value::Object(render::entity(&entity, &ctx, &opts)),
     };
     Ok(json_body(&info, body))
 }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod discovery;
 pub mod entities;
+pub mod join;
 pub mod negotiate;
 pub mod query;
 pub mod response;

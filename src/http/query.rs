@@ -193,7 +193,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let result = broker
         .query_entities(&info.tenant, &query, page, count)
         .await?;
-    Ok(respond(&req, &info, &ctx, &opts, result, page, count))
+    respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
 
 /// Reads the Query body of POST /entityOperations/query (5.2.23).
@@ -303,7 +303,7 @@ pub async fn post_query(
     let result = broker
         .query_entities(&info.tenant, &query, page, count)
         .await?;
-    Ok(respond(&req, &info, &ctx, &opts, result, page, count))
+    respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
 
 /// Reads one EntitySelector (5.2.33): `type` is required; `id` a URI or an array of URIs.
@@ -377,17 +377,20 @@ fn page_link(
     )
 }
 
-fn respond(
+#[allow(clippy::too_many_arguments)]
+async fn respond(
     req: &HttpRequest,
+    broker: &Broker,
     info: &RequestInfo,
     ctx: &ActiveContext,
     opts: &RenderOptions,
     result: QueryResult,
     page: Page,
     count: bool,
-) -> HttpResponse {
-    let body = match info.accepted {
-        Accepted::GeoJson => {
+) -> NgsiResult<HttpResponse> {
+    let join = super::join::parse(info)?;
+    let body = match (info.accepted, join) {
+        (Accepted::GeoJson, _) => {
             let geo = ctx
                 .expand(info.param("geometryProperty").unwrap_or("location"))
                 .into_owned();
@@ -398,7 +401,10 @@ fn respond(
                 .collect();
             json!({"type": "FeatureCollection", "features": features})
         }
-        _ => Value::Array(
+        (_, Some(join)) => Value::Array(
+            super::join::render(broker, &info.tenant, &result.entities, join, ctx, opts).await?,
+        ),
+        (_, None) => Value::Array(
             result
                 .entities
                 .iter()
@@ -432,5 +438,5 @@ fn respond(
             headers.append(HeaderName::from_static("link"), v);
         }
     }
-    response
+    Ok(response)
 }

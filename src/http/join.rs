@@ -1,0 +1,169 @@
+//! Linked entity retrieval (4.5.23): `join=inline` puts the entity a Relationship points to inside
+//! the Relationship (`entity` member; in keyValues the entity replaces the target id), `join=flat`
+//! appends the linked entities after the requested ones; `joinLevel` follows links that deep.
+
+use super::negotiate::RequestInfo;
+use crate::error::{NgsiError, NgsiResult};
+use crate::ld::ActiveContext;
+use crate::model::render::{self, Format, Projection, RenderOptions};
+use crate::model::{AttrKind, Entity};
+use crate::service::Broker;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// How linked entities are joined.
+#[derive(Debug, Clone, Copy)]
+pub struct Join {
+    /// `join=flat` (else inline).
+    pub flat: bool,
+    /// `joinLevel`: how many links deep.
+    pub level: u32,
+}
+
+/// Reads `join` and `joinLevel`; None when no join is asked for.
+pub fn parse(info: &RequestInfo) -> NgsiResult<Option<Join>> {
+    let level = match info.param("joinLevel") {
+        None => 1,
+        Some(l) => l.parse::<u32>().ok().filter(|l| *l > 0).ok_or_else(|| {
+            NgsiError::bad_data(format!("joinLevel={l} must be a positive integer"))
+        })?,
+    };
+    match info.param("join") {
+        None | Some("@none") => Ok(None),
+        Some("inline") => Ok(Some(Join { flat: false, level })),
+        Some("flat") => Ok(Some(Join { flat: true, level })),
+        Some(other) => Err(NgsiError::bad_data(format!(
+            "join={other} must be inline, flat or @none"
+        ))),
+    }
+}
+
+/// The ids a Relationship or ListRelationship instance points to.
+fn targets(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| {
+                i.as_str()
+                    .or_else(|| i.get("object").and_then(Value::as_str))
+            })
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Renders `roots` with their linked entities joined as asked.
+pub async fn render(
+    broker: &Broker,
+    tenant: &str,
+    roots: &[Arc<Entity>],
+    join: Join,
+    ctx: &ActiveContext,
+    opts: &RenderOptions,
+) -> NgsiResult<Vec<Value>> {
+    // Fetch every entity reachable within `level` links, breadth first.
+    let mut linked: HashMap<String, Arc<Entity>> = HashMap::new();
+    let mut frontier: Vec<Arc<Entity>> = roots.to_vec();
+    for _ in 0..join.level {
+        let mut next = Vec::new();
+        for e in &frontier {
+            for id in relationship_targets(e, &opts.projection) {
+                if linked.contains_key(&id) {
+                    continue;
+                }
+                if let Some(target) = broker.store.get(tenant, &id).await? {
+                    linked.insert(id, target.clone());
+                    next.push(target);
+                }
+            }
+        }
+        frontier = next;
+    }
+    let linked_opts = RenderOptions {
+        projection: Projection::default(),
+        ..opts.clone()
+    };
+    if join.flat {
+        let root_ids: HashSet<&str> = roots.iter().map(|e| e.id.as_str()).collect();
+        let mut out: Vec<Value> = roots
+            .iter()
+            .map(|e| Value::Object(render::entity(e, ctx, opts)))
+            .collect();
+        let mut seen = HashSet::new();
+        let mut order: Vec<&Arc<Entity>> = linked
+            .values()
+            .filter(|e| !root_ids.contains(e.id.as_str()))
+            .collect();
+        order.sort_by(|a, b| a.id.cmp(&b.id));
+        for e in order {
+            if seen.insert(e.id.clone()) {
+                out.push(Value::Object(render::entity(e, ctx, &linked_opts)));
+            }
+        }
+        return Ok(out);
+    }
+    Ok(roots
+        .iter()
+        .map(|e| Value::Object(inline(e, &linked, join.level, ctx, opts, &linked_opts)))
+        .collect())
+}
+
+fn relationship_targets(e: &Entity, projection: &Projection) -> Vec<String> {
+    e.attrs
+        .iter()
+        .filter(|(iri, _)| projection.keeps(iri))
+        .flat_map(|(_, instances)| instances.iter())
+        .filter(|a| matches!(a.kind, AttrKind::Relationship | AttrKind::ListRelationship))
+        .flat_map(|a| targets(&a.value))
+        .collect()
+}
+
+fn inline(
+    e: &Entity,
+    linked: &HashMap<String, Arc<Entity>>,
+    level: u32,
+    ctx: &ActiveContext,
+    opts: &RenderOptions,
+    linked_opts: &RenderOptions,
+) -> Map<String, Value> {
+    let mut out = render::entity(e, ctx, opts);
+    if level == 0 {
+        return out;
+    }
+    for (iri, instances) in &e.attrs {
+        let Some(rendered) = out.get_mut(ctx.compact(iri).as_ref()) else {
+            continue;
+        };
+        for (i, a) in instances.iter().enumerate() {
+            if a.kind != AttrKind::Relationship {
+                continue;
+            }
+            let Some(target) = a.value.as_str().and_then(|id| linked.get(id)) else {
+                continue;
+            };
+            let joined = Value::Object(inline(
+                target,
+                linked,
+                level - 1,
+                ctx,
+                linked_opts,
+                linked_opts,
+            ));
+            let slot = match &mut *rendered {
+                Value::Array(items) if instances.len() > 1 => items.get_mut(i),
+                other => Some(other),
+            };
+            match (slot, opts.format) {
+                (Some(v), Format::KeyValues) => *v = joined,
+                (Some(Value::Object(map)), _) => {
+                    map.insert("entity".into(), joined);
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
