@@ -33,9 +33,18 @@ pub async fn broker(settings: Settings) -> Result<Broker, String> {
 pub async fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let workers = settings.workers;
     let broker = web::Data::new(broker(settings).await?);
+    serve(listener, broker)
+}
+
+/// Builds the server for a broker on a bound listener (not yet awaited), for callers that keep a
+/// handle on the broker (tests read its store). Returns the bound address.
+pub fn serve(
+    listener: TcpListener,
+    broker: web::Data<Broker>,
+) -> Result<(actix_web::dev::Server, SocketAddr), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let workers = broker.settings.workers;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())

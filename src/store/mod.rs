@@ -3,6 +3,7 @@
 //! services can decide on the current state without races and nothing is half-applied.
 
 pub mod embedded;
+pub mod history;
 pub mod postgres;
 
 use crate::error::NgsiResult;
@@ -48,8 +49,9 @@ impl Store {
         }
     }
 
-    /// Atomically reads the entity, lets `decide` choose a write, and commits it durably before
-    /// returning `decide`'s result.
+    /// Atomically reads the entity, lets `decide` choose a write, and commits it durably, together
+    /// with the history records of what changed (`history::changes`), before returning `decide`'s
+    /// result.
     pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
     where
         R: Send + 'static,
@@ -82,6 +84,19 @@ impl Store {
         match self {
             Store::Embedded(_) => true,
             Store::Postgres(s) => s.ready().await,
+        }
+    }
+
+    /// The temporal history of one entity that `query` selects, ordered by its time property.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        id: &str,
+        query: &history::HistoryQuery,
+    ) -> NgsiResult<Vec<history::InstanceChange>> {
+        match self {
+            Store::Embedded(s) => s.history(tenant, id, query).await,
+            Store::Postgres(s) => s.history(tenant, id, query).await,
         }
     }
 

@@ -401,3 +401,46 @@ impl ContextServer {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Access to the broker behind a test server (tests/history.rs reads the store directly).
+// ---------------------------------------------------------------------------------------------
+
+impl TestServer {
+    /// Starts a server like [`TestServer::start_with`] and also returns its broker, whose store
+    /// the test can read while the server runs.
+    pub async fn start_with_broker(
+        adjust: impl FnOnce(&mut Settings),
+    ) -> (TestServer, actix_web::web::Data<twinlink::service::Broker>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings {
+            bind: "127.0.0.1".into(),
+            port: 0,
+            data_dir: dir.path().join("data"),
+            workers: 2,
+            ..Settings::default()
+        };
+        settings.database_url = fresh_database_url().await;
+        adjust(&mut settings);
+        let data_dir = settings.data_dir.clone();
+        let listener =
+            std::net::TcpListener::bind((settings.bind.as_str(), settings.port)).expect("bind");
+        let broker = actix_web::web::Data::new(
+            twinlink::server::broker(settings)
+                .await
+                .expect("the broker opens its store"),
+        );
+        let (server, addr) =
+            twinlink::server::serve(listener, broker.clone()).expect("server starts");
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let server = TestServer {
+            base: format!("http://{addr}/ngsi-ld/v1"),
+            client: reqwest::Client::new(),
+            data_dir,
+            handle,
+            _dir: dir,
+        };
+        (server, broker)
+    }
+}

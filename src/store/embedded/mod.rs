@@ -3,18 +3,25 @@
 
 mod index;
 
+use super::history::{self, HistoryQuery, InstanceChange, TimeProperty};
 use super::Write;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
 use crate::query::EntityQuery;
+use chrono::{DateTime, Utc};
 use index::TenantIndex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const TENANTS: TableDefinition<&str, ()> = TableDefinition::new("tenants");
+/// History records (JSON) keyed by tenant, entity id, attribute (empty for entity-level records;
+/// each length-prefixed), modifiedAt (order-preserving microseconds) and instance id, so that one
+/// attribute's records scan in time order.
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 
 type Tenants = HashMap<String, TenantIndex>;
 
@@ -27,6 +34,34 @@ pub struct EmbeddedStore {
 
 fn key(tenant: &str, id: &str) -> String {
     format!("{tenant}\u{0}{id}")
+}
+
+fn push_part(key: &mut Vec<u8>, part: &str) {
+    key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    key.extend_from_slice(part.as_bytes());
+}
+
+/// The key prefix of an entity's history, or of one attribute's (`""`: entity-level records).
+fn history_prefix(tenant: &str, id: &str, attr: Option<&str>) -> Vec<u8> {
+    let mut key = Vec::new();
+    push_part(&mut key, tenant);
+    push_part(&mut key, id);
+    if let Some(attr) = attr {
+        push_part(&mut key, attr);
+    }
+    key
+}
+
+/// Microseconds with the sign bit flipped, big-endian: byte order is time order.
+fn time_bytes(t: DateTime<Utc>) -> [u8; 8] {
+    ((t.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn history_key(tenant: &str, id: &str, r: &InstanceChange) -> Vec<u8> {
+    let mut key = history_prefix(tenant, id, Some(r.attr.as_deref().unwrap_or("")));
+    key.extend_from_slice(&time_bytes(r.modified_at));
+    key.extend_from_slice(r.instance_id.as_bytes());
+    key
 }
 
 fn storage(e: impl std::fmt::Display) -> NgsiError {
@@ -45,6 +80,7 @@ impl EmbeddedStore {
             let txn = db.begin_write()?;
             txn.open_table(ENTITIES)?;
             txn.open_table(TENANTS)?;
+            txn.open_table(HISTORY)?;
             txn.commit()?;
             let mut tenants: Tenants = HashMap::new();
             let read = db.begin_read()?;
@@ -114,7 +150,51 @@ impl EmbeddedStore {
             .unwrap_or_default()
     }
 
-    /// Read-modify-write of one entity; the commit is durable before this returns.
+    /// The history records of one entity that `query` selects (see [`HistoryQuery::select`]). With
+    /// one attribute and modifiedAt as time property, only the bounded key range is read.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        id: &str,
+        query: &HistoryQuery,
+    ) -> NgsiResult<Vec<InstanceChange>> {
+        let db = self.db.clone();
+        let prefix = history_prefix(tenant, id, query.attr.as_deref());
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            let ranged = query.attr.is_some() && query.time_property == TimeProperty::ModifiedAt;
+            let mut start = prefix.clone();
+            if let (true, Bound::Included(t) | Bound::Excluded(t)) = (ranged, query.from) {
+                start.extend_from_slice(&time_bytes(t));
+            }
+            let table = db
+                .begin_read()
+                .map_err(storage)?
+                .open_table(HISTORY)
+                .map_err(storage)?;
+            let mut records = Vec::new();
+            for row in table.range(start.as_slice()..).map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let k = k.value();
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                // Past the upper bound (exactness is left to `select`).
+                if let (true, Bound::Included(to) | Bound::Excluded(to)) = (ranged, query.to) {
+                    if k[prefix.len()..prefix.len() + 8] > time_bytes(to)[..] {
+                        break;
+                    }
+                }
+                records.push(serde_json::from_slice(v.value()).map_err(storage)?);
+            }
+            Ok(query.select(records))
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Read-modify-write of one entity, recording its history in the same transaction; the commit
+    /// is durable before this returns.
     pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
     where
         R: Send + 'static,
@@ -133,15 +213,19 @@ impl EmbeddedStore {
                 .and_then(|m| m.get(&id))
                 .cloned();
             let (write, result) = decide(current.as_deref())?;
-            let k = key(&tenant, &id);
-            match write {
+            let records = match &write {
                 Write::Keep => return Ok(result),
-                Write::Put(entity) => {
-                    let bytes = serde_json::to_vec(&entity).map_err(storage)?;
-                    let txn = db.begin_write().map_err(storage)?;
-                    {
-                        txn.open_table(ENTITIES)
-                            .map_err(storage)?
+                Write::Put(e) => history::changes(current.as_deref(), Some(e), e.modified_at),
+                Write::Delete => history::changes(current.as_deref(), None, Utc::now()),
+            };
+            let k = key(&tenant, &id);
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut entities = txn.open_table(ENTITIES).map_err(storage)?;
+                match &write {
+                    Write::Put(entity) => {
+                        let bytes = serde_json::to_vec(entity).map_err(storage)?;
+                        entities
                             .insert(k.as_str(), bytes.as_slice())
                             .map_err(storage)?;
                         txn.open_table(TENANTS)
@@ -149,22 +233,24 @@ impl EmbeddedStore {
                             .insert(tenant.as_str(), ())
                             .map_err(storage)?;
                     }
-                    txn.commit().map_err(storage)?;
-                    memory
-                        .write()
-                        .map_err(storage)?
-                        .entry(tenant)
-                        .or_default()
-                        .put(Arc::new(entity));
+                    _ => {
+                        entities.remove(k.as_str()).map_err(storage)?;
+                    }
                 }
-                Write::Delete => {
-                    let txn = db.begin_write().map_err(storage)?;
-                    txn.open_table(ENTITIES)
-                        .map_err(storage)?
-                        .remove(k.as_str())
+                let mut table = txn.open_table(HISTORY).map_err(storage)?;
+                for r in &records {
+                    let bytes = serde_json::to_vec(r).map_err(storage)?;
+                    table
+                        .insert(history_key(&tenant, &id, r).as_slice(), bytes.as_slice())
                         .map_err(storage)?;
-                    txn.commit().map_err(storage)?;
-                    if let Some(m) = memory.write().map_err(storage)?.get_mut(&tenant) {
+                }
+            }
+            txn.commit().map_err(storage)?;
+            let mut memory = memory.write().map_err(storage)?;
+            match write {
+                Write::Put(entity) => memory.entry(tenant).or_default().put(Arc::new(entity)),
+                _ => {
+                    if let Some(m) = memory.get_mut(&tenant) {
                         m.remove(&id);
                     }
                 }

@@ -4,7 +4,10 @@
 use deadpool_postgres::Pool;
 
 /// The migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_entities.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../../migrations/0001_entities.sql")),
+    (2, include_str!("../../../migrations/0002_history.sql")),
+];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
 const LOCK_KEY: i64 = 0x7477_696e_6c69_6e6b; // "twinlink"

@@ -5,12 +5,17 @@
 pub mod migrate;
 pub mod sql;
 
+use super::history::{self, HistoryQuery, InstanceChange, TimeProperty};
 use super::Write;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{AttrKind, Entity};
 use crate::query::geo::LOCATION;
 use crate::query::EntityQuery;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::{try_join, try_join3};
+use serde_json::Value;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -59,6 +64,76 @@ fn location_of(e: &Entity) -> (Option<String>, bool) {
         [] => (None, false),
         [one] => (Some(one.value.to_string()), false),
         _ => (None, true),
+    }
+}
+
+/// Inserts every history record of a request at once: $1 tenant, $2 entity id, then one array per
+/// column (all of the same length).
+const INSERT_HISTORY: &str = "INSERT INTO attribute_instances
+    (tenant, entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at,
+     deleted_at, value, num, location)
+  SELECT $1, $2, h.attr, h.dataset_id, h.instance_id, h.kind, h.observed_at, h.created_at,
+         h.modified_at, h.deleted_at, h.value, h.num, ST_SetSRID(ST_GeomFromGeoJSON(h.geo), 4326)
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
+              $9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::float8[], $13::text[])
+    AS h(attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at,
+         value, num, geo)";
+
+/// The columns of [`INSERT_HISTORY`], one array each.
+struct HistoryColumns<'a> {
+    attr: Vec<Option<&'a str>>,
+    dataset_id: Vec<Option<&'a str>>,
+    instance_id: Vec<&'a str>,
+    kind: Vec<Option<&'static str>>,
+    observed_at: Vec<Option<DateTime<Utc>>>,
+    created_at: Vec<DateTime<Utc>>,
+    modified_at: Vec<DateTime<Utc>>,
+    deleted_at: Vec<Option<DateTime<Utc>>>,
+    value: Vec<Option<&'a Value>>,
+    num: Vec<Option<f64>>,
+    geo: Vec<Option<String>>,
+}
+
+impl<'a> HistoryColumns<'a> {
+    fn new(records: &'a [InstanceChange]) -> HistoryColumns<'a> {
+        HistoryColumns {
+            attr: records.iter().map(|r| r.attr.as_deref()).collect(),
+            dataset_id: records.iter().map(|r| r.dataset_id.as_deref()).collect(),
+            instance_id: records.iter().map(|r| r.instance_id.as_str()).collect(),
+            kind: records.iter().map(|r| r.kind.map(AttrKind::name)).collect(),
+            observed_at: records.iter().map(|r| r.observed_at).collect(),
+            created_at: records.iter().map(|r| r.created_at).collect(),
+            modified_at: records.iter().map(|r| r.modified_at).collect(),
+            deleted_at: records.iter().map(|r| r.deleted_at).collect(),
+            value: records.iter().map(|r| r.value.as_ref()).collect(),
+            num: records.iter().map(|r| r.num).collect(),
+            // The GeoJSON of GeoProperty values, for the geometry column.
+            geo: records
+                .iter()
+                .map(|r| match (r.kind, &r.value) {
+                    (Some(AttrKind::GeoProperty), Some(v)) => v.get("value").map(Value::to_string),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    fn params<'p>(&'p self, tenant: &'p &str, id: &'p &str) -> [&'p (dyn ToSql + Sync); 13] {
+        [
+            tenant,
+            id,
+            &self.attr,
+            &self.dataset_id,
+            &self.instance_id,
+            &self.kind,
+            &self.observed_at,
+            &self.created_at,
+            &self.modified_at,
+            &self.deleted_at,
+            &self.value,
+            &self.num,
+            &self.geo,
+        ]
     }
 }
 
@@ -134,7 +209,8 @@ impl PgStore {
         Ok(row.is_some())
     }
 
-    /// Read-modify-write of one entity in one transaction. A concurrent create of the same id (no
+    /// Read-modify-write of one entity in one transaction, which also records the history of what
+    /// changed (one statement for all records). A concurrent create of the same id (no
     /// row to lock yet) is detected by the insert and reported as AlreadyExists.
     pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
     where
@@ -154,12 +230,30 @@ impl PgStore {
             let current = row.map(|r| decode(r.get(0))).transpose()?;
             let existed = current.is_some();
             let (write, result) = decide(current.as_ref())?;
+            let records = match &write {
+                Write::Keep => return Ok(result),
+                Write::Put(e) => history::changes(current.as_ref(), Some(e), e.modified_at),
+                Write::Delete => history::changes(current.as_ref(), None, Utc::now()),
+            };
+            // The entity, the tenant and every history record of the request, each one statement,
+            // pipelined on the transaction's connection.
+            let columns = HistoryColumns::new(&records);
+            let record_history = async {
+                if records.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(INSERT_HISTORY, &columns.params(&tenant, &id))
+                    .await
+            };
             match write {
                 Write::Keep => return Ok(result),
                 Write::Delete => {
-                    tx.execute(
-                        "DELETE FROM entities WHERE tenant = $1 AND id = $2",
-                        &[&tenant, &id],
+                    try_join(
+                        tx.execute(
+                            "DELETE FROM entities WHERE tenant = $1 AND id = $2",
+                            &[&tenant, &id],
+                        ),
+                        record_history,
                     )
                     .await
                     .map_err(db_error)?;
@@ -180,8 +274,8 @@ impl PgStore {
                         &body,
                         &existed,
                     ];
-                    let written = tx
-                        .execute(
+                    let (written, _, _) = try_join3(
+                        tx.execute(
                             "INSERT INTO entities (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body)
                              VALUES ($1, $2, $3, $4, ST_SetSRID(ST_GeomFromGeoJSON($5), 4326), $6, $7, $8, $9)
                              ON CONFLICT (tenant, id) DO UPDATE SET
@@ -190,22 +284,23 @@ impl PgStore {
                                body = EXCLUDED.body
                              WHERE $10",
                             &params,
-                        )
-                        .await
-                        .map_err(db_error)?;
+                        ),
+                        tx.execute(
+                            "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
+                            &[&tenant],
+                        ),
+                        record_history,
+                    )
+                    .await
+                    .map_err(db_error)?;
                     if written == 0 {
-                        // Created by a concurrent request since our read (there was no row to lock).
+                        // Created by a concurrent request since our read (there was no row to
+                        // lock); dropping the transaction rolls back the tenant and history rows.
                         return Err(NgsiError::new(
                             ErrorKind::AlreadyExists,
                             format!("an entity with id '{id}' was created concurrently"),
                         ));
                     }
-                    tx.execute(
-                        "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
-                        &[&tenant],
-                    )
-                    .await
-                    .map_err(db_error)?;
                 }
             }
             tx.commit().await.map_err(db_error)?;
@@ -280,6 +375,70 @@ impl PgStore {
             }
         }
         Ok((page, seen))
+    }
+
+    /// The history records of one entity that `query` selects, in the order of
+    /// [`HistoryQuery::select`]; bounds, ordering and lastN (a window per attribute) are SQL.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        id: &str,
+        query: &HistoryQuery,
+    ) -> NgsiResult<Vec<InstanceChange>> {
+        let col = match query.time_property {
+            TimeProperty::ObservedAt => "observed_at",
+            TimeProperty::CreatedAt => "created_at",
+            TimeProperty::ModifiedAt => "modified_at",
+            TimeProperty::DeletedAt => "deleted_at",
+        };
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &id];
+        let mut conditions = vec![format!(
+            "tenant = $1 AND entity_id = $2 AND {col} IS NOT NULL"
+        )];
+        if let Some(attr) = &query.attr {
+            params.push(attr);
+            conditions.push(format!("attr = ${}", params.len()));
+        }
+        for (bound, included, excluded) in [(&query.from, ">=", ">"), (&query.to, "<=", "<")] {
+            let (t, op) = match bound {
+                Bound::Included(t) => (t, included),
+                Bound::Excluded(t) => (t, excluded),
+                Bound::Unbounded => continue,
+            };
+            params.push(t);
+            conditions.push(format!("{col} {op} ${}", params.len()));
+        }
+        let columns =
+            "attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at, value, num";
+        let from = format!("attribute_instances WHERE {}", conditions.join(" AND "));
+        let order = format!(
+            "{col}, attr COLLATE \"C\" NULLS FIRST, dataset_id COLLATE \"C\" NULLS FIRST, instance_id COLLATE \"C\""
+        );
+        let sql = match query.last_n {
+            None => format!("SELECT {columns} FROM {from} ORDER BY {order}"),
+            Some(n) => format!(
+                "SELECT {columns} FROM (SELECT {columns}, row_number() OVER (PARTITION BY attr ORDER BY {col} DESC,
+                   dataset_id COLLATE \"C\" DESC NULLS LAST, instance_id COLLATE \"C\" DESC) AS rn FROM {from}) h
+                 WHERE rn <= {n} ORDER BY {order}"
+            ),
+        };
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client.query(&sql, &params).await.map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| InstanceChange {
+                attr: r.get(0),
+                dataset_id: r.get(1),
+                instance_id: r.get(2),
+                kind: r.get::<_, Option<&str>>(3).and_then(AttrKind::from_name),
+                observed_at: r.get(4),
+                created_at: r.get(5),
+                modified_at: r.get(6),
+                deleted_at: r.get(7),
+                value: r.get(8),
+                num: r.get(9),
+            })
+            .collect())
     }
 
     /// Every entity of the tenant in id order.
