@@ -167,6 +167,11 @@ fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Ve
         .iter()
         .map(|n| {
             crate::model::validate::name("attribute name", n)?;
+            if n == "id" || n == "type" {
+                return Err(NgsiError::bad_data(format!(
+                    "attrs names attributes; '{n}' is not one (use pick to choose id or type)"
+                )));
+            }
             Ok(ctx.expand(n).into_owned())
         })
         .collect()

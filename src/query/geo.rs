@@ -547,6 +547,9 @@ impl GeoQuery {
                 let d = distance(q, entity);
                 max_distance.is_none_or(|m| d <= m) && min_distance.is_none_or(|m| d >= m)
             }
+            // Identical geometries are equal even when invalid (e.g. a self-intersecting ring),
+            // where DE-9IM gives no answer.
+            GeoRel::Equals if entity == q => true,
             rel => guarded(|| {
                 let m = entity.relate(q);
                 match rel {
