@@ -288,20 +288,19 @@ pub async fn post_query(
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let (query, body) = query_from_body(&json, &ctx)?;
     require_restriction(&query, &info)?;
-    for (member, param) in [
-        ("lang", "lang"),
-        ("pick", "pick"),
-        ("omit", "omit"),
-        ("attrs", "attrs"),
-    ] {
-        match body.get(member) {
-            Some(Value::String(s)) => info.query.push((param.into(), s.clone())),
-            Some(Value::Array(items)) => {
-                let joined: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
-                info.query.push((param.into(), joined.join(",")));
-            }
-            _ => {}
-        }
+    // Members that shape the answer rather than select entities are read like their parameters.
+    for member in ["lang", "pick", "omit", "attrs", "join", "joinLevel"] {
+        let value = match body.get(member) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => continue,
+        };
+        info.query.push((member.into(), value));
     }
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
