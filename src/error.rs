@@ -80,7 +80,13 @@ impl ErrorKind {
 
     /// The error type URI of the ProblemDetails body.
     pub fn type_uri(self) -> String {
-        format!("https://uri.etsi.org/ngsi-ld/errors/{}", self.name())
+        // GS CIM 009 has no error type for an unavailable dependency: it is an InternalError
+        // that the 503 status marks as temporary.
+        let name = match self {
+            ErrorKind::ServiceUnavailable => ErrorKind::InternalError.name(),
+            other => other.name(),
+        };
+        format!("https://uri.etsi.org/ngsi-ld/errors/{name}")
     }
 }
 

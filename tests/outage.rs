@@ -419,7 +419,7 @@ async fn assert_unavailable(r: reqwest::Response, what: &str) -> Value {
     );
     // The code's type for this case; GS CIM 009 names no error type for "database away" (its
     // list has InternalError, the closest), see the report of this test.
-    let body = assert_problem(r, 503, "ServiceUnavailable").await;
+    let body = assert_problem(r, 503, "InternalError").await;
     assert!(body["title"].is_string(), "{what}: title in {body}");
     body
 }
