@@ -23,7 +23,8 @@ async fn main() -> std::process::ExitCode {
             eprintln!("twinlink migrate: give --database-url (or TWINLINK_DATABASE_URL)");
             return std::process::ExitCode::from(2);
         }
-        return match twinlink::server::store(&settings).await {
+        return match twinlink::server::store(&settings, twinlink::server::DatabaseWait::Wait).await
+        {
             Ok(_) => {
                 println!("twinlink: the database schema is up to date");
                 std::process::ExitCode::SUCCESS
@@ -35,13 +36,16 @@ async fn main() -> std::process::ExitCode {
         };
     }
     let data_dir = settings.data_dir.clone();
-    let (server, addr) = match twinlink::server::start(settings).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+    let (server, addr) =
+        match twinlink::server::start_with(settings, twinlink::server::DatabaseWait::Background)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
     tracing::info!(%addr, data_dir = %data_dir.display(), "twinlink is serving the NGSI-LD API at /ngsi-ld/v1");
     match server.await {
         Ok(()) => {

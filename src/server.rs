@@ -9,18 +9,32 @@ use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 
-/// Opens the store the settings select: PostgreSQL when a database URL is given (waiting for it to
-/// become reachable and migrating it), the embedded store otherwise.
-pub async fn store(settings: &Settings) -> Result<Store, String> {
-    Ok(match &settings.database_url {
-        Some(url) => Store::Postgres(PgStore::connect(url, settings.db_pool_size).await?),
-        None => Store::Embedded(EmbeddedStore::open(&settings.data_dir)?),
+/// Whether start-up waits for the database before serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseWait {
+    /// Connect and migrate first (tests, `twinlink migrate`).
+    Wait,
+    /// Serve at once (liveness answers; requests are 503 until the database is reached).
+    Background,
+}
+
+/// Opens the store the settings select: PostgreSQL when a database URL is given, the embedded
+/// store otherwise.
+pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, String> {
+    Ok(match (&settings.database_url, wait) {
+        (Some(url), DatabaseWait::Wait) => {
+            Store::Postgres(PgStore::connect(url, settings.db_pool_size).await?)
+        }
+        (Some(url), DatabaseWait::Background) => {
+            Store::Postgres(PgStore::connect_in_background(url, settings.db_pool_size)?)
+        }
+        (None, _) => Store::Embedded(EmbeddedStore::open(&settings.data_dir)?),
     })
 }
 
 /// Opens the store and the context loader the settings describe.
-pub async fn broker(settings: Settings) -> Result<Broker, String> {
-    let store = store(&settings).await?;
+pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, String> {
+    let store = store(&settings, wait).await?;
     let contexts = ContextLoader::new(&settings)?;
     Ok(Broker {
         store,
@@ -29,11 +43,20 @@ pub async fn broker(settings: Settings) -> Result<Broker, String> {
     })
 }
 
-/// Binds the listener and builds the server (not yet awaited). Returns the bound address.
+/// Binds the listener and builds the server (not yet awaited), the store ready. Returns the
+/// bound address.
 pub async fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr), String> {
+    start_with(settings, DatabaseWait::Wait).await
+}
+
+/// As `start`, choosing whether to wait for the database.
+pub async fn start_with(
+    settings: Settings,
+    wait: DatabaseWait,
+) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
-    let broker = web::Data::new(broker(settings).await?);
+    let broker = web::Data::new(broker(settings, wait).await?);
     serve(listener, broker)
 }
 

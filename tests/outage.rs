@@ -242,9 +242,9 @@ fn building(n: usize, name: &str) -> Value {
     })
 }
 
-/// Start-up with the database down: the binary retries with backoff and logs each retry clearly; it
-/// does not serve (connect() runs before the HTTP server runs, so even /health does not answer)
-/// and becomes healthy and ready by itself once the cluster is started.
+/// Start-up with the database down: the binary retries with backoff and logs each retry clearly;
+/// it already serves, so an orchestrator sees it alive (/health 200) but not ready (/ready 503),
+/// API requests get 503, and it becomes ready by itself once the cluster is started.
 #[actix_web::test]
 async fn start_up_waits_for_the_database_with_backoff() {
     let Some(pg) = PgCluster::init("start_up_waits_for_the_database_with_backoff") else {
@@ -323,17 +323,23 @@ async fn start_up_waits_for_the_database_with_backoff() {
         lines.join("\n")
     );
 
-    // Not serving yet: alive, but nothing answers HTTP (the listener is bound, the server not run).
+    // Alive but not ready: liveness answers, readiness and the API say 503.
     assert!(broker.child.try_wait().unwrap().is_none(), "still running");
-    assert_ne!(
+    assert_eq!(
         status_of(&client, &health).await,
         Some(200),
         "/health before the database is reachable"
     );
-    assert_ne!(
+    assert_eq!(
         status_of(&client, &ready).await,
-        Some(200),
+        Some(503),
         "/ready before the database is reachable"
+    );
+    let entities = health.replace("/health", "/ngsi-ld/v1/entities?type=Building");
+    assert_eq!(
+        status_of(&client, &entities).await,
+        Some(503),
+        "a query before the database is reachable"
     );
 
     // The database comes up: healthy and ready within a bounded time, by itself.

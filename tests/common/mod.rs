@@ -426,7 +426,7 @@ impl TestServer {
         let listener =
             std::net::TcpListener::bind((settings.bind.as_str(), settings.port)).expect("bind");
         let broker = actix_web::web::Data::new(
-            twinlink::server::broker(settings)
+            twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait)
                 .await
                 .expect("the broker opens its store"),
         );

@@ -17,7 +17,7 @@ pub async fn run(pool: &Pool) -> Result<Vec<i32>, String> {
     let mut client = pool
         .get()
         .await
-        .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", super::with_causes(&e)))?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await

@@ -16,6 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::future::{try_join, try_join3};
 use serde_json::Value;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -24,6 +25,44 @@ use tokio_postgres::NoTls;
 /// Entities in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// Set once the schema is migrated; until then every operation is 503.
+    migrated: Arc<AtomicBool>,
+}
+
+/// Applies migrations, retrying with exponential backoff (capped at 5 s) while the database is
+/// unreachable; gives up after `max_attempts` when given.
+async fn migrate_with_retry(pool: &Pool, max_attempts: Option<u32>) -> Result<(), String> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match migrate::run(pool).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "database migrations applied");
+                }
+                return Ok(());
+            }
+            Err(e) if max_attempts.is_none_or(|max| attempt < max) => {
+                tracing::warn!(attempt, error = %e, "PostgreSQL not ready; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(format!("PostgreSQL stayed unreachable: {e}")),
+        }
+    }
+}
+
+/// An error with its causes ("error connecting to server: Connection refused ...").
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Connection failures are the database being away (503); anything else is a bug (500).
@@ -31,7 +70,7 @@ fn db_error(e: tokio_postgres::Error) -> NgsiError {
     if e.is_closed() || e.as_db_error().is_none() {
         NgsiError::new(
             ErrorKind::ServiceUnavailable,
-            format!("the database is unavailable: {e}"),
+            format!("the database is unavailable: {}", with_causes(&e)),
         )
     } else {
         NgsiError::internal(format!("the database refused a statement: {e}"))
@@ -41,7 +80,7 @@ fn db_error(e: tokio_postgres::Error) -> NgsiError {
 fn pool_error(e: deadpool_postgres::PoolError) -> NgsiError {
     NgsiError::new(
         ErrorKind::ServiceUnavailable,
-        format!("the database is unavailable: {e}"),
+        format!("the database is unavailable: {}", with_causes(&e)),
     )
 }
 
@@ -138,9 +177,29 @@ impl<'a> HistoryColumns<'a> {
 }
 
 impl PgStore {
-    /// Connects (retrying with backoff while the database is unreachable, logging each attempt) and
-    /// applies pending migrations.
+    /// Connects and migrates, retrying with backoff (a log line per attempt) for up to about two
+    /// minutes while the database is unreachable; used where the caller needs the database now.
     pub async fn connect(url: &str, max_size: usize) -> Result<PgStore, String> {
+        let store = Self::with_pool(url, max_size)?;
+        migrate_with_retry(&store.pool, Some(30)).await?;
+        store.migrated.store(true, Ordering::Release);
+        Ok(store)
+    }
+
+    /// Returns at once and connects in the background, retrying forever: the HTTP server can
+    /// answer /health (and /ready with 503) while the database is still away at start-up.
+    pub fn connect_in_background(url: &str, max_size: usize) -> Result<PgStore, String> {
+        let store = Self::with_pool(url, max_size)?;
+        let (pool, migrated) = (store.pool.clone(), store.migrated.clone());
+        tokio::spawn(async move {
+            if migrate_with_retry(&pool, None).await.is_ok() {
+                migrated.store(true, Ordering::Release);
+            }
+        });
+        Ok(store)
+    }
+
+    fn with_pool(url: &str, max_size: usize) -> Result<PgStore, String> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| format!("invalid database URL: {e}"))?;
@@ -158,29 +217,26 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| format!("cannot build the connection pool: {e}"))?;
-        let mut delay = Duration::from_millis(200);
-        for attempt in 1.. {
-            match migrate::run(&pool).await {
-                Ok(applied) => {
-                    if !applied.is_empty() {
-                        tracing::info!(?applied, "database migrations applied");
-                    }
-                    break;
-                }
-                Err(e) if attempt < 30 => {
-                    tracing::warn!(attempt, error = %e, "PostgreSQL not ready; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(format!("PostgreSQL stayed unreachable: {e}")),
-            }
+        Ok(PgStore {
+            pool,
+            migrated: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// A pooled connection, or 503 while the database is away or not yet migrated.
+    async fn client(&self) -> NgsiResult<deadpool_postgres::Object> {
+        if !self.migrated.load(Ordering::Acquire) {
+            return Err(NgsiError::new(
+                ErrorKind::ServiceUnavailable,
+                "the database has not been reached yet since start-up; retrying",
+            ));
         }
-        Ok(PgStore { pool })
+        self.pool.get().await.map_err(pool_error)
     }
 
     /// Whether the database answers (for /ready).
     pub async fn ready(&self) -> bool {
-        match self.pool.get().await {
+        match self.client().await {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
             Err(_) => false,
         }
@@ -188,7 +244,7 @@ impl PgStore {
 
     /// The entity with this id.
     pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT body FROM entities WHERE tenant = $1 AND id = $2",
@@ -201,7 +257,7 @@ impl PgStore {
 
     /// Whether the tenant exists.
     pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.client().await?;
         let row = client
             .query_opt("SELECT 1 FROM tenants WHERE tenant = $1", &[&tenant])
             .await
@@ -218,7 +274,7 @@ impl PgStore {
         F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
     {
         {
-            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(db_error)?;
             let row = tx
                 .query_opt(
@@ -325,7 +381,7 @@ impl PgStore {
             where_sql.push_str(" AND ");
             where_sql.push_str(c);
         }
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.client().await?;
         if t.exact {
             let page_sql = format!(
                 "SELECT body FROM entities WHERE {where_sql} ORDER BY id LIMIT {} OFFSET {offset}",
@@ -422,7 +478,7 @@ impl PgStore {
                  WHERE rn <= {n} ORDER BY {order}"
             ),
         };
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(db_error)?;
         Ok(rows
             .iter()
@@ -443,7 +499,7 @@ impl PgStore {
 
     /// Every entity of the tenant in id order.
     pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT body FROM entities WHERE tenant = $1 ORDER BY id",
