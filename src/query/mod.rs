@@ -123,6 +123,11 @@ impl EntityQuery {
 
     /// Whether an entity satisfies every selector.
     pub fn matches(&self, e: &Entity) -> bool {
+        self.matches_except_geo(e) && self.geo.as_ref().is_none_or(|g| g.matches(e))
+    }
+
+    /// Every selector but the geoQ, for stores that decided the geoQ with an index.
+    pub fn matches_except_geo(&self, e: &Entity) -> bool {
         (self.selectors.is_empty() || self.selectors.iter().any(|s| s.matches(e)))
             && (self.attrs.is_empty() || self.attrs.iter().any(|a| e.attrs.contains_key(a)))
             && self.scope.as_ref().is_none_or(|s| {
@@ -131,7 +136,6 @@ impl EntityQuery {
                 })
             })
             && self.q.as_ref().is_none_or(|q| q.matches(e))
-            && self.geo.as_ref().is_none_or(|g| g.matches(e))
     }
 }
 

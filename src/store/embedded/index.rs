@@ -3,6 +3,7 @@
 //! the query evaluator (`EntityQuery::matches`) decides, so an index can never change an answer.
 
 use crate::model::Entity;
+use crate::query::boolean::BoolExpr;
 use crate::query::geo::{envelope, geometry_of, LOCATION};
 use crate::query::EntityQuery;
 use rstar::primitives::{GeomWithData, Rectangle};
@@ -10,7 +11,21 @@ use rstar::RTree;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-type Located = GeomWithData<Rectangle<[f64; 2]>, String>;
+/// An R-tree entry: the envelope of one `location` instance, its entity id and parsed geometry
+/// (so that a geoQ is decided here without parsing GeoJSON again).
+type Located = GeomWithData<Rectangle<[f64; 2]>, (String, Arc<geo::Geometry<f64>>)>;
+
+/// Which entities a query looks at (see `TenantIndex::plan`).
+enum Plan<'a> {
+    /// These ids, in order.
+    Ids(BTreeSet<String>),
+    /// The ids whose `location` satisfies the geoQ, in order (the geoQ is decided).
+    GeoIds(BTreeSet<String>),
+    /// The ids of one type, in order, borrowed from the index.
+    Type(&'a BTreeSet<String>),
+    /// Every entity in id order.
+    Scan,
+}
 
 /// One tenant's entities and indexes.
 #[derive(Default)]
@@ -25,13 +40,14 @@ fn located(e: &Entity) -> Vec<Located> {
         .get(LOCATION)
         .into_iter()
         .flatten()
+        .filter(|a| a.kind == crate::model::AttrKind::GeoProperty)
         .filter_map(|a| geometry_of(&a.value))
-        .filter_map(|g| envelope(&g))
-        .map(|bbox| {
-            GeomWithData::new(
+        .filter_map(|g| {
+            let bbox = envelope(&g)?;
+            Some(GeomWithData::new(
                 Rectangle::from_corners(bbox.lower(), bbox.upper()),
-                e.id.clone(),
-            )
+                (e.id.clone(), Arc::new(g)),
+            ))
         })
         .collect()
 }
@@ -80,43 +96,39 @@ impl TenantIndex {
         }
     }
 
-    /// Candidate ids from the indexes, or None when the query must look at every entity.
-    fn candidates(&self, query: &EntityQuery) -> Option<BTreeSet<String>> {
-        let mut from_selectors: Option<BTreeSet<String>> = None;
-        let selectors_narrow = !query.selectors.is_empty()
-            && query
-                .selectors
-                .iter()
-                .all(|s| !s.ids.is_empty() || s.types.is_some());
-        if selectors_narrow {
-            let mut set = BTreeSet::new();
-            for s in &query.selectors {
-                if !s.ids.is_empty() {
-                    set.extend(s.ids.iter().cloned());
-                } else if let Some(types) = &s.types {
-                    for t in types.atoms() {
-                        set.extend(self.by_type.get(t).into_iter().flatten().cloned());
-                    }
-                }
-            }
-            from_selectors = Some(set);
-        }
-        let from_geo = query
-            .geo
-            .as_ref()
-            .filter(|g| g.geoproperty == LOCATION)
-            .and_then(|g| g.bbox())
-            .map(|bbox| {
-                let window = rstar::AABB::from_corners(bbox.lower(), bbox.upper());
+    /// How to enumerate candidates, cheapest first: the R-tree hits of a geoQ (few), explicit ids
+    /// (few), the ids of a single type (walked in place, in order, so a page stops early), or every
+    /// entity. The evaluator checks every candidate against the whole query.
+    fn plan(&self, query: &EntityQuery) -> Plan<'_> {
+        let geo = query.geo.as_ref().filter(|g| g.geoproperty == LOCATION);
+        if let Some((g, bbox)) = geo.and_then(|g| g.bbox().map(|b| (g, b))) {
+            let window = rstar::AABB::from_corners(bbox.lower(), bbox.upper());
+            return Plan::GeoIds(
                 self.locations
                     .locate_in_envelope_intersecting(&window)
-                    .map(|l| l.data.clone())
-                    .collect::<BTreeSet<String>>()
-            });
-        match (from_selectors, from_geo) {
-            (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
-            (a, b) => a.or(b),
+                    .filter(|l| g.matches_geometry(&l.data.1))
+                    .map(|l| l.data.0.clone())
+                    .collect(),
+            );
         }
+        if !query.selectors.is_empty() && query.selectors.iter().all(|s| !s.ids.is_empty()) {
+            return Plan::Ids(
+                query
+                    .selectors
+                    .iter()
+                    .flat_map(|s| s.ids.iter().cloned())
+                    .collect(),
+            );
+        }
+        if let [selector] = query.selectors.as_slice() {
+            if let (true, Some(BoolExpr::Atom(t))) = (selector.ids.is_empty(), &selector.types) {
+                return match self.by_type.get(t) {
+                    Some(ids) => Plan::Type(ids),
+                    None => Plan::Ids(BTreeSet::new()),
+                };
+            }
+        }
+        Plan::Scan
     }
 
     /// Runs a query: the page `[offset, offset+limit)` of matches in id order, and the number of
@@ -131,8 +143,15 @@ impl TenantIndex {
     ) -> (Vec<Arc<Entity>>, usize) {
         let mut page = Vec::new();
         let mut seen = 0usize;
+        let plan = self.plan(query);
+        let geo_decided = matches!(plan, Plan::GeoIds(_));
         let mut visit = |e: &Arc<Entity>| -> bool {
-            if !query.matches(e) {
+            let hit = if geo_decided {
+                query.matches_except_geo(e)
+            } else {
+                query.matches(e)
+            };
+            if !hit {
                 return true;
             }
             if seen >= offset && page.len() < limit {
@@ -141,22 +160,16 @@ impl TenantIndex {
             seen += 1;
             count || seen <= offset + limit
         };
-        match self.candidates(query) {
-            Some(ids) => {
-                for id in &ids {
-                    if let Some(e) = self.entities.get(id) {
-                        if !visit(e) {
-                            break;
-                        }
-                    }
-                }
+        let candidates: Box<dyn Iterator<Item = &Arc<Entity>>> = match &plan {
+            Plan::Ids(ids) | Plan::GeoIds(ids) => {
+                Box::new(ids.iter().filter_map(|id| self.entities.get(id)))
             }
-            None => {
-                for e in self.entities.values() {
-                    if !visit(e) {
-                        break;
-                    }
-                }
+            Plan::Type(ids) => Box::new(ids.iter().filter_map(|id| self.entities.get(id))),
+            Plan::Scan => Box::new(self.entities.values()),
+        };
+        for e in candidates {
+            if !visit(e) {
+                break;
             }
         }
         (page, seen)
