@@ -1,9 +1,33 @@
-//! Query translation: the parts of an `EntityQuery` that PostgreSQL can answer with its indexes,
-//! as a WHERE clause. The clause may select a superset (`exact == false`); the query evaluator then
-//! decides on the rows it returns, so the SQL can only make queries faster, never change answers.
+//! Query translation: an `EntityQuery` as a WHERE clause over the `entities` table that PostgreSQL
+//! can answer with its indexes. Every part of the query is pushed down; each condition selects a
+//! SUPERSET of the entities the query evaluator (`EntityQuery::matches`, the reference semantics)
+//! accepts, and `exact` says whether the whole clause selects exactly them. When it does, paging and
+//! counting happen in SQL; otherwise the evaluator decides on every returned row, so a translation
+//! can only make a query faster, never change its answer.
+//!
+//! What is exact (see docs/postgres.md for the full account):
+//! * entity ids and type expressions (`id = ANY`, `types @> ARRAY[..]`, GIN), `attrs` (`?|`, GIN);
+//! * scopeQ: exact paths as `scopes && ARRAY[..]` (GIN), `#` as prefix tests, `+` as a regex on
+//!   each scope;
+//! * q: existence, non-existence, and `==`, `!=`, `<`, `<=`, `>`, `>=`, ranges and value lists on
+//!   numbers, strings and booleans, for every attribute kind, sub-attribute and compound member
+//!   path: a `jsonb_path_exists` over `body -> 'attrs'` (lax mode, type-guarded so that it mirrors
+//!   the evaluator's "any instance, any element" rule exactly) behind a GIN `?` on the attribute.
+//!
+//! What is a superset (the evaluator decides): idPattern (regex dialects differ); geoQ (a lon/lat
+//! box against the GiST-indexed `location` — for `near` one that includes the great-circle bulge
+//! of the query's edges — refined with PostGIS predicates for point locations, where they agree
+//! with the evaluator, and always every entity with several `location` instances); q terms on
+//! dates and times, `~=`/`!~=`, createdAt/modifiedAt values, and numeric operands beyond ±2^53
+//! (where the evaluator's f64 rounding of stored integers matters): those become "the target
+//! element exists". A term that is not exact is never negated: under `!attr` it becomes `true`.
 
 use crate::query::boolean::BoolExpr;
-use crate::query::EntityQuery;
+use crate::query::geo::{GeoQuery, GeoRel, LOCATION, METRES_PER_DEGREE};
+use crate::query::q::{Op, Path, QExpr, QValue};
+use crate::query::{EntityQuery, ScopePattern};
+use geo::{BoundingRect, Coord, Geometry, Line, LinesIter, Validation};
+use serde_json::{Map, Number, Value};
 use tokio_postgres::types::ToSql;
 
 /// A WHERE clause with its parameters.
@@ -21,6 +45,81 @@ impl Translation {
     fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.params.push(Box::new(value));
         format!("${}", self.params.len() + 1)
+    }
+
+    /// A condition that cannot be translated: everything (a superset), and the result inexact.
+    fn anything(&mut self) -> String {
+        self.exact = false;
+        "true".to_string()
+    }
+}
+
+/// Translates the whole query.
+pub fn translate(query: &EntityQuery) -> Translation {
+    let mut t = Translation {
+        conditions: Vec::new(),
+        params: Vec::new(),
+        exact: true,
+    };
+    if !query.selectors.is_empty() {
+        let mut alternatives = Vec::new();
+        for s in &query.selectors {
+            let mut parts = Vec::new();
+            if !s.ids.is_empty() {
+                let p = t.param(s.ids.clone());
+                parts.push(format!("id = ANY({p})"));
+            } else if s.id_pattern.is_some() {
+                // The regex dialects of Rust and PostgreSQL differ: the evaluator checks patterns.
+                t.exact = false;
+            }
+            if let Some(types) = &s.types {
+                parts.push(types_sql(&mut t, types));
+            }
+            alternatives.push(if parts.is_empty() {
+                "true".to_string()
+            } else {
+                parts.join(" AND ")
+            });
+        }
+        push(&mut t, format!("({})", alternatives.join(" OR ")));
+    }
+    if !query.attrs.is_empty() {
+        let p = t.param(query.attrs.clone());
+        t.conditions.push(format!("(body -> 'attrs') ?| {p}"));
+    }
+    if let Some(scope) = &query.scope {
+        let c = scope_sql(&mut t, scope);
+        push(&mut t, c);
+    }
+    if let Some(q) = &query.q {
+        let (c, exact) = q_sql(&mut t, q);
+        t.exact &= exact;
+        push(&mut t, c);
+    }
+    if let Some(g) = &query.geo {
+        let c = geo_sql(&mut t, g);
+        t.exact = false;
+        push(&mut t, c);
+    }
+    t
+}
+
+fn push(t: &mut Translation, condition: String) {
+    if condition != "true" && condition != "(true)" {
+        t.conditions.push(condition);
+    }
+}
+
+/// Joins SQL conditions; `true` members vanish from an AND and absorb an OR.
+fn join(items: Vec<String>, and: bool) -> String {
+    if !and && items.iter().any(|i| i == "true") {
+        return "true".into();
+    }
+    let items: Vec<String> = items.into_iter().filter(|i| i != "true").collect();
+    match items.len() {
+        0 => "true".into(),
+        1 => items.into_iter().next().expect("one item"),
+        _ => format!("({})", items.join(if and { " AND " } else { " OR " })),
     }
 }
 
@@ -49,42 +148,900 @@ fn types_sql(t: &mut Translation, expr: &BoolExpr<String>) -> String {
     }
 }
 
-/// Translates what can be pushed down.
-pub fn translate(query: &EntityQuery) -> Translation {
-    let mut t = Translation {
-        conditions: Vec::new(),
-        params: Vec::new(),
-        exact: true,
-    };
-    if !query.selectors.is_empty() {
-        let mut alternatives = Vec::new();
-        for s in &query.selectors {
-            let mut parts = Vec::new();
-            if !s.ids.is_empty() {
-                let p = t.param(s.ids.clone());
-                parts.push(format!("id = ANY({p})"));
-            } else if s.id_pattern.is_some() {
-                // The regex dialects of Rust and PostgreSQL differ: the evaluator checks patterns.
-                t.exact = false;
-            }
-            if let Some(types) = &s.types {
-                parts.push(types_sql(&mut t, types));
-            }
-            alternatives.push(if parts.is_empty() {
-                "true".to_string()
-            } else {
-                parts.join(" AND ")
-            });
+// ---- scopeQ ----
+
+/// The segments of a scope pattern (`/Madrid/+/#` gives `Madrid`, `+`, `#`). `ScopePattern` keeps
+/// them private; its Debug form (`ScopePattern(["Madrid", "+", "#"])`) is read back and accepted
+/// only if the path it spells parses to the same pattern, so a pattern this cannot read is not
+/// pushed down (never mistranslated).
+fn scope_segments(p: &ScopePattern) -> Option<Vec<String>> {
+    let debug = format!("{p:?}");
+    let inner = debug.strip_prefix("ScopePattern(")?.strip_suffix(')')?;
+    let segments: Vec<String> = serde_json::from_str(inner).ok()?;
+    let same = ScopePattern::parse(&format!("/{}", segments.join("/"))).ok()? == *p;
+    (same && !segments.iter().any(|s| s.contains('\0'))).then_some(segments)
+}
+
+/// A pattern without `+` or `#`: the scope strings it matches exactly (the evaluator strips one
+/// leading `/` before splitting, so `/a/b` and `a/b` both spell the path a/b).
+fn exact_scope(p: &ScopePattern) -> Option<[String; 2]> {
+    let segments = scope_segments(p)?;
+    if segments.iter().any(|s| s == "+" || s == "#") {
+        return None;
+    }
+    let path = segments.join("/");
+    Some([format!("/{path}"), path])
+}
+
+fn scope_sql(t: &mut Translation, expr: &BoolExpr<ScopePattern>) -> String {
+    match expr {
+        BoolExpr::Atom(p) => scope_atom(t, p),
+        BoolExpr::And(items) => {
+            let parts = items.iter().map(|i| scope_sql(t, i)).collect();
+            join(parts, true)
         }
-        t.conditions
-            .push(format!("({})", alternatives.join(" OR ")));
+        BoolExpr::Or(items) => {
+            // The exact paths among the alternatives share one GIN lookup.
+            let mut paths = Vec::new();
+            let mut parts = Vec::new();
+            for item in items {
+                match item {
+                    BoolExpr::Atom(p) if exact_scope(p).is_some() => {
+                        paths.extend(exact_scope(p).into_iter().flatten());
+                    }
+                    other => parts.push(scope_sql(t, other)),
+                }
+            }
+            if !paths.is_empty() {
+                let p = t.param(paths);
+                parts.insert(0, format!("scopes && {p}"));
+            }
+            join(parts, false)
+        }
     }
-    if !query.attrs.is_empty() {
-        let p = t.param(query.attrs.clone());
-        t.conditions.push(format!("(body -> 'attrs') ?| {p}"));
+}
+
+fn scope_atom(t: &mut Translation, p: &ScopePattern) -> String {
+    if let Some(paths) = exact_scope(p) {
+        let p = t.param(paths.to_vec());
+        return format!("scopes && {p}");
     }
-    if query.q.is_some() || query.geo.is_some() || query.scope.is_some() {
-        t.exact = false;
+    let Some(mut segments) = scope_segments(p) else {
+        return t.anything();
+    };
+    let hash = segments.last().is_some_and(|s| s == "#");
+    if hash {
+        segments.pop();
     }
-    t
+    if segments.is_empty() {
+        // `/#`: every scope.
+        return "cardinality(scopes) > 0".into();
+    }
+    if hash && !segments.iter().any(|s| s == "+") {
+        // `/a/b/#`: the path a/b or anything below it.
+        let path = segments.join("/");
+        let exact = t.param(vec![format!("/{path}"), path.clone()]);
+        let below = t.param(format!("/{path}/"));
+        let below_bare = t.param(format!("{path}/"));
+        return format!(
+            "EXISTS (SELECT 1 FROM unnest(scopes) AS s(v) WHERE v = ANY({exact}) OR starts_with(v, {below}) OR starts_with(v, {below_bare}))"
+        );
+    }
+    // `+` (any one segment, possibly empty): a regular expression on the scope without its
+    // leading `/`.
+    let mut re = String::from("^");
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            re.push('/');
+        }
+        if segment == "+" {
+            re.push_str("[^/]*");
+        } else {
+            re.push_str(&are_literal(segment));
+        }
+    }
+    if hash {
+        re.push_str("(/.*)?");
+    }
+    re.push('$');
+    let re = t.param(re);
+    format!(
+        "EXISTS (SELECT 1 FROM unnest(scopes) AS s(v) WHERE (CASE WHEN starts_with(v, '/') THEN substr(v, 2) ELSE v END) ~ {re})"
+    )
+}
+
+/// Text matching itself in a PostgreSQL advanced regular expression: every ASCII character that
+/// is not a letter or digit is escaped (`\` before a non-alphanumeric character means it literally).
+fn are_literal(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_alphanumeric() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---- q ----
+
+/// The NGSI-LD core vocabulary, where the attribute members a path may end with live.
+const CORE: &str = "https://uri.etsi.org/ngsi-ld/";
+
+/// Operands with a larger magnitude are compared with a margin: the evaluator compares stored
+/// integers as f64, which rounds beyond 2^53.
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+/// A jsonpath predicate and whether it is exactly the evaluator's.
+struct Cond {
+    text: String,
+    exact: bool,
+}
+
+fn cond(text: String, exact: bool) -> Cond {
+    Cond { text, exact }
+}
+
+/// The variables (`$v0`, ...) of one jsonpath.
+#[derive(Default)]
+struct Vars(Map<String, Value>);
+
+impl Vars {
+    fn var(&mut self, value: Value) -> String {
+        if let Some((name, _)) = self.0.iter().find(|(_, v)| **v == value) {
+            return format!("${name}");
+        }
+        let name = format!("v{}", self.0.len());
+        self.0.insert(name.clone(), value);
+        format!("${name}")
+    }
+}
+
+/// A jsonpath string literal (key names and like_regex patterns); None for text holding NUL,
+/// which PostgreSQL text cannot carry.
+fn jp_string(text: &str) -> Option<String> {
+    if text.contains('\0') {
+        return None;
+    }
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Some(out)
+}
+
+fn q_sql(t: &mut Translation, expr: &QExpr) -> (String, bool) {
+    match expr {
+        QExpr::And(items) | QExpr::Or(items) => {
+            let and = matches!(expr, QExpr::And(_));
+            let mut parts = Vec::new();
+            let mut exact = true;
+            for item in items {
+                let (c, e) = q_sql(t, item);
+                exact &= e;
+                parts.push(c);
+            }
+            (join(parts, and), exact)
+        }
+        QExpr::Exists(path) => term_sql(t, path, None),
+        QExpr::NotExists(path) => match term_sql(t, path, None) {
+            // Only an exact test may be negated: the negation of a superset is no superset.
+            (c, true) => (format!("NOT {c}"), true),
+            (_, false) => ("true".into(), false),
+        },
+        QExpr::Compare { path, op, value } => term_sql(t, path, Some((*op, value))),
+    }
+}
+
+/// One q term: existence (`compare` None) or a comparison, as a GIN key test on the attribute and a
+/// jsonpath over its instances.
+fn term_sql(t: &mut Translation, path: &Path, compare: Option<(Op, &QValue)>) -> (String, bool) {
+    let Some(mut jsonpath) = jp_string(&path.attr).map(|a| format!("lax $.{a}[*]")) else {
+        return ("true".into(), false);
+    };
+    let mut vars = Vars::default();
+    let mut member = None;
+    for (i, name) in path.sub.iter().enumerate() {
+        if let Some(m) = name
+            .strip_prefix(CORE)
+            .and_then(|m| member_field(m).map(|f| (m, f)))
+        {
+            if i + 1 != path.sub.len() || !path.compound.is_empty() {
+                // A member of an attribute has nothing below it: no instance has this target.
+                return ("false".into(), true);
+            }
+            member = Some(m);
+            break;
+        }
+        let Some(name) = jp_string(name) else {
+            return ("true".into(), false);
+        };
+        jsonpath.push_str(&format!(".sub.{name}"));
+    }
+    let predicate = match member {
+        Some((member, field)) => member_predicate(member, field, compare, &mut vars),
+        None => attribute_predicate(path, compare, &mut vars),
+    };
+    let Some(predicate) = predicate else {
+        return ("true".into(), false);
+    };
+    if predicate.text == "false" {
+        return ("false".into(), predicate.exact);
+    }
+    let key = t.param(path.attr.clone());
+    let jsonpath = t.param(format!("{jsonpath} ? ({})", predicate.text));
+    let vars = t.param(Value::Object(vars.0));
+    (
+        format!(
+            "((body -> 'attrs') ? {key} AND coalesce(jsonb_path_exists(body -> 'attrs', {jsonpath}::text::jsonpath, {vars}::jsonb, true), false))"
+        ),
+        predicate.exact,
+    )
+}
+
+/// The body field of an attribute member that q may target (`observedAt`, ...).
+fn member_field(member: &str) -> Option<&'static str> {
+    Some(match member {
+        "observedAt" => "observed_at",
+        "unitCode" => "unit_code",
+        "datasetId" => "dataset_id",
+        "createdAt" => "created_at",
+        "modifiedAt" => "modified_at",
+        _ => return None,
+    })
+}
+
+/// A term on a member (`temperature.observedAt`): its one value is that member's string. The
+/// evaluator formats createdAt/modifiedAt itself, so only their existence (always) is exact.
+fn member_predicate(
+    member: &str,
+    field: &str,
+    compare: Option<(Op, &QValue)>,
+    vars: &mut Vars,
+) -> Option<Cond> {
+    let exists = format!("exists(@.{field})");
+    let Some((op, value)) = compare else {
+        return Some(cond(exists, true));
+    };
+    let formatted_by_evaluator = matches!(member, "createdAt" | "modifiedAt");
+    let test = if formatted_by_evaluator {
+        None
+    } else {
+        value_test(op, value, false, vars, "@")
+    };
+    Some(match (op, test) {
+        (_, None) => cond(exists, false),
+        (Op::Ne, Some(eq)) if eq.exact => cond(
+            format!("{exists} && !exists(@.{field} ? ({}))", eq.text),
+            true,
+        ),
+        (Op::Ne, Some(_)) => cond(exists, false),
+        (_, Some(c)) => cond(format!("exists(@.{field} ? ({}))", c.text), c.exact),
+    })
+}
+
+/// How the evaluator reads the values of one group of attribute kinds.
+struct KindGroup {
+    kinds: &'static [&'static str],
+    /// The member holding the comparable part of an element (JSON-LD `@value`, a ListRelationship
+    /// item's `object`), or None when elements compare as they are.
+    unwrap: Option<&'static str>,
+    /// Relationships: only `==` and `!=` apply.
+    link: bool,
+    /// VocabProperty: a string operand also matches expanded.
+    vocab: bool,
+}
+
+const GROUPS: [KindGroup; 5] = [
+    KindGroup {
+        kinds: &["Property", "GeoProperty", "ListProperty"],
+        unwrap: Some("@value"),
+        link: false,
+        vocab: false,
+    },
+    KindGroup {
+        kinds: &["VocabProperty"],
+        unwrap: Some("@value"),
+        link: false,
+        vocab: true,
+    },
+    KindGroup {
+        kinds: &["Relationship"],
+        unwrap: Some("@value"),
+        link: true,
+        vocab: false,
+    },
+    KindGroup {
+        kinds: &["ListRelationship"],
+        unwrap: Some("object"),
+        link: true,
+        vocab: false,
+    },
+    KindGroup {
+        kinds: &["JsonProperty"],
+        unwrap: None,
+        link: false,
+        vocab: false,
+    },
+];
+
+fn kind_test(kinds: &[&str]) -> String {
+    let tests: Vec<String> = kinds.iter().map(|k| format!("@.kind == \"{k}\"")).collect();
+    format!("({})", tests.join(" || "))
+}
+
+/// The predicate on one attribute instance (or sub-attribute) `@`: it has the target element and,
+/// for a comparison, the target values satisfy it. One branch per group of kinds.
+fn attribute_predicate(
+    path: &Path,
+    compare: Option<(Op, &QValue)>,
+    vars: &mut Vars,
+) -> Option<Cond> {
+    let mut branches = Vec::new();
+    let mut exact = true;
+    // LanguageProperty: the texts of the languageMap, in one language (ASCII case-insensitive) or
+    // any (`*` or no member); the map must be an object, and hold texts in that language.
+    let language = match path.compound.as_slice() {
+        [] => Some(None),
+        [tag] if tag == "*" => Some(None),
+        [tag] => Some(Some(tag.as_str())),
+        _ => None,
+    };
+    if let Some(language) = language {
+        let texts = match language {
+            None => "@.value.keyvalue().value".to_string(),
+            Some(tag) => format!(
+                "@.value.keyvalue() ? (@.key like_regex {}).value",
+                jp_string(&tag_regex(tag))?
+            ),
+        };
+        let mut exists =
+            "@.kind == \"LanguageProperty\" && @.value.type() == \"object\"".to_string();
+        if language.is_some() {
+            exists.push_str(&format!(" && exists({texts} ? (exists(@)))"));
+        }
+        let branch = branch(&exists, &texts, None, false, false, compare, vars);
+        exact &= branch.exact;
+        if branch.text != "false" {
+            branches.push(branch.text);
+        }
+    }
+    // Every other kind: the value, then the compound members (each step an object), its elements
+    // (an array's items, else itself), each unwrapped.
+    let mut target = "@.value".to_string();
+    let mut guards = Vec::new();
+    for member in &path.compound {
+        guards.push(format!("{target}.type() == \"object\""));
+        target.push('.');
+        target.push_str(&jp_string(member)?);
+    }
+    guards.push(format!("exists({target})"));
+    for group in &GROUPS {
+        let exists = format!("{} && {}", kind_test(group.kinds), guards.join(" && "));
+        let b = branch(
+            &exists,
+            &target,
+            group.unwrap,
+            group.link,
+            group.vocab,
+            compare,
+            vars,
+        );
+        exact &= b.exact;
+        if b.text != "false" {
+            branches.push(b.text);
+        }
+    }
+    Some(if branches.is_empty() {
+        cond("false".into(), exact)
+    } else {
+        cond(format!("({})", branches.join(") || (")), exact)
+    })
+}
+
+/// One kind group's branch: `exists` (the instance is of the group and has the target), and for a
+/// comparison, some (for `!=`: no) element of `values` satisfying it.
+fn branch(
+    exists: &str,
+    values: &str,
+    unwrap: Option<&str>,
+    link: bool,
+    vocab: bool,
+    compare: Option<(Op, &QValue)>,
+    vars: &mut Vars,
+) -> Cond {
+    let Some((op, value)) = compare else {
+        return cond(exists.to_string(), true);
+    };
+    if link && !matches!(op, Op::Eq | Op::Ne) {
+        // Relationships neither order nor match patterns.
+        return cond("false".into(), true);
+    }
+    let Some(probe) = value_test(op, value, vocab, vars, "@") else {
+        return cond(exists.to_string(), false);
+    };
+    let element = match unwrap {
+        None => probe.text.clone(),
+        Some(key) => {
+            let key = jp_string(key).expect("a plain key");
+            let inner = value_test(op, value, vocab, vars, &format!("@.{key}"))
+                .expect("translatable, as the probe was")
+                .text;
+            let wrapped = format!("@.type() == \"object\" && exists(@.{key})");
+            format!(
+                "(({wrapped}) && ({inner})) || (!({wrapped}) && ({}))",
+                probe.text
+            )
+        }
+    };
+    let any = format!("exists({values} ? ({element}))");
+    match op {
+        Op::Ne if probe.exact => cond(format!("{exists} && !{any}"), true),
+        Op::Ne => cond(exists.to_string(), false),
+        _ => cond(format!("{exists} && {any}"), probe.exact),
+    }
+}
+
+/// A regular expression matching a language tag compared ASCII case-insensitively, as the evaluator
+/// does (`en` gives `^[eE][nN]$`), without PostgreSQL's Unicode case folding.
+fn tag_regex(tag: &str) -> String {
+    let mut re = String::from("^");
+    for c in tag.chars() {
+        if c.is_ascii_alphabetic() {
+            re.push_str(&format!(
+                "[{}{}]",
+                c.to_ascii_lowercase(),
+                c.to_ascii_uppercase()
+            ));
+        } else {
+            re.push_str(&are_literal(&c.to_string()));
+        }
+    }
+    re.push('$');
+    re
+}
+
+/// The test of one target value `x` against a comparison (for `!=`, the `==` test, negated by
+/// the caller); None when it cannot be pushed down (dates and times, regular expressions, NUL).
+fn value_test(op: Op, value: &QValue, vocab: bool, vars: &mut Vars, x: &str) -> Option<Cond> {
+    match op {
+        Op::Eq | Op::Ne => equality(value, vocab, vars, x),
+        Op::Gt | Op::Ge | Op::Lt | Op::Le => ordering(op, value, vars, x),
+        Op::Match | Op::NotMatch => None,
+    }
+}
+
+fn number(n: f64) -> Option<Value> {
+    Number::from_f64(n).map(Value::Number)
+}
+
+/// The margin by which a numeric operand is widened so that the SQL is a superset of the
+/// evaluator's f64 comparison of stored integers (0 where that comparison is exact).
+fn margin(n: f64) -> f64 {
+    if n.abs() < EXACT_INTEGERS {
+        0.0
+    } else {
+        n.abs() / 1e12 + 4096.0
+    }
+}
+
+fn string(text: &str) -> Option<Value> {
+    (!text.contains('\0')).then(|| Value::String(text.to_string()))
+}
+
+fn equality(value: &QValue, vocab: bool, vars: &mut Vars, x: &str) -> Option<Cond> {
+    Some(match value {
+        QValue::Number(n) if margin(*n) == 0.0 => cond(
+            format!(
+                "{x}.type() == \"number\" && {x} == {}",
+                vars.var(number(*n)?)
+            ),
+            true,
+        ),
+        QValue::Number(n) => cond(
+            format!(
+                "{x}.type() == \"number\" && {x} >= {} && {x} <= {}",
+                vars.var(number(n - margin(*n))?),
+                vars.var(number(n + margin(*n))?)
+            ),
+            false,
+        ),
+        QValue::Bool(b) => cond(
+            format!(
+                "{x}.type() == \"boolean\" && {x} == {}",
+                vars.var(Value::Bool(*b))
+            ),
+            true,
+        ),
+        QValue::Str(s) if vocab && s.vocab != s.text => cond(
+            format!(
+                "{x}.type() == \"string\" && ({x} == {} || {x} == {})",
+                vars.var(string(&s.text)?),
+                vars.var(string(&s.vocab)?)
+            ),
+            true,
+        ),
+        QValue::Str(s) => cond(
+            format!(
+                "{x}.type() == \"string\" && {x} == {}",
+                vars.var(string(&s.text)?)
+            ),
+            true,
+        ),
+        QValue::Range(lo, hi) => {
+            let lo = ordering(Op::Ge, lo, vars, x)?;
+            let hi = ordering(Op::Le, hi, vars, x)?;
+            cond(format!("{} && {}", lo.text, hi.text), lo.exact && hi.exact)
+        }
+        QValue::List(items) => {
+            let mut tests = Vec::new();
+            let mut exact = true;
+            for item in items {
+                let c = equality(item, vocab, vars, x)?;
+                exact &= c.exact;
+                tests.push(format!("({})", c.text));
+            }
+            cond(tests.join(" || "), exact)
+        }
+        QValue::DateTime(_) | QValue::Date(_) | QValue::Time(_) | QValue::Regex(_) => return None,
+    })
+}
+
+fn ordering(op: Op, value: &QValue, vars: &mut Vars, x: &str) -> Option<Cond> {
+    let symbol = match op {
+        Op::Gt => ">",
+        Op::Ge => ">=",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        _ => return None,
+    };
+    Some(match value {
+        QValue::Number(n) if margin(*n) == 0.0 => cond(
+            format!(
+                "{x}.type() == \"number\" && {x} {symbol} {}",
+                vars.var(number(*n)?)
+            ),
+            true,
+        ),
+        QValue::Number(n) => {
+            // Widened: x > n as f64 implies x >= n - margin exactly.
+            let (symbol, bound) = match op {
+                Op::Gt | Op::Ge => (">=", n - margin(*n)),
+                _ => ("<=", n + margin(*n)),
+            };
+            cond(
+                format!(
+                    "{x}.type() == \"number\" && {x} {symbol} {}",
+                    vars.var(number(bound)?)
+                ),
+                false,
+            )
+        }
+        QValue::Str(s) => cond(
+            format!(
+                "{x}.type() == \"string\" && {x} {symbol} {}",
+                vars.var(string(&s.text)?)
+            ),
+            true,
+        ),
+        _ => return None,
+    })
+}
+
+// ---- geoQ ----
+
+/// The geo-query on `location` as a superset: a GiST-indexed bounding-box test (the query's
+/// envelope for the DE-9IM relations, which the evaluator decides in the lon/lat plane;
+/// [`near_box`] for `near`), refined with the PostGIS predicate for point locations (where PostGIS
+/// and the evaluator agree, on a valid query geometry), always OR-ing the entities with several
+/// `location` instances (their column is NULL; the evaluator looks at every instance). Another
+/// geoproperty: the entities that have it.
+fn geo_sql(t: &mut Translation, g: &GeoQuery) -> String {
+    if g.geoproperty != LOCATION {
+        if g.geoproperty.contains('\0') {
+            return t.anything();
+        }
+        let p = t.param(g.geoproperty.clone());
+        return format!("(body -> 'attrs') ? {p}");
+    }
+    let bbox = match g.rel {
+        GeoRel::Near { max_distance, .. } => max_distance.and_then(|m| near_box(&g.geometry, m)),
+        GeoRel::Disjoint => None,
+        _ => g
+            .geometry
+            .bounding_rect()
+            .map(|r| [r.min().x, r.min().y, r.max().x, r.max().y]),
+    };
+    let envelope = bbox.map(|b| {
+        format!(
+            "ST_MakeEnvelope({}, {}, {}, {}, 4326)",
+            t.param(b[0]),
+            t.param(b[1]),
+            t.param(b[2]),
+            t.param(b[3])
+        )
+    });
+    // PostGIS predicates only on a valid query geometry (GEOS may fail or differ on invalid ones).
+    let valid = g.geometry.is_valid();
+    // The query geometry, as a parameter only where used (an unused one has no type).
+    let mut query_param = None;
+    let mut query = |t: &mut Translation| {
+        let p = query_param.get_or_insert_with(|| t.param(g.geojson.to_string()));
+        format!("ST_SetSRID(ST_GeomFromGeoJSON({p}::text), 4326)")
+    };
+    let on_points = |test: String| {
+        format!("(CASE WHEN GeometryType(location) = 'POINT' THEN {test} ELSE true END)")
+    };
+    let mut parts = vec!["location IS NOT NULL".to_string()];
+    match g.rel {
+        GeoRel::Near {
+            max_distance,
+            min_distance,
+        } => {
+            if let Some(e) = &envelope {
+                parts.push(format!("location && {e}"));
+            }
+            // Point to point, PostGIS's sphere (radius 6371008.77 m) and the evaluator's haversine
+            // (6371008.8 m) agree far within the margin of 0.1 % + 1 m.
+            let point = matches!(g.geometry, Geometry::Point(_));
+            let geography =
+                "ST_X(location) BETWEEN -180 AND 180 AND ST_Y(location) BETWEEN -90 AND 90";
+            if let (Some(max), true) = (max_distance, point) {
+                let m = t.param(max * 1.001 + 1.0);
+                let query = query(t);
+                parts.push(format!(
+                    "(CASE WHEN GeometryType(location) = 'POINT' AND {geography} THEN ST_DWithin(location::geography, {query}::geography, {m}, false) ELSE true END)"
+                ));
+            }
+            if let (Some(min), true) = (min_distance, point) {
+                let reduced = min * 0.999 - 1.0;
+                if reduced > 0.0 {
+                    let m = t.param(reduced);
+                    let query = query(t);
+                    parts.push(format!(
+                        "(CASE WHEN GeometryType(location) = 'POINT' AND {geography} THEN NOT ST_DWithin(location::geography, {query}::geography, {m}, false) ELSE true END)"
+                    ));
+                }
+            }
+        }
+        rel => {
+            let (bbox_op, predicate) = match rel {
+                GeoRel::Within => (Some("@"), "ST_Within"),
+                GeoRel::Contains => (Some("~"), "ST_Contains"),
+                GeoRel::Intersects => (Some("&&"), "ST_Intersects"),
+                GeoRel::Overlaps => (Some("&&"), "ST_Overlaps"),
+                GeoRel::Equals => (Some("~="), "ST_Equals"),
+                GeoRel::Disjoint => (None, "ST_Disjoint"),
+                GeoRel::Near { .. } => unreachable!("near is handled above"),
+            };
+            if let (Some(op), Some(e)) = (bbox_op, &envelope) {
+                parts.push(format!("location {op} {e}"));
+            }
+            if valid {
+                let query = query(t);
+                parts.push(on_points(format!("{predicate}(location, {query})")));
+            }
+        }
+    }
+    format!(
+        "(({}) OR (location IS NULL AND location_multi))",
+        parts.join(" AND ")
+    )
+}
+
+/// Allowance (degrees of latitude) for the poleward bulge of entity edges: `near` measures to
+/// great-circle edges, which leave the lon/lat envelope the index holds. This covers edges up to
+/// 0.5° of longitude long (at most 4.8e-6 rad ≈ 30 m, at 45°); longer entity edges may bulge
+/// further and be missed (the caveat of `GeoQuery::bbox`).
+const ENTITY_EDGE_BULGE: f64 = 3e-4;
+
+/// A lon/lat box that every entity geometry within `metres` of the query geometry intersects (as
+/// `near` measures: great-circle edges): the query's extent INCLUDING the poleward bulge of its
+/// own edges (which `GeoQuery::bbox` leaves out), widened by the distance as `GeoQuery::bbox`
+/// does, and by [`ENTITY_EDGE_BULGE`] in latitude.
+fn near_box(geometry: &Geometry<f64>, metres: f64) -> Option<[f64; 4]> {
+    let r = geometry.bounding_rect()?;
+    let (mut min_x, mut max_x) = (r.min().x, r.max().x);
+    let (mut min_y, mut max_y) = (r.min().y, r.max().y);
+    for (a, b) in edges(geometry) {
+        if (a.x - b.x).abs() >= 180.0 {
+            // The shorter arc crosses the antimeridian.
+            (min_x, max_x) = (-180.0, 180.0);
+        }
+        let (lo, hi) = arc_latitudes(a, b);
+        min_y = min_y.min(lo);
+        max_y = max_y.max(hi);
+    }
+    let deg = metres / METRES_PER_DEGREE * 1.01 + 1e-9;
+    let min_lat = (min_y - deg - ENTITY_EDGE_BULGE).max(-90.0);
+    let max_lat = (max_y + deg + ENTITY_EDGE_BULGE).min(90.0);
+    let polar = min_lat.abs().max(max_lat.abs());
+    if polar >= 89.999 {
+        return Some([-180.0, min_lat, 180.0, max_lat]);
+    }
+    // Along any path of length d from the box, longitude changes by at most d / cos(highest
+    // latitude reached).
+    let dlon = deg / polar.to_radians().cos();
+    if min_x - dlon < -180.0 || max_x + dlon > 180.0 {
+        return Some([-180.0, min_lat, 180.0, max_lat]);
+    }
+    Some([min_x - dlon, min_lat, max_x + dlon, max_lat])
+}
+
+/// The edges of a query geometry, as coordinate pairs.
+fn edges(geometry: &Geometry<f64>) -> Vec<(Coord<f64>, Coord<f64>)> {
+    let lines: Vec<Line<f64>> = match geometry {
+        Geometry::LineString(l) => l.lines_iter().collect(),
+        Geometry::MultiLineString(m) => m.lines_iter().collect(),
+        Geometry::Polygon(p) => p.lines_iter().collect(),
+        Geometry::MultiPolygon(m) => m.lines_iter().collect(),
+        _ => Vec::new(),
+    };
+    lines.into_iter().map(|l| (l.start, l.end)).collect()
+}
+
+/// The latitude range (degrees) of the shorter great-circle arc from `a` to `b`: its endpoints'
+/// and, when the arc passes it, the highest (lowest) point of its great circle, with a tiny
+/// outward margin.
+fn arc_latitudes(a: Coord<f64>, b: Coord<f64>) -> (f64, f64) {
+    type V = [f64; 3];
+    let unit = |c: Coord<f64>| -> V {
+        let (lon, lat) = (c.x.to_radians(), c.y.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    };
+    let cross = |u: V, v: V| -> V {
+        [
+            u[1] * v[2] - u[2] * v[1],
+            u[2] * v[0] - u[0] * v[2],
+            u[0] * v[1] - u[1] * v[0],
+        ]
+    };
+    let dot = |u: V, v: V| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    let (lo, hi) = (a.y.min(b.y), a.y.max(b.y));
+    let (pa, pb) = (unit(a), unit(b));
+    let n = cross(pa, pb);
+    let n_len = dot(n, n).sqrt();
+    if n_len < 1e-12 {
+        return (lo, hi);
+    }
+    let n = n.map(|c| c / n_len);
+    // The highest point of the great circle: the pole direction without its component along n.
+    let top = [-n[2] * n[0], -n[2] * n[1], 1.0 - n[2] * n[2]];
+    let top_len = dot(top, top).sqrt();
+    if top_len < 1e-12 {
+        return (lo, hi);
+    }
+    let top = top.map(|c| c / top_len);
+    let on_arc = |p: V| dot(cross(pa, p), n) >= -1e-12 && dot(cross(p, pb), n) >= -1e-12;
+    let extreme = top[2].clamp(-1.0, 1.0).asin().to_degrees();
+    let hi = if on_arc(top) { hi.max(extreme) } else { hi };
+    let lo = if on_arc(top.map(|c| -c)) {
+        lo.min(-extreme)
+    } else {
+        lo
+    };
+    (lo - 1e-9, hi + 1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ld::ActiveContext;
+    use crate::query::{parse_scope, q};
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn ctx() -> ActiveContext {
+        let c = json!({"@vocab": "https://example.org/", "Male": "https://example.org/vocab/Male"});
+        ActiveContext::build(&[&c], &HashMap::<String, Arc<Value>>::new()).unwrap()
+    }
+
+    fn with_q(text: &str) -> Translation {
+        translate(&EntityQuery {
+            q: Some(q::parse(text, &ctx()).unwrap()),
+            ..EntityQuery::default()
+        })
+    }
+
+    #[test]
+    fn arcs_bulge_poleward() {
+        let c = |x: f64, y: f64| Coord { x, y };
+        // Two points at 45°N, 10° of longitude apart: the arc peaks at atan(tan 45° / cos 5°).
+        let (lo, hi) = arc_latitudes(c(0.0, 45.0), c(10.0, 45.0));
+        let peak = (1.0f64 / 5f64.to_radians().cos()).atan().to_degrees();
+        assert!(
+            (hi - peak).abs() < 1e-6 && (lo - 45.0).abs() < 1e-6,
+            "{lo} {hi} {peak}"
+        );
+        let (lo, hi) = arc_latitudes(c(0.0, -45.0), c(10.0, -45.0));
+        assert!((lo + peak).abs() < 1e-6 && (hi + 45.0).abs() < 1e-6);
+        // A meridian does not bulge; the query box of a polygon includes its edges' bulge.
+        let (lo, hi) = arc_latitudes(c(3.0, 10.0), c(3.0, 20.0));
+        assert!((lo - 10.0).abs() < 1e-6 && (hi - 20.0).abs() < 1e-6);
+        let square = geo::Geometry::Polygon(geo::Polygon::new(
+            geo::LineString::from(vec![
+                (0.0, 40.0),
+                (10.0, 40.0),
+                (10.0, 45.0),
+                (0.0, 45.0),
+                (0.0, 40.0),
+            ]),
+            vec![],
+        ));
+        let b = near_box(&square, 1.0).unwrap();
+        assert!(
+            b[3] > peak - 1e-6 && b[1] < 40.0 && b[0] < 0.0 && b[2] > 10.0,
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn scope_segments_read_back() {
+        for text in [
+            "/Madrid",
+            "/Madrid/+/Parks",
+            "/a b/\"q\"/#",
+            "/#",
+            "/é/ü\\x",
+        ] {
+            let p = ScopePattern::parse(text).unwrap();
+            let segments = scope_segments(&p).unwrap();
+            assert_eq!(format!("/{}", segments.join("/")), text);
+        }
+    }
+
+    #[test]
+    fn scope_translation_is_exact_and_indexed_for_paths() {
+        let t = translate(&EntityQuery {
+            scope: Some(parse_scope("/Madrid/Gardens,/Sevilla|/x/+/#").unwrap()),
+            ..EntityQuery::default()
+        });
+        assert!(t.exact);
+        assert_eq!(t.conditions.len(), 1);
+        assert!(
+            t.conditions[0].starts_with("(scopes && $3 OR EXISTS"),
+            "{}",
+            t.conditions[0]
+        );
+        assert_eq!(are_literal("a.b-c/é"), "a\\.b\\-c\\/é");
+    }
+
+    #[test]
+    fn q_pushdown_exactness() {
+        for (text, exact) in [
+            ("temperature>20;status==\"ok\"", true),
+            ("temperature==20..30|flag==true", true),
+            ("!temperature", true),
+            ("temperature!=1,2,3", true),
+            ("name[en]==\"x\"", true),
+            ("temperature.observedAt==\"2020\"", true),
+            ("temperature.observedAt>=2020-01-01T00:00:00Z", false),
+            ("!temperature.createdAt", true),
+            ("temperature.createdAt==\"x\"", false),
+            ("status~=\"^o\"", false),
+            ("temperature>9007199254740993", false),
+            ("gender==Male", true),
+        ] {
+            let t = with_q(text);
+            assert_eq!(t.exact, exact, "{text}");
+            assert_eq!(t.conditions.len(), 1, "{text}: {:?}", t.conditions);
+        }
+        // A term whose inner test is a superset is not negated.
+        let t = with_q("!a.observedAt.unitCode");
+        assert!(t.exact, "no target at all: NOT false");
+        assert_eq!(
+            jp_string("a\"b\\c\n"),
+            Some("\"a\\\"b\\\\c\\u000a\"".into())
+        );
+        assert_eq!(tag_regex("en-GB"), "^[eE][nN]\\-[gG][bB]$");
+    }
 }
