@@ -7,6 +7,10 @@ use deadpool_postgres::Pool;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../../migrations/0001_entities.sql")),
     (2, include_str!("../../../migrations/0002_history.sql")),
+    (
+        3,
+        include_str!("../../../migrations/0003_order_and_multi_location.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
