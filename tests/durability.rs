@@ -64,12 +64,12 @@ impl Broker {
             if let Some(status) = broker.child.try_wait().unwrap() {
                 panic!("twinlink exited before answering: {status}");
             }
-            let health = broker
+            let ready = broker
                 .client
-                .get(format!("http://127.0.0.1:{port}/health"))
+                .get(format!("http://127.0.0.1:{port}/ready"))
                 .send()
                 .await;
-            if health.is_ok_and(|r| r.status() == 200) {
+            if ready.is_ok_and(|r| r.status() == 200) {
                 return broker;
             }
             assert!(
