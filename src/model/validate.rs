@@ -111,8 +111,9 @@ pub fn date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
 pub fn geometry(what: &str, value: &Value) -> NgsiResult<()> {
     let bad =
         |why: String| NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"));
-    let geometry: geojson::Geometry =
-        serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
+    // Deserialized from the borrowed value: no copy of the coordinates.
+    let geometry = <geojson::Geometry as serde::Deserialize>::deserialize(value)
+        .map_err(|e| bad(e.to_string()))?;
     check_geometry(&geometry.value).map_err(bad)
 }
 
