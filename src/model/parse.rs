@@ -28,25 +28,28 @@ const GEO_ATTRIBUTES: [&str; 3] = [
 ];
 
 /// Core member names that may not name an attribute (they are not reified as attributes).
-const RESERVED_NAMES: [&str; 17] = [
-    "datasetId",
-    "instanceId",
-    "observedAt",
-    "unitCode",
-    "objectType",
-    "value",
-    "object",
-    "languageMap",
-    "vocab",
-    "valueList",
-    "objectList",
-    "json",
-    "lang",
-    "entityIdSealed",
-    "entityTypeSealed",
-    "@context",
-    "@value",
-];
+fn is_reserved_name(name: &str) -> bool {
+    matches!(
+        name,
+        "datasetId"
+            | "instanceId"
+            | "observedAt"
+            | "unitCode"
+            | "objectType"
+            | "value"
+            | "object"
+            | "languageMap"
+            | "vocab"
+            | "valueList"
+            | "objectList"
+            | "json"
+            | "lang"
+            | "entityIdSealed"
+            | "entityTypeSealed"
+            | "@context"
+            | "@value"
+    )
+}
 
 /// Members only the broker writes (in notifications with showChanges); never accepted as input.
 const OUTPUT_ONLY: [&str; 7] = [
@@ -185,7 +188,7 @@ impl<'a> Reader<'a> {
     /// Validates and expands an attribute name.
     pub fn name(&self, name: &str) -> NgsiResult<String> {
         validate::name("attribute name", name)?;
-        if RESERVED_NAMES.contains(&name) {
+        if is_reserved_name(name) {
             return Err(NgsiError::bad_data(format!(
                 "'{name}' is an NGSI-LD core member and cannot be used as an attribute name"
             )));

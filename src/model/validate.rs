@@ -6,9 +6,22 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use geojson::{GeometryValue, Position};
 use serde_json::Value;
 
-const FORBIDDEN_NAME_CHARS: &[char] = &[
-    '<', '>', '"', '\'', '=', ';', '(', ')', '\\', '{', '}', '`', '|', '^',
-];
+/// Characters an NGSI-LD name may not contain (they would break the query languages), besides
+/// white space and control characters.
+fn forbidden_in_name(c: char) -> bool {
+    matches!(
+        c,
+        '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '\\' | '{' | '}' | '`' | '|' | '^'
+    ) || c.is_whitespace()
+        || c.is_control()
+}
+
+/// Characters no URI contains unescaped, besides white space and control characters.
+fn forbidden_in_uri(c: char) -> bool {
+    matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+        || c.is_whitespace()
+        || c.is_control()
+}
 
 /// Checks that `id` is an absolute URI, as NGSI-LD requires of entity ids.
 pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
@@ -20,10 +33,7 @@ pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     });
-    let bad = !scheme_ok
-        || id
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>\"{}|\\^`".contains(c));
+    let bad = !scheme_ok || id.chars().any(forbidden_in_uri);
     if bad {
         return Err(NgsiError::bad_data(format!(
             "{what} '{id}' is not a valid URI"
@@ -80,10 +90,7 @@ pub fn name(what: &str, name: &str) -> NgsiResult<()> {
             "the {what} '{name}' starts with '@', which is reserved for JSON-LD keywords"
         )));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || FORBIDDEN_NAME_CHARS.contains(c))
-    {
+    if let Some(c) = name.chars().find(|c| forbidden_in_name(*c)) {
         return Err(NgsiError::bad_data(format!(
             "the {what} '{name}' contains the character {c:?}, which NGSI-LD names may not contain"
         )));
