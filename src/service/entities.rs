@@ -166,6 +166,35 @@ fn merge_patch(target: &mut Value, patch: serde_json::Map<String, Value>) {
     }
 }
 
+/// Applies attribute instances to an entity for append and update: `allowed(exists, datasetId)`
+/// says whether an instance may be written (or why not); NGSI-LD Null deletes; the outcome per
+/// attribute goes into `result`.
+fn apply_instances(
+    entity: &mut Entity,
+    attrs: Attrs,
+    result: &mut UpdateResult,
+    allowed: impl Fn(bool, Option<&str>) -> Result<(), String>,
+) {
+    for (name, instances) in attrs {
+        let mut changed = false;
+        for instance in instances {
+            let dataset_id = instance.dataset_id.clone();
+            let exists = entity.instance(&name, dataset_id.as_deref()).is_some();
+            if let Err(reason) = allowed(exists, dataset_id.as_deref()) {
+                result.not_updated.push((name.clone(), reason));
+            } else if instance.is_null() {
+                changed |= remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
+            } else {
+                put_instance(entity.attrs.entry(name.clone()).or_default(), instance);
+                changed = true;
+            }
+        }
+        if changed {
+            result.updated.push(name);
+        }
+    }
+}
+
 fn add_types(entity: &mut Entity, types: Vec<String>) {
     for t in types {
         if !entity.types.contains(&t) {
@@ -276,32 +305,13 @@ impl Broker {
                 }
                 result.updated.push(SCOPE_IRI.to_string());
             }
-            for (name, instances) in input.attrs {
-                let mut changed = false;
-                for instance in instances {
-                    let exists = entity
-                        .instance(&name, instance.dataset_id.as_deref())
-                        .is_some();
-                    if instance.is_null() {
-                        changed |= remove_instance(
-                            &mut entity.attrs,
-                            &name,
-                            instance.dataset_id.as_deref(),
-                        );
-                    } else if exists && no_overwrite {
-                        result.not_updated.push((
-                            name.clone(),
-                            "the attribute exists and options=noOverwrite was given".into(),
-                        ));
-                    } else {
-                        put_instance(entity.attrs.entry(name.clone()).or_default(), instance);
-                        changed = true;
-                    }
+            apply_instances(entity, input.attrs, &mut result, |exists, _| {
+                if exists && no_overwrite {
+                    Err("the attribute exists and options=noOverwrite was given".into())
+                } else {
+                    Ok(())
                 }
-                if changed {
-                    result.updated.push(name);
-                }
-            }
+            });
             entity.modified_at = now;
             Ok(result)
         })
@@ -329,29 +339,18 @@ impl Broker {
                         .push((SCOPE_IRI.to_string(), "the entity has no scope".into()));
                 }
             }
-            for (name, instances) in input.attrs {
-                let mut changed = false;
-                for instance in instances {
-                    let dataset_id = instance.dataset_id.clone();
-                    if entity.instance(&name, dataset_id.as_deref()).is_none() {
-                        let reason = match &dataset_id {
-                            Some(d) => {
-                                format!("the attribute has no instance with datasetId '{d}'")
-                            }
-                            None => "the attribute does not exist".to_string(),
-                        };
-                        result.not_updated.push((name.clone(), reason));
-                    } else if instance.is_null() {
-                        changed |= remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
-                    } else {
-                        put_instance(entity.attrs.entry(name.clone()).or_default(), instance);
-                        changed = true;
-                    }
-                }
-                if changed {
-                    result.updated.push(name);
-                }
-            }
+            apply_instances(
+                entity,
+                input.attrs,
+                &mut result,
+                |exists, dataset_id| match (exists, dataset_id) {
+                    (true, _) => Ok(()),
+                    (false, Some(d)) => Err(format!(
+                        "the attribute has no instance with datasetId '{d}'"
+                    )),
+                    (false, None) => Err("the attribute does not exist".to_string()),
+                },
+            );
             entity.modified_at = now;
             Ok(result)
         })
