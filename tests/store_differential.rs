@@ -849,10 +849,6 @@ async fn both_stores_and_the_evaluator_agree() {
         tally.nonempty += t.nonempty;
         tally.exact += t.exact;
         tally.pages += t.pages;
-        tally.known.extend(t.known);
-    }
-    for known in &tally.known {
-        println!("store_differential: KNOWN ISSUE, the embedded store's GeoQuery::bbox misses near matches: {known}");
     }
     println!(
         "store_differential: {n_queries} queries ({} with matches, {} exact in SQL, {} with pages checked) in {:.1?}; total {:.1?}",
@@ -890,38 +886,9 @@ const WORKERS: usize = 4;
 #[derive(Default)]
 struct Tally {
     failures: Vec<String>,
-    /// Queries the embedded store answers wrongly for a known reason (see `known_bbox_miss`).
-    known: Vec<String>,
     nonempty: usize,
     exact: usize,
     pages: usize,
-}
-
-/// A KNOWN embedded-store difference, reported and not failed: `GeoQuery::bbox` (the R-tree
-/// prefilter of the embedded store) leaves out the poleward bulge of the query geometry's own
-/// great-circle edges, so `near` with a Polygon or LineString misses entities just beyond its
-/// lon/lat envelope. It is known when the embedded store only misses matches of such a query and
-/// the PostgreSQL store (whose prefilter includes the bulge) agrees with the evaluator.
-fn known_bbox_miss(case: &Case, expected: &[&str], embedded: &[&str], postgres: &[String]) -> bool {
-    let extended = case.query.geo.as_ref().is_some_and(|g| {
-        matches!(
-            g.rel,
-            geo::GeoRel::Near {
-                max_distance: Some(_),
-                ..
-            }
-        ) && g.geoproperty == geo::LOCATION
-            && !matches!(
-                g.geometry,
-                ::geo::Geometry::Point(_) | ::geo::Geometry::MultiPoint(_)
-            )
-    });
-    extended
-        && embedded.iter().all(|id| expected.contains(id))
-        && postgres
-            .iter()
-            .map(String::as_str)
-            .eq(expected.iter().copied())
 }
 
 /// Checks one query: the SQL translation alone, both stores' full answers, and (every eighth
@@ -983,7 +950,7 @@ async fn check(
     }
 
     // Both stores: the full answer, then counts and pages.
-    let mut stores = vec![("embedded", embedded), ("postgres", postgres)];
+    let stores = vec![("embedded", embedded), ("postgres", postgres)];
     let mut answers = Vec::new();
     for (name, store) in &stores {
         let (page, seen) = store
@@ -1000,17 +967,10 @@ async fn check(
         if got == expected && *seen == expected.len() {
             continue;
         }
-        if *name == "embedded" && known_bbox_miss(case, &expected, &got, &answers[1].0) {
-            tally.known.push(case.text.clone());
-            continue;
-        }
         let what = format!("{name} store differs from the evaluator (seen {seen})");
         tally
             .failures
             .push(describe(case, &what, &expected, &got, all));
-    }
-    if tally.known.last() == Some(&case.text) {
-        stores.remove(0);
     }
     if !n.is_multiple_of(8) {
         return;

@@ -31,7 +31,8 @@ use crate::ld::active::ActiveContext;
 use crate::model::{validate, AttrKind, Entity};
 use geo::{
     BoundingRect, Closest, Coord, CoordsIter, Distance, Geometry, Haversine, HaversineClosestPoint,
-    Intersects, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon, Relate,
+    Intersects, Line, LineString, LinesIter, MultiLineString, MultiPoint, MultiPolygon, Point,
+    Polygon, Relate,
 };
 use rstar::AABB;
 use serde::Deserialize;
@@ -583,26 +584,8 @@ impl GeoQuery {
             GeoRel::Near {
                 max_distance: Some(metres),
                 ..
-            } => {
-                let deg = metres / METRES_PER_DEGREE * 1.01 + 1e-9;
-                let min_lat = (min.y - deg).max(-90.0);
-                let max_lat = (max.y + deg).min(90.0);
-                let polar = min_lat.abs().max(max_lat.abs());
-                let full = (-180.0, 180.0);
-                let (min_lon, max_lon) = if polar >= 89.999 {
-                    full
-                } else {
-                    // Along any path of length d from the box, longitude changes by at most
-                    // d / cos(highest latitude reached).
-                    let dlon = deg / polar.to_radians().cos();
-                    if min.x - dlon < -180.0 || max.x + dlon > 180.0 {
-                        full
-                    } else {
-                        (min.x - dlon, max.x + dlon)
-                    }
-                };
-                Some(AABB::from_corners([min_lon, min_lat], [max_lon, max_lat]))
-            }
+            } => near_box(&self.geometry, metres)
+                .map(|[x0, y0, x1, y1]| AABB::from_corners([x0, y0], [x1, y1])),
             _ => Some(AABB::from_corners([min.x, min.y], [max.x, max.y])),
         }
     }
@@ -659,6 +642,100 @@ impl fmt::Display for GeoQuery {
         }
         Ok(())
     }
+}
+
+/// Allowance (degrees of latitude) for the poleward bulge of entity edges: `near` measures to
+/// great-circle edges, which leave the lon/lat envelope the index holds. This covers edges up to
+/// 0.5° of longitude long (at most 4.8e-6 rad ≈ 30 m, at 45°); longer entity edges may bulge
+/// further and be missed (the caveat of `GeoQuery::bbox`).
+pub const ENTITY_EDGE_BULGE: f64 = 3e-4;
+
+/// A lon/lat box that every entity geometry within `metres` of the query geometry intersects (as
+/// `near` measures: great-circle edges): the query's extent INCLUDING the poleward bulge of its
+/// own edges (which `GeoQuery::bbox` leaves out), widened by the distance as `GeoQuery::bbox`
+/// does, and by [`ENTITY_EDGE_BULGE`] in latitude.
+pub fn near_box(geometry: &Geometry<f64>, metres: f64) -> Option<[f64; 4]> {
+    let r = geometry.bounding_rect()?;
+    let (mut min_x, mut max_x) = (r.min().x, r.max().x);
+    let (mut min_y, mut max_y) = (r.min().y, r.max().y);
+    for (a, b) in edges(geometry) {
+        if (a.x - b.x).abs() >= 180.0 {
+            // The shorter arc crosses the antimeridian.
+            (min_x, max_x) = (-180.0, 180.0);
+        }
+        let (lo, hi) = arc_latitudes(a, b);
+        min_y = min_y.min(lo);
+        max_y = max_y.max(hi);
+    }
+    let deg = metres / METRES_PER_DEGREE * 1.01 + 1e-9;
+    let min_lat = (min_y - deg - ENTITY_EDGE_BULGE).max(-90.0);
+    let max_lat = (max_y + deg + ENTITY_EDGE_BULGE).min(90.0);
+    let polar = min_lat.abs().max(max_lat.abs());
+    if polar >= 89.999 {
+        return Some([-180.0, min_lat, 180.0, max_lat]);
+    }
+    // Along any path of length d from the box, longitude changes by at most d / cos(highest
+    // latitude reached).
+    let dlon = deg / polar.to_radians().cos();
+    if min_x - dlon < -180.0 || max_x + dlon > 180.0 {
+        return Some([-180.0, min_lat, 180.0, max_lat]);
+    }
+    Some([min_x - dlon, min_lat, max_x + dlon, max_lat])
+}
+
+/// The edges of a query geometry, as coordinate pairs.
+fn edges(geometry: &Geometry<f64>) -> Vec<(Coord<f64>, Coord<f64>)> {
+    let lines: Vec<Line<f64>> = match geometry {
+        Geometry::LineString(l) => l.lines_iter().collect(),
+        Geometry::MultiLineString(m) => m.lines_iter().collect(),
+        Geometry::Polygon(p) => p.lines_iter().collect(),
+        Geometry::MultiPolygon(m) => m.lines_iter().collect(),
+        _ => Vec::new(),
+    };
+    lines.into_iter().map(|l| (l.start, l.end)).collect()
+}
+
+/// The latitude range (degrees) of the shorter great-circle arc from `a` to `b`: its endpoints'
+/// and, when the arc passes it, the highest (lowest) point of its great circle, with a tiny
+/// outward margin.
+pub fn arc_latitudes(a: Coord<f64>, b: Coord<f64>) -> (f64, f64) {
+    type V = [f64; 3];
+    let unit = |c: Coord<f64>| -> V {
+        let (lon, lat) = (c.x.to_radians(), c.y.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    };
+    let cross = |u: V, v: V| -> V {
+        [
+            u[1] * v[2] - u[2] * v[1],
+            u[2] * v[0] - u[0] * v[2],
+            u[0] * v[1] - u[1] * v[0],
+        ]
+    };
+    let dot = |u: V, v: V| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    let (lo, hi) = (a.y.min(b.y), a.y.max(b.y));
+    let (pa, pb) = (unit(a), unit(b));
+    let n = cross(pa, pb);
+    let n_len = dot(n, n).sqrt();
+    if n_len < 1e-12 {
+        return (lo, hi);
+    }
+    let n = n.map(|c| c / n_len);
+    // The highest point of the great circle: the pole direction without its component along n.
+    let top = [-n[2] * n[0], -n[2] * n[1], 1.0 - n[2] * n[2]];
+    let top_len = dot(top, top).sqrt();
+    if top_len < 1e-12 {
+        return (lo, hi);
+    }
+    let top = top.map(|c| c / top_len);
+    let on_arc = |p: V| dot(cross(pa, p), n) >= -1e-12 && dot(cross(p, pb), n) >= -1e-12;
+    let extreme = top[2].clamp(-1.0, 1.0).asin().to_degrees();
+    let hi = if on_arc(top) { hi.max(extreme) } else { hi };
+    let lo = if on_arc(top.map(|c| -c)) {
+        lo.min(-extreme)
+    } else {
+        lo
+    };
+    (lo - 1e-9, hi + 1e-9)
 }
 
 #[cfg(test)]
@@ -1269,12 +1346,14 @@ mod tests {
         assert!(q("near;minDistance==10", "Point", "[8,40]")
             .bbox()
             .is_none());
-        // 111 195 m at the equator is 1° (plus the 1 % margin) each way.
+        // 111 195 m at the equator is 1° (plus the 1 % margin and the entity-edge allowance)
+        // each way in latitude.
         let b = q("near;maxDistance==111195.08", "Point", "[0,0]")
             .bbox()
             .unwrap();
+        let lat = 1.01 + ENTITY_EDGE_BULGE;
         assert!(
-            (b.upper()[1] - 1.01).abs() < 1e-6 && (b.lower()[1] + 1.01).abs() < 1e-6,
+            (b.upper()[1] - lat).abs() < 1e-6 && (b.lower()[1] + lat).abs() < 1e-6,
             "{b:?}"
         );
         assert!(b.upper()[0] > 1.01 && b.upper()[0] < 1.02, "{b:?}");
