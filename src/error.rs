@@ -22,8 +22,6 @@ pub enum ErrorKind {
     NonexistentTenant,
     /// A JSON-LD @context could not be retrieved.
     LdContextNotAvailable,
-    /// The query asks for more results than the broker gives in one page.
-    TooManyResults,
     /// The Accept header names no representation the broker offers (HTTP 406).
     NotAcceptable,
     /// The Content-Type is not one the operation takes (HTTP 415).
@@ -49,7 +47,6 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => 503,
             // 504 since GS CIM 009 V1.8.1 (was 503 before).
             ErrorKind::LdContextNotAvailable => 504,
-            ErrorKind::TooManyResults => 403,
             ErrorKind::NotAcceptable => 406,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::PayloadTooLarge => 413,
@@ -68,7 +65,6 @@ impl ErrorKind {
             ErrorKind::OperationNotSupported => "OperationNotSupported",
             ErrorKind::NonexistentTenant => "NonexistentTenant",
             ErrorKind::LdContextNotAvailable => "LdContextNotAvailable",
-            ErrorKind::TooManyResults => "TooManyResults",
             ErrorKind::NotAcceptable => "NotAcceptable",
             ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
             ErrorKind::PayloadTooLarge => "PayloadTooLarge",
@@ -144,7 +140,6 @@ fn title(kind: ErrorKind) -> &'static str {
         ErrorKind::OperationNotSupported => "The operation is not supported",
         ErrorKind::NonexistentTenant => "The tenant does not exist",
         ErrorKind::LdContextNotAvailable => "A JSON-LD @context could not be retrieved",
-        ErrorKind::TooManyResults => "Too many results",
         ErrorKind::NotAcceptable => "No acceptable representation",
         ErrorKind::UnsupportedMediaType => "Unsupported media type",
         ErrorKind::PayloadTooLarge => "The request body is too large",

@@ -357,25 +357,6 @@ impl ActiveContext {
     pub fn term(&self, term: &str) -> Option<&Term> {
         self.terms.get(term)
     }
-
-    /// The value coercion of the term that compacts `iri`, used to tell whether a value is an IRI or
-    /// a vocabulary term.
-    pub fn coercion_of_iri(&self, iri: &str) -> Coercion {
-        self.reverse
-            .get(iri)
-            .and_then(|t| self.terms.get(t))
-            .map_or(Coercion::None, |t| t.coercion.clone())
-    }
-
-    /// Number of term definitions (used by diagnostics and tests).
-    pub fn len(&self) -> usize {
-        self.terms.len()
-    }
-
-    /// Whether the context defines no term at all.
-    pub fn is_empty(&self) -> bool {
-        self.terms.is_empty()
-    }
 }
 
 #[cfg(test)]
