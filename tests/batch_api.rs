@@ -911,3 +911,80 @@ async fn batches_write_only_into_their_tenant() {
     assert!(status == 207 || status == 404, "{status}: {body}");
     assert_eq!(s.entity(&id("TN"), "").await, room("TN", json!({})));
 }
+
+/// Distinct PostgreSQL transaction ids (xmin) among the rows of `table` (PostgreSQL store only).
+async fn writing_transactions(database_url: &str, table: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    actix_web::rt::spawn(connection);
+    client
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text) FROM {table}"),
+            &[],
+        )
+        .await
+        .expect("count transactions")
+        .get(0)
+}
+
+#[actix_web::test]
+async fn a_batch_is_written_in_one_transaction() {
+    let s = TestServer::start().await;
+    let batch: Vec<Value> = (0..60)
+        .map(|i| {
+            room(
+                &format!("T{i}"),
+                json!({"temperature": prop(json!(i)), "name": prop(json!(format!("room {i}")))}),
+            )
+        })
+        .collect();
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/upsert",
+            "application/json",
+            &json!(batch),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    for i in [0, 31, 59] {
+        assert_eq!(
+            s.entity(&id(&format!("T{i}")), "").await["temperature"]["value"],
+            i
+        );
+    }
+    // Upserting them again (update) with one bad entity in the middle: the others are written,
+    // again together.
+    let mut again: Vec<Value> = (0..60)
+        .map(|i| {
+            room(
+                &format!("T{i}"),
+                json!({"temperature": prop(json!(i + 100))}),
+            )
+        })
+        .collect();
+    again[30] = json!({"id": id("T30"), "temperature": prop(json!(1))}); // no type
+    let (status, _, result) = read(
+        s.send(
+            Method::POST,
+            "/entityOperations/upsert?options=update",
+            "application/json",
+            &json!(again),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 207, "{result}");
+    let (success, errors) = outcome(&result);
+    assert_eq!(success.len(), 59);
+    assert_eq!(errors, vec![(id("T30"), "BadRequestData".to_string())]);
+    assert_eq!(s.entity(&id("T30"), "").await["temperature"]["value"], 30);
+    assert_eq!(s.entity(&id("T59"), "").await["temperature"]["value"], 159);
+    if let Some(url) = &s.database_url {
+        // Two batches, two transactions, whatever the number of entities and attributes.
+        // T30 was last written by the first batch, the others by the second.
+        assert_eq!(writing_transactions(url, "entities").await, 2);
+        assert_eq!(writing_transactions(url, "attribute_instances").await, 2);
+    }
+}

@@ -1,11 +1,12 @@
-//! Batch operations (5.6.7–5.6.10, 5.6.20): each entity goes through the same single-entity
-//! operation as over /entities, and the outcome is reported per entity, so one bad entity never
-//! blocks or half-applies another.
+//! Batch operations (5.6.7–5.6.10, 5.6.20): each entity goes through the same decision as the
+//! single-entity operation over /entities, all of them in one store write (one transaction), and
+//! the outcome is reported per entity, so one bad entity never blocks or half-applies another.
 
-use super::entities::Target;
+use super::entities::{append, change_existing, create, merge, new_entity, replace, Target};
 use super::Broker;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::parse::EntityInput;
+use crate::store::{Decide, Step, Write};
 use chrono::{DateTime, Utc};
 
 /// Per-entity outcome of a batch: the ids that succeeded and the errors of the others.
@@ -41,11 +42,24 @@ pub enum BatchOp {
     Merge,
 }
 
+/// What a batch step did to its entity.
+#[derive(Debug)]
+pub enum Done {
+    /// Created it.
+    Created,
+    /// Changed (or deleted) it.
+    Changed,
+    /// Wrote what it could but reports the entity as failed (update with attributes left alone).
+    Reported(NgsiError),
+}
+
 /// One parsed element of a batch body: its id (when readable) and the parsed entity or the error.
 pub type BatchItem = (String, NgsiResult<EntityInput>);
 
 impl Broker {
-    /// Applies `op` to every entity of the batch, in order.
+    /// Applies `op` to every entity of the batch, in order, in one atomic store write: each entity
+    /// succeeds or fails on its own (nothing is half-applied within an entity), and what succeeded
+    /// is committed together.
     pub async fn batch(
         &self,
         tenant: &str,
@@ -53,75 +67,131 @@ impl Broker {
         items: Vec<BatchItem>,
         now: DateTime<Utc>,
     ) -> BatchResult {
-        let mut result = BatchResult::default();
-        for (id, parsed) in items {
-            let outcome = match parsed {
-                Ok(input) => {
-                    self.batch_one(tenant, op, &id, input, now, &mut result.created)
-                        .await
-                }
-                Err(e) => Err(e),
+        let creates = matches!(op, BatchOp::Create | BatchOp::Upsert(_));
+        let tenant_missing = match (creates, self.require_tenant(tenant).await) {
+            (false, Err(e)) => Some(e),
+            _ => None,
+        };
+        let mut early = Vec::new();
+        let mut steps: Vec<(usize, Step<Done>)> = Vec::with_capacity(items.len());
+        for (i, (id, parsed)) in items.into_iter().enumerate() {
+            let step = match (parsed, &tenant_missing) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(e)) => Err(e.clone()),
+                (Ok(input), None) => decide(tenant, op, &id, input, now),
             };
-            match outcome {
-                Ok(()) => result.success.push(id),
-                Err(e) => result.errors.push((id, e)),
+            match step {
+                Ok(decide) => steps.push((i, (id, decide))),
+                Err(e) => early.push((i, id, Err(e))),
             }
         }
-        result
+        self.commit_steps(tenant, steps, early).await
     }
 
-    async fn batch_one(
+    /// Deletes every listed entity (5.6.10), in one atomic store write.
+    pub async fn batch_delete(&self, tenant: &str, ids: Vec<String>) -> BatchResult {
+        if let Err(e) = self.require_tenant(tenant).await {
+            let early = ids.into_iter().enumerate();
+            let early = early.map(|(i, id)| (i, id, Err(e.clone()))).collect();
+            return self.commit_steps(tenant, Vec::new(), early).await;
+        }
+        let steps = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let target = Target::new(tenant, &id);
+                let decide: Decide<Done> = Box::new(move |current| {
+                    change_existing(&target, current, |_| Ok(()))?;
+                    Ok((Write::Delete, Done::Changed))
+                });
+                (i, (id, decide))
+            })
+            .collect();
+        self.commit_steps(tenant, steps, Vec::new()).await
+    }
+
+    /// Runs the steps (numbered by their place in the request) in one store write and reports
+    /// every outcome, with the `early` ones (failed before reaching the store), in request order;
+    /// when the store fails, every step fails with its error (nothing was committed).
+    async fn commit_steps(
         &self,
         tenant: &str,
-        op: BatchOp,
-        id: &str,
-        input: EntityInput,
-        now: DateTime<Utc>,
-        created: &mut Vec<String>,
-    ) -> NgsiResult<()> {
-        let target = Target::new(tenant, id);
-        match op {
-            BatchOp::Create => self.create_entity(tenant, input, now).await.map(|_| ()),
-            BatchOp::Upsert(mode) => {
-                let exists = self.store.tenant_exists(tenant).await?
-                    && self.store.get(tenant, id).await?.is_some();
-                if !exists {
-                    let r = self.create_entity(tenant, input, now).await.map(|_| ());
-                    if r.is_ok() {
-                        created.push(id.to_string());
-                    }
-                    return r;
-                }
-                match mode {
-                    UpsertMode::Replace => self.replace_entity(&target, input, now).await,
-                    UpsertMode::Update => self
-                        .append_attrs(&target, input, false, now)
-                        .await
-                        .map(|_| ()),
-                }
-            }
-            BatchOp::Update { no_overwrite } => {
-                let r = self.append_attrs(&target, input, no_overwrite, now).await?;
-                match r.not_updated.first() {
-                    Some((name, reason)) => Err(NgsiError::bad_data(format!(
-                        "attribute {name} was not updated: {reason}"
-                    ))),
-                    _ => Ok(()),
-                }
-            }
-            BatchOp::Merge => self.merge_entity(&target, input, now).await,
+        steps: Vec<(usize, Step<Done>)>,
+        mut outcomes: Vec<(usize, String, NgsiResult<Done>)>,
+    ) -> BatchResult {
+        let (places, steps): (Vec<(usize, String)>, Vec<Step<Done>>) = steps
+            .into_iter()
+            .map(|(i, (id, decide))| ((i, id.clone()), (id, decide)))
+            .unzip();
+        if !steps.is_empty() {
+            let results = match self.store.modify_many(tenant, steps).await {
+                Ok(results) => results,
+                Err(e) => places.iter().map(|_| Err(e.clone())).collect(),
+            };
+            outcomes.extend(
+                places
+                    .into_iter()
+                    .zip(results)
+                    .map(|((i, id), r)| (i, id, r)),
+            );
         }
-    }
-
-    /// Deletes every listed entity (5.6.10).
-    pub async fn batch_delete(&self, tenant: &str, ids: Vec<String>) -> BatchResult {
+        outcomes.sort_by_key(|(i, _, _)| *i);
         let mut result = BatchResult::default();
-        for id in ids {
-            match self.delete_entity(&Target::new(tenant, &id)).await {
-                Ok(()) => result.success.push(id),
-                Err(e) => result.errors.push((id, e)),
+        for (_, id, outcome) in outcomes {
+            match outcome {
+                Ok(Done::Created) => {
+                    result.created.push(id.clone());
+                    result.success.push(id);
+                }
+                Ok(Done::Changed) => result.success.push(id),
+                Ok(Done::Reported(e)) | Err(e) => result.errors.push((id, e)),
             }
         }
         result
     }
+}
+
+/// The store decision for one batch entity.
+fn decide(
+    tenant: &str,
+    op: BatchOp,
+    id: &str,
+    input: EntityInput,
+    now: DateTime<Utc>,
+) -> NgsiResult<Decide<Done>> {
+    let target = Target::new(tenant, id);
+    Ok(match op {
+        BatchOp::Create => {
+            let entity = new_entity(input, now)?;
+            Box::new(move |current| create(current, entity).map(|(w, ())| (w, Done::Created)))
+        }
+        BatchOp::Upsert(mode) => Box::new(move |current| match current {
+            None => create(current, new_entity(input, now)?).map(|(w, ())| (w, Done::Created)),
+            Some(_) => {
+                let written = match mode {
+                    UpsertMode::Replace => change_existing(&target, current, replace(input, now)),
+                    UpsertMode::Update => {
+                        change_existing(&target, current, append(input, false, now))
+                            .map(|(w, _)| (w, ()))
+                    }
+                };
+                written.map(|(w, ())| (w, Done::Changed))
+            }
+        }),
+        BatchOp::Update { no_overwrite } => Box::new(move |current| {
+            let (write, r) = change_existing(&target, current, append(input, no_overwrite, now))?;
+            match r.not_updated.first() {
+                Some((name, reason)) => Ok((
+                    write,
+                    Done::Reported(NgsiError::bad_data(format!(
+                        "attribute {name} was not updated: {reason}"
+                    ))),
+                )),
+                None => Ok((write, Done::Changed)),
+            }
+        }),
+        BatchOp::Merge => Box::new(move |current| {
+            change_existing(&target, current, merge(input, now)).map(|(w, ())| (w, Done::Changed))
+        }),
+    })
 }

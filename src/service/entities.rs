@@ -211,29 +211,10 @@ impl Broker {
         input: EntityInput,
         now: DateTime<Utc>,
     ) -> NgsiResult<String> {
-        let id = input
-            .id
-            .ok_or_else(|| NgsiError::bad_data("the entity has no id"))?;
-        if input.types.is_empty() {
-            return Err(NgsiError::bad_data("the entity has no type"));
-        }
-        let entity = Entity {
-            id: id.clone(),
-            types: input.types,
-            scope: input.scope,
-            attrs: input.attrs,
-            created_at: now,
-            modified_at: now,
-        };
-        let id_for_error = id.clone();
+        let entity = new_entity(input, now)?;
+        let id = entity.id.clone();
         self.store
-            .modify(tenant, &id, move |current| match current {
-                Some(_) => Err(NgsiError::new(
-                    ErrorKind::AlreadyExists,
-                    format!("an entity with id '{id_for_error}' exists already"),
-                )),
-                None => Ok((Write::Put(entity), ())),
-            })
+            .modify(tenant, &id, move |current| create(current, entity))
             .await?;
         Ok(id)
     }
@@ -270,12 +251,7 @@ impl Broker {
         let t = target.clone();
         self.store
             .modify(&target.tenant, &target.id, move |current| {
-                let mut entity = current
-                    .filter(|e| t.matches(e))
-                    .cloned()
-                    .ok_or_else(|| missing(&t.id))?;
-                let result = change(&mut entity)?;
-                Ok((Write::Put(entity), result))
+                change_existing(&t, current, change)
             })
             .await
     }
@@ -289,33 +265,7 @@ impl Broker {
         no_overwrite: bool,
         now: DateTime<Utc>,
     ) -> NgsiResult<UpdateResult> {
-        self.change(target, move |entity| {
-            let mut result = UpdateResult::default();
-            add_types(entity, input.types);
-            if let Some(scope) = input.scope {
-                match &mut entity.scope {
-                    Some(existing) if no_overwrite => {
-                        for s in scope {
-                            if !existing.contains(&s) {
-                                existing.push(s);
-                            }
-                        }
-                    }
-                    _ => entity.scope = Some(scope),
-                }
-                result.updated.push(SCOPE_IRI.to_string());
-            }
-            apply_instances(entity, input.attrs, &mut result, |exists, _| {
-                if exists && no_overwrite {
-                    Err("the attribute exists and options=noOverwrite was given".into())
-                } else {
-                    Ok(())
-                }
-            });
-            entity.modified_at = now;
-            Ok(result)
-        })
-        .await
+        self.change(target, append(input, no_overwrite, now)).await
     }
 
     /// Updates existing attributes (5.6.2): each given instance replaces the existing one with its
@@ -449,30 +399,8 @@ impl Broker {
         input: EntityInput,
         now: DateTime<Utc>,
     ) -> NgsiResult<()> {
-        self.check_body_id(&target.id, input.id.as_deref())?;
-        self.change(target, move |entity| {
-            add_types(entity, input.types);
-            if input.scope.is_some() {
-                entity.scope = input.scope;
-            }
-            for (name, instances) in input.attrs {
-                for patch in instances {
-                    let dataset_id = patch.dataset_id.clone();
-                    if patch.is_null() {
-                        remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
-                        continue;
-                    }
-                    let merged = match entity.instance(&name, dataset_id.as_deref()) {
-                        Some(old) => merge_instance(old, patch, &name, now, true)?,
-                        None => patch,
-                    };
-                    put_instance(entity.attrs.entry(name.clone()).or_default(), merged);
-                }
-            }
-            entity.modified_at = now;
-            Ok(())
-        })
-        .await
+        check_body_id(&target.id, input.id.as_deref())?;
+        self.change(target, merge(input, now)).await
     }
 
     /// Replaces an entity (5.6.18): all attributes and, when given, the types; createdAt stays.
@@ -482,25 +410,140 @@ impl Broker {
         input: EntityInput,
         now: DateTime<Utc>,
     ) -> NgsiResult<()> {
-        self.check_body_id(&target.id, input.id.as_deref())?;
-        self.change(target, move |entity| {
-            if !input.types.is_empty() {
-                entity.types = input.types;
-            }
-            entity.scope = input.scope;
-            entity.attrs = input.attrs;
-            entity.modified_at = now;
-            Ok(())
-        })
-        .await
+        check_body_id(&target.id, input.id.as_deref())?;
+        self.change(target, replace(input, now)).await
     }
+}
 
-    fn check_body_id(&self, path_id: &str, body_id: Option<&str>) -> NgsiResult<()> {
-        match body_id {
-            Some(b) if b != path_id => Err(NgsiError::bad_data(format!(
-                "the body's id '{b}' differs from the id '{path_id}' in the URL"
-            ))),
-            _ => Ok(()),
+/// Fails unless the id in a body is absent or the one in the URL.
+fn check_body_id(path_id: &str, body_id: Option<&str>) -> NgsiResult<()> {
+    match body_id {
+        Some(b) if b != path_id => Err(NgsiError::bad_data(format!(
+            "the body's id '{b}' differs from the id '{path_id}' in the URL"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The entity a create writes, from its parsed input (which must have an id and a type).
+pub(crate) fn new_entity(input: EntityInput, now: DateTime<Utc>) -> NgsiResult<Entity> {
+    let id = input
+        .id
+        .ok_or_else(|| NgsiError::bad_data("the entity has no id"))?;
+    if input.types.is_empty() {
+        return Err(NgsiError::bad_data("the entity has no type"));
+    }
+    Ok(Entity {
+        id,
+        types: input.types,
+        scope: input.scope,
+        attrs: input.attrs,
+        created_at: now,
+        modified_at: now,
+    })
+}
+
+/// The decision of a create: write the entity unless its id is taken.
+pub(crate) fn create(current: Option<&Entity>, entity: Entity) -> NgsiResult<(Write, ())> {
+    match current {
+        Some(_) => Err(NgsiError::new(
+            ErrorKind::AlreadyExists,
+            format!("an entity with id '{}' exists already", entity.id),
+        )),
+        None => Ok((Write::Put(entity), ())),
+    }
+}
+
+/// The decision of a change of an existing entity: `change` runs on a copy of it, which is
+/// written; NotFound when the entity is missing or not of the target's types.
+pub(crate) fn change_existing<R>(
+    target: &Target,
+    current: Option<&Entity>,
+    change: impl FnOnce(&mut Entity) -> NgsiResult<R>,
+) -> NgsiResult<(Write, R)> {
+    let mut entity = current
+        .filter(|e| target.matches(e))
+        .cloned()
+        .ok_or_else(|| missing(&target.id))?;
+    let result = change(&mut entity)?;
+    Ok((Write::Put(entity), result))
+}
+
+/// The change of an append (5.6.3), see [`Broker::append_attrs`].
+pub(crate) fn append(
+    input: EntityInput,
+    no_overwrite: bool,
+    now: DateTime<Utc>,
+) -> impl FnOnce(&mut Entity) -> NgsiResult<UpdateResult> + Send + 'static {
+    move |entity| {
+        let mut result = UpdateResult::default();
+        add_types(entity, input.types);
+        if let Some(scope) = input.scope {
+            match &mut entity.scope {
+                Some(existing) if no_overwrite => {
+                    for s in scope {
+                        if !existing.contains(&s) {
+                            existing.push(s);
+                        }
+                    }
+                }
+                _ => entity.scope = Some(scope),
+            }
+            result.updated.push(SCOPE_IRI.to_string());
         }
+        apply_instances(entity, input.attrs, &mut result, |exists, _| {
+            if exists && no_overwrite {
+                Err("the attribute exists and options=noOverwrite was given".into())
+            } else {
+                Ok(())
+            }
+        });
+        entity.modified_at = now;
+        Ok(result)
+    }
+}
+
+/// The change of a merge (5.6.17), see [`Broker::merge_entity`].
+pub(crate) fn merge(
+    input: EntityInput,
+    now: DateTime<Utc>,
+) -> impl FnOnce(&mut Entity) -> NgsiResult<()> + Send + 'static {
+    move |entity| {
+        add_types(entity, input.types);
+        if input.scope.is_some() {
+            entity.scope = input.scope;
+        }
+        for (name, instances) in input.attrs {
+            for patch in instances {
+                let dataset_id = patch.dataset_id.clone();
+                if patch.is_null() {
+                    remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
+                    continue;
+                }
+                let merged = match entity.instance(&name, dataset_id.as_deref()) {
+                    Some(old) => merge_instance(old, patch, &name, now, true)?,
+                    None => patch,
+                };
+                put_instance(entity.attrs.entry(name.clone()).or_default(), merged);
+            }
+        }
+        entity.modified_at = now;
+        Ok(())
+    }
+}
+
+/// The change of a replace (5.6.18), see [`Broker::replace_entity`].
+pub(crate) fn replace(
+    input: EntityInput,
+    now: DateTime<Utc>,
+) -> impl FnOnce(&mut Entity) -> NgsiResult<()> + Send + 'static {
+    move |entity| {
+        if !input.types.is_empty() {
+            entity.types = input.types;
+        }
+        entity.scope = input.scope;
+        entity.attrs = input.attrs;
+        entity.modified_at = now;
+        Ok(())
     }
 }

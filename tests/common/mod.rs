@@ -20,6 +20,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// Data directory of the embedded store.
     pub data_dir: PathBuf,
+    /// The server's PostgreSQL database, when it runs on the PostgreSQL store.
+    pub database_url: Option<String>,
     handle: actix_web::dev::ServerHandle,
     _dir: TempDir,
 }
@@ -58,29 +60,7 @@ impl TestServer {
 
     /// Starts a server after letting the test adjust the settings.
     pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = Settings {
-            bind: "127.0.0.1".into(),
-            port: 0,
-            data_dir: dir.path().join("data"),
-            workers: 2,
-            ..Settings::default()
-        };
-        settings.database_url = fresh_database_url().await;
-        adjust(&mut settings);
-        let data_dir = settings.data_dir.clone();
-        let (server, addr) = twinlink::server::start(settings)
-            .await
-            .expect("server starts");
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
-        TestServer {
-            base: format!("http://{addr}/ngsi-ld/v1"),
-            client: reqwest::Client::new(),
-            data_dir,
-            handle,
-            _dir: dir,
-        }
+        Self::start_with_broker(adjust).await.0
     }
 
     /// Full URL of an API path such as `/entities`.
@@ -423,6 +403,7 @@ impl TestServer {
         settings.database_url = fresh_database_url().await;
         adjust(&mut settings);
         let data_dir = settings.data_dir.clone();
+        let database_url = settings.database_url.clone();
         let listener =
             std::net::TcpListener::bind((settings.bind.as_str(), settings.port)).expect("bind");
         let broker = actix_web::web::Data::new(
@@ -438,6 +419,7 @@ impl TestServer {
             base: format!("http://{addr}/ngsi-ld/v1"),
             client: reqwest::Client::new(),
             data_dir,
+            database_url,
             handle,
             _dir: dir,
         };

@@ -3,12 +3,13 @@
 
 mod index;
 
-use super::history::{self, HistoryQuery, InstanceChange, TimeProperty};
-use super::Write;
+use super::history::{HistoryQuery, InstanceChange, TimeProperty};
+use super::{run_steps, Step};
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
 use crate::query::EntityQuery;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
+use chrono::Utc;
 use index::TenantIndex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -193,69 +194,71 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
-    /// Read-modify-write of one entity, recording its history in the same transaction; the commit
-    /// is durable before this returns.
-    pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
-    {
+    /// Runs the steps of a batch (see [`super::run_steps`]) and commits what they decided, with
+    /// their history, in one redb transaction that is durable before this returns.
+    pub async fn modify_many<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        steps: Vec<Step<R>>,
+    ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let (db, memory, writer) = (self.db.clone(), self.memory.clone(), self.writer.clone());
-        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let tenant = tenant.to_string();
         tokio::task::spawn_blocking(move || {
             let _guard = writer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let current = memory
-                .read()
-                .map_err(storage)?
-                .get(&tenant)
-                .and_then(|m| m.get(&id))
-                .cloned();
-            let (write, result) = decide(current.as_deref())?;
-            let records = match &write {
-                Write::Keep => return Ok(result),
-                Write::Put(e) => history::changes(current.as_deref(), Some(e), e.modified_at),
-                Write::Delete => history::changes(current.as_deref(), None, Utc::now()),
+            let planned = {
+                let memory = memory.read().map_err(storage)?;
+                let stored = memory.get(&tenant);
+                run_steps(steps, |id| stored.and_then(|m| m.get(id)).cloned())
             };
-            let k = key(&tenant, &id);
+            if planned.writes.is_empty() {
+                return Ok(planned.results);
+            }
             let txn = db.begin_write().map_err(storage)?;
             {
                 let mut entities = txn.open_table(ENTITIES).map_err(storage)?;
-                match &write {
-                    Write::Put(entity) => {
-                        let bytes = serde_json::to_vec(entity).map_err(storage)?;
-                        entities
-                            .insert(k.as_str(), bytes.as_slice())
-                            .map_err(storage)?;
-                        txn.open_table(TENANTS)
-                            .map_err(storage)?
-                            .insert(tenant.as_str(), ())
-                            .map_err(storage)?;
-                    }
-                    _ => {
-                        entities.remove(k.as_str()).map_err(storage)?;
+                for (id, state) in &planned.writes {
+                    let k = key(&tenant, id);
+                    match state {
+                        Some(entity) => {
+                            let bytes = serde_json::to_vec(entity.as_ref()).map_err(storage)?;
+                            entities
+                                .insert(k.as_str(), bytes.as_slice())
+                                .map_err(storage)?;
+                        }
+                        None => {
+                            entities.remove(k.as_str()).map_err(storage)?;
+                        }
                     }
                 }
+                if planned.writes.values().any(Option::is_some) {
+                    txn.open_table(TENANTS)
+                        .map_err(storage)?
+                        .insert(tenant.as_str(), ())
+                        .map_err(storage)?;
+                }
                 let mut table = txn.open_table(HISTORY).map_err(storage)?;
-                for r in &records {
+                for (id, r) in &planned.history {
                     let bytes = serde_json::to_vec(r).map_err(storage)?;
                     table
-                        .insert(history_key(&tenant, &id, r).as_slice(), bytes.as_slice())
+                        .insert(history_key(&tenant, id, r).as_slice(), bytes.as_slice())
                         .map_err(storage)?;
                 }
             }
             txn.commit().map_err(storage)?;
             let mut memory = memory.write().map_err(storage)?;
-            match write {
-                Write::Put(entity) => memory.entry(tenant).or_default().put(Arc::new(entity)),
-                _ => {
-                    if let Some(m) = memory.get_mut(&tenant) {
-                        m.remove(&id);
+            for (id, state) in planned.writes {
+                match state {
+                    Some(entity) => memory.entry(tenant.clone()).or_default().put(entity),
+                    None => {
+                        if let Some(m) = memory.get_mut(&tenant) {
+                            m.remove(&id);
+                        }
                     }
                 }
             }
-            Ok(result)
+            Ok(planned.results)
         })
         .await
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?

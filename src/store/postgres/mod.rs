@@ -5,8 +5,8 @@
 pub mod migrate;
 pub mod sql;
 
-use super::history::{self, HistoryQuery, InstanceChange, TimeProperty};
-use super::Write;
+use super::history::{HistoryQuery, InstanceChange, TimeProperty};
+use super::{run_steps, Step};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{AttrKind, Entity};
 use crate::query::geo::LOCATION;
@@ -106,20 +106,22 @@ fn location_of(e: &Entity) -> (Option<String>, bool) {
     }
 }
 
-/// Inserts every history record of a request at once: $1 tenant, $2 entity id, then one array per
-/// column (all of the same length).
+/// Inserts every history record of a write at once: $1 tenant, then one array per column (all of
+/// the same length), the entity id first.
 const INSERT_HISTORY: &str = "INSERT INTO attribute_instances
     (tenant, entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at,
      deleted_at, value, num, location)
-  SELECT $1, $2, h.attr, h.dataset_id, h.instance_id, h.kind, h.observed_at, h.created_at,
+  SELECT $1, h.entity_id, h.attr, h.dataset_id, h.instance_id, h.kind, h.observed_at, h.created_at,
          h.modified_at, h.deleted_at, h.value, h.num, ST_SetSRID(ST_GeomFromGeoJSON(h.geo), 4326)
-  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
-              $9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::float8[], $13::text[])
-    AS h(attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at,
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+              $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::float8[],
+              $13::text[])
+    AS h(entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at,
          value, num, geo)";
 
 /// The columns of [`INSERT_HISTORY`], one array each.
 struct HistoryColumns<'a> {
+    entity_id: Vec<&'a str>,
     attr: Vec<Option<&'a str>>,
     dataset_id: Vec<Option<&'a str>>,
     instance_id: Vec<&'a str>,
@@ -134,21 +136,22 @@ struct HistoryColumns<'a> {
 }
 
 impl<'a> HistoryColumns<'a> {
-    fn new(records: &'a [InstanceChange]) -> HistoryColumns<'a> {
+    fn new(history: &'a [(String, InstanceChange)]) -> HistoryColumns<'a> {
+        let records = || history.iter().map(|(_, r)| r);
         HistoryColumns {
-            attr: records.iter().map(|r| r.attr.as_deref()).collect(),
-            dataset_id: records.iter().map(|r| r.dataset_id.as_deref()).collect(),
-            instance_id: records.iter().map(|r| r.instance_id.as_str()).collect(),
-            kind: records.iter().map(|r| r.kind.map(AttrKind::name)).collect(),
-            observed_at: records.iter().map(|r| r.observed_at).collect(),
-            created_at: records.iter().map(|r| r.created_at).collect(),
-            modified_at: records.iter().map(|r| r.modified_at).collect(),
-            deleted_at: records.iter().map(|r| r.deleted_at).collect(),
-            value: records.iter().map(|r| r.value.as_ref()).collect(),
-            num: records.iter().map(|r| r.num).collect(),
+            entity_id: history.iter().map(|(id, _)| id.as_str()).collect(),
+            attr: records().map(|r| r.attr.as_deref()).collect(),
+            dataset_id: records().map(|r| r.dataset_id.as_deref()).collect(),
+            instance_id: records().map(|r| r.instance_id.as_str()).collect(),
+            kind: records().map(|r| r.kind.map(AttrKind::name)).collect(),
+            observed_at: records().map(|r| r.observed_at).collect(),
+            created_at: records().map(|r| r.created_at).collect(),
+            modified_at: records().map(|r| r.modified_at).collect(),
+            deleted_at: records().map(|r| r.deleted_at).collect(),
+            value: records().map(|r| r.value.as_ref()).collect(),
+            num: records().map(|r| r.num).collect(),
             // The GeoJSON of GeoProperty values, for the geometry column.
-            geo: records
-                .iter()
+            geo: records()
                 .map(|r| match (r.kind, &r.value) {
                     (Some(AttrKind::GeoProperty), Some(v)) => v.get("value").map(Value::to_string),
                     _ => None,
@@ -157,10 +160,10 @@ impl<'a> HistoryColumns<'a> {
         }
     }
 
-    fn params<'p>(&'p self, tenant: &'p &str, id: &'p &str) -> [&'p (dyn ToSql + Sync); 13] {
+    fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 13] {
         [
             tenant,
-            id,
+            &self.entity_id,
             &self.attr,
             &self.dataset_id,
             &self.instance_id,
@@ -172,6 +175,66 @@ impl<'a> HistoryColumns<'a> {
             &self.value,
             &self.num,
             &self.geo,
+        ]
+    }
+}
+
+/// Writes entities given as one array per column ($1 tenant): inserts new ones, replaces stored
+/// ones (createdAt stays as the entity carries it).
+const UPSERT_ENTITIES: &str = "INSERT INTO entities
+    (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body)
+  SELECT $1, e.id, ARRAY(SELECT jsonb_array_elements_text(e.body -> 'types')),
+         CASE WHEN e.body ? 'scope' THEN ARRAY(SELECT jsonb_array_elements_text(e.body -> 'scope')) END,
+         ST_SetSRID(ST_GeomFromGeoJSON(e.geo), 4326), e.multi, e.created_at, e.modified_at, e.body
+  FROM unnest($2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
+    AS e(id, geo, multi, created_at, modified_at, body)
+  ON CONFLICT (tenant, id) DO UPDATE SET
+    types = EXCLUDED.types, scopes = EXCLUDED.scopes, location = EXCLUDED.location,
+    location_multi = EXCLUDED.location_multi, modified_at = EXCLUDED.modified_at,
+    body = EXCLUDED.body";
+
+/// The columns of [`UPSERT_ENTITIES`], one array each.
+struct EntityColumns<'a> {
+    id: Vec<&'a str>,
+    geo: Vec<Option<String>>,
+    multi: Vec<bool>,
+    created_at: Vec<DateTime<Utc>>,
+    modified_at: Vec<DateTime<Utc>>,
+    body: Vec<Value>,
+}
+
+impl<'a> EntityColumns<'a> {
+    fn new(entities: impl Iterator<Item = &'a Entity>) -> NgsiResult<EntityColumns<'a>> {
+        let mut c = EntityColumns {
+            id: Vec::new(),
+            geo: Vec::new(),
+            multi: Vec::new(),
+            created_at: Vec::new(),
+            modified_at: Vec::new(),
+            body: Vec::new(),
+        };
+        for e in entities {
+            let (geo, multi) = location_of(e);
+            c.id.push(&e.id);
+            c.geo.push(geo);
+            c.multi.push(multi);
+            c.created_at.push(e.created_at);
+            c.modified_at.push(e.modified_at);
+            c.body
+                .push(serde_json::to_value(e).map_err(|e| NgsiError::internal(e.to_string()))?);
+        }
+        Ok(c)
+    }
+
+    fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 7] {
+        [
+            tenant,
+            &self.id,
+            &self.geo,
+            &self.multi,
+            &self.created_at,
+            &self.modified_at,
+            &self.body,
         ]
     }
 }
@@ -265,103 +328,84 @@ impl PgStore {
         Ok(row.is_some())
     }
 
-    /// Read-modify-write of one entity in one transaction, which also records the history of what
-    /// changed (one statement for all records). A concurrent create of the same id (no
-    /// row to lock yet) is detected by the insert and reported as AlreadyExists.
-    pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
-    {
-        {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
-            let row = tx
-                .query_opt(
-                    "SELECT body FROM entities WHERE tenant = $1 AND id = $2 FOR UPDATE",
-                    &[&tenant, &id],
-                )
-                .await
-                .map_err(db_error)?;
-            let current = row.map(|r| decode(r.get(0))).transpose()?;
-            let existed = current.is_some();
-            let (write, result) = decide(current.as_ref())?;
-            let records = match &write {
-                Write::Keep => return Ok(result),
-                Write::Put(e) => history::changes(current.as_ref(), Some(e), e.modified_at),
-                Write::Delete => history::changes(current.as_ref(), None, Utc::now()),
-            };
-            // The entity, the tenant and every history record of the request, each one statement,
-            // pipelined on the transaction's connection.
-            let columns = HistoryColumns::new(&records);
-            let record_history = async {
-                if records.is_empty() {
-                    return Ok(0);
-                }
-                tx.execute(INSERT_HISTORY, &columns.params(&tenant, &id))
-                    .await
-            };
-            match write {
-                Write::Keep => return Ok(result),
-                Write::Delete => {
-                    try_join(
-                        tx.execute(
-                            "DELETE FROM entities WHERE tenant = $1 AND id = $2",
-                            &[&tenant, &id],
-                        ),
-                        record_history,
-                    )
-                    .await
-                    .map_err(db_error)?;
-                }
-                Write::Put(entity) => {
-                    let body = serde_json::to_value(&entity)
-                        .map_err(|e| NgsiError::internal(e.to_string()))?;
-                    let (location, multi) = location_of(&entity);
-                    let params: [&(dyn ToSql + Sync); 10] = [
-                        &tenant,
-                        &id,
-                        &entity.types,
-                        &entity.scope,
-                        &location,
-                        &multi,
-                        &entity.created_at,
-                        &entity.modified_at,
-                        &body,
-                        &existed,
-                    ];
-                    let (written, _, _) = try_join3(
-                        tx.execute(
-                            "INSERT INTO entities (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body)
-                             VALUES ($1, $2, $3, $4, ST_SetSRID(ST_GeomFromGeoJSON($5), 4326), $6, $7, $8, $9)
-                             ON CONFLICT (tenant, id) DO UPDATE SET
-                               types = EXCLUDED.types, scopes = EXCLUDED.scopes, location = EXCLUDED.location,
-                               location_multi = EXCLUDED.location_multi, modified_at = EXCLUDED.modified_at,
-                               body = EXCLUDED.body
-                             WHERE $10",
-                            &params,
-                        ),
-                        tx.execute(
-                            "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
-                            &[&tenant],
-                        ),
-                        record_history,
-                    )
-                    .await
-                    .map_err(db_error)?;
-                    if written == 0 {
-                        // Created by a concurrent request since our read (there was no row to
-                        // lock); dropping the transaction rolls back the tenant and history rows.
-                        return Err(NgsiError::new(
-                            ErrorKind::AlreadyExists,
-                            format!("an entity with id '{id}' was created concurrently"),
-                        ));
-                    }
-                }
-            }
-            tx.commit().await.map_err(db_error)?;
-            Ok(result)
+    /// Runs the steps of a batch (see [`super::run_steps`]) in one transaction: the addressed ids
+    /// are locked (transaction-level advisory locks in one hash order, so that concurrent batches
+    /// cannot deadlock and a create cannot race a create), read in one statement, decided in
+    /// Rust, and written set-based: one upsert and one delete over arrays, one insert of every
+    /// history record, whatever the number of entities and attributes.
+    pub async fn modify_many<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        steps: Vec<Step<R>>,
+    ) -> NgsiResult<Vec<NgsiResult<R>>> {
+        let mut ids: Vec<&str> = steps.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let (_, rows) = try_join(
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT
+                   hashtextextended($1 || chr(1) || i, 0) AS k FROM unnest($2::text[]) AS i) l
+                 ORDER BY k",
+                &[&tenant, &ids],
+            ),
+            tx.query(
+                "SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant, &ids],
+            ),
+        )
+        .await
+        .map_err(db_error)?;
+        let mut stored = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            stored.insert(row.get::<_, String>(0), Arc::new(decode(row.get(1))?));
         }
+        let planned = run_steps(steps, |id| stored.get(id).cloned());
+        if planned.writes.is_empty() {
+            return Ok(planned.results);
+        }
+        let puts = EntityColumns::new(planned.writes.iter().filter_map(|(_, e)| e.as_deref()))?;
+        let deleted: Vec<&str> = planned
+            .writes
+            .iter()
+            .filter(|(_, e)| e.is_none())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let history = HistoryColumns::new(&planned.history);
+        // Every statement of the write pipelined on the transaction's connection.
+        let upsert = async {
+            if puts.id.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(UPSERT_ENTITIES, &puts.params(&tenant)).await?;
+            tx.execute(
+                "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&tenant],
+            )
+            .await
+        };
+        let delete = async {
+            if deleted.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                "DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)",
+                &[&tenant, &deleted],
+            )
+            .await
+        };
+        let record_history = async {
+            if planned.history.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(INSERT_HISTORY, &history.params(&tenant)).await
+        };
+        try_join3(upsert, delete, record_history)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(planned.results)
     }
 
     /// A page of the entities matching `query`, in id order, and the number of matches seen.
