@@ -19,7 +19,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::NoTls;
 
 /// Entities in PostgreSQL.
@@ -84,8 +84,10 @@ fn pool_error(e: deadpool_postgres::PoolError) -> NgsiError {
     )
 }
 
-fn decode(body: serde_json::Value) -> NgsiResult<Entity> {
-    serde_json::from_value(body)
+/// The entity in column `col` of a row (jsonb deserialized straight into the model).
+fn decode(row: &tokio_postgres::Row, col: usize) -> NgsiResult<Entity> {
+    row.try_get::<_, Json<Entity>>(col)
+        .map(|Json(e)| e)
         .map_err(|e| NgsiError::internal(format!("a stored entity does not decode: {e}")))
 }
 
@@ -178,6 +180,10 @@ impl<'a> HistoryColumns<'a> {
         ]
     }
 }
+
+/// Prepared statements kept per connection before the cache is emptied (query texts vary with the
+/// shape of the query, not with its values, but shapes are open-ended).
+const STATEMENT_CACHE_LIMIT: usize = 512;
 
 /// Writes entities given as one array per column ($1 tenant): inserts new ones, replaces stored
 /// ones (createdAt stays as the entity carries it).
@@ -308,21 +314,26 @@ impl PgStore {
     /// The entity with this id.
     pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT body FROM entities WHERE tenant = $1 AND id = $2",
-                &[&tenant, &id],
-            )
+        let statement = client
+            .prepare_cached("SELECT body FROM entities WHERE tenant = $1 AND id = $2")
             .await
             .map_err(db_error)?;
-        row.map(|r| decode(r.get(0)).map(Arc::new)).transpose()
+        let row = client
+            .query_opt(&statement, &[&tenant, &id])
+            .await
+            .map_err(db_error)?;
+        row.map(|r| decode(&r, 0).map(Arc::new)).transpose()
     }
 
     /// Whether the tenant exists.
     pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT 1 FROM tenants WHERE tenant = $1")
+            .await
+            .map_err(db_error)?;
         let row = client
-            .query_opt("SELECT 1 FROM tenants WHERE tenant = $1", &[&tenant])
+            .query_opt(&statement, &[&tenant])
             .await
             .map_err(db_error)?;
         Ok(row.is_some())
@@ -343,23 +354,25 @@ impl PgStore {
         ids.dedup();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let (_, rows) = try_join(
-            tx.execute(
+        let (lock, read) = try_join(
+            tx.prepare_cached(
                 "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT
                    hashtextextended($1 || chr(1) || i, 0) AS k FROM unnest($2::text[]) AS i) l
                  ORDER BY k",
-                &[&tenant, &ids],
             ),
-            tx.query(
-                "SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)",
-                &[&tenant, &ids],
-            ),
+            tx.prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)"),
+        )
+        .await
+        .map_err(db_error)?;
+        let (_, rows) = try_join(
+            tx.execute(&lock, &[&tenant, &ids]),
+            tx.query(&read, &[&tenant, &ids]),
         )
         .await
         .map_err(db_error)?;
         let mut stored = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
-            stored.insert(row.get::<_, String>(0), Arc::new(decode(row.get(1))?));
+            stored.insert(row.get::<_, String>(0), Arc::new(decode(&row, 1)?));
         }
         let planned = run_steps(steps, |id| stored.get(id).cloned());
         if planned.writes.is_empty() {
@@ -378,28 +391,28 @@ impl PgStore {
             if puts.id.is_empty() {
                 return Ok(0);
             }
-            tx.execute(UPSERT_ENTITIES, &puts.params(&tenant)).await?;
-            tx.execute(
-                "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&tenant],
-            )
-            .await
+            let upsert = tx.prepare_cached(UPSERT_ENTITIES).await?;
+            tx.execute(&upsert, &puts.params(&tenant)).await?;
+            let add_tenant = tx
+                .prepare_cached("INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING")
+                .await?;
+            tx.execute(&add_tenant, &[&tenant]).await
         };
         let delete = async {
             if deleted.is_empty() {
                 return Ok(0);
             }
-            tx.execute(
-                "DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)",
-                &[&tenant, &deleted],
-            )
-            .await
+            let delete = tx
+                .prepare_cached("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)")
+                .await?;
+            tx.execute(&delete, &[&tenant, &deleted]).await
         };
         let record_history = async {
             if planned.history.is_empty() {
                 return Ok(0);
             }
-            tx.execute(INSERT_HISTORY, &history.params(&tenant)).await
+            let insert = tx.prepare_cached(INSERT_HISTORY).await?;
+            tx.execute(&insert, &history.params(&tenant)).await
         };
         try_join3(upsert, delete, record_history)
             .await
@@ -425,23 +438,33 @@ impl PgStore {
             where_sql.push_str(" AND ");
             where_sql.push_str(c);
         }
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+            client.statement_cache.clear();
+        }
         if t.exact {
             let page_sql = format!(
-                "SELECT body FROM entities WHERE {where_sql} ORDER BY id LIMIT {} OFFSET {offset}",
-                if count { limit } else { limit + 1 }
+                "SELECT body FROM entities WHERE {where_sql} ORDER BY id LIMIT ${} OFFSET ${}",
+                params.len() + 1,
+                params.len() + 2
             );
-            let rows = client.query(&page_sql, &params).await.map_err(db_error)?;
+            let (rows_wanted, skip) = (if count { limit } else { limit + 1 } as i64, offset as i64);
+            let mut page_params = params.clone();
+            page_params.extend([&rows_wanted as &(dyn ToSql + Sync), &skip]);
+            let statement = client.prepare_cached(&page_sql).await.map_err(db_error)?;
+            let rows = client
+                .query(&statement, &page_params)
+                .await
+                .map_err(db_error)?;
             let mut page: Vec<Arc<Entity>> = rows
                 .into_iter()
-                .map(|r| decode(r.get(0)).map(Arc::new))
+                .map(|r| decode(&r, 0).map(Arc::new))
                 .collect::<NgsiResult<_>>()?;
             let seen = if count {
+                let count_sql = format!("SELECT count(*) FROM entities WHERE {where_sql}");
+                let statement = client.prepare_cached(&count_sql).await.map_err(db_error)?;
                 let n: i64 = client
-                    .query_one(
-                        &format!("SELECT count(*) FROM entities WHERE {where_sql}"),
-                        &params,
-                    )
+                    .query_one(&statement, &params)
                     .await
                     .map_err(db_error)?
                     .get(0);
@@ -452,29 +475,46 @@ impl PgStore {
             page.truncate(limit);
             return Ok((page, seen));
         }
-        let rows = client
-            .query(
-                &format!("SELECT body FROM entities WHERE {where_sql} ORDER BY id"),
-                &params,
-            )
+        // A superset: the evaluator decides, reading the candidates in chunks through a portal
+        // and stopping once the page (and one more match) is found, unless counting.
+        let tx = client.transaction().await.map_err(db_error)?;
+        let statement = tx
+            .prepare_cached(&format!(
+                "SELECT body FROM entities WHERE {where_sql} ORDER BY id"
+            ))
             .await
             .map_err(db_error)?;
+        let portal = tx.bind(&statement, &params).await.map_err(db_error)?;
+        let chunk = if count {
+            1000
+        } else {
+            (offset + limit + 1).clamp(50, 1000)
+        };
         let mut page = Vec::new();
         let mut seen = 0usize;
-        for row in rows {
-            let e = decode(row.get(0))?;
-            if !query.matches(&e) {
-                continue;
+        loop {
+            let rows = tx
+                .query_portal(&portal, chunk as i32)
+                .await
+                .map_err(db_error)?;
+            let last_chunk = rows.len() < chunk;
+            for row in rows {
+                let e = decode(&row, 0)?;
+                if !query.matches(&e) {
+                    continue;
+                }
+                if seen >= offset && page.len() < limit {
+                    page.push(Arc::new(e));
+                }
+                seen += 1;
+                if !count && seen > offset + limit {
+                    return Ok((page, seen));
+                }
             }
-            if seen >= offset && page.len() < limit {
-                page.push(Arc::new(e));
-            }
-            seen += 1;
-            if !count && seen > offset + limit {
-                break;
+            if last_chunk {
+                return Ok((page, seen));
             }
         }
-        Ok((page, seen))
     }
 
     /// The history records of one entity that `query` selects, in the order of
@@ -552,7 +592,7 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         rows.into_iter()
-            .map(|r| decode(r.get(0)).map(Arc::new))
+            .map(|r| decode(&r, 0).map(Arc::new))
             .collect()
     }
 }
