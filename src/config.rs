@@ -108,6 +108,32 @@ pub struct Options {
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "TWINLINK_WORKERS", global = true)]
     pub workers: Option<usize>,
+    /// MQTT broker to ingest entities from (mqtt://[user:pass@]host[:port] or mqtts://...);
+    /// no MQTT ingestion when unset.
+    #[arg(long, env = "TWINLINK_MQTT_URL", global = true)]
+    pub mqtt_url: Option<String>,
+    /// Topic prefix of MQTT ingestion (`<prefix>/entities`, `<prefix>/entities/<id>/attrs`,
+    /// `<prefix>/tenants/<tenant>/...`).
+    #[arg(long, env = "TWINLINK_MQTT_TOPIC_PREFIX", global = true)]
+    pub mqtt_topic_prefix: Option<String>,
+    /// More topic prefixes, each with the @context its payloads get when they carry none, as
+    /// PREFIX=CONTEXT_URL (repeatable; in the environment a comma-separated list).
+    #[arg(
+        long = "mqtt-context",
+        env = "TWINLINK_MQTT_CONTEXTS",
+        global = true,
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub mqtt_contexts: Vec<String>,
+    /// Topic that rejected MQTT payloads are published to with their ProblemDetails (default
+    /// `<prefix>/errors`).
+    #[arg(long, env = "TWINLINK_MQTT_ERROR_TOPIC", global = true)]
+    pub mqtt_error_topic: Option<String>,
+    /// MQTT client id; instances sharing an MQTT broker need distinct ones. The session is kept
+    /// by the MQTT broker across reconnects, so QoS 1 messages wait for twinlink.
+    #[arg(long, env = "TWINLINK_MQTT_CLIENT_ID", global = true)]
+    pub mqtt_client_id: Option<String>,
 }
 
 /// The effective configuration, every value decided.
@@ -145,6 +171,16 @@ pub struct Settings {
     pub context_max_bytes: usize,
     /// HTTP workers.
     pub workers: usize,
+    /// MQTT ingestion broker URL.
+    pub mqtt_url: Option<String>,
+    /// MQTT ingestion topic prefix.
+    pub mqtt_topic_prefix: String,
+    /// Further MQTT topic prefixes with their default @context URL.
+    pub mqtt_contexts: Vec<(String, String)>,
+    /// Topic for rejected MQTT payloads.
+    pub mqtt_error_topic: String,
+    /// MQTT client id.
+    pub mqtt_client_id: String,
 }
 
 impl Default for Settings {
@@ -166,6 +202,11 @@ impl Default for Settings {
             context_timeout_ms: 5_000,
             context_max_bytes: 2 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            mqtt_url: None,
+            mqtt_topic_prefix: "ngsi-ld".into(),
+            mqtt_contexts: Vec::new(),
+            mqtt_error_topic: "ngsi-ld/errors".into(),
+            mqtt_client_id: "twinlink".into(),
         }
     }
 }
@@ -183,7 +224,27 @@ impl Settings {
         } else {
             options.context_rewrites
         };
+        let mqtt_contexts = if options.mqtt_contexts.is_empty() {
+            file.mqtt_contexts
+        } else {
+            options.mqtt_contexts
+        };
+        let mqtt_topic_prefix = options
+            .mqtt_topic_prefix
+            .or(file.mqtt_topic_prefix)
+            .unwrap_or(d.mqtt_topic_prefix);
         Ok(Settings {
+            mqtt_url: options.mqtt_url.or(file.mqtt_url),
+            mqtt_error_topic: options
+                .mqtt_error_topic
+                .or(file.mqtt_error_topic)
+                .unwrap_or_else(|| format!("{mqtt_topic_prefix}/errors")),
+            mqtt_topic_prefix,
+            mqtt_contexts: parse_pairs(&mqtt_contexts, "MQTT context")?,
+            mqtt_client_id: options
+                .mqtt_client_id
+                .or(file.mqtt_client_id)
+                .unwrap_or(d.mqtt_client_id),
             bind: options.bind.or(file.bind).unwrap_or(d.bind),
             port: options.port.or(file.port).unwrap_or(d.port),
             data_dir: options.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
@@ -211,7 +272,7 @@ impl Settings {
                 .unwrap_or(d.log_format),
             log: options.log.or(file.log).unwrap_or(d.log),
             context_dir: options.context_dir.or(file.context_dir),
-            context_rewrites: parse_rewrites(&rewrites)?,
+            context_rewrites: parse_pairs(&rewrites, "context rewrite")?,
             context_timeout_ms: options
                 .context_timeout_ms
                 .or(file.context_timeout_ms)
@@ -231,16 +292,15 @@ fn read_file(path: &Path) -> Result<Options, String> {
     toml::from_str(&text).map_err(|e| format!("invalid configuration file {}: {e}", path.display()))
 }
 
-fn parse_rewrites(items: &[String]) -> Result<Vec<(String, String)>, String> {
+/// `A=B` items (context rewrites, MQTT contexts) as pairs; `what` names them in errors.
+fn parse_pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>, String> {
     items
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
             s.split_once('=')
                 .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
-                .ok_or_else(|| {
-                    format!("context rewrite '{s}' is not of the form PREFIX=REPLACEMENT")
-                })
+                .ok_or_else(|| format!("{what} '{s}' is not of the form PREFIX=VALUE"))
         })
         .collect()
 }
@@ -272,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_bad_rewrite_or_unknown_key_is_refused() {
-        assert!(parse_rewrites(&["nothing".into()]).is_err());
+        assert!(parse_pairs(&["nothing".into()], "context rewrite").is_err());
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
         std::fs::write(&file, "prot = 1\n").unwrap();

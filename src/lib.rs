@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod ld;
 pub mod model;
 pub mod query;

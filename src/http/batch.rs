@@ -4,7 +4,6 @@
 
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::model::parse::{Nulls, Reader};
 use crate::service::batch::{BatchItem, BatchOp, BatchResult, UpsertMode};
 use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -59,11 +58,6 @@ async fn parse_items(
     op: BatchOp,
 ) -> Vec<BatchItem> {
     let now = Utc::now();
-    let (nulls, full) = match op {
-        BatchOp::Create | BatchOp::Upsert(_) => (Nulls::Forbidden, true),
-        BatchOp::Update { .. } => (Nulls::Delete, false),
-        BatchOp::Merge => (Nulls::Merge, false),
-    };
     let mut out = Vec::with_capacity(items.len());
     for mut item in items {
         let id = item
@@ -80,15 +74,7 @@ async fn parse_items(
             None => Ok(info.link_context.clone().map(Value::String)),
         };
         let parsed = match context {
-            Ok(c) => match broker.contexts.active(c.as_ref()).await {
-                Ok(ctx) => Reader::new(&ctx, now, nulls)
-                    .entity(&item, full)
-                    .and_then(|input| match &input.id {
-                        Some(_) => Ok(input),
-                        None => Err(NgsiError::bad_data("the entity has no id")),
-                    }),
-                Err(e) => Err(e),
-            },
+            Ok(c) => broker.read_batch_entity(&item, c.as_ref(), op, now).await,
             Err(e) => Err(e),
         };
         out.push((id, parsed));

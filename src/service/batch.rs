@@ -5,9 +5,10 @@
 use super::entities::{append, change_existing, create, merge, new_entity, replace, Target};
 use super::Broker;
 use crate::error::{NgsiError, NgsiResult};
-use crate::model::parse::EntityInput;
+use crate::model::parse::{EntityInput, Nulls, Reader};
 use crate::store::{Decide, Step, Write};
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 /// Per-entity outcome of a batch: the ids that succeeded and the errors of the others.
 #[derive(Debug, Default)]
@@ -56,7 +57,36 @@ pub enum Done {
 /// One parsed element of a batch body: its id (when readable) and the parsed entity or the error.
 pub type BatchItem = (String, NgsiResult<EntityInput>);
 
+impl BatchOp {
+    /// How the operation reads NGSI-LD Null, and whether an entity must carry id and type.
+    fn reading(self) -> (Nulls, bool) {
+        match self {
+            BatchOp::Create | BatchOp::Upsert(_) => (Nulls::Forbidden, true),
+            BatchOp::Update { .. } => (Nulls::Delete, false),
+            BatchOp::Merge => (Nulls::Merge, false),
+        }
+    }
+}
+
 impl Broker {
+    /// Reads one entity of a batch (or of a message) for `op` with its @context (`None`: the
+    /// core context): the parsed entity, which must have an id.
+    pub async fn read_batch_entity(
+        &self,
+        entity: &Value,
+        context: Option<&Value>,
+        op: BatchOp,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<EntityInput> {
+        let ctx = self.contexts.active(context).await?;
+        let (nulls, full) = op.reading();
+        let input = Reader::new(&ctx, now, nulls).entity(entity, full)?;
+        match &input.id {
+            Some(_) => Ok(input),
+            None => Err(NgsiError::bad_data("the entity has no id")),
+        }
+    }
+
     /// Applies `op` to every entity of the batch, in order, in one atomic store write: each entity
     /// succeeds or fails on its own (nothing is half-applied within an entity), and what succeeded
     /// is committed together.
@@ -67,18 +97,27 @@ impl Broker {
         items: Vec<BatchItem>,
         now: DateTime<Utc>,
     ) -> BatchResult {
-        let creates = matches!(op, BatchOp::Create | BatchOp::Upsert(_));
-        let tenant_missing = match (creates, self.require_tenant(tenant).await) {
-            (false, Err(e)) => Some(e),
-            _ => None,
-        };
+        let items = items.into_iter().map(|item| (op, item)).collect();
+        self.batch_ops(tenant, items, now).await
+    }
+
+    /// [`Broker::batch`] with an operation per entity (message ingestion mixes upserts and
+    /// attribute appends in one write).
+    pub async fn batch_ops(
+        &self,
+        tenant: &str,
+        items: Vec<(BatchOp, BatchItem)>,
+        now: DateTime<Utc>,
+    ) -> BatchResult {
+        let tenant_missing = self.require_tenant(tenant).await.err();
         let mut early = Vec::new();
         let mut steps: Vec<(usize, Step<Done>)> = Vec::with_capacity(items.len());
-        for (i, (id, parsed)) in items.into_iter().enumerate() {
+        for (i, (op, (id, parsed))) in items.into_iter().enumerate() {
+            let creates = matches!(op, BatchOp::Create | BatchOp::Upsert(_));
             let step = match (parsed, &tenant_missing) {
                 (Err(e), _) => Err(e),
-                (Ok(_), Some(e)) => Err(e.clone()),
-                (Ok(input), None) => decide(tenant, op, &id, input, now),
+                (Ok(_), Some(e)) if !creates => Err(e.clone()),
+                (Ok(input), _) => decide(tenant, op, &id, input, now),
             };
             match step {
                 Ok(decide) => steps.push((i, (id, decide))),
