@@ -2,6 +2,7 @@
 //! Every write is a read-modify-write of one entity, done atomically inside the store, so that the
 //! services can decide on the current state without races and nothing is half-applied.
 
+pub mod aggregate;
 pub mod embedded;
 pub mod history;
 pub mod postgres;
@@ -97,6 +98,70 @@ impl Store {
         match self {
             Store::Embedded(s) => s.history(tenant, id, query).await,
             Store::Postgres(s) => s.history(tenant, id, query).await,
+        }
+    }
+
+    /// Like [`Store::modify`], with the history records chosen by `decide` instead of derived from
+    /// the change (the temporal API records instances with their own times).
+    pub async fn modify_recorded<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, Vec<history::InstanceChange>, R)>
+            + Send
+            + 'static,
+    {
+        match self {
+            Store::Embedded(s) => s.modify_recorded(tenant, id, decide).await,
+            Store::Postgres(s) => s.modify_recorded(tenant, id, decide).await,
+        }
+    }
+
+    /// The history of several entities: for each of `ids`, in order, what `query` selects.
+    pub async fn history_many(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &history::HistoryQuery,
+    ) -> NgsiResult<Vec<(String, Vec<history::InstanceChange>)>> {
+        match self {
+            Store::Embedded(s) => {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.push((id.clone(), s.history(tenant, id, query).await?));
+                }
+                Ok(out)
+            }
+            Store::Postgres(s) => s.history_many(tenant, ids, query).await,
+        }
+    }
+
+    /// Removes the history records of one entity that `removal` selects and adds `add`, atomically
+    /// (temporal attribute and instance deletion and instance modification); returns how many
+    /// records were removed.
+    pub async fn edit_history(
+        &self,
+        tenant: &str,
+        id: &str,
+        removal: history::HistoryRemoval,
+        add: Vec<history::InstanceChange>,
+    ) -> NgsiResult<usize> {
+        match self {
+            Store::Embedded(s) => s.edit_history(tenant, id, removal, add).await,
+            Store::Postgres(s) => s.edit_history(tenant, id, removal, add).await,
+        }
+    }
+
+    /// Aggregates the history of each of `ids`, in order, where the data is: in SQL on
+    /// PostgreSQL, in Rust on the embedded store.
+    pub async fn aggregate(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &aggregate::AggregateQuery,
+    ) -> NgsiResult<Vec<(String, Vec<aggregate::Bucket>)>> {
+        match self {
+            Store::Embedded(s) => s.aggregate(tenant, ids, query).await,
+            Store::Postgres(s) => s.aggregate(tenant, ids, query).await,
         }
     }
 

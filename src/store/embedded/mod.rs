@@ -3,7 +3,8 @@
 
 mod index;
 
-use super::history::{self, HistoryQuery, InstanceChange, TimeProperty};
+use super::aggregate::{self, AggregateQuery, Bucket};
+use super::history::{self, HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::Write;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
@@ -193,12 +194,103 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
+    /// Removes the history records of one entity that `removal` selects and adds `add`, in one
+    /// durable transaction; returns how many records were removed.
+    pub async fn edit_history(
+        &self,
+        tenant: &str,
+        id: &str,
+        removal: HistoryRemoval,
+        add: Vec<InstanceChange>,
+    ) -> NgsiResult<usize> {
+        let (db, writer) = (self.db.clone(), self.writer.clone());
+        let prefix = history_prefix(tenant, id, removal.attr());
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let _guard = writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let txn = db.begin_write().map_err(storage)?;
+            let removed = {
+                let mut table = txn.open_table(HISTORY).map_err(storage)?;
+                let mut doomed = Vec::new();
+                for row in table.range(prefix.as_slice()..).map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    let r: InstanceChange = serde_json::from_slice(v.value()).map_err(storage)?;
+                    if removal.matches(&r) {
+                        doomed.push(k.value().to_vec());
+                    }
+                }
+                for k in &doomed {
+                    table.remove(k.as_slice()).map_err(storage)?;
+                }
+                for r in &add {
+                    let bytes = serde_json::to_vec(r).map_err(storage)?;
+                    table
+                        .insert(history_key(&tenant, &id, r).as_slice(), bytes.as_slice())
+                        .map_err(storage)?;
+                }
+                doomed.len()
+            };
+            txn.commit().map_err(storage)?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Aggregates the history of each of `ids` (see [`aggregate::aggregate`]), in Rust over the
+    /// records of the time range.
+    pub async fn aggregate(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &AggregateQuery,
+    ) -> NgsiResult<Vec<(String, Vec<Bucket>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let attrs: Vec<Option<String>> = match query.attrs.as_slice() {
+            [] => vec![None],
+            some => some.iter().cloned().map(Some).collect(),
+        };
+        for id in ids {
+            let mut records = Vec::new();
+            for attr in &attrs {
+                let h = HistoryQuery {
+                    attr: attr.clone(),
+                    last_n: None,
+                    ..query.history.clone()
+                };
+                records.extend(self.history(tenant, id, &h).await?);
+            }
+            out.push((id.clone(), aggregate::aggregate(query, &records)));
+        }
+        Ok(out)
+    }
+
     /// Read-modify-write of one entity, recording its history in the same transaction; the commit
     /// is durable before this returns.
     pub async fn modify<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
     where
         R: Send + 'static,
         F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
+    {
+        self.modify_recorded(tenant, id, move |current| {
+            let (write, result) = decide(current)?;
+            let records = history::records_of(current, &write);
+            Ok((write, records, result))
+        })
+        .await
+    }
+
+    /// Like [`EmbeddedStore::modify`], with the history records chosen by `decide` (the temporal
+    /// API writes instances with their own times). `Write::Keep` writes nothing.
+    pub async fn modify_recorded<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, Vec<InstanceChange>, R)> + Send + 'static,
     {
         let (db, memory, writer) = (self.db.clone(), self.memory.clone(), self.writer.clone());
         let (tenant, id) = (tenant.to_string(), id.to_string());
@@ -212,12 +304,10 @@ impl EmbeddedStore {
                 .get(&tenant)
                 .and_then(|m| m.get(&id))
                 .cloned();
-            let (write, result) = decide(current.as_deref())?;
-            let records = match &write {
-                Write::Keep => return Ok(result),
-                Write::Put(e) => history::changes(current.as_deref(), Some(e), e.modified_at),
-                Write::Delete => history::changes(current.as_deref(), None, Utc::now()),
-            };
+            let (write, records, result) = decide(current.as_deref())?;
+            if matches!(write, Write::Keep) {
+                return Ok(result);
+            }
             let k = key(&tenant, &id);
             let txn = db.begin_write().map_err(storage)?;
             {
