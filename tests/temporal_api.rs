@@ -221,7 +221,7 @@ async fn retrieval_with_timerel_last_n_and_datasets_matches_the_generated_histor
     // The current state is the latest instance of each dataset.
     let current = s.entity(&id, "").await;
     for (k, ds) in DATASETS.iter().enumerate() {
-        let latest = mine.iter().filter(|i| i.dataset == *ds).last().unwrap();
+        let latest = mine.iter().rfind(|i| i.dataset == *ds).unwrap();
         let inst = match &current["temperature"] {
             Value::Array(items) => items
                 .iter()

@@ -130,9 +130,11 @@ pub fn history_query(p: &TemporalParams) -> NgsiResult<HistoryQuery> {
         Some("createdAt") => TimeProperty::CreatedAt,
         Some("modifiedAt") => TimeProperty::ModifiedAt,
         Some("deletedAt") => TimeProperty::DeletedAt,
-        Some(other) => return Err(NgsiError::bad_data(format!(
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
             "timeproperty={other} is unknown; use observedAt, createdAt, modifiedAt or deletedAt"
-        ))),
+        )))
+        }
     };
     let last_n = p
         .last_n
@@ -193,7 +195,7 @@ pub fn duration_micros(text: &str) -> NgsiResult<i64> {
         .strip_prefix('P')
         .ok_or_else(|| bad("it must start with P"))?;
     let (date, time) = match rest.split_once('T') {
-        Some((_, t)) if t.is_empty() => return Err(bad("nothing follows T")),
+        Some((_, "")) => return Err(bad("nothing follows T")),
         Some((d, t)) => (d, Some(t)),
         None => (rest, None),
     };
