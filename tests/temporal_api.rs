@@ -449,6 +449,24 @@ async fn provision_deletes_and_patches_attributes_and_instances() {
     .await;
     let temps = |b: &Value| pairs(&b["temperature"]);
 
+    // Posting the representation again changes nothing but the values given anew.
+    let mut again = body.clone();
+    again["temperature"][4]["value"] = json!(-5.5);
+    assert_no_content(
+        s.send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &again,
+        )
+        .await,
+    )
+    .await;
+    let mut want = expected_pairs(&model.iter().collect::<Vec<_>>());
+    let changed = want.iter_mut().find(|p| p.1 == iso(model[4].at)).unwrap();
+    changed.0 = -5.5;
+    assert_eq!(temps(&all(&s, &id).await), want);
+
     // Patch one instance: new value, same instanceId.
     let before = all(&s, &id).await;
     let first = before["temperature"][0].clone();

@@ -315,6 +315,15 @@ pub async fn post_query(
             info.query.push((name.to_string(), v));
         }
     }
+    // Aggregation parameters in the body ask for the aggregated representation unless the
+    // request names another one.
+    if info.param("aggrMethods").is_some()
+        && info.param("format").is_none()
+        && info.param("options").is_none()
+    {
+        info.query
+            .push(("options".to_string(), "aggregatedValues".to_string()));
+    }
     let texts: Vec<Option<String>> = ["timerel", "timeAt", "endTimeAt", "timeproperty", "lastN"]
         .iter()
         .map(|n| member_text(temporal_q, n))

@@ -3,8 +3,11 @@
 //! Provision writes instances with their own observedAt straight into the history and keeps the
 //! current entity in step: an instance set (attribute + datasetId) takes the given instance with
 //! the latest observedAt unless the current one was observed later. So the temporal and the current
-//! representation are one entity, as the history of ordinary writes already assumes. Deleting a
-//! temporal entity removes both; deleting temporal attributes or instances edits the history only.
+//! representation are one entity, as the history of ordinary writes already assumes. Given
+//! instances replace recorded ones of the same attribute, datasetId and observedAt, so posting a
+//! representation again is idempotent. The current entity and the history are written in two
+//! transactions (current first, so that a bad request changes neither). Deleting a temporal entity
+//! removes both; deleting temporal attributes or instances edits the history only.
 
 use super::entities::Target;
 use super::query::Page;
@@ -122,8 +125,10 @@ impl Broker {
             .id
             .ok_or_else(|| NgsiError::bad_data("the temporal entity has no id"))?;
         let (types, scope, attrs) = (input.types, input.scope, input.attrs);
+        let attrs_for_history = attrs.clone();
         let id_owned = id.clone();
-        self.store
+        let created = self
+            .store
             .modify_recorded(tenant, &id, move |current| {
                 let created = current.is_none();
                 let mut entity = match current {
@@ -152,9 +157,31 @@ impl Broker {
                 }
                 apply_latest(&mut entity, &attrs);
                 entity.modified_at = now;
-                Ok((Write::Put(entity), records(&attrs), created))
+                Ok((Write::Put(entity), Vec::new(), created))
             })
-            .await
+            .await?;
+        self.record_instances(tenant, &id, &attrs_for_history)
+            .await?;
+        Ok(created)
+    }
+
+    /// Writes given instances into an entity's history, replacing those of the same attribute,
+    /// datasetId and observedAt (posting a temporal representation again is idempotent).
+    async fn record_instances(
+        &self,
+        tenant: &str,
+        id: &str,
+        attrs: &crate::service::entities::Attrs,
+    ) -> NgsiResult<()> {
+        let add = records(attrs);
+        let same: Vec<_> = add
+            .iter()
+            .filter_map(|r| Some((r.attr.clone()?, r.dataset_id.clone(), r.observed_at?)))
+            .collect();
+        self.store
+            .edit_history(tenant, id, HistoryRemoval::Observations(same), add)
+            .await?;
+        Ok(())
     }
 
     /// Adds attribute instances to an existing temporal entity (5.6.12).
@@ -166,13 +193,16 @@ impl Broker {
     ) -> NgsiResult<()> {
         self.require_tenant(&target.tenant).await?;
         let id = target.id.clone();
+        let for_history = attrs.clone();
         self.store
             .modify_recorded(&target.tenant, &target.id, move |current| {
                 let mut entity = current.cloned().ok_or_else(|| missing(&id))?;
                 apply_latest(&mut entity, &attrs);
                 entity.modified_at = now;
-                Ok((Write::Put(entity), records(&attrs), ()))
+                Ok((Write::Put(entity), Vec::new(), ()))
             })
+            .await?;
+        self.record_instances(&target.tenant, &target.id, &for_history)
             .await
     }
 

@@ -143,6 +143,9 @@ pub enum HistoryRemoval {
         /// Which datasetId.
         dataset_id: Option<Option<String>>,
     },
+    /// The records observed at the same time as given instances (attribute, datasetId,
+    /// observedAt), which temporal provision replaces.
+    Observations(Vec<(String, Option<String>, DateTime<Utc>)>),
     /// The one record with this instanceId of this attribute.
     Instance {
         /// The attribute.
@@ -161,6 +164,11 @@ impl HistoryRemoval {
                 r.attr.as_deref() == Some(attr.as_str())
                     && dataset_id.as_ref().is_none_or(|d| *d == r.dataset_id)
             }
+            HistoryRemoval::Observations(items) => items.iter().any(|(attr, dataset_id, t)| {
+                r.attr.as_deref() == Some(attr.as_str())
+                    && r.dataset_id == *dataset_id
+                    && r.observed_at == Some(*t)
+            }),
             HistoryRemoval::Instance { attr, instance_id } => {
                 r.attr.as_deref() == Some(attr.as_str()) && r.instance_id == *instance_id
             }
@@ -170,7 +178,7 @@ impl HistoryRemoval {
     /// The attribute whose records are concerned, if only one.
     pub fn attr(&self) -> Option<&str> {
         match self {
-            HistoryRemoval::Entity => None,
+            HistoryRemoval::Entity | HistoryRemoval::Observations(_) => None,
             HistoryRemoval::Attribute { attr, .. } | HistoryRemoval::Instance { attr, .. } => {
                 Some(attr)
             }

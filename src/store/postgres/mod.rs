@@ -575,6 +575,20 @@ impl PgStore {
                 )
                 .await
             }
+            HistoryRemoval::Observations(items) => {
+                let attrs: Vec<&str> = items.iter().map(|(a, _, _)| a.as_str()).collect();
+                let datasets: Vec<Option<&str>> =
+                    items.iter().map(|(_, d, _)| d.as_deref()).collect();
+                let times: Vec<DateTime<Utc>> = items.iter().map(|(_, _, t)| *t).collect();
+                tx.execute(
+                    &format!(
+                        "{base} AND EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS o(a, d, t)
+                           WHERE attr = o.a AND dataset_id IS NOT DISTINCT FROM o.d AND observed_at = o.t)"
+                    ),
+                    &[&tenant, &id, &attrs, &datasets, &times],
+                )
+                .await
+            }
             HistoryRemoval::Instance { attr, instance_id } => {
                 tx.execute(
                     &format!("{base} AND attr = $3 AND instance_id = $4"),
