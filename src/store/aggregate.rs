@@ -77,6 +77,8 @@ pub struct AggregateQuery {
     pub attrs: Vec<String>,
     /// The period length in microseconds; 0 aggregates the whole time range at once.
     pub period_micros: i64,
+    /// The methods asked for (a store may leave the others out: 0 or `None`).
+    pub methods: Vec<AggrMethod>,
 }
 
 impl AggregateQuery {

@@ -46,10 +46,14 @@ impl TemporalQuery {
     /// The aggregation request of an aggregated query.
     pub fn aggregate_query(&self) -> Option<AggregateQuery> {
         match &self.representation {
-            Representation::Aggregated { period_micros, .. } => Some(AggregateQuery {
+            Representation::Aggregated {
+                period_micros,
+                methods,
+            } => Some(AggregateQuery {
                 history: self.history.clone(),
                 attrs: self.attrs.clone(),
                 period_micros: *period_micros,
+                methods: methods.clone(),
             }),
             _ => None,
         }

@@ -5,7 +5,7 @@
 pub mod migrate;
 pub mod sql;
 
-use super::aggregate::{AggregateQuery, Bucket};
+use super::aggregate::{AggrMethod, AggregateQuery, Bucket};
 use super::history::{self, HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::Write;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -635,13 +635,32 @@ impl PgStore {
         };
         params.push(&query.period_micros);
         let period = format!("${}::bigint", params.len());
+        // Only the methods asked for are computed (count(DISTINCT) sorts every group).
+        let wanted = |m: AggrMethod, expr: &str, none: &str| {
+            if query.methods.contains(&m) {
+                expr.to_string()
+            } else {
+                none.to_string()
+            }
+        };
+        let functions = [
+            wanted(AggrMethod::DistinctCount, "count(DISTINCT v)", "0::bigint"),
+            wanted(AggrMethod::Sum, "sum(num)", "NULL::float8"),
+            wanted(AggrMethod::Avg, "avg(num)", "NULL::float8"),
+            wanted(AggrMethod::Min, "min(num)", "NULL::float8"),
+            wanted(AggrMethod::Max, "max(num)", "NULL::float8"),
+            wanted(AggrMethod::Stddev, "stddev_pop(num)", "NULL::float8"),
+            wanted(AggrMethod::Sumsq, "sum(num * num)", "NULL::float8"),
+        ]
+        .join(", ");
+        // The value member is read (from the jsonb) only to count distinct values.
+        let v = wanted(AggrMethod::DistinctCount, "value -> 'value'", "NULL::jsonb");
         let sql = format!(
-            "SELECT entity_id, attr, dataset_id, b, min(t), max(t), count(*), count(DISTINCT v),
-                    sum(num), avg(num), min(num), max(num), stddev_pop(num), sum(num * num)
+            "SELECT entity_id, attr, dataset_id, b, min(t), max(t), count(*), {functions}
              FROM (SELECT entity_id, attr, dataset_id, t, v, num,
                           CASE WHEN {period} > 0 THEN date_bin({period} * interval '1 microsecond', t, o)
                                ELSE o END AS b
-                   FROM (SELECT entity_id, attr, dataset_id, {col} AS t, value -> 'value' AS v, num,
+                   FROM (SELECT entity_id, attr, dataset_id, {col} AS t, {v} AS v, num,
                                 {origin} AS o
                          FROM attribute_instances WHERE {}) h) g
              GROUP BY entity_id, attr, dataset_id, b
