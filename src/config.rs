@@ -79,6 +79,10 @@ pub struct Options {
     /// Largest `limit` a query may ask for.
     #[arg(long, env = "TWINLINK_MAX_PAGE_SIZE", global = true)]
     pub max_page_size: Option<usize>,
+    /// Most attribute instances a temporal response carries per attribute before it is cut (206
+    /// with Content-Range).
+    #[arg(long, env = "TWINLINK_MAX_TEMPORAL_INSTANCES", global = true)]
+    pub max_temporal_instances: Option<usize>,
     /// Log format: text or json.
     #[arg(long, env = "TWINLINK_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -157,6 +161,8 @@ pub struct Settings {
     pub default_page_size: usize,
     /// Maximum page size.
     pub max_page_size: usize,
+    /// Most instances per attribute in one temporal response.
+    pub max_temporal_instances: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -195,6 +201,7 @@ impl Default for Settings {
             max_batch: 100_000,
             default_page_size: 20,
             max_page_size: 10_000,
+            max_temporal_instances: 10_000,
             log_format: LogFormat::Text,
             log: "info".into(),
             context_dir: None,
@@ -266,6 +273,10 @@ impl Settings {
                 .max_page_size
                 .or(file.max_page_size)
                 .unwrap_or(d.max_page_size),
+            max_temporal_instances: options
+                .max_temporal_instances
+                .or(file.max_temporal_instances)
+                .unwrap_or(d.max_temporal_instances),
             log_format: options
                 .log_format
                 .or(file.log_format)

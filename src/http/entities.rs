@@ -17,21 +17,25 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
+/// Media types of writes' (error) responses.
+pub const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 /// Media types of reads (entities can be GeoJSON too).
 pub const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd, Accepted::GeoJson];
 
 type Data = web::Data<Broker>;
 
 /// A write request read and resolved: its info, body and active context.
-struct Write {
-    info: RequestInfo,
-    body: Value,
-    ctx: Arc<ActiveContext>,
+pub struct Write {
+    /// Headers and query.
+    pub info: RequestInfo,
+    /// The JSON body without its @context.
+    pub body: Value,
+    /// The active context of the body.
+    pub ctx: Arc<ActiveContext>,
 }
 
 /// Characters an id cannot carry unescaped in a path segment (RFC 3986 3.3); `:` stays readable.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+pub const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -68,7 +72,8 @@ const READ_PARAMS: &[&str] = &[
     "type",
 ];
 
-async fn read_write(
+/// Reads a write request: headers, query (`params` known), body and its active context.
+pub async fn read_write(
     req: &HttpRequest,
     payload: web::Payload,
     broker: &Broker,
@@ -108,7 +113,7 @@ fn path_id(req: &HttpRequest) -> NgsiResult<String> {
 }
 
 /// The addressed entity: tenant, id from the path and the `type` selector (expanded).
-fn target(req: &HttpRequest, info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Target> {
+pub fn target(req: &HttpRequest, info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Target> {
     let id = path_id(req)?;
     let types = match info.list("type")? {
         Some(names) => names.iter().map(|n| ctx.expand(n).into_owned()).collect(),
@@ -121,7 +126,8 @@ fn target(req: &HttpRequest, info: &RequestInfo, ctx: &ActiveContext) -> NgsiRes
     })
 }
 
-fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, String)> {
+/// The attribute named in the path: as given and expanded.
+pub fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, String)> {
     let name = segment(req, "attr");
     if name == "scope" {
         return Err(NgsiError::bad_data(

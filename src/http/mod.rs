@@ -8,6 +8,7 @@ pub mod join;
 pub mod negotiate;
 pub mod query;
 pub mod response;
+pub mod temporal;
 
 use actix_web::web;
 
@@ -52,6 +53,39 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource("/entities/{id}/attrs")
                     .route(web::post().to(entities::append_attrs))
                     .route(web::patch().to(entities::update_attrs))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entities")
+                    .route(web::post().to(temporal::upsert))
+                    .route(web::get().to(temporal::query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entities/{id}")
+                    .route(web::get().to(temporal::retrieve))
+                    .route(web::delete().to(temporal::delete))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entities/{id}/attrs")
+                    .route(web::post().to(temporal::append_attrs))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entities/{id}/attrs/{attr}")
+                    .route(web::delete().to(temporal::delete_attr))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entities/{id}/attrs/{attr}/{instanceId}")
+                    .route(web::patch().to(temporal::patch_instance))
+                    .route(web::delete().to(temporal::delete_instance))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entityOperations/query")
+                    .route(web::post().to(temporal::post_query))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

@@ -60,7 +60,7 @@ const POST_QUERY_PARAMS: &[&str] = &[
 
 /// Reads `limit`, `offset` and `count` (5.5.9): limit within the configured maximum, limit=0 only
 /// with count=true.
-fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
+pub fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
     let number = |name: &str| -> NgsiResult<Option<usize>> {
         info.param(name)
             .map(|v| {
@@ -121,7 +121,8 @@ fn geo_from_params(
     }
 }
 
-fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<EntityQuery> {
+/// The entity selection of a query's parameters: id, idPattern, type, attrs, q, geoQ, scopeQ.
+pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<EntityQuery> {
     let ids = info.list("id")?.unwrap_or_default();
     for id in &ids {
         crate::model::validate::uri("id", id)?;
@@ -178,7 +179,7 @@ fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Ve
 }
 
 /// 5.7.2: a query names a type, attrs, q, geoQ or scopeQ, unless it asks for `local=true`.
-fn require_restriction(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
+pub fn require_restriction(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
     if query.is_restricted() || info.param("local") == Some("true") {
         return Ok(());
     }
@@ -202,7 +203,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
 }
 
 /// Reads the Query body of POST /entityOperations/query (5.2.23).
-fn query_from_body(
+pub fn query_from_body(
     body: &Value,
     ctx: &ActiveContext,
 ) -> NgsiResult<(EntityQuery, Map<String, Value>)> {
@@ -417,11 +418,25 @@ async fn respond(
         ),
     };
     let mut response = json_body(info, body);
+    page_headers(&mut response, req, info, page, result.seen, count);
+    Ok(response)
+}
+
+/// Adds the paging headers of a query response: NGSILD-Results-Count when counted, and Link
+/// headers to the previous and next pages.
+pub fn page_headers(
+    response: &mut HttpResponse,
+    req: &HttpRequest,
+    info: &RequestInfo,
+    page: Page,
+    seen: usize,
+    count: bool,
+) {
     let headers = response.headers_mut();
     if count {
         headers.insert(
             HeaderName::from_static("ngsild-results-count"),
-            HeaderValue::from(result.seen),
+            HeaderValue::from(seen),
         );
     }
     let mut links = Vec::new();
@@ -434,7 +449,7 @@ async fn respond(
             "prev",
         ));
     }
-    if page.limit > 0 && page.offset + page.limit < result.seen {
+    if page.limit > 0 && page.offset + page.limit < seen {
         links.push(page_link(req, info, page, page.offset + page.limit, "next"));
     }
     for link in links {
@@ -442,5 +457,4 @@ async fn respond(
             headers.append(HeaderName::from_static("link"), v);
         }
     }
-    Ok(response)
 }

@@ -92,6 +92,8 @@ pub struct Reader<'a> {
     now: DateTime<Utc>,
     nulls: Nulls,
     partial_of: Option<AttrKind>,
+    /// Temporal input (5.6.11): an attribute may carry several instances of one datasetId.
+    temporal: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -102,7 +104,15 @@ impl<'a> Reader<'a> {
             now,
             nulls,
             partial_of: None,
+            temporal: false,
         }
+    }
+
+    /// A reader of temporal representations, whose attributes list instances over time: several
+    /// instances may share a datasetId.
+    pub fn temporal(mut self) -> Self {
+        self.temporal = true;
+        self
     }
 
     /// Parses a partial update of an existing attribute of kind `kind` (clause 5.6.4): the fragment
@@ -169,7 +179,7 @@ impl<'a> Reader<'a> {
                 Some(existing) => {
                     let existing: &mut Vec<Attribute> = existing;
                     for a in instances {
-                        if existing.iter().any(|b| b.dataset_id == a.dataset_id) {
+                        if !self.temporal && existing.iter().any(|b| b.dataset_id == a.dataset_id) {
                             return Err(NgsiError::bad_data(format!(
                                 "attribute '{name}' is given twice (under two names) for the same datasetId"
                             )));
@@ -253,7 +263,7 @@ impl<'a> Reader<'a> {
             _ => vec![self.instance(name, iri, value)?],
         };
         for (i, a) in instances.iter().enumerate() {
-            if instances[..i].iter().any(|b| b.dataset_id == a.dataset_id) {
+            if !self.temporal && instances[..i].iter().any(|b| b.dataset_id == a.dataset_id) {
                 return Err(NgsiError::bad_data(format!(
                     "attribute '{name}' has two instances with the same datasetId ({})",
                     a.dataset_id.as_deref().unwrap_or("default")

@@ -6,7 +6,8 @@ use super::entities::{append, change_existing, create, merge, new_entity, replac
 use super::Broker;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::parse::{EntityInput, Nulls, Reader};
-use crate::store::{Decide, Step, Write};
+use crate::model::Entity;
+use crate::store::{Decide, Decision, Step, Write};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -139,7 +140,7 @@ impl Broker {
             .enumerate()
             .map(|(i, id)| {
                 let target = Target::new(tenant, &id);
-                let decide: Decide<Done> = Box::new(move |current| {
+                let decide = decision(move |current| {
                     change_existing(&target, current, |_| Ok(()))?;
                     Ok((Write::Delete, Done::Changed))
                 });
@@ -190,6 +191,13 @@ impl Broker {
     }
 }
 
+/// A batch step's decision from a closure giving the write and its outcome.
+fn decision(
+    f: impl FnOnce(Option<&Entity>) -> NgsiResult<(Write, Done)> + Send + 'static,
+) -> Decide<Done> {
+    Box::new(move |current| f(current).map(Decision::from))
+}
+
 /// The store decision for one batch entity.
 fn decide(
     tenant: &str,
@@ -202,9 +210,9 @@ fn decide(
     Ok(match op {
         BatchOp::Create => {
             let entity = new_entity(input, now)?;
-            Box::new(move |current| create(current, entity).map(|(w, ())| (w, Done::Created)))
+            decision(move |current| create(current, entity).map(|(w, ())| (w, Done::Created)))
         }
-        BatchOp::Upsert(mode) => Box::new(move |current| match current {
+        BatchOp::Upsert(mode) => decision(move |current| match current {
             None => create(current, new_entity(input, now)?).map(|(w, ())| (w, Done::Created)),
             Some(_) => {
                 let written = match mode {
@@ -217,7 +225,7 @@ fn decide(
                 written.map(|(w, ())| (w, Done::Changed))
             }
         }),
-        BatchOp::Update { no_overwrite } => Box::new(move |current| {
+        BatchOp::Update { no_overwrite } => decision(move |current| {
             let (write, r) = change_existing(&target, current, append(input, no_overwrite, now))?;
             match r.not_updated.first() {
                 Some((name, reason)) => Ok((
@@ -229,7 +237,7 @@ fn decide(
                 None => Ok((write, Done::Changed)),
             }
         }),
-        BatchOp::Merge => Box::new(move |current| {
+        BatchOp::Merge => decision(move |current| {
             change_existing(&target, current, merge(input, now)).map(|(w, ())| (w, Done::Changed))
         }),
     })

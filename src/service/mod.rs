@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod entities;
 pub mod query;
+pub mod temporal;
 
 use crate::config::Settings;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};

@@ -130,6 +130,62 @@ impl HistoryQuery {
     }
 }
 
+/// Which history records a temporal deletion removes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryRemoval {
+    /// Every record of the entity.
+    Entity,
+    /// The records of one attribute (expanded name): of every datasetId (`None`), or of one
+    /// (`Some(None)`: the default instance).
+    Attribute {
+        /// The attribute.
+        attr: String,
+        /// Which datasetId.
+        dataset_id: Option<Option<String>>,
+    },
+    /// The records observed at the same time as given instances (attribute, datasetId,
+    /// observedAt), which temporal provision replaces.
+    Observations(Vec<(String, Option<String>, DateTime<Utc>)>),
+    /// The one record with this instanceId of this attribute.
+    Instance {
+        /// The attribute.
+        attr: String,
+        /// The record's instanceId.
+        instance_id: String,
+    },
+}
+
+impl HistoryRemoval {
+    /// Whether a record is removed.
+    pub fn matches(&self, r: &InstanceChange) -> bool {
+        match self {
+            HistoryRemoval::Entity => true,
+            HistoryRemoval::Attribute { attr, dataset_id } => {
+                r.attr.as_deref() == Some(attr.as_str())
+                    && dataset_id.as_ref().is_none_or(|d| *d == r.dataset_id)
+            }
+            HistoryRemoval::Observations(items) => items.iter().any(|(attr, dataset_id, t)| {
+                r.attr.as_deref() == Some(attr.as_str())
+                    && r.dataset_id == *dataset_id
+                    && r.observed_at == Some(*t)
+            }),
+            HistoryRemoval::Instance { attr, instance_id } => {
+                r.attr.as_deref() == Some(attr.as_str()) && r.instance_id == *instance_id
+            }
+        }
+    }
+
+    /// The attribute whose records are concerned, if only one.
+    pub fn attr(&self) -> Option<&str> {
+        match self {
+            HistoryRemoval::Entity | HistoryRemoval::Observations(_) => None,
+            HistoryRemoval::Attribute { attr, .. } | HistoryRemoval::Instance { attr, .. } => {
+                Some(attr)
+            }
+        }
+    }
+}
+
 /// The order of history results (PostgreSQL sorts the same way, with `COLLATE "C"`).
 fn order(ta: DateTime<Utc>, a: &InstanceChange, tb: DateTime<Utc>, b: &InstanceChange) -> Ordering {
     ta.cmp(&tb)
@@ -142,7 +198,8 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 
-fn fresh_instance_id() -> String {
+/// A fresh `urn:ngsi-ld:<uuid>` instanceId for a history record.
+pub fn fresh_instance_id() -> String {
     format!("urn:ngsi-ld:{}", uuid::Uuid::new_v4())
 }
 
@@ -160,7 +217,9 @@ fn same_content(a: &Attribute, b: &Attribute) -> bool {
             .all(|(name, s)| b.sub.get(name).is_some_and(|t| same_content(s, t)))
 }
 
-fn written(name: &str, a: &Attribute) -> InstanceChange {
+/// The record of instance `a` of attribute `name` as written (also used by the temporal API to
+/// record instances it is given directly).
+pub fn written(name: &str, a: &Attribute) -> InstanceChange {
     InstanceChange {
         attr: Some(name.to_string()),
         dataset_id: a.dataset_id.clone(),
@@ -191,6 +250,15 @@ fn deleted(name: &str, a: &Attribute, now: DateTime<Utc>) -> InstanceChange {
         created_at: micros(a.created_at),
         modified_at: micros(now),
         deleted_at: Some(micros(now)),
+    }
+}
+
+/// The history records of a store write decided on `current` (see [`changes`]).
+pub fn records_of(current: Option<&Entity>, write: &super::Write) -> Vec<InstanceChange> {
+    match write {
+        super::Write::Keep => Vec::new(),
+        super::Write::Put(e) => changes(current, Some(e), e.modified_at),
+        super::Write::Delete => changes(current, None, Utc::now()),
     }
 }
 

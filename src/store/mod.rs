@@ -2,6 +2,7 @@
 //! Every write is a read-modify-write of one entity, done atomically inside the store, so that the
 //! services can decide on the current state without races and nothing is half-applied.
 
+pub mod aggregate;
 pub mod embedded;
 pub mod history;
 pub mod postgres;
@@ -24,9 +25,31 @@ pub enum Write {
     Keep,
 }
 
+/// What a read-modify-write decided: the write, its result and, when the caller chooses them (the
+/// temporal API records instances with their own times), the history records; otherwise they
+/// are derived from the change (`history::records_of`).
+pub struct Decision<R> {
+    /// The write.
+    pub write: Write,
+    /// The history records to keep instead of the derived ones.
+    pub records: Option<Vec<history::InstanceChange>>,
+    /// What the caller gets back.
+    pub result: R,
+}
+
+impl<R> From<(Write, R)> for Decision<R> {
+    fn from((write, result): (Write, R)) -> Decision<R> {
+        Decision {
+            write,
+            records: None,
+            result,
+        }
+    }
+}
+
 /// One entity's read-modify-write decision: shown the entity (or `None`), it chooses a write and
 /// a result, or fails and changes nothing.
-pub type Decide<R> = Box<dyn FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send>;
+pub type Decide<R> = Box<dyn FnOnce(Option<&Entity>) -> NgsiResult<Decision<R>> + Send>;
 
 /// The id of an entity and the decision to run on it, one element of [`Store::modify_many`].
 pub type Step<R> = (String, Decide<R>);
@@ -49,18 +72,25 @@ pub fn run_steps<R>(
         let current = working.entry(id.clone()).or_insert_with(|| load(&id));
         match decide(current.as_deref()) {
             Err(e) => planned.results.push(Err(e)),
-            Ok((Write::Keep, r)) => planned.results.push(Ok(r)),
-            Ok((write, r)) => {
+            Ok(Decision {
+                write: Write::Keep,
+                result,
+                ..
+            }) => planned.results.push(Ok(result)),
+            Ok(Decision {
+                write,
+                records,
+                result: r,
+            }) => {
+                let records =
+                    records.unwrap_or_else(|| history::records_of(current.as_deref(), &write));
+                planned
+                    .history
+                    .extend(records.into_iter().map(|record| (id.clone(), record)));
                 let after = match write {
                     Write::Put(e) => Some(Arc::new(e)),
                     _ => None,
                 };
-                let at = after
-                    .as_ref()
-                    .map_or_else(chrono::Utc::now, |e| e.modified_at);
-                for record in history::changes(current.as_deref(), after.as_deref(), at) {
-                    planned.history.push((id.clone(), record));
-                }
                 *current = after.clone();
                 planned.writes.insert(id, after);
                 planned.results.push(Ok(r));
@@ -113,7 +143,10 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
     {
-        let step: Step<R> = (id.to_string(), Box::new(decide));
+        let step: Step<R> = (
+            id.to_string(),
+            Box::new(move |current| decide(current).map(Decision::from)),
+        );
         let mut results = self.modify_many(tenant, vec![step]).await?;
         results.pop().unwrap_or_else(|| {
             Err(crate::error::NgsiError::internal(
@@ -171,6 +204,82 @@ impl Store {
         match self {
             Store::Embedded(s) => s.history(tenant, id, query).await,
             Store::Postgres(s) => s.history(tenant, id, query).await,
+        }
+    }
+
+    /// Like [`Store::modify`], with the history records chosen by `decide` instead of derived from
+    /// the change (the temporal API records instances with their own times).
+    pub async fn modify_recorded<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, Vec<history::InstanceChange>, R)>
+            + Send
+            + 'static,
+    {
+        let step: Step<R> = (
+            id.to_string(),
+            Box::new(move |current| {
+                decide(current).map(|(write, records, result)| Decision {
+                    write,
+                    records: Some(records),
+                    result,
+                })
+            }),
+        );
+        let mut results = self.modify_many(tenant, vec![step]).await?;
+        results.pop().unwrap_or_else(|| {
+            Err(crate::error::NgsiError::internal(
+                "the store answered a write without a result",
+            ))
+        })
+    }
+
+    /// The history of several entities: for each of `ids`, in order, what `query` selects.
+    pub async fn history_many(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &history::HistoryQuery,
+    ) -> NgsiResult<Vec<(String, Vec<history::InstanceChange>)>> {
+        match self {
+            Store::Embedded(s) => {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.push((id.clone(), s.history(tenant, id, query).await?));
+                }
+                Ok(out)
+            }
+            Store::Postgres(s) => s.history_many(tenant, ids, query).await,
+        }
+    }
+
+    /// Removes the history records of one entity that `removal` selects and adds `add`, atomically
+    /// (temporal attribute and instance deletion and instance modification); returns how many
+    /// records were removed.
+    pub async fn edit_history(
+        &self,
+        tenant: &str,
+        id: &str,
+        removal: history::HistoryRemoval,
+        add: Vec<history::InstanceChange>,
+    ) -> NgsiResult<usize> {
+        match self {
+            Store::Embedded(s) => s.edit_history(tenant, id, removal, add).await,
+            Store::Postgres(s) => s.edit_history(tenant, id, removal, add).await,
+        }
+    }
+
+    /// Aggregates the history of each of `ids`, in order, where the data is: in SQL on
+    /// PostgreSQL, in Rust on the embedded store.
+    pub async fn aggregate(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &aggregate::AggregateQuery,
+    ) -> NgsiResult<Vec<(String, Vec<aggregate::Bucket>)>> {
+        match self {
+            Store::Embedded(s) => s.aggregate(tenant, ids, query).await,
+            Store::Postgres(s) => s.aggregate(tenant, ids, query).await,
         }
     }
 

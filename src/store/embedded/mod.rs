@@ -3,7 +3,8 @@
 
 mod index;
 
-use super::history::{HistoryQuery, InstanceChange, TimeProperty};
+use super::aggregate::{self, AggregateQuery, Bucket};
+use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::{run_steps, Step};
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
@@ -192,6 +193,82 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Removes the history records of one entity that `removal` selects and adds `add`, in one
+    /// durable transaction; returns how many records were removed.
+    pub async fn edit_history(
+        &self,
+        tenant: &str,
+        id: &str,
+        removal: HistoryRemoval,
+        add: Vec<InstanceChange>,
+    ) -> NgsiResult<usize> {
+        let (db, writer) = (self.db.clone(), self.writer.clone());
+        let prefix = history_prefix(tenant, id, removal.attr());
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let _guard = writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let txn = db.begin_write().map_err(storage)?;
+            let removed = {
+                let mut table = txn.open_table(HISTORY).map_err(storage)?;
+                let mut doomed = Vec::new();
+                for row in table.range(prefix.as_slice()..).map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    if !k.value().starts_with(&prefix) {
+                        break;
+                    }
+                    let r: InstanceChange = serde_json::from_slice(v.value()).map_err(storage)?;
+                    if removal.matches(&r) {
+                        doomed.push(k.value().to_vec());
+                    }
+                }
+                for k in &doomed {
+                    table.remove(k.as_slice()).map_err(storage)?;
+                }
+                for r in &add {
+                    let bytes = serde_json::to_vec(r).map_err(storage)?;
+                    table
+                        .insert(history_key(&tenant, &id, r).as_slice(), bytes.as_slice())
+                        .map_err(storage)?;
+                }
+                doomed.len()
+            };
+            txn.commit().map_err(storage)?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Aggregates the history of each of `ids` (see [`aggregate::aggregate`]), in Rust over the
+    /// records of the time range.
+    pub async fn aggregate(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &AggregateQuery,
+    ) -> NgsiResult<Vec<(String, Vec<Bucket>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let attrs: Vec<Option<String>> = match query.attrs.as_slice() {
+            [] => vec![None],
+            some => some.iter().cloned().map(Some).collect(),
+        };
+        for id in ids {
+            let mut records = Vec::new();
+            for attr in &attrs {
+                let h = HistoryQuery {
+                    attr: attr.clone(),
+                    last_n: None,
+                    ..query.history.clone()
+                };
+                records.extend(self.history(tenant, id, &h).await?);
+            }
+            out.push((id.clone(), aggregate::aggregate(query, &records)));
+        }
+        Ok(out)
     }
 
     /// Runs the steps of a batch (see [`super::run_steps`]) and commits what they decided, with

@@ -11,6 +11,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../../migrations/0003_order_and_multi_location.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/0004_temporal_instances.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

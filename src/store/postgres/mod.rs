@@ -5,7 +5,8 @@
 pub mod migrate;
 pub mod sql;
 
-use super::history::{HistoryQuery, InstanceChange, TimeProperty};
+use super::aggregate::{AggrMethod, AggregateQuery, Bucket};
+use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::{run_steps, Step};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{AttrKind, Entity};
@@ -106,6 +107,38 @@ fn location_of(e: &Entity) -> (Option<String>, bool) {
         [one] => (Some(one.value.to_string()), false),
         _ => (None, true),
     }
+}
+
+/// The column of a time property.
+fn time_column(tp: TimeProperty) -> &'static str {
+    match tp {
+        TimeProperty::ObservedAt => "observed_at",
+        TimeProperty::CreatedAt => "created_at",
+        TimeProperty::ModifiedAt => "modified_at",
+        TimeProperty::DeletedAt => "deleted_at",
+    }
+}
+
+/// The conditions of a history read of the entities `$2` in tenant `$1` by time property and
+/// bounds (bound values are pushed onto `params`).
+fn time_conditions<'a>(
+    query: &'a HistoryQuery,
+    params: &mut Vec<&'a (dyn ToSql + Sync)>,
+) -> Vec<String> {
+    let col = time_column(query.time_property);
+    let mut conditions = vec![format!(
+        "tenant = $1 AND entity_id = ANY($2) AND {col} IS NOT NULL"
+    )];
+    for (bound, included, excluded) in [(&query.from, ">=", ">"), (&query.to, "<=", "<")] {
+        let (t, op) = match bound {
+            Bound::Included(t) => (t, included),
+            Bound::Excluded(t) => (t, excluded),
+            Bound::Unbounded => continue,
+        };
+        params.push(t);
+        conditions.push(format!("{col} {op} ${}", params.len()));
+    }
+    conditions
 }
 
 /// Inserts every history record of a write at once: $1 tenant, then one array per column (all of
@@ -525,59 +558,212 @@ impl PgStore {
         id: &str,
         query: &HistoryQuery,
     ) -> NgsiResult<Vec<InstanceChange>> {
-        let col = match query.time_property {
-            TimeProperty::ObservedAt => "observed_at",
-            TimeProperty::CreatedAt => "created_at",
-            TimeProperty::ModifiedAt => "modified_at",
-            TimeProperty::DeletedAt => "deleted_at",
-        };
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &id];
-        let mut conditions = vec![format!(
-            "tenant = $1 AND entity_id = $2 AND {col} IS NOT NULL"
-        )];
+        let mut all = self.history_many(tenant, &[id.to_string()], query).await?;
+        Ok(all.pop().map(|(_, records)| records).unwrap_or_default())
+    }
+
+    /// The history of several entities in one statement: for each of `ids`, in that order, the
+    /// records `query` selects (as [`PgStore::history`]).
+    pub async fn history_many(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &HistoryQuery,
+    ) -> NgsiResult<Vec<(String, Vec<InstanceChange>)>> {
+        let col = time_column(query.time_property);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &ids];
+        let mut conditions = time_conditions(query, &mut params);
         if let Some(attr) = &query.attr {
             params.push(attr);
             conditions.push(format!("attr = ${}", params.len()));
         }
-        for (bound, included, excluded) in [(&query.from, ">=", ">"), (&query.to, "<=", "<")] {
-            let (t, op) = match bound {
-                Bound::Included(t) => (t, included),
-                Bound::Excluded(t) => (t, excluded),
-                Bound::Unbounded => continue,
-            };
-            params.push(t);
-            conditions.push(format!("{col} {op} ${}", params.len()));
-        }
         let columns =
-            "attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at, value, num";
+            "entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at, value, num";
         let from = format!("attribute_instances WHERE {}", conditions.join(" AND "));
         let order = format!(
-            "{col}, attr COLLATE \"C\" NULLS FIRST, dataset_id COLLATE \"C\" NULLS FIRST, instance_id COLLATE \"C\""
+            "entity_id COLLATE \"C\", {col}, attr COLLATE \"C\" NULLS FIRST, dataset_id COLLATE \"C\" NULLS FIRST, instance_id COLLATE \"C\""
         );
         let sql = match query.last_n {
             None => format!("SELECT {columns} FROM {from} ORDER BY {order}"),
             Some(n) => format!(
-                "SELECT {columns} FROM (SELECT {columns}, row_number() OVER (PARTITION BY attr ORDER BY {col} DESC,
+                "SELECT {columns} FROM (SELECT {columns}, row_number() OVER (PARTITION BY entity_id, attr ORDER BY {col} DESC,
                    dataset_id COLLATE \"C\" DESC NULLS LAST, instance_id COLLATE \"C\" DESC) AS rn FROM {from}) h
                  WHERE rn <= {n} ORDER BY {order}"
             ),
         };
         let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(db_error)?;
-        Ok(rows
+        let mut by_id: std::collections::HashMap<String, Vec<InstanceChange>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            by_id.entry(r.get(0)).or_default().push(InstanceChange {
+                attr: r.get(1),
+                dataset_id: r.get(2),
+                instance_id: r.get(3),
+                kind: r.get::<_, Option<&str>>(4).and_then(AttrKind::from_name),
+                observed_at: r.get(5),
+                created_at: r.get(6),
+                modified_at: r.get(7),
+                deleted_at: r.get(8),
+                value: r.get(9),
+                num: r.get(10),
+            });
+        }
+        Ok(ids
             .iter()
-            .map(|r| InstanceChange {
-                attr: r.get(0),
-                dataset_id: r.get(1),
-                instance_id: r.get(2),
-                kind: r.get::<_, Option<&str>>(3).and_then(AttrKind::from_name),
-                observed_at: r.get(4),
-                created_at: r.get(5),
-                modified_at: r.get(6),
-                deleted_at: r.get(7),
-                value: r.get(8),
-                num: r.get(9),
-            })
+            .map(|id| (id.clone(), by_id.remove(id).unwrap_or_default()))
+            .collect())
+    }
+
+    /// Removes the history records of one entity that `removal` selects and adds `add`, in one
+    /// transaction; returns how many records were removed.
+    pub async fn edit_history(
+        &self,
+        tenant: &str,
+        id: &str,
+        removal: HistoryRemoval,
+        add: Vec<InstanceChange>,
+    ) -> NgsiResult<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let base = "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2";
+        let removed = match &removal {
+            HistoryRemoval::Entity => tx.execute(base, &[&tenant, &id]).await,
+            HistoryRemoval::Attribute {
+                attr,
+                dataset_id: None,
+            } => {
+                tx.execute(&format!("{base} AND attr = $3"), &[&tenant, &id, attr])
+                    .await
+            }
+            HistoryRemoval::Attribute {
+                attr,
+                dataset_id: Some(d),
+            } => {
+                tx.execute(
+                    &format!("{base} AND attr = $3 AND dataset_id IS NOT DISTINCT FROM $4"),
+                    &[&tenant, &id, attr, d],
+                )
+                .await
+            }
+            HistoryRemoval::Observations(items) => {
+                let attrs: Vec<&str> = items.iter().map(|(a, _, _)| a.as_str()).collect();
+                let datasets: Vec<Option<&str>> =
+                    items.iter().map(|(_, d, _)| d.as_deref()).collect();
+                let times: Vec<DateTime<Utc>> = items.iter().map(|(_, _, t)| *t).collect();
+                tx.execute(
+                    &format!(
+                        "{base} AND EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS o(a, d, t)
+                           WHERE attr = o.a AND dataset_id IS NOT DISTINCT FROM o.d AND observed_at = o.t)"
+                    ),
+                    &[&tenant, &id, &attrs, &datasets, &times],
+                )
+                .await
+            }
+            HistoryRemoval::Instance { attr, instance_id } => {
+                tx.execute(
+                    &format!("{base} AND attr = $3 AND instance_id = $4"),
+                    &[&tenant, &id, attr, instance_id],
+                )
+                .await
+            }
+        }
+        .map_err(db_error)?;
+        if !add.is_empty() {
+            let add: Vec<(String, InstanceChange)> =
+                add.into_iter().map(|r| (id.to_string(), r)).collect();
+            let columns = HistoryColumns::new(&add);
+            tx.execute(INSERT_HISTORY, &columns.params(&tenant))
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(removed as usize)
+    }
+
+    /// Aggregates the history of each of `ids` in SQL: `date_bin` over the time property from the
+    /// query's lower bound (or each entity's earliest selected time), grouped per attribute,
+    /// datasetId and period (see [`crate::store::aggregate`] for the definitions).
+    pub async fn aggregate(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &AggregateQuery,
+    ) -> NgsiResult<Vec<(String, Vec<Bucket>)>> {
+        let col = time_column(query.history.time_property);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &ids];
+        let mut conditions = time_conditions(&query.history, &mut params);
+        conditions.push("value IS NOT NULL AND attr IS NOT NULL".into());
+        if !query.attrs.is_empty() {
+            params.push(&query.attrs);
+            conditions.push(format!("attr = ANY(${})", params.len()));
+        }
+        let fixed = query.fixed_origin();
+        let origin = match &fixed {
+            Some(t) => {
+                params.push(t);
+                format!("${}::timestamptz", params.len())
+            }
+            None => format!("min({col}) OVER (PARTITION BY entity_id)"),
+        };
+        params.push(&query.period_micros);
+        let period = format!("${}::bigint", params.len());
+        // Only the methods asked for are computed (count(DISTINCT) sorts every group).
+        let wanted = |m: AggrMethod, expr: &str, none: &str| {
+            if query.methods.contains(&m) {
+                expr.to_string()
+            } else {
+                none.to_string()
+            }
+        };
+        let functions = [
+            wanted(AggrMethod::DistinctCount, "count(DISTINCT v)", "0::bigint"),
+            wanted(AggrMethod::Sum, "sum(num)", "NULL::float8"),
+            wanted(AggrMethod::Avg, "avg(num)", "NULL::float8"),
+            wanted(AggrMethod::Min, "min(num)", "NULL::float8"),
+            wanted(AggrMethod::Max, "max(num)", "NULL::float8"),
+            wanted(AggrMethod::Stddev, "stddev_pop(num)", "NULL::float8"),
+            wanted(AggrMethod::Sumsq, "sum(num * num)", "NULL::float8"),
+        ]
+        .join(", ");
+        // The value member is read (from the jsonb) only to count distinct values.
+        let v = wanted(AggrMethod::DistinctCount, "value -> 'value'", "NULL::jsonb");
+        let sql = format!(
+            "SELECT entity_id, attr, dataset_id, b, min(t), max(t), count(*), {functions}
+             FROM (SELECT entity_id, attr, dataset_id, t, v, num,
+                          CASE WHEN {period} > 0 THEN date_bin({period} * interval '1 microsecond', t, o)
+                               ELSE o END AS b
+                   FROM (SELECT entity_id, attr, dataset_id, {col} AS t, {v} AS v, num,
+                                {origin} AS o
+                         FROM attribute_instances WHERE {}) h) g
+             GROUP BY entity_id, attr, dataset_id, b
+             ORDER BY entity_id COLLATE \"C\", attr COLLATE \"C\", dataset_id COLLATE \"C\" NULLS FIRST, b",
+            conditions.join(" AND ")
+        );
+        let client = self.client().await?;
+        let rows = client.query(&sql, &params).await.map_err(db_error)?;
+        let mut by_id: std::collections::HashMap<String, Vec<Bucket>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            by_id.entry(r.get(0)).or_default().push(Bucket {
+                attr: r.get(1),
+                dataset_id: r.get(2),
+                start: r.get(3),
+                first: r.get(4),
+                last: r.get(5),
+                total_count: r.get(6),
+                distinct_count: r.get(7),
+                sum: r.get(8),
+                avg: r.get(9),
+                min: r.get(10),
+                max: r.get(11),
+                stddev: r.get(12),
+                sumsq: r.get(13),
+            });
+        }
+        Ok(ids
+            .iter()
+            .map(|id| (id.clone(), by_id.remove(id).unwrap_or_default()))
             .collect())
     }
 

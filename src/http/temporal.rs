@@ -1,0 +1,490 @@
+//! Handlers of the temporal API (/temporal/entities..., /temporal/entityOperations/query): read the
+//! request with the same helpers as the entity API (negotiation, ids, attrs/pick/omit, entity
+//! selection, paging), add the temporal parameters, call the temporal service, render.
+
+use super::entities::{
+    path_attr, projection, read_write, segment, target, Write, READ_OFFERS, SEGMENT, WRITE_OFFERS,
+};
+use super::negotiate::{read_body, Body, RequestInfo};
+use super::query::{entity_query, page, page_headers, query_from_body, require_restriction};
+use super::response::json_body;
+use super::BASE;
+use crate::error::{NgsiError, NgsiResult};
+use crate::ld::ActiveContext;
+use crate::model::parse::{Nulls, Reader};
+use crate::model::render::{Format, RenderOptions};
+use crate::model::ENTITY_MEMBERS;
+use crate::service::entities::Target;
+use crate::service::temporal::Cut;
+use crate::service::Broker;
+use crate::temporal::render::{self, instant, Content, TemporalEntity};
+use crate::temporal::{self as tq, Representation, TemporalParams, TemporalQuery};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+type Data = web::Data<Broker>;
+
+/// The temporal parameters every read takes (5.7.3).
+const TEMPORAL_PARAMS: &[&str] = &[
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "timeproperty",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+];
+
+/// Parameters of GET /temporal/entities/{id} besides the temporal ones.
+const RETRIEVE_PARAMS: &[&str] = &[
+    "attrs",
+    "pick",
+    "omit",
+    "options",
+    "format",
+    "lang",
+    "datasetId",
+    "local",
+    "via",
+    "type",
+];
+
+/// Parameters of GET /temporal/entities besides the temporal ones.
+const QUERY_PARAMS: &[&str] = &[
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "pick",
+    "omit",
+    "q",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "scopeQ",
+    "lang",
+    "options",
+    "format",
+    "limit",
+    "offset",
+    "count",
+    "csf",
+    "local",
+    "via",
+    "datasetId",
+];
+
+/// Parameters of POST /temporal/entityOperations/query.
+const POST_QUERY_PARAMS: &[&str] = &[
+    "limit", "offset", "count", "options", "format", "local", "lang",
+];
+
+fn params(extra: &[&'static str]) -> Vec<&'static str> {
+    extra.iter().chain(TEMPORAL_PARAMS).copied().collect()
+}
+
+/// Reads the representation (`format` wins over `options`, 6.3.7) and the render options.
+fn representation(
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+    temporal: &TemporalParams,
+) -> NgsiResult<(Representation, RenderOptions)> {
+    let options = info.options(&[
+        "temporalValues",
+        "aggregatedValues",
+        "sysAttrs",
+        "normalized",
+        "concise",
+        "keyValues",
+        "simplified",
+    ])?;
+    let from_name = |name: &str| -> NgsiResult<Option<Representation>> {
+        Ok(match name {
+            "normalized" | "concise" => Some(Representation::Normalized),
+            "temporalValues" | "keyValues" | "simplified" => Some(Representation::TemporalValues),
+            "aggregatedValues" => Some(tq::aggregation(temporal)?),
+            _ => None,
+        })
+    };
+    let chosen = match info.param("format") {
+        Some(f) => from_name(f)?.ok_or_else(|| {
+            NgsiError::invalid(format!(
+                "format={f} is unknown here; use normalized, temporalValues or aggregatedValues"
+            ))
+        })?,
+        None => {
+            let mut chosen = Representation::Normalized;
+            for o in &options {
+                if let Some(r) = from_name(o)? {
+                    chosen = r;
+                }
+            }
+            chosen
+        }
+    };
+    let opts = RenderOptions {
+        format: Format::Normalized,
+        sys_attrs: options.iter().any(|o| o == "sysAttrs"),
+        lang: info.param("lang").map(str::to_string),
+        projection: projection(info, ctx)?,
+    };
+    Ok((chosen, opts))
+}
+
+/// Reads the temporal query of a request whose temporal parameters are `temporal`.
+fn temporal_query(
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+    temporal: &TemporalParams,
+) -> NgsiResult<(TemporalQuery, RenderOptions)> {
+    let history = tq::history_query(temporal)?;
+    let (representation, opts) = representation(info, ctx, temporal)?;
+    let p = &opts.projection;
+    if let (Some(pick), false) = (&p.pick, p.omit.is_empty()) {
+        if let Some(both) = pick.iter().find(|m| p.omit.contains(*m)) {
+            return Err(NgsiError::bad_data(format!(
+                "'{}' is both in pick and in omit",
+                ctx.compact(both)
+            )));
+        }
+    }
+    let attrs: Vec<String> = p.attrs.iter().flatten().cloned().collect();
+    Ok((
+        TemporalQuery {
+            history,
+            attrs,
+            dataset_ids: p.dataset_ids.clone(),
+            representation,
+        },
+        opts,
+    ))
+}
+
+fn params_of(info: &RequestInfo) -> TemporalParams<'_> {
+    TemporalParams {
+        timerel: info.param("timerel"),
+        time_at: info.param("timeAt"),
+        end_time_at: info.param("endTimeAt"),
+        time_property: info.param("timeproperty"),
+        last_n: info.param("lastN"),
+        aggr_methods: info.param("aggrMethods"),
+        aggr_period: info.param("aggrPeriodDuration"),
+    }
+}
+
+/// The Content-Range header of a cut response (6.3.10).
+fn content_range(response: &mut HttpResponse, cut: &Option<Cut>) {
+    let Some(cut) = cut else {
+        return;
+    };
+    *response.status_mut() = actix_web::http::StatusCode::PARTIAL_CONTENT;
+    let size = cut.size.map_or("*".to_string(), |n| n.to_string());
+    let value = format!(
+        "date-time {}-{}/{size}",
+        instant(cut.first),
+        instant(cut.last)
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("content-range"), v);
+    }
+}
+
+fn render_all(
+    entities: &[TemporalEntity],
+    query: &TemporalQuery,
+    ctx: &ActiveContext,
+    opts: &RenderOptions,
+) -> Value {
+    Value::Array(
+        entities
+            .iter()
+            .map(|te| Value::Object(render::entity(te, query, ctx, opts)))
+            .collect(),
+    )
+}
+
+/// GET /temporal/entities/{id} (5.7.3).
+pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, &READ_OFFERS[..2], &params(RETRIEVE_PARAMS))?;
+    let ctx = info.context(&broker).await?;
+    let target = target(&req, &info, &ctx)?;
+    let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
+    let (te, cut) = broker.retrieve_temporal(&target, &query).await?;
+    let empty = match &te.content {
+        Content::Instances(r) => r.is_empty(),
+        Content::Buckets(b) => b.is_empty(),
+    };
+    if empty
+        && !query.attrs.is_empty()
+        && !query.attrs.iter().any(|a| te.entity.attrs.contains_key(a))
+    {
+        return Err(NgsiError::not_found(format!(
+            "temporal entity '{}' has none of the attributes asked for",
+            target.id
+        )));
+    }
+    let body = Value::Object(render::entity(&te, &query, &ctx, &opts));
+    let mut response = json_body(&info, body);
+    content_range(&mut response, &cut);
+    Ok(response)
+}
+
+/// GET /temporal/entities (5.7.4).
+pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, &READ_OFFERS[..2], &params(QUERY_PARAMS))?;
+    let ctx = info.context(&broker).await?;
+    let selection = entity_query(&info, &ctx)?;
+    require_restriction(&selection, &info)?;
+    let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
+    let (page, count) = page(&info, &broker)?;
+    let result = broker
+        .query_temporal(&info.tenant, &selection, &query, page, count)
+        .await?;
+    let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
+    page_headers(&mut response, &req, &info, page, result.seen, count);
+    content_range(&mut response, &result.cut);
+    Ok(response)
+}
+
+/// Text of a temporalQ member: strings as they are, numbers as written.
+fn member_text(obj: &Map<String, Value>, name: &str) -> NgsiResult<Option<String>> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Array(items)) => {
+            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            names.map(|n| Some(n.join(","))).ok_or_else(|| {
+                NgsiError::bad_data(format!("{name} must be a string or an array of strings"))
+            })
+        }
+        Some(other) => Err(NgsiError::bad_data(format!(
+            "{name} must be a string, not {other}"
+        ))),
+    }
+}
+
+/// POST /temporal/entityOperations/query (5.7.4 with a Query body and its temporalQ).
+pub async fn post_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let mut info = RequestInfo::read(&req, &READ_OFFERS[..2], POST_QUERY_PARAMS)?;
+    let Body { mut json, context } =
+        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let ctx = broker.contexts.active(context.as_ref()).await?;
+    let temporal_q = json
+        .as_object_mut()
+        .and_then(|o| o.remove("temporalQ"))
+        .unwrap_or(Value::Object(Map::new()));
+    let temporal_q = temporal_q
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("temporalQ must be a JSON object"))?;
+    let (selection, body) = query_from_body(&json, &ctx)?;
+    require_restriction(&selection, &info)?;
+    // Members that shape the answer are read like their parameters.
+    let mut members: Vec<(&str, Option<String>)> = Vec::new();
+    for (name, from) in [
+        ("lang", &body),
+        ("pick", &body),
+        ("omit", &body),
+        ("attrs", &body),
+        ("datasetId", &body),
+        ("aggrMethods", &body),
+        ("aggrPeriodDuration", &body),
+    ] {
+        members.push((name, member_text(from, name)?));
+    }
+    if let Some(aggr) = body.get("aggrParams").and_then(Value::as_object) {
+        for name in ["aggrMethods", "aggrPeriodDuration"] {
+            members.push((name, member_text(aggr, name)?));
+        }
+    }
+    for name in ["aggrMethods", "aggrPeriodDuration"] {
+        members.push((name, member_text(temporal_q, name)?));
+    }
+    for (name, value) in members {
+        if let Some(v) = value {
+            info.query.retain(|(k, _)| k != name);
+            info.query.push((name.to_string(), v));
+        }
+    }
+    // Aggregation parameters in the body ask for the aggregated representation unless the
+    // request names another one.
+    if info.param("aggrMethods").is_some()
+        && info.param("format").is_none()
+        && info.param("options").is_none()
+    {
+        info.query
+            .push(("options".to_string(), "aggregatedValues".to_string()));
+    }
+    let texts: Vec<Option<String>> = ["timerel", "timeAt", "endTimeAt", "timeproperty", "lastN"]
+        .iter()
+        .map(|n| member_text(temporal_q, n))
+        .collect::<NgsiResult<_>>()?;
+    let temporal = TemporalParams {
+        timerel: texts[0].as_deref(),
+        time_at: texts[1].as_deref(),
+        end_time_at: texts[2].as_deref(),
+        time_property: texts[3].as_deref(),
+        last_n: texts[4].as_deref(),
+        aggr_methods: info.param("aggrMethods"),
+        aggr_period: info.param("aggrPeriodDuration"),
+    };
+    let (query, opts) = temporal_query(&info, &ctx, &temporal)?;
+    let (page, count) = page(&info, &broker)?;
+    let result = broker
+        .query_temporal(&info.tenant, &selection, &query, page, count)
+        .await?;
+    let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
+    page_headers(&mut response, &req, &info, page, result.seen, count);
+    content_range(&mut response, &result.cut);
+    Ok(response)
+}
+
+fn no_content() -> HttpResponse {
+    HttpResponse::NoContent().finish()
+}
+
+/// POST /temporal/entities (5.6.11): 201 when created, 204 when instances were added.
+pub async fn upsert(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let w = read_write(&req, payload, &broker, false, &["local"]).await?;
+    if w.body.as_object().is_some_and(Map::is_empty) {
+        return Err(NgsiError::invalid(
+            "the body is an empty object; a temporal entity needs at least an id and a type",
+        ));
+    }
+    let now = Utc::now();
+    let input = Reader::new(&w.ctx, now, Nulls::Forbidden)
+        .temporal()
+        .entity(&w.body, true)?;
+    let id = input.id.clone().unwrap_or_default();
+    if broker.upsert_temporal(&w.info.tenant, input, now).await? {
+        let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
+        Ok(HttpResponse::Created()
+            .insert_header(("Location", format!("{BASE}/temporal/entities/{encoded}")))
+            .finish())
+    } else {
+        Ok(no_content())
+    }
+}
+
+/// DELETE /temporal/entities/{id} (5.6.16).
+pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &["local", "type"])?;
+    let ctx = info.context(&broker).await?;
+    broker.delete_temporal(&target(&req, &info, &ctx)?).await?;
+    Ok(no_content())
+}
+
+/// POST /temporal/entities/{id}/attrs (5.6.12).
+pub async fn append_attrs(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let target = target(&req, &w.info, &w.ctx)?;
+    let obj = w
+        .body
+        .as_object()
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| {
+            NgsiError::invalid("the body must be a non-empty JSON object of attributes")
+        })?;
+    let attrs = Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden)
+        .temporal()
+        .attributes(obj, &ENTITY_MEMBERS)?;
+    broker.append_temporal(&target, attrs, Utc::now()).await?;
+    Ok(no_content())
+}
+
+/// DELETE /temporal/entities/{id}/attrs/{attrId} (5.6.13), with `datasetId` or `deleteAll=true`.
+pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(
+        &req,
+        WRITE_OFFERS,
+        &["datasetId", "deleteAll", "local", "type"],
+    )?;
+    let ctx = info.context(&broker).await?;
+    let target = target(&req, &info, &ctx)?;
+    let (_, iri) = path_attr(&req, &ctx)?;
+    let dataset_id = info.param("datasetId").map(str::to_string);
+    if let Some(d) = &dataset_id {
+        crate::model::validate::uri("datasetId", d)?;
+    }
+    let delete_all = match info.param("deleteAll") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "deleteAll={other} must be true or false"
+            )))
+        }
+    };
+    broker
+        .delete_temporal_attr(&target, &iri, dataset_id, delete_all)
+        .await?;
+    Ok(no_content())
+}
+
+/// The attribute and instance of an instance path, and the target.
+fn instance_path(
+    req: &HttpRequest,
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+) -> NgsiResult<(Target, String, String, String)> {
+    let target = target(req, info, ctx)?;
+    let (name, iri) = path_attr(req, ctx)?;
+    let instance_id = segment(req, "instanceId");
+    crate::model::validate::uri("the instanceId in the URL", &instance_id)?;
+    Ok((target, name, iri, instance_id))
+}
+
+/// PATCH /temporal/entities/{id}/attrs/{attrId}/{instanceId} (5.6.15): the body is the instance
+/// (or an object naming the attribute with it).
+pub async fn patch_instance(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let Write { info, body, ctx } =
+        read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let (target, name, iri, instance_id) = instance_path(&req, &info, &ctx)?;
+    let fragment = body.as_object().and_then(|o| o.get(&name)).unwrap_or(&body);
+    let mut instances =
+        Reader::new(&ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, fragment)?;
+    let patch = match (instances.pop(), instances.is_empty()) {
+        (Some(p), true) => p,
+        _ => {
+            return Err(NgsiError::bad_data(
+                "the body must hold exactly one attribute instance",
+            ))
+        }
+    };
+    broker
+        .patch_temporal_instance(&target, &iri, &instance_id, patch, Utc::now())
+        .await?;
+    Ok(no_content())
+}
+
+/// DELETE /temporal/entities/{id}/attrs/{attrId}/{instanceId} (5.6.14).
+pub async fn delete_instance(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &["local", "type"])?;
+    let ctx = info.context(&broker).await?;
+    let (target, _, iri, instance_id) = instance_path(&req, &info, &ctx)?;
+    broker
+        .delete_temporal_instance(&target, &iri, &instance_id)
+        .await?;
+    Ok(no_content())
+}

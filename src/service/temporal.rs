@@ -1,0 +1,507 @@
+//! Temporal API operations (5.6.11–5.6.16, 5.7.3–5.7.4) over the history both stores record.
+//!
+//! Provision writes instances with their own observedAt straight into the history and keeps the
+//! current entity in step: an instance set (attribute + datasetId) takes the given instance with
+//! the latest observedAt unless the current one was observed later. So the temporal and the current
+//! representation are one entity, as the history of ordinary writes already assumes. Given
+//! instances replace recorded ones of the same attribute, datasetId and observedAt, so posting a
+//! representation again is idempotent. The current entity and the history are written in two
+//! transactions (current first, so that a bad request changes neither). Deleting a temporal entity
+//! removes both; deleting temporal attributes or instances edits the history only.
+
+use super::entities::Target;
+use super::query::Page;
+use super::Broker;
+use crate::error::{NgsiError, NgsiResult};
+use crate::model::parse::EntityInput;
+use crate::model::{Attribute, Entity};
+use crate::query::EntityQuery;
+use crate::store::history::{self, HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
+use crate::store::Write;
+use crate::temporal::render::{Content, TemporalEntity};
+use crate::temporal::{Representation, TemporalQuery};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// Where a temporal response was cut because an attribute had more instances than the broker
+/// returns at once (6.3.10 Content-Range `date-time <first>-<last>/<size>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    /// Where the returned range starts (the query's bound on the side the instances come from).
+    pub first: DateTime<Utc>,
+    /// Where it ends: the last returned instance.
+    pub last: DateTime<Utc>,
+    /// The number of instances asked for with lastN, if any.
+    pub size: Option<usize>,
+}
+
+/// A page of temporal query results.
+#[derive(Debug)]
+pub struct TemporalPage {
+    /// The entities, in id order.
+    pub entities: Vec<TemporalEntity>,
+    /// Entities matched: the total when counted, else enough to tell whether a next page exists.
+    pub seen: usize,
+    /// Set when instances were left out.
+    pub cut: Option<Cut>,
+}
+
+fn missing(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("there is no temporal entity with id '{id}'"))
+}
+
+fn observed(a: &Attribute) -> Option<DateTime<Utc>> {
+    a.observed_at
+        .as_deref()
+        .and_then(|t| crate::model::validate::date_time("observedAt", t).ok())
+}
+
+/// Brings the current entity up to date with temporal instances: per instance set, the latest
+/// observed of the given instances replaces the current one unless that was observed later.
+fn apply_latest(entity: &mut Entity, attrs: &crate::service::entities::Attrs) {
+    for (name, instances) in attrs {
+        let mut latest: Vec<&Attribute> = Vec::new();
+        for a in instances {
+            match latest.iter_mut().find(|l| l.dataset_id == a.dataset_id) {
+                Some(l) if observed(a) >= observed(l) => *l = a,
+                Some(_) => {}
+                None => latest.push(a),
+            }
+        }
+        let list = entity.attrs.entry(name.clone()).or_default();
+        for a in latest {
+            match list.iter_mut().find(|c| c.dataset_id == a.dataset_id) {
+                Some(current) if observed(current) > observed(a) => {}
+                Some(current) => {
+                    let created = current.created_at;
+                    *current = a.clone();
+                    current.created_at = created;
+                }
+                None => list.push(a.clone()),
+            }
+        }
+    }
+}
+
+fn records(attrs: &crate::service::entities::Attrs) -> Vec<InstanceChange> {
+    attrs
+        .iter()
+        .flat_map(|(name, instances)| instances.iter().map(|a| history::written(name, a)))
+        .collect()
+}
+
+/// Merges a patch into a stored instance (5.6.15): given members replace, the rest stays.
+fn patched(old: &Attribute, patch: Attribute, now: DateTime<Utc>) -> NgsiResult<Attribute> {
+    if patch.kind != old.kind {
+        return Err(NgsiError::bad_data(format!(
+            "the instance is a {}; a patch cannot make it a {}",
+            old.kind.name(),
+            patch.kind.name()
+        )));
+    }
+    let mut a = old.clone();
+    if !patch.value.is_null() {
+        a.value = patch.value;
+    }
+    a.observed_at = patch.observed_at.or(a.observed_at);
+    a.unit_code = patch.unit_code.or(a.unit_code);
+    a.object_type = patch.object_type.or(a.object_type);
+    a.sub.extend(patch.sub);
+    a.modified_at = now;
+    Ok(a)
+}
+
+impl Broker {
+    /// Creates a temporal entity or adds instances to it (5.6.11); true when it was created.
+    pub async fn upsert_temporal(
+        &self,
+        tenant: &str,
+        input: EntityInput,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<bool> {
+        let id = input
+            .id
+            .ok_or_else(|| NgsiError::bad_data("the temporal entity has no id"))?;
+        let (types, scope, attrs) = (input.types, input.scope, input.attrs);
+        let attrs_for_history = attrs.clone();
+        let id_owned = id.clone();
+        let created = self
+            .store
+            .modify_recorded(tenant, &id, move |current| {
+                let created = current.is_none();
+                let mut entity = match current {
+                    Some(e) => e.clone(),
+                    None if types.is_empty() => {
+                        return Err(NgsiError::bad_data(
+                            "the temporal entity has no type (needed to create it)",
+                        ))
+                    }
+                    None => Entity {
+                        id: id_owned,
+                        types: Vec::new(),
+                        scope: None,
+                        attrs: Default::default(),
+                        created_at: now,
+                        modified_at: now,
+                    },
+                };
+                for t in types {
+                    if !entity.types.contains(&t) {
+                        entity.types.push(t);
+                    }
+                }
+                if scope.is_some() {
+                    entity.scope = scope;
+                }
+                apply_latest(&mut entity, &attrs);
+                entity.modified_at = now;
+                Ok((Write::Put(entity), Vec::new(), created))
+            })
+            .await?;
+        self.record_instances(tenant, &id, &attrs_for_history)
+            .await?;
+        Ok(created)
+    }
+
+    /// Writes given instances into an entity's history, replacing those of the same attribute,
+    /// datasetId and observedAt (posting a temporal representation again is idempotent).
+    async fn record_instances(
+        &self,
+        tenant: &str,
+        id: &str,
+        attrs: &crate::service::entities::Attrs,
+    ) -> NgsiResult<()> {
+        let add = records(attrs);
+        let same: Vec<_> = add
+            .iter()
+            .filter_map(|r| Some((r.attr.clone()?, r.dataset_id.clone(), r.observed_at?)))
+            .collect();
+        self.store
+            .edit_history(tenant, id, HistoryRemoval::Observations(same), add)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds attribute instances to an existing temporal entity (5.6.12).
+    pub async fn append_temporal(
+        &self,
+        target: &Target,
+        attrs: crate::service::entities::Attrs,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
+        self.require_tenant(&target.tenant).await?;
+        let id = target.id.clone();
+        let for_history = attrs.clone();
+        self.store
+            .modify_recorded(&target.tenant, &target.id, move |current| {
+                let mut entity = current.cloned().ok_or_else(|| missing(&id))?;
+                apply_latest(&mut entity, &attrs);
+                entity.modified_at = now;
+                Ok((Write::Put(entity), Vec::new(), ()))
+            })
+            .await?;
+        self.record_instances(&target.tenant, &target.id, &for_history)
+            .await
+    }
+
+    /// Deletes a temporal entity (5.6.16): its history and its current representation.
+    pub async fn delete_temporal(&self, target: &Target) -> NgsiResult<()> {
+        self.require_tenant(&target.tenant).await?;
+        let existed = self
+            .store
+            .modify_recorded(&target.tenant, &target.id, |current| {
+                Ok(match current {
+                    Some(_) => (Write::Delete, Vec::new(), true),
+                    None => (Write::Keep, Vec::new(), false),
+                })
+            })
+            .await?;
+        let removed = self
+            .store
+            .edit_history(
+                &target.tenant,
+                &target.id,
+                HistoryRemoval::Entity,
+                Vec::new(),
+            )
+            .await?;
+        if !existed && removed == 0 {
+            return Err(missing(&target.id));
+        }
+        Ok(())
+    }
+
+    /// Deletes the history of an attribute (5.6.13): of one datasetId (`None`: the default
+    /// instance) or of all with `delete_all`.
+    pub async fn delete_temporal_attr(
+        &self,
+        target: &Target,
+        attr: &str,
+        dataset_id: Option<String>,
+        delete_all: bool,
+    ) -> NgsiResult<()> {
+        self.require_tenant(&target.tenant).await?;
+        let removal = HistoryRemoval::Attribute {
+            attr: attr.to_string(),
+            dataset_id: (!delete_all).then(|| dataset_id.clone()),
+        };
+        let removed = self
+            .store
+            .edit_history(&target.tenant, &target.id, removal, Vec::new())
+            .await?;
+        if removed == 0 {
+            return Err(NgsiError::not_found(format!(
+                "temporal entity '{}' has no instances of attribute '{attr}'{}",
+                target.id,
+                match (&dataset_id, delete_all) {
+                    (_, true) => String::new(),
+                    (Some(d), _) => format!(" with datasetId '{d}'"),
+                    (None, _) => " without datasetId".to_string(),
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stored record of one attribute instance.
+    async fn instance_record(
+        &self,
+        target: &Target,
+        attr: &str,
+        instance_id: &str,
+    ) -> NgsiResult<InstanceChange> {
+        let query = HistoryQuery {
+            attr: Some(attr.to_string()),
+            time_property: TimeProperty::ModifiedAt,
+            ..HistoryQuery::default()
+        };
+        self.store
+            .history(&target.tenant, &target.id, &query)
+            .await?
+            .into_iter()
+            .find(|r| r.instance_id == instance_id && r.value.is_some())
+            .ok_or_else(|| {
+                NgsiError::not_found(format!(
+                    "attribute '{attr}' of temporal entity '{}' has no instance '{instance_id}'",
+                    target.id
+                ))
+            })
+    }
+
+    /// Modifies one attribute instance (5.6.15), keeping its instanceId.
+    pub async fn patch_temporal_instance(
+        &self,
+        target: &Target,
+        attr: &str,
+        instance_id: &str,
+        patch: Attribute,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
+        self.require_tenant(&target.tenant).await?;
+        let old = self.instance_record(target, attr, instance_id).await?;
+        let stored: Attribute = old
+            .value
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| NgsiError::internal("a stored instance does not decode"))?;
+        let mut record = history::written(attr, &patched(&stored, patch, now)?);
+        record.instance_id = old.instance_id.clone();
+        record.created_at = old.created_at;
+        let removal = HistoryRemoval::Instance {
+            attr: attr.to_string(),
+            instance_id: instance_id.to_string(),
+        };
+        self.store
+            .edit_history(&target.tenant, &target.id, removal, vec![record])
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes one attribute instance (5.6.14).
+    pub async fn delete_temporal_instance(
+        &self,
+        target: &Target,
+        attr: &str,
+        instance_id: &str,
+    ) -> NgsiResult<()> {
+        self.require_tenant(&target.tenant).await?;
+        let removal = HistoryRemoval::Instance {
+            attr: attr.to_string(),
+            instance_id: instance_id.to_string(),
+        };
+        let removed = self
+            .store
+            .edit_history(&target.tenant, &target.id, removal, Vec::new())
+            .await?;
+        if removed == 0 {
+            return Err(NgsiError::not_found(format!(
+                "attribute '{attr}' of temporal entity '{}' has no instance '{instance_id}'",
+                target.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Retrieves the temporal evolution of one entity (5.7.3).
+    pub async fn retrieve_temporal(
+        &self,
+        target: &Target,
+        query: &TemporalQuery,
+    ) -> NgsiResult<(TemporalEntity, Option<Cut>)> {
+        let entity = self.retrieve_entity(target).await?;
+        let (mut entities, cut) = self.evolutions(&target.tenant, vec![entity], query).await?;
+        let te = entities.pop().ok_or_else(|| missing(&target.id))?;
+        Ok((te, cut))
+    }
+
+    /// Queries the temporal evolution of entities (5.7.4): the entities `selection` matches, a
+    /// page at a time in id order, each with its history.
+    pub async fn query_temporal(
+        &self,
+        tenant: &str,
+        selection: &EntityQuery,
+        query: &TemporalQuery,
+        page: Page,
+        count: bool,
+    ) -> NgsiResult<TemporalPage> {
+        let result = self.query_entities(tenant, selection, page, count).await?;
+        let (entities, cut) = self.evolutions(tenant, result.entities, query).await?;
+        Ok(TemporalPage {
+            entities,
+            seen: result.seen,
+            cut,
+        })
+    }
+
+    /// Reads the history (or aggregates) of some entities and cuts instance lists longer than the
+    /// broker returns at once.
+    async fn evolutions(
+        &self,
+        tenant: &str,
+        entities: Vec<Arc<Entity>>,
+        query: &TemporalQuery,
+    ) -> NgsiResult<(Vec<TemporalEntity>, Option<Cut>)> {
+        let ids: Vec<String> = entities.iter().map(|e| e.id.clone()).collect();
+        let by_id: Vec<(String, Content)> = match query.aggregate_query() {
+            Some(aq) => self
+                .store
+                .aggregate(tenant, &ids, &aq)
+                .await?
+                .into_iter()
+                .map(|(id, mut buckets)| {
+                    if let Some(n) = query.history.last_n {
+                        keep_last_buckets(&mut buckets, n);
+                    }
+                    (id, Content::Buckets(buckets))
+                })
+                .collect(),
+            None => {
+                let mut h = query.history.clone();
+                if let [one] = query.attrs.as_slice() {
+                    h.attr = Some(one.clone());
+                }
+                self.store
+                    .history_many(tenant, &ids, &h)
+                    .await?
+                    .into_iter()
+                    .map(|(id, records)| {
+                        let kept = records
+                            .into_iter()
+                            .filter(|r| {
+                                r.attr.as_ref().is_some_and(|a| {
+                                    query.attrs.is_empty() || query.attrs.contains(a)
+                                })
+                            })
+                            .filter(|r| {
+                                query
+                                    .dataset_ids
+                                    .as_ref()
+                                    .is_none_or(|d| d.contains(&r.dataset_id))
+                            })
+                            .collect();
+                        (id, Content::Instances(kept))
+                    })
+                    .collect()
+            }
+        };
+        let mut out: Vec<TemporalEntity> = entities
+            .into_iter()
+            .zip(by_id)
+            .map(|(entity, (_, content))| TemporalEntity { entity, content })
+            .collect();
+        let cut = self.cut(&mut out, query);
+        Ok((out, cut))
+    }
+
+    /// Limits every attribute to the broker's maximum number of instances: the oldest ones, or
+    /// the newest with lastN; reports the range returned when anything was left out.
+    fn cut(&self, entities: &mut [TemporalEntity], query: &TemporalQuery) -> Option<Cut> {
+        if matches!(query.representation, Representation::Aggregated { .. }) {
+            return None;
+        }
+        let max = self.settings.max_temporal_instances.max(1);
+        let tp = query.history.time_property;
+        let newest = query.history.last_n.is_some();
+        let mut was_cut = false;
+        let mut kept_times: Vec<DateTime<Utc>> = Vec::new();
+        for te in entities.iter_mut() {
+            let Content::Instances(records) = &mut te.content else {
+                continue;
+            };
+            let mut per_attr: HashMap<Option<String>, usize> = HashMap::new();
+            for r in records.iter() {
+                *per_attr.entry(r.attr.clone()).or_default() += 1;
+            }
+            let mut seen: HashMap<Option<String>, usize> = HashMap::new();
+            records.retain(|r| {
+                let total = per_attr[&r.attr];
+                let i = seen.entry(r.attr.clone()).or_default();
+                let keep = if newest { *i + max >= total } else { *i < max };
+                *i += 1;
+                was_cut |= !keep;
+                keep
+            });
+            kept_times.extend(records.iter().filter_map(|r| tp.of(r)));
+        }
+        if !was_cut {
+            return None;
+        }
+        let (earliest, latest) = (kept_times.iter().min()?, kept_times.iter().max()?);
+        let bound = |b: Bound<DateTime<Utc>>| match b {
+            Bound::Included(t) | Bound::Excluded(t) => Some(t),
+            Bound::Unbounded => None,
+        };
+        Some(if newest {
+            Cut {
+                first: bound(query.history.to).unwrap_or(*latest),
+                last: *earliest,
+                size: query.history.last_n,
+            }
+        } else {
+            Cut {
+                first: bound(query.history.from).unwrap_or(*earliest),
+                last: *latest,
+                size: None,
+            }
+        })
+    }
+}
+
+/// lastN with aggregation: the last N periods of each instance set.
+fn keep_last_buckets(buckets: &mut Vec<crate::store::aggregate::Bucket>, n: usize) {
+    let mut per_set: HashMap<(String, Option<String>), usize> = HashMap::new();
+    for b in buckets.iter() {
+        *per_set
+            .entry((b.attr.clone(), b.dataset_id.clone()))
+            .or_default() += 1;
+    }
+    let mut seen: HashMap<(String, Option<String>), usize> = HashMap::new();
+    buckets.retain(|b| {
+        let key = (b.attr.clone(), b.dataset_id.clone());
+        let i = seen.entry(key.clone()).or_default();
+        *i += 1;
+        *i + n > per_set[&key]
+    });
+}

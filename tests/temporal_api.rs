@@ -1,0 +1,596 @@
+//! The temporal API (/temporal/entities...) black-box, over a generated history: several sensors,
+//! thousands of instances across datasetIds, written through POST /temporal/entities and read back
+//! with timerel, lastN, attrs, datasetId, temporalValues and aggregatedValues. Every expected
+//! answer (instances, aggregates per hour) is computed here from the generated model, never from
+//! the broker. Runs on the embedded store, and on PostgreSQL with `TWINLINK_TEST_STORE=postgres`,
+//! where the aggregates are also compared with those of an embedded store holding the same history
+//! (SQL `date_bin` aggregation against the Rust one).
+
+mod common;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::{assert_no_content, assert_problem, assert_status, TestServer};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+
+const SENSORS: usize = 3;
+const PER_SENSOR: usize = 1500;
+const DATASETS: [Option<&str>; 3] = [
+    None,
+    Some("urn:ngsi-ld:Dataset:a"),
+    Some("urn:ngsi-ld:Dataset:b"),
+];
+
+/// One generated instance of `temperature` (humidity rides along on every fifth).
+#[derive(Debug, Clone)]
+struct Inst {
+    sensor: usize,
+    dataset: Option<&'static str>,
+    at: DateTime<Utc>,
+    value: f64,
+}
+
+fn base() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap()
+}
+
+fn sensor_id(s: usize) -> String {
+    format!("urn:ngsi-ld:Sensor:t{s}")
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The history: instance i of sensor s every 53 s (offset per sensor), cycling through the
+/// datasets, values from a fixed sequence with repeats.
+fn model() -> Vec<Inst> {
+    let mut out = Vec::new();
+    for s in 0..SENSORS {
+        for i in 0..PER_SENSOR {
+            out.push(Inst {
+                sensor: s,
+                dataset: DATASETS[i % 3],
+                at: base() + Duration::seconds(i as i64 * 53 + s as i64 * 11),
+                value: ((i * 7919 + s * 104_729) % 400) as f64 / 10.0,
+            });
+        }
+    }
+    out
+}
+
+fn instance_json(i: &Inst) -> Value {
+    let mut o = json!({"type": "Property", "value": i.value, "observedAt": iso(i.at)});
+    if let Some(d) = i.dataset {
+        o["datasetId"] = json!(d);
+    }
+    o
+}
+
+/// Writes the model: creation with the first half, the rest as added instances.
+async fn load(s: &TestServer, model: &[Inst]) {
+    for sensor in 0..SENSORS {
+        let mine: Vec<&Inst> = model.iter().filter(|i| i.sensor == sensor).collect();
+        let (first, rest) = mine.split_at(mine.len() / 2);
+        let humidity: Vec<Value> = first
+            .iter()
+            .step_by(5)
+            .map(|i| json!({"type": "Property", "value": i.value + 30.0, "observedAt": iso(i.at)}))
+            .collect();
+        let body = json!({
+            "id": sensor_id(sensor),
+            "type": "Sensor",
+            "temperature": first.iter().map(|i| instance_json(i)).collect::<Vec<_>>(),
+            "humidity": humidity,
+        });
+        let r = s
+            .send(
+                Method::POST,
+                "/temporal/entities",
+                "application/json",
+                &body,
+            )
+            .await;
+        assert_status(r, 201).await;
+        let body = json!({
+            "id": sensor_id(sensor),
+            "type": "Sensor",
+            "temperature": rest.iter().map(|i| instance_json(i)).collect::<Vec<_>>(),
+        });
+        let r = s
+            .send(
+                Method::POST,
+                "/temporal/entities",
+                "application/json",
+                &body,
+            )
+            .await;
+        assert_no_content(r).await;
+    }
+}
+
+async fn get(s: &TestServer, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    s.get_with(path, &[]).await
+}
+
+/// (value, observedAt) pairs of a normalized temporal attribute, in the response's order.
+fn pairs(attr: &Value) -> Vec<(f64, String, Option<String>)> {
+    attr.as_array()
+        .expect("a normalized temporal attribute is an array of instances")
+        .iter()
+        .map(|i| {
+            assert!(i["instanceId"].is_string(), "instanceId in {i}");
+            (
+                i["value"].as_f64().unwrap(),
+                i["observedAt"].as_str().unwrap().to_string(),
+                i["datasetId"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn expected_pairs(insts: &[&Inst]) -> Vec<(f64, String, Option<String>)> {
+    let mut v: Vec<&&Inst> = insts.iter().collect();
+    v.sort_by_key(|i| (i.at, i.dataset));
+    v.iter()
+        .map(|i| (i.value, iso(i.at), i.dataset.map(str::to_string)))
+        .collect()
+}
+
+#[actix_web::test]
+async fn retrieval_with_timerel_last_n_and_datasets_matches_the_generated_history() {
+    let s = TestServer::start().await;
+    let model = model();
+    load(&s, &model).await;
+    let id = sensor_id(1);
+    let mine: Vec<&Inst> = model.iter().filter(|i| i.sensor == 1).collect();
+
+    // Everything of temperature.
+    let (st, _, body) = get(&s, &format!("/temporal/entities/{id}?attrs=temperature")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(pairs(&body["temperature"]), expected_pairs(&mine));
+    assert!(body.get("humidity").is_none());
+
+    // between [t0, t1): inclusive lower, exclusive upper bound.
+    let (t0, t1) = (mine[100].at, mine[400].at);
+    let (st, _, body) = get(
+        &s,
+        &format!(
+            "/temporal/entities/{id}?attrs=temperature&timerel=between&timeAt={}&endTimeAt={}",
+            iso(t0),
+            iso(t1)
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let inside: Vec<&Inst> = mine
+        .iter()
+        .copied()
+        .filter(|i| i.at >= t0 && i.at < t1)
+        .collect();
+    assert_eq!(inside.len(), 300);
+    assert_eq!(pairs(&body["temperature"]), expected_pairs(&inside));
+
+    // before (exclusive) with lastN: the last 7 instances before t1.
+    let (st, _, body) = get(
+        &s,
+        &format!(
+            "/temporal/entities/{id}?attrs=temperature&timerel=before&timeAt={}&lastN=7",
+            iso(t1)
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let before: Vec<&Inst> = mine.iter().copied().filter(|i| i.at < t1).collect();
+    assert_eq!(
+        pairs(&body["temperature"]),
+        expected_pairs(&before[before.len() - 7..])
+    );
+
+    // after (inclusive), one dataset, simplified.
+    let ds = DATASETS[2].unwrap();
+    let (st, _, body) = get(
+        &s,
+        &format!(
+            "/temporal/entities/{id}?timerel=after&timeAt={}&datasetId={ds}&options=temporalValues",
+            iso(t0)
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let want: Vec<Value> = mine
+        .iter()
+        .filter(|i| i.at >= t0 && i.dataset == Some(ds))
+        .map(|i| json!([i.value, iso(i.at)]))
+        .collect();
+    assert_eq!(body["temperature"]["datasetId"], ds);
+    assert_eq!(body["temperature"]["type"], "Property");
+    let got: Vec<Value> = body["temperature"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| json!([p[0].as_f64().unwrap(), p[1]]))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        body.get("humidity").is_none(),
+        "humidity has no datasetId b"
+    );
+
+    // The current state is the latest instance of each dataset.
+    let current = s.entity(&id, "").await;
+    for (k, ds) in DATASETS.iter().enumerate() {
+        let latest = mine.iter().rfind(|i| i.dataset == *ds).unwrap();
+        let inst = match &current["temperature"] {
+            Value::Array(items) => items
+                .iter()
+                .find(|i| i["datasetId"].as_str() == *ds)
+                .cloned()
+                .unwrap(),
+            one => {
+                assert_eq!(k, 0);
+                one.clone()
+            }
+        };
+        assert_eq!(inst["value"].as_f64(), Some(latest.value));
+    }
+}
+
+/// Aggregates of a set of numbers, as clause 4.5.19 defines them (population stddev).
+fn stats(values: &[f64]) -> BTreeMap<&'static str, f64> {
+    let n = values.len() as f64;
+    let sum: f64 = values.iter().sum();
+    let avg = sum / n;
+    let distinct: HashSet<u64> = values.iter().map(|v| v.to_bits()).collect();
+    BTreeMap::from([
+        ("totalCount", n),
+        ("distinctCount", distinct.len() as f64),
+        ("sum", sum),
+        ("avg", avg),
+        ("min", values.iter().copied().fold(f64::INFINITY, f64::min)),
+        (
+            "max",
+            values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ),
+        (
+            "stddev",
+            (values.iter().map(|v| (v - avg) * (v - avg)).sum::<f64>() / n).sqrt(),
+        ),
+        ("sumsq", values.iter().map(|v| v * v).sum()),
+    ])
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+const METHODS: &str = "totalCount,distinctCount,sum,avg,min,max,stddev,sumsq";
+
+fn aggregate_path(id: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!(
+        "/temporal/entities/{id}?attrs=temperature&options=aggregatedValues&aggrMethods={METHODS}\
+         &aggrPeriodDuration=PT1H&timerel=between&timeAt={}&endTimeAt={}",
+        iso(from),
+        iso(to)
+    )
+}
+
+#[actix_web::test]
+async fn hourly_aggregates_match_the_model_and_the_other_store() {
+    let s = TestServer::start().await;
+    let model = model();
+    load(&s, &model).await;
+    let from = base() + Duration::minutes(30);
+    let to = base() + Duration::hours(15);
+    let id = sensor_id(2);
+    let (st, _, body) = get(&s, &aggregate_path(&id, from, to)).await;
+    assert_eq!(st, 200, "{body}");
+    let sets = body["temperature"].as_array().expect("three datasets");
+    assert_eq!(sets.len(), 3);
+    for set in sets {
+        let ds = set["datasetId"].as_str();
+        // Expected: hours from `from`, each with its instances.
+        let mut hours: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for i in model
+            .iter()
+            .filter(|i| i.sensor == 2 && i.dataset == ds && i.at >= from && i.at < to)
+        {
+            hours
+                .entry((i.at - from).num_hours())
+                .or_default()
+                .push(i.value);
+        }
+        for method in METHODS.split(',') {
+            let triples = set[method].as_array().unwrap();
+            assert_eq!(triples.len(), hours.len(), "{method} {ds:?}");
+            for (triple, (h, values)) in triples.iter().zip(&hours) {
+                let start = from + Duration::hours(*h);
+                assert_eq!(triple[1], iso(start));
+                assert_eq!(triple[2], iso(start + Duration::hours(1)));
+                let want = stats(values)[method];
+                let got = triple[0].as_f64().unwrap();
+                assert!(
+                    close(got, want),
+                    "{method} {ds:?} hour {h}: {got} != {want}"
+                );
+            }
+        }
+    }
+
+    // The same history on the other store kind gives the same numbers (PostgreSQL run only: the
+    // second server is embedded).
+    if std::env::var("TWINLINK_TEST_STORE").as_deref() == Ok("postgres") {
+        let embedded = TestServer::start_with(|settings| settings.database_url = None).await;
+        load(&embedded, &model).await;
+        for sensor in 0..SENSORS {
+            let path = aggregate_path(&sensor_id(sensor), from, to);
+            let (_, _, a) = get(&s, &path).await;
+            let (_, _, b) = get(&embedded, &path).await;
+            assert_numbers_close(&a, &b);
+        }
+    }
+}
+
+fn assert_numbers_close(a: &Value, b: &Value) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            assert!(
+                close(x.as_f64().unwrap(), y.as_f64().unwrap()),
+                "{x} != {y}"
+            )
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len());
+            x.iter()
+                .zip(y)
+                .for_each(|(x, y)| assert_numbers_close(x, y));
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+            x.iter().for_each(|(k, v)| assert_numbers_close(v, &y[k]));
+        }
+        _ => assert_eq!(a, b),
+    }
+}
+
+#[actix_web::test]
+async fn queries_page_entities_and_cut_instances_with_content_range() {
+    let s = TestServer::start_with(|settings| settings.max_temporal_instances = 100).await;
+    let model = model();
+    load(&s, &model).await;
+
+    // Entities page through in id order with count and Link headers.
+    let (st, headers, body) = get(
+        &s,
+        "/temporal/entities?type=Sensor&attrs=temperature&timerel=after&timeAt=2024-03-01T00:00:00Z&lastN=3&limit=2&count=true",
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(headers["ngsild-results-count"], "3");
+    assert!(headers
+        .get_all("link")
+        .iter()
+        .any(|l| l.to_str().unwrap().contains("rel=\"next\"")));
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![sensor_id(0), sensor_id(1)]);
+    for e in body.as_array().unwrap() {
+        let sensor: usize = e["id"].as_str().unwrap()[20..].parse().unwrap();
+        let mine: Vec<&Inst> = model.iter().filter(|i| i.sensor == sensor).collect();
+        assert_eq!(
+            pairs(&e["temperature"]),
+            expected_pairs(&mine[mine.len() - 3..])
+        );
+    }
+
+    // More instances than the broker returns at once: the oldest 100 and 206 Content-Range.
+    let from = base() + Duration::hours(1);
+    let r = s
+        .req(Method::POST, "/temporal/entityOperations/query")
+        .header("Content-Type", "application/json")
+        .body(
+            json!({
+                "type": "Query",
+                "entities": [{"type": "Sensor", "id": sensor_id(0)}],
+                "attrs": ["temperature"],
+                "temporalQ": {"timerel": "after", "timeAt": iso(from)}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (st, headers, body) = common::read(r).await;
+    assert_eq!(st, 206, "{body}");
+    let mine: Vec<&Inst> = model
+        .iter()
+        .filter(|i| i.sensor == 0 && i.at >= from)
+        .collect();
+    assert_eq!(pairs(&body[0]["temperature"]), expected_pairs(&mine[..100]));
+    assert_eq!(
+        headers["content-range"].to_str().unwrap(),
+        format!("date-time {}-{}/*", iso(from), iso(mine[99].at))
+    );
+}
+
+/// The normalized temporal representation of an entity.
+async fn all(s: &TestServer, id: &str) -> Value {
+    get(s, &format!("/temporal/entities/{id}")).await.2
+}
+
+#[actix_web::test]
+async fn provision_deletes_and_patches_attributes_and_instances() {
+    let s = TestServer::start().await;
+    let model: Vec<Inst> = model()
+        .into_iter()
+        .filter(|i| i.sensor == 0)
+        .take(30)
+        .collect();
+    let id = sensor_id(0);
+    let body = json!({
+        "id": id, "type": "Sensor",
+        "temperature": model.iter().map(instance_json).collect::<Vec<_>>(),
+    });
+    assert_status(
+        s.send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &body,
+        )
+        .await,
+        201,
+    )
+    .await;
+    let temps = |b: &Value| pairs(&b["temperature"]);
+
+    // Posting the representation again changes nothing but the values given anew.
+    let mut again = body.clone();
+    again["temperature"][4]["value"] = json!(-5.5);
+    assert_no_content(
+        s.send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &again,
+        )
+        .await,
+    )
+    .await;
+    let mut want = expected_pairs(&model.iter().collect::<Vec<_>>());
+    let changed = want.iter_mut().find(|p| p.1 == iso(model[4].at)).unwrap();
+    changed.0 = -5.5;
+    assert_eq!(temps(&all(&s, &id).await), want);
+
+    // Patch one instance: new value, same instanceId.
+    let before = all(&s, &id).await;
+    let first = before["temperature"][0].clone();
+    let instance = first["instanceId"].as_str().unwrap().to_string();
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/temporal/entities/{id}/attrs/temperature/{instance}"),
+            "application/json",
+            &json!({"type": "Property", "value": 99.5}),
+        )
+        .await;
+    assert_no_content(r).await;
+    let after = all(&s, &id).await;
+    let patched = after["temperature"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instanceId"] == instance.as_str())
+        .expect("the patched instance keeps its instanceId");
+    assert_eq!(patched["value"], 99.5);
+    assert_eq!(patched["observedAt"], first["observedAt"]);
+
+    // Delete it: one fewer; deleting again is 404.
+    let path = format!("/temporal/entities/{id}/attrs/temperature/{instance}");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    assert_eq!(temps(&all(&s, &id).await).len(), 29);
+    assert_problem(
+        s.req(Method::DELETE, &path).send().await.unwrap(),
+        404,
+        "ResourceNotFound",
+    )
+    .await;
+
+    // Delete one dataset's instances, then the default instance's, then everything.
+    let ds = DATASETS[1].unwrap();
+    let path = format!("/temporal/entities/{id}/attrs/temperature?datasetId={ds}");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    let left = temps(&all(&s, &id).await);
+    assert!(left.iter().all(|(_, _, d)| d.as_deref() != Some(ds)));
+    assert_eq!(left.len(), 19);
+    let path = format!("/temporal/entities/{id}/attrs/temperature");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    assert!(temps(&all(&s, &id).await)
+        .iter()
+        .all(|(_, _, d)| d.is_some()));
+    let path = format!("/temporal/entities/{id}/attrs/temperature?deleteAll=true");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    assert_problem(
+        s.req(Method::DELETE, &path).send().await.unwrap(),
+        404,
+        "ResourceNotFound",
+    )
+    .await;
+
+    // Adding instances to an existing entity; then deleting the temporal entity removes it all.
+    let r = s
+        .send(
+            Method::POST,
+            &format!("/temporal/entities/{id}/attrs"),
+            "application/json",
+            &json!({"temperature": [instance_json(&model[0]), instance_json(&model[3])]}),
+        )
+        .await;
+    assert_no_content(r).await;
+    assert_eq!(temps(&all(&s, &id).await).len(), 2);
+    let path = format!("/temporal/entities/{id}");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    assert_problem(
+        s.req(Method::GET, &path).send().await.unwrap(),
+        404,
+        "ResourceNotFound",
+    )
+    .await;
+    s.assert_absent(&id).await;
+}
+
+#[actix_web::test]
+async fn bad_temporal_parameters_are_400_bad_request_data_with_a_reason() {
+    let s = TestServer::start().await;
+    let body = json!({"id": sensor_id(0), "type": "Sensor",
+        "temperature": {"type": "Property", "value": 1, "observedAt": "2024-03-01T00:00:00Z"}});
+    assert_status(
+        s.send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &body,
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = sensor_id(0);
+    for (query, reason) in [
+        ("timerel=after", "timeAt"),
+        ("timerel=between&timeAt=2024-03-01T00:00:00Z", "endTimeAt"),
+        ("timerel=after&timeAt=yesterday", "ISO 8601"),
+        ("timerel=whenever&timeAt=2024-03-01T00:00:00Z", "timerel"),
+        ("timeproperty=observedWhen", "timeproperty"),
+        ("lastN=0", "positive integer"),
+        ("lastN=two", "positive integer"),
+        ("lastN=1.5", "positive integer"),
+        ("options=aggregatedValues&aggrMethods=median", "median"),
+        ("options=aggregatedValues", "aggrMethods"),
+        (
+            "options=aggregatedValues&aggrMethods=avg&aggrPeriodDuration=1H",
+            "aggrPeriodDuration",
+        ),
+        (
+            "options=aggregatedValues&aggrMethods=avg&aggrPeriodDuration=PT1X",
+            "aggrPeriodDuration",
+        ),
+    ] {
+        for path in [
+            format!("/temporal/entities/{id}?{query}"),
+            format!("/temporal/entities?type=Sensor&{query}"),
+        ] {
+            let r = s.req(Method::GET, &path).send().await.unwrap();
+            let body = assert_problem(r, 400, "BadRequestData").await;
+            assert!(
+                body["detail"].as_str().unwrap().contains(reason),
+                "{path}: {body}"
+            );
+        }
+    }
+}
