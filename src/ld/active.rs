@@ -37,9 +37,9 @@ pub struct Term {
 /// A fully processed @context: expansion and compaction tables for one request context.
 #[derive(Debug, Clone, Default)]
 pub struct ActiveContext {
-    terms: HashMap<String, Term>,
+    terms: HashMap<String, Term, foldhash::fast::RandomState>,
     vocab: Option<String>,
-    reverse: HashMap<String, String>,
+    reverse: HashMap<String, String, foldhash::fast::RandomState>,
     prefixes: Vec<(String, String)>,
 }
 

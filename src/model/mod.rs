@@ -11,6 +11,10 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A map keyed by expanded attribute names, in insertion order. Names are hashed on every parse,
+/// lookup and render, so it uses a fast (seeded) hasher rather than SipHash.
+pub type NameMap<V> = IndexMap<String, V, foldhash::fast::RandomState>;
+
 /// The NGSI-LD Null: in an update, a value member equal to this deletes what it names.
 pub const NGSI_LD_NULL: &str = "urn:ngsi-ld:null";
 
@@ -116,7 +120,7 @@ pub struct Attribute {
     pub modified_at: DateTime<Utc>,
     /// Sub-attributes by expanded name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub sub: IndexMap<String, Attribute>,
+    pub sub: NameMap<Attribute>,
 }
 
 impl Attribute {
@@ -144,7 +148,7 @@ pub struct Entity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Vec<String>>,
     /// Attributes by expanded name; each a list of instances with distinct datasetIds.
-    pub attrs: IndexMap<String, Vec<Attribute>>,
+    pub attrs: NameMap<Vec<Attribute>>,
     /// When the entity was created.
     pub created_at: DateTime<Utc>,
     /// When the entity was last modified.

@@ -6,8 +6,8 @@ use super::validate;
 use super::{AttrKind, Attribute, ATTRIBUTE_MEMBERS, ENTITY_MEMBERS, NGSI_LD_NULL};
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
+use crate::model::NameMap;
 use chrono::{DateTime, Utc};
-use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 const GEOMETRY_TYPES: [&str; 7] = [
@@ -83,7 +83,7 @@ pub struct EntityInput {
     /// The scopes, when present.
     pub scope: Option<Vec<String>>,
     /// The attributes by expanded name.
-    pub attrs: IndexMap<String, Vec<Attribute>>,
+    pub attrs: NameMap<Vec<Attribute>>,
 }
 
 /// Reads request JSON with one active context and one timestamp for everything it creates.
@@ -166,8 +166,8 @@ impl<'a> Reader<'a> {
         &self,
         obj: &Map<String, Value>,
         skip: &[&str],
-    ) -> NgsiResult<IndexMap<String, Vec<Attribute>>> {
-        let mut attrs = IndexMap::new();
+    ) -> NgsiResult<NameMap<Vec<Attribute>>> {
+        let mut attrs = NameMap::default();
         for (name, value) in obj {
             if skip.contains(&name.as_str()) || name == "@id" || name == "@type" {
                 continue;
@@ -313,12 +313,13 @@ impl<'a> Reader<'a> {
             object_type: None,
             created_at: self.now,
             modified_at: self.now,
-            sub: IndexMap::new(),
+            sub: NameMap::default(),
         }
     }
 
     fn object_attribute(&self, name: &str, obj: &Map<String, Value>) -> NgsiResult<Attribute> {
-        let kind = match obj.get("type") {
+        let found = Members::scan(obj);
+        let kind = match found.type_member {
             Some(Value::String(t)) => match AttrKind::from_name(t) {
                 Some(kind) => kind,
                 None if is_geometry(obj) => {
@@ -337,10 +338,7 @@ impl<'a> Reader<'a> {
                     "attribute '{name}' has a type that is not a string: {other}"
                 )))
             }
-            None => match AttrKind::ALL
-                .iter()
-                .find(|k| obj.contains_key(k.value_member()))
-            {
+            None => match AttrKind::ALL.iter().find(|k| found.value_of(**k).is_some()) {
                 Some(AttrKind::Property)
                     if obj
                         .get("value")
@@ -356,7 +354,7 @@ impl<'a> Reader<'a> {
             },
         };
         let member = kind.value_member();
-        let value = match obj.get(member) {
+        let value = match found.value_of(kind) {
             None if self.partial_of == Some(kind) => {
                 return self.members(name, kind, Value::Null, obj)
             }
@@ -567,6 +565,43 @@ fn looks_like_attribute(v: &Value) -> bool {
                     .any(|k| obj.contains_key(k.value_member()))
         }
         _ => false,
+    }
+}
+
+/// The members of an attribute object that decide its kind, found in one pass over the object
+/// (each map lookup would hash the key).
+struct Members<'v> {
+    type_member: Option<&'v Value>,
+    /// By the position in [`AttrKind::ALL`] of the first kind with that value member.
+    values: [Option<&'v Value>; 8],
+}
+
+impl<'v> Members<'v> {
+    fn scan(obj: &'v Map<String, Value>) -> Members<'v> {
+        let mut found = Members {
+            type_member: None,
+            values: [None; 8],
+        };
+        for (k, v) in obj {
+            if k == "type" {
+                found.type_member = Some(v);
+            } else if let Some(i) = AttrKind::ALL
+                .iter()
+                .position(|kind| kind.value_member() == k)
+            {
+                found.values[i] = Some(v);
+            }
+        }
+        found
+    }
+
+    /// The value member of `kind`, when present.
+    fn value_of(&self, kind: AttrKind) -> Option<&'v Value> {
+        let member = kind.value_member();
+        let i = AttrKind::ALL
+            .iter()
+            .position(|k| k.value_member() == member)?;
+        self.values[i]
     }
 }
 

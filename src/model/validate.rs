@@ -5,6 +5,7 @@ use crate::error::{NgsiError, NgsiResult};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use geojson::{GeometryValue, Position};
 use serde_json::Value;
+use std::sync::LazyLock;
 
 /// Characters an NGSI-LD name may not contain (they would break the query languages), besides
 /// white space and control characters.
@@ -14,6 +15,23 @@ fn forbidden_in_name(c: char) -> bool {
         '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '\\' | '{' | '}' | '`' | '|' | '^'
     ) || c.is_whitespace()
         || c.is_control()
+}
+
+/// ASCII bytes for which `forbidden` holds, as a table (names and ids are checked byte by byte).
+fn ascii_table(forbidden: fn(char) -> bool) -> [bool; 128] {
+    std::array::from_fn(|b| forbidden(char::from(b as u8)))
+}
+
+static NAME_ASCII: LazyLock<[bool; 128]> = LazyLock::new(|| ascii_table(forbidden_in_name));
+static URI_ASCII: LazyLock<[bool; 128]> = LazyLock::new(|| ascii_table(forbidden_in_uri));
+
+/// The first character of `text` for which `forbidden` holds (the table answers for ASCII).
+fn first_forbidden(text: &str, table: &[bool; 128], forbidden: fn(char) -> bool) -> Option<char> {
+    if text.is_ascii() {
+        text.bytes().find(|b| table[*b as usize]).map(char::from)
+    } else {
+        text.chars().find(|c| forbidden(*c))
+    }
 }
 
 /// Characters no URI contains unescaped, besides white space and control characters.
@@ -33,7 +51,7 @@ pub fn uri(what: &str, id: &str) -> NgsiResult<()> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     });
-    let bad = !scheme_ok || id.chars().any(forbidden_in_uri);
+    let bad = !scheme_ok || first_forbidden(id, &URI_ASCII, forbidden_in_uri).is_some();
     if bad {
         return Err(NgsiError::bad_data(format!(
             "{what} '{id}' is not a valid URI"
@@ -54,7 +72,7 @@ fn deceptive(c: char) -> bool {
 
 /// Checks an entity id: an absolute URI without invisible or deceptive characters.
 pub fn entity_id(what: &str, id: &str) -> NgsiResult<()> {
-    if let Some(c) = id.chars().find(|c| deceptive(*c)) {
+    if let Some(c) = id.chars().find(|c| !c.is_ascii() && deceptive(*c)) {
         return Err(NgsiError::bad_data(format!(
             "{what} '{id}' contains the invisible or deceptive character U+{:04X}",
             c as u32
@@ -90,7 +108,7 @@ pub fn name(what: &str, name: &str) -> NgsiResult<()> {
             "the {what} '{name}' starts with '@', which is reserved for JSON-LD keywords"
         )));
     }
-    if let Some(c) = name.chars().find(|c| forbidden_in_name(*c)) {
+    if let Some(c) = first_forbidden(name, &NAME_ASCII, forbidden_in_name) {
         return Err(NgsiError::bad_data(format!(
             "the {what} '{name}' contains the character {c:?}, which NGSI-LD names may not contain"
         )));

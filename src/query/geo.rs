@@ -744,7 +744,6 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::model::Attribute;
     use chrono::Utc;
-    use indexmap::IndexMap;
     use rstar::Envelope;
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -782,12 +781,12 @@ mod tests {
             object_type: None,
             created_at: Utc::now(),
             modified_at: Utc::now(),
-            sub: IndexMap::new(),
+            sub: crate::model::NameMap::default(),
         }
     }
 
     fn entity_with(name: &str, attrs: Vec<Attribute>) -> Entity {
-        let mut map = IndexMap::new();
+        let mut map = crate::model::NameMap::default();
         map.insert(name.to_string(), attrs);
         Entity {
             id: "urn:ngsi-ld:Thing:1".into(),

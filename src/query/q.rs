@@ -950,7 +950,6 @@ impl fmt::Display for QValue {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use indexmap::IndexMap;
     use proptest::prelude::*;
     use serde_json::json;
     use std::collections::HashMap;
@@ -992,7 +991,7 @@ mod tests {
             object_type: None,
             created_at: t0(),
             modified_at: t0(),
-            sub: IndexMap::new(),
+            sub: crate::model::NameMap::default(),
         }
     }
 

@@ -8,7 +8,6 @@ use crate::model::parse::EntityInput;
 use crate::model::{AttrKind, Attribute, Entity};
 use crate::store::Write;
 use chrono::{DateTime, Utc};
-use indexmap::IndexMap;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ pub struct UpdateResult {
 }
 
 /// Attribute instances by expanded name, as parsed from a request.
-pub type Attrs = IndexMap<String, Vec<Attribute>>;
+pub type Attrs = crate::model::NameMap<Vec<Attribute>>;
 
 /// The entity an operation addresses: tenant, id and the optional `type` selector (any of these
 /// expanded types must be among the entity's, else the entity counts as not found).

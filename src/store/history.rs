@@ -311,7 +311,6 @@ pub fn changes(
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use indexmap::IndexMap;
 
     const TEMP: &str = "https://example.org/temperature";
     const NAME: &str = "https://example.org/name";
@@ -330,7 +329,7 @@ mod tests {
             object_type: None,
             created_at: at,
             modified_at: at,
-            sub: IndexMap::new(),
+            sub: crate::model::NameMap::default(),
         }
     }
 

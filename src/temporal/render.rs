@@ -58,7 +58,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
         object_type: None,
         created_at: r.created_at,
         modified_at: r.modified_at,
-        sub: IndexMap::new(),
+        sub: crate::model::NameMap::default(),
     })
 }
 
