@@ -7,6 +7,7 @@ use super::response::json_body;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::render::{self, RenderOptions};
+use crate::query::order::OrderingText;
 use crate::query::{self, EntityQuery, Selector};
 use crate::service::query::{Page, QueryResult};
 use crate::service::Broker;
@@ -45,6 +46,10 @@ const QUERY_PARAMS: &[&str] = &[
     "containedBy",
     "entityMap",
     "orderBy",
+    "orderFrom",
+    "orderGeometry",
+    "collation",
+    "expandValues",
 ];
 
 const POST_QUERY_PARAMS: &[&str] = &[
@@ -158,7 +163,79 @@ fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<EntityQue
             .transpose()?,
         geo: geo_from_params(info, ctx)?,
         scope: info.param("scopeQ").map(query::parse_scope).transpose()?,
+        order: order_from_params(info, ctx)?,
     })
+}
+
+/// Reads the ordering parameters of a GET query (4.23.3): orderBy, orderFrom, orderGeometry and
+/// collation.
+fn order_from_params(
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+) -> NgsiResult<Option<query::order::Ordering>> {
+    let order_by = info.param("orderBy").unwrap_or("");
+    let text = OrderingText {
+        order_by: order_by.split(',').filter(|s| !s.trim().is_empty()).collect(),
+        coordinates: info.param("orderFrom").map(|c| Value::String(c.into())),
+        geometry: info.param("orderGeometry"),
+        collation: info.param("collation"),
+    };
+    query::order::parse(&text, ctx)
+}
+
+/// Reads the `ordering` member (OrderingParams, 5.2.43) of a POST query body.
+fn order_from_body(
+    ordering: Option<&Value>,
+    ctx: &ActiveContext,
+) -> NgsiResult<Option<query::order::Ordering>> {
+    let Some(ordering) = ordering else {
+        return Ok(None);
+    };
+    let obj = ordering
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("the query's ordering must be a JSON object"))?;
+    let string = |name: &str| -> NgsiResult<Option<&str>> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(NgsiError::bad_data(format!(
+                "the ordering's {name} must be a string, not {other}"
+            ))),
+        }
+    };
+    let order_by: Vec<&str> = match obj.get("orderBy") {
+        None => Vec::new(),
+        Some(Value::String(s)) => s.split(',').collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().ok_or_else(|| {
+                    NgsiError::bad_data(format!("the ordering's orderBy items must be strings, not {i}"))
+                })
+            })
+            .collect::<NgsiResult<_>>()?,
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "the ordering's orderBy must be an array of strings, not {other}"
+            )))
+        }
+    };
+    let coordinates = match obj.get("coordinates") {
+        None => None,
+        Some(c @ Value::Array(_)) => Some(c.clone()),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "the ordering's coordinates must be a JSON array such as [8.0,40.0], not {other}"
+            )))
+        }
+    };
+    let text = OrderingText {
+        order_by,
+        coordinates,
+        geometry: string("geometry")?,
+        collation: string("collation")?,
+    };
+    query::order::parse(&text, ctx)
 }
 
 fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Vec<String>> {
@@ -272,6 +349,7 @@ fn query_from_body(
         q: text("q")?.map(|q| query::q::parse(q, ctx)).transpose()?,
         geo,
         scope: text("scopeQ")?.map(query::parse_scope).transpose()?,
+        order: order_from_body(obj.get("ordering"), ctx)?,
     };
     Ok((query, obj.clone()))
 }

@@ -5,6 +5,7 @@
 
 pub mod boolean;
 pub mod geo;
+pub mod order;
 pub mod q;
 
 use crate::error::{NgsiError, NgsiResult};
@@ -105,6 +106,8 @@ pub struct EntityQuery {
     pub geo: Option<geo::GeoQuery>,
     /// `scopeQ`.
     pub scope: Option<BoolExpr<ScopePattern>>,
+    /// Entity ordering (4.23); `None`: id order.
+    pub order: Option<order::Ordering>,
 }
 
 impl EntityQuery {
@@ -124,6 +127,22 @@ impl EntityQuery {
     /// Whether an entity satisfies every selector.
     pub fn matches(&self, e: &Entity) -> bool {
         self.matches_except_geo(e) && self.geo.as_ref().is_none_or(|g| g.matches(e))
+    }
+
+    /// A page `[offset, offset+limit)` of `matches` (every match, in id order) in the query's order,
+    /// and how many matches there are; both stores page ordered queries with it.
+    pub fn ordered_page<E: AsRef<Entity>>(
+        &self,
+        matches: Vec<E>,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<E>, usize) {
+        let total = matches.len();
+        let sorted = match &self.order {
+            Some(order) => order.sort(matches),
+            None => matches,
+        };
+        (sorted.into_iter().skip(offset).take(limit).collect(), total)
     }
 
     /// Every selector but the geoQ, for stores that decided the geoQ with an index.

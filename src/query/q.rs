@@ -199,6 +199,22 @@ pub fn parse(q: &str, ctx: &ActiveContext) -> NgsiResult<QExpr> {
     }
 }
 
+/// Parses a lone attribute path (as in orderBy, 4.23): names expanded with `ctx`, sub-attributes
+/// and members after dots, a compound subitem in brackets.
+pub fn parse_path(text: &str, ctx: &ActiveContext) -> NgsiResult<Path> {
+    let mut p = Parser {
+        src: text,
+        pos: 0,
+        depth: 0,
+        ctx,
+    };
+    let path = p.path()?;
+    match p.peek() {
+        None => Ok(path),
+        Some(_) => Err(p.unexpected("the end of the path")),
+    }
+}
+
 /// A recursive-descent parser over the q string; `pos` is a byte offset.
 struct Parser<'a> {
     src: &'a str,
@@ -702,6 +718,11 @@ impl Path {
             .into_iter()
             .flatten()
             .filter_map(|i| self.target(i))
+    }
+
+    /// The first target value of the entity's first instance that has one (for ordering).
+    pub fn first_value<'e>(&'e self, e: &'e Entity) -> Option<Cow<'e, Value>> {
+        self.targets(e).find_map(|t| t.values.into_iter().next())
     }
 
     fn target<'e>(&self, instance: &'e Attribute) -> Option<Target<'e>> {
