@@ -14,7 +14,7 @@ use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
@@ -169,28 +169,117 @@ pub async fn create(
     Ok(r.finish())
 }
 
+/// One member of a pick or omit list: a name and, for `rel{a,b}`, the members of the entities
+/// joined through it.
+struct Member {
+    name: String,
+    linked: Option<Vec<Member>>,
+}
+
+/// Splits a pick/omit list at the commas (or `|`) outside braces: `id,locatedAt{id,name}`.
+fn members(param: &str, text: &str) -> NgsiResult<Vec<Member>> {
+    let empty = || NgsiError::bad_data(format!("{param}={text} has an empty item"));
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find([',', '|', '{', '}']).unwrap_or(rest.len());
+        let name = rest[..end].trim();
+        if name.is_empty() {
+            return Err(empty());
+        }
+        rest = &rest[end..];
+        let mut linked = None;
+        if rest.starts_with('{') {
+            let mut depth = 0usize;
+            let close = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth = match c {
+                        '{' => depth + 1,
+                        '}' => depth - 1,
+                        _ => depth,
+                    };
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(|| NgsiError::bad_data(format!("{param}={text}: unclosed '{{'")))?;
+            linked = Some(members(param, &rest[1..close])?);
+            rest = &rest[close + 1..];
+        }
+        out.push(Member {
+            name: name.to_string(),
+            linked,
+        });
+        match rest.chars().next() {
+            None => {}
+            Some(',' | '|') if rest.len() > 1 => rest = &rest[1..],
+            Some(',' | '|') => return Err(empty()),
+            Some(c) => {
+                return Err(NgsiError::bad_data(format!(
+                    "{param}={text}: unexpected '{c}'"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Expands the names of pick/omit members, the linked members into the projections of the
+/// entities joined through them (`pick`: the Relationship itself is kept; `omit`: only its
+/// linked members are omitted).
+fn expand_members(
+    list: Vec<Member>,
+    pick: bool,
+    ctx: &ActiveContext,
+    linked: &mut HashMap<String, Projection>,
+) -> NgsiResult<HashSet<String>> {
+    let mut names = HashSet::new();
+    for m in list {
+        let name = expand_member(m.name, ctx)?;
+        if let Some(inner) = m.linked {
+            let mut nested = HashMap::new();
+            let inner_names = expand_members(inner, pick, ctx, &mut nested)?;
+            let projection = Projection {
+                pick: pick.then(|| inner_names.clone()),
+                omit: if pick { HashSet::new() } else { inner_names },
+                linked: nested,
+                ..Projection::default()
+            };
+            linked.insert(name.clone(), projection);
+            if !pick {
+                continue;
+            }
+        }
+        names.insert(name);
+    }
+    Ok(names)
+}
+
+fn expand_member(n: String, ctx: &ActiveContext) -> NgsiResult<String> {
+    if n == "id" || n == "type" {
+        return Ok(n);
+    }
+    crate::model::validate::name("attribute name", &n)?;
+    Ok(ctx.expand(&n).into_owned())
+}
+
 /// Reads `attrs`, `pick` and `omit` (compact names expanded with the request's context).
 pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Projection> {
     let expand = |names: Vec<String>| -> NgsiResult<HashSet<String>> {
-        names
-            .into_iter()
-            .map(|n| {
-                if n == "id" || n == "type" {
-                    return Ok(n);
-                }
-                crate::model::validate::name("attribute name", &n)?;
-                Ok(ctx.expand(&n).into_owned())
-            })
-            .collect()
+        names.into_iter().map(|n| expand_member(n, ctx)).collect()
     };
-    let pick = info.list("pick")?.map(expand).transpose()?;
+    let mut linked = HashMap::new();
+    let pick = info
+        .param("pick")
+        .map(|p| expand_members(members("pick", p)?, true, ctx, &mut linked))
+        .transpose()?;
     let attrs = info.list("attrs")?.map(expand).transpose()?;
     let omit = info
-        .list("omit")?
-        .map(expand)
+        .param("omit")
+        .map(|o| expand_members(members("omit", o)?, false, ctx, &mut linked))
         .transpose()?
         .unwrap_or_default();
-    if pick.is_some() && !omit.is_empty() {
+    if pick.is_some() && info.param("omit").is_some() {
         return Err(NgsiError::bad_data("pick and omit cannot be used together"));
     }
     if attrs.is_some() && (pick.is_some() || !omit.is_empty()) {
@@ -208,6 +297,7 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
         pick,
         omit,
         dataset_ids,
+        linked,
     })
 }
 

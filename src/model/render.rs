@@ -5,7 +5,7 @@
 use super::{format_time, AttrKind, Attribute, Entity};
 use crate::ld::ActiveContext;
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The entity representations of clause 4.5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,9 +31,17 @@ pub struct Projection {
     pub omit: HashSet<String>,
     /// `datasetId`: only instances with these datasetIds (`None` stands for the default instance).
     pub dataset_ids: Option<HashSet<Option<String>>>,
+    /// `pick=rel{…}` / `omit=rel{…}` (4.21 with 4.5.23): the projection of the entities joined
+    /// through the Relationship `rel` (expanded); without one they are shown whole.
+    pub linked: HashMap<String, Projection>,
 }
 
 impl Projection {
+    /// The projection of the entities joined through the Relationship `rel`.
+    pub fn of_linked(&self, rel: &str) -> Projection {
+        self.linked.get(rel).cloned().unwrap_or_default()
+    }
+
     /// Whether the member (expanded attribute name, or `id` / `type`) is to be shown.
     pub fn keeps(&self, member: &str) -> bool {
         let core = member == "id" || member == "type";

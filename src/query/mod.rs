@@ -112,14 +112,19 @@ pub struct EntityQuery {
 
 impl EntityQuery {
     /// Whether the query narrows the entities enough to be run without `local=true` (5.7.2: a type,
-    /// attrs other than system ones, q, geoQ or scopeQ; ids alone do not).
+    /// attrs other than system ones, q on other than system attributes, geoQ or scopeQ; ids alone
+    /// do not).
     pub fn is_restricted(&self) -> bool {
         self.selectors.iter().any(|s| s.types.is_some())
             || self
                 .attrs
                 .iter()
                 .any(|a| !SYSTEM_ATTRIBUTES.contains(&a.as_str()))
-            || self.q.is_some()
+            || self.q.as_ref().is_some_and(|q| {
+                q.attributes()
+                    .iter()
+                    .any(|a| !SYSTEM_ATTRIBUTES.contains(a))
+            })
             || self.geo.is_some()
             || self.scope.is_some()
     }

@@ -54,6 +54,19 @@ pub struct Path {
     /// Member names inside the target's compound value (`[a.b]`); for a LanguageProperty, one
     /// language tag or `*` (any language).
     pub compound: Vec<String>,
+    /// A linked entity path (`managedBy{Building:name}`, 4.9): the attribute is a Relationship and
+    /// the term applies to the entities it points to. The evaluator matches no such term: the
+    /// query service resolves them into the target ids first.
+    pub link: Option<Box<Link>>,
+}
+
+/// The part of a linked entity path inside `{…}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The entity type hint (`Building:`), expanded: only targets of that type count.
+    pub hint: Option<String>,
+    /// The path within the target entity.
+    pub path: Path,
 }
 
 /// The operators of 4.9.
@@ -367,14 +380,45 @@ impl<'a> Parser<'a> {
         } else {
             Vec::new()
         };
-        if self.peek() == Some('{') {
-            return Err(self.error(self.pos, "linked entity paths ('{') are not supported"));
-        }
+        let link = if compound.is_empty() && self.peek() == Some('{') {
+            Some(Box::new(self.link()?))
+        } else {
+            None
+        };
         Ok(Path {
             attr,
             sub: names,
             compound,
+            link,
         })
+    }
+
+    /// `{[Type:]path}` after a Relationship name.
+    fn link(&mut self) -> NgsiResult<Link> {
+        let open = self.pos;
+        self.pos += 1;
+        if self.depth == MAX_DEPTH {
+            return Err(self.error(
+                open,
+                format_args!("linked entity paths nest deeper than {MAX_DEPTH}"),
+            ));
+        }
+        let rest = self.rest();
+        let hint_len = rest
+            .find(|c: char| !is_name_char(c) || c == ':')
+            .filter(|&i| i > 0 && rest[i..].starts_with(':') && !rest[i..].starts_with("://"));
+        let hint = hint_len.map(|i| {
+            let name = &rest[..i];
+            self.pos += i + 1;
+            self.ctx.expand(name).into_owned()
+        });
+        self.depth += 1;
+        let path = self.path()?;
+        self.depth -= 1;
+        if !self.eat("}") {
+            return Err(self.error(open, "unclosed '{'"));
+        }
+        Ok(Link { hint, path })
     }
 
     /// A dot-separated list of one or more names, each bare (expanded with the context) or in `<…>`
@@ -684,6 +728,57 @@ fn parse_time(s: &str) -> Option<NaiveTime> {
 }
 
 impl QExpr {
+    /// Applies `expandValues` (6.4.3.2): string operands of terms on these attributes (IRIs)
+    /// compare only in their expanded form, every other string operand only as written.
+    pub fn expand_values(&mut self, attrs: &[String]) {
+        fn fix(value: &mut QValue, expand: bool) {
+            match value {
+                QValue::Str(t) if expand => t.text = t.vocab.clone(),
+                QValue::Str(t) => t.vocab = t.text.clone(),
+                QValue::List(items) => items.iter_mut().for_each(|i| fix(i, expand)),
+                QValue::Range(lo, hi) => {
+                    fix(lo, expand);
+                    fix(hi, expand);
+                }
+                _ => {}
+            }
+        }
+        match self {
+            QExpr::And(items) | QExpr::Or(items) => {
+                items.iter_mut().for_each(|i| i.expand_values(attrs))
+            }
+            QExpr::Compare { path, value, .. } => fix(value, attrs.contains(&path.attr)),
+            QExpr::Exists(_) | QExpr::NotExists(_) => {}
+        }
+    }
+
+    /// How many linked entity paths deep the expression reaches (0: none).
+    pub fn link_depth(&self) -> u32 {
+        fn depth(path: &Path) -> u32 {
+            path.link.as_ref().map_or(0, |l| 1 + depth(&l.path))
+        }
+        match self {
+            QExpr::And(items) | QExpr::Or(items) => {
+                items.iter().map(QExpr::link_depth).max().unwrap_or(0)
+            }
+            QExpr::Exists(path) | QExpr::NotExists(path) | QExpr::Compare { path, .. } => {
+                depth(path)
+            }
+        }
+    }
+
+    /// The attributes (IRIs) the expression's terms start from.
+    pub fn attributes(&self) -> Vec<&str> {
+        match self {
+            QExpr::And(items) | QExpr::Or(items) => {
+                items.iter().flat_map(QExpr::attributes).collect()
+            }
+            QExpr::Exists(path) | QExpr::NotExists(path) | QExpr::Compare { path, .. } => {
+                vec![path.attr.as_str()]
+            }
+        }
+    }
+
     /// Whether `e` matches (4.9): a comparison holds when any instance of the attribute (any
     /// datasetId) has a target value satisfying it; without the target element nothing compares,
     /// not even `!=`; values of different data types are unequal and unordered; Relationships and
@@ -715,6 +810,7 @@ impl Path {
     fn targets<'e>(&'e self, e: &'e Entity) -> impl Iterator<Item = Target<'e>> + 'e {
         e.attrs
             .get(&self.attr)
+            .filter(|_| self.link.is_none())
             .into_iter()
             .flatten()
             .filter_map(|i| self.target(i))
@@ -919,6 +1015,13 @@ impl fmt::Display for Path {
         if !self.compound.is_empty() {
             write!(f, "[{}]", self.compound.join("."))?;
         }
+        if let Some(link) = &self.link {
+            f.write_str("{")?;
+            if let Some(hint) = &link.hint {
+                write!(f, "{hint}:")?;
+            }
+            write!(f, "{}}}", link.path)?;
+        }
         Ok(())
     }
 }
@@ -1047,6 +1150,7 @@ mod tests {
             attr: format!("{NS}{attr}"),
             sub: vec![],
             compound: vec![],
+            link: None,
         }
     }
 
@@ -1429,6 +1533,7 @@ mod tests {
                 attr: format!("{NS}temperature"),
                 sub: vec![format!("{NS}sensor"), format!("{NS}rawdata")],
                 compound: vec!["airquality".into(), "particulate".into()],
+                link: None,
             })
         );
     }
@@ -1754,6 +1859,7 @@ mod tests {
                 attr,
                 sub,
                 compound,
+                link: None,
             })
     }
 
