@@ -203,7 +203,13 @@ fn members(param: &str, text: &str) -> NgsiResult<Vec<Member>> {
                 })
                 .map(|(i, _)| i)
                 .ok_or_else(|| NgsiError::bad_data(format!("{param}={text}: unclosed '{{'")))?;
-            linked = Some(members(param, &rest[1..close])?);
+            let inner = &rest[1..close];
+            if inner.trim().is_empty() {
+                return Err(NgsiError::bad_data(format!(
+                    "{param}={text}: '{name}{{}}' selects no member of the linked entity"
+                )));
+            }
+            linked = Some(members(param, inner)?);
             rest = &rest[close + 1..];
         }
         out.push(Member {
@@ -263,6 +269,32 @@ fn expand_member(n: String, ctx: &ActiveContext) -> NgsiResult<String> {
     Ok(ctx.expand(&n).into_owned())
 }
 
+/// 5.7.1.4 / 5.7.2.4: selecting members of linked entities needs Linked Entity retrieval (`join`)
+/// at least as deep as the selection reaches (`joinLevel`).
+fn check_linked_depth(linked: &HashMap<String, Projection>, info: &RequestInfo) -> NgsiResult<()> {
+    fn depth(linked: &HashMap<String, Projection>) -> u32 {
+        linked
+            .values()
+            .map(|p| 1 + depth(&p.linked))
+            .max()
+            .unwrap_or(0)
+    }
+    let depth = depth(linked);
+    if depth == 0 {
+        return Ok(());
+    }
+    match super::join::parse(info)? {
+        None => Err(NgsiError::bad_data(
+            "pick/omit select members of linked entities ('{'), which needs join=inline or join=flat",
+        )),
+        Some(join) if depth > join.level => Err(NgsiError::bad_data(format!(
+            "pick/omit reach {depth} linked entities deep, deeper than joinLevel={}",
+            join.level
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Reads `attrs`, `pick` and `omit` (compact names expanded with the request's context).
 pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Projection> {
     let expand = |names: Vec<String>| -> NgsiResult<HashSet<String>> {
@@ -279,6 +311,7 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
         .map(|o| expand_members(members("omit", o)?, false, ctx, &mut linked))
         .transpose()?
         .unwrap_or_default();
+    check_linked_depth(&linked, info)?;
     if pick.is_some() && info.param("omit").is_some() {
         return Err(NgsiError::bad_data("pick and omit cannot be used together"));
     }
@@ -354,10 +387,11 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
         (_, Some(join)) => {
             let mut rendered =
                 super::join::render(&broker, &info.tenant, &[entity], join, &ctx, &opts).await?;
-            if join.flat {
+            // Flat: the entity and the entities it links to; with none found, the entity alone.
+            if join.flat && rendered.len() > 1 {
                 Value::Array(rendered)
             } else {
-                rendered.pop().unwrap_or(Value::Null)
+                rendered.swap_remove(0)
             }
         }
         (_, None) => Value::Object(render::entity(&entity, &ctx, &opts)),

@@ -8,6 +8,7 @@ pub mod join;
 pub mod negotiate;
 pub mod query;
 pub mod response;
+pub mod version;
 
 use actix_web::web;
 

@@ -180,7 +180,10 @@ fn order_from_params(
 ) -> NgsiResult<Option<query::order::Ordering>> {
     let order_by = info.param("orderBy").unwrap_or("");
     let text = OrderingText {
-        order_by: order_by.split(',').filter(|s| !s.trim().is_empty()).collect(),
+        order_by: order_by
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .collect(),
         coordinates: info.param("orderFrom").map(|c| Value::String(c.into())),
         geometry: info.param("orderGeometry"),
         collation: info.param("collation"),
@@ -215,7 +218,9 @@ fn order_from_body(
             .iter()
             .map(|i| {
                 i.as_str().ok_or_else(|| {
-                    NgsiError::bad_data(format!("the ordering's orderBy items must be strings, not {i}"))
+                    NgsiError::bad_data(format!(
+                        "the ordering's orderBy items must be strings, not {i}"
+                    ))
                 })
             })
             .collect::<NgsiResult<_>>()?,
@@ -581,11 +586,14 @@ async fn respond(
         (_, Some(join)) => Value::Array(
             super::join::render(broker, &info.tenant, &result.entities, join, ctx, opts).await?,
         ),
+        // An entity that pick/omit leaves without any member is not an answer.
         (_, None) => Value::Array(
             result
                 .entities
                 .iter()
-                .map(|e| Value::Object(render::entity(e, ctx, opts)))
+                .map(|e| render::entity(e, ctx, opts))
+                .filter(|e| !e.is_empty())
+                .map(Value::Object)
                 .collect(),
         ),
     };

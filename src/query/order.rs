@@ -102,9 +102,11 @@ pub fn parse_collation(tag: &str) -> NgsiResult<Collation> {
             "collation '{tag}' is not a valid IETF BCP 47 language tag ({e:?}); use e.g. und, de or de-u-co-phonebk"
         ))
     })?;
-    let collator =
-        CollatorBorrowed::try_new(CollatorPreferences::from(&locale), CollatorOptions::default())
-            .map_err(|e| bad(format!("collation '{tag}' cannot be honoured: {e}")))?;
+    let collator = CollatorBorrowed::try_new(
+        CollatorPreferences::from(&locale),
+        CollatorOptions::default(),
+    )
+    .map_err(|e| bad(format!("collation '{tag}' cannot be honoured: {e}")))?;
     Ok(Collation {
         tag: tag.to_string(),
         collator,
@@ -172,7 +174,10 @@ fn parse_key(item: &str, ctx: &ActiveContext) -> NgsiResult<Key> {
         "createdAt" => Target::CreatedAt,
         "modifiedAt" => Target::ModifiedAt,
         _ => Target::Attribute(q::parse_path(name, ctx).map_err(|e| {
-            bad(format!("orderBy '{item}' is not an attribute path: {}", e.detail))
+            bad(format!(
+                "orderBy '{item}' is not an attribute path: {}",
+                e.detail
+            ))
         })?),
     };
     let by_distance = matches!(direction, Direction::DistAsc | Direction::DistDesc);
@@ -279,7 +284,11 @@ impl Ordering {
         let mut keyed: Vec<(Vec<Option<SortValue>>, E)> = entities
             .into_iter()
             .map(|e| {
-                let keys = self.keys.iter().map(|k| self.value(k, e.as_ref())).collect();
+                let keys = self
+                    .keys
+                    .iter()
+                    .map(|k| self.value(k, e.as_ref()))
+                    .collect();
                 (keys, e)
             })
             .collect();

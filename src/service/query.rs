@@ -7,9 +7,9 @@ use crate::model::{AttrKind, Entity};
 use crate::query::boolean::BoolExpr;
 use crate::query::q::{Op, Path, QExpr, QValue, Text};
 use crate::query::{EntityQuery, Selector};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// At most this many entities a linked entity path resolves to.
