@@ -68,6 +68,14 @@ pub struct RenderOptions {
     pub projection: Projection,
 }
 
+/// expiresAt, a system temporal attribute of entities and attributes (6.3.11): shown like createdAt
+/// and modifiedAt, as a bare DateTime and only with `options=sysAttrs`.
+const EXPIRES_AT: &str = "https://uri.etsi.org/ngsi-ld/expiresAt";
+
+fn system_time(a: &Attribute) -> Value {
+    a.value.get("@value").unwrap_or(&a.value).clone()
+}
+
 /// Renders an entity as a JSON object.
 pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<String, Value> {
     let mut out = Map::new();
@@ -98,6 +106,16 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
     }
     for (iri, instances) in &e.attrs {
         if !p.keeps(iri) {
+            continue;
+        }
+        if iri == EXPIRES_AT {
+            if let (true, false, Some(a)) = (
+                opts.sys_attrs,
+                opts.format == Format::KeyValues,
+                instances.first(),
+            ) {
+                out.insert("expiresAt".into(), system_time(a));
+            }
             continue;
         }
         match &p.dataset_ids {
@@ -310,6 +328,12 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
         );
     }
     for (iri, sub) in &a.sub {
+        if iri == EXPIRES_AT {
+            if opts.sys_attrs {
+                out.insert("expiresAt".into(), system_time(sub));
+            }
+            continue;
+        }
         out.insert(ctx.compact(iri).into_owned(), instance(sub, ctx, opts));
     }
     if concise && out.len() == 1 && a.kind == AttrKind::Property && !out["value"].is_object() {

@@ -136,7 +136,7 @@ impl EntityQuery {
 
     /// A page `[offset, offset+limit)` of `matches` (every match, in id order) in the query's order,
     /// and how many matches there are; both stores page ordered queries with it.
-    pub fn ordered_page<E: AsRef<Entity>>(
+    pub fn ordered_page<E: std::borrow::Borrow<Entity>>(
         &self,
         matches: Vec<E>,
         offset: usize,

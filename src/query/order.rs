@@ -280,21 +280,21 @@ impl Ordering {
 
     /// Sorts entities: key by key (absent values last whatever the direction), then by id. Each
     /// entity's keys are read once.
-    pub fn sort<E: AsRef<Entity>>(&self, entities: Vec<E>) -> Vec<E> {
+    pub fn sort<E: std::borrow::Borrow<Entity>>(&self, entities: Vec<E>) -> Vec<E> {
         let mut keyed: Vec<(Vec<Option<SortValue>>, E)> = entities
             .into_iter()
             .map(|e| {
                 let keys = self
                     .keys
                     .iter()
-                    .map(|k| self.value(k, e.as_ref()))
+                    .map(|k| self.value(k, e.borrow()))
                     .collect();
                 (keys, e)
             })
             .collect();
         keyed.sort_by(|(ka, a), (kb, b)| {
             self.compare_keys(ka, kb)
-                .then_with(|| a.as_ref().id.cmp(&b.as_ref().id))
+                .then_with(|| a.borrow().id.cmp(&b.borrow().id))
         });
         keyed.into_iter().map(|(_, e)| e).collect()
     }
