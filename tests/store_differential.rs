@@ -586,7 +586,7 @@ const ORDERINGS: [&str; 12] = [
     "temperature.accuracy",
     "location;dist-asc",
     "location;dist-desc,id",
-    "readings,category;desc",
+    "readings,category;desc,address;desc",
 ];
 
 fn random_case(rng: &mut Rng, ctx: &ActiveContext, ids: &[String], locations: &[Value]) -> Case {
@@ -653,7 +653,7 @@ fn random_case(rng: &mut Rng, ctx: &ActiveContext, ids: &[String], locations: &[
         }
         if rng.chance(0.3) {
             let order_by = *rng.pick(&ORDERINGS);
-            let from = locations.get(rng.below(locations.len().max(1) as u64) as usize);
+            let from = locations.get(rng.below(locations.len().max(1)));
             let coordinates = from.map(|g| match &g["coordinates"] {
                 Value::Array(c) if c.first().is_some_and(Value::is_number) => json!(c),
                 _ => json!([1.5, 41.5]),

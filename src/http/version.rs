@@ -34,26 +34,56 @@ pub fn preferred(req: &HttpRequest) -> Option<Preferred> {
         })
 }
 
-/// When each attribute kind appeared, and how to render it for a version before that: the
-/// member holding its value, the kind it becomes and that kind's value member.
-const LATER_KINDS: [(&str, (u32, u32), &str, &str, &str); 5] = [
-    (
-        "LanguageProperty",
-        (1, 4),
-        "languageMap",
-        "Property",
-        "value",
-    ),
-    ("VocabProperty", (1, 8), "vocab", "Property", "value"),
-    ("JsonProperty", (1, 8), "json", "Property", "value"),
-    ("ListProperty", (1, 8), "valueList", "Property", "value"),
-    (
-        "ListRelationship",
-        (1, 8),
-        "objectList",
-        "Relationship",
-        "object",
-    ),
+/// An attribute kind introduced after some version, and how to render it for earlier ones.
+struct LaterKind {
+    /// The kind (`type` member).
+    kind: &'static str,
+    /// The first version that has it.
+    since: (u32, u32),
+    /// The member holding its value.
+    member: &'static str,
+    /// The kind it becomes for earlier versions.
+    old_kind: &'static str,
+    /// That kind's value member.
+    old_member: &'static str,
+}
+
+const LATER_KINDS: [LaterKind; 5] = [
+    LaterKind {
+        kind: "LanguageProperty",
+        since: (1, 4),
+        member: "languageMap",
+        old_kind: "Property",
+        old_member: "value",
+    },
+    LaterKind {
+        kind: "VocabProperty",
+        since: (1, 8),
+        member: "vocab",
+        old_kind: "Property",
+        old_member: "value",
+    },
+    LaterKind {
+        kind: "JsonProperty",
+        since: (1, 8),
+        member: "json",
+        old_kind: "Property",
+        old_member: "value",
+    },
+    LaterKind {
+        kind: "ListProperty",
+        since: (1, 8),
+        member: "valueList",
+        old_kind: "Property",
+        old_member: "value",
+    },
+    LaterKind {
+        kind: "ListRelationship",
+        since: (1, 8),
+        member: "objectList",
+        old_kind: "Relationship",
+        old_member: "object",
+    },
 ];
 
 /// Reformats a response body (an entity, or an array of entities) for `version`; whether anything
@@ -96,16 +126,16 @@ fn attribute(value: &mut Value, version: (u32, u32)) -> bool {
 
 fn reformat(attr: &mut Map<String, Value>, version: (u32, u32)) -> bool {
     let kind = attr.get("type").and_then(Value::as_str).unwrap_or("");
-    let Some(&(_, _, member, old_kind, old_member)) = LATER_KINDS
+    let Some(later) = LATER_KINDS
         .iter()
-        .find(|(k, since, ..)| *k == kind && version < *since)
+        .find(|l| l.kind == kind && version < l.since)
     else {
         return false;
     };
-    if let Some(v) = attr.remove(member) {
-        attr.insert(old_member.into(), v);
+    if let Some(v) = attr.remove(later.member) {
+        attr.insert(later.old_member.into(), v);
     }
-    attr.insert("type".into(), Value::String(old_kind.into()));
+    attr.insert("type".into(), Value::String(later.old_kind.into()));
     true
 }
 

@@ -215,8 +215,29 @@ impl SortValue {
             Value::Number(n) => SortValue::Number(n.as_f64().unwrap_or(f64::NAN)),
             Value::String(s) => SortValue::Text(s.clone()),
             Value::Bool(b) => SortValue::Bool(*b),
-            other => SortValue::Other(other.to_string()),
+            other => SortValue::Other(canonical(other)),
         }
+    }
+}
+
+/// JSON text with object members sorted by name, so that objects compare alike whichever store
+/// (and member order) they come from.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("{}:{}", Value::String((*k).clone()), canonical(v)))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -239,7 +260,13 @@ impl Ordering {
             (Target::Scope, _) => e.scope.as_ref().and_then(|s| s.first()).map(text),
             (Target::CreatedAt, _) => Some(SortValue::Time(e.created_at)),
             (Target::ModifiedAt, _) => Some(SortValue::Time(e.modified_at)),
-            (Target::Attribute(path), _) => path.first_value(e).map(|v| SortValue::of(&v)),
+            // Several values (array elements, the texts of a languageMap, whose member order
+            // differs between stores): the least of them, so that the key is the same anywhere.
+            (Target::Attribute(path), _) => path
+                .first_values(e)?
+                .iter()
+                .map(|v| SortValue::of(v))
+                .min_by(|a, b| self.compare_values(a, b)),
         }
     }
 

@@ -816,9 +816,12 @@ impl Path {
             .filter_map(|i| self.target(i))
     }
 
-    /// The first target value of the entity's first instance that has one (for ordering).
-    pub fn first_value<'e>(&'e self, e: &'e Entity) -> Option<Cow<'e, Value>> {
-        self.targets(e).find_map(|t| t.values.into_iter().next())
+    /// The target values of the entity's first instance that has any (for ordering): the
+    /// elements of an array, the texts of a languageMap, or the one value.
+    pub fn first_values<'e>(&'e self, e: &'e Entity) -> Option<Vec<Cow<'e, Value>>> {
+        self.targets(e)
+            .map(|t| t.values)
+            .find(|values| !values.is_empty())
     }
 
     fn target<'e>(&self, instance: &'e Attribute) -> Option<Target<'e>> {
@@ -1756,7 +1759,8 @@ mod tests {
             ("a[]==1", "q: empty member name in '[]' at position 2"),
             ("a[b..c]==1", "q: empty member name in '[b..c]' at position 2"),
             ("a[b].c==1", "q: unexpected '.' at position 5, expected ';', '|' or the end of the query"),
-            ("sensor{humidity}==40", "q: linked entity paths ('{') are not supported at position 7"),
+            ("sensor{humidity==40", "q: unclosed '{' at position 7"),
+            ("sensor{}==40", "q: unexpected '}' at position 8, expected an attribute name"),
             ("<urn:a", "q: unclosed or empty '<…>' at position 1"),
             ("<>==1", "q: unclosed or empty '<…>' at position 1"),
             ("a~=", "q: unexpected end of query at position 4, expected a regular expression"),
@@ -1766,6 +1770,16 @@ mod tests {
         for (query, expected) in cases {
             assert_eq!(err(query), expected, "{query}");
         }
+        // A linked entity path parses into the Relationship, the type hint and the inner path.
+        let QExpr::Compare { path, .. } = q("sensor{Device:humidity.unitCode}==\"P1\"") else {
+            panic!("a comparison");
+        };
+        let link = path.link.expect("a linked path");
+        assert_eq!(path.attr, format!("{NS}sensor"));
+        assert_eq!(link.hint.as_deref(), Some(format!("{NS}Device").as_str()));
+        assert_eq!(link.path.attr, format!("{NS}humidity"));
+        assert_eq!(link.path.sub, [format!("{CORE}unitCode")]);
+        assert_eq!(q("a{b{c}}").link_depth(), 2);
         let invalid = err("a~=(x");
         assert!(
             invalid.starts_with("q: invalid regular expression \"(x\" (")
