@@ -3026,3 +3026,58 @@ async fn order_collation_and_bad_ordering_requests() {
         assert_problem(r, 400, "BadRequestData").await;
     }
 }
+
+#[actix_web::test]
+async fn query_wide_queries_expand_values_and_readable_page_links() {
+    let s = TestServer::start().await;
+    for (id, ty, category) in [
+        ("urn:ngsi-ld:Shop:1", "Shop", Some("commercial")),
+        ("urn:ngsi-ld:Shop:2", "Shop", None),
+        ("urn:ngsi-ld:Park:1", "Park", None),
+    ] {
+        let mut e = json!({"id": id, "type": ty});
+        if let Some(c) = category {
+            e["category"] = json!({"type": "VocabProperty", "vocab": c});
+        }
+        assert_eq!(s.create(&e).await.status(), 201);
+    }
+    // type=* is every type and implies local=true (6.4.3.2), which local=false contradicts.
+    let (status, body) = s.get_json("/entities?type=*").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids_of(&body).len(), 3);
+    let r = s
+        .req(Method::GET, "/entities?type=*&local=false")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+    // A q on system attributes alone does not narrow a query (5.7.2.4); a malformed csf is refused.
+    for path in [
+        "/entities?q=modifiedAt%3E%222020-01-01T00:00:00Z%22",
+        "/entities?type=Shop&csf=))bad((",
+    ] {
+        let r = s.req(Method::GET, path).send().await.unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    // The vocab is stored expanded: the short term matches only with expandValues (4.9).
+    let (_, body) = s
+        .get_json("/entities?type=Shop&q=category==commercial")
+        .await;
+    assert_eq!(ids_of(&body), Vec::<String>::new());
+    let (_, body) = s
+        .get_json("/entities?type=Shop&q=category==commercial&expandValues=category")
+        .await;
+    assert_eq!(ids_of(&body), ["urn:ngsi-ld:Shop:1"]);
+    // Pagination links carry parameters as readable as the client wrote them.
+    let (status, headers, _) = s
+        .get_with(
+            "/entities?type=Shop&idPattern=urn:ngsi-ld:Shop:.*&limit=1",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        links(&headers, "next"),
+        ["/ngsi-ld/v1/entities?idPattern=urn:ngsi-ld:Shop:.*&limit=1&offset=1&type=Shop"]
+    );
+}
