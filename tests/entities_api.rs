@@ -25,3 +25,56 @@ async fn create_then_retrieve_round_trips_a_normalized_entity() {
     assert_eq!(body, entity);
     assert_problem(s.create(&entity).await, 409, "AlreadyExists").await;
 }
+
+#[actix_web::test]
+async fn expires_at_is_a_system_attribute() {
+    // 6.3.11: expiresAt of the entity and of its attributes shows only with options=sysAttrs.
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:transient";
+    let r = s
+        .create(
+            &json!({"id": id, "type": "Vehicle", "expiresAt": "2100-01-01T00:00:00Z",
+            "speed": {"type": "Property", "value": 7, "expiresAt": "2100-01-01T00:00:00Z"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let plain = s.entity(id, "").await;
+    assert!(!plain.to_string().contains("expiresAt"), "{plain}");
+    assert_eq!(plain["speed"]["value"], 7);
+    let sys = s.entity(id, "?options=sysAttrs").await;
+    assert_eq!(sys["expiresAt"], "2100-01-01T00:00:00Z", "{sys}");
+    assert_eq!(sys["speed"]["expiresAt"], "2100-01-01T00:00:00Z", "{sys}");
+    assert!(sys["createdAt"].is_string());
+}
+
+#[actix_web::test]
+async fn prefer_an_earlier_version_reformats_later_attribute_kinds() {
+    // 4.3.6.8: VocabProperty and ListProperty came with 1.8; a client preferring 1.5 gets them as
+    // Properties (203, Preference-Applied); one preferring 1.9 gets the payload as stored (200).
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Building:versioned";
+    let r = s
+        .create(&json!({"id": id, "type": "Building",
+            "category": {"type": "VocabProperty", "vocab": "commercial"},
+            "floors": {"type": "ListProperty", "valueList": [1, 2]},
+            "name": {"type": "Property", "value": "Tower"}}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let path = format!("/entities/{id}");
+    let (status, headers, old) = s.get_with(&path, &[("Prefer", "ngsi-ld=1.5")]).await;
+    assert_eq!(status, 203, "{old}");
+    assert_eq!(headers["Preference-Applied"], "ngsi-ld=1.5");
+    assert_eq!(
+        old["category"],
+        json!({"type": "Property", "value": "commercial"})
+    );
+    assert_eq!(old["floors"], json!({"type": "Property", "value": [1, 2]}));
+    assert_eq!(old["name"], json!({"type": "Property", "value": "Tower"}));
+    let (status, headers, native) = s.get_with(&path, &[("Prefer", "ngsi-ld=1.9")]).await;
+    assert_eq!(status, 200, "{native}");
+    assert_eq!(headers["Preference-Applied"], "ngsi-ld=1.9");
+    assert_eq!(native["category"]["type"], "VocabProperty");
+    let (status, headers, _) = s.get_with(&path, &[]).await;
+    assert_eq!(status, 200);
+    assert!(headers.get("Preference-Applied").is_none());
+}

@@ -89,3 +89,90 @@ async fn bad_join_parameters_and_attrs_naming_no_attribute_are_400() {
         assert_problem(r, 400, "BadRequestData").await;
     }
 }
+
+#[actix_web::test]
+async fn pick_and_omit_shape_the_linked_entities() {
+    let s = city_and_buildings().await;
+    // pick=rel{…}: the linking entity keeps the Relationship, the linked one only what is picked.
+    let (status, body) = s
+        .get_json("/entities?type=Building&join=inline&pick=id,locatedAt{id,name}")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body[0],
+        json!({"id": "urn:ngsi-ld:Building:B1", "locatedAt": {"type": "Relationship",
+               "object": "urn:ngsi-ld:City:Paris",
+               "entity": {"id": "urn:ngsi-ld:City:Paris", "name": {"type": "Property", "value": "Paris"}}}})
+    );
+    let (_, flat) = s
+        .get_json("/entities?type=Building&join=flat&omit=locatedAt{name}")
+        .await;
+    let paris = flat
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "urn:ngsi-ld:City:Paris")
+        .expect("the linked city");
+    assert_eq!(
+        paris,
+        &json!({"id": "urn:ngsi-ld:City:Paris", "type": "City"})
+    );
+    // Linked selections need join, a joinLevel deep enough and something inside the braces.
+    for path in [
+        "/entities?type=Building&pick=locatedAt{name}",
+        "/entities?type=Building&join=inline&pick=locatedAt{isIn{name}}",
+        "/entities/urn:ngsi-ld:Building:B1?pick=id,locatedAt{}&join=inline",
+        "/entities/urn:ngsi-ld:Building:B1?omit=locatedAt{name",
+    ] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+}
+
+#[actix_web::test]
+async fn q_follows_relationships_into_linked_entities() {
+    let s = city_and_buildings().await;
+    let other = json!({"id": "urn:ngsi-ld:Building:B3", "type": "Building",
+        "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:Village:V"}});
+    assert_eq!(s.create(&other).await.status(), 201);
+    let village = json!({"id": "urn:ngsi-ld:Village:V", "type": "Village",
+        "name": {"type": "Property", "value": "Paris"}});
+    assert_eq!(s.create(&village).await.status(), 201);
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let query = |q: &str| format!("/entities?type=Building&join=inline&q={}", urlencode(q));
+    // Both targets are named Paris; a type hint keeps only the City.
+    let (status, body) = s.get_json(&query(r#"locatedAt{name}=="Paris""#)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ids(&body),
+        ["urn:ngsi-ld:Building:B1", "urn:ngsi-ld:Building:B3"]
+    );
+    let (_, body) = s.get_json(&query(r#"locatedAt{City:name}=="Paris""#)).await;
+    assert_eq!(ids(&body), ["urn:ngsi-ld:Building:B1"]);
+    let (_, body) = s.get_json(&query(r#"locatedAt{Town:name}=="Paris""#)).await;
+    assert_eq!(ids(&body), Vec::<String>::new());
+    // B2 points to a missing entity: it has no linked name.
+    let (_, body) = s.get_json(&query("!locatedAt{name}")).await;
+    assert_eq!(ids(&body), ["urn:ngsi-ld:Building:B2"]);
+    // Without join, or deeper than joinLevel, a linked q is refused.
+    for path in [
+        format!(
+            "/entities?type=Building&q={}",
+            urlencode(r#"locatedAt{name}=="Paris""#)
+        ),
+        query(r#"locatedAt{isIn{name}}=="France""#),
+    ] {
+        let r = s.client.get(s.url(&path)).send().await.unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

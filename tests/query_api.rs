@@ -2790,3 +2790,294 @@ async fn attribute_count_counts_attribute_instances() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["attributeCount"], lux.instances, "{body}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Entity ordering (4.23, 5.2.43)
+// ------------------------------------------------------------------------------------------------
+
+/// Walks an ordered query page by page (limit 17) and returns the ids in the order served.
+async fn ordered_walk(f: &Fixture, params: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (o, l) = (offset.to_string(), "17".to_string());
+        let mut p = params.to_vec();
+        p.push(("offset", &o));
+        p.push(("limit", &l));
+        let (status, _, body) = f.get(None, &p, None).await;
+        assert_eq!(status, 200, "{params:?}: {body}");
+        let ids = ids_of(&body);
+        if ids.is_empty() {
+            return out;
+        }
+        out.extend(ids);
+        offset += 17;
+    }
+}
+
+#[actix_web::test]
+async fn order_by_attributes_members_and_directions() {
+    let f = loaded().await;
+    let air: Vec<&Gen> = f
+        .data
+        .iter()
+        .filter(|g| g.has_type("AirQualityObserved"))
+        .collect();
+    // pm10 ascending: numbers in order, ties by id, entities without pm10 last (4.23.2).
+    let by_pm10 = |desc: bool| {
+        let mut v = air.clone();
+        v.sort_by(|a, b| match (a.pm10, b.pm10) {
+            (Some(x), Some(y)) if desc => y.cmp(&x).then(a.id.cmp(&b.id)),
+            (Some(x), Some(y)) => x.cmp(&y).then(a.id.cmp(&b.id)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.id.cmp(&b.id),
+        });
+        v.iter().map(|g| g.id.clone()).collect::<Vec<_>>()
+    };
+    assert!(air.iter().any(|g| g.pm10.is_none()) && air.iter().any(|g| g.pm10.is_some()));
+    let asc = ordered_walk(&f, &[("type", "AirQualityObserved"), ("orderBy", "pm10")]).await;
+    assert_eq!(asc, by_pm10(false), "orderBy=pm10");
+    let asc = ordered_walk(
+        &f,
+        &[("type", "AirQualityObserved"), ("orderBy", "pm10;asc")],
+    )
+    .await;
+    assert_eq!(asc, by_pm10(false), "orderBy=pm10;asc");
+    let desc = ordered_walk(
+        &f,
+        &[("type", "AirQualityObserved"), ("orderBy", "pm10;desc")],
+    )
+    .await;
+    assert_eq!(desc, by_pm10(true), "orderBy=pm10;desc");
+
+    // id;desc is the reverse id order; id (ascending) the default order.
+    let mut ids: Vec<String> = air.iter().map(|g| g.id.clone()).collect();
+    ids.sort();
+    let plain = ordered_walk(&f, &[("type", "AirQualityObserved"), ("orderBy", "id")]).await;
+    assert_eq!(plain, ids);
+    ids.reverse();
+    let rev = ordered_walk(
+        &f,
+        &[("type", "AirQualityObserved"), ("orderBy", "id;desc")],
+    )
+    .await;
+    assert_eq!(rev, ids);
+
+    // Several keys: operationalStatus (a string) descending, then pm10 ascending.
+    let mut v = air.clone();
+    let rank = |g: &Gen| g.pm10.map_or((1, 0), |p| (0, p));
+    v.sort_by(|a, b| {
+        match (a.operational_status, b.operational_status) {
+            (Some(x), Some(y)) => y.cmp(x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+        .then(rank(a).cmp(&rank(b)))
+        .then(a.id.cmp(&b.id))
+    });
+    let want: Vec<String> = v.iter().map(|g| g.id.clone()).collect();
+    let got = ordered_walk(
+        &f,
+        &[
+            ("type", "AirQualityObserved"),
+            ("orderBy", "operationalStatus;desc,pm10"),
+        ],
+    )
+    .await;
+    assert_eq!(got, want, "orderBy=operationalStatus;desc,pm10");
+
+    // The ordering member of a POST query orders the same way.
+    let r =
+        f.s.req(Method::POST, "/entityOperations/query?limit=1000")
+            .header("Content-Type", "application/json")
+            .body(
+                json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}],
+                       "ordering": {"orderBy": ["pm10;desc"]}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+    let (status, _, body) = read(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids_of(&body), by_pm10(true), "POST ordering");
+}
+
+#[actix_web::test]
+async fn order_by_distance_from_a_reference_point() {
+    let f = loaded().await;
+    let from: Pt = (-3.70, 40.42);
+    let located: Vec<(&Gen, f64)> = f
+        .data
+        .iter()
+        .filter(|g| g.has_type("AirQualityObserved"))
+        .map(|g| (g, haversine(from, g.point().expect("air quality points"))))
+        .collect();
+    let coords = format!("[{},{}]", from.0, from.1);
+    for (style, desc) in [("dist-asc", false), ("dist-desc", true)] {
+        let order = format!("location;{style}");
+        let got = ordered_walk(
+            &f,
+            &[
+                ("type", "AirQualityObserved"),
+                ("orderBy", &order),
+                ("orderFrom", &coords),
+            ],
+        )
+        .await;
+        assert_eq!(
+            sorted(got.clone()),
+            sorted(located.iter().map(|(g, _)| g.id.clone()).collect())
+        );
+        let distance = |id: &str| located.iter().find(|(g, _)| g.id == id).unwrap().1;
+        for w in got.windows(2) {
+            let (a, b) = (distance(&w[0]), distance(&w[1]));
+            // A millimetre of slack for the two haversine implementations.
+            let in_order = if desc { a + 1e-3 >= b } else { a <= b + 1e-3 };
+            assert!(
+                in_order,
+                "{style}: {} ({a} m) before {} ({b} m)",
+                w[0], w[1]
+            );
+        }
+    }
+    // Distance ordering needs its reference; the reference must be coordinates.
+    let (status, _, body) = f
+        .get(
+            None,
+            &[
+                ("type", "AirQualityObserved"),
+                ("orderBy", "location;dist-asc"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    );
+    let (status, _, body) = f
+        .get(
+            None,
+            &[
+                ("type", "AirQualityObserved"),
+                ("orderBy", "location;dist-asc"),
+                ("orderFrom", "north"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let r =
+        f.s.req(Method::POST, "/entityOperations/query")
+            .header("Content-Type", "application/json")
+            .body(
+                json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}],
+                       "ordering": {"orderBy": ["location;dist-asc"], "coordinates": "8,40"}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+}
+
+#[actix_web::test]
+async fn order_collation_and_bad_ordering_requests() {
+    let s = TestServer::start().await;
+    for (i, name) in ["b", "á", "A", "Zebra", "Ähre"].iter().enumerate() {
+        let r = s
+            .create(
+                &json!({"id": format!("urn:ngsi-ld:Word:{i}"), "type": "Word",
+                            "name": {"type": "Property", "value": name}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"]["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Code point order: upper case, then lower case, then the accented letters (U+00C1 < U+00E1).
+    let mut code_points: Vec<String> = ["b", "á", "A", "Zebra", "Ähre"].map(String::from).to_vec();
+    code_points.sort();
+    let (status, body) = s.get_json("/entities?type=Word&orderBy=name").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), code_points);
+    // The root collation ranks accented letters with their base letter, case after accents.
+    let (status, body) = s
+        .get_json("/entities?type=Word&orderBy=name&collation=und")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), ["A", "á", "Ähre", "b", "Zebra"]);
+    for bad in [
+        "/entities?type=Word&orderBy=name&collation=!!nope",
+        "/entities?type=Word&orderBy=name;sideways",
+        "/entities?type=Word&orderBy=id;dist-asc&orderFrom=[1,2]",
+        "/entities?type=Word&orderBy=name[",
+    ] {
+        let r = s.req(Method::GET, bad).send().await.unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+}
+
+#[actix_web::test]
+async fn query_wide_queries_expand_values_and_readable_page_links() {
+    let s = TestServer::start().await;
+    for (id, ty, category) in [
+        ("urn:ngsi-ld:Shop:1", "Shop", Some("commercial")),
+        ("urn:ngsi-ld:Shop:2", "Shop", None),
+        ("urn:ngsi-ld:Park:1", "Park", None),
+    ] {
+        let mut e = json!({"id": id, "type": ty});
+        if let Some(c) = category {
+            e["category"] = json!({"type": "VocabProperty", "vocab": c});
+        }
+        assert_eq!(s.create(&e).await.status(), 201);
+    }
+    // type=* is every type and implies local=true (6.4.3.2), which local=false contradicts.
+    let (status, body) = s.get_json("/entities?type=*").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids_of(&body).len(), 3);
+    let r = s
+        .req(Method::GET, "/entities?type=*&local=false")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+    // A q on system attributes alone does not narrow a query (5.7.2.4); a malformed csf is refused.
+    for path in [
+        "/entities?q=modifiedAt%3E%222020-01-01T00:00:00Z%22",
+        "/entities?type=Shop&csf=))bad((",
+    ] {
+        let r = s.req(Method::GET, path).send().await.unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    // The vocab is stored expanded: the short term matches only with expandValues (4.9).
+    let (_, body) = s
+        .get_json("/entities?type=Shop&q=category==commercial")
+        .await;
+    assert_eq!(ids_of(&body), Vec::<String>::new());
+    let (_, body) = s
+        .get_json("/entities?type=Shop&q=category==commercial&expandValues=category")
+        .await;
+    assert_eq!(ids_of(&body), ["urn:ngsi-ld:Shop:1"]);
+    // Pagination links carry parameters as readable as the client wrote them.
+    let (status, headers, _) = s
+        .get_with(
+            "/entities?type=Shop&idPattern=urn:ngsi-ld:Shop:.*&limit=1",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        links(&headers, "next"),
+        ["/ngsi-ld/v1/entities?idPattern=urn:ngsi-ld:Shop:.*&limit=1&offset=1&type=Shop"]
+    );
+}

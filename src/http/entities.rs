@@ -14,7 +14,7 @@ use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Media types of writes' (error) responses.
@@ -175,28 +175,150 @@ pub async fn create(
     Ok(r.finish())
 }
 
+/// One member of a pick or omit list: a name and, for `rel{a,b}`, the members of the entities
+/// joined through it.
+struct Member {
+    name: String,
+    linked: Option<Vec<Member>>,
+}
+
+/// Splits a pick/omit list at the commas (or `|`) outside braces: `id,locatedAt{id,name}`.
+fn members(param: &str, text: &str) -> NgsiResult<Vec<Member>> {
+    let empty = || NgsiError::bad_data(format!("{param}={text} has an empty item"));
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find([',', '|', '{', '}']).unwrap_or(rest.len());
+        let name = rest[..end].trim();
+        if name.is_empty() {
+            return Err(empty());
+        }
+        rest = &rest[end..];
+        let mut linked = None;
+        if rest.starts_with('{') {
+            let mut depth = 0usize;
+            let close = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth = match c {
+                        '{' => depth + 1,
+                        '}' => depth - 1,
+                        _ => depth,
+                    };
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(|| NgsiError::bad_data(format!("{param}={text}: unclosed '{{'")))?;
+            let inner = &rest[1..close];
+            if inner.trim().is_empty() {
+                return Err(NgsiError::bad_data(format!(
+                    "{param}={text}: '{name}{{}}' selects no member of the linked entity"
+                )));
+            }
+            linked = Some(members(param, inner)?);
+            rest = &rest[close + 1..];
+        }
+        out.push(Member {
+            name: name.to_string(),
+            linked,
+        });
+        match rest.chars().next() {
+            None => {}
+            Some(',' | '|') if rest.len() > 1 => rest = &rest[1..],
+            Some(',' | '|') => return Err(empty()),
+            Some(c) => {
+                return Err(NgsiError::bad_data(format!(
+                    "{param}={text}: unexpected '{c}'"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Expands the names of pick/omit members, the linked members into the projections of the
+/// entities joined through them (`pick`: the Relationship itself is kept; `omit`: only its
+/// linked members are omitted).
+fn expand_members(
+    list: Vec<Member>,
+    pick: bool,
+    ctx: &ActiveContext,
+    linked: &mut HashMap<String, Projection>,
+) -> NgsiResult<HashSet<String>> {
+    let mut names = HashSet::new();
+    for m in list {
+        let name = expand_member(m.name, ctx)?;
+        if let Some(inner) = m.linked {
+            let mut nested = HashMap::new();
+            let inner_names = expand_members(inner, pick, ctx, &mut nested)?;
+            let projection = Projection {
+                pick: pick.then(|| inner_names.clone()),
+                omit: if pick { HashSet::new() } else { inner_names },
+                linked: nested,
+                ..Projection::default()
+            };
+            linked.insert(name.clone(), projection);
+            if !pick {
+                continue;
+            }
+        }
+        names.insert(name);
+    }
+    Ok(names)
+}
+
+fn expand_member(n: String, ctx: &ActiveContext) -> NgsiResult<String> {
+    if n == "id" || n == "type" {
+        return Ok(n);
+    }
+    crate::model::validate::name("attribute name", &n)?;
+    Ok(ctx.expand(&n).into_owned())
+}
+
+/// 5.7.1.4 / 5.7.2.4: selecting members of linked entities needs Linked Entity retrieval (`join`)
+/// at least as deep as the selection reaches (`joinLevel`).
+fn check_linked_depth(linked: &HashMap<String, Projection>, info: &RequestInfo) -> NgsiResult<()> {
+    fn depth(linked: &HashMap<String, Projection>) -> u32 {
+        linked
+            .values()
+            .map(|p| 1 + depth(&p.linked))
+            .max()
+            .unwrap_or(0)
+    }
+    let depth = depth(linked);
+    if depth == 0 {
+        return Ok(());
+    }
+    match super::join::parse(info)? {
+        None => Err(NgsiError::bad_data(
+            "pick/omit select members of linked entities ('{'), which needs join=inline or join=flat",
+        )),
+        Some(join) if depth > join.level => Err(NgsiError::bad_data(format!(
+            "pick/omit reach {depth} linked entities deep, deeper than joinLevel={}",
+            join.level
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Reads `attrs`, `pick` and `omit` (compact names expanded with the request's context).
 pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Projection> {
     let expand = |names: Vec<String>| -> NgsiResult<HashSet<String>> {
-        names
-            .into_iter()
-            .map(|n| {
-                if n == "id" || n == "type" {
-                    return Ok(n);
-                }
-                crate::model::validate::name("attribute name", &n)?;
-                Ok(ctx.expand(&n).into_owned())
-            })
-            .collect()
+        names.into_iter().map(|n| expand_member(n, ctx)).collect()
     };
-    let pick = info.list("pick")?.map(expand).transpose()?;
+    let mut linked = HashMap::new();
+    let pick = info
+        .param("pick")
+        .map(|p| expand_members(members("pick", p)?, true, ctx, &mut linked))
+        .transpose()?;
     let attrs = info.list("attrs")?.map(expand).transpose()?;
     let omit = info
-        .list("omit")?
-        .map(expand)
+        .param("omit")
+        .map(|o| expand_members(members("omit", o)?, false, ctx, &mut linked))
         .transpose()?
         .unwrap_or_default();
-    if pick.is_some() && !omit.is_empty() {
+    check_linked_depth(&linked, info)?;
+    if pick.is_some() && info.param("omit").is_some() {
         return Err(NgsiError::bad_data("pick and omit cannot be used together"));
     }
     if attrs.is_some() && (pick.is_some() || !omit.is_empty()) {
@@ -214,6 +336,7 @@ pub fn projection(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Project
         pick,
         omit,
         dataset_ids,
+        linked,
     })
 }
 
@@ -270,10 +393,11 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
         (_, Some(join)) => {
             let mut rendered =
                 super::join::render(&broker, &info.tenant, &[entity], join, &ctx, &opts).await?;
-            if join.flat {
+            // Flat: the entity and the entities it links to; with none found, the entity alone.
+            if join.flat && rendered.len() > 1 {
                 Value::Array(rendered)
             } else {
-                rendered.pop().unwrap_or(Value::Null)
+                rendered.swap_remove(0)
             }
         }
         (_, None) => Value::Object(render::entity(&entity, &ctx, &opts)),

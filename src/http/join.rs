@@ -64,26 +64,31 @@ pub async fn render(
     ctx: &ActiveContext,
     opts: &RenderOptions,
 ) -> NgsiResult<Vec<Value>> {
-    // Fetch every entity reachable within `level` links, breadth first.
-    let mut linked: HashMap<String, Arc<Entity>> = HashMap::new();
-    let mut frontier: Vec<Arc<Entity>> = roots.to_vec();
+    // Fetch every entity reachable within `level` links, breadth first, with the projection of
+    // the first link that reached it (`pick=rel{…}`; whole entities otherwise).
+    let mut linked: HashMap<String, (Arc<Entity>, Projection)> = HashMap::new();
+    let mut frontier: Vec<(Arc<Entity>, Projection)> = roots
+        .iter()
+        .map(|e| (e.clone(), opts.projection.clone()))
+        .collect();
     for _ in 0..join.level {
         let mut next = Vec::new();
-        for e in &frontier {
-            for id in relationship_targets(e, &opts.projection) {
+        for (e, projection) in &frontier {
+            for (rel, id) in relationship_targets(e, projection) {
                 if linked.contains_key(&id) {
                     continue;
                 }
                 if let Some(target) = broker.store.get(tenant, &id).await? {
-                    linked.insert(id, target.clone());
-                    next.push(target);
+                    let p = projection.of_linked(&rel);
+                    linked.insert(id, (target.clone(), p.clone()));
+                    next.push((target, p));
                 }
             }
         }
         frontier = next;
     }
-    let linked_opts = RenderOptions {
-        projection: Projection::default(),
+    let with = |projection: Projection| RenderOptions {
+        projection,
         ..opts.clone()
     };
     if join.flat {
@@ -92,42 +97,43 @@ pub async fn render(
             .iter()
             .map(|e| Value::Object(render::entity(e, ctx, opts)))
             .collect();
-        let mut seen = HashSet::new();
-        let mut order: Vec<&Arc<Entity>> = linked
+        let mut order: Vec<&(Arc<Entity>, Projection)> = linked
             .values()
-            .filter(|e| !root_ids.contains(e.id.as_str()))
+            .filter(|(e, _)| !root_ids.contains(e.id.as_str()))
             .collect();
-        order.sort_by(|a, b| a.id.cmp(&b.id));
-        for e in order {
-            if seen.insert(e.id.clone()) {
-                out.push(Value::Object(render::entity(e, ctx, &linked_opts)));
-            }
+        order.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        for (e, projection) in order {
+            out.push(Value::Object(render::entity(
+                e,
+                ctx,
+                &with(projection.clone()),
+            )));
         }
         return Ok(out);
     }
     Ok(roots
         .iter()
-        .map(|e| Value::Object(inline(e, &linked, join.level, ctx, opts, &linked_opts)))
+        .map(|e| Value::Object(inline(e, &linked, join.level, ctx, opts)))
         .collect())
 }
 
-fn relationship_targets(e: &Entity, projection: &Projection) -> Vec<String> {
+/// The Relationships (expanded names) the projection keeps and the ids they point to.
+fn relationship_targets(e: &Entity, projection: &Projection) -> Vec<(String, String)> {
     e.attrs
         .iter()
         .filter(|(iri, _)| projection.keeps(iri))
-        .flat_map(|(_, instances)| instances.iter())
-        .filter(|a| matches!(a.kind, AttrKind::Relationship | AttrKind::ListRelationship))
-        .flat_map(|a| targets(&a.value))
+        .flat_map(|(iri, instances)| instances.iter().map(move |a| (iri, a)))
+        .filter(|(_, a)| matches!(a.kind, AttrKind::Relationship | AttrKind::ListRelationship))
+        .flat_map(|(iri, a)| targets(&a.value).into_iter().map(|id| (iri.clone(), id)))
         .collect()
 }
 
 fn inline(
     e: &Entity,
-    linked: &HashMap<String, Arc<Entity>>,
+    linked: &HashMap<String, (Arc<Entity>, Projection)>,
     level: u32,
     ctx: &ActiveContext,
     opts: &RenderOptions,
-    linked_opts: &RenderOptions,
 ) -> Map<String, Value> {
     let mut out = render::entity(e, ctx, opts);
     if level == 0 {
@@ -137,21 +143,18 @@ fn inline(
         let Some(rendered) = out.get_mut(ctx.compact(iri).as_ref()) else {
             continue;
         };
+        let target_opts = RenderOptions {
+            projection: opts.projection.of_linked(iri),
+            ..opts.clone()
+        };
         for (i, a) in instances.iter().enumerate() {
             if a.kind != AttrKind::Relationship {
                 continue;
             }
-            let Some(target) = a.value.as_str().and_then(|id| linked.get(id)) else {
+            let Some((target, _)) = a.value.as_str().and_then(|id| linked.get(id)) else {
                 continue;
             };
-            let joined = Value::Object(inline(
-                target,
-                linked,
-                level - 1,
-                ctx,
-                linked_opts,
-                linked_opts,
-            ));
+            let joined = Value::Object(inline(target, linked, level - 1, ctx, &target_opts));
             let slot = match &mut *rendered {
                 Value::Array(items) if instances.len() > 1 => items.get_mut(i),
                 other => Some(other),

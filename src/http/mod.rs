@@ -9,6 +9,7 @@ pub mod negotiate;
 pub mod query;
 pub mod response;
 pub mod temporal;
+pub mod version;
 
 use actix_web::web;
 

@@ -47,6 +47,8 @@ pub struct RequestInfo {
     pub accepted: Accepted,
     /// Query parameters in order.
     pub query: Vec<(String, String)>,
+    /// The API version the client prefers (`Prefer: ngsi-ld=…`, 4.3.6.8).
+    pub prefer: Option<super::version::Preferred>,
 }
 
 impl RequestInfo {
@@ -77,6 +79,7 @@ impl RequestInfo {
             link_context: link_context(req)?,
             accepted,
             query,
+            prefer: super::version::preferred(req),
         })
     }
 

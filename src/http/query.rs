@@ -7,6 +7,7 @@ use super::response::json_body;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::render::{self, RenderOptions};
+use crate::query::order::OrderingText;
 use crate::query::{self, EntityQuery, Selector};
 use crate::service::query::{Page, QueryResult};
 use crate::service::Broker;
@@ -45,6 +46,10 @@ const QUERY_PARAMS: &[&str] = &[
     "containedBy",
     "entityMap",
     "orderBy",
+    "orderFrom",
+    "orderGeometry",
+    "collation",
+    "expandValues",
 ];
 
 const POST_QUERY_PARAMS: &[&str] = &[
@@ -139,6 +144,11 @@ pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Entit
             .transpose()?
             .flatten(),
     };
+    if let Some(csf) = info.param("csf") {
+        // Context source filters share the q grammar (4.9); this broker has no sources to
+        // filter, but a malformed filter is still refused.
+        query::q::parse(csf, ctx).map_err(|e| NgsiError::bad_data(format!("csf: {}", e.detail)))?;
+    }
     if let Some(level) = info.param("joinLevel") {
         if !level.parse::<u32>().is_ok_and(|l| l > 0) {
             return Err(NgsiError::bad_data(format!(
@@ -155,11 +165,124 @@ pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Entit
         attrs: expand_list(info.list("attrs")?, ctx)?,
         q: info
             .param("q")
-            .map(|q| query::q::parse(q, ctx))
+            .map(|q| parse_q(q, info.list("expandValues")?, ctx))
             .transpose()?,
         geo: geo_from_params(info, ctx)?,
         scope: info.param("scopeQ").map(query::parse_scope).transpose()?,
+        order: order_from_params(info, ctx)?,
     })
+}
+
+/// Reads the ordering parameters of a GET query (4.23.3): orderBy, orderFrom, orderGeometry and
+/// collation.
+fn order_from_params(
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+) -> NgsiResult<Option<query::order::Ordering>> {
+    let order_by = info.param("orderBy").unwrap_or("");
+    let text = OrderingText {
+        order_by: order_by
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .collect(),
+        coordinates: info.param("orderFrom").map(|c| Value::String(c.into())),
+        geometry: info.param("orderGeometry"),
+        collation: info.param("collation"),
+    };
+    query::order::parse(&text, ctx)
+}
+
+/// Reads the `ordering` member (OrderingParams, 5.2.43) of a POST query body.
+fn order_from_body(
+    ordering: Option<&Value>,
+    ctx: &ActiveContext,
+) -> NgsiResult<Option<query::order::Ordering>> {
+    let Some(ordering) = ordering else {
+        return Ok(None);
+    };
+    let obj = ordering
+        .as_object()
+        .ok_or_else(|| NgsiError::bad_data("the query's ordering must be a JSON object"))?;
+    let string = |name: &str| -> NgsiResult<Option<&str>> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(NgsiError::bad_data(format!(
+                "the ordering's {name} must be a string, not {other}"
+            ))),
+        }
+    };
+    let order_by: Vec<&str> = match obj.get("orderBy") {
+        None => Vec::new(),
+        Some(Value::String(s)) => s.split(',').collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().ok_or_else(|| {
+                    NgsiError::bad_data(format!(
+                        "the ordering's orderBy items must be strings, not {i}"
+                    ))
+                })
+            })
+            .collect::<NgsiResult<_>>()?,
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "the ordering's orderBy must be an array of strings, not {other}"
+            )))
+        }
+    };
+    let coordinates = match obj.get("coordinates") {
+        None => None,
+        Some(c @ Value::Array(_)) => Some(c.clone()),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "the ordering's coordinates must be a JSON array such as [8.0,40.0], not {other}"
+            )))
+        }
+    };
+    let text = OrderingText {
+        order_by,
+        coordinates,
+        geometry: string("geometry")?,
+        collation: string("collation")?,
+    };
+    query::order::parse(&text, ctx)
+}
+
+/// Parses q with the attributes `expandValues` names (4.9, 6.4.3.2).
+fn parse_q(
+    text: &str,
+    expand_values: Option<Vec<String>>,
+    ctx: &ActiveContext,
+) -> NgsiResult<query::q::QExpr> {
+    let mut q = query::q::parse(text, ctx)?;
+    let attrs: Vec<String> = expand_values
+        .unwrap_or_default()
+        .iter()
+        .map(|a| ctx.expand(a).into_owned())
+        .collect();
+    q.expand_values(&attrs);
+    Ok(q)
+}
+
+/// A body member that is a comma-separated string or an array of strings.
+fn string_list(value: Option<&Value>) -> NgsiResult<Option<Vec<String>>> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.split(',').map(str::to_string).collect())),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| {
+                    NgsiError::bad_data(format!("expected a list of strings, found {i}"))
+                })
+            })
+            .collect::<NgsiResult<_>>()
+            .map(Some),
+        Some(other) => Err(NgsiError::bad_data(format!(
+            "expected a string or a list of strings, found {other}"
+        ))),
+    }
 }
 
 fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Vec<String>> {
@@ -178,14 +301,42 @@ fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Ve
         .collect()
 }
 
-/// 5.7.2: a query names a type, attrs, q, geoQ or scopeQ, unless it asks for `local=true`.
+/// 5.7.2: a query names a type, attrs, q, geoQ or scopeQ, unless it asks for `local=true`;
+/// `type=*` (every type) implies `local=true` and contradicts an explicit `local=false`.
 pub fn require_restriction(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
-    if query.is_restricted() || info.param("local") == Some("true") {
+    let every_type = info.param("type").is_some_and(|t| t.trim() == "*");
+    if every_type && info.param("local") == Some("false") {
+        return Err(NgsiError::bad_data(
+            "type=* implies local=true and cannot be combined with local=false",
+        ));
+    }
+    if query.is_restricted() || every_type || info.param("local") == Some("true") {
         return Ok(());
     }
     Err(NgsiError::bad_data(
         "a query needs at least one of type, attrs, q, geoQ or scopeQ (or local=true)",
     ))
+}
+
+/// 5.7.2.4: a q on linked entity paths needs Linked Entity retrieval (`join`) at least as deep as
+/// the paths reach (`joinLevel`, default 1).
+fn check_link_depth(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
+    let depth = query.q.as_ref().map_or(0, |q| q.link_depth());
+    if depth == 0 {
+        return Ok(());
+    }
+    let Some(join) = super::join::parse(info)? else {
+        return Err(NgsiError::bad_data(
+            "q follows a linked entity path ('{'), which needs join=inline or join=flat",
+        ));
+    };
+    if depth > join.level {
+        return Err(NgsiError::bad_data(format!(
+            "q follows linked entity paths {depth} levels deep, deeper than joinLevel={}",
+            join.level
+        )));
+    }
+    Ok(())
 }
 
 /// GET /entities (5.7.2).
@@ -194,10 +345,11 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let ctx = info.context(&broker).await?;
     let query = entity_query(&info, &ctx)?;
     require_restriction(&query, &info)?;
+    check_link_depth(&query, &info)?;
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_entities(&info.tenant, &query, page, count)
+        .query_entities(&info.tenant, query, page, count)
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
@@ -270,9 +422,12 @@ pub fn query_from_body(
     let query = EntityQuery {
         selectors,
         attrs,
-        q: text("q")?.map(|q| query::q::parse(q, ctx)).transpose()?,
+        q: text("q")?
+            .map(|q| parse_q(q, string_list(obj.get("expandValues"))?, ctx))
+            .transpose()?,
         geo,
         scope: text("scopeQ")?.map(query::parse_scope).transpose()?,
+        order: order_from_body(obj.get("ordering"), ctx)?,
     };
     Ok((query, obj.clone()))
 }
@@ -303,10 +458,11 @@ pub async fn post_query(
         };
         info.query.push((member.into(), value));
     }
+    check_link_depth(&query, &info)?;
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_entities(&info.tenant, &query, page, count)
+        .query_entities(&info.tenant, query, page, count)
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
@@ -355,6 +511,25 @@ fn selector(item: &Value, ctx: &ActiveContext) -> NgsiResult<Selector> {
     })
 }
 
+/// What a parameter of a pagination link escapes: only what would end or change the parameter, so
+/// that ids and patterns (`urn:ngsi-ld:Building:1.*`) read as the client wrote them.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'<')
+    .add(b'>')
+    .add(b'=')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^');
+
 /// A pagination link (4.12 / 6.3.10): the request's parameters with the new offset, sorted by name.
 fn page_link(
     req: &HttpRequest,
@@ -372,9 +547,12 @@ fn page_link(
     params.push(("limit".into(), page.limit.to_string()));
     params.push(("offset".into(), offset.to_string()));
     params.sort();
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
+    let encode = |text: &str| percent_encoding::utf8_percent_encode(text, QUERY_VALUE).to_string();
+    let query = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
     format!(
         "<{}?{query}>; rel=\"{rel}\";type=\"{}\"",
         req.path(),
@@ -409,11 +587,14 @@ async fn respond(
         (_, Some(join)) => Value::Array(
             super::join::render(broker, &info.tenant, &result.entities, join, ctx, opts).await?,
         ),
+        // An entity that pick/omit leaves without any member is not an answer.
         (_, None) => Value::Array(
             result
                 .entities
                 .iter()
-                .map(|e| Value::Object(render::entity(e, ctx, opts)))
+                .map(|e| render::entity(e, ctx, opts))
+                .filter(|e| !e.is_empty())
+                .map(Value::Object)
                 .collect(),
         ),
     };

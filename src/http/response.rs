@@ -53,6 +53,12 @@ pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
             }
         }
     }
+    if let Some(p) = &info.prefer {
+        if super::version::downgrade(&mut body, p.version) {
+            response.status(actix_web::http::StatusCode::NON_AUTHORITATIVE_INFORMATION);
+        }
+        response.insert_header(("Preference-Applied", format!("ngsi-ld={}", p.text)));
+    }
     response
         .content_type(info.accepted.media_type())
         .body(body.to_string())

@@ -243,7 +243,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_temporal(&info.tenant, &selection, &query, page, count)
+        .query_temporal(&info.tenant, selection, &query, page, count)
         .await?;
     let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
     page_headers(&mut response, &req, &info, page, result.seen, count);
@@ -340,7 +340,7 @@ pub async fn post_query(
     let (query, opts) = temporal_query(&info, &ctx, &temporal)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_temporal(&info.tenant, &selection, &query, page, count)
+        .query_temporal(&info.tenant, selection, &query, page, count)
         .await?;
     let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
     page_headers(&mut response, &req, &info, page, result.seen, count);

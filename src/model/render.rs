@@ -5,7 +5,7 @@
 use super::{format_time, AttrKind, Attribute, Entity};
 use crate::ld::ActiveContext;
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The entity representations of clause 4.5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,9 +31,17 @@ pub struct Projection {
     pub omit: HashSet<String>,
     /// `datasetId`: only instances with these datasetIds (`None` stands for the default instance).
     pub dataset_ids: Option<HashSet<Option<String>>>,
+    /// `pick=rel{…}` / `omit=rel{…}` (4.21 with 4.5.23): the projection of the entities joined
+    /// through the Relationship `rel` (expanded); without one they are shown whole.
+    pub linked: HashMap<String, Projection>,
 }
 
 impl Projection {
+    /// The projection of the entities joined through the Relationship `rel`.
+    pub fn of_linked(&self, rel: &str) -> Projection {
+        self.linked.get(rel).cloned().unwrap_or_default()
+    }
+
     /// Whether the member (expanded attribute name, or `id` / `type`) is to be shown.
     pub fn keeps(&self, member: &str) -> bool {
         let core = member == "id" || member == "type";
@@ -58,6 +66,14 @@ pub struct RenderOptions {
     pub lang: Option<String>,
     /// Which members to show.
     pub projection: Projection,
+}
+
+/// expiresAt, a system temporal attribute of entities and attributes (6.3.11): shown like createdAt
+/// and modifiedAt, as a bare DateTime and only with `options=sysAttrs`.
+const EXPIRES_AT: &str = "https://uri.etsi.org/ngsi-ld/expiresAt";
+
+fn system_time(a: &Attribute) -> Value {
+    a.value.get("@value").unwrap_or(&a.value).clone()
 }
 
 /// Renders an entity as a JSON object.
@@ -90,6 +106,16 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
     }
     for (iri, instances) in &e.attrs {
         if !p.keeps(iri) {
+            continue;
+        }
+        if iri == EXPIRES_AT {
+            if let (true, false, Some(a)) = (
+                opts.sys_attrs,
+                opts.format == Format::KeyValues,
+                instances.first(),
+            ) {
+                out.insert("expiresAt".into(), system_time(a));
+            }
             continue;
         }
         match &p.dataset_ids {
@@ -302,6 +328,12 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
         );
     }
     for (iri, sub) in &a.sub {
+        if iri == EXPIRES_AT {
+            if opts.sys_attrs {
+                out.insert("expiresAt".into(), system_time(sub));
+            }
+            continue;
+        }
         out.insert(ctx.compact(iri).into_owned(), instance(sub, ctx, opts));
     }
     if concise && out.len() == 1 && a.kind == AttrKind::Property && !out["value"].is_object() {

@@ -303,6 +303,20 @@ fn parse_coordinates_text(text: &str) -> NgsiResult<Value> {
 
 // ---- query geometry: validation with messages, and conversion ----
 
+/// A reference geometry given as a type and JSON coordinates (for distance ordering, 4.23.3).
+pub fn reference(geometry_type: &str, coordinates: &Value) -> NgsiResult<Geometry<f64>> {
+    let coords = match coordinates {
+        Value::String(text) => parse_coordinates_text(text)?,
+        Value::Array(_) => coordinates.clone(),
+        other => {
+            return Err(bad(format!(
+                "coordinates must be a JSON array such as [8.0,40.0], not {other}"
+            )))
+        }
+    };
+    query_geometry(geometry_type, &coords).map_err(bad)
+}
+
 fn query_geometry(geometry_type: &str, coords: &Value) -> Result<Geometry<f64>, String> {
     let g = match geometry_type {
         "Point" => Geometry::Point(Point(position(coords, "the Point")?)),

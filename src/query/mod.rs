@@ -5,6 +5,7 @@
 
 pub mod boolean;
 pub mod geo;
+pub mod order;
 pub mod q;
 
 use crate::error::{NgsiError, NgsiResult};
@@ -105,18 +106,25 @@ pub struct EntityQuery {
     pub geo: Option<geo::GeoQuery>,
     /// `scopeQ`.
     pub scope: Option<BoolExpr<ScopePattern>>,
+    /// Entity ordering (4.23); `None`: id order.
+    pub order: Option<order::Ordering>,
 }
 
 impl EntityQuery {
     /// Whether the query narrows the entities enough to be run without `local=true` (5.7.2: a type,
-    /// attrs other than system ones, q, geoQ or scopeQ; ids alone do not).
+    /// attrs other than system ones, q on other than system attributes, geoQ or scopeQ; ids alone
+    /// do not).
     pub fn is_restricted(&self) -> bool {
         self.selectors.iter().any(|s| s.types.is_some())
             || self
                 .attrs
                 .iter()
                 .any(|a| !SYSTEM_ATTRIBUTES.contains(&a.as_str()))
-            || self.q.is_some()
+            || self.q.as_ref().is_some_and(|q| {
+                q.attributes()
+                    .iter()
+                    .any(|a| !SYSTEM_ATTRIBUTES.contains(a))
+            })
             || self.geo.is_some()
             || self.scope.is_some()
     }
@@ -124,6 +132,22 @@ impl EntityQuery {
     /// Whether an entity satisfies every selector.
     pub fn matches(&self, e: &Entity) -> bool {
         self.matches_except_geo(e) && self.geo.as_ref().is_none_or(|g| g.matches(e))
+    }
+
+    /// A page `[offset, offset+limit)` of `matches` (every match, in id order) in the query's order,
+    /// and how many matches there are; both stores page ordered queries with it.
+    pub fn ordered_page<E: std::borrow::Borrow<Entity>>(
+        &self,
+        matches: Vec<E>,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<E>, usize) {
+        let total = matches.len();
+        let sorted = match &self.order {
+            Some(order) => order.sort(matches),
+            None => matches,
+        };
+        (sorted.into_iter().skip(offset).take(limit).collect(), total)
     }
 
     /// Every selector but the geoQ, for stores that decided the geoQ with an index.

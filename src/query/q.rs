@@ -54,6 +54,19 @@ pub struct Path {
     /// Member names inside the target's compound value (`[a.b]`); for a LanguageProperty, one
     /// language tag or `*` (any language).
     pub compound: Vec<String>,
+    /// A linked entity path (`managedBy{Building:name}`, 4.9): the attribute is a Relationship and
+    /// the term applies to the entities it points to. The evaluator matches no such term: the
+    /// query service resolves them into the target ids first.
+    pub link: Option<Box<Link>>,
+}
+
+/// The part of a linked entity path inside `{…}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The entity type hint (`Building:`), expanded: only targets of that type count.
+    pub hint: Option<String>,
+    /// The path within the target entity.
+    pub path: Path,
 }
 
 /// The operators of 4.9.
@@ -196,6 +209,22 @@ pub fn parse(q: &str, ctx: &ActiveContext) -> NgsiResult<QExpr> {
     match p.peek() {
         None => Ok(expr),
         Some(_) => Err(p.unexpected("';', '|' or the end of the query")),
+    }
+}
+
+/// Parses a lone attribute path (as in orderBy, 4.23): names expanded with `ctx`, sub-attributes
+/// and members after dots, a compound subitem in brackets.
+pub fn parse_path(text: &str, ctx: &ActiveContext) -> NgsiResult<Path> {
+    let mut p = Parser {
+        src: text,
+        pos: 0,
+        depth: 0,
+        ctx,
+    };
+    let path = p.path()?;
+    match p.peek() {
+        None => Ok(path),
+        Some(_) => Err(p.unexpected("the end of the path")),
     }
 }
 
@@ -351,14 +380,45 @@ impl<'a> Parser<'a> {
         } else {
             Vec::new()
         };
-        if self.peek() == Some('{') {
-            return Err(self.error(self.pos, "linked entity paths ('{') are not supported"));
-        }
+        let link = if compound.is_empty() && self.peek() == Some('{') {
+            Some(Box::new(self.link()?))
+        } else {
+            None
+        };
         Ok(Path {
             attr,
             sub: names,
             compound,
+            link,
         })
+    }
+
+    /// `{[Type:]path}` after a Relationship name.
+    fn link(&mut self) -> NgsiResult<Link> {
+        let open = self.pos;
+        self.pos += 1;
+        if self.depth == MAX_DEPTH {
+            return Err(self.error(
+                open,
+                format_args!("linked entity paths nest deeper than {MAX_DEPTH}"),
+            ));
+        }
+        let rest = self.rest();
+        let hint_len = rest
+            .find(|c: char| !is_name_char(c) || c == ':')
+            .filter(|&i| i > 0 && rest[i..].starts_with(':') && !rest[i..].starts_with("://"));
+        let hint = hint_len.map(|i| {
+            let name = &rest[..i];
+            self.pos += i + 1;
+            self.ctx.expand(name).into_owned()
+        });
+        self.depth += 1;
+        let path = self.path()?;
+        self.depth -= 1;
+        if !self.eat("}") {
+            return Err(self.error(open, "unclosed '{'"));
+        }
+        Ok(Link { hint, path })
     }
 
     /// A dot-separated list of one or more names, each bare (expanded with the context) or in `<…>`
@@ -668,6 +728,57 @@ fn parse_time(s: &str) -> Option<NaiveTime> {
 }
 
 impl QExpr {
+    /// Applies `expandValues` (6.4.3.2): string operands of terms on these attributes (IRIs)
+    /// compare only in their expanded form, every other string operand only as written.
+    pub fn expand_values(&mut self, attrs: &[String]) {
+        fn fix(value: &mut QValue, expand: bool) {
+            match value {
+                QValue::Str(t) if expand => t.text = t.vocab.clone(),
+                QValue::Str(t) => t.vocab = t.text.clone(),
+                QValue::List(items) => items.iter_mut().for_each(|i| fix(i, expand)),
+                QValue::Range(lo, hi) => {
+                    fix(lo, expand);
+                    fix(hi, expand);
+                }
+                _ => {}
+            }
+        }
+        match self {
+            QExpr::And(items) | QExpr::Or(items) => {
+                items.iter_mut().for_each(|i| i.expand_values(attrs))
+            }
+            QExpr::Compare { path, value, .. } => fix(value, attrs.contains(&path.attr)),
+            QExpr::Exists(_) | QExpr::NotExists(_) => {}
+        }
+    }
+
+    /// How many linked entity paths deep the expression reaches (0: none).
+    pub fn link_depth(&self) -> u32 {
+        fn depth(path: &Path) -> u32 {
+            path.link.as_ref().map_or(0, |l| 1 + depth(&l.path))
+        }
+        match self {
+            QExpr::And(items) | QExpr::Or(items) => {
+                items.iter().map(QExpr::link_depth).max().unwrap_or(0)
+            }
+            QExpr::Exists(path) | QExpr::NotExists(path) | QExpr::Compare { path, .. } => {
+                depth(path)
+            }
+        }
+    }
+
+    /// The attributes (IRIs) the expression's terms start from.
+    pub fn attributes(&self) -> Vec<&str> {
+        match self {
+            QExpr::And(items) | QExpr::Or(items) => {
+                items.iter().flat_map(QExpr::attributes).collect()
+            }
+            QExpr::Exists(path) | QExpr::NotExists(path) | QExpr::Compare { path, .. } => {
+                vec![path.attr.as_str()]
+            }
+        }
+    }
+
     /// Whether `e` matches (4.9): a comparison holds when any instance of the attribute (any
     /// datasetId) has a target value satisfying it; without the target element nothing compares,
     /// not even `!=`; values of different data types are unequal and unordered; Relationships and
@@ -699,9 +810,18 @@ impl Path {
     fn targets<'e>(&'e self, e: &'e Entity) -> impl Iterator<Item = Target<'e>> + 'e {
         e.attrs
             .get(&self.attr)
+            .filter(|_| self.link.is_none())
             .into_iter()
             .flatten()
             .filter_map(|i| self.target(i))
+    }
+
+    /// The target values of the entity's first instance that has any (for ordering): the
+    /// elements of an array, the texts of a languageMap, or the one value.
+    pub fn first_values<'e>(&'e self, e: &'e Entity) -> Option<Vec<Cow<'e, Value>>> {
+        self.targets(e)
+            .map(|t| t.values)
+            .find(|values| !values.is_empty())
     }
 
     fn target<'e>(&self, instance: &'e Attribute) -> Option<Target<'e>> {
@@ -898,6 +1018,13 @@ impl fmt::Display for Path {
         if !self.compound.is_empty() {
             write!(f, "[{}]", self.compound.join("."))?;
         }
+        if let Some(link) = &self.link {
+            f.write_str("{")?;
+            if let Some(hint) = &link.hint {
+                write!(f, "{hint}:")?;
+            }
+            write!(f, "{}}}", link.path)?;
+        }
         Ok(())
     }
 }
@@ -1025,6 +1152,7 @@ mod tests {
             attr: format!("{NS}{attr}"),
             sub: vec![],
             compound: vec![],
+            link: None,
         }
     }
 
@@ -1407,6 +1535,7 @@ mod tests {
                 attr: format!("{NS}temperature"),
                 sub: vec![format!("{NS}sensor"), format!("{NS}rawdata")],
                 compound: vec!["airquality".into(), "particulate".into()],
+                link: None,
             })
         );
     }
@@ -1629,7 +1758,8 @@ mod tests {
             ("a[]==1", "q: empty member name in '[]' at position 2"),
             ("a[b..c]==1", "q: empty member name in '[b..c]' at position 2"),
             ("a[b].c==1", "q: unexpected '.' at position 5, expected ';', '|' or the end of the query"),
-            ("sensor{humidity}==40", "q: linked entity paths ('{') are not supported at position 7"),
+            ("sensor{humidity==40", "q: unclosed '{' at position 7"),
+            ("sensor{}==40", "q: unexpected '}' at position 8, expected an attribute name"),
             ("<urn:a", "q: unclosed or empty '<…>' at position 1"),
             ("<>==1", "q: unclosed or empty '<…>' at position 1"),
             ("a~=", "q: unexpected end of query at position 4, expected a regular expression"),
@@ -1639,6 +1769,16 @@ mod tests {
         for (query, expected) in cases {
             assert_eq!(err(query), expected, "{query}");
         }
+        // A linked entity path parses into the Relationship, the type hint and the inner path.
+        let QExpr::Compare { path, .. } = q("sensor{Device:humidity.unitCode}==\"P1\"") else {
+            panic!("a comparison");
+        };
+        let link = path.link.expect("a linked path");
+        assert_eq!(path.attr, format!("{NS}sensor"));
+        assert_eq!(link.hint.as_deref(), Some(format!("{NS}Device").as_str()));
+        assert_eq!(link.path.attr, format!("{NS}humidity"));
+        assert_eq!(link.path.sub, [format!("{CORE}unitCode")]);
+        assert_eq!(q("a{b{c}}").link_depth(), 2);
         let invalid = err("a~=(x");
         assert!(
             invalid.starts_with("q: invalid regular expression \"(x\" (")
@@ -1732,6 +1872,7 @@ mod tests {
                 attr,
                 sub,
                 compound,
+                link: None,
             })
     }
 

@@ -4,9 +4,16 @@
 use super::Broker;
 use crate::error::NgsiResult;
 use crate::model::{AttrKind, Entity};
-use crate::query::EntityQuery;
+use crate::query::boolean::BoolExpr;
+use crate::query::q::{Op, Path, QExpr, QValue, Text};
+use crate::query::{EntityQuery, Selector};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// At most this many entities a linked entity path resolves to.
+const LINK_TARGETS: usize = 100_000;
 
 /// Which page of results a client wants.
 #[derive(Debug, Clone, Copy)]
@@ -48,19 +55,107 @@ pub struct AttributeInfo {
 
 impl Broker {
     /// Runs a query over a tenant's entities; `count` asks for the total number of matches.
+    /// Linked entity paths in q are resolved first (see [`Broker::resolve_links`]).
     pub async fn query_entities(
         &self,
         tenant: &str,
-        query: &EntityQuery,
+        mut query: EntityQuery,
         page: Page,
         count: bool,
     ) -> NgsiResult<QueryResult> {
         self.require_tenant(tenant).await?;
+        if let Some(q) = query.q.as_mut() {
+            self.resolve_links(tenant, q).await?;
+        }
         let (entities, seen) = self
             .store
-            .query(tenant, query, page.offset, page.limit, count)
+            .query(tenant, &query, page.offset, page.limit, count)
             .await?;
         Ok(QueryResult { entities, seen })
+    }
+
+    /// Rewrites every term on a linked entity path (`rel{Type:path} op value`, 4.9) into a term on
+    /// the Relationship itself: `rel==<ids of the entities of that type where "path op value"
+    /// holds>` (a negated existence test becomes "no rel, or rel to none of the entities that have
+    /// path"). Nested links resolve innermost first; the stores then see plain q.
+    pub fn resolve_links<'a>(
+        &'a self,
+        tenant: &'a str,
+        q: &'a mut QExpr,
+    ) -> Pin<Box<dyn Future<Output = NgsiResult<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let (path, negated) = match q {
+                QExpr::And(items) | QExpr::Or(items) => {
+                    for item in items {
+                        self.resolve_links(tenant, item).await?;
+                    }
+                    return Ok(());
+                }
+                QExpr::NotExists(path) => (path, true),
+                QExpr::Exists(path) | QExpr::Compare { path, .. } => (path, false),
+            };
+            let Some(link) = path.link.take() else {
+                return Ok(());
+            };
+            let rel = Path {
+                link: None,
+                ..path.clone()
+            };
+            let mut inner = match &*q {
+                QExpr::Compare { op, value, .. } => QExpr::Compare {
+                    path: link.path.clone(),
+                    op: *op,
+                    value: value.clone(),
+                },
+                _ => QExpr::Exists(link.path.clone()),
+            };
+            self.resolve_links(tenant, &mut inner).await?;
+            let selectors = link
+                .hint
+                .iter()
+                .map(|t| Selector {
+                    types: Some(BoolExpr::Atom(t.clone())),
+                    ..Selector::default()
+                })
+                .collect();
+            let targets = EntityQuery {
+                selectors,
+                q: Some(inner),
+                ..EntityQuery::default()
+            };
+            let (found, _) = self
+                .store
+                .query(tenant, &targets, 0, LINK_TARGETS, false)
+                .await?;
+            let ids = QValue::List(
+                found
+                    .iter()
+                    .map(|e| {
+                        QValue::Str(Text {
+                            text: e.id.clone(),
+                            vocab: e.id.clone(),
+                        })
+                    })
+                    .collect(),
+            );
+            *q = if negated {
+                QExpr::Or(vec![
+                    QExpr::NotExists(rel.clone()),
+                    QExpr::Compare {
+                        path: rel,
+                        op: Op::Ne,
+                        value: ids,
+                    },
+                ])
+            } else {
+                QExpr::Compare {
+                    path: rel,
+                    op: Op::Eq,
+                    value: ids,
+                }
+            };
+            Ok(())
+        })
     }
 
     /// Every entity type in the tenant with its attributes (5.7.5–5.7.7).

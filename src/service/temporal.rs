@@ -361,7 +361,7 @@ impl Broker {
     pub async fn query_temporal(
         &self,
         tenant: &str,
-        selection: &EntityQuery,
+        selection: EntityQuery,
         query: &TemporalQuery,
         page: Page,
         count: bool,

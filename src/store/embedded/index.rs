@@ -131,7 +131,8 @@ impl TenantIndex {
         Plan::Scan
     }
 
-    /// Runs a query: the page `[offset, offset+limit)` of matches in id order, and the number of
+    /// Runs a query: the page `[offset, offset+limit)` of matches in id order (or the query's
+    /// order, which needs every match: `seen` is then the total), and the number of
     /// matches seen: all of them when `count` is asked, otherwise the scan stops at the first match
     /// past the page (enough to know whether a next page exists).
     pub fn query(
@@ -141,24 +142,14 @@ impl TenantIndex {
         limit: usize,
         count: bool,
     ) -> (Vec<Arc<Entity>>, usize) {
-        let mut page = Vec::new();
-        let mut seen = 0usize;
         let plan = self.plan(query);
         let geo_decided = matches!(plan, Plan::GeoIds(_));
-        let mut visit = |e: &Arc<Entity>| -> bool {
-            let hit = if geo_decided {
+        let hit = |e: &Arc<Entity>| {
+            if geo_decided {
                 query.matches_except_geo(e)
             } else {
                 query.matches(e)
-            };
-            if !hit {
-                return true;
             }
-            if seen >= offset && page.len() < limit {
-                page.push(e.clone());
-            }
-            seen += 1;
-            count || seen <= offset + limit
         };
         let candidates: Box<dyn Iterator<Item = &Arc<Entity>>> = match &plan {
             Plan::Ids(ids) | Plan::GeoIds(ids) => {
@@ -166,6 +157,23 @@ impl TenantIndex {
             }
             Plan::Type(ids) => Box::new(ids.iter().filter_map(|id| self.entities.get(id))),
             Plan::Scan => Box::new(self.entities.values()),
+        };
+        if query.order.is_some() {
+            // Another order than ids: every match is needed before the page is known.
+            let matches: Vec<Arc<Entity>> = candidates.filter(|e| hit(e)).cloned().collect();
+            return query.ordered_page(matches, offset, limit);
+        }
+        let mut page = Vec::new();
+        let mut seen = 0usize;
+        let mut visit = |e: &Arc<Entity>| -> bool {
+            if !hit(e) {
+                return true;
+            }
+            if seen >= offset && page.len() < limit {
+                page.push(e.clone());
+            }
+            seen += 1;
+            count || seen <= offset + limit
         };
         for e in candidates {
             if !visit(e) {

@@ -475,6 +475,25 @@ impl PgStore {
         if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
             client.statement_cache.clear();
         }
+        if query.order.is_some() {
+            // Another order than ids: the SQL selects (exactly or a superset), the evaluator decides
+            // and the one comparator both stores share orders every match before paging.
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT body FROM entities WHERE {where_sql} ORDER BY id"
+                ))
+                .await
+                .map_err(db_error)?;
+            let rows = client.query(&statement, &params).await.map_err(db_error)?;
+            let mut matches = Vec::with_capacity(rows.len());
+            for row in rows {
+                let e = decode(&row, 0)?;
+                if t.exact || query.matches(&e) {
+                    matches.push(Arc::new(e));
+                }
+            }
+            return Ok(query.ordered_page(matches, offset, limit));
+        }
         if t.exact {
             let page_sql = format!(
                 "SELECT body FROM entities WHERE {where_sql} ORDER BY id LIMIT ${} OFFSET ${}",
