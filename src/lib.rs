@@ -13,4 +13,5 @@ pub mod query;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod subscription;
 pub mod telemetry;

@@ -40,6 +40,7 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
         store,
         contexts,
         settings,
+        notifier: Default::default(),
     })
 }
 
@@ -57,6 +58,7 @@ pub async fn start_with(
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let broker = web::Data::new(broker(settings, wait).await?);
+    crate::subscription::start(broker.clone().into_inner());
     serve(listener, broker)
 }
 

@@ -31,7 +31,7 @@ struct Write {
 }
 
 /// Characters an id cannot carry unescaped in a path segment (RFC 3986 3.3); `:` stays readable.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+pub(crate) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')

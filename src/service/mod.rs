@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod entities;
 pub mod query;
+pub mod subscriptions;
 
 use crate::config::Settings;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -19,6 +20,8 @@ pub struct Broker {
     pub contexts: ContextLoader,
     /// The effective configuration.
     pub settings: Settings,
+    /// Subscriptions and their notifications.
+    pub notifier: crate::subscription::Notifier,
 }
 
 impl Broker {

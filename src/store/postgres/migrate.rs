@@ -11,6 +11,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../../migrations/0003_order_and_multi_location.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/0005_subscriptions.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

@@ -2,9 +2,11 @@
 //! `location` geometry in a GiST-indexed column, types and scopes in GIN-indexed arrays and the
 //! expanded entity as jsonb. Every write is one transaction (read with FOR UPDATE, decide, write).
 
+pub mod listen;
 pub mod migrate;
 pub mod sql;
 
+use super::changes::{ChangeFeed, RECORD_SQL};
 use super::history::{self, HistoryQuery, InstanceChange, TimeProperty};
 use super::Write;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -25,6 +27,10 @@ use tokio_postgres::NoTls;
 /// Entities in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// Where the listener connects (its own connection, outside the pool).
+    config: tokio_postgres::Config,
+    /// Whether writes record changes (some subscription exists) and where they are delivered.
+    feed: ChangeFeed,
     /// Set once the schema is migrated; until then every operation is 503.
     migrated: Arc<AtomicBool>,
 }
@@ -204,7 +210,7 @@ impl PgStore {
             .parse()
             .map_err(|e| format!("invalid database URL: {e}"))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -219,6 +225,8 @@ impl PgStore {
             .map_err(|e| format!("cannot build the connection pool: {e}"))?;
         Ok(PgStore {
             pool,
+            config,
+            feed: ChangeFeed::default(),
             migrated: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -283,13 +291,28 @@ impl PgStore {
                 )
                 .await
                 .map_err(db_error)?;
-            let current = row.map(|r| decode(r.get(0))).transpose()?;
+            let before: Option<Value> = row.map(|r| r.get(0));
+            let current = before.clone().map(decode).transpose()?;
             let existed = current.is_some();
             let (write, result) = decide(current.as_ref())?;
             let records = match &write {
                 Write::Keep => return Ok(result),
                 Write::Put(e) => history::changes(current.as_ref(), Some(e), e.modified_at),
                 Write::Delete => history::changes(current.as_ref(), None, Utc::now()),
+            };
+            let after = match &write {
+                Write::Put(entity) => Some(
+                    serde_json::to_value(entity).map_err(|e| NgsiError::internal(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            // The change feed's record, announced to every instance at commit.
+            let record_change = async {
+                if !self.feed.wanted() {
+                    return Ok(0);
+                }
+                tx.execute(RECORD_SQL, &[&tenant, &id, &before, &after])
+                    .await
             };
             // The entity, the tenant and every history record of the request, each one statement,
             // pipelined on the transaction's connection.
@@ -304,19 +327,19 @@ impl PgStore {
             match write {
                 Write::Keep => return Ok(result),
                 Write::Delete => {
-                    try_join(
+                    try_join3(
                         tx.execute(
                             "DELETE FROM entities WHERE tenant = $1 AND id = $2",
                             &[&tenant, &id],
                         ),
                         record_history,
+                        record_change,
                     )
                     .await
                     .map_err(db_error)?;
                 }
                 Write::Put(entity) => {
-                    let body = serde_json::to_value(&entity)
-                        .map_err(|e| NgsiError::internal(e.to_string()))?;
+                    let body = after.as_ref();
                     let (location, multi) = location_of(&entity);
                     let params: [&(dyn ToSql + Sync); 10] = [
                         &tenant,
@@ -330,7 +353,8 @@ impl PgStore {
                         &body,
                         &existed,
                     ];
-                    let (written, _, _) = try_join3(
+                    let ((written, _), (_, _)) = try_join(
+                        try_join(
                         tx.execute(
                             "INSERT INTO entities (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body)
                              VALUES ($1, $2, $3, $4, ST_SetSRID(ST_GeomFromGeoJSON($5), 4326), $6, $7, $8, $9)
@@ -345,7 +369,8 @@ impl PgStore {
                             "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
                             &[&tenant],
                         ),
-                        record_history,
+                        ),
+                        try_join(record_history, record_change),
                     )
                     .await
                     .map_err(db_error)?;
@@ -511,4 +536,152 @@ impl PgStore {
             .map(|r| decode(r.get(0)).map(Arc::new))
             .collect()
     }
+
+    /// The feed of committed changes (delivered by the listener, see [`listen`]).
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
+    /// Starts the listener that feeds committed changes of every instance into [`Self::feed`] and
+    /// reports subscriptions changed by any instance.
+    pub fn listen(
+        &self,
+        subscriptions: tokio::sync::mpsc::UnboundedSender<listen::SubscriptionEvent>,
+    ) {
+        tokio::spawn(listen::run(
+            self.config.clone(),
+            self.feed.clone(),
+            subscriptions,
+        ));
+    }
+
+    /// Stores a subscription record (with `create`, only if the id is new: false otherwise) and
+    /// tells every instance; the writing instance (`owner`) takes its lease.
+    pub async fn put_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+        record: &Value,
+        create: bool,
+        owner: &str,
+    ) -> NgsiResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let sql = if create {
+            "INSERT INTO subscriptions (tenant, id, record, owner, lease_until)
+             VALUES ($1, $2, $3, $4, now() + interval '15 seconds') ON CONFLICT DO NOTHING"
+        } else {
+            "INSERT INTO subscriptions (tenant, id, record, owner, lease_until)
+             VALUES ($1, $2, $3, $4, now() + interval '15 seconds')
+             ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record"
+        };
+        let written = tx
+            .execute(sql, &[&tenant, &id, record, &owner])
+            .await
+            .map_err(db_error)?;
+        if written == 0 {
+            return Ok(false);
+        }
+        announce(&tx, tenant, id).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Replaces the delivery statistics of a subscription (no announcement: only its owner
+    /// delivers, and readers read the row).
+    pub async fn save_subscription_stats(
+        &self,
+        tenant: &str,
+        id: &str,
+        stats: &Value,
+    ) -> NgsiResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE subscriptions SET record = jsonb_set(record, '{stats}', $3) WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id, stats],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Removes a subscription and tells every instance; false when there was none.
+    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let removed = tx
+            .execute(
+                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(db_error)?;
+        announce(&tx, tenant, id).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(removed > 0)
+    }
+
+    /// One subscription record.
+    pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Option<Value>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM subscriptions WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Every subscription record of every tenant, as (tenant, record).
+    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, Value)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT tenant, record FROM subscriptions ORDER BY tenant, id",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Renews this instance's subscription leases and takes over those whose lease ran out (their
+    /// owner stopped or lost the database); returns every subscription `owner` now holds.
+    pub async fn claim_subscriptions(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> NgsiResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let seconds = lease.as_secs_f64();
+        let rows = client
+            .query(
+                "UPDATE subscriptions SET owner = $1, lease_until = now() + make_interval(secs => $2)
+                 WHERE owner = $1 OR owner IS NULL OR lease_until < now()
+                 RETURNING tenant, id",
+                &[&owner, &seconds],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// Tells every instance (at commit) that a subscription changed.
+async fn announce(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: &str,
+) -> NgsiResult<()> {
+    let payload = serde_json::json!([tenant, id]).to_string();
+    tx.execute(
+        "SELECT pg_notify('twinlink_subscriptions', $1)",
+        &[&payload],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }

@@ -1,0 +1,68 @@
+//! The change feed: one record per committed entity write (the entity before and after it), handed
+//! to whoever consumes it (the subscription notifier) in commit order per entity. Every write path
+//! of every store ends in [`ChangeFeed::publish`] (embedded, while the writer lock is still held)
+//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL, delivered at commit by
+//! LISTEN/NOTIFY), so that every transport that writes entities triggers notifications the same way.
+
+use crate::model::Entity;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// One committed write of one entity.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The tenant written to.
+    pub tenant: String,
+    /// The entity id.
+    pub id: String,
+    /// The entity as it was before the write (`None`: it was created).
+    pub before: Option<Arc<Entity>>,
+    /// The entity as the write committed it (`None`: it was deleted).
+    pub after: Option<Arc<Entity>>,
+    /// When the write happened (the deletion time for deletions).
+    pub at: DateTime<Utc>,
+}
+
+/// Where stores publish committed changes. Publishing never blocks (an unbounded channel whose
+/// consumer only matches and enqueues); before anyone consumes the feed, changes are dropped.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFeed {
+    sender: Arc<OnceLock<UnboundedSender<Change>>>,
+    wanted: Arc<AtomicBool>,
+}
+
+impl ChangeFeed {
+    /// Whether anyone wants changes (some subscription exists); stores whose recording costs
+    /// something (PostgreSQL) skip it otherwise.
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Acquire)
+    }
+
+    /// Says whether changes are wanted (set by the subscription registry).
+    pub fn set_wanted(&self, wanted: bool) {
+        self.wanted.store(wanted, Ordering::Release);
+    }
+
+    /// Publishes one committed change.
+    pub fn publish(&self, change: Change) {
+        if let Some(sender) = self.sender.get() {
+            // A closed receiver means the broker is shutting down: nothing left to notify.
+            let _ = sender.send(change);
+        }
+    }
+
+    /// The receiving end; there is one consumer, so only the first call gets one.
+    pub fn consume(&self) -> Option<UnboundedReceiver<Change>> {
+        let (tx, rx) = unbounded_channel();
+        self.sender.set(tx).ok().map(|_| rx)
+    }
+}
+
+/// The PostgreSQL statement that records a change inside the write transaction and announces it on
+/// the `twinlink_changes` channel; NOTIFY is delivered at commit, in commit order, to every
+/// listening instance. Parameters: $1 tenant, $2 id, $3 before (jsonb or NULL), $4 after.
+pub const RECORD_SQL: &str = "WITH c AS (
+    INSERT INTO entity_changes (tenant, id, before, after) VALUES ($1, $2, $3, $4) RETURNING seq)
+  SELECT pg_notify('twinlink_changes', seq::text) FROM c";

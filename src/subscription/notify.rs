@@ -1,0 +1,268 @@
+//! What one committed change means for one subscription: whether it matches (the query engine's
+//! evaluator on the committed entity), which trigger it raises, and the entity as the notification
+//! shows it (format, attributes/pick/omit, sysAttrs, lang, deleted attributes as NGSI-LD Null,
+//! previous values with showChanges). Also the Notification envelope (5.2.14).
+
+use super::model::{NotifyAs, Subscription, Trigger};
+use crate::ld::ActiveContext;
+use crate::model::render::{self, Format, Projection, RenderOptions};
+use crate::model::{format_time, AttrKind, Attribute, Entity, NGSI_LD_NULL};
+use crate::store::changes::Change;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+/// Attribute names a write created, changed and removed (by comparing every instance).
+#[derive(Debug, Default)]
+struct Delta {
+    created: Vec<String>,
+    updated: Vec<String>,
+    deleted: Vec<String>,
+    /// Types or scope changed.
+    entity: bool,
+}
+
+fn delta(before: &Entity, after: &Entity) -> Delta {
+    let mut d = Delta {
+        entity: before.types != after.types || before.scope != after.scope,
+        ..Delta::default()
+    };
+    for (name, instances) in &after.attrs {
+        match before.attrs.get(name) {
+            None => d.created.push(name.clone()),
+            Some(old) if old != instances => d.updated.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    d.deleted = before
+        .attrs
+        .keys()
+        .filter(|n| !after.attrs.contains_key(*n))
+        .cloned()
+        .collect();
+    d
+}
+
+/// The entity of a notification for `change`, with the trigger it answers, or None when the
+/// change does not concern the subscription.
+pub fn entity_for(sub: &Subscription, change: &Change) -> Option<(Trigger, Map<String, Value>)> {
+    let current = change.after.as_deref().or(change.before.as_deref())?;
+    if !sub.query.matches(current) {
+        return None;
+    }
+    let watched = |name: &String| sub.watched.is_empty() || sub.watched.contains(name);
+    let has = |set: &[Trigger], t: Trigger| set.contains(&t);
+    let (trigger, nulled, changed): (Trigger, Vec<String>, Vec<String>) =
+        match (change.before.as_deref(), change.after.as_deref()) {
+            (None, Some(after)) => {
+                if !has(&sub.triggers, Trigger::EntityCreated)
+                    || !(sub.watched.is_empty() || after.attrs.keys().any(watched))
+                {
+                    return None;
+                }
+                (Trigger::EntityCreated, Vec::new(), Vec::new())
+            }
+            (Some(before), None) => {
+                let all: Vec<String> = before.attrs.keys().cloned().collect();
+                let relevant: Vec<String> = all.iter().filter(|n| watched(n)).cloned().collect();
+                if has(&sub.triggers, Trigger::EntityDeleted)
+                    && (sub.watched.is_empty() || !relevant.is_empty())
+                {
+                    (Trigger::EntityDeleted, all.clone(), all)
+                } else if has(&sub.triggers, Trigger::AttributeDeleted) && !relevant.is_empty() {
+                    (Trigger::AttributeDeleted, relevant.clone(), relevant)
+                } else {
+                    return None;
+                }
+            }
+            (Some(before), Some(after)) => {
+                let d = delta(before, after);
+                let pick = |names: &[String]| -> Vec<String> {
+                    names.iter().filter(|n| watched(n)).cloned().collect()
+                };
+                let (created, updated, deleted) =
+                    (pick(&d.created), pick(&d.updated), pick(&d.deleted));
+                let any = !created.is_empty()
+                    || !updated.is_empty()
+                    || !deleted.is_empty()
+                    || (d.entity && sub.watched.is_empty());
+                let trigger = [
+                    (Trigger::AttributeCreated, !created.is_empty()),
+                    (Trigger::AttributeUpdated, !updated.is_empty()),
+                    (Trigger::AttributeDeleted, !deleted.is_empty()),
+                    (Trigger::EntityUpdated, any),
+                ]
+                .into_iter()
+                .find(|(t, raised)| *raised && has(&sub.triggers, *t))
+                .map(|(t, _)| t)?;
+                let mut changed = updated;
+                changed.extend(deleted.iter().cloned());
+                (trigger, deleted, changed)
+            }
+            (None, None) => return None,
+        };
+    Some((
+        trigger,
+        show(sub, change, current, trigger, &nulled, &changed),
+    ))
+}
+
+/// The NGSI-LD Null in the value member of an attribute kind.
+fn null_value(kind: AttrKind) -> Value {
+    match kind {
+        AttrKind::LanguageProperty => json!({ "@none": NGSI_LD_NULL }),
+        AttrKind::ListProperty | AttrKind::ListRelationship => json!([NGSI_LD_NULL]),
+        _ => Value::String(NGSI_LD_NULL.into()),
+    }
+}
+
+/// The render options of a subscription's notifications.
+pub fn options(sub: &Subscription) -> RenderOptions {
+    let n = &sub.notification;
+    RenderOptions {
+        format: n.format,
+        sys_attrs: n.sys_attrs,
+        lang: sub.lang.clone(),
+        projection: Projection {
+            attrs: n.attributes.clone(),
+            pick: n.pick.clone(),
+            omit: n.omit.clone(),
+            dataset_ids: None,
+        },
+    }
+}
+
+/// Renders the notified entity: the committed state, deleted attributes (`nulled`) as NGSI-LD
+/// Null instances, previous values of `changed` attributes with showChanges.
+fn show(
+    sub: &Subscription,
+    change: &Change,
+    current: &Entity,
+    trigger: Trigger,
+    nulled: &[String],
+    changed: &[String],
+) -> Map<String, Value> {
+    let before = change.before.as_deref();
+    // A deleted entity shows only what the notification adds to it.
+    let mut shown = match change.after.as_deref() {
+        Some(after) => after.clone(),
+        None => Entity {
+            attrs: Default::default(),
+            ..current.clone()
+        },
+    };
+    for name in nulled {
+        let Some(old) = before.and_then(|b| b.attrs.get(name)) else {
+            continue;
+        };
+        let instances = old
+            .iter()
+            .map(|a| Attribute {
+                kind: a.kind,
+                value: null_value(a.kind),
+                dataset_id: a.dataset_id.clone(),
+                observed_at: None,
+                unit_code: None,
+                object_type: None,
+                created_at: a.created_at,
+                modified_at: a.modified_at,
+                sub: Default::default(),
+            })
+            .collect();
+        shown.attrs.insert(name.clone(), instances);
+    }
+    let opts = options(sub);
+    let ctx = &sub.ctx;
+    let mut out = render::entity(&shown, ctx, &opts);
+    let deleted_at = Value::String(format_time(&change.at));
+    if trigger == Trigger::EntityDeleted || change.after.is_none() {
+        out.insert("deletedAt".into(), deleted_at.clone());
+    }
+    if opts.format == Format::KeyValues {
+        return out;
+    }
+    for name in nulled.iter().chain(changed) {
+        let key = ctx.compact(name).into_owned();
+        let Some(rendered) = out.get_mut(&key) else {
+            continue;
+        };
+        let is_nulled = nulled.contains(name);
+        let previous = before.and_then(|b| b.attrs.get(name));
+        let annotate = |item: &mut Value, dataset_id: Option<&str>| {
+            if !item.is_object() {
+                *item = json!({ "value": item.take() });
+            }
+            let Some(obj) = item.as_object_mut() else {
+                return;
+            };
+            if is_nulled && opts.sys_attrs {
+                obj.insert("deletedAt".into(), deleted_at.clone());
+            }
+            if !sub.notification.show_changes {
+                return;
+            }
+            let old =
+                previous.and_then(|p| p.iter().find(|a| a.dataset_id.as_deref() == dataset_id));
+            if let Some(old) = old {
+                let (member, value) = previous_member(old, ctx);
+                obj.insert(member, value);
+            }
+        };
+        match rendered {
+            Value::Array(items) => {
+                for item in items {
+                    let d = item
+                        .get("datasetId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    annotate(item, d.as_deref());
+                }
+            }
+            item => annotate(item, None),
+        }
+    }
+    out
+}
+
+/// `previousValue` (or previousObject, previousLanguageMap...) of an instance, compacted as its
+/// value member would be.
+fn previous_member(old: &Attribute, ctx: &ActiveContext) -> (String, Value) {
+    let member = old.kind.value_member();
+    let rendered = render::attribute(std::slice::from_ref(old), ctx, &RenderOptions::default());
+    let value = rendered.get(member).cloned().unwrap_or(Value::Null);
+    let mut name = String::from("previous");
+    let mut chars = member.chars();
+    if let Some(first) = chars.next() {
+        name.push(first.to_ascii_uppercase());
+        name.push_str(chars.as_str());
+    }
+    (name, value)
+}
+
+/// The Notification (5.2.14) of `data` for a subscription, with its @context in the body when the
+/// endpoint accepts JSON-LD.
+pub fn envelope(
+    sub: &Subscription,
+    trigger: Option<Trigger>,
+    data: Vec<Value>,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut n = Map::new();
+    n.insert(
+        "id".into(),
+        Value::String(format!("urn:ngsi-ld:Notification:{}", uuid::Uuid::new_v4())),
+    );
+    n.insert("type".into(), Value::String("Notification".into()));
+    n.insert(
+        "subscriptionId".into(),
+        Value::String(sub.record.id.clone()),
+    );
+    n.insert("notifiedAt".into(), Value::String(format_time(&now)));
+    n.insert("data".into(), Value::Array(data));
+    if let Some(t) = trigger {
+        n.insert("triggerReason".into(), Value::String(t.name().into()));
+    }
+    if sub.notification.endpoint.accept == NotifyAs::JsonLd {
+        n.insert("@context".into(), sub.notify_context.clone());
+    }
+    Value::Object(n)
+}
