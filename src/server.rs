@@ -58,18 +58,19 @@ pub async fn start_with(
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let broker = web::Data::new(broker(settings, wait).await?);
-    crate::subscription::start(broker.clone().into_inner());
     serve(listener, broker)
 }
 
 /// Builds the server for a broker on a bound listener (not yet awaited), for callers that keep a
-/// handle on the broker (tests read its store). Returns the bound address.
+/// handle on the broker (tests read its store), and starts the broker's notification machinery
+/// (it needs a running Tokio runtime). Returns the bound address.
 pub fn serve(
     listener: TcpListener,
     broker: web::Data<Broker>,
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
+    crate::subscription::start(broker.clone().into_inner());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())

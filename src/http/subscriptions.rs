@@ -56,7 +56,33 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let ctx = info.context(&broker).await?;
     let record = broker.subscription(&info.tenant, &id).await?;
     let body = parse::render(&record, &ctx, sys_attrs(&info)?, Utc::now());
-    Ok(json_body(&info, body))
+    let mut response = json_body(&info, body);
+    if let Some(applied) = version_preference(&req) {
+        if let Ok(v) = HeaderValue::from_str(&applied) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("preference-applied"), v);
+        }
+    }
+    Ok(response)
+}
+
+/// The `ngsi-ld` version preference of a Prefer header (6.3.6, RFC 7240: names are
+/// case-insensitive, values may be quoted, preferences may carry parameters), as
+/// Preference-Applied reports it. A subscription has no version fallbacks (4.3.6.8 covers entity
+/// data), so it is returned unaltered whatever the version.
+fn version_preference(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all("Prefer")
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .find_map(|pref| {
+            let token = pref.split(';').next()?.trim();
+            let (name, value) = token.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("ngsi-ld")
+                .then(|| format!("ngsi-ld={}", value.trim().trim_matches('"')))
+        })
 }
 
 /// GET /subscriptions (5.8.4), paginated by limit and offset.

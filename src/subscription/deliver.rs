@@ -82,8 +82,11 @@ fn headers(job: &Job) -> Vec<(String, String)> {
 impl Delivery {
     /// Builds the delivery side; outcomes are reported on `outcomes`.
     pub fn new(outcomes: UnboundedSender<Outcome>) -> Delivery {
+        // Title-case header names (Link, Content-Type, receiverInfo keys as given): receivers
+        // that compare header names case-sensitively still find them.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
+            .http1_title_case_headers()
             .build()
             .unwrap_or_default();
         Delivery {

@@ -18,7 +18,7 @@ use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -105,7 +105,11 @@ impl Notifier {
             sub,
         });
         if let Some(seconds) = live.sub.time_interval {
-            let task = tokio::spawn(periodic(broker.clone(), live.clone(), seconds));
+            let task = tokio::spawn(periodic(
+                Arc::downgrade(broker),
+                Arc::downgrade(&live),
+                seconds,
+            ));
             if let Ok(mut p) = live.periodic.lock() {
                 *p = Some(task);
             }
@@ -156,7 +160,7 @@ impl Notifier {
     }
 
     /// Applies a delivery outcome to the statistics and saves them (in the background).
-    fn on_outcome(&self, store: &Arc<Broker>, outcome: Outcome) {
+    fn on_outcome(&self, broker: &Arc<Broker>, outcome: Outcome) {
         let (tenant, id) = &outcome.subscription;
         let Some(live) = self.get(tenant, id) else {
             return;
@@ -180,7 +184,7 @@ impl Notifier {
             }
             s.clone()
         };
-        let broker = store.clone();
+        let broker = broker.clone();
         let (tenant, id) = (tenant.clone(), id.clone());
         tokio::spawn(async move {
             let value = serde_json::to_value(&stats).unwrap_or_default();
@@ -221,12 +225,16 @@ fn job(sub: &Subscription, body: serde_json::Value) -> Job {
     }
 }
 
-/// Every `seconds`, notifies every entity the subscription selects (timeInterval).
-async fn periodic(broker: Arc<Broker>, live: Arc<Live>, seconds: f64) {
+/// Every `seconds`, notifies every entity the subscription selects (timeInterval). Holds the
+/// broker and the subscription weakly: it ends with either.
+async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(seconds));
     ticks.tick().await;
     loop {
         ticks.tick().await;
+        let (Some(broker), Some(live)) = (broker.upgrade(), live.upgrade()) else {
+            return;
+        };
         let sub = &live.sub;
         let notifier = &broker.notifier;
         if !sub.is_live(Utc::now()) || !notifier.owns(&(sub.tenant.clone(), sub.record.id.clone()))
@@ -343,15 +351,20 @@ pub fn start(broker: Arc<Broker>) {
         .lock()
         .ok()
         .and_then(|mut o| o.take());
+    // Background tasks hold the broker weakly, so that a stopped server releases its store.
+    let weak = Arc::downgrade(&broker);
     if let Store::Postgres(pg) = &broker.store {
         if let Ok(mut owned) = broker.notifier.owned.write() {
             *owned = Some(HashSet::new());
         }
         let (tx, mut events) = unbounded_channel();
         pg.listen(tx);
-        let b = broker.clone();
+        let w = weak.clone();
         tokio::spawn(async move {
             while let Some((tenant, id)) = events.recv().await {
+                let Some(b) = w.upgrade() else {
+                    return;
+                };
                 let result = if tenant.is_empty() && id.is_empty() {
                     load_all(&b).await;
                     Ok(())
@@ -363,46 +376,54 @@ pub fn start(broker: Arc<Broker>) {
                 }
             }
         });
-        let b = broker.clone();
+        let w = weak.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(LEASE / 3);
             loop {
                 ticks.tick().await;
+                let Some(b) = w.upgrade() else {
+                    return;
+                };
                 let Store::Postgres(pg) = &b.store else {
                     return;
                 };
-                match pg.claim_subscriptions(&b.notifier.instance, LEASE).await {
-                    Ok(held) => {
-                        if let Ok(mut owned) = b.notifier.owned.write() {
-                            *owned = Some(held.into_iter().collect());
-                        }
-                    }
-                    Err(e) => {
+                let held = pg
+                    .claim_subscriptions(&b.notifier.instance, LEASE)
+                    .await
+                    .unwrap_or_else(|e| {
                         // Without the database this instance cannot know its leases: it stops
                         // notifying rather than risk notifying twice.
                         tracing::debug!(error = %e, "renewing subscription leases failed");
-                        if let Ok(mut owned) = b.notifier.owned.write() {
-                            *owned = Some(HashSet::new());
-                        }
-                    }
-                }
+                        Vec::new()
+                    });
+                let set: HashSet<Key> = held.into_iter().collect();
+                if let Ok(mut owned) = b.notifier.owned.write() {
+                    *owned = Some(set);
+                };
             }
         });
     }
-    let b = broker.clone();
+    let w = weak.clone();
     tokio::spawn(async move {
-        load_all(&b).await;
+        if let Some(b) = w.upgrade() {
+            load_all(&b).await;
+        }
     });
-    let b = broker.clone();
+    let w = weak.clone();
     tokio::spawn(async move {
         while let Some(change) = changes.recv().await {
+            let Some(b) = w.upgrade() else {
+                return;
+            };
             b.notifier.on_change(&change);
         }
     });
     if let Some(mut outcomes) = outcomes {
-        let b = broker;
         tokio::spawn(async move {
             while let Some(outcome) = outcomes.recv().await {
+                let Some(b) = weak.upgrade() else {
+                    return;
+                };
                 b.notifier.on_outcome(&b, outcome);
             }
         });

@@ -67,7 +67,13 @@ pub fn entity_for(sub: &Subscription, change: &Change) -> Option<(Trigger, Map<S
                 if has(&sub.triggers, Trigger::EntityDeleted)
                     && (sub.watched.is_empty() || !relevant.is_empty())
                 {
-                    (Trigger::EntityDeleted, all.clone(), all)
+                    // The deleted attributes are shown only to give their previous values.
+                    let shown = if sub.notification.show_changes {
+                        all
+                    } else {
+                        Vec::new()
+                    };
+                    (Trigger::EntityDeleted, shown.clone(), shown)
                 } else if has(&sub.triggers, Trigger::AttributeDeleted) && !relevant.is_empty() {
                     (Trigger::AttributeDeleted, relevant.clone(), relevant)
                 } else {
@@ -178,6 +184,18 @@ fn show(
         out.insert("deletedAt".into(), deleted_at.clone());
     }
     if opts.format == Format::KeyValues {
+        // keyValues drops system attributes of attributes, but sysAttrs still asks for the
+        // entity's own.
+        if opts.sys_attrs {
+            out.insert(
+                "createdAt".into(),
+                Value::String(format_time(&shown.created_at)),
+            );
+            out.insert(
+                "modifiedAt".into(),
+                Value::String(format_time(&shown.modified_at)),
+            );
+        }
         return out;
     }
     for name in nulled.iter().chain(changed) {
@@ -257,11 +275,21 @@ pub fn envelope(
         Value::String(sub.record.id.clone()),
     );
     n.insert("notifiedAt".into(), Value::String(format_time(&now)));
+    let json_ld = sub.notification.endpoint.accept == NotifyAs::JsonLd;
+    let data = data
+        .into_iter()
+        .map(|mut e| {
+            if let (true, Some(obj)) = (json_ld, e.as_object_mut()) {
+                obj.insert("@context".into(), sub.notify_context.clone());
+            }
+            e
+        })
+        .collect();
     n.insert("data".into(), Value::Array(data));
     if let Some(t) = trigger {
         n.insert("triggerReason".into(), Value::String(t.name().into()));
     }
-    if sub.notification.endpoint.accept == NotifyAs::JsonLd {
+    if json_ld {
         n.insert("@context".into(), sub.notify_context.clone());
     }
     Value::Object(n)

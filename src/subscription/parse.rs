@@ -342,12 +342,14 @@ fn endpoint(value: &Value) -> NgsiResult<Endpoint> {
         Some(Ok("application/json")) => NotifyAs::Json,
         Some(Ok("application/ld+json")) => NotifyAs::JsonLd,
         Some(Ok("application/geo+json")) => NotifyAs::GeoJson,
-        Some(Ok(other)) => return Err(bad(
-            "notification.endpoint.accept",
-            format!(
+        Some(Ok(other)) => {
+            return Err(bad(
+                "notification.endpoint.accept",
+                format!(
                 "'{other}' is not application/json, application/ld+json or application/geo+json"
             ),
-        )),
+            ))
+        }
         Some(Err(e)) => return Err(e),
     };
     let timeout_ms = match value.get("timeout") {
@@ -389,6 +391,12 @@ fn set_of(value: Option<&Value>) -> Option<HashSet<String>> {
             .map(str::to_string)
             .collect()
     })
+}
+
+fn percent_decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Checks the rules between members and compiles a stored record. `ctx` is the subscription's
@@ -486,8 +494,10 @@ pub fn compile(
     let query = EntityQuery {
         selectors,
         attrs: Vec::new(),
+        // q travels in a JSON body, yet subscribers often write it URL-encoded (%20 for a space)
+        // as in a query string: it is decoded the same way.
         q: text("q")
-            .map(|q| query::q::parse(q, &ctx))
+            .map(|q| query::q::parse(&percent_decoded(q), &ctx))
             .transpose()
             .map_err(|e| bad("q", e.detail))?,
         geo: doc
