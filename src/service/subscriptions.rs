@@ -56,7 +56,7 @@ impl Broker {
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         if !self
             .store
-            .put_subscription(tenant, &id, &value, true, &self.notifier.instance)
+            .put_subscription(tenant, &id, &value, true)
             .await?
         {
             return Err(NgsiError::new(
@@ -64,8 +64,8 @@ impl Broker {
                 format!("a subscription with id '{id}' exists already"),
             ));
         }
-        subscription::take_ownership(self, tenant, &id);
         self.notifier.register(self, sub);
+        subscription::claim_now(self).await;
         Ok(id)
     }
 
@@ -137,7 +137,7 @@ impl Broker {
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         self.store
-            .put_subscription(tenant, id, &value, false, &self.notifier.instance)
+            .put_subscription(tenant, id, &value, false)
             .await?;
         self.notifier.register(self, sub);
         Ok(())

@@ -6,7 +6,6 @@
 
 use crate::model::Entity;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -30,21 +29,9 @@ pub struct Change {
 #[derive(Debug, Clone, Default)]
 pub struct ChangeFeed {
     sender: Arc<OnceLock<UnboundedSender<Change>>>,
-    wanted: Arc<AtomicBool>,
 }
 
 impl ChangeFeed {
-    /// Whether anyone wants changes (some subscription exists); stores whose recording costs
-    /// something (PostgreSQL) skip it otherwise.
-    pub fn wanted(&self) -> bool {
-        self.wanted.load(Ordering::Acquire)
-    }
-
-    /// Says whether changes are wanted (set by the subscription registry).
-    pub fn set_wanted(&self, wanted: bool) {
-        self.wanted.store(wanted, Ordering::Release);
-    }
-
     /// Publishes one committed change.
     pub fn publish(&self, change: Change) {
         if let Some(sender) = self.sender.get() {
@@ -62,7 +49,11 @@ impl ChangeFeed {
 
 /// The PostgreSQL statement that records a change inside the write transaction and announces it on
 /// the `twinlink_changes` channel; NOTIFY is delivered at commit, in commit order, to every
-/// listening instance. Parameters: $1 tenant, $2 id, $3 before (jsonb or NULL), $4 after.
+/// listening instance. Nothing is recorded in a tenant without subscriptions (decided in the
+/// statement, so a subscription created by any instance counts at once). Parameters: $1 tenant,
+/// $2 id, $3 before (jsonb or NULL), $4 after.
 pub const RECORD_SQL: &str = "WITH c AS (
-    INSERT INTO entity_changes (tenant, id, before, after) VALUES ($1, $2, $3, $4) RETURNING seq)
+    INSERT INTO entity_changes (tenant, id, before, after)
+    SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM subscriptions WHERE tenant = $1)
+    RETURNING seq)
   SELECT pg_notify('twinlink_changes', seq::text) FROM c";

@@ -118,21 +118,20 @@ impl Store {
     }
 
     /// Stores a subscription record (JSON); with `create`, only when the id is new (false
-    /// otherwise). `owner` is the instance that will notify for it (PostgreSQL).
+    /// otherwise).
     pub async fn put_subscription(
         &self,
         tenant: &str,
         id: &str,
         record: &serde_json::Value,
         create: bool,
-        owner: &str,
     ) -> NgsiResult<bool> {
         match self {
             Store::Embedded(s) => {
                 let bytes = serde_json::to_vec(record).map_err(undecodable)?;
                 s.put_subscription(tenant, id, bytes, create).await
             }
-            Store::Postgres(s) => s.put_subscription(tenant, id, record, create, owner).await,
+            Store::Postgres(s) => s.put_subscription(tenant, id, record, create).await,
         }
     }
 

@@ -1,8 +1,8 @@
 //! Subscriptions and notifications (clause 5.8): the registry of compiled subscriptions of every
 //! tenant, the consumer of the store's change feed that matches each committed change against them
 //! and hands notifications to delivery, periodic (timeInterval) notifications, delivery statistics
-//! and, on PostgreSQL, which instance notifies for which subscription (leases). See
-//! docs/subscriptions.md.
+//! and, on PostgreSQL, which instance notifies for which subscription (advisory locks held by the
+//! change listener). See docs/subscriptions.md.
 
 pub mod deliver;
 pub mod model;
@@ -13,6 +13,7 @@ pub mod parse;
 use crate::error::NgsiResult;
 use crate::service::Broker;
 use crate::store::changes::Change;
+use crate::store::postgres::listen::Event;
 use crate::store::Store;
 use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
@@ -21,9 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-/// How long a PostgreSQL subscription lease lasts; renewed every third of it.
-const LEASE: Duration = Duration::from_secs(15);
 
 /// A registered subscription and its run-time state.
 pub struct Live {
@@ -49,8 +47,6 @@ type Key = (String, String);
 
 /// The subscriptions of this broker instance and their notification machinery.
 pub struct Notifier {
-    /// This instance's name (lease owner).
-    pub instance: String,
     subs: RwLock<HashMap<String, HashMap<String, Arc<Live>>>>,
     /// The subscriptions this instance notifies for; None: all of them (one instance, embedded).
     owned: RwLock<Option<HashSet<Key>>>,
@@ -62,7 +58,6 @@ impl Default for Notifier {
     fn default() -> Self {
         let (tx, rx) = unbounded_channel();
         Notifier {
-            instance: format!("twinlink-{}", uuid::Uuid::new_v4().simple()),
             subs: RwLock::new(HashMap::new()),
             owned: RwLock::new(None),
             delivery: Delivery::new(tx),
@@ -117,7 +112,6 @@ impl Notifier {
         if let Ok(mut subs) = self.subs.write() {
             subs.entry(key.0).or_default().insert(key.1, live);
         }
-        broker.store.feed().set_wanted(true);
     }
 
     /// Forgets a subscription.
@@ -361,45 +355,23 @@ pub fn start(broker: Arc<Broker>) {
         pg.listen(tx);
         let w = weak.clone();
         tokio::spawn(async move {
-            while let Some((tenant, id)) = events.recv().await {
+            while let Some(event) = events.recv().await {
                 let Some(b) = w.upgrade() else {
                     return;
                 };
-                let result = if tenant.is_empty() && id.is_empty() {
-                    load_all(&b).await;
-                    Ok(())
-                } else {
-                    reload(&b, &tenant, &id).await
-                };
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, subscription = %id, "reloading a subscription failed");
+                match event {
+                    Event::Owned(held) => {
+                        if let Ok(mut owned) = b.notifier.owned.write() {
+                            *owned = Some(held);
+                        }
+                    }
+                    Event::ReloadAll => load_all(&b).await,
+                    Event::Changed(tenant, id) => {
+                        if let Err(e) = reload(&b, &tenant, &id).await {
+                            tracing::warn!(error = %e, subscription = %id, "reloading a subscription failed");
+                        }
+                    }
                 }
-            }
-        });
-        let w = weak.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(LEASE / 3);
-            loop {
-                ticks.tick().await;
-                let Some(b) = w.upgrade() else {
-                    return;
-                };
-                let Store::Postgres(pg) = &b.store else {
-                    return;
-                };
-                let held = pg
-                    .claim_subscriptions(&b.notifier.instance, LEASE)
-                    .await
-                    .unwrap_or_else(|e| {
-                        // Without the database this instance cannot know its leases: it stops
-                        // notifying rather than risk notifying twice.
-                        tracing::debug!(error = %e, "renewing subscription leases failed");
-                        Vec::new()
-                    });
-                let set: HashSet<Key> = held.into_iter().collect();
-                if let Ok(mut owned) = b.notifier.owned.write() {
-                    *owned = Some(set);
-                };
             }
         });
     }
@@ -430,12 +402,14 @@ pub fn start(broker: Arc<Broker>) {
     }
 }
 
-/// Marks a subscription created or updated by this instance as owned by it (PostgreSQL: the
-/// writer took the lease) so that it notifies at once, before the next lease round.
-pub fn take_ownership(broker: &Broker, tenant: &str, id: &str) {
-    if let Ok(mut owned) = broker.notifier.owned.write() {
-        if let Some(set) = owned.as_mut() {
-            set.insert((tenant.to_string(), id.to_string()));
+/// On PostgreSQL, has the listener claim a subscription this instance just stored, so that it is
+/// notified for from the next write on (not only after the next claim round).
+pub async fn claim_now(broker: &Broker) {
+    if let Store::Postgres(pg) = &broker.store {
+        if let Some(held) = pg.claim_now().await {
+            if let Ok(mut owned) = broker.notifier.owned.write() {
+                *owned = Some(held);
+            }
         }
     }
 }

@@ -29,8 +29,12 @@ pub struct PgStore {
     pool: Pool,
     /// Where the listener connects (its own connection, outside the pool).
     config: tokio_postgres::Config,
-    /// Whether writes record changes (some subscription exists) and where they are delivered.
+    /// Where the listener delivers committed changes.
     feed: ChangeFeed,
+    /// Alive as long as the store: the listener ends (and its locks go) when the store is dropped.
+    alive: Arc<()>,
+    /// Claim requests to the listener (set by [`Self::listen`]).
+    claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<listen::ClaimRequest>>,
     /// Set once the schema is migrated; until then every operation is 503.
     migrated: Arc<AtomicBool>,
 }
@@ -227,6 +231,8 @@ impl PgStore {
             pool,
             config,
             feed: ChangeFeed::default(),
+            alive: Arc::new(()),
+            claims: std::sync::OnceLock::new(),
             migrated: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -307,13 +313,8 @@ impl PgStore {
                 _ => None,
             };
             // The change feed's record, announced to every instance at commit.
-            let record_change = async {
-                if !self.feed.wanted() {
-                    return Ok(0);
-                }
-                tx.execute(RECORD_SQL, &[&tenant, &id, &before, &after])
-                    .await
-            };
+            let change_params: [&(dyn ToSql + Sync); 4] = [&tenant, &id, &before, &after];
+            let record_change = tx.execute(RECORD_SQL, &change_params);
             // The entity, the tenant and every history record of the request, each one statement,
             // pipelined on the transaction's connection.
             let columns = HistoryColumns::new(&records);
@@ -542,41 +543,55 @@ impl PgStore {
         &self.feed
     }
 
-    /// Starts the listener that feeds committed changes of every instance into [`Self::feed`] and
-    /// reports subscriptions changed by any instance.
-    pub fn listen(
-        &self,
-        subscriptions: tokio::sync::mpsc::UnboundedSender<listen::SubscriptionEvent>,
-    ) {
+    /// Starts the listener that feeds committed changes of every instance into [`Self::feed`],
+    /// reports subscriptions changed by any instance and which ones this instance owns. It ends
+    /// when the store is dropped.
+    pub fn listen(&self, events: tokio::sync::mpsc::UnboundedSender<listen::Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if self.claims.set(tx).is_err() {
+            return;
+        }
         tokio::spawn(listen::run(
             self.config.clone(),
             self.feed.clone(),
-            subscriptions,
+            events,
+            rx,
+            Arc::downgrade(&self.alive),
         ));
     }
 
+    /// Asks the listener to claim unowned subscriptions at once (after this instance created
+    /// one); returns those this instance now holds, or None when the listener does not answer
+    /// within two seconds.
+    pub async fn claim_now(&self) -> Option<std::collections::HashSet<(String, String)>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.claims.get()?.send(reply).ok()?;
+        tokio::time::timeout(Duration::from_secs(2), answer)
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Stores a subscription record (with `create`, only if the id is new: false otherwise) and
-    /// tells every instance; the writing instance (`owner`) takes its lease.
+    /// tells every instance.
     pub async fn put_subscription(
         &self,
         tenant: &str,
         id: &str,
         record: &Value,
         create: bool,
-        owner: &str,
     ) -> NgsiResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let sql = if create {
-            "INSERT INTO subscriptions (tenant, id, record, owner, lease_until)
-             VALUES ($1, $2, $3, $4, now() + interval '15 seconds') ON CONFLICT DO NOTHING"
+            "INSERT INTO subscriptions (tenant, id, record) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING"
         } else {
-            "INSERT INTO subscriptions (tenant, id, record, owner, lease_until)
-             VALUES ($1, $2, $3, $4, now() + interval '15 seconds')
+            "INSERT INTO subscriptions (tenant, id, record) VALUES ($1, $2, $3)
              ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record"
         };
         let written = tx
-            .execute(sql, &[&tenant, &id, record, &owner])
+            .execute(sql, &[&tenant, &id, record])
             .await
             .map_err(db_error)?;
         if written == 0 {
@@ -642,27 +657,6 @@ impl PgStore {
             .query(
                 "SELECT tenant, record FROM subscriptions ORDER BY tenant, id",
                 &[],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    /// Renews this instance's subscription leases and takes over those whose lease ran out (their
-    /// owner stopped or lost the database); returns every subscription `owner` now holds.
-    pub async fn claim_subscriptions(
-        &self,
-        owner: &str,
-        lease: Duration,
-    ) -> NgsiResult<Vec<(String, String)>> {
-        let client = self.client().await?;
-        let seconds = lease.as_secs_f64();
-        let rows = client
-            .query(
-                "UPDATE subscriptions SET owner = $1, lease_until = now() + make_interval(secs => $2)
-                 WHERE owner = $1 OR owner IS NULL OR lease_until < now()
-                 RETURNING tenant, id",
-                &[&owner, &seconds],
             )
             .await
             .map_err(db_error)?;
