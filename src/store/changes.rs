@@ -1,8 +1,9 @@
 //! The change feed: one record per committed entity write (the entity before and after it), handed
 //! to whoever consumes it (the subscription notifier) in commit order per entity. Every write path
 //! of every store ends in [`ChangeFeed::publish`] (embedded, while the writer lock is still held)
-//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL, delivered at commit by
-//! LISTEN/NOTIFY), so that every transport that writes entities triggers notifications the same way.
+//! or in `postgres::record_change` ([`RECORD_SQL`]) inside the write transaction (PostgreSQL,
+//! delivered at commit by LISTEN/NOTIFY), so that every transport that writes entities triggers
+//! notifications the same way.
 
 use crate::model::Entity;
 use chrono::{DateTime, Utc};

@@ -125,13 +125,17 @@ impl Delivery {
         let (tx, mut rx) = channel::<Job>(QUEUE);
         let (http, mqtt, outcomes) = (self.http.clone(), self.mqtt.clone(), self.outcomes.clone());
         tokio::spawn(async move {
+            // While a receiver is down (its last notification failed after every retry), further
+            // notifications get one attempt each, so that the queue behind it drains.
+            let mut down = false;
             while let Some(job) = rx.recv().await {
                 let at = Utc::now();
                 let result = if job.endpoint.is_mqtt() {
                     mqtt.publish(&job.endpoint, mqtt_payload(&job)).await
                 } else {
-                    post(&http, &job).await
+                    post(&http, &job, if down { 1 } else { ATTEMPTS }).await
                 };
+                down = result.is_err();
                 if let Err(e) = &result {
                     tracing::warn!(endpoint = %job.endpoint.uri, error = %e, "notification failed");
                 }
@@ -163,9 +167,9 @@ fn destination(e: &Endpoint) -> String {
     }
 }
 
-/// POSTs the notification, retrying (with backoff) failures that may pass: connection errors,
-/// timeouts and 5xx answers.
-async fn post(http: &reqwest::Client, job: &Job) -> Result<(), String> {
+/// POSTs the notification in up to `attempts` attempts, retrying (with backoff) failures that
+/// may pass: connection errors, timeouts and 5xx answers.
+async fn post(http: &reqwest::Client, job: &Job, attempts: u32) -> Result<(), String> {
     let timeout = job
         .endpoint
         .timeout_ms
@@ -173,7 +177,7 @@ async fn post(http: &reqwest::Client, job: &Job) -> Result<(), String> {
     let body = job.body.to_string();
     let mut delay = Duration::from_millis(250);
     let mut last = String::new();
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=attempts {
         let mut request = http
             .post(job.endpoint.uri.clone())
             .timeout(timeout)
@@ -189,7 +193,7 @@ async fn post(http: &reqwest::Client, job: &Job) -> Result<(), String> {
             Ok(r) => last = format!("the receiver answered {}", r.status()),
             Err(e) => last = crate::store::postgres::with_causes(&e),
         }
-        if attempt < ATTEMPTS {
+        if attempt < attempts {
             tokio::time::sleep(delay).await;
             delay *= 4;
         }

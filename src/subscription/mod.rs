@@ -45,6 +45,9 @@ impl Drop for Live {
 
 type Key = (String, String);
 
+/// How often changed delivery statistics are saved to the store.
+const STATS_FLUSH: Duration = Duration::from_millis(500);
+
 /// The subscriptions of this broker instance and their notification machinery.
 pub struct Notifier {
     subs: RwLock<HashMap<String, HashMap<String, Arc<Live>>>>,
@@ -52,6 +55,8 @@ pub struct Notifier {
     owned: RwLock<Option<HashSet<Key>>>,
     delivery: Delivery,
     outcomes: Mutex<Option<UnboundedReceiver<Outcome>>>,
+    /// Subscriptions whose statistics changed since the last flush.
+    dirty: Mutex<HashSet<Key>>,
 }
 
 impl Default for Notifier {
@@ -62,6 +67,7 @@ impl Default for Notifier {
             owned: RwLock::new(None),
             delivery: Delivery::new(tx),
             outcomes: Mutex::new(Some(rx)),
+            dirty: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -153,13 +159,13 @@ impl Notifier {
         }
     }
 
-    /// Applies a delivery outcome to the statistics and saves them (in the background).
-    fn on_outcome(&self, broker: &Arc<Broker>, outcome: Outcome) {
+    /// Applies a delivery outcome to the statistics; they are saved by the next flush.
+    fn on_outcome(&self, outcome: Outcome) {
         let (tenant, id) = &outcome.subscription;
         let Some(live) = self.get(tenant, id) else {
             return;
         };
-        let stats = {
+        {
             let Ok(mut s) = live.stats.lock() else {
                 return;
             };
@@ -176,11 +182,23 @@ impl Notifier {
                     s.status = Some("failed".into());
                 }
             }
-            s.clone()
+        }
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.insert(outcome.subscription);
+        }
+    }
+
+    /// Saves the statistics changed since the last flush (one store write per subscription, however
+    /// many notifications it sent meanwhile).
+    async fn flush_stats(&self, broker: &Broker) {
+        let keys: Vec<Key> = match self.dirty.lock() {
+            Ok(mut dirty) => dirty.drain().collect(),
+            Err(_) => return,
         };
-        let broker = broker.clone();
-        let (tenant, id) = (tenant.clone(), id.clone());
-        tokio::spawn(async move {
+        for (tenant, id) in keys {
+            let Some(stats) = self.stats(&tenant, &id) else {
+                continue;
+            };
             let value = serde_json::to_value(&stats).unwrap_or_default();
             if let Err(e) = broker
                 .store
@@ -189,7 +207,7 @@ impl Notifier {
             {
                 tracing::warn!(error = %e, subscription = %id, "saving notification statistics failed");
             }
-        });
+        }
     }
 }
 
@@ -391,15 +409,26 @@ pub fn start(broker: Arc<Broker>) {
         }
     });
     if let Some(mut outcomes) = outcomes {
+        let w = weak.clone();
         tokio::spawn(async move {
             while let Some(outcome) = outcomes.recv().await {
-                let Some(b) = weak.upgrade() else {
+                let Some(b) = w.upgrade() else {
                     return;
                 };
-                b.notifier.on_outcome(&b, outcome);
+                b.notifier.on_outcome(outcome);
             }
         });
     }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(STATS_FLUSH);
+        loop {
+            ticks.tick().await;
+            let Some(b) = weak.upgrade() else {
+                return;
+            };
+            b.notifier.flush_stats(&b).await;
+        }
+    });
 }
 
 /// On PostgreSQL, has the listener claim a subscription this instance just stored, so that it is

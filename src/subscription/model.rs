@@ -202,6 +202,8 @@ pub struct NotificationSpec {
     pub show_changes: bool,
     /// Include system attributes.
     pub sys_attrs: bool,
+    /// The subscription's `datasetId`: only these instances (None: the default instance).
+    pub dataset_ids: Option<HashSet<Option<String>>>,
     /// Where to send.
     pub endpoint: Endpoint,
 }

@@ -21,24 +21,41 @@ struct Delta {
     entity: bool,
 }
 
+/// The instances of `old` whose datasetId `new` no longer has.
+fn removed<'a>(old: &'a [Attribute], new: Option<&[Attribute]>) -> Vec<&'a Attribute> {
+    old.iter()
+        .filter(|o| !new.is_some_and(|n| n.iter().any(|a| a.dataset_id == o.dataset_id)))
+        .collect()
+}
+
+/// An attribute was deleted when any of its instances was; updated when a remaining instance
+/// changed or one was added.
 fn delta(before: &Entity, after: &Entity) -> Delta {
     let mut d = Delta {
         entity: before.types != after.types || before.scope != after.scope,
         ..Delta::default()
     };
     for (name, instances) in &after.attrs {
-        match before.attrs.get(name) {
-            None => d.created.push(name.clone()),
-            Some(old) if old != instances => d.updated.push(name.clone()),
-            Some(_) => {}
+        let Some(old) = before.attrs.get(name) else {
+            d.created.push(name.clone());
+            continue;
+        };
+        let gone = removed(old, Some(instances));
+        let kept: Vec<&Attribute> = old.iter().filter(|o| !gone.contains(o)).collect();
+        if !gone.is_empty() {
+            d.deleted.push(name.clone());
+        }
+        if kept.len() != instances.len() || kept.iter().zip(instances).any(|(k, a)| *k != a) {
+            d.updated.push(name.clone());
         }
     }
-    d.deleted = before
-        .attrs
-        .keys()
-        .filter(|n| !after.attrs.contains_key(*n))
-        .cloned()
-        .collect();
+    d.deleted.extend(
+        before
+            .attrs
+            .keys()
+            .filter(|n| !after.attrs.contains_key(*n))
+            .cloned(),
+    );
     d
 }
 
@@ -132,7 +149,7 @@ pub fn options(sub: &Subscription) -> RenderOptions {
             attrs: n.attributes.clone(),
             pick: n.pick.clone(),
             omit: n.omit.clone(),
-            dataset_ids: None,
+            dataset_ids: n.dataset_ids.clone(),
         },
     }
 }
@@ -160,12 +177,21 @@ fn show(
         let Some(old) = before.and_then(|b| b.attrs.get(name)) else {
             continue;
         };
-        let instances = old
-            .iter()
+        let remaining = shown.attrs.get(name).map(Vec::as_slice);
+        let mut gone = removed(old, remaining);
+        if remaining.is_none() {
+            // The whole attribute went: one NGSI-LD Null stands for it (the default instance's
+            // when there was one).
+            gone.sort_by_key(|a| a.dataset_id.is_some());
+            gone.truncate(1);
+        }
+        let whole = remaining.is_none();
+        let gone: Vec<Attribute> = gone
+            .into_iter()
             .map(|a| Attribute {
                 kind: a.kind,
                 value: null_value(a.kind),
-                dataset_id: a.dataset_id.clone(),
+                dataset_id: if whole { None } else { a.dataset_id.clone() },
                 observed_at: None,
                 unit_code: None,
                 object_type: None,
@@ -174,7 +200,7 @@ fn show(
                 sub: Default::default(),
             })
             .collect();
-        shown.attrs.insert(name.clone(), instances);
+        shown.attrs.entry(name.clone()).or_default().extend(gone);
     }
     let opts = options(sub);
     let ctx = &sub.ctx;
@@ -212,7 +238,12 @@ fn show(
             let Some(obj) = item.as_object_mut() else {
                 return;
             };
-            if is_nulled && opts.sys_attrs {
+            let is_null = obj.values().any(|v| {
+                v.as_str() == Some(NGSI_LD_NULL)
+                    || v.get("@none").and_then(Value::as_str) == Some(NGSI_LD_NULL)
+                    || v.get(0).and_then(Value::as_str) == Some(NGSI_LD_NULL)
+            });
+            if is_nulled && is_null && opts.sys_attrs {
                 obj.insert("deletedAt".into(), deleted_at.clone());
             }
             if !sub.notification.show_changes {

@@ -114,7 +114,10 @@ pub fn normalize(
                     .as_array()
                     .ok_or_else(|| bad(name, "must be an array"))?;
                 for item in list {
-                    validate::uri("subscription datasetId", string(item, name)?)?;
+                    let id = string(item, name)?;
+                    if id != "@none" {
+                        validate::uri("subscription datasetId", id)?;
+                    }
                 }
                 value.clone()
             }
@@ -548,6 +551,11 @@ pub fn compile(
             format,
             show_changes: flag("showChanges"),
             sys_attrs: flag("sysAttrs"),
+            dataset_ids: set_of(doc.get("datasetId")).map(|ids| {
+                ids.into_iter()
+                    .map(|d| (d != "@none").then_some(d))
+                    .collect()
+            }),
             endpoint: endpoint(endpoint_value)?,
         },
         ctx: notify_ctx.unwrap_or(ctx),

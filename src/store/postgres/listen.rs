@@ -48,7 +48,7 @@ pub type ClaimRequest = oneshot::Sender<HashSet<(String, String)>>;
 /// Runs the listener until the store (`alive`) is gone: publishes changes to `feed` and
 /// subscription events to `events`, and answers claim requests.
 pub async fn run(
-    config: tokio_postgres::Config,
+    config: Arc<tokio_postgres::Config>,
     feed: ChangeFeed,
     events: UnboundedSender<Event>,
     mut claims: UnboundedReceiver<ClaimRequest>,

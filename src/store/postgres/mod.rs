@@ -28,7 +28,7 @@ use tokio_postgres::NoTls;
 pub struct PgStore {
     pool: Pool,
     /// Where the listener connects (its own connection, outside the pool).
-    config: tokio_postgres::Config,
+    config: Arc<tokio_postgres::Config>,
     /// Where the listener delivers committed changes.
     feed: ChangeFeed,
     /// Alive as long as the store: the listener ends (and its locks go) when the store is dropped.
@@ -229,7 +229,7 @@ impl PgStore {
             .map_err(|e| format!("cannot build the connection pool: {e}"))?;
         Ok(PgStore {
             pool,
-            config,
+            config: Arc::new(config),
             feed: ChangeFeed::default(),
             alive: Arc::new(()),
             claims: std::sync::OnceLock::new(),
@@ -313,8 +313,7 @@ impl PgStore {
                 _ => None,
             };
             // The change feed's record, announced to every instance at commit.
-            let change_params: [&(dyn ToSql + Sync); 4] = [&tenant, &id, &before, &after];
-            let record_change = tx.execute(RECORD_SQL, &change_params);
+            let record_change = record_change(&tx, tenant, id, &before, &after);
             // The entity, the tenant and every history record of the request, each one statement,
             // pipelined on the transaction's connection.
             let columns = HistoryColumns::new(&records);
@@ -662,6 +661,19 @@ impl PgStore {
             .map_err(db_error)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+}
+
+/// The change-feed hook of a PostgreSQL write: records one entity's committed change (its stored
+/// body before and after, None for a creation or deletion) in the write transaction; every
+/// instance's listener publishes it at commit. Every write path calls it once per entity written.
+pub async fn record_change(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: &str,
+    before: &Option<Value>,
+    after: &Option<Value>,
+) -> Result<u64, tokio_postgres::Error> {
+    tx.execute(RECORD_SQL, &[&tenant, &id, before, after]).await
 }
 
 /// Tells every instance (at commit) that a subscription changed.
