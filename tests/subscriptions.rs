@@ -415,21 +415,15 @@ async fn subscriptions_survive_a_restart_and_keep_notifying() {
         .await;
     assert_eq!(status, 200, "{got}");
     create(&s, room("urn:ngsi-ld:Room:d1", 20.0)).await;
-    // The stored subscription is loaded in the background: retry the update until it notifies.
-    let mut received = None;
-    for value in 21..40 {
-        patch_attrs(
-            &s,
-            "urn:ngsi-ld:Room:d1",
-            json!({"temperature": {"type": "Property", "value": value}}),
-        )
-        .await;
-        if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(500), rx.rx.recv()).await {
-            received = Some(n);
-            break;
-        }
-    }
-    let n = received.expect("the reloaded subscription notifies");
+    // Changes made while the stored subscriptions load wait for them: the first write notifies.
+    patch_attrs(
+        &s,
+        "urn:ngsi-ld:Room:d1",
+        json!({"temperature": {"type": "Property", "value": 21}}),
+    )
+    .await;
+    let n = rx.next(5).await;
+    assert_eq!(n.entity()["temperature"]["value"], 21);
     assert_eq!(n.body["subscriptionId"], "urn:ngsi-ld:Subscription:durable");
 }
 
@@ -1248,4 +1242,66 @@ async fn two_instances_on_one_database_notify_each_change_once() {
         .get_json("/subscriptions/urn:ngsi-ld:Subscription:multi")
         .await;
     assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn notifications_are_compacted_with_the_jsonld_context() {
+    let ctx = common::ContextServer::start();
+    ctx.serve(
+        "/notify-ctx.jsonld",
+        &json!({"@context": {"T": "https://uri.etsi.org/ngsi-ld/default-context/temperature"}}),
+    );
+    let s = TestServer::start().await;
+    let mut rx = Receiver::ok().await;
+    let mut rx_ld = Receiver::ok().await;
+    let url = ctx.url("/notify-ctx.jsonld");
+    subscribe(
+        &s,
+        sub(
+            "urn:ngsi-ld:Subscription:jc",
+            &rx.url,
+            json!({"jsonldContext": url}),
+        ),
+    )
+    .await;
+    subscribe(
+        &s,
+        sub(
+            "urn:ngsi-ld:Subscription:jcld",
+            "http://127.0.0.1:9/x",
+            json!({"jsonldContext": url, "notification": {"endpoint": {"uri": rx_ld.url, "accept": "application/ld+json"}}}),
+        ),
+    )
+    .await;
+    create(&s, room("urn:ngsi-ld:Room:j1", 20.0)).await;
+    patch_attrs(
+        &s,
+        "urn:ngsi-ld:Room:j1",
+        json!({"temperature": {"type": "Property", "value": 5}}),
+    )
+    .await;
+    let n = rx.next(5).await;
+    assert_eq!(n.entity()["T"]["value"], 5, "{}", n.body);
+    assert!(n.header("link").unwrap().contains(&url));
+    let n = rx_ld.next(5).await;
+    assert_eq!(n.entity()["T"]["value"], 5);
+    assert_eq!(n.body["@context"], json!(url));
+    assert_eq!(n.entity()["@context"], json!(url));
+    // An unreachable jsonldContext refuses the subscription.
+    let r = s
+        .send(
+            reqwest::Method::POST,
+            "/subscriptions",
+            "application/json",
+            &sub(
+                "urn:ngsi-ld:Subscription:jc2",
+                &rx.url,
+                json!({"jsonldContext": ctx.url("/missing.jsonld")}),
+            ),
+        )
+        .await;
+    assert!(
+        r.status().as_u16() >= 400,
+        "unretrievable jsonldContext refused"
+    );
 }

@@ -395,12 +395,15 @@ pub fn start(broker: Arc<Broker>) {
     }
     let w = weak.clone();
     tokio::spawn(async move {
-        if let Some(b) = w.upgrade() {
-            load_all(&b).await;
+        // Changes committed while the stored subscriptions load wait in the feed, so that none
+        // is missed after a restart.
+        match w.upgrade() {
+            Some(b) => {
+                load_all(&b).await;
+                claim_now(&b).await;
+            }
+            None => return,
         }
-    });
-    let w = weak.clone();
-    tokio::spawn(async move {
         while let Some(change) = changes.recv().await {
             let Some(b) = w.upgrade() else {
                 return;
