@@ -400,7 +400,7 @@ async fn subscriptions_survive_a_restart_and_keep_notifying() {
         s.database_url = database.clone();
     };
     let mut rx = Receiver::ok().await;
-    let s = TestServer::start_with(settings).await;
+    let (s, broker) = TestServer::start_with_broker(settings).await;
     subscribe(
         &s,
         sub("urn:ngsi-ld:Subscription:durable", &rx.url, json!({})),
@@ -408,6 +408,18 @@ async fn subscriptions_survive_a_restart_and_keep_notifying() {
     .await;
     s.stop().await;
     drop(s);
+    // The store is released once nothing (server worker, background task) holds the broker.
+    let released = Arc::downgrade(&broker.into_inner());
+    for _ in 0..100 {
+        if released.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        released.upgrade().is_none(),
+        "the stopped broker is released"
+    );
 
     let s = TestServer::start_with(settings).await;
     let (status, got) = s
@@ -684,6 +696,7 @@ async fn notifications_honour_format_projection_sysattrs_lang_and_show_changes()
     let mut changes = Receiver::ok().await;
     let mut ld = Receiver::ok().await;
     let mut info = Receiver::ok().await;
+    let mut geo = Receiver::ok().await;
     let n = |rx: &Receiver, extra: Value| {
         let mut notification = json!({"endpoint": {"uri": rx.url}});
         for (k, v) in extra.as_object().unwrap() {
@@ -724,6 +737,10 @@ async fn notifications_honour_format_projection_sysattrs_lang_and_show_changes()
             "info",
             json!({"notification": {"endpoint": {"uri": info.url, "receiverInfo": [{"key": "X-Auth", "value": "secret"}]}}}),
         ),
+        (
+            "geo",
+            json!({"notification": {"format": "keyValues", "endpoint": {"uri": geo.url, "accept": "application/geo+json"}}}),
+        ),
     ];
     for (name, extra) in subs {
         subscribe(
@@ -739,6 +756,8 @@ async fn notifications_honour_format_projection_sysattrs_lang_and_show_changes()
     let mut e = room("urn:ngsi-ld:Room:f1", 20.0);
     e["label"] =
         json!({"type": "LanguageProperty", "languageMap": {"en": "Kitchen", "es": "Cocina"}});
+    let point = json!({"type": "Point", "coordinates": [2.0, 41.0]});
+    e["location"] = json!({"type": "GeoProperty", "value": point});
     create(&s, e).await;
     patch_attrs(
         &s,
@@ -799,6 +818,13 @@ async fn notifications_honour_format_projection_sysattrs_lang_and_show_changes()
 
     let got = info.next(5).await;
     assert_eq!(got.header("x-auth"), Some("secret"));
+
+    let got = geo.next(5).await;
+    assert_eq!(got.header("content-type"), Some("application/geo+json"));
+    assert_eq!(got.entity()["type"], "Feature");
+    assert_eq!(got.entity()["id"], "urn:ngsi-ld:Room:f1");
+    assert_eq!(got.entity()["geometry"], point);
+    assert_eq!(got.entity()["properties"]["temperature"], 23);
 }
 
 #[actix_web::test]

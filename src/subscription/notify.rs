@@ -306,14 +306,17 @@ pub fn envelope(
         Value::String(sub.record.id.clone()),
     );
     n.insert("notifiedAt".into(), Value::String(format_time(&now)));
-    let json_ld = sub.notification.endpoint.accept == NotifyAs::JsonLd;
+    let accept = sub.notification.endpoint.accept;
+    let json_ld = accept == NotifyAs::JsonLd;
     let data = data
         .into_iter()
-        .map(|mut e| {
-            if let (true, Some(obj)) = (json_ld, e.as_object_mut()) {
+        .map(|mut e| match (accept, e.as_object_mut()) {
+            (NotifyAs::JsonLd, Some(obj)) => {
                 obj.insert("@context".into(), sub.notify_context.clone());
+                e
             }
-            e
+            (NotifyAs::GeoJson, Some(obj)) => feature(std::mem::take(obj)),
+            _ => e,
         })
         .collect();
     n.insert("data".into(), Value::Array(data));
@@ -324,4 +327,16 @@ pub fn envelope(
         n.insert("@context".into(), sub.notify_context.clone());
     }
     Value::Object(n)
+}
+
+/// A rendered entity as a GeoJSON Feature (endpoint accept application/geo+json) whose geometry
+/// is its `location`, in any of the three formats.
+fn feature(mut entity: Map<String, Value>) -> Value {
+    let id = entity.remove("id").unwrap_or(Value::Null);
+    let geometry = match entity.get("location") {
+        Some(Value::Object(o)) if o.contains_key("value") => o["value"].clone(),
+        Some(g @ Value::Object(_)) => g.clone(),
+        _ => Value::Null,
+    };
+    json!({"id": id, "type": "Feature", "geometry": geometry, "properties": entity})
 }
