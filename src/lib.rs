@@ -14,5 +14,6 @@ pub mod query;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod subscription;
 pub mod telemetry;
 pub mod temporal;

@@ -40,6 +40,7 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
         store,
         contexts,
         settings,
+        notifier: Default::default(),
     })
 }
 
@@ -61,14 +62,15 @@ pub async fn start_with(
 }
 
 /// Builds the server for a broker on a bound listener (not yet awaited), for callers that keep a
-/// handle on the broker (tests read its store), and starts MQTT ingestion when configured.
-/// Returns the bound address.
+/// handle on the broker (tests read its store), starts the broker's notification machinery and,
+/// when configured, MQTT ingestion (both need a running Tokio runtime). Returns the bound address.
 pub fn serve(
     listener: TcpListener,
     broker: web::Data<Broker>,
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
+    crate::subscription::start(broker.clone().into_inner());
     if broker.settings.mqtt_url.is_some() {
         crate::ingest::mqtt::start(broker.clone().into_inner())?;
     }

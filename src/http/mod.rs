@@ -8,6 +8,7 @@ pub mod join;
 pub mod negotiate;
 pub mod query;
 pub mod response;
+pub mod subscriptions;
 pub mod temporal;
 pub mod version;
 
@@ -40,6 +41,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/entityOperations/query")
                     .route(web::post().to(query::post_query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/subscriptions")
+                    .route(web::post().to(subscriptions::create))
+                    .route(web::get().to(subscriptions::query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/subscriptions/{id}")
+                    .route(web::get().to(subscriptions::retrieve))
+                    .route(web::patch().to(subscriptions::update))
+                    .route(web::delete().to(subscriptions::delete))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod entities;
 pub mod query;
+pub mod subscriptions;
 pub mod temporal;
 
 use crate::config::Settings;
@@ -20,6 +21,8 @@ pub struct Broker {
     pub contexts: ContextLoader,
     /// The effective configuration.
     pub settings: Settings,
+    /// Subscriptions and their notifications.
+    pub notifier: crate::subscription::Notifier,
 }
 
 impl Broker {

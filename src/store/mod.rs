@@ -3,12 +3,14 @@
 //! services can decide on the current state without races and nothing is half-applied.
 
 pub mod aggregate;
+pub mod changes;
 pub mod embedded;
 pub mod history;
 pub mod postgres;
 
-use crate::error::NgsiResult;
+use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The tenant of requests without an `NGSILD-Tenant` header.
@@ -66,10 +68,15 @@ pub fn run_steps<R>(
     let mut planned = Planned {
         results: Vec::with_capacity(steps.len()),
         writes: indexmap::IndexMap::new(),
+        before: HashMap::new(),
         history: Vec::new(),
     };
     for (id, decide) in steps {
         let current = working.entry(id.clone()).or_insert_with(|| load(&id));
+        planned
+            .before
+            .entry(id.clone())
+            .or_insert_with(|| current.clone());
         match decide(current.as_deref()) {
             Err(e) => planned.results.push(Err(e)),
             Ok(Decision {
@@ -106,6 +113,8 @@ pub struct Planned<R> {
     pub results: Vec<NgsiResult<R>>,
     /// The final state of every written id, in first-write order (`None`: deleted).
     pub writes: indexmap::IndexMap<String, Option<Arc<Entity>>>,
+    /// The stored state of every id the steps addressed, before them (for the change feed).
+    pub before: HashMap<String, Option<Arc<Entity>>>,
     /// The history records of every step, with the entity id they belong to.
     pub history: Vec<(String, history::InstanceChange)>,
 }
@@ -290,4 +299,84 @@ impl Store {
             Store::Postgres(s) => s.entities(tenant).await,
         }
     }
+
+    /// The feed of committed entity changes (see [`changes`]).
+    pub fn feed(&self) -> &changes::ChangeFeed {
+        match self {
+            Store::Embedded(s) => s.feed(),
+            Store::Postgres(s) => s.feed(),
+        }
+    }
+
+    /// Stores a subscription record (JSON); with `create`, only when the id is new (false
+    /// otherwise).
+    pub async fn put_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+        record: &serde_json::Value,
+        create: bool,
+    ) -> NgsiResult<bool> {
+        match self {
+            Store::Embedded(s) => {
+                let bytes = serde_json::to_vec(record).map_err(undecodable)?;
+                s.put_subscription(tenant, id, bytes, create).await
+            }
+            Store::Postgres(s) => s.put_subscription(tenant, id, record, create).await,
+        }
+    }
+
+    /// Replaces the delivery statistics (`stats` member) of a subscription record.
+    pub async fn save_subscription_stats(
+        &self,
+        tenant: &str,
+        id: &str,
+        stats: serde_json::Value,
+    ) -> NgsiResult<()> {
+        match self {
+            Store::Embedded(s) => s.save_subscription_stats(tenant, id, stats).await,
+            Store::Postgres(s) => s.save_subscription_stats(tenant, id, &stats).await,
+        }
+    }
+
+    /// Removes a subscription record; false when there was none.
+    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
+        match self {
+            Store::Embedded(s) => s.delete_subscription(tenant, id).await,
+            Store::Postgres(s) => s.delete_subscription(tenant, id).await,
+        }
+    }
+
+    /// One subscription record.
+    pub async fn subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<Option<serde_json::Value>> {
+        match self {
+            Store::Embedded(s) => s
+                .subscription(tenant, id)
+                .await?
+                .map(|b| serde_json::from_slice(&b).map_err(undecodable))
+                .transpose(),
+            Store::Postgres(s) => s.subscription(tenant, id).await,
+        }
+    }
+
+    /// Every subscription record of every tenant, as (tenant, record).
+    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, serde_json::Value)>> {
+        match self {
+            Store::Embedded(s) => s
+                .subscriptions()
+                .await?
+                .into_iter()
+                .map(|(t, b)| Ok((t, serde_json::from_slice(&b).map_err(undecodable)?)))
+                .collect(),
+            Store::Postgres(s) => s.subscriptions().await,
+        }
+    }
+}
+
+fn undecodable(e: serde_json::Error) -> NgsiError {
+    NgsiError::internal(format!("a subscription record does not (de)serialize: {e}"))
 }

@@ -4,6 +4,7 @@
 mod index;
 
 use super::aggregate::{self, AggregateQuery, Bucket};
+use super::changes::{Change, ChangeFeed};
 use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::{run_steps, Step};
 use crate::error::{NgsiError, NgsiResult};
@@ -20,6 +21,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const TENANTS: TableDefinition<&str, ()> = TableDefinition::new("tenants");
+/// Subscriptions (their JSON record) keyed by tenant and id, like entities.
+const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
 /// History records (JSON) keyed by tenant, entity id, attribute (empty for entity-level records;
 /// each length-prefixed), modifiedAt (order-preserving microseconds) and instance id, so that one
 /// attribute's records scan in time order.
@@ -32,6 +35,7 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     memory: Arc<RwLock<Tenants>>,
     writer: Arc<Mutex<()>>,
+    feed: ChangeFeed,
 }
 
 fn key(tenant: &str, id: &str) -> String {
@@ -83,6 +87,7 @@ impl EmbeddedStore {
             txn.open_table(ENTITIES)?;
             txn.open_table(TENANTS)?;
             txn.open_table(HISTORY)?;
+            txn.open_table(SUBSCRIPTIONS)?;
             txn.commit()?;
             let mut tenants: Tenants = HashMap::new();
             let read = db.begin_read()?;
@@ -107,6 +112,7 @@ impl EmbeddedStore {
             db: Arc::new(db),
             memory: Arc::new(RwLock::new(tenants)),
             writer: Arc::new(Mutex::new(())),
+            feed: ChangeFeed::default(),
         })
     }
 
@@ -279,11 +285,13 @@ impl EmbeddedStore {
         steps: Vec<Step<R>>,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let (db, memory, writer) = (self.db.clone(), self.memory.clone(), self.writer.clone());
+        let feed = self.feed.clone();
         let tenant = tenant.to_string();
         tokio::task::spawn_blocking(move || {
             let _guard = writer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let deleted_at = Utc::now();
             let planned = {
                 let memory = memory.read().map_err(storage)?;
                 let stored = memory.get(&tenant);
@@ -325,17 +333,159 @@ impl EmbeddedStore {
             }
             txn.commit().map_err(storage)?;
             let mut memory = memory.write().map_err(storage)?;
-            for (id, state) in planned.writes {
+            for (id, state) in &planned.writes {
                 match state {
-                    Some(entity) => memory.entry(tenant.clone()).or_default().put(entity),
+                    Some(entity) => memory
+                        .entry(tenant.clone())
+                        .or_default()
+                        .put(entity.clone()),
                     None => {
                         if let Some(m) = memory.get_mut(&tenant) {
-                            m.remove(&id);
+                            m.remove(id);
                         }
                     }
                 }
             }
+            drop(memory);
+            // Still under the writer lock: the feed sees each entity's writes in commit order.
+            for (id, after) in planned.writes {
+                let at = after.as_ref().map_or(deleted_at, |e| e.modified_at);
+                feed.publish(Change {
+                    tenant: tenant.clone(),
+                    before: planned.before.get(&id).cloned().flatten(),
+                    id,
+                    after,
+                    at,
+                });
+            }
             Ok(planned.results)
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// The feed of committed changes of this store.
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
+    /// Stores a subscription record; with `create`, false (and nothing written) when one with this
+    /// id exists already.
+    pub async fn put_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+        record: Vec<u8>,
+        create: bool,
+    ) -> NgsiResult<bool> {
+        let db = self.db.clone();
+        let k = key(tenant, id);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(SUBSCRIPTIONS).map_err(storage)?;
+                if create && table.get(k.as_str()).map_err(storage)?.is_some() {
+                    return Ok(false);
+                }
+                table
+                    .insert(k.as_str(), record.as_slice())
+                    .map_err(storage)?;
+            }
+            txn.commit().map_err(storage)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Removes a subscription record; false when there was none.
+    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
+        let db = self.db.clone();
+        let k = key(tenant, id);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(storage)?;
+            let removed = txn
+                .open_table(SUBSCRIPTIONS)
+                .map_err(storage)?
+                .remove(k.as_str())
+                .map_err(storage)?
+                .is_some();
+            txn.commit().map_err(storage)?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Every subscription record of every tenant, as (tenant, record).
+    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, Vec<u8>)>> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let table = db
+                .begin_read()
+                .map_err(storage)?
+                .open_table(SUBSCRIPTIONS)
+                .map_err(storage)?;
+            let mut all = Vec::new();
+            for row in table.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let tenant = k.value().split_once('\u{0}').map_or("", |(t, _)| t);
+                all.push((tenant.to_string(), v.value().to_vec()));
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// One subscription record.
+    pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Option<Vec<u8>>> {
+        let db = self.db.clone();
+        let k = key(tenant, id);
+        tokio::task::spawn_blocking(move || {
+            let table = db
+                .begin_read()
+                .map_err(storage)?
+                .open_table(SUBSCRIPTIONS)
+                .map_err(storage)?;
+            let row = table.get(k.as_str()).map_err(storage)?;
+            Ok(row.map(|v| v.value().to_vec()))
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
+    /// Replaces the `stats` member of a subscription record in one write transaction (a concurrent
+    /// update of the rest of the record is never undone).
+    pub async fn save_subscription_stats(
+        &self,
+        tenant: &str,
+        id: &str,
+        stats: serde_json::Value,
+    ) -> NgsiResult<()> {
+        let db = self.db.clone();
+        let k = key(tenant, id);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut table = txn.open_table(SUBSCRIPTIONS).map_err(storage)?;
+                let current = table
+                    .get(k.as_str())
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                let Some(current) = current else {
+                    return Ok(());
+                };
+                let mut record: serde_json::Value =
+                    serde_json::from_slice(&current).map_err(storage)?;
+                record["stats"] = stats;
+                let bytes = serde_json::to_vec(&record).map_err(storage)?;
+                table
+                    .insert(k.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            txn.commit().map_err(storage)?;
+            Ok(())
         })
         .await
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?

@@ -15,6 +15,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../../../migrations/0004_temporal_instances.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/0005_subscriptions.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

@@ -2,10 +2,12 @@
 //! `location` geometry in a GiST-indexed column, types and scopes in GIN-indexed arrays and the
 //! expanded entity as jsonb. Every write is one transaction (read with FOR UPDATE, decide, write).
 
+pub mod listen;
 pub mod migrate;
 pub mod sql;
 
 use super::aggregate::{AggrMethod, AggregateQuery, Bucket};
+use super::changes::{ChangeFeed, RECORD_SQL};
 use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::{run_steps, Step};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -26,6 +28,14 @@ use tokio_postgres::NoTls;
 /// Entities in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// Where the listener connects (its own connection, outside the pool).
+    config: Arc<tokio_postgres::Config>,
+    /// Where the listener delivers committed changes.
+    feed: ChangeFeed,
+    /// Alive as long as the store: the listener ends (and its locks go) when the store is dropped.
+    alive: Arc<()>,
+    /// Claim requests to the listener (set by [`Self::listen`]).
+    claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<listen::ClaimRequest>>,
     /// Set once the schema is migrated; until then every operation is 503.
     migrated: Arc<AtomicBool>,
 }
@@ -306,7 +316,7 @@ impl PgStore {
             .parse()
             .map_err(|e| format!("invalid database URL: {e}"))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -321,6 +331,10 @@ impl PgStore {
             .map_err(|e| format!("cannot build the connection pool: {e}"))?;
         Ok(PgStore {
             pool,
+            config: Arc::new(config),
+            feed: ChangeFeed::default(),
+            alive: Arc::new(()),
+            claims: std::sync::OnceLock::new(),
             migrated: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -419,35 +433,54 @@ impl PgStore {
             .map(|(id, _)| id.as_str())
             .collect();
         let history = HistoryColumns::new(&planned.history);
-        // Every statement of the write pipelined on the transaction's connection.
-        let upsert = async {
-            if puts.id.is_empty() {
-                return Ok(0);
+        // The change feed's records: every written id with its body after (the bodies before are
+        // read by the statement itself, which is sent first).
+        let mut bodies = puts.body.iter();
+        let (changed, after): (Vec<&str>, Vec<Option<&Value>>) = planned
+            .writes
+            .iter()
+            .map(|(id, e)| (id.as_str(), e.as_ref().and_then(|_| bodies.next())))
+            .unzip();
+        let (record, upsert, add_tenant, delete, insert) = try_join(
+            try_join3(
+                tx.prepare_cached(RECORD_SQL),
+                tx.prepare_cached(UPSERT_ENTITIES),
+                tx.prepare_cached(
+                    "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
+                ),
+            ),
+            try_join(
+                tx.prepare_cached("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)"),
+                tx.prepare_cached(INSERT_HISTORY),
+            ),
+        )
+        .await
+        .map(|((r, u, t), (d, i))| (r, u, t, d, i))
+        .map_err(db_error)?;
+        // Every statement of the write pipelined on the transaction's connection, sent in this
+        // order (each future sends its statement when first polled).
+        let change_params: [&(dyn ToSql + Sync); 3] = [&tenant, &changed, &after];
+        let record_changes = tx.execute(&record, &change_params);
+        let write = async {
+            if !puts.id.is_empty() {
+                tx.execute(&upsert, &puts.params(&tenant)).await?;
+                tx.execute(&add_tenant, &[&tenant]).await?;
             }
-            let upsert = tx.prepare_cached(UPSERT_ENTITIES).await?;
-            tx.execute(&upsert, &puts.params(&tenant)).await?;
-            let add_tenant = tx
-                .prepare_cached("INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING")
-                .await?;
-            tx.execute(&add_tenant, &[&tenant]).await
+            Ok(0)
         };
         let delete = async {
             if deleted.is_empty() {
                 return Ok(0);
             }
-            let delete = tx
-                .prepare_cached("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)")
-                .await?;
             tx.execute(&delete, &[&tenant, &deleted]).await
         };
         let record_history = async {
             if planned.history.is_empty() {
                 return Ok(0);
             }
-            let insert = tx.prepare_cached(INSERT_HISTORY).await?;
             tx.execute(&insert, &history.params(&tenant)).await
         };
-        try_join3(upsert, delete, record_history)
+        try_join(record_changes, try_join3(write, delete, record_history))
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
@@ -800,4 +833,145 @@ impl PgStore {
             .map(|r| decode(&r, 0).map(Arc::new))
             .collect()
     }
+
+    /// The feed of committed changes (delivered by the listener, see [`listen`]).
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
+    /// Starts the listener that feeds committed changes of every instance into [`Self::feed`],
+    /// reports subscriptions changed by any instance and which ones this instance owns. It ends
+    /// when the store is dropped.
+    pub fn listen(&self, events: tokio::sync::mpsc::UnboundedSender<listen::Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if self.claims.set(tx).is_err() {
+            return;
+        }
+        tokio::spawn(listen::run(
+            self.config.clone(),
+            self.feed.clone(),
+            events,
+            rx,
+            Arc::downgrade(&self.alive),
+        ));
+    }
+
+    /// Asks the listener to claim unowned subscriptions at once (after this instance created
+    /// one); returns those this instance now holds, or None when the listener does not answer
+    /// within two seconds.
+    pub async fn claim_now(&self) -> Option<std::collections::HashSet<(String, String)>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.claims.get()?.send(reply).ok()?;
+        tokio::time::timeout(Duration::from_secs(2), answer)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Stores a subscription record (with `create`, only if the id is new: false otherwise) and
+    /// tells every instance.
+    pub async fn put_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+        record: &Value,
+        create: bool,
+    ) -> NgsiResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let sql = if create {
+            "INSERT INTO subscriptions (tenant, id, record) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING"
+        } else {
+            "INSERT INTO subscriptions (tenant, id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record"
+        };
+        let written = tx
+            .execute(sql, &[&tenant, &id, record])
+            .await
+            .map_err(db_error)?;
+        if written == 0 {
+            return Ok(false);
+        }
+        announce(&tx, tenant, id).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    /// Replaces the delivery statistics of a subscription (no announcement: only its owner
+    /// delivers, and readers read the row).
+    pub async fn save_subscription_stats(
+        &self,
+        tenant: &str,
+        id: &str,
+        stats: &Value,
+    ) -> NgsiResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE subscriptions SET record = jsonb_set(record, '{stats}', $3) WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id, stats],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Removes a subscription and tells every instance; false when there was none.
+    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let removed = tx
+            .execute(
+                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(db_error)?;
+        announce(&tx, tenant, id).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(removed > 0)
+    }
+
+    /// One subscription record.
+    pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Option<Value>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM subscriptions WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Every subscription record of every tenant, as (tenant, record).
+    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, Value)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT tenant, record FROM subscriptions ORDER BY tenant, id",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// Tells every instance (at commit) that a subscription changed.
+async fn announce(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: &str,
+) -> NgsiResult<()> {
+    let payload = serde_json::json!([tenant, id]).to_string();
+    tx.execute(
+        "SELECT pg_notify('twinlink_subscriptions', $1)",
+        &[&payload],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }

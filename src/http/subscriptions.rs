@@ -1,0 +1,174 @@
+//! Handlers of /subscriptions and /subscriptions/{id} (5.8, 6.10 and 6.11): read the request, call
+//! the subscription service, render subscriptions with the caller's context.
+
+use super::entities::{segment, SEGMENT};
+use super::negotiate::{read_body, Accepted, Body, RequestInfo};
+use super::response::json_body;
+use super::BASE;
+use crate::error::{NgsiError, NgsiResult};
+use crate::model::validate;
+use crate::service::Broker;
+use crate::subscription::parse;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde_json::Value;
+
+type Data = web::Data<Broker>;
+
+const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
+const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
+
+fn path_id(req: &HttpRequest) -> NgsiResult<String> {
+    let id = segment(req, "id");
+    validate::uri("the subscription id in the URL", &id)?;
+    Ok(id)
+}
+
+fn sys_attrs(info: &RequestInfo) -> NgsiResult<bool> {
+    Ok(info.options(&["sysAttrs"])?.iter().any(|o| o == "sysAttrs"))
+}
+
+/// POST /subscriptions (5.8.1).
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
+    let Body { json, context } =
+        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let id = broker
+        .clone()
+        .into_inner()
+        .create_subscription(&info.tenant, &json, context)
+        .await?;
+    let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("{BASE}/subscriptions/{encoded}")))
+        .finish())
+}
+
+/// GET /subscriptions/{id} (5.8.3).
+pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, READ_OFFERS, &["options"])?;
+    let id = path_id(&req)?;
+    let ctx = info.context(&broker).await?;
+    let record = broker.subscription(&info.tenant, &id).await?;
+    let body = parse::render(&record, &ctx, sys_attrs(&info)?, Utc::now());
+    let mut response = json_body(&info, body);
+    if let Some(applied) = version_preference(&req) {
+        if let Ok(v) = HeaderValue::from_str(&applied) {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("preference-applied"), v);
+        }
+    }
+    Ok(response)
+}
+
+/// The `ngsi-ld` version preference of a Prefer header (6.3.6, RFC 7240: names are
+/// case-insensitive, values may be quoted, preferences may carry parameters), as
+/// Preference-Applied reports it. A subscription has no version fallbacks (4.3.6.8 covers entity
+/// data), so it is returned unaltered whatever the version.
+fn version_preference(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all("Prefer")
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .find_map(|pref| {
+            let token = pref.split(';').next()?.trim();
+            let (name, value) = token.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("ngsi-ld")
+                .then(|| format!("ngsi-ld={}", value.trim().trim_matches('"')))
+        })
+}
+
+/// GET /subscriptions (5.8.4), paginated by limit and offset.
+pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, READ_OFFERS, &["limit", "offset", "count", "options"])?;
+    let ctx = info.context(&broker).await?;
+    let number = |name: &str, default: usize| -> NgsiResult<usize> {
+        info.param(name).map_or(Ok(default), |v| {
+            v.parse::<usize>().map_err(|_| {
+                NgsiError::bad_data(format!("{name}={v} is not a non-negative integer"))
+            })
+        })
+    };
+    let limit = number("limit", broker.settings.default_page_size)?;
+    let offset = number("offset", 0)?;
+    if limit > broker.settings.max_page_size {
+        return Err(NgsiError::bad_data(format!(
+            "limit={limit} is larger than this broker's maximum page size {}",
+            broker.settings.max_page_size
+        )));
+    }
+    let count = info.param("count") == Some("true");
+    if limit == 0 && !count {
+        return Err(NgsiError::bad_data(
+            "limit=0 only makes sense with count=true",
+        ));
+    }
+    let sys = sys_attrs(&info)?;
+    let records = broker.subscriptions(&info.tenant).await?;
+    let total = records.len();
+    let now = Utc::now();
+    let page: Vec<Value> = records
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|r| parse::render(r, &ctx, sys, now))
+        .collect();
+    let mut response = json_body(&info, Value::Array(page));
+    let headers = response.headers_mut();
+    if count {
+        headers.insert(
+            HeaderName::from_static("ngsild-results-count"),
+            HeaderValue::from(total),
+        );
+    }
+    let mut links = Vec::new();
+    if offset > 0 && limit > 0 {
+        links.push((offset.saturating_sub(limit), "prev"));
+    }
+    if limit > 0 && offset + limit < total {
+        links.push((offset + limit, "next"));
+    }
+    for (at, rel) in links {
+        let link = format!(
+            "<{BASE}/subscriptions?limit={limit}&offset={at}>; rel=\"{rel}\";type=\"{}\"",
+            info.accepted.media_type()
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.append(HeaderName::from_static("link"), v);
+        }
+    }
+    Ok(response)
+}
+
+/// PATCH /subscriptions/{id} (5.8.2).
+pub async fn update(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
+    let id = path_id(&req)?;
+    let Body { json, context } =
+        read_body(&req, payload, &info, broker.settings.max_body_bytes, true).await?;
+    broker
+        .clone()
+        .into_inner()
+        .update_subscription(&info.tenant, &id, &json, context)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// DELETE /subscriptions/{id} (5.8.5).
+pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
+    let id = path_id(&req)?;
+    broker.delete_subscription(&info.tenant, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

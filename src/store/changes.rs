@@ -1,0 +1,65 @@
+//! The change feed: one record per committed entity write (the entity before and after it), handed
+//! to whoever consumes it (the subscription notifier) in commit order per entity. Every write path
+//! of every store ends in [`ChangeFeed::publish`] (embedded, while the writer lock is still held)
+//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL,
+//! delivered at commit by LISTEN/NOTIFY), so that every transport that writes entities triggers
+//! notifications the same way.
+
+use crate::model::Entity;
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// One committed write of one entity.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The tenant written to.
+    pub tenant: String,
+    /// The entity id.
+    pub id: String,
+    /// The entity as it was before the write (`None`: it was created).
+    pub before: Option<Arc<Entity>>,
+    /// The entity as the write committed it (`None`: it was deleted).
+    pub after: Option<Arc<Entity>>,
+    /// When the write happened (the deletion time for deletions).
+    pub at: DateTime<Utc>,
+}
+
+/// Where stores publish committed changes. Publishing never blocks (an unbounded channel whose
+/// consumer only matches and enqueues); before anyone consumes the feed, changes are dropped.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFeed {
+    sender: Arc<OnceLock<UnboundedSender<Change>>>,
+}
+
+impl ChangeFeed {
+    /// Publishes one committed change.
+    pub fn publish(&self, change: Change) {
+        if let Some(sender) = self.sender.get() {
+            // A closed receiver means the broker is shutting down: nothing left to notify.
+            let _ = sender.send(change);
+        }
+    }
+
+    /// The receiving end; there is one consumer, so only the first call gets one.
+    pub fn consume(&self) -> Option<UnboundedReceiver<Change>> {
+        let (tx, rx) = unbounded_channel();
+        self.sender.set(tx).ok().map(|_| rx)
+    }
+}
+
+/// The PostgreSQL statement that records the changes of a write inside its transaction and
+/// announces them on the `twinlink_changes` channel; NOTIFY is delivered at commit, in commit order,
+/// to every listening instance. Nothing is recorded in a tenant without subscriptions (decided in
+/// the statement, so a subscription created by any instance counts at once). It must run before
+/// the write's own statements: the bodies before are read from `entities`. Parameters: $1 tenant,
+/// $2 ids, $3 bodies after (NULL for a deletion), in the order of the write.
+pub const RECORD_SQL: &str = "WITH c AS (
+    INSERT INTO entity_changes (tenant, id, before, after)
+    SELECT $1, u.id, e.body, u.after
+    FROM unnest($2::text[], $3::jsonb[]) WITH ORDINALITY AS u(id, after, n)
+      LEFT JOIN entities e ON e.tenant = $1 AND e.id = u.id
+    WHERE EXISTS (SELECT 1 FROM subscriptions WHERE tenant = $1)
+    ORDER BY u.n
+    RETURNING seq)
+  SELECT pg_notify('twinlink_changes', seq::text) FROM c ORDER BY seq";

@@ -1,0 +1,213 @@
+//! Delivery of notifications over HTTP(S) and MQTT. Each destination (an HTTP host:port, or an
+//! MQTT broker with its credentials and version) has its own bounded queue and worker, so a slow or
+//! unreachable receiver only delays its own notifications; a full queue refuses new notifications
+//! (counted as failures) instead of blocking the matcher, which never waits on the network.
+//! HTTP notifications are retried with backoff; MQTT connections are shared per broker and
+//! reconnect by themselves.
+
+use super::model::{Endpoint, NotifyAs};
+use crate::ld::CORE_CONTEXT_V1_9;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::{channel, error::TrySendError, Sender, UnboundedSender};
+
+/// Notifications waiting per destination before new ones are refused.
+const QUEUE: usize = 1_000;
+/// HTTP attempts per notification (the first and the retries).
+const ATTEMPTS: u32 = 3;
+/// Timeout of one HTTP attempt when the endpoint gives none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One notification to send.
+pub struct Job {
+    /// (tenant, subscription id) whose statistics the outcome updates.
+    pub subscription: (String, String),
+    /// Where to.
+    pub endpoint: Endpoint,
+    /// The Notification.
+    pub body: Value,
+    /// The @context of the notification (for the Link header of application/json).
+    pub context: Value,
+    /// The tenant (NGSILD-Tenant header), "" for the default.
+    pub tenant: String,
+}
+
+/// How a notification ended, for the subscription's statistics.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// (tenant, subscription id).
+    pub subscription: (String, String),
+    /// When it was attempted.
+    pub at: DateTime<Utc>,
+    /// None when delivered, else why not.
+    pub error: Option<String>,
+}
+
+/// The queues and connections of every destination.
+pub struct Delivery {
+    http: reqwest::Client,
+    queues: Mutex<HashMap<String, Sender<Job>>>,
+    mqtt: Arc<super::mqtt::Connections>,
+    outcomes: UnboundedSender<Outcome>,
+}
+
+/// The Link header value of a JSON-LD context reference.
+fn link(context: &Value) -> String {
+    let url = match context {
+        Value::String(s) => Some(s.as_str()),
+        Value::Array(items) if items.len() == 1 => items[0].as_str(),
+        _ => None,
+    }
+    .unwrap_or(CORE_CONTEXT_V1_9);
+    format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"")
+}
+
+/// The headers of a notification: Content-Type, Link (JSON), tenant and receiverInfo.
+fn headers(job: &Job) -> Vec<(String, String)> {
+    let accept = job.endpoint.accept;
+    let mut h = vec![("Content-Type".to_string(), accept.media_type().to_string())];
+    if accept != NotifyAs::JsonLd {
+        h.push(("Link".into(), link(&job.context)));
+    }
+    if !job.tenant.is_empty() {
+        h.push(("NGSILD-Tenant".into(), job.tenant.clone()));
+    }
+    h.extend(job.endpoint.receiver_info.iter().cloned());
+    h
+}
+
+impl Delivery {
+    /// Builds the delivery side; outcomes are reported on `outcomes`.
+    pub fn new(outcomes: UnboundedSender<Outcome>) -> Delivery {
+        // Title-case header names (Link, Content-Type, receiverInfo keys as given): receivers
+        // that compare header names case-sensitively still find them.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .http1_title_case_headers()
+            .build()
+            .unwrap_or_default();
+        Delivery {
+            http,
+            queues: Mutex::new(HashMap::new()),
+            mqtt: Arc::new(super::mqtt::Connections::default()),
+            outcomes,
+        }
+    }
+
+    /// Queues a notification without waiting; a full queue is reported as a failed delivery.
+    pub fn send(&self, job: Job) {
+        let key = destination(&job.endpoint);
+        let sender = {
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            queues
+                .entry(key.clone())
+                .or_insert_with(|| self.worker())
+                .clone()
+        };
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) | Err(TrySendError::Closed(job)) => {
+                tracing::warn!(destination = %key, "notification queue full; notification dropped");
+                let _ = self.outcomes.send(Outcome {
+                    subscription: job.subscription,
+                    at: Utc::now(),
+                    error: Some(format!("the queue of {key} is full")),
+                });
+            }
+        }
+    }
+
+    /// Starts the worker of one destination: jobs are sent one after the other, in order.
+    fn worker(&self) -> Sender<Job> {
+        let (tx, mut rx) = channel::<Job>(QUEUE);
+        let (http, mqtt, outcomes) = (self.http.clone(), self.mqtt.clone(), self.outcomes.clone());
+        tokio::spawn(async move {
+            // While a receiver is down (its last notification failed after every retry), further
+            // notifications get one attempt each, so that the queue behind it drains.
+            let mut down = false;
+            while let Some(job) = rx.recv().await {
+                let at = Utc::now();
+                let result = if job.endpoint.is_mqtt() {
+                    mqtt.publish(&job.endpoint, mqtt_payload(&job)).await
+                } else {
+                    post(&http, &job, if down { 1 } else { ATTEMPTS }).await
+                };
+                down = result.is_err();
+                if let Err(e) = &result {
+                    tracing::warn!(endpoint = %job.endpoint.uri, error = %e, "notification failed");
+                }
+                let _ = outcomes.send(Outcome {
+                    subscription: job.subscription,
+                    at,
+                    error: result.err(),
+                });
+            }
+        });
+        tx
+    }
+}
+
+/// The queue a notification goes to: per HTTP origin, or per MQTT broker connection.
+fn destination(e: &Endpoint) -> String {
+    let u = &e.uri;
+    let origin = format!(
+        "{}://{}@{}:{}",
+        u.scheme(),
+        u.username(),
+        u.host_str().unwrap_or(""),
+        u.port_or_known_default().unwrap_or(0)
+    );
+    if e.is_mqtt() {
+        format!("{origin}/{:?}", e.mqtt_version())
+    } else {
+        origin
+    }
+}
+
+/// POSTs the notification in up to `attempts` attempts, retrying (with backoff) failures that
+/// may pass: connection errors, timeouts and 5xx answers.
+async fn post(http: &reqwest::Client, job: &Job, attempts: u32) -> Result<(), String> {
+    let timeout = job
+        .endpoint
+        .timeout_ms
+        .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+    let body = job.body.to_string();
+    let mut delay = Duration::from_millis(250);
+    let mut last = String::new();
+    for attempt in 1..=attempts {
+        let mut request = http
+            .post(job.endpoint.uri.clone())
+            .timeout(timeout)
+            .body(body.clone());
+        for (k, v) in headers(job) {
+            request = request.header(k, v);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_client_error() => {
+                return Err(format!("the receiver answered {}", r.status()))
+            }
+            Ok(r) => last = format!("the receiver answered {}", r.status()),
+            Err(e) => last = crate::store::postgres::with_causes(&e),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(delay).await;
+            delay *= 4;
+        }
+    }
+    Err(last)
+}
+
+/// An MQTT notification: the headers as `metadata`, the Notification as `body` (5.8.6 / 7.2).
+fn mqtt_payload(job: &Job) -> Vec<u8> {
+    let metadata: Map<String, Value> = headers(job)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    json!({ "metadata": metadata, "body": job.body })
+        .to_string()
+        .into_bytes()
+}

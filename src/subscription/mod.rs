@@ -1,0 +1,447 @@
+//! Subscriptions and notifications (clause 5.8): the registry of compiled subscriptions of every
+//! tenant, the consumer of the store's change feed that matches each committed change against them
+//! and hands notifications to delivery, periodic (timeInterval) notifications, delivery statistics
+//! and, on PostgreSQL, which instance notifies for which subscription (advisory locks held by the
+//! change listener). See docs/subscriptions.md.
+
+pub mod deliver;
+pub mod model;
+pub mod mqtt;
+pub mod notify;
+pub mod parse;
+
+use crate::error::NgsiResult;
+use crate::service::Broker;
+use crate::store::changes::Change;
+use crate::store::postgres::listen::Event;
+use crate::store::Store;
+use chrono::Utc;
+use deliver::{Delivery, Job, Outcome};
+use model::{Record, Stats, Subscription};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// A registered subscription and its run-time state.
+pub struct Live {
+    /// The compiled subscription.
+    pub sub: Subscription,
+    /// Delivery statistics, updated by every outcome.
+    stats: Mutex<Stats>,
+    /// When the last notification was queued (throttling).
+    last_sent: Mutex<Option<Instant>>,
+    /// The periodic notification task of a timeInterval subscription.
+    periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(task) = self.periodic.lock().ok().and_then(|mut p| p.take()) {
+            task.abort();
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// How often changed delivery statistics are saved to the store.
+const STATS_FLUSH: Duration = Duration::from_millis(500);
+
+/// The subscriptions of this broker instance and their notification machinery.
+pub struct Notifier {
+    subs: RwLock<HashMap<String, HashMap<String, Arc<Live>>>>,
+    /// The subscriptions this instance notifies for; None: all of them (one instance, embedded).
+    owned: RwLock<Option<HashSet<Key>>>,
+    delivery: Delivery,
+    outcomes: Mutex<Option<UnboundedReceiver<Outcome>>>,
+    /// Subscriptions whose statistics changed since the last flush.
+    dirty: Mutex<HashSet<Key>>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        let (tx, rx) = unbounded_channel();
+        Notifier {
+            subs: RwLock::new(HashMap::new()),
+            owned: RwLock::new(None),
+            delivery: Delivery::new(tx),
+            outcomes: Mutex::new(Some(rx)),
+            dirty: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl Notifier {
+    fn owns(&self, key: &Key) -> bool {
+        self.owned
+            .read()
+            .map(|o| o.as_ref().is_none_or(|set| set.contains(key)))
+            .unwrap_or(true)
+    }
+
+    fn get(&self, tenant: &str, id: &str) -> Option<Arc<Live>> {
+        self.subs.read().ok()?.get(tenant)?.get(id).cloned()
+    }
+
+    /// The statistics this instance holds for a subscription, if it notified for it.
+    pub fn stats(&self, tenant: &str, id: &str) -> Option<Stats> {
+        let live = self.get(tenant, id)?;
+        let stats = live.stats.lock().ok()?.clone();
+        Some(stats)
+    }
+
+    /// Registers (or replaces) a compiled subscription; starts its periodic task if it has a
+    /// timeInterval.
+    pub fn register(&self, broker: &Arc<Broker>, sub: Subscription) {
+        let key = (sub.tenant.clone(), sub.record.id.clone());
+        let stats = self
+            .stats(&key.0, &key.1)
+            .filter(|s| s.events() >= sub.record.stats.events())
+            .unwrap_or_else(|| sub.record.stats.clone());
+        let live = Arc::new(Live {
+            stats: Mutex::new(stats),
+            last_sent: Mutex::new(None),
+            periodic: Mutex::new(None),
+            sub,
+        });
+        if let Some(seconds) = live.sub.time_interval {
+            let task = tokio::spawn(periodic(
+                Arc::downgrade(broker),
+                Arc::downgrade(&live),
+                seconds,
+            ));
+            if let Ok(mut p) = live.periodic.lock() {
+                *p = Some(task);
+            }
+        }
+        if let Ok(mut subs) = self.subs.write() {
+            subs.entry(key.0).or_default().insert(key.1, live);
+        }
+    }
+
+    /// Forgets a subscription.
+    pub fn remove(&self, tenant: &str, id: &str) {
+        if let Ok(mut subs) = self.subs.write() {
+            if let Some(t) = subs.get_mut(tenant) {
+                t.remove(id);
+            }
+        }
+    }
+
+    /// Matches one committed change against the tenant's subscriptions and queues the
+    /// notifications. Never waits on the network.
+    fn on_change(&self, change: &Change) {
+        let candidates: Vec<Arc<Live>> = match self.subs.read() {
+            Ok(subs) => subs
+                .get(&change.tenant)
+                .map(|t| t.values().cloned().collect())
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        let now = Utc::now();
+        for live in candidates {
+            let sub = &live.sub;
+            if sub.time_interval.is_some()
+                || !sub.is_live(now)
+                || !self.owns(&(sub.tenant.clone(), sub.record.id.clone()))
+            {
+                continue;
+            }
+            let Some((trigger, entity)) = notify::entity_for(sub, change) else {
+                continue;
+            };
+            if !live.throttle() {
+                continue;
+            }
+            let body = notify::envelope(sub, Some(trigger), vec![entity.into()], now);
+            self.delivery.send(job(sub, body));
+        }
+    }
+
+    /// Applies a delivery outcome to the statistics; they are saved by the next flush.
+    fn on_outcome(&self, outcome: Outcome) {
+        let (tenant, id) = &outcome.subscription;
+        let Some(live) = self.get(tenant, id) else {
+            return;
+        };
+        {
+            let Ok(mut s) = live.stats.lock() else {
+                return;
+            };
+            s.times_sent += 1;
+            s.last_notification = Some(outcome.at);
+            match &outcome.error {
+                None => {
+                    s.last_success = Some(outcome.at);
+                    s.status = Some("ok".into());
+                }
+                Some(_) => {
+                    s.times_failed += 1;
+                    s.last_failure = Some(outcome.at);
+                    s.status = Some("failed".into());
+                }
+            }
+        }
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.insert(outcome.subscription);
+        }
+    }
+
+    /// Saves the statistics changed since the last flush (one store write per subscription, however
+    /// many notifications it sent meanwhile).
+    async fn flush_stats(&self, broker: &Broker) {
+        let keys: Vec<Key> = match self.dirty.lock() {
+            Ok(mut dirty) => dirty.drain().collect(),
+            Err(_) => return,
+        };
+        for (tenant, id) in keys {
+            let Some(stats) = self.stats(&tenant, &id) else {
+                continue;
+            };
+            let value = serde_json::to_value(&stats).unwrap_or_default();
+            if let Err(e) = broker
+                .store
+                .save_subscription_stats(&tenant, &id, value)
+                .await
+            {
+                tracing::warn!(error = %e, subscription = %id, "saving notification statistics failed");
+            }
+        }
+    }
+}
+
+impl Live {
+    /// Whether a notification may go now (throttling); records it when so.
+    fn throttle(&self) -> bool {
+        let Ok(mut last) = self.last_sent.lock() else {
+            return true;
+        };
+        if let (Some(seconds), Some(t)) = (self.sub.throttling, *last) {
+            if t.elapsed() < Duration::from_secs_f64(seconds) {
+                return false;
+            }
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
+
+fn job(sub: &Subscription, body: serde_json::Value) -> Job {
+    Job {
+        subscription: (sub.tenant.clone(), sub.record.id.clone()),
+        endpoint: sub.notification.endpoint.clone(),
+        body,
+        context: sub.notify_context.clone(),
+        tenant: sub.tenant.clone(),
+    }
+}
+
+/// Every `seconds`, notifies every entity the subscription selects (timeInterval). Holds the
+/// broker and the subscription weakly: it ends with either.
+async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(seconds));
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (Some(broker), Some(live)) = (broker.upgrade(), live.upgrade()) else {
+            return;
+        };
+        let sub = &live.sub;
+        let notifier = &broker.notifier;
+        if !sub.is_live(Utc::now()) || !notifier.owns(&(sub.tenant.clone(), sub.record.id.clone()))
+        {
+            continue;
+        }
+        let limit = broker.settings.max_page_size;
+        let entities = match broker
+            .store
+            .query(&sub.tenant, &sub.query, 0, limit, false)
+            .await
+        {
+            Ok((page, _)) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, subscription = %sub.record.id, "periodic query failed");
+                continue;
+            }
+        };
+        if entities.is_empty() {
+            continue;
+        }
+        let opts = notify::options(sub);
+        let data = entities
+            .iter()
+            .map(|e| crate::model::render::entity(e, &sub.ctx, &opts).into())
+            .collect();
+        let body = notify::envelope(sub, None, data, Utc::now());
+        notifier.delivery.send(job(sub, body));
+    }
+}
+
+/// Compiles a stored record (loading its contexts).
+pub async fn compile(broker: &Broker, tenant: &str, record: Record) -> NgsiResult<Subscription> {
+    let ctx = broker.contexts.active(record.context.as_ref()).await?;
+    let notify_ctx = match record.doc.get("jsonldContext") {
+        Some(url) => Some(broker.contexts.active(Some(url)).await?),
+        None => None,
+    };
+    parse::compile(tenant, record, ctx, notify_ctx)
+}
+
+/// Loads one stored subscription into the registry (or forgets it when it is gone).
+async fn reload(broker: &Arc<Broker>, tenant: &str, id: &str) -> NgsiResult<()> {
+    match broker.store.subscription(tenant, id).await? {
+        None => broker.notifier.remove(tenant, id),
+        Some(value) => {
+            let record: Record = serde_json::from_value(value).map_err(|e| {
+                crate::error::NgsiError::internal(format!("subscription {id} does not decode: {e}"))
+            })?;
+            let sub = compile(broker, tenant, record).await?;
+            broker.notifier.register(broker, sub);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every stored subscription, retrying while the store is unavailable.
+async fn load_all(broker: &Arc<Broker>) {
+    let mut delay = Duration::from_millis(200);
+    let all = loop {
+        match broker.store.subscriptions().await {
+            Ok(all) => break all,
+            Err(e) => {
+                tracing::debug!(error = %e, "subscriptions not loaded yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut seen: HashSet<Key> = HashSet::new();
+    for (tenant, value) in all {
+        let record: Record = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "a stored subscription does not decode; skipped");
+                continue;
+            }
+        };
+        let id = record.id.clone();
+        match compile(broker, &tenant, record).await {
+            Ok(sub) => {
+                seen.insert((tenant, id));
+                broker.notifier.register(broker, sub);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, subscription = %id, "a stored subscription does not compile; skipped")
+            }
+        }
+    }
+    // Forget subscriptions deleted while this instance was not listening.
+    let stale: Vec<Key> = match broker.notifier.subs.read() {
+        Ok(subs) => subs
+            .iter()
+            .flat_map(|(t, m)| m.keys().map(move |id| (t.clone(), id.clone())))
+            .filter(|k| !seen.contains(k))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for (tenant, id) in stale {
+        broker.notifier.remove(&tenant, &id);
+    }
+}
+
+/// Starts the notification machinery of a broker: loads the stored subscriptions, consumes the
+/// change feed and delivery outcomes, and on PostgreSQL listens to other instances and keeps
+/// subscription leases.
+pub fn start(broker: Arc<Broker>) {
+    let Some(mut changes) = broker.store.feed().consume() else {
+        return;
+    };
+    let outcomes = broker
+        .notifier
+        .outcomes
+        .lock()
+        .ok()
+        .and_then(|mut o| o.take());
+    // Background tasks hold the broker weakly, so that a stopped server releases its store.
+    let weak = Arc::downgrade(&broker);
+    if let Store::Postgres(pg) = &broker.store {
+        if let Ok(mut owned) = broker.notifier.owned.write() {
+            *owned = Some(HashSet::new());
+        }
+        let (tx, mut events) = unbounded_channel();
+        pg.listen(tx);
+        let w = weak.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let Some(b) = w.upgrade() else {
+                    return;
+                };
+                match event {
+                    Event::Owned(held) => {
+                        if let Ok(mut owned) = b.notifier.owned.write() {
+                            *owned = Some(held);
+                        }
+                    }
+                    Event::ReloadAll => load_all(&b).await,
+                    Event::Changed(tenant, id) => {
+                        if let Err(e) = reload(&b, &tenant, &id).await {
+                            tracing::warn!(error = %e, subscription = %id, "reloading a subscription failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let w = weak.clone();
+    tokio::spawn(async move {
+        // Changes committed while the stored subscriptions load wait in the feed, so that none
+        // is missed after a restart.
+        match w.upgrade() {
+            Some(b) => {
+                load_all(&b).await;
+                claim_now(&b).await;
+            }
+            None => return,
+        }
+        while let Some(change) = changes.recv().await {
+            let Some(b) = w.upgrade() else {
+                return;
+            };
+            b.notifier.on_change(&change);
+        }
+    });
+    if let Some(mut outcomes) = outcomes {
+        let w = weak.clone();
+        tokio::spawn(async move {
+            while let Some(outcome) = outcomes.recv().await {
+                let Some(b) = w.upgrade() else {
+                    return;
+                };
+                b.notifier.on_outcome(outcome);
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(STATS_FLUSH);
+        loop {
+            ticks.tick().await;
+            let Some(b) = weak.upgrade() else {
+                return;
+            };
+            b.notifier.flush_stats(&b).await;
+        }
+    });
+}
+
+/// On PostgreSQL, has the listener claim a subscription this instance just stored, so that it is
+/// notified for from the next write on (not only after the next claim round).
+pub async fn claim_now(broker: &Broker) {
+    if let Store::Postgres(pg) = &broker.store {
+        if let Some(held) = pg.claim_now().await {
+            if let Ok(mut owned) = broker.notifier.owned.write() {
+                *owned = Some(held);
+            }
+        }
+    }
+}
