@@ -1,6 +1,7 @@
 //! The PostgreSQL + PostGIS store: entities in one table per database with a tenant column, the
 //! `location` geometry in a GiST-indexed column, types and scopes in GIN-indexed arrays and the
-//! expanded entity as jsonb. Every write is one transaction (read with FOR UPDATE, decide, write).
+//! expanded entity as jsonb. Every write, of one entity or of a batch, is one transaction (lock the
+//! ids, read, decide, write set-based).
 
 pub mod listen;
 pub mod migrate;
