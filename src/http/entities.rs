@@ -558,6 +558,15 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
         "scope" => SCOPE_IRI.to_string(),
         _ => path_attr(&req, &ctx)?.1,
     };
+    let (dataset_id, delete_all) = deletion_params(&info)?;
+    broker
+        .delete_attr(&target, &iri, dataset_id, delete_all, Utc::now())
+        .await?;
+    Ok(no_content())
+}
+
+/// The `datasetId` and `deleteAll` parameters of an attribute deletion (5.6.5, 5.6.15).
+pub fn deletion_params(info: &RequestInfo) -> NgsiResult<(Option<String>, bool)> {
     let dataset_id = info.param("datasetId").map(str::to_string);
     if let Some(d) = &dataset_id {
         crate::model::validate::uri("datasetId", d)?;
@@ -571,8 +580,5 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
             )))
         }
     };
-    broker
-        .delete_attr(&target, &iri, dataset_id, delete_all, Utc::now())
-        .await?;
-    Ok(no_content())
+    Ok((dataset_id, delete_all))
 }

@@ -3,7 +3,8 @@
 //! selection, paging), add the temporal parameters, call the temporal service, render.
 
 use super::entities::{
-    path_attr, projection, read_write, segment, target, Write, READ_OFFERS, SEGMENT, WRITE_OFFERS,
+    deletion_params, path_attr, projection, read_write, segment, target, Write, READ_OFFERS,
+    SEGMENT, WRITE_OFFERS,
 };
 use super::negotiate::{read_body, Body, RequestInfo};
 use super::query::{entity_query, page, page_headers, query_from_body, require_restriction};
@@ -419,19 +420,7 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let (_, iri) = path_attr(&req, &ctx)?;
-    let dataset_id = info.param("datasetId").map(str::to_string);
-    if let Some(d) = &dataset_id {
-        crate::model::validate::uri("datasetId", d)?;
-    }
-    let delete_all = match info.param("deleteAll") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-                "deleteAll={other} must be true or false"
-            )))
-        }
-    };
+    let (dataset_id, delete_all) = deletion_params(&info)?;
     broker
         .delete_temporal_attr(&target, &iri, dataset_id, delete_all)
         .await?;
