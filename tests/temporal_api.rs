@@ -594,3 +594,86 @@ async fn bad_temporal_parameters_are_400_bad_request_data_with_a_reason() {
         }
     }
 }
+
+/// Instances `n` minutes apart from `start`, values 0, 1, 2...
+fn series(start: DateTime<Utc>, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({"type": "Property", "value": i, "observedAt": iso(start + Duration::minutes(i as i64))})
+        })
+        .collect()
+}
+
+/// observedAt of a normalized temporal attribute's instances.
+fn times(attr: &Value) -> Vec<String> {
+    attr.as_array()
+        .unwrap_or_else(|| panic!("an array of instances, not {attr}"))
+        .iter()
+        .map(|i| i["observedAt"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_cut_response_covers_one_time_range_for_all_attributes_of_an_entity() {
+    const MAX: usize = 4;
+    let s = TestServer::start_with(|settings| settings.max_temporal_instances = MAX).await;
+    // speed on day 1, fuel on day 2: no instant in common; level overlaps speed, 2 min later.
+    let day1 = base();
+    let day2 = base() + Duration::days(1);
+    let id = "urn:ngsi-ld:Vehicle:cut";
+    let body = json!({
+        "id": id, "type": "Vehicle",
+        "speed": series(day1, 9),
+        "fuel": series(day2, 9),
+        "level": series(day1 + Duration::minutes(2), 9),
+    });
+    let r = s
+        .send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &body,
+        )
+        .await;
+    assert_status(r, 201).await;
+    let minutes = |start: DateTime<Utc>, range: std::ops::Range<i64>| -> Vec<String> {
+        range.map(|m| iso(start + Duration::minutes(m))).collect()
+    };
+
+    // Forwards: speed's first MAX instances end the range; level stops there, fuel is empty.
+    let (st, headers, body) = get(&s, &format!("/temporal/entities/{id}")).await;
+    assert_eq!(st, 206, "{body}");
+    let end = day1 + Duration::minutes(MAX as i64 - 1);
+    assert_eq!(times(&body["speed"]), minutes(day1, 0..MAX as i64));
+    assert_eq!(times(&body["level"]), minutes(day1, 2..MAX as i64));
+    assert_eq!(body["fuel"], json!([]));
+    assert_eq!(
+        headers["content-range"].to_str().unwrap(),
+        format!("date-time {}-{}/*", iso(day1), iso(end))
+    );
+
+    // Backwards with lastN: fuel's last MAX instances start the range; the others are empty.
+    let (st, headers, body) = get(&s, &format!("/temporal/entities/{id}?lastN=20")).await;
+    assert_eq!(st, 206, "{body}");
+    assert_eq!(times(&body["fuel"]), minutes(day2, 9 - MAX as i64..9));
+    assert_eq!(body["speed"], json!([]));
+    assert_eq!(body["level"], json!([]));
+    assert_eq!(
+        headers["content-range"].to_str().unwrap(),
+        format!(
+            "date-time {}-{}/20",
+            iso(day2 + Duration::minutes(8)),
+            iso(day2 + Duration::minutes(9 - MAX as i64))
+        )
+    );
+
+    // Within the limit: everything, 200.
+    let (st, headers, body) = get(
+        &s,
+        &format!("/temporal/entities/{id}?attrs=speed&lastN={MAX}"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(headers.get("content-range").is_none());
+    assert_eq!(times(&body["speed"]), minutes(day1, 9 - MAX as i64..9));
+}
