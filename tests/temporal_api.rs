@@ -677,3 +677,123 @@ async fn a_cut_response_covers_one_time_range_for_all_attributes_of_an_entity() 
     assert!(headers.get("content-range").is_none());
     assert_eq!(times(&body["speed"]), minutes(day1, 9 - MAX as i64..9));
 }
+
+#[actix_web::test]
+async fn empty_answers_odd_names_and_unsupported_orderings_are_refused() {
+    let s = TestServer::start().await;
+    let at = base();
+    // One vehicle observed on day 1 only, one on day 2 only.
+    for (id, day) in [("urn:ngsi-ld:Vehicle:d1", 0), ("urn:ngsi-ld:Vehicle:d2", 1)] {
+        let body = json!({"id": id, "type": "Vehicle",
+            "speed": series(at + Duration::days(day), 3)});
+        let r = s
+            .send(
+                Method::POST,
+                "/temporal/entities",
+                "application/json",
+                &body,
+            )
+            .await;
+        assert_status(r, 201).await;
+    }
+    let id = "urn:ngsi-ld:Vehicle:d1";
+
+    // A time range leaves out the entity none of whose instances falls in it.
+    let day2 = iso(at + Duration::days(1));
+    let (st, _, body) = get(
+        &s,
+        &format!("/temporal/entities?type=Vehicle&timerel=after&timeAt={day2}"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["urn:ngsi-ld:Vehicle:d2"]);
+
+    // pick/omit that leave no member: 404.
+    for query in ["pick=unknown", "omit=id,type,speed"] {
+        let r = s
+            .req(Method::GET, &format!("/temporal/entities/{id}?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 404, "ResourceNotFound").await;
+    }
+
+    // '.' and '..' are path segments, not attribute names, also percent-encoded twice (the HTTP
+    // client resolves the plain and once-encoded forms before sending).
+    for name in ["%252e%252e", "%252e"] {
+        let r = s
+            .req(
+                Method::DELETE,
+                &format!("/temporal/entities/{id}/attrs/{name}?deleteAll=true"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    // The instances are still there.
+    assert_eq!(times(&all(&s, id).await["speed"]).len(), 3);
+
+    // DELETE on the collection is not an operation of the temporal API.
+    let r = s
+        .req(Method::DELETE, "/temporal/entities/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+
+    // Ordering only by id; csf must parse.
+    for (query, status) in [
+        ("orderBy=id", 200),
+        ("orderBy=name", 400),
+        ("orderBy=id,createdAt", 400),
+        ("csf=))bad((", 400),
+    ] {
+        let r = s
+            .req(
+                Method::GET,
+                &format!("/temporal/entities?type=Vehicle&{query}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        if status == 200 {
+            assert_status(r, 200).await;
+        } else {
+            assert_problem(r, 400, "BadRequestData").await;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_deleted_language_property_is_an_ngsi_ld_null_language_map() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:lang";
+    let r = s
+        .create(&json!({"id": id, "type": "Vehicle",
+            "name": {"type": "LanguageProperty", "languageMap": {"en": "car", "fr": "voiture"}}}))
+        .await;
+    assert_status(r, 201).await;
+    let r = s
+        .req(Method::DELETE, &format!("/entities/{id}/attrs/name"))
+        .send()
+        .await
+        .unwrap();
+    assert_no_content(r).await;
+    let (st, _, body) = get(
+        &s,
+        &format!("/temporal/entities/{id}?timeproperty=deletedAt"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let deleted = &body["name"][0];
+    assert_eq!(deleted["type"], "LanguageProperty", "{body}");
+    assert_eq!(deleted["languageMap"], json!({"@none": "urn:ngsi-ld:null"}));
+    assert!(deleted["deletedAt"].is_string(), "{body}");
+}

@@ -367,7 +367,18 @@ impl Broker {
         count: bool,
     ) -> NgsiResult<TemporalPage> {
         let result = self.query_entities(tenant, selection, page, count).await?;
-        let (entities, cut) = self.evolutions(tenant, result.entities, query).await?;
+        let (mut entities, cut) = self.evolutions(tenant, result.entities, query).await?;
+        // With a time range, an entity none of whose evolution falls in it is left out.
+        let bounded = !matches!(
+            (&query.history.from, &query.history.to),
+            (Bound::Unbounded, Bound::Unbounded)
+        );
+        if bounded {
+            entities.retain(|te| match &te.content {
+                Content::Instances(r) => !r.is_empty() || !te.emptied.is_empty(),
+                Content::Buckets(b) => !b.is_empty(),
+            });
+        }
         Ok(TemporalPage {
             entities,
             seen: result.seen,

@@ -48,7 +48,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
     let kind = r.kind?;
     let null = Value::String(NGSI_LD_NULL.into());
     let value = match kind {
-        AttrKind::LanguageProperty => json!({ "@none": null }),
+        AttrKind::LanguageProperty => json!({ "@none": NGSI_LD_NULL }),
         AttrKind::ListProperty | AttrKind::ListRelationship => json!([null]),
         _ => null,
     };
