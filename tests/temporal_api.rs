@@ -594,3 +594,206 @@ async fn bad_temporal_parameters_are_400_bad_request_data_with_a_reason() {
         }
     }
 }
+
+/// Instances `n` minutes apart from `start`, values 0, 1, 2...
+fn series(start: DateTime<Utc>, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            json!({"type": "Property", "value": i, "observedAt": iso(start + Duration::minutes(i as i64))})
+        })
+        .collect()
+}
+
+/// observedAt of a normalized temporal attribute's instances.
+fn times(attr: &Value) -> Vec<String> {
+    attr.as_array()
+        .unwrap_or_else(|| panic!("an array of instances, not {attr}"))
+        .iter()
+        .map(|i| i["observedAt"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_cut_response_covers_one_time_range_for_all_attributes_of_an_entity() {
+    const MAX: usize = 4;
+    let s = TestServer::start_with(|settings| settings.max_temporal_instances = MAX).await;
+    // speed on day 1, fuel on day 2: no instant in common; level overlaps speed, 2 min later.
+    let day1 = base();
+    let day2 = base() + Duration::days(1);
+    let id = "urn:ngsi-ld:Vehicle:cut";
+    let body = json!({
+        "id": id, "type": "Vehicle",
+        "speed": series(day1, 9),
+        "fuel": series(day2, 9),
+        "level": series(day1 + Duration::minutes(2), 9),
+    });
+    let r = s
+        .send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &body,
+        )
+        .await;
+    assert_status(r, 201).await;
+    let minutes = |start: DateTime<Utc>, range: std::ops::Range<i64>| -> Vec<String> {
+        range.map(|m| iso(start + Duration::minutes(m))).collect()
+    };
+
+    // Forwards: speed's first MAX instances end the range; level stops there, fuel is empty.
+    let (st, headers, body) = get(&s, &format!("/temporal/entities/{id}")).await;
+    assert_eq!(st, 206, "{body}");
+    let end = day1 + Duration::minutes(MAX as i64 - 1);
+    assert_eq!(times(&body["speed"]), minutes(day1, 0..MAX as i64));
+    assert_eq!(times(&body["level"]), minutes(day1, 2..MAX as i64));
+    assert_eq!(body["fuel"], json!([]));
+    assert_eq!(
+        headers["content-range"].to_str().unwrap(),
+        format!("date-time {}-{}/*", iso(day1), iso(end))
+    );
+
+    // Backwards with lastN: fuel's last MAX instances start the range; the others are empty.
+    let (st, headers, body) = get(&s, &format!("/temporal/entities/{id}?lastN=20")).await;
+    assert_eq!(st, 206, "{body}");
+    assert_eq!(times(&body["fuel"]), minutes(day2, 9 - MAX as i64..9));
+    assert_eq!(body["speed"], json!([]));
+    assert_eq!(body["level"], json!([]));
+    assert_eq!(
+        headers["content-range"].to_str().unwrap(),
+        format!(
+            "date-time {}-{}/20",
+            iso(day2 + Duration::minutes(8)),
+            iso(day2 + Duration::minutes(9 - MAX as i64))
+        )
+    );
+
+    // Within the limit: everything, 200.
+    let (st, headers, body) = get(
+        &s,
+        &format!("/temporal/entities/{id}?attrs=speed&lastN={MAX}"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(headers.get("content-range").is_none());
+    assert_eq!(times(&body["speed"]), minutes(day1, 9 - MAX as i64..9));
+}
+
+#[actix_web::test]
+async fn empty_answers_odd_names_and_unsupported_orderings_are_refused() {
+    let s = TestServer::start().await;
+    let at = base();
+    // One vehicle observed on day 1 only, one on day 2 only.
+    for (id, day) in [("urn:ngsi-ld:Vehicle:d1", 0), ("urn:ngsi-ld:Vehicle:d2", 1)] {
+        let body = json!({"id": id, "type": "Vehicle",
+            "speed": series(at + Duration::days(day), 3)});
+        let r = s
+            .send(
+                Method::POST,
+                "/temporal/entities",
+                "application/json",
+                &body,
+            )
+            .await;
+        assert_status(r, 201).await;
+    }
+    let id = "urn:ngsi-ld:Vehicle:d1";
+
+    // A time range leaves out the entity none of whose instances falls in it.
+    let day2 = iso(at + Duration::days(1));
+    let (st, _, body) = get(
+        &s,
+        &format!("/temporal/entities?type=Vehicle&timerel=after&timeAt={day2}"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["urn:ngsi-ld:Vehicle:d2"]);
+
+    // pick/omit that leave no member: 404.
+    for query in ["pick=unknown", "omit=id,type,speed"] {
+        let r = s
+            .req(Method::GET, &format!("/temporal/entities/{id}?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 404, "ResourceNotFound").await;
+    }
+
+    // '.' and '..' are path segments, not attribute names, also percent-encoded twice (the HTTP
+    // client resolves the plain and once-encoded forms before sending).
+    for name in ["%252e%252e", "%252e"] {
+        let r = s
+            .req(
+                Method::DELETE,
+                &format!("/temporal/entities/{id}/attrs/{name}?deleteAll=true"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    // The instances are still there.
+    assert_eq!(times(&all(&s, id).await["speed"]).len(), 3);
+
+    // DELETE on the collection is not an operation of the temporal API.
+    let r = s
+        .req(Method::DELETE, "/temporal/entities/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+
+    // Ordering only by id; csf must parse.
+    for (query, status) in [
+        ("orderBy=id", 200),
+        ("orderBy=name", 400),
+        ("orderBy=id,createdAt", 400),
+        ("csf=))bad((", 400),
+    ] {
+        let r = s
+            .req(
+                Method::GET,
+                &format!("/temporal/entities?type=Vehicle&{query}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        if status == 200 {
+            assert_status(r, 200).await;
+        } else {
+            assert_problem(r, 400, "BadRequestData").await;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_deleted_language_property_is_an_ngsi_ld_null_language_map() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:lang";
+    let r = s
+        .create(&json!({"id": id, "type": "Vehicle",
+            "name": {"type": "LanguageProperty", "languageMap": {"en": "car", "fr": "voiture"}}}))
+        .await;
+    assert_status(r, 201).await;
+    let r = s
+        .req(Method::DELETE, &format!("/entities/{id}/attrs/name"))
+        .send()
+        .await
+        .unwrap();
+    assert_no_content(r).await;
+    let (st, _, body) = get(
+        &s,
+        &format!("/temporal/entities/{id}?timeproperty=deletedAt"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let deleted = &body["name"][0];
+    assert_eq!(deleted["type"], "LanguageProperty", "{body}");
+    assert_eq!(deleted["languageMap"], json!({"@none": "urn:ngsi-ld:null"}));
+    assert!(deleted["deletedAt"].is_string(), "{body}");
+}

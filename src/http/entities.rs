@@ -135,8 +135,31 @@ pub fn path_attr(req: &HttpRequest, ctx: &ActiveContext) -> NgsiResult<(String, 
         ));
     }
     crate::model::validate::name("attribute name in the URL", &name)?;
+    if is_dot_segment(&name) {
+        return Err(NgsiError::bad_data(format!(
+            "'{name}' is a relative path segment ('.' or '..'), not an attribute name"
+        )));
+    }
     let iri = ctx.expand(&name).into_owned();
     Ok((name, iri))
+}
+
+/// Whether a path segment (already decoded once) is `.` or `..`, also when still percent-encoded.
+fn is_dot_segment(name: &str) -> bool {
+    let mut text = name.to_string();
+    for _ in 0..3 {
+        if text == "." || text == ".." {
+            return true;
+        }
+        let decoded = percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    false
 }
 
 fn no_content() -> HttpResponse {

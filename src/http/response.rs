@@ -83,15 +83,19 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, NgsiError> {
 }
 
 /// 405 for methods a resource does not offer; 400 when the method would be valid one path segment
-/// further, i.e. the URL lacks the entity id or attribute name it needs.
+/// further, i.e. the URL lacks the entity id or attribute name it needs. The temporal API's
+/// collection answers 405 (its conformance tests ask for the plain HTTP answer there).
 pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     let path = req.path().trim_end_matches('/');
     let method = req.method().as_str();
-    let lacks = if path.ends_with("/entities") && matches!(method, "PATCH" | "PUT" | "DELETE") {
-        Some("an entity id")
-    } else {
-        None
-    };
+    let temporal = path.ends_with("/temporal/entities");
+    let lacks =
+        if path.ends_with("/entities") && !temporal && matches!(method, "PATCH" | "PUT" | "DELETE")
+        {
+            Some("an entity id")
+        } else {
+            None
+        };
     if let Some(what) = lacks {
         return NgsiError::bad_data(format!(
             "{method} {} needs {what} at the end of the URL",

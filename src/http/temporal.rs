@@ -76,6 +76,7 @@ const QUERY_PARAMS: &[&str] = &[
     "local",
     "via",
     "datasetId",
+    "orderBy",
 ];
 
 /// Parameters of POST /temporal/entityOperations/query.
@@ -229,8 +230,14 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
             target.id
         )));
     }
-    let body = Value::Object(render::entity(&te, &query, &ctx, &opts));
-    let mut response = json_body(&info, body);
+    let rendered = render::entity(&te, &query, &ctx, &opts);
+    if rendered.is_empty() {
+        return Err(NgsiError::not_found(format!(
+            "temporal entity '{}' has no member left after pick and omit",
+            target.id
+        )));
+    }
+    let mut response = json_body(&info, Value::Object(rendered));
     content_range(&mut response, &cut);
     Ok(response)
 }
@@ -241,6 +248,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let ctx = info.context(&broker).await?;
     let selection = entity_query(&info, &ctx)?;
     require_restriction(&selection, &info)?;
+    check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
@@ -250,6 +258,27 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     page_headers(&mut response, &req, &info, page, result.seen, count);
     content_range(&mut response, &result.cut);
     Ok(response)
+}
+
+/// 5.7.4.4: entities of a temporal query can only be ordered by id (ascending, the order
+/// they come in); `csf` must be a valid query even though this broker has no context sources
+/// to apply it to.
+fn check_order_and_csf(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<()> {
+    if let Some(order) = info.param("orderBy") {
+        for member in order.split(',') {
+            if !matches!(member.trim(), "id" | "id;asc") {
+                return Err(NgsiError::bad_data(format!(
+                    "orderBy={order}: temporal entities can only be ordered by id (ascending); '{member}' is not possible"
+                )));
+            }
+        }
+    }
+    if let Some(csf) = info.param("csf") {
+        crate::query::q::parse(csf, ctx).map_err(|e| {
+            NgsiError::bad_data(format!("csf={csf} is not a valid query: {}", e.detail))
+        })?;
+    }
+    Ok(())
 }
 
 /// Text of a temporalQ member: strings as they are, numbers as written.

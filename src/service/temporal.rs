@@ -367,7 +367,18 @@ impl Broker {
         count: bool,
     ) -> NgsiResult<TemporalPage> {
         let result = self.query_entities(tenant, selection, page, count).await?;
-        let (entities, cut) = self.evolutions(tenant, result.entities, query).await?;
+        let (mut entities, cut) = self.evolutions(tenant, result.entities, query).await?;
+        // With a time range, an entity none of whose evolution falls in it is left out.
+        let bounded = !matches!(
+            (&query.history.from, &query.history.to),
+            (Bound::Unbounded, Bound::Unbounded)
+        );
+        if bounded {
+            entities.retain(|te| match &te.content {
+                Content::Instances(r) => !r.is_empty() || !te.emptied.is_empty(),
+                Content::Buckets(b) => !b.is_empty(),
+            });
+        }
         Ok(TemporalPage {
             entities,
             seen: result.seen,
@@ -429,14 +440,21 @@ impl Broker {
         let mut out: Vec<TemporalEntity> = entities
             .into_iter()
             .zip(by_id)
-            .map(|(entity, (_, content))| TemporalEntity { entity, content })
+            .map(|(entity, (_, content))| TemporalEntity {
+                entity,
+                content,
+                emptied: Vec::new(),
+            })
             .collect();
         let cut = self.cut(&mut out, query);
         Ok((out, cut))
     }
 
     /// Limits every attribute to the broker's maximum number of instances: the oldest ones, or
-    /// the newest with lastN; reports the range returned when anything was left out.
+    /// the newest with lastN (6.3.10: forwards, or backwards from the most recent). An entity's
+    /// response covers one time range for all its attributes, so where one attribute is cut the
+    /// others are cut at the same instant (an attribute left with no instance is kept, empty).
+    /// Reports the range returned when anything was left out.
     fn cut(&self, entities: &mut [TemporalEntity], query: &TemporalQuery) -> Option<Cut> {
         if matches!(query.representation, Representation::Aggregated { .. }) {
             return None;
@@ -450,19 +468,19 @@ impl Broker {
             let Content::Instances(records) = &mut te.content else {
                 continue;
             };
-            let mut per_attr: HashMap<Option<String>, usize> = HashMap::new();
-            for r in records.iter() {
-                *per_attr.entry(r.attr.clone()).or_default() += 1;
+            if let Some(limit) = entity_cut(records, max, tp, newest) {
+                was_cut = true;
+                let mut attrs: Vec<String> =
+                    records.iter().filter_map(|r| r.attr.clone()).collect();
+                attrs.sort();
+                attrs.dedup();
+                records.retain(|r| {
+                    tp.of(r)
+                        .is_none_or(|t| if newest { t >= limit } else { t <= limit })
+                });
+                attrs.retain(|a| !records.iter().any(|r| r.attr.as_ref() == Some(a)));
+                te.emptied = attrs;
             }
-            let mut seen: HashMap<Option<String>, usize> = HashMap::new();
-            records.retain(|r| {
-                let total = per_attr[&r.attr];
-                let i = seen.entry(r.attr.clone()).or_default();
-                let keep = if newest { *i + max >= total } else { *i < max };
-                *i += 1;
-                was_cut |= !keep;
-                keep
-            });
             kept_times.extend(records.iter().filter_map(|r| tp.of(r)));
         }
         if !was_cut {
@@ -486,6 +504,39 @@ impl Broker {
                 size: None,
             }
         })
+    }
+}
+
+/// Where one entity's records (in time order per attribute) are cut so that no attribute has
+/// more than `max`: the earliest last-kept instant of the attributes over the limit (forwards),
+/// or the latest first-kept one (backwards, `newest`). `None` when every attribute fits.
+fn entity_cut(
+    records: &[InstanceChange],
+    max: usize,
+    tp: TimeProperty,
+    newest: bool,
+) -> Option<DateTime<Utc>> {
+    let mut by_attr: HashMap<Option<&str>, Vec<DateTime<Utc>>> = HashMap::new();
+    for r in records {
+        if let Some(t) = tp.of(r) {
+            by_attr.entry(r.attr.as_deref()).or_default().push(t);
+        }
+    }
+    let limits = by_attr
+        .into_values()
+        .filter(|times| times.len() > max)
+        .map(|mut times| {
+            times.sort();
+            if newest {
+                times[times.len() - max]
+            } else {
+                times[max - 1]
+            }
+        });
+    if newest {
+        limits.max()
+    } else {
+        limits.min()
     }
 }
 

@@ -20,6 +20,9 @@ pub struct TemporalEntity {
     pub entity: std::sync::Arc<Entity>,
     /// What the store returned.
     pub content: Content,
+    /// Attributes that have instances, but none in the time range returned (a cut response):
+    /// rendered with an empty list.
+    pub emptied: Vec<String>,
 }
 
 /// History records or aggregation buckets.
@@ -45,7 +48,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
     let kind = r.kind?;
     let null = Value::String(NGSI_LD_NULL.into());
     let value = match kind {
-        AttrKind::LanguageProperty => json!({ "@none": null }),
+        AttrKind::LanguageProperty => json!({ "@none": NGSI_LD_NULL }),
         AttrKind::ListProperty | AttrKind::ListRelationship => json!([null]),
         _ => null,
     };
@@ -141,6 +144,11 @@ pub fn entity(
                     ),
                 };
                 out.insert(ctx.compact(attr).into_owned(), rendered);
+            }
+            for attr in &te.emptied {
+                if p.keeps(attr) {
+                    out.insert(ctx.compact(attr).into_owned(), Value::Array(Vec::new()));
+                }
             }
         }
         Content::Buckets(buckets) => {
