@@ -137,7 +137,7 @@ fn entity_json(i: usize, round: usize) -> Value {
         "type": "Sensor",
         "temperature": {"type": "Property", "value": (i % 400) as f64 / 10.0 + 100.0 * r, "unitCode": "CEL"},
         "humidity": {"type": "Property", "value": (i % 100) as f64 + 100.0 * r},
-        "status": {"type": "Property", "value": if (i + round) % 2 == 0 { "on" } else { "off" }},
+        "status": {"type": "Property", "value": if (i + round).is_multiple_of(2) { "on" } else { "off" }},
         "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [
             2.2 + (i % 1000) as f64 * 1e-4 + r * 1e-5,
             48.8 + (i / 1000) as f64 * 1e-4
@@ -440,7 +440,7 @@ async fn mqtt_load(
     let started = Instant::now();
     let mut complete = true;
     for (n, (t, p)) in payloads.into_iter().enumerate() {
-        if n % m == 0 && n / m >= window_rounds {
+        if n.is_multiple_of(m) && n / m >= window_rounds {
             let done = value(n / m - window_rounds);
             if !written(client, base, &last, done, deadline).await {
                 complete = false;
@@ -526,7 +526,7 @@ async fn pg_snapshot(url: &str, batch: usize) -> Vec<PgBatch> {
     let mut batches: Vec<PgBatch> = Vec::new();
     let mut batch_of: HashMap<Vec<u8>, usize> = HashMap::new();
     for (i, line) in entities.iter().enumerate() {
-        if i % batch == 0 {
+        if i.is_multiple_of(batch) {
             batches.push(PgBatch {
                 entities: Vec::new(),
                 history: Vec::new(),
