@@ -34,9 +34,11 @@
 //! [1000], INGEST_LOAD_SECONDS [10] (PATCH measuring time), INGEST_LOAD_WARMUP [1],
 //! INGEST_LOAD_CONCURRENCY [32], INGEST_LOAD_WORKERS [2], INGEST_LOAD_POOL [16] (twinlink's
 //! database pool, also the raw PATCH connections), INGEST_LOAD_MQTT_MESSAGES [20000],
-//! INGEST_LOAD_MQTT_ENTITIES [200], INGEST_LOAD_MQTT_WINDOW [400] (messages the publisher keeps ahead
-//! of what twinlink has written: Mosquitto drops messages for a subscriber beyond its queue limit;
-//! with its defaults, 800 ahead already lost some), INGEST_LOAD_STORES [embedded,postgres],
+//! INGEST_LOAD_MQTT_ENTITIES [50] (entities per round), INGEST_LOAD_MQTT_WINDOW [500] (messages the
+//! publisher keeps ahead of what twinlink has written, checked once per round: Mosquitto drops
+//! messages for a subscriber beyond its queue limit; with its defaults 800 ahead already lost
+//! some; against a Mosquitto with a large `max_queued_messages` set it above the message count to
+//! publish flat out), INGEST_LOAD_STORES [embedded,postgres],
 //! INGEST_LOAD_DATA_PARENT [TMPDIR]: where the embedded store's directory is made (a real disk by
 //! default: the embedded store's commits fsync).
 
@@ -104,8 +106,8 @@ impl Config {
             workers: env_or("INGEST_LOAD_WORKERS", 2),
             pool: env_or("INGEST_LOAD_POOL", 16),
             mqtt_messages: env_or("INGEST_LOAD_MQTT_MESSAGES", 20_000),
-            mqtt_entities: env_or("INGEST_LOAD_MQTT_ENTITIES", 200usize).min(entities),
-            mqtt_window: env_or("INGEST_LOAD_MQTT_WINDOW", 400),
+            mqtt_entities: env_or("INGEST_LOAD_MQTT_ENTITIES", 50usize).min(entities),
+            mqtt_window: env_or("INGEST_LOAD_MQTT_WINDOW", 500),
             mqtt_url: std::env::var("INGEST_LOAD_MQTT_URL")
                 .or_else(|_| std::env::var("TWINLINK_TEST_MQTT_URL"))
                 .ok(),
