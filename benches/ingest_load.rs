@@ -741,11 +741,17 @@ fn redb_write(db: &redb::Database, entities: &[Kv], history: &[Kv]) {
     txn.commit().expect("commit");
 }
 
-fn redb_raw(dir: &Path, batches: &[(Vec<Kv>, Vec<Kv>)], cfg: &Config) -> (Batched, Timed) {
-    let path = dir.join("raw.redb");
-    let db = redb::Database::create(&path).expect("raw redb");
+/// The raw redb file: twinlink's batches written again, kept open for the single writes.
+struct RawRedb {
+    db: redb::Database,
+    entities: Vec<Kv>,
+    record: Vec<u8>,
+}
+
+fn redb_raw_batches(dir: &Path, batches: Vec<(Vec<Kv>, Vec<Kv>)>) -> (Batched, RawRedb) {
+    let db = redb::Database::create(dir.join("raw.redb")).expect("raw redb");
     let started = Instant::now();
-    for (e, h) in batches {
+    for (e, h) in &batches {
         redb_write(&db, e, h);
     }
     let batched = Batched {
@@ -753,9 +759,21 @@ fn redb_raw(dir: &Path, batches: &[(Vec<Kv>, Vec<Kv>)], cfg: &Config) -> (Batche
         entities: batches.iter().map(|b| b.0.len()).sum(),
         instances: batches.iter().map(|b| b.1.len()).sum(),
     };
-    // One request's write: the entity, the tenant and one history record, then commit.
-    let entities: Vec<&Kv> = batches.iter().flat_map(|b| &b.0).collect();
-    let record = &batches[0].1[0].1;
+    let record = batches[0].1[0].1.clone();
+    let entities = batches.into_iter().flat_map(|b| b.0).collect();
+    (
+        batched,
+        RawRedb {
+            db,
+            entities,
+            record,
+        },
+    )
+}
+
+/// One request's write, back to back for the PATCH time: the entity, the tenant and one history
+/// record, then commit.
+fn redb_raw_single(raw: &RawRedb, cfg: &Config) -> Timed {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(cfg.warmup);
     let until = measure_from + Duration::from_secs_f64(cfg.seconds);
@@ -766,30 +784,27 @@ fn redb_raw(dir: &Path, batches: &[(Vec<Kv>, Vec<Kv>)], cfg: &Config) -> (Batche
         if sent >= until {
             break;
         }
-        k = (k + 7919) % entities.len();
-        let mut hk = entities[k].0.clone();
+        k = (k + 7919) % raw.entities.len();
+        let mut hk = raw.entities[k].0.clone();
         hk.extend_from_slice(&(k as u64).to_be_bytes());
         hk.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
         redb_write(
-            &db,
-            std::slice::from_ref(entities[k]),
-            &[(hk, record.clone())],
+            &raw.db,
+            std::slice::from_ref(&raw.entities[k]),
+            &[(hk, raw.record.clone())],
         );
         if sent >= measure_from {
             latencies.push(sent.elapsed().as_micros() as u32);
         }
     }
-    drop(db);
-    std::fs::remove_file(&path).ok();
     let writes = latencies.len();
-    let timed = Timed::from(
+    Timed::from(
         until.duration_since(measure_from).as_secs_f64(),
         latencies,
         writes,
         0,
         None,
-    );
-    (batched, timed)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,6 +878,9 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(cfg.concurrency.max(1))
+        // Below actix's keep-alive (5 s): a connection idle through a raw phase is not reused
+        // after the server closed it.
+        .pool_idle_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
         .build()
@@ -878,16 +896,16 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             create.instances as f64 / create.seconds
         );
         // The physical limit of the same rows, in batches of the same size.
-        // (redb's single writes are timed now, on the raw file of the batches.)
-        let (raw_batches, raw_redb_patch) = match (&broker.store, &database_url) {
+        // (The raw redb file stays open for the single writes after the PATCH step.)
+        let (raw_batches, raw_redb) = match (&broker.store, &database_url) {
             (Store::Postgres(_), Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch).await;
                 (pg_raw_copy(url, &batches).await, None)
             }
             (Store::Embedded(store), _) => {
                 let batches = redb_snapshot(store, cfg.batch).await;
-                let (b, t) = redb_raw(dir.path(), &batches, cfg);
-                (b, Some(t))
+                let (b, raw) = redb_raw_batches(dir.path(), batches);
+                (b, Some(raw))
             }
             _ => unreachable!("a database URL goes with the PostgreSQL store"),
         };
@@ -918,8 +936,8 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             patch.failed,
             patch.first_failure
         );
-        let raw_patch = match (raw_redb_patch, &database_url) {
-            (Some(t), _) => t,
+        let raw_patch = match (&raw_redb, &database_url) {
+            (Some(raw), _) => redb_raw_single(raw, cfg),
             (None, Some(url)) => pg_raw_patch(url, cfg).await,
             (None, None) => unreachable!("the embedded store times its raw single writes"),
         };
