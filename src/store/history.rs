@@ -400,9 +400,9 @@ mod tests {
         assert_ne!(records[0].instance_id, records[1].instance_id);
     }
 
-    #[test]
-    fn only_changed_instances_are_recorded() {
-        let old = entity(
+    /// An entity with a two-instance temperature (default and `urn:ds:b`) and a name.
+    fn kitchen() -> Entity {
+        entity(
             vec![
                 (
                     TEMP,
@@ -414,7 +414,12 @@ mod tests {
                 (NAME, vec![attr(json!("kitchen"), None, t(0))]),
             ],
             t(0),
-        );
+        )
+    }
+
+    #[test]
+    fn only_changed_instances_are_recorded() {
+        let old = kitchen();
         let mut new = old.clone();
         new.attrs[TEMP][1] = attr(json!(2), Some("urn:ds:b"), t(5));
         new.attrs[TEMP][1].created_at = t(0); // as a replacing write keeps it
@@ -461,19 +466,7 @@ mod tests {
 
     #[test]
     fn removed_instances_and_attributes_are_recorded_as_deleted() {
-        let old = entity(
-            vec![
-                (
-                    TEMP,
-                    vec![
-                        attr(json!(20), None, t(0)),
-                        attr(json!(1), Some("urn:ds:b"), t(0)),
-                    ],
-                ),
-                (NAME, vec![attr(json!("kitchen"), None, t(0))]),
-            ],
-            t(0),
-        );
+        let old = kitchen();
         let mut new = old.clone();
         new.attrs[TEMP].remove(1);
         new.attrs.shift_remove(NAME);
