@@ -57,7 +57,7 @@ use twinlink::config::Settings;
 use twinlink::service::Broker;
 use twinlink::store::embedded::EmbeddedStore;
 use twinlink::store::history::{HistoryQuery, InstanceChange};
-use twinlink::store::Store;
+use twinlink::store::Backend;
 
 const BASE: &str = "/ngsi-ld/v1";
 /// Attributes of every generated entity; every upsert changes each, so each gets a history row.
@@ -897,12 +897,12 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         );
         // The physical limit of the same rows, in batches of the same size.
         // (The raw redb file stays open for the single writes after the PATCH step.)
-        let (raw_batches, raw_redb) = match (&broker.store, &database_url) {
-            (Store::Postgres(_), Some(url)) => {
+        let (raw_batches, raw_redb) = match (broker.store.backend(), &database_url) {
+            (Backend::Postgres(_), Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch).await;
                 (pg_raw_copy(url, &batches).await, None)
             }
-            (Store::Embedded(store), _) => {
+            (Backend::Embedded(store), _) => {
                 let batches = redb_snapshot(store, cfg.batch).await;
                 let (b, raw) = redb_raw_batches(dir.path(), batches);
                 (b, Some(raw))

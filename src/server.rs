@@ -4,7 +4,7 @@
 use crate::config::Settings;
 use crate::ld::ContextLoader;
 use crate::service::Broker;
-use crate::store::{embedded::EmbeddedStore, postgres::PgStore, Store};
+use crate::store::{embedded::EmbeddedStore, postgres::PgStore, Backend, Store};
 use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
@@ -22,13 +22,13 @@ pub enum DatabaseWait {
 /// store otherwise.
 pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, String> {
     Ok(match (&settings.database_url, wait) {
-        (Some(url), DatabaseWait::Wait) => {
-            Store::Postgres(PgStore::connect(url, settings.db_pool_size).await?)
-        }
-        (Some(url), DatabaseWait::Background) => {
-            Store::Postgres(PgStore::connect_in_background(url, settings.db_pool_size)?)
-        }
-        (None, _) => Store::Embedded(EmbeddedStore::open(&settings.data_dir)?),
+        (Some(url), DatabaseWait::Wait) => Store::new(Backend::Postgres(
+            PgStore::connect(url, settings.db_pool_size).await?,
+        )),
+        (Some(url), DatabaseWait::Background) => Store::new(Backend::Postgres(
+            PgStore::connect_in_background(url, settings.db_pool_size)?,
+        )),
+        (None, _) => Store::new(Backend::Embedded(EmbeddedStore::open(&settings.data_dir)?)),
     })
 }
 

@@ -58,6 +58,46 @@ async fn refused_create(s: &TestServer, entity: &Value) {
 // ------------------------------------------------------------------------------------------------
 
 #[actix_web::test]
+async fn a_nul_character_in_a_string_is_refused_and_an_escaped_backslash_is_not() {
+    let s = with_entity().await;
+    // U+0000 in a value (JSON can only carry it escaped): refused on both stores alike.
+    let r = post_raw(
+        &s,
+        "application/json",
+        r#"{"id": "urn:ngsi-ld:Building:x0", "type": "Building", "name": {"type": "Property", "value": "a\u0000b"}}"#,
+    )
+    .await;
+    let problem = assert_problem(r, 400, "BadRequestData").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("U+0000"),
+        "{problem}"
+    );
+    s.assert_absent("urn:ngsi-ld:Building:x0").await;
+    // The same in an update leaves the stored value as it was.
+    let r = s
+        .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"name": {"type": "Property", "value": "\u0000"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+    assert_eq!(s.entity(ID, "").await["name"]["value"], "Tower");
+    // A backslash followed by the text "u0000" is an ordinary string.
+    let r = post_raw(
+        &s,
+        "application/json",
+        r#"{"id": "urn:ngsi-ld:Building:x1", "type": "Building", "name": {"type": "Property", "value": "a\\u0000b"}}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        s.entity("urn:ngsi-ld:Building:x1", "").await["name"]["value"],
+        "a\\u0000b"
+    );
+}
+
+#[actix_web::test]
 async fn malformed_json_is_invalid_request() {
     let s = with_entity().await;
     let r = post_raw(

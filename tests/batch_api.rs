@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    assert_http_error, assert_no_content, assert_problem_one_of, link, read, ContextServer,
-    TestServer,
+    assert_http_error, assert_no_content, assert_problem_one_of, link, read, writing_transactions,
+    ContextServer, TestServer,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -910,22 +910,6 @@ async fn batches_write_only_into_their_tenant() {
     .await;
     assert!(status == 207 || status == 404, "{status}: {body}");
     assert_eq!(s.entity(&id("TN"), "").await, room("TN", json!({})));
-}
-
-/// Distinct PostgreSQL transaction ids (xmin) among the rows of `table` (PostgreSQL store only).
-async fn writing_transactions(database_url: &str, table: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
-    client
-        .query_one(
-            &format!("SELECT count(DISTINCT xmin::text) FROM {table}"),
-            &[],
-        )
-        .await
-        .expect("count transactions")
-        .get(0)
 }
 
 #[actix_web::test]

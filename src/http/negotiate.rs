@@ -334,6 +334,7 @@ pub async fn read_body(
     }
     let json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| NgsiError::invalid(format!("the request body is not valid JSON: {e}")))?;
+    crate::model::validate::no_nul_character(&bytes)?;
     let mut json = json;
     let body_context = json.as_object_mut().and_then(|o| o.remove("@context"));
     if is_ld && info.link_context.is_some() {

@@ -251,6 +251,7 @@ async fn read_message(
             format!("the payload is not JSON: {e}"),
         )
     })?;
+    crate::model::validate::no_nul_character(payload)?;
     let default_context = route.context.clone().map(Value::String);
     let mut entities = match (&route.target, json) {
         (Target::Entities, Value::Array(items)) => items,

@@ -22,6 +22,22 @@ fn ascii_table(forbidden: fn(char) -> bool) -> [bool; 128] {
     std::array::from_fn(|b| forbidden(char::from(b as u8)))
 }
 
+/// Refuses a JSON document (raw bytes) with the character U+0000 in a string: JSON can only
+/// carry it as the escape `\u0000`, PostgreSQL's text and jsonb cannot hold it, and both stores
+/// must accept the same data. Checked once on the raw body, before it is read as NGSI-LD.
+pub fn no_nul_character(json: &[u8]) -> NgsiResult<()> {
+    for at in memchr::memmem::find_iter(json, b"\\u0000") {
+        // An escape only when the backslash is not itself escaped.
+        let backslashes = json[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Err(NgsiError::bad_data(
+                "the JSON contains the character U+0000 (\\u0000) in a string, which twinlink does not store; remove it",
+            ));
+        }
+    }
+    Ok(())
+}
+
 static NAME_ASCII: LazyLock<[bool; 128]> = LazyLock::new(|| ascii_table(forbidden_in_name));
 static URI_ASCII: LazyLock<[bool; 128]> = LazyLock::new(|| ascii_table(forbidden_in_uri));
 

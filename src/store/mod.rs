@@ -4,14 +4,18 @@
 
 pub mod aggregate;
 pub mod changes;
+pub mod combine;
 pub mod embedded;
 pub mod history;
 pub mod postgres;
 
-use crate::error::{NgsiError, NgsiResult};
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::Entity;
+use combine::Combiner;
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// The tenant of requests without an `NGSILD-Tenant` header.
 pub const DEFAULT_TENANT: &str = "";
@@ -119,28 +123,196 @@ pub struct Planned<R> {
     pub history: Vec<(String, history::InstanceChange)>,
 }
 
-/// The configured store.
-pub enum Store {
+/// The database behind the store.
+pub enum Backend {
     /// redb-backed store under the data directory.
     Embedded(embedded::EmbeddedStore),
     /// PostgreSQL + PostGIS.
     Postgres(postgres::PgStore),
 }
 
+impl Backend {
+    async fn modify_many<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        steps: Vec<Step<R>>,
+    ) -> NgsiResult<Vec<NgsiResult<R>>> {
+        match self {
+            Backend::Embedded(s) => s.modify_many(tenant, steps).await,
+            Backend::Postgres(s) => s.modify_many(tenant, steps).await,
+        }
+    }
+}
+
+/// Writes with at most this many steps are combined with concurrent ones (see [`combine`]);
+/// larger batches are one write on their own already.
+const COMBINED_STEPS_MAX: usize = 64;
+
+/// The most jobs one combined write or read takes.
+const COMBINED_JOBS_MAX: usize = 256;
+
+/// Concurrent combined writes on PostgreSQL (each one transaction on its own connection); the
+/// embedded store commits one write at a time anyway.
+const POSTGRES_WRITE_LANES: usize = 4;
+
+/// Concurrent combined reads by id on PostgreSQL.
+const POSTGRES_READ_LANES: usize = 4;
+
+/// A step's result, its type erased so that the writes of different operations combine.
+type Erased = Box<dyn Any + Send>;
+
+/// Where a combined write's results go: one entry per step of the job, or the store's failure.
+type WriteReply = oneshot::Sender<NgsiResult<Vec<NgsiResult<Erased>>>>;
+
+/// One caller's write, waiting to be combined.
+struct WriteJob {
+    tenant: String,
+    steps: Vec<Step<Erased>>,
+    reply: WriteReply,
+}
+
+/// One caller's read of an entity by id, waiting to be combined (PostgreSQL).
+struct ReadJob {
+    tenant: String,
+    id: String,
+    reply: oneshot::Sender<NgsiResult<Option<Arc<Entity>>>>,
+}
+
+/// The configured store: a backend, with concurrent small writes (and, on PostgreSQL, reads by
+/// id) combined into one database operation each (see [`combine`]).
+pub struct Store {
+    backend: Arc<Backend>,
+    writes: Combiner<WriteJob>,
+    reads: Combiner<ReadJob>,
+}
+
+/// Runs a group of combined writes: per tenant, every job's steps in arrival order as one
+/// [`Backend::modify_many`], and each job gets the results of its own steps.
+async fn write_group(backend: &Backend, jobs: Vec<WriteJob>) {
+    let mut by_tenant: indexmap::IndexMap<String, Vec<WriteJob>> = indexmap::IndexMap::new();
+    for job in jobs {
+        by_tenant.entry(job.tenant.clone()).or_default().push(job);
+    }
+    for (tenant, jobs) in by_tenant {
+        let mut steps = Vec::new();
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((job.steps.len(), job.reply));
+            steps.extend(job.steps);
+        }
+        match backend.modify_many(&tenant, steps).await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for (n, reply) in replies {
+                    let _ = reply.send(Ok(results.by_ref().take(n).collect()));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Runs a group of combined reads by id: one statement per tenant.
+async fn read_group(backend: &Backend, jobs: Vec<ReadJob>) {
+    let Backend::Postgres(pg) = backend else {
+        for job in jobs {
+            let _ = job.reply.send(Err(NgsiError::internal(
+                "reads by id are combined on PostgreSQL only",
+            )));
+        }
+        return;
+    };
+    let mut by_tenant: indexmap::IndexMap<String, Vec<ReadJob>> = indexmap::IndexMap::new();
+    for job in jobs {
+        by_tenant.entry(job.tenant.clone()).or_default().push(job);
+    }
+    for (tenant, jobs) in by_tenant {
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        match pg.get_many(&tenant, &ids).await {
+            Ok(found) => {
+                for job in jobs {
+                    let _ = job.reply.send(Ok(found.get(&job.id).cloned()));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The caller's error when its combined operation was dropped unanswered (the runtime running
+/// the lanes stopped): nothing is acknowledged, the client may retry.
+fn abandoned() -> NgsiError {
+    NgsiError::new(
+        ErrorKind::ServiceUnavailable,
+        "the operation was abandoned because the store is shutting down; retry",
+    )
+}
+
 impl Store {
+    /// The store over this backend.
+    pub fn new(backend: Backend) -> Store {
+        let backend = Arc::new(backend);
+        let write_lanes = match *backend {
+            Backend::Embedded(_) => 1,
+            Backend::Postgres(_) => POSTGRES_WRITE_LANES,
+        };
+        let (for_writes, for_reads) = (backend.clone(), backend.clone());
+        Store {
+            writes: Combiner::new(
+                write_lanes,
+                COMBINED_JOBS_MAX,
+                Arc::new(move |jobs| {
+                    let backend = for_writes.clone();
+                    Box::pin(async move { write_group(&backend, jobs).await })
+                }),
+            ),
+            reads: Combiner::new(
+                POSTGRES_READ_LANES,
+                COMBINED_JOBS_MAX,
+                Arc::new(move |jobs| {
+                    let backend = for_reads.clone();
+                    Box::pin(async move { read_group(&backend, jobs).await })
+                }),
+            ),
+            backend,
+        }
+    }
+
+    /// The database behind the store (for what only one backend does, such as PostgreSQL's
+    /// subscription ownership).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     /// The entity with this id in this tenant.
     pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
-        match self {
-            Store::Embedded(s) => Ok(s.get(tenant, id)),
-            Store::Postgres(s) => s.get(tenant, id).await,
+        match &*self.backend {
+            Backend::Embedded(s) => Ok(s.get(tenant, id)),
+            Backend::Postgres(_) => {
+                let (reply, answer) = oneshot::channel();
+                self.reads.submit(ReadJob {
+                    tenant: tenant.to_string(),
+                    id: id.to_string(),
+                    reply,
+                });
+                answer.await.map_err(|_| abandoned())?
+            }
         }
     }
 
     /// Whether the tenant has ever been written to (the default tenant always exists).
     pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
-        match self {
-            Store::Embedded(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant)),
-            Store::Postgres(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant).await?),
+        match &*self.backend {
+            Backend::Embedded(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant)),
+            Backend::Postgres(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant).await?),
         }
     }
 
@@ -168,15 +340,45 @@ impl Store {
     /// run in order, each shown the entity as the steps before it left it; a step that fails
     /// changes nothing and yields its error, the others are written. The outer error means nothing
     /// was committed (the store failed).
+    /// Small writes are combined with concurrent ones into one commit (see [`combine`]).
     pub async fn modify_many<R: Send + 'static>(
         &self,
         tenant: &str,
         steps: Vec<Step<R>>,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
-        match self {
-            Store::Embedded(s) => s.modify_many(tenant, steps).await,
-            Store::Postgres(s) => s.modify_many(tenant, steps).await,
+        if steps.len() > COMBINED_STEPS_MAX {
+            return self.backend.modify_many(tenant, steps).await;
         }
+        let steps = steps
+            .into_iter()
+            .map(|(id, decide)| {
+                let erased: Decide<Erased> = Box::new(move |current| {
+                    decide(current).map(|d| Decision {
+                        write: d.write,
+                        records: d.records,
+                        result: Box::new(d.result) as Erased,
+                    })
+                });
+                (id, erased)
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        self.writes.submit(WriteJob {
+            tenant: tenant.to_string(),
+            steps,
+            reply,
+        });
+        let results = answer.await.map_err(|_| abandoned())??;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.and_then(|b| {
+                    b.downcast::<R>().map(|r| *r).map_err(|_| {
+                        NgsiError::internal("a combined write returned another type of result")
+                    })
+                })
+            })
+            .collect())
     }
 
     /// A page of the entities matching `query` in id order, and how many matches were seen (all of
@@ -189,17 +391,17 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
-        match self {
-            Store::Embedded(s) => Ok(s.query(tenant, query, offset, limit, count)),
-            Store::Postgres(s) => s.query(tenant, query, offset, limit, count).await,
+        match &*self.backend {
+            Backend::Embedded(s) => Ok(s.query(tenant, query, offset, limit, count)),
+            Backend::Postgres(s) => s.query(tenant, query, offset, limit, count).await,
         }
     }
 
     /// Whether the store can serve requests (for /ready).
     pub async fn ready(&self) -> bool {
-        match self {
-            Store::Embedded(_) => true,
-            Store::Postgres(s) => s.ready().await,
+        match &*self.backend {
+            Backend::Embedded(_) => true,
+            Backend::Postgres(s) => s.ready().await,
         }
     }
 
@@ -210,9 +412,9 @@ impl Store {
         id: &str,
         query: &history::HistoryQuery,
     ) -> NgsiResult<Vec<history::InstanceChange>> {
-        match self {
-            Store::Embedded(s) => s.history(tenant, id, query).await,
-            Store::Postgres(s) => s.history(tenant, id, query).await,
+        match &*self.backend {
+            Backend::Embedded(s) => s.history(tenant, id, query).await,
+            Backend::Postgres(s) => s.history(tenant, id, query).await,
         }
     }
 
@@ -250,15 +452,15 @@ impl Store {
         ids: &[String],
         query: &history::HistoryQuery,
     ) -> NgsiResult<Vec<(String, Vec<history::InstanceChange>)>> {
-        match self {
-            Store::Embedded(s) => {
+        match &*self.backend {
+            Backend::Embedded(s) => {
                 let mut out = Vec::with_capacity(ids.len());
                 for id in ids {
                     out.push((id.clone(), s.history(tenant, id, query).await?));
                 }
                 Ok(out)
             }
-            Store::Postgres(s) => s.history_many(tenant, ids, query).await,
+            Backend::Postgres(s) => s.history_many(tenant, ids, query).await,
         }
     }
 
@@ -272,9 +474,9 @@ impl Store {
         removal: history::HistoryRemoval,
         add: Vec<history::InstanceChange>,
     ) -> NgsiResult<usize> {
-        match self {
-            Store::Embedded(s) => s.edit_history(tenant, id, removal, add).await,
-            Store::Postgres(s) => s.edit_history(tenant, id, removal, add).await,
+        match &*self.backend {
+            Backend::Embedded(s) => s.edit_history(tenant, id, removal, add).await,
+            Backend::Postgres(s) => s.edit_history(tenant, id, removal, add).await,
         }
     }
 
@@ -286,25 +488,25 @@ impl Store {
         ids: &[String],
         query: &aggregate::AggregateQuery,
     ) -> NgsiResult<Vec<(String, Vec<aggregate::Bucket>)>> {
-        match self {
-            Store::Embedded(s) => s.aggregate(tenant, ids, query).await,
-            Store::Postgres(s) => s.aggregate(tenant, ids, query).await,
+        match &*self.backend {
+            Backend::Embedded(s) => s.aggregate(tenant, ids, query).await,
+            Backend::Postgres(s) => s.aggregate(tenant, ids, query).await,
         }
     }
 
     /// Every entity of a tenant, in id order (for discovery).
     pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
-        match self {
-            Store::Embedded(s) => Ok(s.entities(tenant)),
-            Store::Postgres(s) => s.entities(tenant).await,
+        match &*self.backend {
+            Backend::Embedded(s) => Ok(s.entities(tenant)),
+            Backend::Postgres(s) => s.entities(tenant).await,
         }
     }
 
     /// The feed of committed entity changes (see [`changes`]).
     pub fn feed(&self) -> &changes::ChangeFeed {
-        match self {
-            Store::Embedded(s) => s.feed(),
-            Store::Postgres(s) => s.feed(),
+        match &*self.backend {
+            Backend::Embedded(s) => s.feed(),
+            Backend::Postgres(s) => s.feed(),
         }
     }
 
@@ -317,12 +519,12 @@ impl Store {
         record: &serde_json::Value,
         create: bool,
     ) -> NgsiResult<bool> {
-        match self {
-            Store::Embedded(s) => {
+        match &*self.backend {
+            Backend::Embedded(s) => {
                 let bytes = serde_json::to_vec(record).map_err(undecodable)?;
                 s.put_subscription(tenant, id, bytes, create).await
             }
-            Store::Postgres(s) => s.put_subscription(tenant, id, record, create).await,
+            Backend::Postgres(s) => s.put_subscription(tenant, id, record, create).await,
         }
     }
 
@@ -333,17 +535,17 @@ impl Store {
         id: &str,
         stats: serde_json::Value,
     ) -> NgsiResult<()> {
-        match self {
-            Store::Embedded(s) => s.save_subscription_stats(tenant, id, stats).await,
-            Store::Postgres(s) => s.save_subscription_stats(tenant, id, &stats).await,
+        match &*self.backend {
+            Backend::Embedded(s) => s.save_subscription_stats(tenant, id, stats).await,
+            Backend::Postgres(s) => s.save_subscription_stats(tenant, id, &stats).await,
         }
     }
 
     /// Removes a subscription record; false when there was none.
     pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
-        match self {
-            Store::Embedded(s) => s.delete_subscription(tenant, id).await,
-            Store::Postgres(s) => s.delete_subscription(tenant, id).await,
+        match &*self.backend {
+            Backend::Embedded(s) => s.delete_subscription(tenant, id).await,
+            Backend::Postgres(s) => s.delete_subscription(tenant, id).await,
         }
     }
 
@@ -353,26 +555,26 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> NgsiResult<Option<serde_json::Value>> {
-        match self {
-            Store::Embedded(s) => s
+        match &*self.backend {
+            Backend::Embedded(s) => s
                 .subscription(tenant, id)
                 .await?
                 .map(|b| serde_json::from_slice(&b).map_err(undecodable))
                 .transpose(),
-            Store::Postgres(s) => s.subscription(tenant, id).await,
+            Backend::Postgres(s) => s.subscription(tenant, id).await,
         }
     }
 
     /// Every subscription record of every tenant, as (tenant, record).
     pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, serde_json::Value)>> {
-        match self {
-            Store::Embedded(s) => s
+        match &*self.backend {
+            Backend::Embedded(s) => s
                 .subscriptions()
                 .await?
                 .into_iter()
                 .map(|(t, b)| Ok((t, serde_json::from_slice(&b).map_err(undecodable)?)))
                 .collect(),
-            Store::Postgres(s) => s.subscriptions().await,
+            Backend::Postgres(s) => s.subscriptions().await,
         }
     }
 }

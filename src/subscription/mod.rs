@@ -14,7 +14,7 @@ use crate::error::NgsiResult;
 use crate::service::Broker;
 use crate::store::changes::Change;
 use crate::store::postgres::listen::Event;
-use crate::store::Store;
+use crate::store::Backend;
 use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
@@ -365,7 +365,7 @@ pub fn start(broker: Arc<Broker>) {
         .and_then(|mut o| o.take());
     // Background tasks hold the broker weakly, so that a stopped server releases its store.
     let weak = Arc::downgrade(&broker);
-    if let Store::Postgres(pg) = &broker.store {
+    if let Backend::Postgres(pg) = broker.store.backend() {
         if let Ok(mut owned) = broker.notifier.owned.write() {
             *owned = Some(HashSet::new());
         }
@@ -437,7 +437,7 @@ pub fn start(broker: Arc<Broker>) {
 /// On PostgreSQL, has the listener claim a subscription this instance just stored, so that it is
 /// notified for from the next write on (not only after the next claim round).
 pub async fn claim_now(broker: &Broker) {
-    if let Store::Postgres(pg) = &broker.store {
+    if let Backend::Postgres(pg) = broker.store.backend() {
         if let Some(held) = pg.claim_now().await {
             if let Ok(mut owned) = broker.notifier.owned.write() {
                 *owned = Some(held);

@@ -426,3 +426,19 @@ impl TestServer {
         (server, broker)
     }
 }
+
+/// Distinct PostgreSQL transaction ids (xmin) among the rows of `table` (PostgreSQL store only).
+pub async fn writing_transactions(database_url: &str, table: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    actix_web::rt::spawn(connection);
+    client
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text) FROM {table}"),
+            &[],
+        )
+        .await
+        .expect("count transactions")
+        .get(0)
+}

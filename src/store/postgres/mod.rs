@@ -359,18 +359,25 @@ impl PgStore {
         }
     }
 
-    /// The entity with this id.
-    pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
+    /// The entities of one tenant with these ids, in one statement (reads by id are combined,
+    /// see `store::combine`); ids not found are absent.
+    pub async fn get_many(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+    ) -> NgsiResult<std::collections::HashMap<String, Arc<Entity>>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT body FROM entities WHERE tenant = $1 AND id = $2")
+            .prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)")
             .await
             .map_err(db_error)?;
-        let row = client
-            .query_opt(&statement, &[&tenant, &id])
+        let rows = client
+            .query(&statement, &[&tenant, &ids])
             .await
             .map_err(db_error)?;
-        row.map(|r| decode(&r, 0).map(Arc::new)).transpose()
+        rows.iter()
+            .map(|r| Ok((r.get::<_, String>(0), Arc::new(decode(r, 1)?))))
+            .collect()
     }
 
     /// Whether the tenant exists.

@@ -1,0 +1,167 @@
+//! Black-box tests of concurrent single-entity writes, which the store combines into shared
+//! commits under load (group commit, `src/store/combine.rs`): every request still gets its own
+//! answer, no concurrent change of one entity is lost, a failing request fails alone, and on
+//! PostgreSQL the writes really share transactions.
+
+mod common;
+
+use common::{read, writing_transactions, TestServer};
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn id(n: usize) -> String {
+    format!("urn:ngsi-ld:Meter:{n}")
+}
+
+/// Creates `n` meters with a reading of 0 in one batch.
+async fn meters(s: &TestServer, n: usize) {
+    let batch: Vec<Value> = (0..n)
+        .map(|i| json!({"id": id(i), "type": "Meter", "reading": {"type": "Property", "value": 0}}))
+        .collect();
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/create",
+            "application/json",
+            &json!(batch),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+}
+
+async fn patch(s: &TestServer, entity: &str, fragment: Value) -> u16 {
+    s.send(
+        Method::PATCH,
+        &format!("/entities/{entity}/attrs"),
+        "application/json",
+        &fragment,
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[actix_web::test]
+async fn concurrent_updates_of_many_entities_each_land_and_share_commits() {
+    let s = TestServer::start().await;
+    let n = 200;
+    meters(&s, n).await;
+    let statuses = join_all((0..n).map(|i| {
+        let s = &s;
+        async move {
+            patch(
+                s,
+                &id(i),
+                json!({"reading": {"type": "Property", "value": i * 10 + 7}}),
+            )
+            .await
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|&st| st == 204), "{statuses:?}");
+    for i in (0..n).step_by(17) {
+        assert_eq!(
+            s.entity(&id(i), "").await["reading"]["value"],
+            json!(i * 10 + 7),
+            "{}",
+            id(i)
+        );
+    }
+    if let Some(url) = &s.database_url {
+        // The creating batch was one transaction; the 200 updates took fewer than 200.
+        let commits = writing_transactions(url, "entities").await;
+        assert!(
+            commits < n as i64,
+            "{n} concurrent updates were written in {commits} transactions"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_appends_to_one_entity_are_all_kept() {
+    let s = TestServer::start().await;
+    meters(&s, 1).await;
+    let n = 60;
+    let statuses = join_all((0..n).map(|i| {
+        let s = &s;
+        async move {
+            s.send(
+                Method::POST,
+                &format!("/entities/{}/attrs", id(0)),
+                "application/json",
+                &json!({ format!("channel{i}"): {"type": "Property", "value": i} }),
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|&st| st == 204), "{statuses:?}");
+    let e = s.entity(&id(0), "").await;
+    for i in 0..n {
+        assert_eq!(e[format!("channel{i}")]["value"], json!(i), "{e}");
+    }
+    // Every append is in the history too.
+    let (status, _, temporal) = read(
+        s.req(
+            Method::GET,
+            &format!(
+                "/temporal/entities/{}?attrs=channel0,channel59&timeproperty=createdAt",
+                id(0)
+            ),
+        )
+        .send()
+        .await
+        .expect("request"),
+    )
+    .await;
+    assert_eq!(status, 200, "{temporal}");
+    for (attr, value) in [("channel0", 0), ("channel59", 59)] {
+        let instances = temporal[attr].as_array().expect("instances");
+        assert_eq!(instances.len(), 1, "{temporal}");
+        assert_eq!(instances[0]["value"], json!(value), "{temporal}");
+    }
+}
+
+#[actix_web::test]
+async fn a_failing_request_among_concurrent_ones_fails_alone() {
+    let s = TestServer::start().await;
+    let n = 80;
+    meters(&s, n).await;
+    // Every fourth request addresses a meter that does not exist; every seventh sends an
+    // attribute that is not valid; the others are good.
+    let requests = (0..n).map(|i| {
+        let s = &s;
+        async move {
+            let (entity, fragment) = if i % 4 == 0 {
+                (
+                    format!("urn:ngsi-ld:Meter:missing{i}"),
+                    json!({"reading": {"type": "Property", "value": 1}}),
+                )
+            } else if i % 7 == 0 {
+                (id(i), json!({"reading": {"type": "Property"}}))
+            } else {
+                (
+                    id(i),
+                    json!({"reading": {"type": "Property", "value": 1000 + i}}),
+                )
+            };
+            (i, patch(s, &entity, fragment).await)
+        }
+    });
+    for (i, status) in join_all(requests).await {
+        let reading = &s.entity(&id(i), "").await["reading"]["value"];
+        if i % 4 == 0 {
+            assert_eq!(status, 404, "request {i}");
+            assert_eq!(reading, &json!(0), "{}", id(i));
+        } else if i % 7 == 0 {
+            assert_eq!(status, 400, "request {i}");
+            assert_eq!(reading, &json!(0), "{}", id(i));
+        } else {
+            assert_eq!(status, 204, "request {i}");
+            assert_eq!(reading, &json!(1000 + i), "{}", id(i));
+        }
+    }
+}
