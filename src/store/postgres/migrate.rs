@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../../../migrations/0005_subscriptions.sql"),
     ),
+    (8, include_str!("../../../migrations/0008_attr_names.sql")),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

@@ -232,14 +232,16 @@ const STATEMENT_CACHE_LIMIT: usize = 512;
 /// Writes entities given as one array per column ($1 tenant): inserts new ones, replaces stored
 /// ones (createdAt stays as the entity carries it).
 const UPSERT_ENTITIES: &str = "INSERT INTO entities
-    (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body)
+    (tenant, id, types, scopes, attr_names, location, location_multi, created_at, modified_at, body)
   SELECT $1, e.id, ARRAY(SELECT jsonb_array_elements_text(e.body -> 'types')),
          CASE WHEN e.body ? 'scope' THEN ARRAY(SELECT jsonb_array_elements_text(e.body -> 'scope')) END,
+         ARRAY(SELECT jsonb_object_keys(e.body -> 'attrs')),
          ST_SetSRID(ST_GeomFromGeoJSON(e.geo), 4326), e.multi, e.created_at, e.modified_at, e.body
   FROM unnest($2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
     AS e(id, geo, multi, created_at, modified_at, body)
   ON CONFLICT (tenant, id) DO UPDATE SET
-    types = EXCLUDED.types, scopes = EXCLUDED.scopes, location = EXCLUDED.location,
+    types = EXCLUDED.types, scopes = EXCLUDED.scopes, attr_names = EXCLUDED.attr_names,
+    location = EXCLUDED.location,
     location_multi = EXCLUDED.location_multi, modified_at = EXCLUDED.modified_at,
     body = EXCLUDED.body";
 

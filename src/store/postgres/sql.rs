@@ -85,7 +85,7 @@ pub fn translate(query: &EntityQuery) -> Translation {
     }
     if !query.attrs.is_empty() {
         let p = t.param(query.attrs.clone());
-        t.conditions.push(format!("(body -> 'attrs') ?| {p}"));
+        t.conditions.push(format!("attr_names && {p}"));
     }
     if let Some(scope) = &query.scope {
         let c = scope_sql(&mut t, scope);
@@ -385,7 +385,7 @@ fn term_sql(t: &mut Translation, path: &Path, compare: Option<(Op, &QValue)>) ->
     let vars = t.param(Value::Object(vars.0));
     (
         format!(
-            "((body -> 'attrs') ? {key} AND coalesce(jsonb_path_exists(body -> 'attrs', {jsonpath}::text::jsonpath, {vars}::jsonb, true), false))"
+            "(attr_names @> ARRAY[{key}::text] AND coalesce(jsonb_path_exists(body -> 'attrs', {jsonpath}::text::jsonpath, {vars}::jsonb, true), false))"
         ),
         predicate.exact,
     )
@@ -755,7 +755,7 @@ fn geo_sql(t: &mut Translation, g: &GeoQuery) -> String {
             return t.anything();
         }
         let p = t.param(g.geoproperty.clone());
-        return format!("(body -> 'attrs') ? {p}");
+        return format!("attr_names @> ARRAY[{p}::text]");
     }
     let bbox = match g.rel {
         GeoRel::Near { max_distance, .. } => max_distance.and_then(|m| near_box(&g.geometry, m)),
