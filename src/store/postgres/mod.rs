@@ -39,6 +39,9 @@ pub struct PgStore {
     claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<listen::ClaimRequest>>,
     /// Set once the schema is migrated; until then every operation is 503.
     migrated: Arc<AtomicBool>,
+    /// Tenants this instance has seen in the `tenants` table (rows are never removed), so that a
+    /// write to a known tenant does not insert it again.
+    known_tenants: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// Applies migrations, retrying with exponential backoff (capped at 5 s) while the database is
@@ -339,6 +342,7 @@ impl PgStore {
             alive: Arc::new(()),
             claims: std::sync::OnceLock::new(),
             migrated: Arc::new(AtomicBool::new(false)),
+            known_tenants: Default::default(),
         })
     }
 
@@ -384,6 +388,9 @@ impl PgStore {
 
     /// Whether the tenant exists.
     pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
+        if self.knows_tenant(tenant) {
+            return Ok(true);
+        }
         let client = self.client().await?;
         let statement = client
             .prepare_cached("SELECT 1 FROM tenants WHERE tenant = $1")
@@ -393,6 +400,9 @@ impl PgStore {
             .query_opt(&statement, &[&tenant])
             .await
             .map_err(db_error)?;
+        if row.is_some() {
+            self.remember_tenant(tenant);
+        }
         Ok(row.is_some())
     }
 
@@ -471,9 +481,12 @@ impl PgStore {
         // order (each future sends its statement when first polled).
         let change_params: [&(dyn ToSql + Sync); 3] = [&tenant, &changed, &after];
         let record_changes = tx.execute(&record, &change_params);
+        let new_tenant = !puts.id.is_empty() && !self.knows_tenant(tenant);
         let write = async {
             if !puts.id.is_empty() {
                 tx.execute(&upsert, &puts.params(&tenant)).await?;
+            }
+            if new_tenant {
                 tx.execute(&add_tenant, &[&tenant]).await?;
             }
             Ok(0)
@@ -494,7 +507,24 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
+        if new_tenant {
+            self.remember_tenant(tenant);
+        }
         Ok(planned.results)
+    }
+
+    /// Whether the tenant is known to be in the `tenants` table.
+    fn knows_tenant(&self, tenant: &str) -> bool {
+        self.known_tenants
+            .read()
+            .is_ok_and(|known| known.contains(tenant))
+    }
+
+    /// Notes a tenant found in, or committed to, the `tenants` table.
+    fn remember_tenant(&self, tenant: &str) {
+        if let Ok(mut known) = self.known_tenants.write() {
+            known.insert(tenant.to_string());
+        }
     }
 
     /// A page of the entities matching `query`, in id order, and the number of matches seen.
