@@ -12,10 +12,11 @@ use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
-use crate::model::parse::{Nulls, Reader};
+use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{Format, RenderOptions};
+use crate::model::AttrKind;
 use crate::model::ENTITY_MEMBERS;
-use crate::service::entities::Target;
+use crate::service::entities::{Target, SCOPE_IRI};
 use crate::service::temporal::Cut;
 use crate::service::Broker;
 use crate::temporal::render::{self, instant, Content, TemporalEntity};
@@ -395,9 +396,13 @@ pub async fn upsert(
         ));
     }
     let now = Utc::now();
-    let input = Reader::new(&w.ctx, now, Nulls::Forbidden)
-        .temporal()
-        .entity(&w.body, true)?;
+    let mut body = w.body;
+    let scope = body.as_object_mut().and_then(|o| o.remove("scope"));
+    let reader = Reader::new(&w.ctx, now, Nulls::Forbidden).temporal();
+    let mut input = reader.entity(&body, true)?;
+    if let Some(scope) = scope {
+        temporal_scope(&reader, &scope, &mut input)?;
+    }
     let id = input.id.clone().unwrap_or_default();
     if broker.upsert_temporal(&w.info.tenant, input, now).await? {
         let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
@@ -407,6 +412,31 @@ pub async fn upsert(
     } else {
         Ok(no_content())
     }
+}
+
+/// Reads the `scope` member of a temporal representation: the scopes (a change made now), or
+/// their temporal evolution (4.5.6): Property instances whose values are scopes, kept under the
+/// reserved Scope attribute with their values as lists.
+fn temporal_scope(reader: &Reader, scope: &Value, input: &mut EntityInput) -> NgsiResult<()> {
+    let plain = match scope {
+        Value::Array(items) => items.iter().all(Value::is_string),
+        other => other.is_string(),
+    };
+    if plain {
+        input.scope = Some(scopes(scope)?);
+        return Ok(());
+    }
+    let mut instances = reader.attribute("scope", SCOPE_IRI, scope)?;
+    for a in &mut instances {
+        if a.kind != AttrKind::Property || a.dataset_id.is_some() {
+            return Err(NgsiError::bad_data(
+                "the scope instances of a temporal representation are Properties without datasetId",
+            ));
+        }
+        a.value = Value::from(scopes(&a.value)?);
+    }
+    input.attrs.insert(SCOPE_IRI.to_string(), instances);
+    Ok(())
 }
 
 /// DELETE /temporal/entities/{id} (5.6.16).
