@@ -1059,3 +1059,91 @@ async fn scope_q_on_temporal_queries_uses_the_scopes_valid_in_the_time_range() {
     let (_, _, body) = get(&s, &format!("{path}&offset=1")).await;
     assert_eq!(body[0]["id"], "urn:ngsi-ld:Vehicle:sq-both", "{body}");
 }
+
+#[actix_web::test]
+async fn ngsi_ld_null_instances_in_a_temporal_representation_are_deletion_history() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:nulled";
+    let (t1, t2) = ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+    let s = &s;
+    let post = |body: Value| async move {
+        s.send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &body,
+        )
+        .await
+    };
+    let r = post(json!({"id": id, "type": "Vehicle",
+        "speed": [{"type": "Property", "value": 1, "observedAt": t1}]}))
+    .await;
+    assert_status(r, 201).await;
+    let r = post(json!({"id": id, "type": ["Vehicle", "Truck"],
+        "speed": [{"type": "Property", "value": "urn:ngsi-ld:null", "observedAt": t2}]}))
+    .await;
+    assert_no_content(r).await;
+    let body = all(s, id).await;
+    let speed = instances(&body["speed"]);
+    let got: Vec<(&Value, &Value)> = speed
+        .iter()
+        .map(|i| (&i["value"], &i["observedAt"]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (&json!(1), &json!(t1)),
+            (&json!("urn:ngsi-ld:null"), &json!(t2))
+        ],
+        "{body}"
+    );
+    assert!(speed[1]["deletedAt"].is_string(), "{body}");
+    assert!(speed[0].get("deletedAt").is_none(), "{body}");
+    let current = s.entity(id, "").await;
+    assert!(
+        current.get("speed").is_none(),
+        "the deletion is the latest: {current}"
+    );
+    assert_eq!(current["type"], json!(["Vehicle", "Truck"]));
+    // Only full instances can be deletions; a bare NGSI-LD Null member stays refused.
+    let r = post(json!({"id": id, "type": "Vehicle", "speed": "urn:ngsi-ld:null"})).await;
+    assert_problem(r, 400, "BadRequestData").await;
+}
+
+#[actix_web::test]
+async fn temporal_queries_take_expand_values_and_refuse_linked_filters() {
+    let s = TestServer::start().await;
+    let shop = "urn:ngsi-ld:Shop:vocab";
+    let r = s
+        .create(&json!({"id": shop, "type": "Shop",
+            "category": {"type": "VocabProperty", "vocab": "commercial"}}))
+        .await;
+    assert_status(r, 201).await;
+    let window = "timerel=after&timeAt=2000-01-01T00:00:00Z&timeproperty=createdAt";
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let q = "/temporal/entities?type=Shop&q=category%3D%3Dcommercial";
+    let (st, _, body) = get(&s, &format!("{q}&expandValues=category&{window}")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(ids(&body), [shop]);
+    let (st, _, body) = get(&s, &format!("{q}&{window}")).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        ids(&body).is_empty(),
+        "the vocab is an IRI, the literal is not: {body}"
+    );
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/temporal/entities?type=Shop&q=owner%7Bname%7D%3D%3D%22x%22&{window}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+}

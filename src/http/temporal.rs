@@ -16,6 +16,8 @@ use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{Format, RenderOptions};
 use crate::model::AttrKind;
 use crate::model::ENTITY_MEMBERS;
+use crate::query::q::QExpr;
+use crate::query::EntityQuery;
 use crate::service::entities::{Target, SCOPE_IRI};
 use crate::service::temporal::Cut;
 use crate::service::Broker;
@@ -78,6 +80,7 @@ const QUERY_PARAMS: &[&str] = &[
     "via",
     "datasetId",
     "orderBy",
+    "expandValues",
 ];
 
 /// Parameters of POST /temporal/entityOperations/query.
@@ -249,6 +252,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let ctx = info.context(&broker).await?;
     let selection = entity_query(&info, &ctx)?;
     require_restriction(&selection, &info)?;
+    refuse_links(&selection)?;
     check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
     let (page, count) = page(&info, &broker)?;
@@ -259,6 +263,24 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     page_headers(&mut response, &req, &info, page, result.seen, count);
     content_range(&mut response, &result.cut);
     Ok(response)
+}
+
+/// 5.7.4.4: conditions on linked entities (`rel{Type:attr}`) are not possible in a temporal query.
+fn refuse_links(selection: &EntityQuery) -> NgsiResult<()> {
+    fn linked(q: &QExpr) -> bool {
+        match q {
+            QExpr::And(items) | QExpr::Or(items) => items.iter().any(linked),
+            QExpr::Exists(path) | QExpr::NotExists(path) | QExpr::Compare { path, .. } => {
+                path.link.is_some()
+            }
+        }
+    }
+    if selection.q.as_ref().is_some_and(linked) {
+        return Err(NgsiError::bad_data(
+            "q: a temporal query cannot filter on linked entities (rel{Type:attr}); query their history separately",
+        ));
+    }
+    Ok(())
 }
 
 /// 5.7.4.4: entities of a temporal query can only be ordered by id (ascending, the order
@@ -319,6 +341,7 @@ pub async fn post_query(
         .ok_or_else(|| NgsiError::bad_data("temporalQ must be a JSON object"))?;
     let (selection, body) = query_from_body(&json, &ctx)?;
     require_restriction(&selection, &info)?;
+    refuse_links(&selection)?;
     // Members that shape the answer are read like their parameters.
     let mut members: Vec<(&str, Option<String>)> = Vec::new();
     for (name, from) in [

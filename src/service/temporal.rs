@@ -6,8 +6,10 @@
 //! representation are one entity, as the history of ordinary writes already assumes. Given
 //! instances replace recorded ones of the same attribute, datasetId and observedAt, so posting a
 //! representation again is idempotent. The current entity and the history are written in two
-//! transactions (current first, so that a bad request changes neither). Deleting a temporal entity
-//! removes both; deleting temporal attributes or instances edits the history only.
+//! transactions (current first, so that a bad request changes neither). A given NGSI-LD Null
+//! instance is deletion history: recorded with deletedAt, it removes the current instance it is
+//! later than. Deleting a temporal entity removes both; deleting temporal attributes or instances
+//! edits the history only.
 
 use super::entities::Target;
 use super::query::Page;
@@ -73,15 +75,23 @@ fn apply_latest(entity: &mut Entity, attrs: &crate::service::entities::Attrs) {
         }
         let list = entity.attrs.entry(name.clone()).or_default();
         for a in latest {
-            match list.iter_mut().find(|c| c.dataset_id == a.dataset_id) {
-                Some(current) if observed(current) > observed(a) => {}
-                Some(current) => {
+            let at = list.iter().position(|c| c.dataset_id == a.dataset_id);
+            match at.map(|i| (i, &mut list[i])) {
+                Some((_, current)) if observed(current) > observed(a) => {}
+                Some((i, _)) if a.is_null() => {
+                    list.remove(i);
+                }
+                Some((_, current)) => {
                     let created = current.created_at;
                     *current = a.clone();
                     current.created_at = created;
                 }
+                None if a.is_null() => {}
                 None => list.push(a.clone()),
             }
+        }
+        if list.is_empty() {
+            entity.attrs.shift_remove(name);
         }
     }
 }
@@ -93,10 +103,20 @@ fn latest_scope(instances: &[Attribute]) -> Option<Vec<String>> {
     crate::model::parse::scopes(&latest.value).ok()
 }
 
+/// The history records of given instances; an NGSI-LD Null instance records a deletion at its
+/// observedAt (or when it was given).
 fn records(attrs: &crate::service::entities::Attrs) -> Vec<InstanceChange> {
     attrs
         .iter()
-        .flat_map(|(name, instances)| instances.iter().map(|a| history::written(name, a)))
+        .flat_map(|(name, instances)| {
+            instances.iter().map(|a| {
+                let mut r = history::written(name, a);
+                if a.is_null() {
+                    r.deleted_at = Some(r.observed_at.unwrap_or(r.modified_at));
+                }
+                r
+            })
+        })
         .collect()
 }
 
