@@ -1097,8 +1097,16 @@ async fn ngsi_ld_null_instances_in_a_temporal_representation_are_deletion_histor
         ],
         "{body}"
     );
-    assert!(speed[1]["deletedAt"].is_string(), "{body}");
+    let deleted_at: DateTime<Utc> = speed[1]["deletedAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(deleted_at, t2.parse::<DateTime<Utc>>().unwrap(), "{body}");
     assert!(speed[0].get("deletedAt").is_none(), "{body}");
+    // A deletion has no value to aggregate.
+    let (_, _, counted) = get(
+        s,
+        &format!("/temporal/entities/{id}?options=aggregatedValues&aggrMethods=totalCount"),
+    )
+    .await;
+    assert_eq!(counted["speed"]["totalCount"][0][0], 1, "{counted}");
     let current = s.entity(id, "").await;
     assert!(
         current.get("speed").is_none(),

@@ -103,8 +103,8 @@ fn latest_scope(instances: &[Attribute]) -> Option<Vec<String>> {
     crate::model::parse::scopes(&latest.value).ok()
 }
 
-/// The history records of given instances; an NGSI-LD Null instance records a deletion at its
-/// observedAt (or when it was given).
+/// The history records of given instances; an NGSI-LD Null instance is a deletion record (no
+/// value) deleted at its observedAt, or when it was given.
 fn records(attrs: &crate::service::entities::Attrs) -> Vec<InstanceChange> {
     attrs
         .iter()
@@ -112,6 +112,7 @@ fn records(attrs: &crate::service::entities::Attrs) -> Vec<InstanceChange> {
             instances.iter().map(|a| {
                 let mut r = history::written(name, a);
                 if a.is_null() {
+                    r.value = None;
                     r.deleted_at = Some(r.observed_at.unwrap_or(r.modified_at));
                 }
                 r

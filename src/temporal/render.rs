@@ -41,7 +41,8 @@ pub fn instant(t: DateTime<Utc>) -> String {
 }
 
 /// The instance a record holds: the stored attribute, or for a deletion the NGSI-LD Null of its
-/// kind (for the Scope, no scopes: an empty list).
+/// kind (for the Scope, no scopes: an empty list), observed when a temporal representation said
+/// so.
 fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
     if let Some(v) = &r.value {
         return serde_json::from_value(v.clone()).ok();
@@ -58,7 +59,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
         kind,
         value,
         dataset_id: r.dataset_id.clone(),
-        observed_at: None,
+        observed_at: r.observed_at.map(instant),
         unit_code: None,
         object_type: None,
         created_at: r.created_at,
