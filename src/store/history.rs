@@ -553,6 +553,33 @@ mod tests {
     }
 
     #[test]
+    fn scope_changes_are_instances_observed_when_made_and_its_removal_a_deletion() {
+        let mut old = kitchen();
+        old.scope = Some(vec!["/A".into()]);
+        let set = changes(None, Some(&old), t(0));
+        assert_eq!(summary(&set).last(), Some(&(Some(SCOPE_IRI), None, false)));
+        let mut new = old.clone();
+        new.modified_at = t(4);
+        assert!(
+            changes(Some(&old), Some(&new), t(4)).is_empty(),
+            "same scope"
+        );
+        new.scope = Some(vec!["/B".into(), "/C".into()]);
+        let changed = changes(Some(&old), Some(&new), t(4));
+        assert_eq!(summary(&changed), vec![(Some(SCOPE_IRI), None, false)]);
+        let r = &changed[0];
+        assert_eq!((r.observed_at, r.modified_at), (Some(t(4)), t(4)));
+        let a: Attribute = serde_json::from_value(r.value.clone().unwrap()).unwrap();
+        assert_eq!(a.value, json!(["/B", "/C"]));
+        assert_eq!(a.observed_at, Some(format_time(&t(4))));
+        new.scope = None;
+        let removed = changes(Some(&old), Some(&new), t(6));
+        assert_eq!(summary(&removed), vec![(Some(SCOPE_IRI), None, true)]);
+        let gone = changes(Some(&old), None, t(8));
+        assert!(summary(&gone).contains(&(Some(SCOPE_IRI), None, true)));
+    }
+
+    #[test]
     fn queries_filter_order_and_keep_the_last_n_per_attribute() {
         let mut records = Vec::new();
         for s in [3, 1, 2] {
