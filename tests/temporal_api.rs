@@ -797,3 +797,361 @@ async fn a_deleted_language_property_is_an_ngsi_ld_null_language_map() {
     assert_eq!(deleted["languageMap"], json!({"@none": "urn:ngsi-ld:null"}));
     assert!(deleted["deletedAt"].is_string(), "{body}");
 }
+
+/// The instances of a normalized temporal attribute (one instance may come as an object).
+fn instances(attr: &Value) -> Vec<Value> {
+    match attr {
+        Value::Array(items) => items.clone(),
+        Value::Null => Vec::new(),
+        one => vec![one.clone()],
+    }
+}
+
+#[actix_web::test]
+async fn core_api_scope_changes_and_deletion_are_scope_history() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:scoped";
+    let r = s
+        .create(&json!({"id": id, "type": "Vehicle", "scope": "/Old",
+            "speed": {"type": "Property", "value": 1, "observedAt": "2024-05-01T12:00:00Z"}}))
+        .await;
+    assert_status(r, 201).await;
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{id}/attrs"),
+            "application/json",
+            &json!({"scope": ["/New", "/Other"]}),
+        )
+        .await;
+    assert_no_content(r).await;
+
+    // Each scope the Core API set is an instance of a Property observed when it was set.
+    let (st, _, body) = get(&s, &format!("/temporal/entities/{id}?options=sysAttrs")).await;
+    assert_eq!(st, 200, "{body}");
+    let scope = instances(&body["scope"]);
+    let values: Vec<&Value> = scope.iter().map(|i| &i["value"]).collect();
+    assert_eq!(
+        values,
+        [&json!(["/Old"]), &json!(["/New", "/Other"])],
+        "{body}"
+    );
+    for i in &scope {
+        assert_eq!(i["type"], "Property", "{i}");
+        assert!(i["observedAt"].is_string(), "{i}");
+        assert_eq!(i["observedAt"], i["modifiedAt"], "{i}");
+        let members: HashSet<&str> = i.as_object().unwrap().keys().map(String::as_str).collect();
+        let allowed: HashSet<&str> = [
+            "type",
+            "value",
+            "instanceId",
+            "createdAt",
+            "modifiedAt",
+            "observedAt",
+        ]
+        .into();
+        assert!(members.is_subset(&allowed), "{i}");
+    }
+    assert!(scope[0]["observedAt"].as_str() < scope[1]["observedAt"].as_str());
+    let (_, _, only_speed) = get(&s, &format!("/temporal/entities/{id}?attrs=speed")).await;
+    assert!(only_speed.get("scope").is_none(), "{only_speed}");
+
+    // Removing the scope through the Core API is a deletion: an empty scope with deletedAt.
+    let r = s
+        .req(Method::DELETE, &format!("/entities/{id}/attrs/scope"))
+        .send()
+        .await
+        .unwrap();
+    assert_no_content(r).await;
+    let (st, _, body) = get(
+        &s,
+        &format!("/temporal/entities/{id}?timeproperty=deletedAt"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let deleted = instances(&body["scope"]);
+    assert_eq!(deleted.len(), 1, "{body}");
+    assert_eq!(deleted[0]["type"], "Property");
+    assert_eq!(deleted[0]["value"], json!([]));
+    assert!(deleted[0]["deletedAt"].is_string(), "{body}");
+    assert!(
+        body.get("speed").is_none(),
+        "speed was never deleted: {body}"
+    );
+    let (_, _, simplified) = get(
+        &s,
+        &format!("/temporal/entities/{id}?timeproperty=deletedAt&options=temporalValues"),
+    )
+    .await;
+    assert_eq!(
+        simplified["scope"]["values"],
+        json!([[[], deleted[0]["deletedAt"]]]),
+        "{simplified}"
+    );
+}
+
+/// A vehicle of the scopeQ model: its scope instances and speed instances (minutes after 10:00).
+struct Scoped {
+    id: &'static str,
+    scopes: Vec<(i64, Vec<&'static str>)>,
+    speeds: Vec<(i64, &'static str)>,
+}
+
+fn at_minute(m: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap() + Duration::minutes(m)
+}
+
+fn scoped_model() -> Vec<Scoped> {
+    let v = |id, scopes, speeds| Scoped { id, scopes, speeds };
+    vec![
+        v(
+            "urn:ngsi-ld:Vehicle:sq-ab",
+            vec![(0, vec!["/A/B"])],
+            vec![(125, "ab1")],
+        ),
+        v(
+            "urn:ngsi-ld:Vehicle:sq-x",
+            vec![(0, vec!["/X"])],
+            vec![(125, "x1")],
+        ),
+        v("urn:ngsi-ld:Vehicle:sq-bare", vec![], vec![(125, "bare1")]),
+        v(
+            "urn:ngsi-ld:Vehicle:sq-both",
+            vec![(0, vec!["/A/B", "/C"])],
+            vec![(125, "both1")],
+        ),
+        v(
+            "urn:ngsi-ld:Vehicle:sq-mid",
+            vec![(130, vec!["/M"])],
+            vec![(125, "mid1"), (135, "mid2")],
+        ),
+        v(
+            "urn:ngsi-ld:Vehicle:sq-rep",
+            vec![(0, vec!["/R"]), (150, vec!["/S"])],
+            vec![(135, "rep1"), (165, "rep2")],
+        ),
+        v(
+            "urn:ngsi-ld:Vehicle:sq-late",
+            vec![(240, vec!["/Z"])],
+            vec![(125, "late1")],
+        ),
+    ]
+}
+
+/// The window of the queries: [12:00, 13:00), in minutes after 10:00.
+const WINDOW: (i64, i64) = (120, 180);
+
+/// What a scopeQ of one scope (or `/#`, any) returns, computed from the model: per entity whose
+/// scope matched at some time of the window, the speeds observed in the window while it did.
+fn scoped_expectation(model: &[Scoped], wanted: &str) -> BTreeMap<&'static str, Vec<&'static str>> {
+    let mut out = BTreeMap::new();
+    for e in model {
+        let mut spans = Vec::new();
+        for (i, (start, scopes)) in e.scopes.iter().enumerate() {
+            let end = e.scopes.get(i + 1).map_or(i64::MAX, |n| n.0);
+            let hit = scopes.iter().any(|s| wanted == "/#" || *s == wanted);
+            if hit && *start < WINDOW.1 && end > WINDOW.0 {
+                spans.push((*start, end));
+            }
+        }
+        if spans.is_empty() {
+            continue;
+        }
+        let speeds: Vec<&str> = e
+            .speeds
+            .iter()
+            .filter(|(t, _)| (WINDOW.0..WINDOW.1).contains(t))
+            .filter(|(t, _)| spans.iter().any(|(a, b)| (*a..*b).contains(t)))
+            .map(|(_, v)| *v)
+            .collect();
+        let scope_set_in_window = e
+            .scopes
+            .iter()
+            .any(|(t, _)| (WINDOW.0..WINDOW.1).contains(t));
+        if !speeds.is_empty() || scope_set_in_window {
+            out.insert(e.id, speeds);
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn scope_q_on_temporal_queries_uses_the_scopes_valid_in_the_time_range() {
+    let s = TestServer::start().await;
+    let model = scoped_model();
+    for e in &model {
+        let mut body = json!({"id": e.id, "type": "Vehicle",
+            "speed": e.speeds.iter().map(|(t, v)| json!({"type": "Property", "value": v,
+                "observedAt": iso(at_minute(*t))})).collect::<Vec<_>>()});
+        if !e.scopes.is_empty() {
+            body["scope"] = e
+                .scopes
+                .iter()
+                .map(|(t, scopes)| {
+                    json!({"type": "Property", "value": scopes,
+                    "observedAt": iso(at_minute(*t))})
+                })
+                .collect();
+        }
+        let r = s
+            .send(
+                Method::POST,
+                "/temporal/entities",
+                "application/json",
+                &body,
+            )
+            .await;
+        assert_status(r, 201).await;
+    }
+    // The current scope is the latest one given.
+    let rep = s.entity("urn:ngsi-ld:Vehicle:sq-rep", "").await;
+    assert_eq!(rep["scope"], "/S", "{rep}");
+
+    let window = format!(
+        "timerel=between&timeAt={}&endTimeAt={}",
+        iso(at_minute(WINDOW.0)),
+        iso(at_minute(WINDOW.1))
+    );
+    for wanted in ["/A/B", "/X", "/M", "/R", "/S", "/Z", "/Y", "/#"] {
+        let scope_q = wanted.replace('#', "%23");
+        let path = format!("/temporal/entities?type=Vehicle&scopeQ={scope_q}&{window}&count=true");
+        let (st, headers, body) = get(&s, &path).await;
+        assert_eq!(st, 200, "{path}: {body}");
+        let got: BTreeMap<&str, Vec<&str>> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let speeds = instances(&e["speed"])
+                    .iter()
+                    .map(|i| {
+                        let v = i["value"].as_str().unwrap();
+                        model
+                            .iter()
+                            .flat_map(|m| m.speeds.iter().map(|s| s.1))
+                            .find(|s| *s == v)
+                            .unwrap()
+                    })
+                    .collect();
+                let id = e["id"].as_str().unwrap();
+                (model.iter().find(|m| m.id == id).unwrap().id, speeds)
+            })
+            .collect();
+        let want = scoped_expectation(&model, wanted);
+        assert_eq!(got, want, "{path}: {body}");
+        assert_eq!(
+            headers["NGSILD-Results-Count"].to_str().unwrap(),
+            want.len().to_string(),
+            "{path}"
+        );
+    }
+
+    // The scope valid when the window starts is shown, although set before it.
+    let path = format!("/temporal/entities?type=Vehicle&scopeQ=/A/B&{window}&limit=1");
+    let (_, headers, body) = get(&s, &path).await;
+    assert_eq!(body[0]["id"], "urn:ngsi-ld:Vehicle:sq-ab", "{body}");
+    assert_eq!(
+        instances(&body[0]["scope"])[0]["value"],
+        json!(["/A/B"]),
+        "{body}"
+    );
+    assert!(headers.get("Link").is_some(), "a next page: {headers:?}");
+    let (_, _, body) = get(&s, &format!("{path}&offset=1")).await;
+    assert_eq!(body[0]["id"], "urn:ngsi-ld:Vehicle:sq-both", "{body}");
+}
+
+#[actix_web::test]
+async fn ngsi_ld_null_instances_in_a_temporal_representation_are_deletion_history() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Vehicle:nulled";
+    let (t1, t2) = ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+    let s = &s;
+    let post = |body: Value| async move {
+        s.send(
+            Method::POST,
+            "/temporal/entities",
+            "application/json",
+            &body,
+        )
+        .await
+    };
+    let r = post(json!({"id": id, "type": "Vehicle",
+        "speed": [{"type": "Property", "value": 1, "observedAt": t1}]}))
+    .await;
+    assert_status(r, 201).await;
+    let r = post(json!({"id": id, "type": ["Vehicle", "Truck"],
+        "speed": [{"type": "Property", "value": "urn:ngsi-ld:null", "observedAt": t2}]}))
+    .await;
+    assert_no_content(r).await;
+    let body = all(s, id).await;
+    let speed = instances(&body["speed"]);
+    let got: Vec<(&Value, &Value)> = speed
+        .iter()
+        .map(|i| (&i["value"], &i["observedAt"]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (&json!(1), &json!(t1)),
+            (&json!("urn:ngsi-ld:null"), &json!(t2))
+        ],
+        "{body}"
+    );
+    let deleted_at: DateTime<Utc> = speed[1]["deletedAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(deleted_at, t2.parse::<DateTime<Utc>>().unwrap(), "{body}");
+    assert!(speed[0].get("deletedAt").is_none(), "{body}");
+    // A deletion has no value to aggregate.
+    let (_, _, counted) = get(
+        s,
+        &format!("/temporal/entities/{id}?options=aggregatedValues&aggrMethods=totalCount"),
+    )
+    .await;
+    assert_eq!(counted["speed"]["totalCount"][0][0], 1, "{counted}");
+    let current = s.entity(id, "").await;
+    assert!(
+        current.get("speed").is_none(),
+        "the deletion is the latest: {current}"
+    );
+    assert_eq!(current["type"], json!(["Vehicle", "Truck"]));
+    // Only full instances can be deletions; a bare NGSI-LD Null member stays refused.
+    let r = post(json!({"id": id, "type": "Vehicle", "speed": "urn:ngsi-ld:null"})).await;
+    assert_problem(r, 400, "BadRequestData").await;
+}
+
+#[actix_web::test]
+async fn temporal_queries_take_expand_values_and_refuse_linked_filters() {
+    let s = TestServer::start().await;
+    let shop = "urn:ngsi-ld:Shop:vocab";
+    let r = s
+        .create(&json!({"id": shop, "type": "Shop",
+            "category": {"type": "VocabProperty", "vocab": "commercial"}}))
+        .await;
+    assert_status(r, 201).await;
+    let window = "timerel=after&timeAt=2000-01-01T00:00:00Z&timeproperty=createdAt";
+    let ids = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let q = "/temporal/entities?type=Shop&q=category%3D%3Dcommercial";
+    let (st, _, body) = get(&s, &format!("{q}&expandValues=category&{window}")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(ids(&body), [shop]);
+    let (st, _, body) = get(&s, &format!("{q}&{window}")).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        ids(&body).is_empty(),
+        "the vocab is an IRI, the literal is not: {body}"
+    );
+    let r = s
+        .req(
+            Method::GET,
+            &format!("/temporal/entities?type=Shop&q=owner%7Bname%7D%3D%3D%22x%22&{window}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+}

@@ -12,10 +12,13 @@ use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
-use crate::model::parse::{Nulls, Reader};
+use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{Format, RenderOptions};
+use crate::model::AttrKind;
 use crate::model::ENTITY_MEMBERS;
-use crate::service::entities::Target;
+use crate::query::q::QExpr;
+use crate::query::EntityQuery;
+use crate::service::entities::{Target, SCOPE_IRI};
 use crate::service::temporal::Cut;
 use crate::service::Broker;
 use crate::temporal::render::{self, instant, Content, TemporalEntity};
@@ -77,6 +80,7 @@ const QUERY_PARAMS: &[&str] = &[
     "via",
     "datasetId",
     "orderBy",
+    "expandValues",
 ];
 
 /// Parameters of POST /temporal/entityOperations/query.
@@ -248,6 +252,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let ctx = info.context(&broker).await?;
     let selection = entity_query(&info, &ctx)?;
     require_restriction(&selection, &info)?;
+    refuse_links(&selection)?;
     check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
     let (page, count) = page(&info, &broker)?;
@@ -258,6 +263,24 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     page_headers(&mut response, &req, &info, page, result.seen, count);
     content_range(&mut response, &result.cut);
     Ok(response)
+}
+
+/// 5.7.4.4: conditions on linked entities (`rel{Type:attr}`) are not possible in a temporal query.
+fn refuse_links(selection: &EntityQuery) -> NgsiResult<()> {
+    fn linked(q: &QExpr) -> bool {
+        match q {
+            QExpr::And(items) | QExpr::Or(items) => items.iter().any(linked),
+            QExpr::Exists(path) | QExpr::NotExists(path) | QExpr::Compare { path, .. } => {
+                path.link.is_some()
+            }
+        }
+    }
+    if selection.q.as_ref().is_some_and(linked) {
+        return Err(NgsiError::bad_data(
+            "q: a temporal query cannot filter on linked entities (rel{Type:attr}); query their history separately",
+        ));
+    }
+    Ok(())
 }
 
 /// 5.7.4.4: entities of a temporal query can only be ordered by id (ascending, the order
@@ -318,6 +341,7 @@ pub async fn post_query(
         .ok_or_else(|| NgsiError::bad_data("temporalQ must be a JSON object"))?;
     let (selection, body) = query_from_body(&json, &ctx)?;
     require_restriction(&selection, &info)?;
+    refuse_links(&selection)?;
     // Members that shape the answer are read like their parameters.
     let mut members: Vec<(&str, Option<String>)> = Vec::new();
     for (name, from) in [
@@ -395,9 +419,13 @@ pub async fn upsert(
         ));
     }
     let now = Utc::now();
-    let input = Reader::new(&w.ctx, now, Nulls::Forbidden)
-        .temporal()
-        .entity(&w.body, true)?;
+    let mut body = w.body;
+    let scope = body.as_object_mut().and_then(|o| o.remove("scope"));
+    let reader = Reader::new(&w.ctx, now, Nulls::Forbidden).temporal();
+    let mut input = reader.entity(&body, true)?;
+    if let Some(scope) = scope {
+        temporal_scope(&reader, &scope, &mut input)?;
+    }
     let id = input.id.clone().unwrap_or_default();
     if broker.upsert_temporal(&w.info.tenant, input, now).await? {
         let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
@@ -407,6 +435,31 @@ pub async fn upsert(
     } else {
         Ok(no_content())
     }
+}
+
+/// Reads the `scope` member of a temporal representation: the scopes (a change made now), or
+/// their temporal evolution (4.5.6): Property instances whose values are scopes, kept under the
+/// reserved Scope attribute with their values as lists.
+fn temporal_scope(reader: &Reader, scope: &Value, input: &mut EntityInput) -> NgsiResult<()> {
+    let plain = match scope {
+        Value::Array(items) => items.iter().all(Value::is_string),
+        other => other.is_string(),
+    };
+    if plain {
+        input.scope = Some(scopes(scope)?);
+        return Ok(());
+    }
+    let mut instances = reader.attribute("scope", SCOPE_IRI, scope)?;
+    for a in &mut instances {
+        if a.kind != AttrKind::Property || a.dataset_id.is_some() {
+            return Err(NgsiError::bad_data(
+                "the scope instances of a temporal representation are Properties without datasetId",
+            ));
+        }
+        a.value = Value::from(scopes(&a.value)?);
+    }
+    input.attrs.insert(SCOPE_IRI.to_string(), instances);
+    Ok(())
 }
 
 /// DELETE /temporal/entities/{id} (5.6.16).

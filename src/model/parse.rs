@@ -292,7 +292,10 @@ impl<'a> Reader<'a> {
                 attr.kind.name()
             )));
         }
-        if attr.is_null() && self.nulls == Nulls::Forbidden {
+        // A temporal representation may hold deleted instances (4.5.7: NGSI-LD Null with the
+        // time of the deletion), in full form only.
+        let deleted_instance = self.temporal && value.is_object();
+        if attr.is_null() && self.nulls == Nulls::Forbidden && !deleted_instance {
             return Err(NgsiError::bad_data(format!(
                 "attribute '{name}' is NGSI-LD Null, which only updates accept (as a deletion)"
             )));

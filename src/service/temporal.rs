@@ -6,8 +6,10 @@
 //! representation are one entity, as the history of ordinary writes already assumes. Given
 //! instances replace recorded ones of the same attribute, datasetId and observedAt, so posting a
 //! representation again is idempotent. The current entity and the history are written in two
-//! transactions (current first, so that a bad request changes neither). Deleting a temporal entity
-//! removes both; deleting temporal attributes or instances edits the history only.
+//! transactions (current first, so that a bad request changes neither). A given NGSI-LD Null
+//! instance is deletion history: recorded with deletedAt, it removes the current instance it is
+//! later than. Deleting a temporal entity removes both; deleting temporal attributes or instances
+//! edits the history only.
 
 use super::entities::Target;
 use super::query::Page;
@@ -19,6 +21,7 @@ use crate::query::EntityQuery;
 use crate::store::history::{self, HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use crate::store::Write;
 use crate::temporal::render::{Content, TemporalEntity};
+use crate::temporal::scope::{ScopeTimeline, Span};
 use crate::temporal::{Representation, TemporalQuery};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -72,23 +75,49 @@ fn apply_latest(entity: &mut Entity, attrs: &crate::service::entities::Attrs) {
         }
         let list = entity.attrs.entry(name.clone()).or_default();
         for a in latest {
-            match list.iter_mut().find(|c| c.dataset_id == a.dataset_id) {
-                Some(current) if observed(current) > observed(a) => {}
-                Some(current) => {
+            let at = list.iter().position(|c| c.dataset_id == a.dataset_id);
+            match at.map(|i| (i, &mut list[i])) {
+                Some((_, current)) if observed(current) > observed(a) => {}
+                Some((i, _)) if a.is_null() => {
+                    list.remove(i);
+                }
+                Some((_, current)) => {
                     let created = current.created_at;
                     *current = a.clone();
                     current.created_at = created;
                 }
+                None if a.is_null() => {}
                 None => list.push(a.clone()),
             }
+        }
+        if list.is_empty() {
+            entity.attrs.shift_remove(name);
         }
     }
 }
 
+/// The scopes of the latest observed of given Scope instances (their values were checked when
+/// read).
+fn latest_scope(instances: &[Attribute]) -> Option<Vec<String>> {
+    let latest = instances.iter().max_by_key(|a| observed(a))?;
+    crate::model::parse::scopes(&latest.value).ok()
+}
+
+/// The history records of given instances; an NGSI-LD Null instance is a deletion record (no
+/// value) deleted at its observedAt, or when it was given.
 fn records(attrs: &crate::service::entities::Attrs) -> Vec<InstanceChange> {
     attrs
         .iter()
-        .flat_map(|(name, instances)| instances.iter().map(|a| history::written(name, a)))
+        .flat_map(|(name, instances)| {
+            instances.iter().map(|a| {
+                let mut r = history::written(name, a);
+                if a.is_null() {
+                    r.value = None;
+                    r.deleted_at = Some(r.observed_at.unwrap_or(r.modified_at));
+                }
+                r
+            })
+        })
         .collect()
 }
 
@@ -124,8 +153,9 @@ impl Broker {
         let id = input
             .id
             .ok_or_else(|| NgsiError::bad_data("the temporal entity has no id"))?;
-        let (types, scope, attrs) = (input.types, input.scope, input.attrs);
+        let (types, scope, mut attrs) = (input.types, input.scope, input.attrs);
         let attrs_for_history = attrs.clone();
+        let scope_instances = attrs.shift_remove(history::SCOPE_IRI);
         let id_owned = id.clone();
         let created = self
             .store
@@ -152,12 +182,22 @@ impl Broker {
                         entity.types.push(t);
                     }
                 }
-                if scope.is_some() {
-                    entity.scope = scope;
-                }
                 apply_latest(&mut entity, &attrs);
                 entity.modified_at = now;
-                Ok((Write::Put(entity), Vec::new(), created))
+                // Scope instances are recorded as given (below); a plain scope is a change
+                // made now, recorded like one from the Core API.
+                let records = match (scope_instances.as_deref(), scope) {
+                    (Some(given), _) => {
+                        entity.scope = latest_scope(given).or(entity.scope);
+                        Vec::new()
+                    }
+                    (None, Some(scope)) => {
+                        entity.scope = Some(scope);
+                        history::scope_changes(current, Some(&entity), now)
+                    }
+                    (None, None) => Vec::new(),
+                };
+                Ok((Write::Put(entity), records, created))
             })
             .await?;
         self.record_instances(tenant, &id, &attrs_for_history)
@@ -351,48 +391,114 @@ impl Broker {
         query: &TemporalQuery,
     ) -> NgsiResult<(TemporalEntity, Option<Cut>)> {
         let entity = self.retrieve_entity(target).await?;
-        let (mut entities, cut) = self.evolutions(&target.tenant, vec![entity], query).await?;
+        let (mut entities, cut) = self
+            .evolutions(&target.tenant, vec![entity], query, None)
+            .await?;
         let te = entities.pop().ok_or_else(|| missing(&target.id))?;
         Ok((te, cut))
     }
 
     /// Queries the temporal evolution of entities (5.7.4): the entities `selection` matches, a
-    /// page at a time in id order, each with its history.
+    /// page at a time in id order, each with its history. scopeQ is evaluated against the scopes
+    /// valid within the time range (4.18, 5.7.4.4 step 4), and an entity it selects shows only the
+    /// instances of the times when a matching scope was valid.
     pub async fn query_temporal(
         &self,
         tenant: &str,
-        selection: EntityQuery,
+        mut selection: EntityQuery,
         query: &TemporalQuery,
         page: Page,
         count: bool,
     ) -> NgsiResult<TemporalPage> {
-        let result = self.query_entities(tenant, selection, page, count).await?;
-        let (mut entities, cut) = self.evolutions(tenant, result.entities, query).await?;
+        let (found, seen, scoped) = match selection.scope.take() {
+            None => {
+                let result = self.query_entities(tenant, selection, page, count).await?;
+                (result.entities, result.seen, None)
+            }
+            Some(scope_q) => {
+                // Every candidate is needed: the page is taken after the scope history decides.
+                let every = Page {
+                    offset: 0,
+                    limit: usize::MAX >> 2,
+                };
+                let candidates = self.query_entities(tenant, selection, every, true).await?;
+                let mut timelines = self.scope_timelines(tenant, &candidates.entities).await?;
+                let mut spans = HashMap::new();
+                let mut matching = Vec::new();
+                for e in candidates.entities {
+                    let found = timelines
+                        .remove(&e.id)
+                        .map(|t| t.matching(&scope_q, &query.history))
+                        .unwrap_or_default();
+                    if !found.is_empty() {
+                        spans.insert(e.id.clone(), found);
+                        matching.push(e);
+                    }
+                }
+                let seen = matching.len();
+                let paged = matching
+                    .into_iter()
+                    .skip(page.offset)
+                    .take(page.limit)
+                    .collect();
+                (paged, seen, Some(spans))
+            }
+        };
+        let (mut entities, cut) = self
+            .evolutions(tenant, found, query, scoped.as_ref())
+            .await?;
         // With a time range, an entity none of whose evolution falls in it is left out.
         let bounded = !matches!(
             (&query.history.from, &query.history.to),
             (Bound::Unbounded, Bound::Unbounded)
         );
         if bounded {
+            let tp = query.history.time_property;
             entities.retain(|te| match &te.content {
-                Content::Instances(r) => !r.is_empty() || !te.emptied.is_empty(),
+                Content::Instances(r) => {
+                    r.iter()
+                        .any(|r| tp.of(r).is_some_and(|t| query.history.contains(t)))
+                        || !te.emptied.is_empty()
+                }
                 Content::Buckets(b) => !b.is_empty(),
             });
         }
         Ok(TemporalPage {
             entities,
-            seen: result.seen,
+            seen,
             cut,
         })
     }
 
+    /// The scope timelines of entities, from their Scope history records.
+    async fn scope_timelines(
+        &self,
+        tenant: &str,
+        entities: &[Arc<Entity>],
+    ) -> NgsiResult<HashMap<String, ScopeTimeline>> {
+        let ids: Vec<String> = entities.iter().map(|e| e.id.clone()).collect();
+        let query = HistoryQuery {
+            attr: Some(history::SCOPE_IRI.to_string()),
+            ..HistoryQuery::default()
+        };
+        let histories = self.store.history_many(tenant, &ids, &query).await?;
+        Ok(entities
+            .iter()
+            .zip(histories)
+            .map(|(e, (id, records))| (id, ScopeTimeline::new(records, e.scope.as_deref())))
+            .collect())
+    }
+
     /// Reads the history (or aggregates) of some entities and cuts instance lists longer than the
-    /// broker returns at once.
+    /// broker returns at once. With `scoped` (the spans in which each entity's scope matched a
+    /// scopeQ), only the instances of those spans are kept. With a lower time bound, the Scope
+    /// valid when the range starts is shown as well.
     async fn evolutions(
         &self,
         tenant: &str,
         entities: Vec<Arc<Entity>>,
         query: &TemporalQuery,
+        scoped: Option<&HashMap<String, Vec<Span>>>,
     ) -> NgsiResult<(Vec<TemporalEntity>, Option<Cut>)> {
         let ids: Vec<String> = entities.iter().map(|e| e.id.clone()).collect();
         let by_id: Vec<(String, Content)> = match query.aggregate_query() {
@@ -413,24 +519,49 @@ impl Broker {
                 if let [one] = query.attrs.as_slice() {
                     h.attr = Some(one.clone());
                 }
+                let wanted = |r: &InstanceChange| {
+                    r.attr
+                        .as_ref()
+                        .is_some_and(|a| query.attrs.is_empty() || query.attrs.contains(a))
+                        && query
+                            .dataset_ids
+                            .as_ref()
+                            .is_none_or(|d| d.contains(&r.dataset_id))
+                };
+                let tp = query.history.time_property;
+                let in_spans = |id: &str, r: &InstanceChange| {
+                    r.attr.as_deref() == Some(history::SCOPE_IRI)
+                        || scoped.is_none_or(|spans| {
+                            tp.of(r).is_some_and(|t| {
+                                spans
+                                    .get(id)
+                                    .is_some_and(|s| s.iter().any(|s| s.contains(t)))
+                            })
+                        })
+                };
+                let carry_scope = !matches!(query.history.from, Bound::Unbounded)
+                    && tp != TimeProperty::DeletedAt
+                    && (query.attrs.is_empty()
+                        || query.attrs.iter().any(|a| a == history::SCOPE_IRI))
+                    && query.history.last_n.is_none();
+                let mut timelines = if carry_scope {
+                    self.scope_timelines(tenant, &entities).await?
+                } else {
+                    HashMap::new()
+                };
                 self.store
                     .history_many(tenant, &ids, &h)
                     .await?
                     .into_iter()
                     .map(|(id, records)| {
-                        let kept = records
+                        let start = timelines
+                            .remove(&id)
+                            .and_then(|t| t.valid_at_start(&query.history).cloned())
+                            .filter(&wanted);
+                        let kept = start
                             .into_iter()
-                            .filter(|r| {
-                                r.attr.as_ref().is_some_and(|a| {
-                                    query.attrs.is_empty() || query.attrs.contains(a)
-                                })
-                            })
-                            .filter(|r| {
-                                query
-                                    .dataset_ids
-                                    .as_ref()
-                                    .is_none_or(|d| d.contains(&r.dataset_id))
-                            })
+                            .chain(records)
+                            .filter(|r| wanted(r) && in_spans(&id, r))
                             .collect();
                         (id, Content::Instances(kept))
                     })

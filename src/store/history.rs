@@ -6,9 +6,15 @@
 //! or whose content changed — kind, value, observedAt, unitCode, objectType or sub-attributes; the
 //! system timestamps alone do not count — and for every instance that was removed (with
 //! `deleted_at`). Deleting an entity also records an entity-level record (`attr` is `None`).
+//!
+//! The entity's Scope has a history too (4.5.6: a temporal Property whose instances carry
+//! observedAt): it is recorded under the reserved attribute [`SCOPE_IRI`], one instance (its
+//! value the list of scopes, observedAt a copy of modifiedAt) whenever a write sets or changes
+//! the scope, and a deletion record when a write removes it.
 
 use crate::model::validate::date_time;
-use crate::model::{AttrKind, Attribute, Entity};
+use crate::model::{format_time, AttrKind, Attribute, Entity};
+pub use crate::service::entities::SCOPE_IRI;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -253,6 +259,42 @@ fn deleted(name: &str, a: &Attribute, now: DateTime<Utc>) -> InstanceChange {
     }
 }
 
+/// The entity Scope `scope` as a temporal Property instance set at `at` (4.5.6): its value the
+/// list of scopes, observedAt a copy of modifiedAt.
+pub fn scope_instance(scope: &[String], at: DateTime<Utc>) -> Attribute {
+    Attribute {
+        kind: AttrKind::Property,
+        value: json!(scope),
+        dataset_id: None,
+        observed_at: Some(format_time(&at)),
+        unit_code: None,
+        object_type: None,
+        created_at: at,
+        modified_at: at,
+        sub: crate::model::NameMap::default(),
+    }
+}
+
+/// The Scope records of a write that turned `old` into `new` at `now` (see [`scope_instance`]):
+/// an instance when the scope was set or changed, a deletion when it was removed.
+pub fn scope_changes(
+    old: Option<&Entity>,
+    new: Option<&Entity>,
+    now: DateTime<Utc>,
+) -> Vec<InstanceChange> {
+    let before = old.and_then(|o| o.scope.as_ref());
+    match new.and_then(|n| n.scope.as_ref().map(|s| (n, s))) {
+        Some((n, after)) if before != Some(after) => {
+            vec![written(SCOPE_IRI, &scope_instance(after, n.modified_at))]
+        }
+        Some(_) => Vec::new(),
+        None => before
+            .map(|_| deleted(SCOPE_IRI, &scope_instance(&[], now), now))
+            .into_iter()
+            .collect(),
+    }
+}
+
 /// The history records of a store write decided on `current` (see [`changes`]).
 pub fn records_of(current: Option<&Entity>, write: &super::Write) -> Vec<InstanceChange> {
     match write {
@@ -263,7 +305,8 @@ pub fn records_of(current: Option<&Entity>, write: &super::Write) -> Vec<Instanc
 }
 
 /// The history records of a write that turned `old` into `new` (`None`: no entity) at `now`, the
-/// time deletions are recorded with. Unchanged instances produce nothing.
+/// time deletions are recorded with: attribute instances, then the Scope (see
+/// [`scope_changes`]), then deletions. Unchanged instances produce nothing.
 pub fn changes(
     old: Option<&Entity>,
     new: Option<&Entity>,
@@ -280,6 +323,7 @@ pub fn changes(
             }
         }
     }
+    out.extend(scope_changes(old, new, now));
     if let Some(old) = old {
         for (name, instances) in &old.attrs {
             for a in instances {
@@ -506,6 +550,33 @@ mod tests {
             Some(json!({"types": ["https://example.org/Room"], "scope": null}))
         );
         assert!(changes(None, None, t(8)).is_empty());
+    }
+
+    #[test]
+    fn scope_changes_are_instances_observed_when_made_and_its_removal_a_deletion() {
+        let mut old = kitchen();
+        old.scope = Some(vec!["/A".into()]);
+        let set = changes(None, Some(&old), t(0));
+        assert_eq!(summary(&set).last(), Some(&(Some(SCOPE_IRI), None, false)));
+        let mut new = old.clone();
+        new.modified_at = t(4);
+        assert!(
+            changes(Some(&old), Some(&new), t(4)).is_empty(),
+            "same scope"
+        );
+        new.scope = Some(vec!["/B".into(), "/C".into()]);
+        let changed = changes(Some(&old), Some(&new), t(4));
+        assert_eq!(summary(&changed), vec![(Some(SCOPE_IRI), None, false)]);
+        let r = &changed[0];
+        assert_eq!((r.observed_at, r.modified_at), (Some(t(4)), t(4)));
+        let a: Attribute = serde_json::from_value(r.value.clone().unwrap()).unwrap();
+        assert_eq!(a.value, json!(["/B", "/C"]));
+        assert_eq!(a.observed_at, Some(format_time(&t(4))));
+        new.scope = None;
+        let removed = changes(Some(&old), Some(&new), t(6));
+        assert_eq!(summary(&removed), vec![(Some(SCOPE_IRI), None, true)]);
+        let gone = changes(Some(&old), None, t(8));
+        assert!(summary(&gone).contains(&(Some(SCOPE_IRI), None, true)));
     }
 
     #[test]

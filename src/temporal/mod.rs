@@ -5,6 +5,7 @@
 //! history records and aggregation buckets into the temporal representations.
 
 pub mod render;
+pub mod scope;
 
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::validate::date_time;

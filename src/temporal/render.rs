@@ -1,13 +1,14 @@
 //! Temporal representations of an entity (4.5.7 normalized, 4.5.9 simplified `temporalValues`,
 //! 4.5.19 `aggregatedValues`) from history records or aggregation buckets, compacted with the
 //! caller's context and projected by attrs/pick/omit/datasetId like the entity representations.
+//! The Scope is rendered from its history records, as a temporal Property (4.5.6).
 
 use super::{Representation, TemporalQuery};
 use crate::ld::ActiveContext;
 use crate::model::render::{self, Format, RenderOptions};
 use crate::model::{format_time, AttrKind, Attribute, Entity, NGSI_LD_NULL};
 use crate::store::aggregate::Bucket;
-use crate::store::history::{InstanceChange, TimeProperty};
+use crate::store::history::{InstanceChange, TimeProperty, SCOPE_IRI};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
@@ -40,7 +41,8 @@ pub fn instant(t: DateTime<Utc>) -> String {
 }
 
 /// The instance a record holds: the stored attribute, or for a deletion the NGSI-LD Null of its
-/// kind.
+/// kind (for the Scope, no scopes: an empty list), observed when a temporal representation said
+/// so.
 fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
     if let Some(v) = &r.value {
         return serde_json::from_value(v.clone()).ok();
@@ -48,6 +50,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
     let kind = r.kind?;
     let null = Value::String(NGSI_LD_NULL.into());
     let value = match kind {
+        _ if r.attr.as_deref() == Some(SCOPE_IRI) => json!([]),
         AttrKind::LanguageProperty => json!({ "@none": NGSI_LD_NULL }),
         AttrKind::ListProperty | AttrKind::ListRelationship => json!([null]),
         _ => null,
@@ -56,7 +59,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
         kind,
         value,
         dataset_id: r.dataset_id.clone(),
-        observed_at: None,
+        observed_at: r.observed_at.map(instant),
         unit_code: None,
         object_type: None,
         created_at: r.created_at,
@@ -107,11 +110,6 @@ pub fn entity(
                 Value::Array(types)
             },
         );
-    }
-    if let Some(scope) = &e.scope {
-        if p.keeps(crate::service::entities::SCOPE_IRI) {
-            out.insert("scope".into(), json!(scope));
-        }
     }
     let wanted = |attr: &str, dataset_id: &Option<String>| {
         p.keeps(attr)
