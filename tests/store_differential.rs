@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use twinlink::ld::ActiveContext;
 use twinlink::model::parse::{Nulls, Reader};
 use twinlink::model::Entity;
@@ -173,6 +173,23 @@ fn geometry(rng: &mut Rng) -> Value {
     }
 }
 
+/// An attribute of a kind that the numeric and textual attributes usually are not, with values
+/// that look like theirs (JSON-LD value objects in JSON content are data there).
+fn other_kind(rng: &mut Rng) -> Value {
+    match rng.below(6) {
+        0 => json!({"type": "JsonProperty", "json": {"@value": number(rng)}}),
+        1 => {
+            json!({"type": "JsonProperty", "json": [number(rng), {"@value": word(rng)}, word(rng), [number(rng)]]})
+        }
+        2 => {
+            json!({"type": "LanguageProperty", "languageMap": {"en": word(rng), "FR": [word(rng)]}})
+        }
+        3 => json!({"type": "VocabProperty", "vocab": rng.pick(&TERMS)}),
+        4 => json!({"type": "Relationship", "object": rng.pick(&PEOPLE)}),
+        _ => json!({"type": "ListRelationship", "objectList": [rng.pick(&PEOPLE)]}),
+    }
+}
+
 /// An attribute in normalized NGSI-LD form, sometimes with several instances (datasetIds).
 fn instances(rng: &mut Rng, make: &mut dyn FnMut(&mut Rng) -> Value) -> Value {
     if rng.chance(0.15) {
@@ -206,11 +223,19 @@ fn entity_json(rng: &mut Rng, i: usize) -> Value {
     let p = |rng: &mut Rng, q: f64| rng.chance(q);
     if p(rng, 0.6) {
         e["temperature"] = instances(rng, &mut |rng| {
-            let value = match rng.below(11) {
+            if rng.chance(0.08) {
+                // Another kind under the same name: numbers never match it, `!=` always does.
+                return other_kind(rng);
+            }
+            let value = match rng.below(15) {
                 0 => json!([number(rng), number(rng)]),
                 1 => json!({"@value": number(rng)}),
                 2 => json!([[number(rng)], {"@value": number(rng)}]),
                 3 => json!([[{"@value": number(rng)}], [[number(rng)]]]),
+                4 => json!({"@value": [number(rng)]}),
+                5 => json!([number(rng), q_number(rng), rng.chance(0.5), word(rng)]),
+                6 => json!({"@type": "Number", "@value": word(rng)}),
+                7 => json!({"x": number(rng), "@value": {"@value": number(rng)}}),
                 _ => number(rng),
             };
             let mut a = json!({"type": "Property", "value": value});
@@ -231,7 +256,14 @@ fn entity_json(rng: &mut Rng, i: usize) -> Value {
     }
     if p(rng, 0.5) {
         e["status"] = instances(rng, &mut |rng| {
-            let value = if rng.chance(0.2) {
+            if rng.chance(0.15) {
+                return other_kind(rng);
+            }
+            let value = if rng.chance(0.1) {
+                json!({"@value": word(rng)})
+            } else if rng.chance(0.05) {
+                json!([{"@value": [word(rng)]}, [word(rng)]])
+            } else if rng.chance(0.2) {
                 json!([word(rng), word(rng)])
             } else if rng.chance(0.1) {
                 number(rng)
@@ -299,7 +331,9 @@ fn entity_json(rng: &mut Rng, i: usize) -> Value {
         e["readings"] = json!({"type": "ListProperty", "valueList": list});
     }
     if p(rng, 0.25) {
-        let json = if rng.chance(0.8) {
+        let json = if rng.chance(0.2) {
+            json!({"a": {"@value": number(rng)}, "b": {"c": [{"@value": word(rng)}, word(rng)]}, "d": [rng.chance(0.5)]})
+        } else if rng.chance(0.75) {
             json!({"a": number(rng), "b": {"c": word(rng)}, "d": rng.chance(0.5)})
         } else {
             json!([number(rng), [number(rng)], {"a": number(rng)}])
@@ -343,8 +377,9 @@ const NUMERIC_PATHS: [&str; 7] = [
     "temperature[x]",
     "status",
 ];
-const STRING_PATHS: [&str; 15] = [
+const STRING_PATHS: [&str; 16] = [
     "status",
+    "temperature",
     "name",
     "name[en]",
     "name[EN]",
@@ -385,6 +420,7 @@ fn q_string(rng: &mut Rng) -> String {
         format!("{NS}Male"),
         "Point".into(),
         "Polygon".into(),
+        "20".into(),
     ];
     serde_json::to_string(&options[rng.below(options.len())]).unwrap()
 }
@@ -953,10 +989,14 @@ async fn check(
         where_sql.push_str(" AND ");
         where_sql.push_str(c);
     }
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&TENANT];
-    params.extend(t.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&TENANT, Type::TEXT)];
+    params.extend(
+        t.params
+            .iter()
+            .map(|(p, ty)| (p.as_ref() as &(dyn ToSql + Sync), ty.clone())),
+    );
     let selected: Vec<String> = match client
-        .query(
+        .query_typed(
             &format!("SELECT id FROM entities WHERE {where_sql} ORDER BY id"),
             &params,
         )
@@ -1205,10 +1245,14 @@ async fn explain_key_query_shapes() {
                 "SELECT body FROM entities WHERE {where_sql} ORDER BY id"
             ));
         }
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&"bench"];
-        params.extend(t.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&"bench", Type::TEXT)];
+        params.extend(
+            t.params
+                .iter()
+                .map(|(p, ty)| (p.as_ref() as &(dyn ToSql + Sync), ty.clone())),
+        );
         println!("### {title} (exact: {})\n", t.exact);
-        for (i, p) in t.params.iter().enumerate() {
+        for (i, (p, _)) in t.params.iter().enumerate() {
             let p = format!("{p:?}");
             let short: String = p.chars().take(150).collect();
             let more = if short.len() < p.len() { " …" } else { "" };
@@ -1216,7 +1260,7 @@ async fn explain_key_query_shapes() {
         }
         for statement in statements {
             let rows = client
-                .query(
+                .query_typed(
                     &format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {statement}"),
                     &params,
                 )

@@ -23,7 +23,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::NoTls;
 
 /// Entities in PostgreSQL.
@@ -431,7 +431,10 @@ impl PgStore {
         )
         .await
         .map_err(db_error)?;
-        let (_, rows) = try_join(
+        // Sent in this order on the connection: the write statements are keyed lookups, planned
+        // once per connection instead of once per use.
+        let (_, _, rows) = try_join3(
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
             tx.execute(&lock, &[&tenant, &ids]),
             tx.query(&read, &[&tenant, &ids]),
         )
@@ -537,27 +540,28 @@ impl PgStore {
         count: bool,
     ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
         let t = sql::translate(query);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
-        params.extend(t.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
+        let tenant = tenant.to_string();
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&tenant, Type::TEXT)];
+        params.extend(
+            t.params
+                .iter()
+                .map(|(p, ty)| (p.as_ref() as &(dyn ToSql + Sync), ty.clone())),
+        );
         let mut where_sql = String::from("tenant = $1");
         for c in &t.conditions {
             where_sql.push_str(" AND ");
             where_sql.push_str(c);
         }
         let mut client = self.client().await?;
-        if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
-            client.statement_cache.clear();
-        }
+        // Entity queries are sent typed (unnamed statements, one round trip), so PostgreSQL plans
+        // each with its values. A prepared statement would switch to a generic plan after five
+        // executions; such a plan cannot see how selective the jsonpath and array tests are, and
+        // scans the whole tenant (seconds instead of a millisecond, holding a pooled connection).
         if query.order.is_some() {
             // Another order than ids: the SQL selects (exactly or a superset), the evaluator decides
             // and the one comparator both stores share orders every match before paging.
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT body FROM entities WHERE {where_sql} ORDER BY id"
-                ))
-                .await
-                .map_err(db_error)?;
-            let rows = client.query(&statement, &params).await.map_err(db_error)?;
+            let sql = format!("SELECT body FROM entities WHERE {where_sql} ORDER BY id");
+            let rows = client.query_typed(&sql, &params).await.map_err(db_error)?;
             let mut matches = Vec::with_capacity(rows.len());
             for row in rows {
                 let e = decode(&row, 0)?;
@@ -575,41 +579,50 @@ impl PgStore {
             );
             let (rows_wanted, skip) = (if count { limit } else { limit + 1 } as i64, offset as i64);
             let mut page_params = params.clone();
-            page_params.extend([&rows_wanted as &(dyn ToSql + Sync), &skip]);
-            let statement = client.prepare_cached(&page_sql).await.map_err(db_error)?;
-            let rows = client
-                .query(&statement, &page_params)
+            page_params.extend([
+                (&rows_wanted as &(dyn ToSql + Sync), Type::INT8),
+                (&skip, Type::INT8),
+            ]);
+            let count_sql = format!("SELECT count(*) FROM entities WHERE {where_sql}");
+            let counted = async {
+                if count {
+                    let row = client.query_typed_one(&count_sql, &params).await?;
+                    Ok(Some(row.get::<_, i64>(0) as usize))
+                } else {
+                    Ok(None)
+                }
+            };
+            // Both sent at once on the connection.
+            let (rows, counted) = try_join(client.query_typed(&page_sql, &page_params), counted)
                 .await
                 .map_err(db_error)?;
             let mut page: Vec<Arc<Entity>> = rows
                 .into_iter()
                 .map(|r| decode(&r, 0).map(Arc::new))
                 .collect::<NgsiResult<_>>()?;
-            let seen = if count {
-                let count_sql = format!("SELECT count(*) FROM entities WHERE {where_sql}");
-                let statement = client.prepare_cached(&count_sql).await.map_err(db_error)?;
-                let n: i64 = client
-                    .query_one(&statement, &params)
-                    .await
-                    .map_err(db_error)?
-                    .get(0);
-                n as usize
-            } else {
-                offset + page.len()
-            };
+            let seen = counted.unwrap_or(offset + page.len());
             page.truncate(limit);
             return Ok((page, seen));
         }
         // A superset: the evaluator decides, reading the candidates in chunks through a portal
         // and stopping once the page (and one more match) is found, unless counting.
+        // A portal needs a prepared statement: this one is planned with its values too.
+        if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+            client.statement_cache.clear();
+        }
         let tx = client.transaction().await.map_err(db_error)?;
-        let statement = tx
-            .prepare_cached(&format!(
-                "SELECT body FROM entities WHERE {where_sql} ORDER BY id"
-            ))
-            .await
-            .map_err(db_error)?;
-        let portal = tx.bind(&statement, &params).await.map_err(db_error)?;
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(p, _)| *p).collect();
+        let (_, statement) = try_join(
+            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
+            tx.prepare_typed_cached(
+                &format!("SELECT body FROM entities WHERE {where_sql} ORDER BY id"),
+                &types,
+            ),
+        )
+        .await
+        .map_err(db_error)?;
+        let portal = tx.bind(&statement, &values).await.map_err(db_error)?;
         let chunk = if count {
             1000
         } else {

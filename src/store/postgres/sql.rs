@@ -28,22 +28,45 @@ use crate::query::q::{Op, Path, QExpr, QValue};
 use crate::query::{EntityQuery, ScopePattern};
 use geo::{BoundingRect, Geometry, Validation};
 use serde_json::{Map, Number, Value};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
+
+/// A parameter value of a translated query, which knows the PostgreSQL type it is sent as: the
+/// query is sent typed, parsed and planned with its values each time (see `PgStore::query`).
+pub trait SqlParam: ToSql + Sync + Send + 'static {
+    /// The type the value is sent as.
+    const TYPE: Type;
+}
+
+impl SqlParam for String {
+    const TYPE: Type = Type::TEXT;
+}
+
+impl SqlParam for Vec<String> {
+    const TYPE: Type = Type::TEXT_ARRAY;
+}
+
+impl SqlParam for Value {
+    const TYPE: Type = Type::JSONB;
+}
+
+impl SqlParam for f64 {
+    const TYPE: Type = Type::FLOAT8;
+}
 
 /// A WHERE clause with its parameters.
 pub struct Translation {
     /// Conditions joined with AND (`$n` placeholders numbered from 2; `$1` is the tenant).
     pub conditions: Vec<String>,
-    /// Parameter values for `$2...`.
-    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+    /// Parameter values for `$2...`, with their types.
+    pub params: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
     /// Whether the conditions select exactly the matching entities (then paging and counting can
     /// happen in SQL).
     pub exact: bool,
 }
 
 impl Translation {
-    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
-        self.params.push(Box::new(value));
+    fn param<P: SqlParam>(&mut self, value: P) -> String {
+        self.params.push((Box::new(value), P::TYPE));
         format!("${}", self.params.len() + 1)
     }
 
@@ -341,14 +364,15 @@ fn q_sql(t: &mut Translation, expr: &QExpr) -> (String, bool) {
     }
 }
 
-/// One q term: existence (`compare` None) or a comparison, as a GIN key test on the attribute and a
-/// jsonpath over its instances.
+/// One q term: existence (`compare` None) or a comparison, as a test of the GIN-indexed attribute
+/// names and a jsonpath over the attribute's instances in `body` (read in place: `body -> 'attrs'`
+/// would copy the attributes for every row); existence of a whole attribute is the name test alone.
 fn term_sql(t: &mut Translation, path: &Path, compare: Option<(Op, &QValue)>) -> (String, bool) {
     if path.link.is_some() {
         // Unresolved linked entity paths match nothing in the evaluator; select a superset.
         return ("true".into(), false);
     }
-    let Some(mut jsonpath) = jp_string(&path.attr).map(|a| format!("lax $.{a}[*]")) else {
+    let Some(mut jsonpath) = jp_string(&path.attr).map(|a| format!("lax $.attrs.{a}[*]")) else {
         return ("true".into(), false);
     };
     let mut vars = Vars::default();
@@ -381,11 +405,17 @@ fn term_sql(t: &mut Translation, path: &Path, compare: Option<(Op, &QValue)>) ->
         return ("false".into(), predicate.exact);
     }
     let key = t.param(path.attr.clone());
-    let jsonpath = t.param(format!("{jsonpath} ? ({})", predicate.text));
+    if predicate.text == "true" && path.sub.is_empty() {
+        return (format!("attr_names @> ARRAY[{key}::text]"), predicate.exact);
+    }
+    if predicate.text != "true" {
+        jsonpath.push_str(&format!(" ? ({})", predicate.text));
+    }
+    let jsonpath = t.param(jsonpath);
     let vars = t.param(Value::Object(vars.0));
     (
         format!(
-            "(attr_names @> ARRAY[{key}::text] AND coalesce(jsonb_path_exists(body -> 'attrs', {jsonpath}::text::jsonpath, {vars}::jsonb, true), false))"
+            "(attr_names @> ARRAY[{key}::text] AND coalesce(jsonb_path_exists(body, {jsonpath}::text::jsonpath, {vars}::jsonb, true), false))"
         ),
         predicate.exact,
     )
@@ -419,7 +449,7 @@ fn member_predicate(
     let test = if formatted_by_evaluator {
         None
     } else {
-        value_test(op, value, false, vars, "@")
+        value_test(op, value, vars, "@")
     };
     Some(match (op, test) {
         (_, None) => cond(exists, false),
@@ -432,94 +462,26 @@ fn member_predicate(
     })
 }
 
-/// How the evaluator reads the values of one group of attribute kinds.
-struct KindGroup {
-    kinds: &'static [&'static str],
-    /// The member holding the comparable part of an element (JSON-LD `@value`, a ListRelationship
-    /// item's `object`), or None when elements compare as they are.
-    unwrap: Option<&'static str>,
-    /// Relationships: only `==` and `!=` apply.
-    link: bool,
-    /// VocabProperty: a string operand also matches expanded.
-    vocab: bool,
-}
-
-const GROUPS: [KindGroup; 5] = [
-    KindGroup {
-        kinds: &["Property", "GeoProperty", "ListProperty"],
-        unwrap: Some("@value"),
-        link: false,
-        vocab: false,
-    },
-    KindGroup {
-        kinds: &["VocabProperty"],
-        unwrap: Some("@value"),
-        link: false,
-        vocab: true,
-    },
-    KindGroup {
-        kinds: &["Relationship"],
-        unwrap: Some("@value"),
-        link: true,
-        vocab: false,
-    },
-    KindGroup {
-        kinds: &["ListRelationship"],
-        unwrap: Some("object"),
-        link: true,
-        vocab: false,
-    },
-    KindGroup {
-        kinds: &["JsonProperty"],
-        unwrap: None,
-        link: false,
-        vocab: false,
-    },
-];
-
-fn kind_test(kinds: &[&str]) -> String {
-    let tests: Vec<String> = kinds.iter().map(|k| format!("@.kind == \"{k}\"")).collect();
-    format!("({})", tests.join(" || "))
-}
-
 /// The predicate on one attribute instance (or sub-attribute) `@`: it has the target element and,
-/// for a comparison, the target values satisfy it. One branch per group of kinds.
+/// for a comparison, the target values satisfy it (for `!=`: none equals).
+///
+/// It leans on what parsing guarantees of stored attributes (src/model/parse.rs): a
+/// LanguageProperty's value is an object of language tags (never `@value`) to strings or arrays of
+/// strings; VocabProperty and Relationship values are strings or arrays of strings; a
+/// ListRelationship's value is an array of `{"object": URI}`; every instance has a value. Hence
+/// numbers and booleans only ever match Property, GeoProperty, ListProperty and JsonProperty
+/// values, and a target without compound members always exists.
+///
+/// SQL/JSON comparisons of different types are `unknown` (the filter drops the item), but lax mode
+/// unwraps an array operand of a comparison and of a member accessor: the `type()` tests keep
+/// nested arrays (`[[25]]`, `{"@value": [25]}`) from comparing, as they do not in the evaluator.
 fn attribute_predicate(
     path: &Path,
     compare: Option<(Op, &QValue)>,
     vars: &mut Vars,
 ) -> Option<Cond> {
-    let mut branches = Vec::new();
-    let mut exact = true;
-    // LanguageProperty: the texts of the languageMap, in one language (ASCII case-insensitive) or
-    // any (`*` or no member); the map must be an object, and hold texts in that language.
-    let language = match path.compound.as_slice() {
-        [] => Some(None),
-        [tag] if tag == "*" => Some(None),
-        [tag] => Some(Some(tag.as_str())),
-        _ => None,
-    };
-    if let Some(language) = language {
-        let texts = match language {
-            None => "@.value.keyvalue().value".to_string(),
-            Some(tag) => format!(
-                "@.value.keyvalue() ? (@.key like_regex {}).value",
-                jp_string(&tag_regex(tag))?
-            ),
-        };
-        let mut exists =
-            "@.kind == \"LanguageProperty\" && @.value.type() == \"object\"".to_string();
-        if language.is_some() {
-            exists.push_str(&format!(" && exists({texts} ? (exists(@)))"));
-        }
-        let branch = branch(&exists, &texts, None, false, false, compare, vars);
-        exact &= branch.exact;
-        if branch.text != "false" {
-            branches.push(branch.text);
-        }
-    }
-    // Every other kind: the value, then the compound members (each step an object), its elements
-    // (an array's items, else itself), each unwrapped.
+    // The target of every kind but LanguageProperty: the value, then the compound members, each
+    // step an object.
     let mut target = "@.value".to_string();
     let mut guards = Vec::new();
     for member in &path.compound {
@@ -527,71 +489,120 @@ fn attribute_predicate(
         target.push('.');
         target.push_str(&jp_string(member)?);
     }
-    guards.push(format!("exists({target})"));
-    for group in &GROUPS {
-        let exists = format!("{} && {}", kind_test(group.kinds), guards.join(" && "));
-        let b = branch(
-            &exists,
-            &target,
-            group.unwrap,
-            group.link,
-            group.vocab,
-            compare,
-            vars,
-        );
-        exact &= b.exact;
-        if b.text != "false" {
-            branches.push(b.text);
-        }
+    let folded = (!guards.is_empty()).then(|| {
+        guards.push(format!("exists({target})"));
+        guards.join(" && ")
+    });
+    // A LanguageProperty's texts: in one language (ASCII case-insensitive), or any (no compound
+    // member, or `*`); none for a longer compound path.
+    let texts = match path.compound.as_slice() {
+        [] => Some("@.value.*".to_string()),
+        [tag] if tag == "*" => Some("@.value.*".to_string()),
+        [tag] => Some(format!(
+            "@.value.keyvalue() ? (@.key like_regex {}).value",
+            jp_string(&tag_regex(tag))?
+        )),
+        _ => None,
+    };
+    let exists = match (&folded, path.compound.as_slice()) {
+        (None, _) => "true".to_string(),
+        (Some(f), [tag]) if tag == "*" => format!("@.kind == \"LanguageProperty\" || ({f})"),
+        (Some(f), [_]) => format!(
+            "(@.kind == \"LanguageProperty\" && exists({}[*])) || (@.kind != \"LanguageProperty\" && {f})",
+            texts.as_deref().expect("one language")
+        ),
+        // Language texts are no objects: a longer path never reaches through them.
+        (Some(f), _) => f.clone(),
+    };
+    let Some((op, value)) = compare else {
+        return Some(cond(exists, true));
+    };
+    let eq_op = if op == Op::Ne { Op::Eq } else { op };
+    let Some(plain) = value_test(eq_op, value, vars, "@") else {
+        // Dates, times, regular expressions: the evaluator decides among the instances with a target.
+        return Some(cond(exists, false));
+    };
+    let wrapped = value_test(eq_op, value, vars, "@.\"@value\"")
+        .expect("translatable, as the plain test was");
+    let strings = has_string(value);
+    let equality = eq_op == Op::Eq;
+    // Every kind but LanguageProperty, with JSON-LD value objects unwrapped; JsonProperty content
+    // is data (an object with "@value" there does not compare) and Relationships are not ordered.
+    let values = |test: &str| match &folded {
+        None => format!("exists({target} ? ({test}))"),
+        Some(f) => format!("{f} && exists({target} ? ({test}))"),
+    };
+    let mut generic = format!(
+        "{} && (@.kind != \"JsonProperty\" || exists({target} ? ({})))",
+        values(&format!(
+            "({}) || (@.type() == \"object\" && ({}))",
+            plain.text, wrapped.text
+        )),
+        plain.text
+    );
+    if strings && !equality {
+        generic.push_str(" && @.kind != \"Relationship\"");
     }
-    Some(if branches.is_empty() {
-        cond("false".into(), exact)
-    } else {
-        cond(format!("({})", branches.join(") || (")), exact)
+    let mut branches = vec![generic];
+    if strings && folded.is_none() && equality {
+        // A VocabProperty also holds a string operand expanded with the @context.
+        if let Some(vocab) = vocab_test(value, vars)? {
+            branches.push(format!(
+                "@.kind == \"VocabProperty\" && exists(@.value ? ({vocab}))"
+            ));
+        }
+        // A ListRelationship compares the object of each member.
+        let object = value_test(eq_op, value, vars, "@.object")
+            .expect("translatable, as the plain test was");
+        branches.push(format!(
+            "@.kind == \"ListRelationship\" && exists(@.value ? (@.type() == \"object\" && ({})))",
+            object.text
+        ));
+    }
+    if let (true, Some(texts)) = (strings, &texts) {
+        branches.push(format!(
+            "@.kind == \"LanguageProperty\" && exists({texts} ? ({}))",
+            plain.text
+        ));
+    }
+    // Parenthesised as a whole: it is negated for `!=`.
+    let positive = format!("(({}))", branches.join(") || ("));
+    let exact = plain.exact && wrapped.exact;
+    Some(match op {
+        Op::Ne if exact && exists == "true" => cond(format!("!{positive}"), true),
+        Op::Ne if exact => cond(format!("({exists}) && !{positive}"), true),
+        Op::Ne => cond(exists, false),
+        _ => cond(positive, exact),
     })
 }
 
-/// One kind group's branch: `exists` (the instance is of the group and has the target), and for a
-/// comparison, some (for `!=`: no) element of `values` satisfying it.
-fn branch(
-    exists: &str,
-    values: &str,
-    unwrap: Option<&str>,
-    link: bool,
-    vocab: bool,
-    compare: Option<(Op, &QValue)>,
-    vars: &mut Vars,
-) -> Cond {
-    let Some((op, value)) = compare else {
-        return cond(exists.to_string(), true);
-    };
-    if link && !matches!(op, Op::Eq | Op::Ne) {
-        // Relationships neither order nor match patterns.
-        return cond("false".into(), true);
+/// Whether the operand is or holds a string (which attributes of every kind may hold).
+fn has_string(value: &QValue) -> bool {
+    match value {
+        QValue::Str(_) => true,
+        QValue::Range(lo, _) => has_string(lo),
+        QValue::List(items) => items.iter().any(has_string),
+        _ => false,
     }
-    let Some(probe) = value_test(op, value, vocab, vars, "@") else {
-        return cond(exists.to_string(), false);
+}
+
+/// The test of a VocabProperty value `@` against the expanded forms of the string operands that
+/// differ from their text (the text itself is tested as for every kind): Some(None) when there is
+/// none, None when one cannot be pushed down (it holds NUL).
+fn vocab_test(value: &QValue, vars: &mut Vars) -> Option<Option<String>> {
+    let items: Vec<&QValue> = match value {
+        QValue::List(items) => items.iter().collect(),
+        other => vec![other],
     };
-    let element = match unwrap {
-        None => probe.text.clone(),
-        Some(key) => {
-            let key = jp_string(key).expect("a plain key");
-            let inner = value_test(op, value, vocab, vars, &format!("@.{key}"))
-                .expect("translatable, as the probe was")
-                .text;
-            let wrapped = format!("@.type() == \"object\" && exists(@.{key})");
-            format!(
-                "(({wrapped}) && ({inner})) || (!({wrapped}) && ({}))",
-                probe.text
-            )
+    let mut tests = Vec::new();
+    for item in items {
+        if let QValue::Str(s) = item {
+            if s.vocab != s.text {
+                tests.push(format!("@ == {}", vars.var(string(&s.vocab)?)));
+            }
         }
-    };
-    let any = format!("exists({values} ? ({element}))");
-    match op {
-        Op::Ne if probe.exact => cond(format!("{exists} && !{any}"), true),
-        Op::Ne => cond(exists.to_string(), false),
-        _ => cond(format!("{exists} && {any}"), probe.exact),
     }
+    Some((!tests.is_empty()).then(|| format!("@.type() == \"string\" && ({})", tests.join(" || "))))
 }
 
 /// A regular expression matching a language tag compared ASCII case-insensitively, as the evaluator
@@ -615,9 +626,9 @@ fn tag_regex(tag: &str) -> String {
 
 /// The test of one target value `x` against a comparison (for `!=`, the `==` test, negated by
 /// the caller); None when it cannot be pushed down (dates and times, regular expressions, NUL).
-fn value_test(op: Op, value: &QValue, vocab: bool, vars: &mut Vars, x: &str) -> Option<Cond> {
+fn value_test(op: Op, value: &QValue, vars: &mut Vars, x: &str) -> Option<Cond> {
     match op {
-        Op::Eq | Op::Ne => equality(value, vocab, vars, x),
+        Op::Eq | Op::Ne => equality(value, vars, x),
         Op::Gt | Op::Ge | Op::Lt | Op::Le => ordering(op, value, vars, x),
         Op::Match | Op::NotMatch => None,
     }
@@ -641,7 +652,7 @@ fn string(text: &str) -> Option<Value> {
     (!text.contains('\0')).then(|| Value::String(text.to_string()))
 }
 
-fn equality(value: &QValue, vocab: bool, vars: &mut Vars, x: &str) -> Option<Cond> {
+fn equality(value: &QValue, vars: &mut Vars, x: &str) -> Option<Cond> {
     Some(match value {
         QValue::Number(n) if margin(*n) == 0.0 => cond(
             format!(
@@ -665,14 +676,6 @@ fn equality(value: &QValue, vocab: bool, vars: &mut Vars, x: &str) -> Option<Con
             ),
             true,
         ),
-        QValue::Str(s) if vocab && s.vocab != s.text => cond(
-            format!(
-                "{x}.type() == \"string\" && ({x} == {} || {x} == {})",
-                vars.var(string(&s.text)?),
-                vars.var(string(&s.vocab)?)
-            ),
-            true,
-        ),
         QValue::Str(s) => cond(
             format!(
                 "{x}.type() == \"string\" && {x} == {}",
@@ -690,7 +693,7 @@ fn equality(value: &QValue, vocab: bool, vars: &mut Vars, x: &str) -> Option<Con
             let mut tests = Vec::new();
             let mut exact = true;
             for item in items {
-                let c = equality(item, vocab, vars, x)?;
+                let c = equality(item, vars, x)?;
                 exact &= c.exact;
                 tests.push(format!("({})", c.text));
             }
