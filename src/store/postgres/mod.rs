@@ -431,10 +431,7 @@ impl PgStore {
         )
         .await
         .map_err(db_error)?;
-        // Sent in this order on the connection: the write statements are keyed lookups, planned
-        // once per connection instead of once per use.
-        let (_, _, rows) = try_join3(
-            tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan"),
+        let (_, rows) = try_join(
             tx.execute(&lock, &[&tenant, &ids]),
             tx.query(&read, &[&tenant, &ids]),
         )
