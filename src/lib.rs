@@ -17,3 +17,10 @@ pub mod store;
 pub mod subscription;
 pub mod telemetry;
 pub mod temporal;
+
+/// The memory allocator of the broker, and so of its tests and benchmarks. Serving a page of
+/// entities or a group of writes allocates and frees many short-lived buffers of many sizes from
+/// several threads; glibc's allocator spent about a third of the broker's CPU on a q query page in
+/// `malloc`, `free` and their consolidation (see docs/dependencies.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
