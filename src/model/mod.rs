@@ -4,6 +4,7 @@
 
 pub mod parse;
 pub mod render;
+pub mod stored_time;
 pub mod validate;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -115,8 +116,10 @@ pub struct Attribute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_type: Option<Value>,
     /// When the attribute instance was created (system-generated).
+    #[serde(deserialize_with = "stored_time::deserialize")]
     pub created_at: DateTime<Utc>,
     /// When it was last modified (system-generated).
+    #[serde(deserialize_with = "stored_time::deserialize")]
     pub modified_at: DateTime<Utc>,
     /// Sub-attributes by expanded name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
@@ -150,8 +153,10 @@ pub struct Entity {
     /// Attributes by expanded name; each a list of instances with distinct datasetIds.
     pub attrs: NameMap<Vec<Attribute>>,
     /// When the entity was created.
+    #[serde(deserialize_with = "stored_time::deserialize")]
     pub created_at: DateTime<Utc>,
     /// When the entity was last modified.
+    #[serde(deserialize_with = "stored_time::deserialize")]
     pub modified_at: DateTime<Utc>,
 }
 

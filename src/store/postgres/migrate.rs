@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/0005_subscriptions.sql"),
     ),
     (8, include_str!("../../../migrations/0008_attr_names.sql")),
+    (9, include_str!("../../../migrations/0009_hot_updates.sql")),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
