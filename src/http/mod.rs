@@ -27,6 +27,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(query::query))
                     .default_service(web::to(response::method_not_allowed)),
             )
+            // The paths of one entity first: each resource with a path parameter costs the router a
+            // regular-expression match, and these carry most of the traffic (PATCH /attrs of IoT
+            // agents, GET of dashboards).
+            .service(
+                web::resource("/entities/{id}/attrs")
+                    .route(web::post().to(entities::append_attrs))
+                    .route(web::patch().to(entities::update_attrs))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/entities/{id}")
+                    .route(web::get().to(entities::retrieve))
+                    .route(web::delete().to(entities::delete))
+                    .route(web::patch().to(entities::merge))
+                    .route(web::put().to(entities::replace))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/entities/{id}/attrs/{attr}")
+                    .route(web::patch().to(entities::partial_update_attr))
+                    .route(web::put().to(entities::replace_attr))
+                    .route(web::delete().to(entities::delete_attr))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
             .service(web::resource("/types").route(web::get().to(discovery::types)))
             .service(web::resource("/types/{type}").route(web::get().to(discovery::type_info)))
             .service(web::resource("/attributes").route(web::get().to(discovery::attributes)))
@@ -54,20 +78,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(subscriptions::retrieve))
                     .route(web::patch().to(subscriptions::update))
                     .route(web::delete().to(subscriptions::delete))
-                    .default_service(web::to(response::method_not_allowed)),
-            )
-            .service(
-                web::resource("/entities/{id}")
-                    .route(web::get().to(entities::retrieve))
-                    .route(web::delete().to(entities::delete))
-                    .route(web::patch().to(entities::merge))
-                    .route(web::put().to(entities::replace))
-                    .default_service(web::to(response::method_not_allowed)),
-            )
-            .service(
-                web::resource("/entities/{id}/attrs")
-                    .route(web::post().to(entities::append_attrs))
-                    .route(web::patch().to(entities::update_attrs))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(
@@ -101,13 +111,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/temporal/entityOperations/query")
                     .route(web::post().to(temporal::post_query))
-                    .default_service(web::to(response::method_not_allowed)),
-            )
-            .service(
-                web::resource("/entities/{id}/attrs/{attr}")
-                    .route(web::patch().to(entities::partial_update_attr))
-                    .route(web::put().to(entities::replace_attr))
-                    .route(web::delete().to(entities::delete_attr))
                     .default_service(web::to(response::method_not_allowed)),
             ),
     )

@@ -255,11 +255,12 @@ struct EntityColumns<'a> {
     multi: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
     modified_at: Vec<DateTime<Utc>>,
-    body: Vec<Value>,
+    /// Serialized straight into the statement's buffer (no intermediate `Value` tree).
+    body: Vec<Json<&'a Entity>>,
 }
 
 impl<'a> EntityColumns<'a> {
-    fn new(entities: impl Iterator<Item = &'a Entity>) -> NgsiResult<EntityColumns<'a>> {
+    fn new(entities: impl Iterator<Item = &'a Entity>) -> EntityColumns<'a> {
         let mut c = EntityColumns {
             id: Vec::new(),
             geo: Vec::new(),
@@ -275,10 +276,9 @@ impl<'a> EntityColumns<'a> {
             c.multi.push(multi);
             c.created_at.push(e.created_at);
             c.modified_at.push(e.modified_at);
-            c.body
-                .push(serde_json::to_value(e).map_err(|e| NgsiError::internal(e.to_string()))?);
+            c.body.push(Json(e));
         }
-        Ok(c)
+        c
     }
 
     fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 7] {
@@ -445,7 +445,7 @@ impl PgStore {
         if planned.writes.is_empty() {
             return Ok(planned.results);
         }
-        let puts = EntityColumns::new(planned.writes.iter().filter_map(|(_, e)| e.as_deref()))?;
+        let puts = EntityColumns::new(planned.writes.iter().filter_map(|(_, e)| e.as_deref()));
         let deleted: Vec<&str> = planned
             .writes
             .iter()
@@ -456,7 +456,7 @@ impl PgStore {
         // The change feed's records: every written id with its body after (the bodies before are
         // read by the statement itself, which is sent first).
         let mut bodies = puts.body.iter();
-        let (changed, after): (Vec<&str>, Vec<Option<&Value>>) = planned
+        let (changed, after): (Vec<&str>, Vec<Option<&Json<&Entity>>>) = planned
             .writes
             .iter()
             .map(|(id, e)| (id.as_str(), e.as_ref().and_then(|_| bodies.next())))
