@@ -1099,7 +1099,8 @@ const LOAD_100K: &str = r#"
 BEGIN;
 DELETE FROM entities WHERE tenant = 'bench';
 INSERT INTO tenants (tenant) VALUES ('bench') ON CONFLICT DO NOTHING;
-INSERT INTO entities (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body)
+INSERT INTO entities (tenant, id, types, scopes, location, location_multi, created_at, modified_at, body, attr_names)
+SELECT r.*, ARRAY(SELECT jsonb_object_keys(r.body -> 'attrs')) FROM (
 SELECT 'bench', e.id, e.types, e.scopes,
        CASE WHEN e.multi THEN NULL ELSE ST_SetSRID(ST_MakePoint(e.lon, e.lat), 4326) END,
        e.multi, t, t,
@@ -1119,7 +1120,7 @@ SELECT 'bench', e.id, e.types, e.scopes,
               ELSE jsonb_build_array(
                 jsonb_build_object('kind', 'GeoProperty', 'value', jsonb_build_object('type', 'Point', 'coordinates', jsonb_build_array(e.lon, e.lat)), 'created_at', t, 'modified_at', t)) END
          ))
-       ) || CASE WHEN e.scopes IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('scope', to_jsonb(e.scopes)) END
+       ) || CASE WHEN e.scopes IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('scope', to_jsonb(e.scopes)) END AS body
 FROM (
   SELECT i,
          format('urn:ngsi-ld:Thing:%s', lpad(i::text, 6, '0')) AS id,
@@ -1133,7 +1134,8 @@ FROM (
          round(40 + ((i * 101) % 1000) / 100.0, 4) AS lat,
          i % 100 = 42 AS multi
   FROM generate_series(1, 100000) AS i
-) e, (SELECT timestamptz '2025-01-01T00:00:00Z' AS t) c;
+) e, (SELECT timestamptz '2025-01-01T00:00:00Z' AS t) c
+) r;
 COMMIT;
 "#;
 
