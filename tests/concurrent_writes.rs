@@ -165,3 +165,47 @@ async fn a_failing_request_among_concurrent_ones_fails_alone() {
         }
     }
 }
+
+#[actix_web::test]
+async fn value_updates_add_no_index_entries_on_postgresql() {
+    let s = TestServer::start().await;
+    let Some(url) = s.database_url.clone() else {
+        return; // The embedded store has no secondary indexes to spare.
+    };
+    let n = 20;
+    meters(&s, n).await;
+    for round in 1..=3 {
+        for i in 0..n {
+            let fragment = json!({"reading": {"type": "Property", "value": round * 100 + i}});
+            assert_eq!(patch(&s, &id(i), fragment).await, 204);
+        }
+    }
+    // An update that keeps types, scopes, attribute names and location is heap-only (HOT): no
+    // index covers what it changes and the page has room (migration 0009). PostgreSQL publishes
+    // its table statistics shortly after the writing connections go idle.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    actix_web::rt::spawn(connection);
+    let mut counts = (0i64, 0i64);
+    for _ in 0..100 {
+        let row = client
+            .query_one(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'entities'",
+                &[],
+            )
+            .await
+            .expect("table statistics");
+        counts = (row.get(0), row.get(1));
+        if counts.0 >= 3 * n as i64 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (updates, hot) = counts;
+    assert!(updates >= 3 * n as i64, "only {updates} updates counted");
+    assert!(
+        hot * 10 >= updates * 9,
+        "{hot} of {updates} entity updates were heap-only"
+    );
+}
