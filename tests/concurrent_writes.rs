@@ -204,8 +204,8 @@ async fn value_updates_add_no_index_entries_on_postgresql() {
     }
     let (updates, hot) = counts;
     assert!(updates >= 3 * n as i64, "only {updates} updates counted");
-    assert!(
-        hot * 10 >= updates * 9,
-        "{hot} of {updates} entity updates were heap-only"
-    );
+    // How many are heap-only depends on the room left on each page when an update comes, which
+    // pruning of old versions makes vary under load (90 % or more in local runs, 63 % seen in
+    // a loaded CI run); an index over a column every write changes makes it exactly 0.
+    assert!(hot > 0, "none of {updates} entity updates was heap-only");
 }
