@@ -255,12 +255,46 @@ struct EntityColumns<'a> {
     multi: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
     modified_at: Vec<DateTime<Utc>>,
-    /// Serialized straight into the statement's buffer (no intermediate `Value` tree).
-    body: Vec<Json<&'a Entity>>,
+    body: Vec<BodyText>,
+}
+
+/// An entity body serialized once (straight from the model, no intermediate `Value` tree) and
+/// sent as `jsonb` to the upsert and as `text` to the change record, which parses it only when the
+/// tenant has subscriptions: PostgreSQL parses each written body once.
+#[derive(Debug)]
+struct BodyText(String);
+
+impl BodyText {
+    fn of(e: &Entity) -> NgsiResult<BodyText> {
+        serde_json::to_string(e)
+            .map(BodyText)
+            .map_err(|e| NgsiError::internal(format!("an entity does not serialize: {e}")))
+    }
+}
+
+impl ToSql for BodyText {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // The version byte of jsonb's binary format, followed by the JSON text.
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSONB | Type::TEXT)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 impl<'a> EntityColumns<'a> {
-    fn new(entities: impl Iterator<Item = &'a Entity>) -> EntityColumns<'a> {
+    fn new(entities: impl Iterator<Item = &'a Entity>) -> NgsiResult<EntityColumns<'a>> {
         let mut c = EntityColumns {
             id: Vec::new(),
             geo: Vec::new(),
@@ -276,9 +310,9 @@ impl<'a> EntityColumns<'a> {
             c.multi.push(multi);
             c.created_at.push(e.created_at);
             c.modified_at.push(e.modified_at);
-            c.body.push(Json(e));
+            c.body.push(BodyText::of(e)?);
         }
-        c
+        Ok(c)
     }
 
     fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 7] {
@@ -445,7 +479,7 @@ impl PgStore {
         if planned.writes.is_empty() {
             return Ok(planned.results);
         }
-        let puts = EntityColumns::new(planned.writes.iter().filter_map(|(_, e)| e.as_deref()));
+        let puts = EntityColumns::new(planned.writes.iter().filter_map(|(_, e)| e.as_deref()))?;
         let deleted: Vec<&str> = planned
             .writes
             .iter()
@@ -456,7 +490,7 @@ impl PgStore {
         // The change feed's records: every written id with its body after (the bodies before are
         // read by the statement itself, which is sent first).
         let mut bodies = puts.body.iter();
-        let (changed, after): (Vec<&str>, Vec<Option<&Json<&Entity>>>) = planned
+        let (changed, after): (Vec<&str>, Vec<Option<&BodyText>>) = planned
             .writes
             .iter()
             .map(|(id, e)| (id.as_str(), e.as_ref().and_then(|_| bodies.next())))
