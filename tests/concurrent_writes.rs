@@ -209,3 +209,117 @@ async fn value_updates_add_no_index_entries_on_postgresql() {
     // a loaded CI run); an index over a column every write changes makes it exactly 0.
     assert!(hot > 0, "none of {updates} entity updates was heap-only");
 }
+
+#[actix_web::test]
+async fn a_write_the_database_refuses_changes_nothing_and_its_connection_serves_on_on_postgresql() {
+    // One pooled connection, so that the write after the refused one runs on the same connection.
+    let s = TestServer::start_with(|settings| settings.db_pool_size = 1).await;
+    let Some(url) = s.database_url.clone() else {
+        return; // A database-side refusal in the middle of a write exists on PostgreSQL only.
+    };
+    meters(&s, 2).await;
+    // The entity update is sent before the history insert, in the same pipeline as COMMIT: a
+    // refused history row must take the update (and the commit) down with it.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    actix_web::rt::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER TABLE attribute_instances ADD CONSTRAINT refuse_666 CHECK (num IS DISTINCT FROM 666)",
+        )
+        .await
+        .expect("add the constraint");
+    let value = |s: &TestServer, entity: &str| {
+        let path = format!("/entities/{entity}");
+        let s = s.client.get(s.url(&path));
+        async move {
+            let body: Value = s.send().await.expect("request").json().await.expect("JSON");
+            body["reading"]["value"].clone()
+        }
+    };
+    let reading = |v: i64| json!({"reading": {"type": "Property", "value": v}});
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{}/attrs", id(0)),
+            "application/json",
+            &reading(666),
+        )
+        .await;
+    let refused = common::assert_problem(r, 500, "InternalError").await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refuse_666"),
+        "the refusal names its cause: {refused}"
+    );
+    let batch = json!([
+        {"id": id(1), "type": "Meter", "reading": {"type": "Property", "value": 7}},
+        {"id": id(0), "type": "Meter", "reading": {"type": "Property", "value": 666}},
+    ]);
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/upsert",
+            "application/json",
+            &batch,
+        )
+        .await;
+    // The batch's one transaction is refused whole: every entity of it is reported failed.
+    assert_eq!(r.status(), 207);
+    let result: Value = r.json().await.expect("BatchOperationResult");
+    assert_eq!(result["success"], json!([]), "{result}");
+    assert_eq!(
+        result["errors"].as_array().map(Vec::len),
+        Some(2),
+        "{result}"
+    );
+    for i in 0..2 {
+        assert_eq!(value(&s, &id(i)).await, 0, "{} unchanged", id(i));
+    }
+    // The same (only) connection is usable: no transaction was left open or aborted on it.
+    assert_eq!(patch(&s, &id(0), reading(5)).await, 204);
+    assert_eq!(value(&s, &id(0)).await, 5);
+    let history: i64 = client
+        .query_one(
+            "SELECT count(*) FROM attribute_instances WHERE num IN (666, 7)",
+            &[],
+        )
+        .await
+        .expect("count history")
+        .get(0);
+    assert_eq!(history, 0, "no history row of a refused write");
+    // A write that fails before its COMMIT is sent (a stored body that does not decode, found
+    // by the read that follows BEGIN and the locks) must not leave its transaction open on the
+    // connection that goes back to the pool.
+    client
+        .execute(
+            "UPDATE entities SET body = '{\"not\": \"an entity\"}' WHERE id = $1",
+            &[&id(1)],
+        )
+        .await
+        .expect("spoil a stored body");
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{}/attrs", id(1)),
+            "application/json",
+            &reading(8),
+        )
+        .await;
+    common::assert_problem(r, 500, "InternalError").await;
+    let open: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .expect("count open transactions")
+        .get(0);
+    assert_eq!(open, 0, "a failed write left its transaction open");
+    assert_eq!(patch(&s, &id(0), reading(9)).await, 204);
+    assert_eq!(value(&s, &id(0)).await, 9);
+}

@@ -88,7 +88,10 @@ fn db_error(e: tokio_postgres::Error) -> NgsiError {
             format!("the database is unavailable: {}", with_causes(&e)),
         )
     } else {
-        NgsiError::internal(format!("the database refused a statement: {e}"))
+        NgsiError::internal(format!(
+            "the database refused a statement: {}",
+            with_causes(&e)
+        ))
     }
 }
 
@@ -97,6 +100,14 @@ fn pool_error(e: deadpool_postgres::PoolError) -> NgsiError {
         ErrorKind::ServiceUnavailable,
         format!("the database is unavailable: {}", with_causes(&e)),
     )
+}
+
+/// Ends whatever transaction a failed write left open on this connection before it goes back to
+/// the pool; a connection where even that fails is dropped from the pool instead.
+async fn abandon_transaction(client: deadpool_postgres::Object) {
+    if client.batch_execute("ROLLBACK").await.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
 }
 
 /// The entity in column `col` of a row (jsonb deserialized straight into the model).
@@ -444,30 +455,51 @@ impl PgStore {
     /// are locked (transaction-level advisory locks in one hash order, so that concurrent batches
     /// cannot deadlock and a create cannot race a create), read in one statement, decided in
     /// Rust, and written set-based: one upsert and one delete over arrays, one insert of every
-    /// history record, whatever the number of entities and attributes.
+    /// history record, whatever the number of entities and attributes. Two round trips: BEGIN is
+    /// pipelined with the lock and the read, COMMIT with the writes.
     pub async fn modify_many<R: Send + 'static>(
         &self,
+        tenant: &str,
+        steps: Vec<Step<R>>,
+    ) -> NgsiResult<Vec<NgsiResult<R>>> {
+        let client = self.client().await?;
+        let outcome = self.modify_in_transaction(&client, tenant, steps).await;
+        if outcome.is_err() {
+            // A statement failed, or was never sent: the transaction may still be open.
+            abandon_transaction(client).await;
+        }
+        outcome
+    }
+
+    /// The body of [`PgStore::modify_many`]; on success the transaction is ended, on error it may
+    /// be open (the caller rolls back).
+    async fn modify_in_transaction<R: Send + 'static>(
+        &self,
+        client: &deadpool_postgres::Object,
         tenant: &str,
         steps: Vec<Step<R>>,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let mut ids: Vec<&str> = steps.iter().map(|(id, _)| id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
         let (lock, read) = try_join(
-            tx.prepare_cached(
+            client.prepare_cached(
                 "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT
                    hashtextextended($1 || chr(1) || i, 0) AS k FROM unnest($2::text[]) AS i) l
                  ORDER BY k",
             ),
-            tx.prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)"),
+            client
+                .prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)"),
         )
         .await
         .map_err(db_error)?;
-        let (_, rows) = try_join(
-            tx.execute(&lock, &[&tenant, &ids]),
-            tx.query(&read, &[&tenant, &ids]),
+        // Statements are pipelined: each future sends its statement when first polled, and the
+        // joins poll in order. The read is a statement of its own, so that its snapshot is taken
+        // after the locks are held.
+        let (_, _, rows) = try_join3(
+            client.batch_execute("BEGIN"),
+            client.execute(&lock, &[&tenant, &ids]),
+            client.query(&read, &[&tenant, &ids]),
         )
         .await
         .map_err(db_error)?;
@@ -477,6 +509,7 @@ impl PgStore {
         }
         let planned = run_steps(steps, |id| stored.get(id).cloned());
         if planned.writes.is_empty() {
+            client.batch_execute("COMMIT").await.map_err(db_error)?;
             return Ok(planned.results);
         }
         let puts = EntityColumns::new(planned.writes.iter().filter_map(|(_, e)| e.as_deref()))?;
@@ -497,50 +530,60 @@ impl PgStore {
             .unzip();
         let (record, upsert, add_tenant, delete, insert) = try_join(
             try_join3(
-                tx.prepare_cached(RECORD_SQL),
-                tx.prepare_cached(UPSERT_ENTITIES),
-                tx.prepare_cached(
+                client.prepare_cached(RECORD_SQL),
+                client.prepare_cached(UPSERT_ENTITIES),
+                client.prepare_cached(
                     "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
                 ),
             ),
             try_join(
-                tx.prepare_cached("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)"),
-                tx.prepare_cached(INSERT_HISTORY),
+                client.prepare_cached("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)"),
+                client.prepare_cached(INSERT_HISTORY),
             ),
         )
         .await
         .map(|((r, u, t), (d, i))| (r, u, t, d, i))
         .map_err(db_error)?;
-        // Every statement of the write pipelined on the transaction's connection, sent in this
-        // order (each future sends its statement when first polled).
+        // Every statement of the write, then COMMIT, pipelined in this order. A statement that
+        // fails in the database aborts the transaction (COMMIT then rolls back); one that fails
+        // before it is sent (encoding) ends the join before COMMIT is sent.
         let change_params: [&(dyn ToSql + Sync); 3] = [&tenant, &changed, &after];
-        let record_changes = tx.execute(&record, &change_params);
         let new_tenant = !puts.id.is_empty() && !self.knows_tenant(tenant);
         let write = async {
-            if !puts.id.is_empty() {
-                tx.execute(&upsert, &puts.params(&tenant)).await?;
+            if puts.id.is_empty() {
+                return Ok(0);
             }
-            if new_tenant {
-                tx.execute(&add_tenant, &[&tenant]).await?;
+            client.execute(&upsert, &puts.params(&tenant)).await
+        };
+        let register_tenant = async {
+            if !new_tenant {
+                return Ok(0);
             }
-            Ok(0)
+            client.execute(&add_tenant, &[&tenant]).await
         };
         let delete = async {
             if deleted.is_empty() {
                 return Ok(0);
             }
-            tx.execute(&delete, &[&tenant, &deleted]).await
+            client.execute(&delete, &[&tenant, &deleted]).await
         };
         let record_history = async {
             if planned.history.is_empty() {
                 return Ok(0);
             }
-            tx.execute(&insert, &history.params(&tenant)).await
+            client.execute(&insert, &history.params(&tenant)).await
         };
-        try_join(record_changes, try_join3(write, delete, record_history))
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        try_join3(
+            try_join3(
+                client.execute(&record, &change_params),
+                write,
+                register_tenant,
+            ),
+            try_join(delete, record_history),
+            client.batch_execute("COMMIT"),
+        )
+        .await
+        .map_err(db_error)?;
         if new_tenant {
             self.remember_tenant(tenant);
         }
