@@ -67,6 +67,10 @@ pub struct Options {
     /// Largest number of PostgreSQL connections in the pool.
     #[arg(long, env = "TWINLINK_DB_POOL_SIZE", global = true)]
     pub db_pool_size: Option<usize>,
+    /// Decoded entities kept per instance (PostgreSQL store), checked against the row version on
+    /// every query; 0 turns the cache off.
+    #[arg(long, env = "TWINLINK_ENTITY_CACHE", global = true)]
+    pub entity_cache: Option<usize>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TWINLINK_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -153,6 +157,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// PostgreSQL pool size.
     pub db_pool_size: usize,
+    /// Entities the PostgreSQL store keeps decoded (0: none).
+    pub entity_cache: usize,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Batch size limit.
@@ -197,6 +203,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             db_pool_size: 16,
+            entity_cache: crate::store::postgres::cache::DEFAULT_CAPACITY,
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
             default_page_size: 20,
@@ -260,6 +267,10 @@ impl Settings {
                 .db_pool_size
                 .or(file.db_pool_size)
                 .unwrap_or(d.db_pool_size),
+            entity_cache: options
+                .entity_cache
+                .or(file.entity_cache)
+                .unwrap_or(d.entity_cache),
             max_body_bytes: options
                 .max_body_bytes
                 .or(file.max_body_bytes)

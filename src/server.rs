@@ -23,10 +23,13 @@ pub enum DatabaseWait {
 pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, String> {
     Ok(match (&settings.database_url, wait) {
         (Some(url), DatabaseWait::Wait) => Store::new(Backend::Postgres(
-            PgStore::connect(url, settings.db_pool_size).await?,
+            PgStore::connect(url, settings.db_pool_size)
+                .await?
+                .with_entity_cache(settings.entity_cache),
         )),
         (Some(url), DatabaseWait::Background) => Store::new(Backend::Postgres(
-            PgStore::connect_in_background(url, settings.db_pool_size)?,
+            PgStore::connect_in_background(url, settings.db_pool_size)?
+                .with_entity_cache(settings.entity_cache),
         )),
         (None, _) => Store::new(Backend::Embedded(EmbeddedStore::open(&settings.data_dir)?)),
     })

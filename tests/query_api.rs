@@ -3081,3 +3081,95 @@ async fn query_wide_queries_expand_values_and_readable_page_links() {
         ["/ngsi-ld/v1/entities?idPattern=urn:ngsi-ld:Shop:.*&limit=1&offset=1&type=Shop"]
     );
 }
+
+/// A query page on PostgreSQL is served from the instance's cache of decoded entities when the
+/// rows' versions match (`src/store/postgres/cache.rs`); what another instance writes to the
+/// shared database must show at once, and an instance without the cache answers the same.
+#[actix_web::test]
+async fn query_pages_show_what_another_instance_wrote_on_postgresql() {
+    let a = TestServer::start().await;
+    let Some(url) = a.database_url.clone() else {
+        return; // The embedded store is one instance's own.
+    };
+    let b = TestServer::start_with(|s| s.database_url = Some(url.clone())).await;
+    let uncached = TestServer::start_with(|s| {
+        s.database_url = Some(url.clone());
+        s.entity_cache = 0;
+    })
+    .await;
+    let room = |n: u32, t: f64| {
+        json!({"id": format!("urn:ngsi-ld:Room:{n}"), "type": "Room",
+               "temperature": {"type": "Property", "value": t}})
+    };
+    let r = a
+        .send(
+            Method::POST,
+            "/entityOperations/create",
+            "application/json",
+            &json!([room(1, 20.0), room(2, 20.0), room(3, 20.0)]),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let temperatures = |s: &TestServer, q: &str| {
+        let url = s.url(&format!("/entities?type=Room&q={q}"));
+        let client = s.client.clone();
+        async move {
+            let body: Value = client
+                .get(url)
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("JSON");
+            body.as_array()
+                .expect("an array")
+                .iter()
+                .map(|e| {
+                    (
+                        e["id"].as_str().unwrap_or("").to_string(),
+                        e["temperature"]["value"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let id = |n: u32| format!("urn:ngsi-ld:Room:{n}");
+    // Twice, so that the second page comes from a's cache.
+    for _ in 0..2 {
+        assert_eq!(
+            temperatures(&a, "temperature>10").await,
+            vec![
+                (id(1), json!(20.0)),
+                (id(2), json!(20.0)),
+                (id(3), json!(20.0))
+            ]
+        );
+    }
+    let r = b
+        .send(
+            Method::PATCH,
+            &format!("/entities/{}/attrs", id(1)),
+            "application/json",
+            &json!({"temperature": {"type": "Property", "value": 30.0}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = b
+        .client
+        .delete(b.url(&format!("/entities/{}", id(2))))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 204);
+    for s in [&a, &uncached] {
+        assert_eq!(
+            temperatures(s, "temperature>10").await,
+            vec![(id(1), json!(30.0)), (id(3), json!(20.0))]
+        );
+        assert_eq!(
+            temperatures(s, "temperature>25").await,
+            vec![(id(1), json!(30.0))]
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! expanded entity as jsonb. Every write, of one entity or of a batch, is one transaction (lock the
 //! ids, read, decide, write set-based).
 
+pub mod cache;
 pub mod listen;
 pub mod migrate;
 pub mod sql;
@@ -42,6 +43,8 @@ pub struct PgStore {
     /// Tenants this instance has seen in the `tenants` table (rows are never removed), so that a
     /// write to a known tenant does not insert it again.
     known_tenants: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Decoded entities by row version, for query pages.
+    cache: cache::EntityCache,
 }
 
 /// Applies migrations, retrying with exponential backoff (capped at 5 s) while the database is
@@ -239,6 +242,9 @@ impl<'a> HistoryColumns<'a> {
     }
 }
 
+/// The row version of an entity as a bigint (see [`cache`]): the transaction that wrote it.
+const VERSION: &str = "xmin::text::bigint";
+
 /// Prepared statements kept per connection before the cache is emptied (query texts vary with the
 /// shape of the query, not with its values, but shapes are open-ended).
 const STATEMENT_CACHE_LIMIT: usize = 512;
@@ -388,7 +394,14 @@ impl PgStore {
             claims: std::sync::OnceLock::new(),
             migrated: Arc::new(AtomicBool::new(false)),
             known_tenants: Default::default(),
+            cache: cache::EntityCache::new(cache::DEFAULT_CAPACITY),
         })
+    }
+
+    /// The same store keeping at most `capacity` decoded entities (0: none), see [`cache`].
+    pub fn with_entity_cache(mut self, capacity: usize) -> PgStore {
+        self.cache = cache::EntityCache::new(capacity);
+        self
     }
 
     /// A pooled connection, or 503 while the database is away or not yet migrated.
@@ -646,19 +659,21 @@ impl PgStore {
             return Ok(query.ordered_page(matches, offset, limit));
         }
         if t.exact {
-            let page_sql = format!(
-                "SELECT body FROM entities WHERE {where_sql} ORDER BY id LIMIT ${} OFFSET ${}",
-                params.len() + 1,
-                params.len() + 2
-            );
             let (rows_wanted, skip) = (if count { limit } else { limit + 1 } as i64, offset as i64);
             let mut page_params = params.clone();
             page_params.extend([
                 (&rows_wanted as &(dyn ToSql + Sync), Type::INT8),
                 (&skip, Type::INT8),
             ]);
+            let page_sql = |columns: &str| {
+                format!(
+                    "SELECT {columns} FROM entities WHERE {where_sql} ORDER BY id LIMIT ${} OFFSET ${}",
+                    params.len() + 1,
+                    params.len() + 2
+                )
+            };
             let count_sql = format!("SELECT count(*) FROM entities WHERE {where_sql}");
-            let counted = async {
+            let counted = || async {
                 if count {
                     let row = client.query_typed_one(&count_sql, &params).await?;
                     Ok(Some(row.get::<_, i64>(0) as usize))
@@ -666,14 +681,36 @@ impl PgStore {
                     Ok(None)
                 }
             };
-            // Both sent at once on the connection.
-            let (rows, counted) = try_join(client.query_typed(&page_sql, &page_params), counted)
-                .await
-                .map_err(db_error)?;
-            let mut page: Vec<Arc<Entity>> = rows
-                .into_iter()
-                .map(|r| decode(&r, 0).map(Arc::new))
-                .collect::<NgsiResult<_>>()?;
+            // With the cache, the page is selected as ids and row versions; the bodies the cache
+            // lacks are read by id. A body found changed since the page was selected may no
+            // longer match, so the page is then selected again, with the bodies.
+            let with_bodies = page_sql(&format!("id, {VERSION}, body"));
+            let cached = if self.cache.enabled() {
+                let versions = page_sql(&format!("id, {VERSION}"));
+                // Both sent at once on the connection.
+                let (rows, counted) =
+                    try_join(client.query_typed(&versions, &page_params), counted())
+                        .await
+                        .map_err(db_error)?;
+                let page = self.cached_page(&client, &tenant, &rows).await?;
+                page.map(|page| (page, counted))
+            } else {
+                None
+            };
+            let (mut page, counted) = match cached {
+                Some(found) => found,
+                None => {
+                    let (rows, counted) =
+                        try_join(client.query_typed(&with_bodies, &page_params), counted())
+                            .await
+                            .map_err(db_error)?;
+                    let page = rows
+                        .iter()
+                        .map(|row| self.remember(&tenant, row))
+                        .collect::<NgsiResult<Vec<_>>>()?;
+                    (page, counted)
+                }
+            };
             let seen = counted.unwrap_or(offset + page.len());
             page.truncate(limit);
             return Ok((page, seen));
@@ -727,6 +764,66 @@ impl PgStore {
                 return Ok((page, seen));
             }
         }
+    }
+
+    /// The entities of a page selected as (id, version) rows, from the cache, reading the ones
+    /// it lacks by id in one statement. None when one of them has been written (or deleted) since
+    /// the page was selected.
+    async fn cached_page(
+        &self,
+        client: &deadpool_postgres::Object,
+        tenant: &str,
+        rows: &[tokio_postgres::Row],
+    ) -> NgsiResult<Option<Vec<Arc<Entity>>>> {
+        let mut page: Vec<(String, i64, Option<Arc<Entity>>)> = rows
+            .iter()
+            .map(|row| {
+                let (id, version): (String, i64) = (row.get(0), row.get(1));
+                let cached = self.cache.get(tenant, &id, version);
+                (id, version, cached)
+            })
+            .collect();
+        let missing: Vec<&str> = page
+            .iter()
+            .filter(|(_, _, e)| e.is_none())
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let read = client
+                .prepare_cached(&format!(
+                    "SELECT id, {VERSION}, body FROM entities WHERE tenant = $1 AND id = ANY($2)"
+                ))
+                .await
+                .map_err(db_error)?;
+            let found = client
+                .query(&read, &[&tenant, &missing])
+                .await
+                .map_err(db_error)?;
+            let mut found: std::collections::HashMap<String, (i64, Arc<Entity>)> = found
+                .iter()
+                .map(|row| {
+                    let e = self.remember(tenant, row)?;
+                    Ok((row.get(0), (row.get(1), e)))
+                })
+                .collect::<NgsiResult<_>>()?;
+            for (id, version, entity) in &mut page {
+                if entity.is_none() {
+                    match found.remove(id.as_str()) {
+                        Some((v, e)) if v == *version => *entity = Some(e),
+                        _ => return Ok(None),
+                    }
+                }
+            }
+        }
+        Ok(Some(page.into_iter().filter_map(|(_, _, e)| e).collect()))
+    }
+
+    /// Decodes an (id, version, body) row and keeps the entity in the cache.
+    fn remember(&self, tenant: &str, row: &tokio_postgres::Row) -> NgsiResult<Arc<Entity>> {
+        let entity = Arc::new(decode(row, 2)?);
+        self.cache
+            .put(tenant, &entity.id, row.get(1), entity.clone());
+        Ok(entity)
     }
 
     /// The history records of one entity that `query` selects, in the order of
