@@ -540,8 +540,18 @@ fn attribute_predicate(
         )),
         plain.text
     );
+    if folded.is_none() {
+        // A scalar value (the common case) is decided by the plain test alone: the filters above
+        // only matter for arrays and objects, and they cost several times more per row.
+        let scalar =
+            value_test(eq_op, value, vars, "@.value").expect("translatable, as the plain test was");
+        generic = format!(
+            "({}) || ((@.value.type() == \"object\" || @.value.type() == \"array\") && {generic})",
+            scalar.text
+        );
+    }
     if strings && !equality {
-        generic.push_str(" && @.kind != \"Relationship\"");
+        generic = format!("({generic}) && @.kind != \"Relationship\"");
     }
     let mut branches = vec![generic];
     if strings && folded.is_none() && equality {
