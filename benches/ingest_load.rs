@@ -20,8 +20,12 @@
 //!   column values are exactly twinlink's) are written again with `COPY ... FROM STDIN` (text
 //!   format, tokio-postgres `copy_in`) into empty copies of `entities` and `attribute_instances`
 //!   (same columns, indexes and constraints, schema `ingest_raw`), one transaction per batch of the
-//!   same size; and for step 2, single-row transactions (one UPDATE of an entity row with a stored
-//!   body, one INSERT of a history row, commit) on as many connections as twinlink's pool.
+//!   same size. The replace step is also set beside the same replacement done raw: its rows
+//!   (twinlink's again, read back the same way) written into those raw tables, which then hold the
+//!   create step's rows as twinlink's tables did, one transaction per batch that deletes the entity
+//!   rows being replaced and COPYs the new entity and history rows. For step 2: single-row
+//!   transactions (one UPDATE of an entity row with a stored body, one INSERT of a history row,
+//!   commit) on as many connections as twinlink's pool.
 //! - embedded: the same key/value bytes as twinlink's redb tables (entities serialized as twinlink
 //!   does, history keys built as twinlink builds them) written into a fresh redb file in the same
 //!   directory, one write transaction (durable commit) per batch with the same inserts; and for
@@ -47,7 +51,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -226,6 +230,8 @@ struct StoreReport {
     create: Batched,
     replace: Batched,
     raw_batches: Batched,
+    /// PostgreSQL only: the replace step's rows written again over the create step's.
+    raw_replace: Option<Batched>,
     patch: Timed,
     raw_patch: Timed,
     mqtt: Option<MqttResult>,
@@ -504,9 +510,10 @@ async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The second tab-separated field of a COPY text line (the entity id in both tables).
-fn second_field(line: &[u8]) -> &[u8] {
-    line.split(|&b| b == b'\t').nth(1).unwrap_or_default()
+/// A tab-separated field of a COPY text line (0: the tenant and 1: the entity id in both tables;
+/// 4: a history row's instance id).
+fn field(line: &[u8], n: usize) -> &[u8] {
+    line.split(|&b| b == b'\t').nth(n).unwrap_or_default()
 }
 
 /// One batch of raw rows: COPY text lines of `entities` and `attribute_instances`.
@@ -516,8 +523,9 @@ struct PgBatch {
     rows: (usize, usize),
 }
 
-/// Twinlink's rows as COPY text, grouped in the batches twinlink wrote them in.
-async fn pg_snapshot(url: &str, batch: usize) -> Vec<PgBatch> {
+/// Twinlink's rows as COPY text, grouped in the batches twinlink wrote them in: every entity row,
+/// and the history rows whose instance ids are not in `seen` (which then holds them all).
+async fn pg_snapshot(url: &str, batch: usize, seen: &mut HashSet<Vec<u8>>) -> Vec<PgBatch> {
     let client = pg_connect(url).await;
     let entities = copy_out(
         &client,
@@ -538,10 +546,13 @@ async fn pg_snapshot(url: &str, batch: usize) -> Vec<PgBatch> {
         let b = batches.last_mut().expect("a batch");
         b.entities.extend_from_slice(line);
         b.rows.0 += 1;
-        batch_of.insert(second_field(line).to_vec(), i / batch);
+        batch_of.insert(field(line, 1).to_vec(), i / batch);
     }
     for line in &history {
-        let b = &mut batches[batch_of[second_field(line)]];
+        if !seen.insert(field(line, 4).to_vec()) {
+            continue;
+        }
+        let b = &mut batches[batch_of[field(line, 1)]];
         b.history.extend_from_slice(line);
         b.rows.1 += 1;
     }
@@ -575,6 +586,43 @@ async fn pg_raw_copy(url: &str, batches: &[PgBatch]) -> Batched {
     let started = Instant::now();
     for b in batches {
         let tx = client.transaction().await.expect("begin");
+        copy_in(&tx, "COPY ingest_raw.entities FROM STDIN", &b.entities).await;
+        copy_in(
+            &tx,
+            "COPY ingest_raw.attribute_instances FROM STDIN",
+            &b.history,
+        )
+        .await;
+        tx.commit().await.expect("commit");
+    }
+    Batched {
+        seconds: started.elapsed().as_secs_f64(),
+        entities: batches.iter().map(|b| b.rows.0).sum(),
+        instances: batches.iter().map(|b| b.rows.1).sum(),
+    }
+}
+
+/// The replace step's limit: the same rows written again into the raw tables that hold the create
+/// step's rows, as twinlink's tables did: per batch, one transaction that deletes the entity rows
+/// being replaced, then COPYs the new entity and history rows.
+async fn pg_raw_replace(url: &str, batches: &[PgBatch]) -> Batched {
+    let mut client = pg_connect(url).await;
+    let delete = client
+        .prepare("DELETE FROM ingest_raw.entities WHERE tenant = $1 AND id = ANY($2)")
+        .await
+        .expect("prepare the delete");
+    let started = Instant::now();
+    for b in batches {
+        let lines: Vec<&[u8]> = b.entities.split_inclusive(|&c| c == b'\n').collect();
+        let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
+        let tenant = lines.first().map(|l| text(field(l, 0))).unwrap_or_default();
+        let ids: Vec<String> = lines.iter().map(|l| text(field(l, 1))).collect();
+        let tx = client.transaction().await.expect("begin");
+        let deleted = tx.execute(&delete, &[&tenant, &ids]).await.expect("delete");
+        assert_eq!(
+            deleted as usize, b.rows.0,
+            "every replaced entity row was there"
+        );
         copy_in(&tx, "COPY ingest_raw.entities FROM STDIN", &b.entities).await;
         copy_in(
             &tx,
@@ -897,9 +945,10 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         );
         // The physical limit of the same rows, in batches of the same size.
         // (The raw redb file stays open for the single writes after the PATCH step.)
+        let mut seen = HashSet::new();
         let (raw_batches, raw_redb) = match (broker.store.backend(), &database_url) {
             (Backend::Postgres(_), Some(url)) => {
-                let batches = pg_snapshot(url, cfg.batch).await;
+                let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
                 (pg_raw_copy(url, &batches).await, None)
             }
             (Backend::Embedded(store), _) => {
@@ -927,6 +976,26 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             replace.seconds,
             replace.entities as f64 / replace.seconds
         );
+        let raw_replace = match &database_url {
+            Some(url) if raw_redb.is_none() => {
+                let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
+                let raw = pg_raw_replace(url, &batches).await;
+                assert_eq!(
+                    (raw.entities, raw.instances),
+                    (replace.entities, replace.instances),
+                    "the replace step wrote one entity row and one history row per attribute"
+                );
+                println!(
+                    "raw replace: {} + {} rows in {:.2} s = {:.0} rows/s",
+                    raw.entities,
+                    raw.instances,
+                    raw.seconds,
+                    raw.rows_per_s()
+                );
+                Some(raw)
+            }
+            _ => None,
+        };
         let patch = patch_load(&client, &base, cfg).await;
         println!(
             "PATCH: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed {:?}",
@@ -985,6 +1054,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             create,
             replace,
             raw_batches,
+            raw_replace,
             patch,
             raw_patch,
             mqtt,
@@ -1029,18 +1099,32 @@ fn print_tables(reports: &[StoreReport], window: usize) {
     println!("| --- | --- | ---: | ---: | ---: |");
     for r in reports {
         let limit = |b: &Batched| b.rows_per_s();
-        for (what, b) in [
-            ("batch upsert, create", &r.create),
-            ("batch upsert, replace", &r.replace),
-        ] {
+        let mut rows = vec![
+            ("batch upsert, create", &r.create, &r.raw_batches, "COPY"),
+            (
+                "batch upsert, replace",
+                &r.replace,
+                &r.raw_batches,
+                "COPY into empty tables",
+            ),
+        ];
+        if let Some(raw) = &r.raw_replace {
+            rows.push((
+                "batch upsert, replace",
+                &r.replace,
+                raw,
+                "DELETE + COPY over the create rows",
+            ));
+        }
+        for (what, b, raw, how) in rows {
             println!(
-                "| {} | {what}: entities/s; attribute instances/s; rows/s | {:.0}; {:.0}; {:.0} | {:.0} rows/s | {:.0} % |",
+                "| {} | {what}: entities/s; attribute instances/s; rows/s | {:.0}; {:.0}; {:.0} | {:.0} rows/s ({how}) | {:.0} % |",
                 r.name,
                 b.entities as f64 / b.seconds,
                 b.instances as f64 / b.seconds,
                 b.rows_per_s(),
-                limit(&r.raw_batches),
-                100.0 * b.rows_per_s() / limit(&r.raw_batches)
+                limit(raw),
+                100.0 * b.rows_per_s() / limit(raw)
             );
         }
         println!(

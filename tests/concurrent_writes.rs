@@ -323,3 +323,101 @@ async fn a_write_the_database_refuses_changes_nothing_and_its_connection_serves_
     assert_eq!(patch(&s, &id(0), reading(9)).await, 204);
     assert_eq!(value(&s, &id(0)).await, 9);
 }
+
+#[actix_web::test]
+async fn a_batch_of_hundreds_of_entities_lands_whole_and_is_refused_whole() {
+    let s = TestServer::start().await;
+    // Hundreds of entities in one request are one transaction on PostgreSQL, one result each.
+    let n = 700;
+    meters(&s, n).await;
+    let update = |value: i64, odd: Option<(usize, Value)>| -> Value {
+        (0..n)
+            .map(|i| match &odd {
+                Some((at, entity)) if *at == i => entity.clone(),
+                _ => json!({"id": id(i), "type": "Meter", "reading": {"type": "Property", "value": value}}),
+            })
+            .collect()
+    };
+    let count = |v: i64| {
+        let request = s.client.get(s.url(&format!(
+            "/entities?type=Meter&q=reading=={v}&count=true&limit=1"
+        )));
+        async move {
+            let r = request.send().await.expect("request");
+            assert_eq!(r.status(), 200);
+            r.headers()["NGSILD-Results-Count"]
+                .to_str()
+                .expect("count")
+                .parse::<usize>()
+                .expect("a number")
+        }
+    };
+    // An entity near the end that does not exist fails alone; every other one is updated,
+    // and the results keep the request's order.
+    let missing =
+        json!({"id": id(n + 5), "type": "Meter", "reading": {"type": "Property", "value": 1}});
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/update",
+            "application/json",
+            &update(1, Some((600, missing))),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let result: Value = r.json().await.expect("BatchOperationResult");
+    let success = result["success"].as_array().expect("success");
+    let expected: Vec<Value> = (0..n).filter(|i| *i != 600).map(|i| json!(id(i))).collect();
+    assert_eq!(success, &expected);
+    assert_eq!(
+        result["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
+    );
+    assert_eq!(result["errors"][0]["entityId"], json!(id(n + 5)));
+    assert_eq!(count(1).await, n - 1);
+    assert_eq!(count(0).await, 1, "{} keeps its reading", id(600));
+    let Some(url) = s.database_url.clone() else {
+        return; // A refusal by the database in the middle of a write exists on PostgreSQL only.
+    };
+    // A row the database refuses near the end takes every row written before it down too.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    actix_web::rt::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER TABLE attribute_instances ADD CONSTRAINT refuse_666 CHECK (num IS DISTINCT FROM 666)",
+        )
+        .await
+        .expect("add the constraint");
+    let refused =
+        json!({"id": id(650), "type": "Meter", "reading": {"type": "Property", "value": 666}});
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/upsert",
+            "application/json",
+            &update(2, Some((650, refused))),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let result: Value = r.json().await.expect("BatchOperationResult");
+    assert_eq!(result["success"], json!([]), "{result}");
+    assert_eq!(result["errors"].as_array().map(Vec::len), Some(n));
+    assert_eq!(
+        count(2).await,
+        0,
+        "no entity of the refused batch was written"
+    );
+    assert_eq!(count(1).await, n - 1);
+    let history: i64 = client
+        .query_one(
+            "SELECT count(*) FROM attribute_instances WHERE num = 2",
+            &[],
+        )
+        .await
+        .expect("count history")
+        .get(0);
+    assert_eq!(history, 0, "no history row of the refused batch");
+}
