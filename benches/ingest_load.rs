@@ -1099,13 +1099,23 @@ fn print_tables(reports: &[StoreReport], window: usize) {
     println!("| --- | --- | ---: | ---: | ---: |");
     for r in reports {
         let limit = |b: &Batched| b.rows_per_s();
+        // PostgreSQL's raw writes are COPYs; the embedded store's go into a fresh redb file.
+        let (raw_create, raw_empty) = match r.raw_replace {
+            Some(_) => ("COPY", "COPY into empty tables"),
+            None => ("raw redb", "raw redb into a fresh file"),
+        };
         let mut rows = vec![
-            ("batch upsert, create", &r.create, &r.raw_batches, "COPY"),
+            (
+                "batch upsert, create",
+                &r.create,
+                &r.raw_batches,
+                raw_create,
+            ),
             (
                 "batch upsert, replace",
                 &r.replace,
                 &r.raw_batches,
-                "COPY into empty tables",
+                raw_empty,
             ),
         ];
         if let Some(raw) = &r.raw_replace {
