@@ -178,6 +178,23 @@ impl Batched {
     fn rows_per_s(&self) -> f64 {
         (self.entities + self.instances) as f64 / self.seconds
     }
+
+    /// Prints a raw write of twinlink's rows, after checking that they are as many as twinlink
+    /// wrote: one entity row per entity and one history row per attribute.
+    fn print_beside(&self, label: &str, twinlink: &Batched) {
+        assert_eq!(
+            (self.entities, self.instances),
+            (twinlink.entities, twinlink.instances),
+            "{label}: twinlink wrote one entity row and one history row per attribute"
+        );
+        println!(
+            "{label}: {} + {} rows in {:.2} s = {:.0} rows/s",
+            self.entities,
+            self.instances,
+            self.seconds,
+            self.rows_per_s()
+        );
+    }
 }
 
 /// Requests (or raw transactions) for a fixed time.
@@ -580,49 +597,30 @@ async fn copy_in(tx: &tokio_postgres::Transaction<'_>, sql: &str, data: &[u8]) {
     sink.as_mut().finish().await.expect("COPY end");
 }
 
-async fn pg_raw_copy(url: &str, batches: &[PgBatch]) -> Batched {
+/// Writes the batches raw, one transaction of two COPYs (entities, history) per batch. Without
+/// `replace`, into fresh empty tables (the create step's limit); with it, into the raw tables as
+/// the create batches left them, each transaction first deleting the entity rows it replaces (the
+/// replace step's limit: the same rows written over the create step's, as twinlink's were).
+async fn pg_raw_copy(url: &str, batches: &[PgBatch], replace: bool) -> Batched {
     let mut client = pg_connect(url).await;
-    pg_raw_tables(&client).await;
-    let started = Instant::now();
-    for b in batches {
-        let tx = client.transaction().await.expect("begin");
-        copy_in(&tx, "COPY ingest_raw.entities FROM STDIN", &b.entities).await;
-        copy_in(
-            &tx,
-            "COPY ingest_raw.attribute_instances FROM STDIN",
-            &b.history,
-        )
-        .await;
-        tx.commit().await.expect("commit");
+    if !replace {
+        pg_raw_tables(&client).await;
     }
-    Batched {
-        seconds: started.elapsed().as_secs_f64(),
-        entities: batches.iter().map(|b| b.rows.0).sum(),
-        instances: batches.iter().map(|b| b.rows.1).sum(),
-    }
-}
-
-/// The replace step's limit: the same rows written again into the raw tables that hold the create
-/// step's rows, as twinlink's tables did: per batch, one transaction that deletes the entity rows
-/// being replaced, then COPYs the new entity and history rows.
-async fn pg_raw_replace(url: &str, batches: &[PgBatch]) -> Batched {
-    let mut client = pg_connect(url).await;
     let delete = client
         .prepare("DELETE FROM ingest_raw.entities WHERE tenant = $1 AND id = ANY($2)")
         .await
         .expect("prepare the delete");
     let started = Instant::now();
     for b in batches {
-        let lines: Vec<&[u8]> = b.entities.split_inclusive(|&c| c == b'\n').collect();
-        let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
-        let tenant = lines.first().map(|l| text(field(l, 0))).unwrap_or_default();
-        let ids: Vec<String> = lines.iter().map(|l| text(field(l, 1))).collect();
         let tx = client.transaction().await.expect("begin");
-        let deleted = tx.execute(&delete, &[&tenant, &ids]).await.expect("delete");
-        assert_eq!(
-            deleted as usize, b.rows.0,
-            "every replaced entity row was there"
-        );
+        if replace {
+            let lines: Vec<&[u8]> = b.entities.split_inclusive(|&c| c == b'\n').collect();
+            let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
+            let tenant = lines.first().map(|l| text(field(l, 0))).unwrap_or_default();
+            let ids: Vec<String> = lines.iter().map(|l| text(field(l, 1))).collect();
+            let deleted = tx.execute(&delete, &[&tenant, &ids]).await.expect("delete");
+            assert_eq!(deleted as usize, b.rows.0, "every replaced row was there");
+        }
         copy_in(&tx, "COPY ingest_raw.entities FROM STDIN", &b.entities).await;
         copy_in(
             &tx,
@@ -949,7 +947,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         let (raw_batches, raw_redb) = match (broker.store.backend(), &database_url) {
             (Backend::Postgres(_), Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
-                (pg_raw_copy(url, &batches).await, None)
+                (pg_raw_copy(url, &batches, false).await, None)
             }
             (Backend::Embedded(store), _) => {
                 let batches = redb_snapshot(store, cfg.batch).await;
@@ -958,18 +956,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             }
             _ => unreachable!("a database URL goes with the PostgreSQL store"),
         };
-        assert_eq!(
-            (raw_batches.entities, raw_batches.instances),
-            (create.entities, create.instances),
-            "twinlink stored one entity row and one history row per attribute"
-        );
-        println!(
-            "raw: {} + {} rows in {:.2} s = {:.0} rows/s",
-            raw_batches.entities,
-            raw_batches.instances,
-            raw_batches.seconds,
-            raw_batches.rows_per_s()
-        );
+        raw_batches.print_beside("raw", &create);
         let replace = upsert_round(&client, &base, cfg, 1).await;
         println!(
             "replace: {:.2} s = {:.0} entities/s",
@@ -979,19 +966,8 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         let raw_replace = match &database_url {
             Some(url) if raw_redb.is_none() => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
-                let raw = pg_raw_replace(url, &batches).await;
-                assert_eq!(
-                    (raw.entities, raw.instances),
-                    (replace.entities, replace.instances),
-                    "the replace step wrote one entity row and one history row per attribute"
-                );
-                println!(
-                    "raw replace: {} + {} rows in {:.2} s = {:.0} rows/s",
-                    raw.entities,
-                    raw.instances,
-                    raw.seconds,
-                    raw.rows_per_s()
-                );
+                let raw = pg_raw_copy(url, &batches, true).await;
+                raw.print_beside("raw replace", &replace);
                 Some(raw)
             }
             _ => None,

@@ -42,6 +42,29 @@ async fn patch(s: &TestServer, entity: &str, fragment: Value) -> u16 {
     .as_u16()
 }
 
+/// Connects to the test database and makes it refuse every history row with the number 666
+/// (the constraint `refuse_666`): a write the database refuses in the middle.
+async fn refuse_666(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    actix_web::rt::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER TABLE attribute_instances ADD CONSTRAINT refuse_666 CHECK (num IS DISTINCT FROM 666)",
+        )
+        .await
+        .expect("add the constraint");
+    client
+}
+
+/// Sends a batch operation that some entities fail, and returns its BatchOperationResult.
+async fn partly_failing(s: &TestServer, path: &str, batch: &Value) -> Value {
+    let r = s.send(Method::POST, path, "application/json", batch).await;
+    assert_eq!(r.status(), 207);
+    r.json().await.expect("BatchOperationResult")
+}
+
 #[actix_web::test]
 async fn concurrent_updates_of_many_entities_each_land_and_share_commits() {
     let s = TestServer::start().await;
@@ -220,16 +243,7 @@ async fn a_write_the_database_refuses_changes_nothing_and_its_connection_serves_
     meters(&s, 2).await;
     // The entity update is sent before the history insert, in the same pipeline as COMMIT: a
     // refused history row must take the update (and the commit) down with it.
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
-    client
-        .batch_execute(
-            "ALTER TABLE attribute_instances ADD CONSTRAINT refuse_666 CHECK (num IS DISTINCT FROM 666)",
-        )
-        .await
-        .expect("add the constraint");
+    let client = refuse_666(&url).await;
     let value = |s: &TestServer, entity: &str| {
         let path = format!("/entities/{entity}");
         let s = s.client.get(s.url(&path));
@@ -259,17 +273,8 @@ async fn a_write_the_database_refuses_changes_nothing_and_its_connection_serves_
         {"id": id(1), "type": "Meter", "reading": {"type": "Property", "value": 7}},
         {"id": id(0), "type": "Meter", "reading": {"type": "Property", "value": 666}},
     ]);
-    let r = s
-        .send(
-            Method::POST,
-            "/entityOperations/upsert",
-            "application/json",
-            &batch,
-        )
-        .await;
     // The batch's one transaction is refused whole: every entity of it is reported failed.
-    assert_eq!(r.status(), 207);
-    let result: Value = r.json().await.expect("BatchOperationResult");
+    let result = partly_failing(&s, "/entityOperations/upsert", &batch).await;
     assert_eq!(result["success"], json!([]), "{result}");
     assert_eq!(
         result["errors"].as_array().map(Vec::len),
@@ -356,16 +361,12 @@ async fn a_batch_of_hundreds_of_entities_lands_whole_and_is_refused_whole() {
     // and the results keep the request's order.
     let missing =
         json!({"id": id(n + 5), "type": "Meter", "reading": {"type": "Property", "value": 1}});
-    let r = s
-        .send(
-            Method::POST,
-            "/entityOperations/update",
-            "application/json",
-            &update(1, Some((600, missing))),
-        )
-        .await;
-    assert_eq!(r.status(), 207);
-    let result: Value = r.json().await.expect("BatchOperationResult");
+    let result = partly_failing(
+        &s,
+        "/entityOperations/update",
+        &update(1, Some((600, missing))),
+    )
+    .await;
     let success = result["success"].as_array().expect("success");
     let expected: Vec<Value> = (0..n).filter(|i| *i != 600).map(|i| json!(id(i))).collect();
     assert_eq!(success, &expected);
@@ -381,28 +382,15 @@ async fn a_batch_of_hundreds_of_entities_lands_whole_and_is_refused_whole() {
         return; // A refusal by the database in the middle of a write exists on PostgreSQL only.
     };
     // A row the database refuses near the end takes every row written before it down too.
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
-    client
-        .batch_execute(
-            "ALTER TABLE attribute_instances ADD CONSTRAINT refuse_666 CHECK (num IS DISTINCT FROM 666)",
-        )
-        .await
-        .expect("add the constraint");
+    let client = refuse_666(&url).await;
     let refused =
         json!({"id": id(650), "type": "Meter", "reading": {"type": "Property", "value": 666}});
-    let r = s
-        .send(
-            Method::POST,
-            "/entityOperations/upsert",
-            "application/json",
-            &update(2, Some((650, refused))),
-        )
-        .await;
-    assert_eq!(r.status(), 207);
-    let result: Value = r.json().await.expect("BatchOperationResult");
+    let result = partly_failing(
+        &s,
+        "/entityOperations/upsert",
+        &update(2, Some((650, refused))),
+    )
+    .await;
     assert_eq!(result["success"], json!([]), "{result}");
     assert_eq!(result["errors"].as_array().map(Vec::len), Some(n));
     assert_eq!(
