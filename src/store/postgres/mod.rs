@@ -242,8 +242,9 @@ impl<'a> HistoryColumns<'a> {
     }
 }
 
-/// The row version of an entity as a bigint (see [`cache`]): the transaction that wrote it.
-const VERSION: &str = "xmin::text::bigint";
+/// The row version of an entity (see [`cache::Version`]): the transaction that wrote it, as a
+/// bigint, and the modification time; two columns.
+const VERSION: &str = "xmin::text::bigint, modified_at";
 
 /// Prepared statements kept per connection before the cache is emptied (query texts vary with the
 /// shape of the query, not with its values, but shapes are open-ended).
@@ -775,10 +776,10 @@ impl PgStore {
         tenant: &str,
         rows: &[tokio_postgres::Row],
     ) -> NgsiResult<Option<Vec<Arc<Entity>>>> {
-        let mut page: Vec<(String, i64, Option<Arc<Entity>>)> = rows
+        let mut page: Vec<(String, cache::Version, Option<Arc<Entity>>)> = rows
             .iter()
             .map(|row| {
-                let (id, version): (String, i64) = (row.get(0), row.get(1));
+                let (id, version): (String, _) = (row.get(0), cache::Version::of(row, 1));
                 let cached = self.cache.get(tenant, &id, version);
                 (id, version, cached)
             })
@@ -799,11 +800,11 @@ impl PgStore {
                 .query(&read, &[&tenant, &missing])
                 .await
                 .map_err(db_error)?;
-            let mut found: std::collections::HashMap<String, (i64, Arc<Entity>)> = found
+            let mut found: std::collections::HashMap<String, (cache::Version, Arc<Entity>)> = found
                 .iter()
                 .map(|row| {
                     let e = self.remember(tenant, row)?;
-                    Ok((row.get(0), (row.get(1), e)))
+                    Ok((row.get(0), (cache::Version::of(row, 1), e)))
                 })
                 .collect::<NgsiResult<_>>()?;
             for (id, version, entity) in &mut page {
@@ -820,9 +821,13 @@ impl PgStore {
 
     /// Decodes an (id, version, body) row and keeps the entity in the cache.
     fn remember(&self, tenant: &str, row: &tokio_postgres::Row) -> NgsiResult<Arc<Entity>> {
-        let entity = Arc::new(decode(row, 2)?);
-        self.cache
-            .put(tenant, &entity.id, row.get(1), entity.clone());
+        let entity = Arc::new(decode(row, 3)?);
+        self.cache.put(
+            tenant,
+            &entity.id,
+            cache::Version::of(row, 1),
+            entity.clone(),
+        );
         Ok(entity)
     }
 
