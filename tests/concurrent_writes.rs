@@ -409,3 +409,44 @@ async fn a_batch_of_hundreds_of_entities_lands_whole_and_is_refused_whole() {
         .get(0);
     assert_eq!(history, 0, "no history row of the refused batch");
 }
+
+#[actix_web::test]
+async fn a_write_builds_on_what_another_instance_wrote_since_on_postgresql() {
+    let a = TestServer::start().await;
+    let Some(url) = a.database_url.clone() else {
+        return; // The embedded store is one instance's own.
+    };
+    let b = TestServer::start_with(|s| s.database_url = Some(url.clone())).await;
+    meters(&a, 1).await;
+    let reading = |v: i64| json!({"reading": {"type": "Property", "value": v}});
+    // a writes the meter, so that a holds it, as written, in its cache.
+    assert_eq!(patch(&a, &id(0), reading(1)).await, 204);
+    // b adds an attribute: the stored row is no longer the version a holds.
+    let r = b
+        .send(
+            Method::POST,
+            &format!("/entities/{}/attrs", id(0)),
+            "application/json",
+            &json!({"note": {"type": "Property", "value": "from b"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    // a's next write must start from b's version, not from the one it cached.
+    assert_eq!(patch(&a, &id(0), reading(2)).await, 204);
+    for s in [&a, &b] {
+        let body: Value = s
+            .client
+            .get(s.url(&format!("/entities/{}", id(0))))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(body["reading"]["value"], 2, "{body}");
+        assert_eq!(
+            body["note"]["value"], "from b",
+            "b's attribute kept: {body}"
+        );
+    }
+}
