@@ -255,6 +255,7 @@ max_connections = 200
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+max_wal_size = 256MB
 logging_collector = off
 EOF
     if ((EUID == 0)); then chown postgres: "$f" || return 1; fi

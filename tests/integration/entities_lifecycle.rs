@@ -4,7 +4,7 @@
 //! (5.6.17), replace entity (5.6.18), replace attribute (5.6.19) and retrieve (5.7.1), including
 //! multi-attributes (datasetId, clause 4.5.5). Every write is read back.
 
-mod common;
+use crate::common;
 
 use common::{assert_no_content, assert_problem, assert_status, TestServer};
 use reqwest::Method;

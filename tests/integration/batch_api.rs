@@ -4,7 +4,7 @@
 //! all succeed, else 207 with a BatchOperationResult (5.2.16) of per-entity BatchEntityErrors
 //! (5.2.17). Every outcome is read back.
 
-mod common;
+use crate::common;
 
 use common::{
     assert_http_error, assert_no_content, assert_problem_one_of, link, read, writing_transactions,

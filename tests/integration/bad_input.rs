@@ -2,7 +2,7 @@
 //! rules of 4.5/4.6/4.7): each request gets the right status and NGSI-LD error type, and changes
 //! nothing, which every test proves by reading the data back.
 
-mod common;
+use crate::common;
 
 use common::{assert_http_error, assert_problem, assert_problem_one_of, link, TestServer};
 use reqwest::Method;

@@ -6,7 +6,7 @@
 //! Every test uses its own topic prefix and client ids on the shared test Mosquitto
 //! (TWINLINK_TEST_MQTT_URL, started by scripts/test.sh); the restart test runs a Mosquitto of its own.
 
-mod common;
+use crate::common;
 
 use common::{free_port, link, ContextServer, TestServer};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};

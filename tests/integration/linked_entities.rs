@@ -1,7 +1,7 @@
 //! Black-box tests of linked entity retrieval (4.5.23: join=inline|flat, joinLevel) on retrieve
 //! and query, and of query parameters that name no attribute.
 
-mod common;
+use crate::common;
 
 use common::{assert_problem, TestServer};
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! normalized, concise (4.5.x.3) and simplified/keyValues (4.5.4) representations, GeoJSON (4.5.16,
 //! 4.5.17), the language filter (4.15), sysAttrs (6.3.11) and projection with attrs/pick/omit (4.21).
 
-mod common;
+use crate::common;
 
 use common::{assert_problem_one_of, ContextServer, TestServer};
 use reqwest::Method;

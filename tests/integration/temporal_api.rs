@@ -6,7 +6,7 @@
 //! where the aggregates are also compared with those of an embedded store holding the same history
 //! (SQL `date_bin` aggregation against the Rust one).
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::{assert_no_content, assert_problem, assert_status, TestServer};

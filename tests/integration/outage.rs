@@ -8,7 +8,7 @@
 //! PostgreSQL refuses to run as root) and stops and starts that one. Without the PostgreSQL binaries
 //! the tests print a line and pass, except under `CI`, where that is a failure.
 
-mod common;
+use crate::common;
 
 use common::{assert_problem, free_port, TestServer};
 use reqwest::Method;

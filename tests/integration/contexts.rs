@@ -4,7 +4,7 @@
 //! Smart Data Models contexts that must resolve without any network. LdContextNotAvailable is HTTP
 //! 504 in the clause 6.3.2 table since V1.8.1 (503 before).
 
-mod common;
+use crate::common;
 
 use common::{assert_problem, link, ContextServer, TestServer};
 use reqwest::Method;

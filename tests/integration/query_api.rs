@@ -10,7 +10,7 @@
 //! plain Rust filters, a haversine distance and a point-in-polygon written below. Nothing expected
 //! is ever copied from the broker.
 
-mod common;
+use crate::common;
 
 use common::{assert_problem, assert_problem_one_of, read, TestServer};
 use reqwest::header::HeaderMap;

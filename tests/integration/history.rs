@@ -4,7 +4,7 @@
 //! `TWINLINK_TEST_STORE=postgres`, where the scenario also runs on an embedded store and both
 //! sequences must agree.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Utc};
 use common::{assert_no_content, assert_status, TestServer};

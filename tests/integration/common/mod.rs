@@ -22,8 +22,19 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// The server's PostgreSQL database, when it runs on the PostgreSQL store.
     pub database_url: Option<String>,
+    /// The database made for this server by [`fresh_database_url`], dropped with the server so
+    /// that a test run does not leave a PostGIS database per test behind (about 20 MB each).
+    own_database: Option<String>,
     handle: actix_web::dev::ServerHandle,
     _dir: TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(url) = self.own_database.take() {
+            drop_database(&url);
+        }
+    }
 }
 
 /// With `TWINLINK_TEST_STORE=postgres`, a new empty database for one test server, copied from the
@@ -50,6 +61,37 @@ pub async fn fresh_database_url() -> Option<String> {
         .await
         .expect("create a test database");
     Some(format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`fresh_database_url`], ending the connections still open to it (the
+/// server's pool). Cleanup is best effort: a failure is reported and the next `scripts/test.sh`
+/// run drops what is left. Runs on a thread of its own because it is called from `Drop` inside the
+/// test's runtime, which must not be blocked on.
+fn drop_database(url: &str) {
+    let (base, name) = url.rsplit_once('/').expect("database URL ends in /<db>");
+    let (admin, name) = (format!("{base}/postgres"), name.to_owned());
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+    .join();
+    match dropped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("could not drop the test database {url}: {e}"),
+        Err(_) => eprintln!("could not drop the test database {url}: the cleanup thread panicked"),
+    }
 }
 
 impl TestServer {
@@ -383,7 +425,7 @@ impl ContextServer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Access to the broker behind a test server (tests/history.rs reads the store directly).
+// Access to the broker behind a test server (history.rs reads the store directly).
 // ---------------------------------------------------------------------------------------------
 
 impl TestServer {
@@ -400,8 +442,17 @@ impl TestServer {
             workers: 2,
             ..Settings::default()
         };
-        settings.database_url = fresh_database_url().await;
+        let fresh = fresh_database_url().await;
+        settings.database_url = fresh.clone();
         adjust(&mut settings);
+        // The server owns the fresh database unless the test gave it another one (or none).
+        let own_database = match fresh {
+            Some(url) if settings.database_url.as_deref() != Some(url.as_str()) => {
+                drop_database(&url);
+                None
+            }
+            fresh => fresh,
+        };
         let data_dir = settings.data_dir.clone();
         let database_url = settings.database_url.clone();
         let listener =
@@ -420,6 +471,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             data_dir,
             database_url,
+            own_database,
             handle,
             _dir: dir,
         };

@@ -30,12 +30,12 @@ use twinlink::model::parse::{EntityInput, Nulls, Reader};
 use twinlink::model::render::{self, RenderOptions};
 use twinlink::model::{AttrKind, Entity, ATTRIBUTE_MEMBERS, ENTITY_MEMBERS};
 
-const CORE_V1_9_DOC: &str = include_str!("../context/ngsi-ld-core-context-v1.9.jsonld");
-const CORE_V1_8_DOC: &str = include_str!("../context/ngsi-ld-core-context-v1.8.jsonld");
-const CORE_V1_6_DOC: &str = include_str!("../context/ngsi-ld-core-context-v1.6.jsonld");
+const CORE_V1_9_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.9.jsonld");
+const CORE_V1_8_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.8.jsonld");
+const CORE_V1_6_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.6.jsonld");
 const CORE_CONTEXT_V1_8: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
 const CORE_CONTEXT_V1_6: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.6.jsonld";
-const SMART_DATA_MODELS: &str = include_str!("../smart-data-models/contexts.json");
+const SMART_DATA_MODELS: &str = include_str!("../../smart-data-models/contexts.json");
 const DATA_INTEGRITY_V2: &str = "https://w3id.org/security/data-integrity/v2";
 
 const SDM_WEATHER: &str =

@@ -2,7 +2,7 @@
 //! header of 6.3.14): a tenant is created by the first write to it, other operations on an unknown
 //! tenant fail with NonexistentTenant, and tenants never see each other's entities.
 
-mod common;
+use crate::common;
 
 use common::{assert_no_content, assert_problem, read, TestServer};
 use reqwest::Method;

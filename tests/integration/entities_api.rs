@@ -1,6 +1,6 @@
 //! Black-box tests of the entity lifecycle endpoints.
 
-mod common;
+use crate::common;
 
 use common::{assert_problem, TestServer};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! a data directory, written to, killed with SIGKILL (or stopped with SIGTERM), restarted on the same
 //! directory, and everything acknowledged before must read back exactly.
 
-mod common;
+use crate::common;
 
 use common::free_port;
 use reqwest::Method;

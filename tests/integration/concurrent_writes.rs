@@ -3,7 +3,7 @@
 //! answer, no concurrent change of one entity is lost, a failing request fails alone, and on
 //! PostgreSQL the writes really share transactions.
 
-mod common;
+use crate::common;
 
 use common::{read, writing_transactions, TestServer};
 use futures_util::future::join_all;

@@ -1142,7 +1142,7 @@ COMMIT;
 /// The query plans of docs/postgres.md: `EXPLAIN (ANALYZE, BUFFERS)` of the statements the
 /// PostgreSQL store runs for the key query shapes, on the 100,000 entities of [`LOAD_100K`] in
 /// tenant `bench` of `TWINLINK_EXPLAIN_DATABASE_URL` (loaded first unless already there). Run with
-/// `cargo test --test store_differential -- --ignored --nocapture explain`.
+/// `cargo test --test integration -- --ignored --nocapture explain_key_query_shapes`.
 #[tokio::test]
 #[ignore = "needs the 100,000-entity database of docs/postgres.md"]
 async fn explain_key_query_shapes() {

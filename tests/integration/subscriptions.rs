@@ -5,7 +5,7 @@
 //! PostgreSQL, two broker instances on one database notifying each change once. Receivers are real
 //! HTTP servers on loopback.
 
-mod common;
+use crate::common;
 
 use common::{assert_problem, assert_status, read, TestServer};
 use serde_json::{json, Value};

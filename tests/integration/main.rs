@@ -1,0 +1,28 @@
+//! twinlink's integration tests, in one test binary: the black-box API suites (each starts the real
+//! server on a random loopback port), the `twinlink` binary's own tests (durability, migrate,
+//! outage) and the JSON-LD reference and store differential checks. One binary instead of one per
+//! file keeps linking time and disk use of a test build small (a debug test binary links all of
+//! twinlink and its dependencies). Run on the embedded store by default and on PostgreSQL with
+//! `TWINLINK_TEST_STORE=postgres` (see `common`); `scripts/test.sh` runs both.
+
+mod common;
+
+mod attribute_kinds;
+mod bad_input;
+mod batch_api;
+mod concurrent_writes;
+mod contexts;
+mod durability;
+mod entities_api;
+mod entities_lifecycle;
+mod history;
+mod ld_reference;
+mod linked_entities;
+mod migrate;
+mod mqtt_ingest;
+mod outage;
+mod query_api;
+mod store_differential;
+mod subscriptions;
+mod temporal_api;
+mod tenancy;
