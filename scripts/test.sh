@@ -21,11 +21,11 @@ cd "$REPO_ROOT"
 # A one-off build gains nothing from incremental compilation, whose caches take a GB or more of disk
 # (set CARGO_INCREMENTAL=1 to keep them for repeated local runs).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-# The whole run (build and test databases) needs about 4 GB of free disk; say so early when short.
+# The whole run (build and test databases) took 1.7 GB at most in a fresh clone; say so early when short.
 free_kb="$(df -Pk . | awk 'NR == 2 {print $4}')"
 echo "==> free disk: $((free_kb / 1024)) MB"
-if ((free_kb < 4 * 1024 * 1024)); then
-    echo "scripts/test.sh: warning: less than 4 GB free; the build or the test databases may not fit" >&2
+if ((free_kb < 2 * 1024 * 1024)); then
+    echo "scripts/test.sh: warning: less than 2 GB free; the build or the test databases may not fit" >&2
 fi
 
 # shellcheck source=scripts/services.sh
