@@ -130,9 +130,9 @@ fn word(rng: &mut Rng) -> Value {
     json!(rng.pick(&WORDS))
 }
 
-/// Rounds to micro-degrees. Numbers with up to 17 significant digits do not survive the trip through
-/// PostgreSQL: serde_json (without its `float_roundtrip` feature) may read their text back 1 ulp
-/// off, so both stores would hold different geometries (a known difference, not the translation's).
+/// Rounds to micro-degrees, the precision of real positions. (It first kept 17-digit numbers away
+/// from a 1-ulp difference on the way back from PostgreSQL, gone since serde_json's
+/// `float_roundtrip` feature is on.)
 fn micro(v: f64) -> f64 {
     (v * 1e6).round() / 1e6
 }
