@@ -35,7 +35,9 @@
 //! PostgreSQL (the bench empties twinlink's tables there first: give it a database of its own) and
 //! TWINLINK_TEST_MQTT_URL (or INGEST_LOAD_MQTT_URL) for the MQTT step (skipped without one).
 //! Environment overrides (defaults in brackets): INGEST_LOAD_ENTITIES [20000], INGEST_LOAD_BATCH
-//! [1000], INGEST_LOAD_SECONDS [10] (PATCH measuring time), INGEST_LOAD_WARMUP [1],
+//! [1000], INGEST_LOAD_BATCH_CONCURRENCY [1] (batches in flight, for twinlink's upserts and the
+//! raw PostgreSQL COPY alike, each raw batch on a connection of its own; raw redb has one writer),
+//! INGEST_LOAD_SECONDS [10] (PATCH measuring time), INGEST_LOAD_WARMUP [1],
 //! INGEST_LOAD_CONCURRENCY [32], INGEST_LOAD_WORKERS [2], INGEST_LOAD_POOL [16] (twinlink's
 //! database pool, also the raw PATCH connections), INGEST_LOAD_MQTT_MESSAGES [20000],
 //! INGEST_LOAD_MQTT_ENTITIES [50] (entities per round), INGEST_LOAD_MQTT_WINDOW [500] (messages the
@@ -74,6 +76,7 @@ const TEMPERATURE: &str = "https://uri.etsi.org/ngsi-ld/default-context/temperat
 struct Config {
     entities: usize,
     batch: usize,
+    batch_concurrency: usize,
     seconds: f64,
     warmup: f64,
     concurrency: usize,
@@ -104,6 +107,7 @@ impl Config {
         Config {
             entities,
             batch: env_or("INGEST_LOAD_BATCH", 1_000),
+            batch_concurrency: env_or("INGEST_LOAD_BATCH_CONCURRENCY", 1usize).max(1),
             seconds: env_or("INGEST_LOAD_SECONDS", 10.0),
             warmup: env_or("INGEST_LOAD_WARMUP", 1.0),
             concurrency: env_or("INGEST_LOAD_CONCURRENCY", 32),
@@ -271,23 +275,25 @@ async fn upsert_round(client: &reqwest::Client, base: &str, cfg: &Config, round:
         })
         .collect();
     let started = Instant::now();
-    for body in bodies {
-        let response = client
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("upsert");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let expected = if round == 0 { 201 } else { 204 };
-        assert_eq!(
-            status.as_u16(),
-            expected,
-            "upsert answered {status}: {text}"
-        );
-    }
+    let (expected, url) = (if round == 0 { 201 } else { 204 }, &url);
+    futures_util::stream::iter(bodies)
+        .for_each_concurrent(cfg.batch_concurrency, |body| async move {
+            let response = client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("upsert");
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            assert_eq!(
+                status.as_u16(),
+                expected,
+                "upsert answered {status}: {text}"
+            );
+        })
+        .await;
     Batched {
         seconds: started.elapsed().as_secs_f64(),
         entities: cfg.entities,
@@ -601,40 +607,63 @@ async fn copy_in(tx: &tokio_postgres::Transaction<'_>, sql: &str, data: &[u8]) {
 /// `replace`, into fresh empty tables (the create step's limit); with it, into the raw tables as
 /// the create batches left them, each transaction first deleting the entity rows it replaces (the
 /// replace step's limit: the same rows written over the create step's, as twinlink's were).
-async fn pg_raw_copy(url: &str, batches: &[PgBatch], replace: bool) -> Batched {
-    let mut client = pg_connect(url).await;
+async fn pg_raw_copy(url: &str, batches: &[PgBatch], replace: bool, connections: usize) -> Batched {
     if !replace {
-        pg_raw_tables(&client).await;
+        pg_raw_tables(&pg_connect(url).await).await;
     }
-    let delete = client
-        .prepare("DELETE FROM ingest_raw.entities WHERE tenant = $1 AND id = ANY($2)")
-        .await
-        .expect("prepare the delete");
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let client = pg_connect(url).await;
+        let delete = client
+            .prepare("DELETE FROM ingest_raw.entities WHERE tenant = $1 AND id = ANY($2)")
+            .await
+            .expect("prepare the delete");
+        clients.push((client, delete));
+    }
+    // Each connection takes the next batch not yet taken, as twinlink's clients do.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
-    for b in batches {
-        let tx = client.transaction().await.expect("begin");
-        if replace {
-            let lines: Vec<&[u8]> = b.entities.split_inclusive(|&c| c == b'\n').collect();
-            let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
-            let tenant = lines.first().map(|l| text(field(l, 0))).unwrap_or_default();
-            let ids: Vec<String> = lines.iter().map(|l| text(field(l, 1))).collect();
-            let deleted = tx.execute(&delete, &[&tenant, &ids]).await.expect("delete");
-            assert_eq!(deleted as usize, b.rows.0, "every replaced row was there");
+    futures_util::future::join_all(clients.iter_mut().map(|(client, delete)| {
+        let next = &next;
+        async move {
+            while let Some(b) = batches.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            {
+                pg_raw_batch(client, delete, b, replace).await;
+            }
         }
-        copy_in(&tx, "COPY ingest_raw.entities FROM STDIN", &b.entities).await;
-        copy_in(
-            &tx,
-            "COPY ingest_raw.attribute_instances FROM STDIN",
-            &b.history,
-        )
-        .await;
-        tx.commit().await.expect("commit");
-    }
+    }))
+    .await;
     Batched {
         seconds: started.elapsed().as_secs_f64(),
         entities: batches.iter().map(|b| b.rows.0).sum(),
         instances: batches.iter().map(|b| b.rows.1).sum(),
     }
+}
+
+/// One raw batch: a transaction of two COPYs, after the delete of the replaced rows (`replace`).
+async fn pg_raw_batch(
+    client: &mut tokio_postgres::Client,
+    delete: &tokio_postgres::Statement,
+    b: &PgBatch,
+    replace: bool,
+) {
+    let tx = client.transaction().await.expect("begin");
+    if replace {
+        let lines: Vec<&[u8]> = b.entities.split_inclusive(|&c| c == b'\n').collect();
+        let text = |f: &[u8]| String::from_utf8_lossy(f).into_owned();
+        let tenant = lines.first().map(|l| text(field(l, 0))).unwrap_or_default();
+        let ids: Vec<String> = lines.iter().map(|l| text(field(l, 1))).collect();
+        let deleted = tx.execute(delete, &[&tenant, &ids]).await.expect("delete");
+        assert_eq!(deleted as usize, b.rows.0, "every replaced row was there");
+    }
+    copy_in(&tx, "COPY ingest_raw.entities FROM STDIN", &b.entities).await;
+    copy_in(
+        &tx,
+        "COPY ingest_raw.attribute_instances FROM STDIN",
+        &b.history,
+    )
+    .await;
+    tx.commit().await.expect("commit");
 }
 
 /// Single-row write transactions on `connections` connections for the PATCH time, on the raw
@@ -947,7 +976,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         let (raw_batches, raw_redb) = match (broker.store.backend(), &database_url) {
             (Backend::Postgres(_), Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
-                (pg_raw_copy(url, &batches, false).await, None)
+                (pg_raw_copy(url, &batches, false, cfg.batch_concurrency).await, None)
             }
             (Backend::Embedded(store), _) => {
                 let batches = redb_snapshot(store, cfg.batch).await;
@@ -966,7 +995,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         let raw_replace = match &database_url {
             Some(url) if raw_redb.is_none() => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
-                let raw = pg_raw_copy(url, &batches, true).await;
+                let raw = pg_raw_copy(url, &batches, true, cfg.batch_concurrency).await;
                 raw.print_beside("raw replace", &replace);
                 Some(raw)
             }
@@ -1051,8 +1080,8 @@ fn main() {
     }
     let cfg = Config::from_env();
     println!(
-        "ingest_load: {} entities x {ATTRS} attributes, batches of {}, PATCH {} s after {} s warm-up with {} in flight, {} workers, pool {}, MQTT {} messages over {} entities; {} cores; load {}",
-        cfg.entities, cfg.batch, cfg.seconds, cfg.warmup, cfg.concurrency, cfg.workers, cfg.pool,
+        "ingest_load: {} entities x {ATTRS} attributes, batches of {} ({} in flight), PATCH {} s after {} s warm-up with {} in flight, {} workers, pool {}, MQTT {} messages over {} entities; {} cores; load {}",
+        cfg.entities, cfg.batch, cfg.batch_concurrency, cfg.seconds, cfg.warmup, cfg.concurrency, cfg.workers, cfg.pool,
         cfg.mqtt_messages, cfg.mqtt_entities,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
