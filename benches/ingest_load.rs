@@ -48,16 +48,18 @@
 //! INGEST_LOAD_DATA_PARENT [TMPDIR]: where the embedded store's directory is made (a real disk by
 //! default: the embedded store's commits fsync).
 
-use actix_web::web;
+mod support;
+
+use support::env_or;
+
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use twinlink::config::Settings;
 use twinlink::service::Broker;
@@ -89,15 +91,6 @@ struct Config {
     database_url: Option<String>,
     stores: Vec<String>,
     data_parent: PathBuf,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Config {
@@ -933,23 +926,8 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
     };
     println!("\n## {name}\n");
 
-    let (tx, rx) = mpsc::channel();
-    let server_thread = std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let broker = web::Data::new(
-                twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait)
-                    .await
-                    .expect("broker opens"),
-            );
-            let listener = TcpListener::bind(("127.0.0.1", 0)).expect("listen");
-            let (server, addr) =
-                twinlink::server::serve(listener, broker.clone()).expect("server starts");
-            tx.send((server.handle(), addr, broker))
-                .expect("send handle");
-            server.await
-        })
-    });
-    let (handle, addr, broker) = rx.recv().expect("server address");
+    let (server, broker) = support::Server::start(settings);
+    let (handle, addr) = (server.handle.clone(), server.addr);
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(cfg.concurrency.max(1))
@@ -1066,10 +1044,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             history_rows: (expected, found),
         }
     });
-    server_thread
-        .join()
-        .expect("server thread")
-        .expect("server ran");
+    server.join();
     report
 }
 

@@ -26,12 +26,13 @@
 //! batch on its own: on a virtual disk that loads ~400 entities/s, four minutes for 100,000, while
 //! the queries measured here read only the in-memory indexes, wherever the file is.
 
-use actix_web::web;
+mod support;
+
+use support::env_or;
+
 use serde_json::{json, Value};
 use std::hint::black_box;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use twinlink::config::Settings;
@@ -64,15 +65,6 @@ struct Config {
     mixes: Vec<String>,
     data_parent: PathBuf,
     database_url: Option<String>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Config {
@@ -802,25 +794,10 @@ fn main() {
         100.0 * matching as f64 / data.len() as f64
     );
 
-    // The broker, in its own actix system on its own thread.
-    let (tx, rx) = mpsc::channel();
-    // The bench keeps a handle on the broker to time its store without HTTP afterwards.
-    let server_thread = std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let broker = web::Data::new(
-                twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait)
-                    .await
-                    .expect("broker opens"),
-            );
-            let listener = TcpListener::bind(("127.0.0.1", 0)).expect("listen");
-            let (server, addr) =
-                twinlink::server::serve(listener, broker.clone()).expect("server starts");
-            tx.send((server.handle(), addr, broker))
-                .expect("send handle");
-            server.await
-        })
-    });
-    let (handle, addr, broker) = rx.recv().expect("server address");
+    // The broker, in its own actix system on its own thread; the bench keeps a handle on it to
+    // time its store without HTTP afterwards.
+    let (server, broker) = support::Server::start(settings);
+    let (handle, addr) = (server.handle.clone(), server.addr);
     let base = format!("http://{addr}");
 
     let rt = if cfg.client_threads <= 1 {
@@ -894,10 +871,7 @@ fn main() {
         handle.stop(true).await;
         results
     });
-    server_thread
-        .join()
-        .expect("server thread")
-        .expect("server ran");
+    server.join();
     drop(client);
     drop(rt);
 

@@ -17,27 +17,18 @@
 //! Environment overrides (defaults in brackets): TEMPORAL_BENCH_SECONDS [10],
 //! TEMPORAL_BENCH_WARMUP [2], TEMPORAL_BENCH_CONCURRENCY [16], TEMPORAL_BENCH_WORKERS [2].
 
-use actix_web::web;
+mod support;
+
+use support::env_or;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::Instant;
 use twinlink::config::Settings;
 
 const BASE: &str = "/ngsi-ld/v1";
 const INSTANCES: usize = 100_000;
 const CHUNK: usize = 5_000;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v} is not valid"))
-        })
-        .unwrap_or(default)
-}
 
 fn day() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap()
@@ -206,21 +197,8 @@ fn main() {
         workers,
         ..Settings::default()
     };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let broker = web::Data::new(
-                twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait)
-                    .await
-                    .expect("broker opens"),
-            );
-            let listener = TcpListener::bind(("127.0.0.1", 0)).expect("listen");
-            let (srv, addr) = twinlink::server::serve(listener, broker).expect("serve");
-            tx.send((srv.handle(), addr)).expect("send");
-            srv.await
-        })
-    });
-    let (handle, addr) = rx.recv().expect("server");
+    let (twinlink, _) = support::Server::start(settings);
+    let (handle, addr) = (twinlink.handle.clone(), twinlink.addr);
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -275,6 +253,7 @@ fn main() {
         }
     });
     rt.block_on(handle.stop(true));
+    twinlink.join();
     rt.block_on(async {
         let (client, conn) =
             tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
