@@ -216,7 +216,7 @@ fn decide(
             None => create(current, new_entity(input, now)?).map(|(w, ())| (w, Done::Created)),
             Some(_) => {
                 let written = match mode {
-                    UpsertMode::Replace => change_existing(&target, current, replace(input, now)),
+                    UpsertMode::Replace => replace(&target, current, input, now),
                     UpsertMode::Update => {
                         change_existing(&target, current, append(input, false, now))
                             .map(|(w, _)| (w, ()))

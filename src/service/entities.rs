@@ -230,14 +230,11 @@ impl Broker {
 
     /// Deletes an entity (5.6.6).
     pub async fn delete_entity(&self, target: &Target) -> NgsiResult<()> {
-        self.require_tenant(&target.tenant).await?;
-        let t = target.clone();
-        self.store
-            .modify(&target.tenant, &target.id, move |current| match current {
-                Some(e) if t.matches(e) => Ok((Write::Delete, ())),
-                _ => Err(missing(&t.id)),
-            })
-            .await
+        self.decide(target, |t, current| match current {
+            Some(e) if t.matches(e) => Ok((Write::Delete, ())),
+            _ => Err(missing(&t.id)),
+        })
+        .await
     }
 
     /// Runs `change` on the existing entity and stores the result (NotFound when it is missing).
@@ -246,11 +243,24 @@ impl Broker {
         R: Send + 'static,
         F: FnOnce(&mut Entity) -> NgsiResult<R> + Send + 'static,
     {
+        self.decide(target, move |t, current| {
+            change_existing(t, current, change)
+        })
+        .await
+    }
+
+    /// Runs a decision on the stored state of the target entity (in a tenant that must exist),
+    /// and writes what it decides.
+    async fn decide<R, D>(&self, target: &Target, decide: D) -> NgsiResult<R>
+    where
+        R: Send + 'static,
+        D: FnOnce(&Target, Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
+    {
         self.require_tenant(&target.tenant).await?;
         let t = target.clone();
         self.store
             .modify(&target.tenant, &target.id, move |current| {
-                change_existing(&t, current, change)
+                decide(&t, current)
             })
             .await
     }
@@ -410,7 +420,8 @@ impl Broker {
         now: DateTime<Utc>,
     ) -> NgsiResult<()> {
         check_body_id(&target.id, input.id.as_deref())?;
-        self.change(target, replace(input, now)).await
+        self.decide(target, move |t, current| replace(t, current, input, now))
+            .await
     }
 }
 
@@ -531,18 +542,31 @@ pub(crate) fn merge(
     }
 }
 
-/// The change of a replace (5.6.18), see [`Broker::replace_entity`].
+/// The decision of a replace (5.6.18, and batch upsert with options=replace), see
+/// [`Broker::replace_entity`]: NotFound when the entity is missing or not of the target's types.
 pub(crate) fn replace(
+    target: &Target,
+    current: Option<&Entity>,
     input: EntityInput,
     now: DateTime<Utc>,
-) -> impl FnOnce(&mut Entity) -> NgsiResult<()> + Send + 'static {
-    move |entity| {
-        if !input.types.is_empty() {
-            entity.types = input.types;
-        }
-        entity.scope = input.scope;
-        entity.attrs = input.attrs;
-        entity.modified_at = now;
-        Ok(())
-    }
+) -> NgsiResult<(Write, ())> {
+    // The stored attributes all go: only the identity, the creation time and (unless the input
+    // names some) the types are taken over, so the stored entity is not copied whole.
+    let stored = current
+        .filter(|e| target.matches(e))
+        .ok_or_else(|| missing(&target.id))?;
+    let types = if input.types.is_empty() {
+        stored.types.clone()
+    } else {
+        input.types
+    };
+    let entity = Entity {
+        id: stored.id.clone(),
+        types,
+        scope: input.scope,
+        attrs: input.attrs,
+        created_at: stored.created_at,
+        modified_at: now,
+    };
+    Ok((Write::Put(entity), ()))
 }

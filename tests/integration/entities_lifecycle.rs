@@ -318,6 +318,35 @@ async fn replace_entity_drops_old_attributes_and_keeps_created_at() {
     );
 }
 
+/// A replacement without a type keeps the entity's types (5.6.18: the types are replaced only
+/// when the fragment gives some); its id and createdAt stay as well.
+#[actix_web::test]
+async fn replace_without_a_type_keeps_the_types() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Building:R2";
+    let e = json!({"id": id, "type": ["Building", "Landmark"],
+                   "name": {"type": "Property", "value": "Old"}});
+    assert_eq!(s.create(&e).await.status(), 201);
+    let before = s.entity(id, "?options=sysAttrs").await;
+    assert_no_content(
+        s.send(
+            Method::PUT,
+            &format!("/entities/{id}"),
+            "application/json",
+            &json!({"height": {"type": "Property", "value": 30}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        s.entity(id, "").await,
+        json!({"id": id, "type": ["Building", "Landmark"],
+               "height": {"type": "Property", "value": 30}})
+    );
+    let after = s.entity(id, "?options=sysAttrs").await;
+    assert_eq!(after["createdAt"], before["createdAt"]);
+}
+
 #[actix_web::test]
 async fn replace_of_a_missing_entity_or_with_another_id_is_refused() {
     let s = TestServer::start().await;
