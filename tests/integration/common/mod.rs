@@ -67,7 +67,7 @@ pub async fn fresh_database_url() -> Option<String> {
 /// server's pool). Cleanup is best effort: a failure is reported and the next `scripts/test.sh`
 /// run drops what is left. Runs on a thread of its own because it is called from `Drop` inside the
 /// test's runtime, which must not be blocked on.
-fn drop_database(url: &str) {
+pub fn drop_database(url: &str) {
     let (base, name) = url.rsplit_once('/').expect("database URL ends in /<db>");
     let (admin, name) = (format!("{base}/postgres"), name.to_owned());
     let dropped = std::thread::spawn(move || {
