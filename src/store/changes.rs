@@ -50,17 +50,16 @@ impl ChangeFeed {
 
 /// The PostgreSQL statement that records the changes of a write inside its transaction and
 /// announces them on the `twinlink_changes` channel; NOTIFY is delivered at commit, in commit order,
-/// to every listening instance. Nothing is recorded in a tenant without subscriptions (decided in
-/// the statement, so a subscription created by any instance counts at once). It must run before
-/// the write's own statements: the bodies before are read from `entities`. Parameters: $1 tenant,
-/// $2 ids, $3 bodies after as JSON text (NULL for a deletion; parsed only when recorded), in the order of
-/// the write.
+/// to every listening instance. A write sends it only when its tenant has subscriptions, as read
+/// in the write's first round trip (so a subscription committed by any instance counts from the
+/// next write that starts). It must run before the write's own statements: the bodies before are
+/// read from `entities`. Parameters: $1 tenant, $2 ids, $3 bodies after as JSON text (NULL for a
+/// deletion), in the order of the write.
 pub const RECORD_SQL: &str = "WITH c AS (
     INSERT INTO entity_changes (tenant, id, before, after)
     SELECT $1, u.id, e.body, u.after::jsonb
     FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(id, after, n)
       LEFT JOIN entities e ON e.tenant = $1 AND e.id = u.id
-    WHERE EXISTS (SELECT 1 FROM subscriptions WHERE tenant = $1)
     ORDER BY u.n
     RETURNING seq)
   SELECT pg_notify('twinlink_changes', seq::text) FROM c ORDER BY seq";

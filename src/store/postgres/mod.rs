@@ -4,6 +4,7 @@
 //! ids, read, decide, write set-based).
 
 pub mod cache;
+pub mod ewkb;
 pub mod listen;
 pub mod migrate;
 pub mod sql;
@@ -18,7 +19,7 @@ use crate::query::geo::LOCATION;
 use crate::query::EntityQuery;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::future::{try_join, try_join3};
+use futures_util::future::{try_join, try_join3, try_join4};
 use serde_json::Value;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,9 +121,9 @@ fn decode(row: &tokio_postgres::Row, col: usize) -> NgsiResult<Entity> {
         .map_err(|e| NgsiError::internal(format!("a stored entity does not decode: {e}")))
 }
 
-/// The `location` column value of an entity: the GeoJSON of its only (or default) instance, and
+/// The `location` column value of an entity: the EWKB of its only (or default) instance, and
 /// whether the attribute has several instances.
-fn location_of(e: &Entity) -> (Option<String>, bool) {
+fn location_of(e: &Entity) -> (Option<Vec<u8>>, bool) {
     let instances: Vec<_> = e
         .attrs
         .get(LOCATION)
@@ -132,7 +133,7 @@ fn location_of(e: &Entity) -> (Option<String>, bool) {
         .collect();
     match instances.as_slice() {
         [] => (None, false),
-        [one] => (Some(one.value.to_string()), false),
+        [one] => (ewkb::from_geojson(&one.value), false),
         _ => (None, true),
     }
 }
@@ -175,10 +176,10 @@ const INSERT_HISTORY: &str = "INSERT INTO attribute_instances
     (tenant, entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at,
      deleted_at, value, num, location)
   SELECT $1, h.entity_id, h.attr, h.dataset_id, h.instance_id, h.kind, h.observed_at, h.created_at,
-         h.modified_at, h.deleted_at, h.value, h.num, ST_SetSRID(ST_GeomFromGeoJSON(h.geo), 4326)
+         h.modified_at, h.deleted_at, h.value, h.num, ST_GeomFromEWKB(h.geo)
   FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
               $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::float8[],
-              $13::text[])
+              $13::bytea[])
     AS h(entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at,
          value, num, geo)";
 
@@ -195,7 +196,7 @@ struct HistoryColumns<'a> {
     deleted_at: Vec<Option<DateTime<Utc>>>,
     value: Vec<Option<&'a Value>>,
     num: Vec<Option<f64>>,
-    geo: Vec<Option<String>>,
+    geo: Vec<Option<Vec<u8>>>,
 }
 
 impl<'a> HistoryColumns<'a> {
@@ -213,10 +214,12 @@ impl<'a> HistoryColumns<'a> {
             deleted_at: records().map(|r| r.deleted_at).collect(),
             value: records().map(|r| r.value.as_ref()).collect(),
             num: records().map(|r| r.num).collect(),
-            // The GeoJSON of GeoProperty values, for the geometry column.
+            // The EWKB of GeoProperty values, for the geometry column.
             geo: records()
                 .map(|r| match (r.kind, &r.value) {
-                    (Some(AttrKind::GeoProperty), Some(v)) => v.get("value").map(Value::to_string),
+                    (Some(AttrKind::GeoProperty), Some(v)) => {
+                        v.get("value").and_then(ewkb::from_geojson)
+                    }
                     _ => None,
                 })
                 .collect(),
@@ -257,8 +260,8 @@ const UPSERT_ENTITIES: &str = "INSERT INTO entities
   SELECT $1, e.id, ARRAY(SELECT jsonb_array_elements_text(e.body -> 'types')),
          CASE WHEN e.body ? 'scope' THEN ARRAY(SELECT jsonb_array_elements_text(e.body -> 'scope')) END,
          ARRAY(SELECT jsonb_object_keys(e.body -> 'attrs')),
-         ST_SetSRID(ST_GeomFromGeoJSON(e.geo), 4326), e.multi, e.created_at, e.modified_at, e.body
-  FROM unnest($2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
+         ST_GeomFromEWKB(e.geo), e.multi, e.created_at, e.modified_at, e.body
+  FROM unnest($2::text[], $3::bytea[], $4::bool[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
     AS e(id, geo, multi, created_at, modified_at, body)
   ON CONFLICT (tenant, id) DO UPDATE SET
     types = EXCLUDED.types, scopes = EXCLUDED.scopes, attr_names = EXCLUDED.attr_names,
@@ -269,7 +272,7 @@ const UPSERT_ENTITIES: &str = "INSERT INTO entities
 /// The columns of [`UPSERT_ENTITIES`], one array each.
 struct EntityColumns<'a> {
     id: Vec<&'a str>,
-    geo: Vec<Option<String>>,
+    geo: Vec<Option<Vec<u8>>>,
     multi: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
     modified_at: Vec<DateTime<Utc>>,
@@ -344,6 +347,20 @@ impl<'a> EntityColumns<'a> {
             &self.body,
         ]
     }
+}
+
+/// Executes `statement` when `needed`; otherwise nothing is sent and no row counts. The write
+/// pipeline joins one of these per statement, each sent only when the write has rows for it.
+async fn execute_if(
+    client: &deadpool_postgres::Object,
+    needed: bool,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    if !needed {
+        return Ok(0);
+    }
+    client.execute(statement, params).await
 }
 
 impl PgStore {
@@ -496,7 +513,7 @@ impl PgStore {
         let mut ids: Vec<&str> = steps.iter().map(|(id, _)| id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let (lock, read) = try_join(
+        let (lock, read, watch) = try_join3(
             client.prepare_cached(
                 "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT
                    hashtextextended($1 || chr(1) || i, 0) AS k FROM unnest($2::text[]) AS i) l
@@ -504,19 +521,23 @@ impl PgStore {
             ),
             client
                 .prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)"),
+            client.prepare_cached("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant = $1)"),
         )
         .await
         .map_err(db_error)?;
         // Statements are pipelined: each future sends its statement when first polled, and the
         // joins poll in order. The read is a statement of its own, so that its snapshot is taken
-        // after the locks are held.
-        let (_, _, rows) = try_join3(
+        // after the locks are held. Whether the tenant has subscriptions decides whether the
+        // changes are recorded (see RECORD_SQL).
+        let (_, _, rows, watched) = try_join4(
             client.batch_execute("BEGIN"),
             client.execute(&lock, &[&tenant, &ids]),
             client.query(&read, &[&tenant, &ids]),
+            client.query_one(&watch, &[&tenant]),
         )
         .await
         .map_err(db_error)?;
+        let watched: bool = watched.get(0);
         let mut stored = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
             stored.insert(row.get::<_, String>(0), Arc::new(decode(&row, 1)?));
@@ -534,8 +555,8 @@ impl PgStore {
             .map(|(id, _)| id.as_str())
             .collect();
         let history = HistoryColumns::new(&planned.history);
-        // The change feed's records: every written id with its body after (the bodies before are
-        // read by the statement itself, which is sent first).
+        // The change feed's records, when the tenant has subscriptions: every written id with its
+        // body after (the bodies before are read by the statement itself, which is sent first).
         let mut bodies = puts.body.iter();
         let (changed, after): (Vec<&str>, Vec<Option<&BodyText>>) = planned
             .writes
@@ -563,36 +584,21 @@ impl PgStore {
         // before it is sent (encoding) ends the join before COMMIT is sent.
         let change_params: [&(dyn ToSql + Sync); 3] = [&tenant, &changed, &after];
         let new_tenant = !puts.id.is_empty() && !self.knows_tenant(tenant);
-        let write = async {
-            if puts.id.is_empty() {
-                return Ok(0);
-            }
-            client.execute(&upsert, &puts.params(&tenant)).await
-        };
-        let register_tenant = async {
-            if !new_tenant {
-                return Ok(0);
-            }
-            client.execute(&add_tenant, &[&tenant]).await
-        };
-        let delete = async {
-            if deleted.is_empty() {
-                return Ok(0);
-            }
-            client.execute(&delete, &[&tenant, &deleted]).await
-        };
-        let record_history = async {
-            if planned.history.is_empty() {
-                return Ok(0);
-            }
-            client.execute(&insert, &history.params(&tenant)).await
-        };
+        let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
+        let delete_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deleted];
+        let (put_params, history_params) = (puts.params(&tenant), history.params(&tenant));
+        let record_changes = execute_if(client, watched, &record, &change_params);
+        let write = execute_if(client, !puts.id.is_empty(), &upsert, &put_params);
+        let register_tenant = execute_if(client, new_tenant, &add_tenant, &tenant_param);
+        let delete = execute_if(client, !deleted.is_empty(), &delete, &delete_params);
+        let record_history = execute_if(
+            client,
+            !planned.history.is_empty(),
+            &insert,
+            &history_params,
+        );
         try_join3(
-            try_join3(
-                client.execute(&record, &change_params),
-                write,
-                register_tenant,
-            ),
+            try_join3(record_changes, write, register_tenant),
             try_join(delete, record_history),
             client.batch_execute("COMMIT"),
         )
