@@ -7,6 +7,7 @@
 //! evaluator sees them; a third coordinate is kept in the entity body, not in the query column.
 
 use serde_json::Value;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 /// The SRID of every stored geometry: WGS 84 longitude/latitude, as GeoJSON's coordinates are.
 const SRID: u32 = 4326;
@@ -20,6 +21,28 @@ pub fn from_geojson(value: &Value) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(32);
     geometry(&mut out, value, true)?;
     Some(out)
+}
+
+/// EWKB bytes sent as a PostGIS `geometry` value (whose binary form is EWKB), as binary COPY
+/// sends every column in its binary form.
+#[derive(Debug)]
+pub struct Ewkb(pub Vec<u8>);
+
+impl ToSql for Ewkb {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        ty.name() == "geometry"
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// The WKB geometry type codes.

@@ -25,6 +25,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::NoTls;
 
@@ -170,79 +171,75 @@ fn time_conditions<'a>(
     conditions
 }
 
-/// Inserts every history record of a write at once: $1 tenant, then one array per column (all of
-/// the same length), the entity id first.
-const INSERT_HISTORY: &str = "INSERT INTO attribute_instances
+/// Writes history records with binary COPY, the fastest way into a table that PostgreSQL has (one
+/// WAL record per page of rows instead of one per row, no parameter arrays to build and unnest).
+const COPY_HISTORY: &str = "COPY attribute_instances
     (tenant, entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at,
      deleted_at, value, num, location)
-  SELECT $1, h.entity_id, h.attr, h.dataset_id, h.instance_id, h.kind, h.observed_at, h.created_at,
-         h.modified_at, h.deleted_at, h.value, h.num, ST_GeomFromEWKB(h.geo)
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-              $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::float8[],
-              $13::bytea[])
-    AS h(entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at,
-         value, num, geo)";
+  FROM STDIN (FORMAT binary)";
 
-/// The columns of [`INSERT_HISTORY`], one array each.
-struct HistoryColumns<'a> {
-    entity_id: Vec<&'a str>,
-    attr: Vec<Option<&'a str>>,
-    dataset_id: Vec<Option<&'a str>>,
-    instance_id: Vec<&'a str>,
-    kind: Vec<Option<&'static str>>,
-    observed_at: Vec<Option<DateTime<Utc>>>,
-    created_at: Vec<DateTime<Utc>>,
-    modified_at: Vec<DateTime<Utc>>,
-    deleted_at: Vec<Option<DateTime<Utc>>>,
-    value: Vec<Option<&'a Value>>,
-    num: Vec<Option<f64>>,
-    geo: Vec<Option<Vec<u8>>>,
-}
+/// A statement whose one column is of the PostGIS `geometry` type, prepared (and cached) per
+/// connection to learn the type's OID, which differs between databases: binary COPY needs the type
+/// of every column.
+const GEOMETRY_PROBE: &str = "SELECT NULL::geometry";
 
-impl<'a> HistoryColumns<'a> {
-    fn new(history: &'a [(String, InstanceChange)]) -> HistoryColumns<'a> {
-        let records = || history.iter().map(|(_, r)| r);
-        HistoryColumns {
-            entity_id: history.iter().map(|(id, _)| id.as_str()).collect(),
-            attr: records().map(|r| r.attr.as_deref()).collect(),
-            dataset_id: records().map(|r| r.dataset_id.as_deref()).collect(),
-            instance_id: records().map(|r| r.instance_id.as_str()).collect(),
-            kind: records().map(|r| r.kind.map(AttrKind::name)).collect(),
-            observed_at: records().map(|r| r.observed_at).collect(),
-            created_at: records().map(|r| r.created_at).collect(),
-            modified_at: records().map(|r| r.modified_at).collect(),
-            deleted_at: records().map(|r| r.deleted_at).collect(),
-            value: records().map(|r| r.value.as_ref()).collect(),
-            num: records().map(|r| r.num).collect(),
-            // The EWKB of GeoProperty values, for the geometry column.
-            geo: records()
-                .map(|r| match (r.kind, &r.value) {
-                    (Some(AttrKind::GeoProperty), Some(v)) => {
-                        v.get("value").and_then(ewkb::from_geojson)
-                    }
-                    _ => None,
-                })
-                .collect(),
-        }
+/// Copies the history records (entity id, record) of one tenant into `attribute_instances` with
+/// [`COPY_HISTORY`] (`copy`), on a connection inside a transaction; `probe` is the connection's
+/// [`GEOMETRY_PROBE`].
+async fn copy_history(
+    client: &tokio_postgres::Client,
+    copy: &tokio_postgres::Statement,
+    probe: &tokio_postgres::Statement,
+    tenant: &str,
+    history: &[(String, InstanceChange)],
+) -> Result<u64, tokio_postgres::Error> {
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::JSONB,
+        Type::FLOAT8,
+        probe.columns()[0].type_().clone(),
+    ];
+    let sink = client.copy_in(copy).await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    for (id, r) in history {
+        // The geometry column holds the value of GeoProperty instances.
+        let location = match (r.kind, &r.value) {
+            (Some(AttrKind::GeoProperty), Some(v)) => {
+                v.get("value").and_then(ewkb::from_geojson).map(ewkb::Ewkb)
+            }
+            _ => None,
+        };
+        let kind = r.kind.map(AttrKind::name);
+        writer
+            .as_mut()
+            .write(&[
+                &tenant,
+                id,
+                &r.attr,
+                &r.dataset_id,
+                &r.instance_id,
+                &kind,
+                &r.observed_at,
+                &r.created_at,
+                &r.modified_at,
+                &r.deleted_at,
+                &r.value,
+                &r.num,
+                &location,
+            ])
+            .await?;
     }
-
-    fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 13] {
-        [
-            tenant,
-            &self.entity_id,
-            &self.attr,
-            &self.dataset_id,
-            &self.instance_id,
-            &self.kind,
-            &self.observed_at,
-            &self.created_at,
-            &self.modified_at,
-            &self.deleted_at,
-            &self.value,
-            &self.num,
-            &self.geo,
-        ]
-    }
+    writer.finish().await
 }
 
 /// The row version of an entity (see [`cache::Version`]): the transaction that wrote it, as a
@@ -554,7 +551,6 @@ impl PgStore {
             .filter(|(_, e)| e.is_none())
             .map(|(id, _)| id.as_str())
             .collect();
-        let history = HistoryColumns::new(&planned.history);
         // The change feed's records, when the tenant has subscriptions: every written id with its
         // body after (the bodies before are read by the statement itself, which is sent first).
         let mut bodies = puts.body.iter();
@@ -563,7 +559,9 @@ impl PgStore {
             .iter()
             .map(|(id, e)| (id.as_str(), e.as_ref().and_then(|_| bodies.next())))
             .unzip();
-        let (record, upsert, add_tenant, delete, insert) = try_join(
+        // Every statement is prepared before any is sent: a statement sent while another is still
+        // being prepared would go out of order (COMMIT before the COPY).
+        let (record, upsert, add_tenant, delete, copy, probe) = try_join(
             try_join3(
                 client.prepare_cached(RECORD_SQL),
                 client.prepare_cached(UPSERT_ENTITIES),
@@ -571,13 +569,14 @@ impl PgStore {
                     "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
                 ),
             ),
-            try_join(
+            try_join3(
                 client.prepare_cached("DELETE FROM entities WHERE tenant = $1 AND id = ANY($2)"),
-                client.prepare_cached(INSERT_HISTORY),
+                client.prepare_cached(COPY_HISTORY),
+                client.prepare_cached(GEOMETRY_PROBE),
             ),
         )
         .await
-        .map(|((r, u, t), (d, i))| (r, u, t, d, i))
+        .map(|((r, u, t), (d, c, p))| (r, u, t, d, c, p))
         .map_err(db_error)?;
         // Every statement of the write, then COMMIT, pipelined in this order. A statement that
         // fails in the database aborts the transaction (COMMIT then rolls back); one that fails
@@ -586,17 +585,17 @@ impl PgStore {
         let new_tenant = !puts.id.is_empty() && !self.knows_tenant(tenant);
         let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
         let delete_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deleted];
-        let (put_params, history_params) = (puts.params(&tenant), history.params(&tenant));
+        let put_params = puts.params(&tenant);
         let record_changes = execute_if(client, watched, &record, &change_params);
         let write = execute_if(client, !puts.id.is_empty(), &upsert, &put_params);
         let register_tenant = execute_if(client, new_tenant, &add_tenant, &tenant_param);
         let delete = execute_if(client, !deleted.is_empty(), &delete, &delete_params);
-        let record_history = execute_if(
-            client,
-            !planned.history.is_empty(),
-            &insert,
-            &history_params,
-        );
+        let record_history = async {
+            if planned.history.is_empty() {
+                return Ok(0);
+            }
+            copy_history(client, &copy, &probe, tenant, &planned.history).await
+        };
         try_join3(
             try_join3(record_changes, write, register_tenant),
             try_join(delete, record_history),
@@ -959,8 +958,13 @@ impl PgStore {
         if !add.is_empty() {
             let add: Vec<(String, InstanceChange)> =
                 add.into_iter().map(|r| (id.to_string(), r)).collect();
-            let columns = HistoryColumns::new(&add);
-            tx.execute(INSERT_HISTORY, &columns.params(&tenant))
+            let (copy, probe) = try_join(
+                tx.prepare_cached(COPY_HISTORY),
+                tx.prepare_cached(GEOMETRY_PROBE),
+            )
+            .await
+            .map_err(db_error)?;
+            copy_history(tx.client(), &copy, &probe, tenant, &add)
                 .await
                 .map_err(db_error)?;
         }
