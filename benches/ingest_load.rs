@@ -6,8 +6,9 @@
 //! MQTT ingestion on a unique topic prefix and client id) and measures, history always on:
 //!
 //! 1. batch upsert: `Sensor` entities (4 attributes) with POST /entityOperations/upsert in batches,
-//!    first creating them, then replacing every attribute value (entities/s, attribute
-//!    instances/s: one history row per attribute, verified);
+//!    first creating them, then replacing every attribute value in each of `rounds` rounds
+//!    (entities/s, attribute instances/s: one history row per attribute, verified; the median
+//!    round is reported, as is the median of `rounds` timings of the create step's raw COPY);
 //! 2. PATCH /entities/{id}/attrs of one attribute on a random entity with a fixed number of
 //!    requests in flight for a fixed time (req/s, p50/p99 latency);
 //! 3. MQTT ingest: a publisher sends QoS 1 attribute updates to `<prefix>/entities/<id>/attrs`
@@ -37,6 +38,7 @@
 //! Environment overrides (defaults in brackets): INGEST_LOAD_ENTITIES [20000], INGEST_LOAD_BATCH
 //! [1000], INGEST_LOAD_BATCH_CONCURRENCY [1] (batches in flight, for twinlink's upserts and the
 //! raw PostgreSQL COPY alike, each raw batch on a connection of its own; raw redb has one writer),
+//! INGEST_LOAD_ROUNDS [3] (replace rounds, and timings of the create step's raw COPY),
 //! INGEST_LOAD_SECONDS [10] (PATCH measuring time), INGEST_LOAD_WARMUP [1],
 //! INGEST_LOAD_CONCURRENCY [32], INGEST_LOAD_WORKERS [2], INGEST_LOAD_POOL [16] (twinlink's
 //! database pool, also the raw PATCH connections), INGEST_LOAD_MQTT_MESSAGES [20000],
@@ -79,6 +81,10 @@ struct Config {
     entities: usize,
     batch: usize,
     batch_concurrency: usize,
+    /// Measured rounds of the batch steps: the create step's raw COPY is timed this many times,
+    /// and this many replace rounds follow the create, each beside its raw replace; medians are
+    /// reported (one short run on a shared host can be off by a third).
+    rounds: usize,
     seconds: f64,
     warmup: f64,
     concurrency: usize,
@@ -101,6 +107,7 @@ impl Config {
             entities,
             batch: env_or("INGEST_LOAD_BATCH", 1_000),
             batch_concurrency: env_or("INGEST_LOAD_BATCH_CONCURRENCY", 1usize).max(1),
+            rounds: env_or("INGEST_LOAD_ROUNDS", 3usize).max(1),
             seconds: env_or("INGEST_LOAD_SECONDS", 10.0),
             warmup: env_or("INGEST_LOAD_WARMUP", 1.0),
             concurrency: env_or("INGEST_LOAD_CONCURRENCY", 32),
@@ -172,6 +179,13 @@ struct Batched {
 }
 
 impl Batched {
+    /// The run of median time (the upper one of an even number).
+    fn median(mut runs: Vec<Batched>) -> Batched {
+        runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let middle = runs.len() / 2;
+        runs.swap_remove(middle)
+    }
+
     fn rows_per_s(&self) -> f64 {
         (self.entities + self.instances) as f64 / self.seconds
     }
@@ -954,31 +968,40 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         let (raw_batches, raw_redb) = match (broker.store.backend(), &database_url) {
             (Backend::Postgres(_), Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
-                (pg_raw_copy(url, &batches, false, cfg.batch_concurrency).await, None)
+                let mut runs = Vec::with_capacity(cfg.rounds);
+                for _ in 0..cfg.rounds {
+                    let run = pg_raw_copy(url, &batches, false, cfg.batch_concurrency).await;
+                    run.print_beside("raw", &create);
+                    runs.push(run);
+                }
+                (Batched::median(runs), None)
             }
             (Backend::Embedded(store), _) => {
                 let batches = redb_snapshot(store, cfg.batch).await;
                 let (b, raw) = redb_raw_batches(dir.path(), batches);
+                b.print_beside("raw", &create);
                 (b, Some(raw))
             }
             _ => unreachable!("a database URL goes with the PostgreSQL store"),
         };
-        raw_batches.print_beside("raw", &create);
-        let replace = upsert_round(&client, &base, cfg, 1).await;
-        println!(
-            "replace: {:.2} s = {:.0} entities/s",
-            replace.seconds,
-            replace.entities as f64 / replace.seconds
-        );
-        let raw_replace = match &database_url {
-            Some(url) if raw_redb.is_none() => {
+        let (mut replaces, mut raw_replaces) = (Vec::new(), Vec::new());
+        for round in 1..=cfg.rounds {
+            let replace = upsert_round(&client, &base, cfg, round).await;
+            println!(
+                "replace {round}: {:.2} s = {:.0} entities/s",
+                replace.seconds,
+                replace.entities as f64 / replace.seconds
+            );
+            if let (Some(url), None) = (&database_url, &raw_redb) {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
                 let raw = pg_raw_copy(url, &batches, true, cfg.batch_concurrency).await;
-                raw.print_beside("raw replace", &replace);
-                Some(raw)
+                raw.print_beside(&format!("raw replace {round}"), &replace);
+                raw_replaces.push(raw);
             }
-            _ => None,
-        };
+            replaces.push(replace);
+        }
+        let replace = Batched::median(replaces);
+        let raw_replace = (!raw_replaces.is_empty()).then(|| Batched::median(raw_replaces));
         let patch = patch_load(&client, &base, cfg).await;
         println!(
             "PATCH: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed {:?}",
@@ -1027,8 +1050,8 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
             .iter()
             .map(|(_, h)| h.len())
             .sum();
-        // Two upsert rounds, every PATCH (warm-up included), the MQTT probe and messages.
-        let expected = 2 * cfg.entities * ATTRS
+        // The upsert rounds, every PATCH (warm-up included), the MQTT probe and messages.
+        let expected = (1 + cfg.rounds) * cfg.entities * ATTRS
             + patch.writes
             + mqtt.as_ref().map_or(0, |m| 1 + m.recorded);
         handle.stop(true).await;
@@ -1055,8 +1078,8 @@ fn main() {
     }
     let cfg = Config::from_env();
     println!(
-        "ingest_load: {} entities x {ATTRS} attributes, batches of {} ({} in flight), PATCH {} s after {} s warm-up with {} in flight, {} workers, pool {}, MQTT {} messages over {} entities; {} cores; load {}",
-        cfg.entities, cfg.batch, cfg.batch_concurrency, cfg.seconds, cfg.warmup, cfg.concurrency, cfg.workers, cfg.pool,
+        "ingest_load: {} entities x {ATTRS} attributes, batches of {} ({} in flight; medians of {} rounds), PATCH {} s after {} s warm-up with {} in flight, {} workers, pool {}, MQTT {} messages over {} entities; {} cores; load {}",
+        cfg.entities, cfg.batch, cfg.batch_concurrency, cfg.rounds, cfg.seconds, cfg.warmup, cfg.concurrency, cfg.workers, cfg.pool,
         cfg.mqtt_messages, cfg.mqtt_entities,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
