@@ -343,8 +343,8 @@ impl Broker {
         let old = self.instance_record(target, attr, instance_id).await?;
         let stored: Attribute = old
             .value
-            .clone()
-            .and_then(|v| serde_json::from_value(v).ok())
+            .as_ref()
+            .and_then(|v| v.parse())
             .ok_or_else(|| NgsiError::internal("a stored instance does not decode"))?;
         let mut record = history::written(attr, &patched(&stored, patch, now)?);
         record.instance_id = old.instance_id.clone();

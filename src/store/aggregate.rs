@@ -154,8 +154,7 @@ fn distinct_key(r: &InstanceChange) -> String {
             "j{}",
             r.value
                 .as_ref()
-                .and_then(|v| v.get("value"))
-                .map(serde_json::Value::to_string)
+                .and_then(|v| v.json().get("value").map(serde_json::Value::to_string))
                 .unwrap_or_default()
         ),
     }

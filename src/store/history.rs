@@ -12,12 +12,13 @@
 //! value the list of scopes, observedAt a copy of modifiedAt) whenever a write sets or changes
 //! the scope, and a deletion record when a write removes it.
 
+pub use super::json_text::JsonText;
 use crate::model::validate::date_time;
 use crate::model::{format_time, AttrKind, Attribute, Entity};
 pub use crate::service::entities::SCOPE_IRI;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
@@ -36,7 +37,7 @@ pub struct InstanceChange {
     pub kind: Option<AttrKind>,
     /// The whole instance in its stored (serde) form; `None` when deleted. For an entity-level
     /// record, the entity's `types` and `scope`, so that a deleted entity stays findable by type.
-    pub value: Option<Value>,
+    pub value: Option<JsonText>,
     /// The value member when it is a number (for aggregations).
     pub num: Option<f64>,
     /// The instance's observedAt, when it has one (never on deletions).
@@ -231,7 +232,7 @@ pub fn written(name: &str, a: &Attribute) -> InstanceChange {
         dataset_id: a.dataset_id.clone(),
         instance_id: fresh_instance_id(),
         kind: Some(a.kind),
-        value: Some(serde_json::to_value(a).expect("an attribute serialises")),
+        value: Some(JsonText::of(a)),
         num: a.value.as_f64(),
         observed_at: a
             .observed_at
@@ -339,7 +340,9 @@ pub fn changes(
                 dataset_id: None,
                 instance_id: fresh_instance_id(),
                 kind: None,
-                value: Some(json!({ "types": old.types, "scope": old.scope })),
+                value: Some(JsonText::of(
+                    &json!({ "types": old.types, "scope": old.scope }),
+                )),
                 num: None,
                 observed_at: None,
                 created_at: micros(old.created_at),
@@ -355,6 +358,7 @@ pub fn changes(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use serde_json::Value;
 
     const TEMP: &str = "https://example.org/temperature";
     const NAME: &str = "https://example.org/name";
@@ -426,7 +430,7 @@ mod tests {
         );
         let first = &records[0];
         assert_eq!(first.kind, Some(AttrKind::Property));
-        assert_eq!(first.value, Some(serde_json::to_value(&temp).unwrap()));
+        assert_eq!(first.value, Some(JsonText::of(&temp)));
         assert_eq!(first.num, Some(21.5));
         assert_eq!(
             first.observed_at,
@@ -523,7 +527,10 @@ mod tests {
             ]
         );
         for r in &records {
-            assert_eq!((r.value.as_ref(), r.num, r.observed_at), (None, None, None));
+            assert_eq!(
+                (r.value.is_none(), r.num, r.observed_at),
+                (true, None, None)
+            );
             assert_eq!(
                 (r.modified_at, r.deleted_at, r.created_at),
                 (t(7), Some(t(7)), t(0))
@@ -546,7 +553,7 @@ mod tests {
             (None, Some(t(8)), t(0))
         );
         assert_eq!(
-            e.value,
+            e.value.as_ref().map(JsonText::json),
             Some(json!({"types": ["https://example.org/Room"], "scope": null}))
         );
         assert!(changes(None, None, t(8)).is_empty());
@@ -569,7 +576,7 @@ mod tests {
         assert_eq!(summary(&changed), vec![(Some(SCOPE_IRI), None, false)]);
         let r = &changed[0];
         assert_eq!((r.observed_at, r.modified_at), (Some(t(4)), t(4)));
-        let a: Attribute = serde_json::from_value(r.value.clone().unwrap()).unwrap();
+        let a: Attribute = r.value.as_ref().unwrap().parse().unwrap();
         assert_eq!(a.value, json!(["/B", "/C"]));
         assert_eq!(a.observed_at, Some(format_time(&t(4))));
         new.scope = None;

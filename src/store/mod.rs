@@ -7,6 +7,7 @@ pub mod changes;
 pub mod combine;
 pub mod embedded;
 pub mod history;
+pub mod json_text;
 pub mod postgres;
 
 use crate::error::{ErrorKind, NgsiError, NgsiResult};

@@ -45,7 +45,7 @@ pub fn instant(t: DateTime<Utc>) -> String {
 /// so.
 fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
     if let Some(v) = &r.value {
-        return serde_json::from_value(v.clone()).ok();
+        return v.parse();
     }
     let kind = r.kind?;
     let null = Value::String(NGSI_LD_NULL.into());

@@ -19,7 +19,7 @@ fn set_at(r: &InstanceChange) -> DateTime<Utc> {
 
 /// The scopes a record sets; `None` for a deletion.
 fn scopes_of(r: &InstanceChange) -> Option<Vec<String>> {
-    let a: Attribute = serde_json::from_value(r.value.clone()?).ok()?;
+    let a: Attribute = r.value.as_ref()?.parse()?;
     crate::model::parse::scopes(&a.value).ok()
 }
 

@@ -12,6 +12,7 @@ pub mod sql;
 use super::aggregate::{AggrMethod, AggregateQuery, Bucket};
 use super::changes::{ChangeFeed, RECORD_SQL};
 use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
+use super::json_text::JsonText;
 use super::{run_steps, Step};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{AttrKind, Entity};
@@ -183,6 +184,12 @@ const COPY_HISTORY: &str = "COPY attribute_instances
 /// of every column.
 const GEOMETRY_PROBE: &str = "SELECT NULL::geometry";
 
+/// The `value` member of a stored attribute instance (a GeoProperty's geometry).
+#[derive(serde::Deserialize)]
+struct ValueMember {
+    value: Value,
+}
+
 /// Copies the history records (entity id, record) of one tenant into `attribute_instances` with
 /// [`COPY_HISTORY`] (`copy`), on a connection inside a transaction; `probe` is the connection's
 /// [`GEOMETRY_PROBE`].
@@ -214,9 +221,10 @@ async fn copy_history(
     for (id, r) in history {
         // The geometry column holds the value of GeoProperty instances.
         let location = match (r.kind, &r.value) {
-            (Some(AttrKind::GeoProperty), Some(v)) => {
-                v.get("value").and_then(ewkb::from_geojson).map(ewkb::Ewkb)
-            }
+            (Some(AttrKind::GeoProperty), Some(v)) => v
+                .parse::<ValueMember>()
+                .and_then(|m| ewkb::from_geojson(&m.value))
+                .map(ewkb::Ewkb),
             _ => None,
         };
         let kind = r.kind.map(AttrKind::name);
@@ -273,34 +281,22 @@ struct EntityColumns<'a> {
     multi: Vec<bool>,
     created_at: Vec<DateTime<Utc>>,
     modified_at: Vec<DateTime<Utc>>,
-    body: Vec<BodyText>,
+    body: Vec<JsonText>,
 }
 
-/// An entity body serialized once (straight from the model, no intermediate `Value` tree) and
-/// sent as `jsonb` to the upsert and as `text` to the change record, which parses it only when the
-/// tenant has subscriptions: PostgreSQL parses each written body once.
-#[derive(Debug)]
-struct BodyText(String);
-
-impl BodyText {
-    fn of(e: &Entity) -> NgsiResult<BodyText> {
-        serde_json::to_string(e)
-            .map(BodyText)
-            .map_err(|e| NgsiError::internal(format!("an entity does not serialize: {e}")))
-    }
-}
-
-impl ToSql for BodyText {
+/// JSON text goes to PostgreSQL as it is: as `jsonb` (its binary form is a version byte and the
+/// text) or as `text` (the change record, which parses the body only when it records it).
+/// PostgreSQL parses each written body and record once; the broker serializes each once.
+impl ToSql for JsonText {
     fn to_sql(
         &self,
         ty: &Type,
         out: &mut bytes::BytesMut,
     ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         if *ty == Type::JSONB {
-            // The version byte of jsonb's binary format, followed by the JSON text.
             out.extend_from_slice(&[1]);
         }
-        out.extend_from_slice(self.0.as_bytes());
+        out.extend_from_slice(self.text().as_bytes());
         Ok(tokio_postgres::types::IsNull::No)
     }
 
@@ -309,6 +305,26 @@ impl ToSql for BodyText {
     }
 
     tokio_postgres::types::to_sql_checked!();
+}
+
+/// A `jsonb` column read back as its text, checked to be JSON but not parsed into a tree.
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<JsonText, Box<dyn std::error::Error + Sync + Send>> {
+        let text = match *ty {
+            Type::JSONB => raw
+                .strip_prefix(&[1])
+                .ok_or("a jsonb value of an unknown binary version")?,
+            _ => raw,
+        };
+        Ok(JsonText::from_text(std::str::from_utf8(text)?.to_owned())?)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSONB | Type::JSON)
+    }
 }
 
 impl<'a> EntityColumns<'a> {
@@ -328,7 +344,7 @@ impl<'a> EntityColumns<'a> {
             c.multi.push(multi);
             c.created_at.push(e.created_at);
             c.modified_at.push(e.modified_at);
-            c.body.push(BodyText::of(e)?);
+            c.body.push(JsonText::of(e));
         }
         Ok(c)
     }
@@ -554,7 +570,7 @@ impl PgStore {
         // The change feed's records, when the tenant has subscriptions: every written id with its
         // body after (the bodies before are read by the statement itself, which is sent first).
         let mut bodies = puts.body.iter();
-        let (changed, after): (Vec<&str>, Vec<Option<&BodyText>>) = planned
+        let (changed, after): (Vec<&str>, Vec<Option<&JsonText>>) = planned
             .writes
             .iter()
             .map(|(id, e)| (id.as_str(), e.as_ref().and_then(|_| bodies.next())))
