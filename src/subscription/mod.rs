@@ -27,6 +27,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 pub struct Live {
     /// The compiled subscription.
     pub sub: Subscription,
+    /// When it was registered: a reload forgets only what was registered before it read the
+    /// store (see [`unseen_before`]).
+    registered: Instant,
     /// Delivery statistics, updated by every outcome.
     stats: Mutex<Stats>,
     /// When the last notification was queued (throttling).
@@ -100,6 +103,7 @@ impl Notifier {
             .filter(|s| s.events() >= sub.record.stats.events())
             .unwrap_or_else(|| sub.record.stats.clone());
         let live = Arc::new(Live {
+            registered: Instant::now(),
             stats: Mutex::new(stats),
             last_sent: Mutex::new(None),
             periodic: Mutex::new(None),
@@ -306,9 +310,10 @@ async fn reload(broker: &Arc<Broker>, tenant: &str, id: &str) -> NgsiResult<()> 
 /// Loads every stored subscription, retrying while the store is unavailable.
 async fn load_all(broker: &Arc<Broker>) {
     let mut delay = Duration::from_millis(200);
-    let all = loop {
+    let (read_at, all) = loop {
+        let read_at = Instant::now();
         match broker.store.subscriptions().await {
-            Ok(all) => break all,
+            Ok(all) => break (read_at, all),
             Err(e) => {
                 tracing::debug!(error = %e, "subscriptions not loaded yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -336,18 +341,36 @@ async fn load_all(broker: &Arc<Broker>) {
             }
         }
     }
-    // Forget subscriptions deleted while this instance was not listening.
-    let stale: Vec<Key> = match broker.notifier.subs.read() {
-        Ok(subs) => subs
-            .iter()
-            .flat_map(|(t, m)| m.keys().map(move |id| (t.clone(), id.clone())))
-            .filter(|k| !seen.contains(k))
-            .collect(),
+    // Forget subscriptions deleted while this instance was not listening, but not one registered
+    // (created on this instance) after the store was read: the read could not see it.
+    let stale = match broker.notifier.subs.read() {
+        Ok(subs) => unseen_before(
+            subs.iter().flat_map(|(t, m)| {
+                m.iter()
+                    .map(move |(id, live)| ((t.clone(), id.clone()), live.registered))
+            }),
+            &seen,
+            read_at,
+        ),
         Err(_) => Vec::new(),
     };
     for (tenant, id) in stale {
         broker.notifier.remove(&tenant, &id);
     }
+}
+
+/// The registered subscriptions (key, registration time) that a reload which read the store at
+/// `read_at` and found `seen` there must forget: those it did not find and that were registered
+/// before it read. One registered later was created after the read began, and stays.
+fn unseen_before(
+    registered: impl Iterator<Item = (Key, Instant)>,
+    seen: &HashSet<Key>,
+    read_at: Instant,
+) -> Vec<Key> {
+    registered
+        .filter(|(k, at)| *at < read_at && !seen.contains(k))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// Starts the notification machinery of a broker: loads the stored subscriptions, consumes the
@@ -443,5 +466,31 @@ pub async fn claim_now(broker: &Broker) {
                 *owned = Some(held);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> Key {
+        ("".to_string(), id.to_string())
+    }
+
+    #[test]
+    fn a_reload_forgets_only_what_it_missed_among_the_older_registrations() {
+        let before = Instant::now();
+        let read_at = before + Duration::from_millis(10);
+        let after = read_at + Duration::from_millis(10);
+        let registered = vec![
+            (key("deleted elsewhere"), before),
+            (key("still stored"), before),
+            (key("created during the reload"), after),
+        ];
+        let seen: HashSet<Key> = [key("still stored")].into_iter().collect();
+        assert_eq!(
+            unseen_before(registered.into_iter(), &seen, read_at),
+            vec![key("deleted elsewhere")]
+        );
     }
 }
