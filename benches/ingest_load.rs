@@ -285,13 +285,7 @@ async fn upsert_round(client: &reqwest::Client, base: &str, cfg: &Config, round:
     let (expected, url) = (if round == 0 { 201 } else { 204 }, &url);
     futures_util::stream::iter(bodies)
         .for_each_concurrent(cfg.batch_concurrency, |body| async move {
-            let response = client
-                .post(url)
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("upsert");
+            let response = support::post_json(client, url, body).await;
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
             assert_eq!(

@@ -552,13 +552,7 @@ async fn load(
         let body = serde_json::to_vec(&Value::Array(chunk.iter().map(entity_json).collect()))
             .expect("JSON");
         bytes += body.len();
-        let response = client
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("upsert");
+        let response = support::post_json(client, &url, body).await;
         let status = response.status();
         if status != reqwest::StatusCode::CREATED && status != reqwest::StatusCode::NO_CONTENT {
             let text = response.text().await.unwrap_or_default();

@@ -62,13 +62,8 @@ async fn load(client: &reqwest::Client, base: &str, sensor: usize, data: &[(Date
                 "type": "Property", "value": v, "observedAt": iso(*t)
             })).collect::<Vec<_>>(),
         });
-        let r = client
-            .post(format!("{base}{BASE}/temporal/entities"))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("load request");
+        let url = format!("{base}{BASE}/temporal/entities");
+        let r = support::post_json(client, &url, body.to_string()).await;
         assert!(r.status().is_success(), "load: {}", r.status());
     }
 }

@@ -67,3 +67,19 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         Err(_) => default,
     }
 }
+
+/// POSTs a JSON body (a batch of entities, a temporal entity) to the broker, as the benches load
+/// it.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the request reaches twinlink")
+}

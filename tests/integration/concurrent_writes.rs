@@ -45,10 +45,7 @@ async fn patch(s: &TestServer, entity: &str, fragment: Value) -> u16 {
 /// Connects to the test database and makes it refuse every history row with the number 666
 /// (the constraint `refuse_666`): a write the database refuses in the middle.
 async fn refuse_666(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
+    let client = common::sql_client(url).await;
     client
         .batch_execute(
             "ALTER TABLE attribute_instances ADD CONSTRAINT refuse_666 CHECK (num IS DISTINCT FROM 666)",
@@ -206,10 +203,7 @@ async fn value_updates_add_no_index_entries_on_postgresql() {
     // An update that keeps types, scopes, attribute names and location is heap-only (HOT): no
     // index covers what it changes and the page has room (migration 0009). PostgreSQL publishes
     // its table statistics shortly after the writing connections go idle.
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
+    let client = common::sql_client(&url).await;
     let mut counts = (0i64, 0i64);
     for _ in 0..100 {
         let row = client

@@ -10,10 +10,7 @@ async fn postgis_reads_the_written_ewkb_as_the_geojson_geometry() {
     let Some(url) = common::fresh_database_url().await else {
         return; // The embedded store has no geometry column.
     };
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
+    let client = common::sql_client(&url).await;
     let geometries = [
         json!({"type": "Point", "coordinates": [2.35, 48.85]}),
         json!({"type": "Point", "coordinates": [-73.98, 40.75, 12.5]}),

@@ -9,11 +9,7 @@ use common::TestServer;
 /// Whether the test cluster has a database of this URL's name.
 async fn exists(url: &str) -> bool {
     let (base, name) = url.rsplit_once('/').expect("database URL ends in /<db>");
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test cluster");
-    actix_web::rt::spawn(connection);
+    let client = common::sql_client(&format!("{base}/postgres")).await;
     client
         .query_one(
             "SELECT count(*) FROM pg_database WHERE datname = $1",

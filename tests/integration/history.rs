@@ -514,10 +514,7 @@ async fn both_stores_record_the_same_sequence() {
 
     if let Some(url) = broker.settings.database_url.clone() {
         // PostgreSQL keeps GeoProperty values as geometries.
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        actix_web::rt::spawn(connection);
+        let client = common::sql_client(&url).await;
         let points: Vec<String> = client
             .query(
                 "SELECT ST_AsText(location) FROM attribute_instances WHERE location IS NOT NULL ORDER BY modified_at",

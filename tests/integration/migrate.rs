@@ -1,6 +1,7 @@
 //! `twinlink migrate` against a real PostgreSQL: every migration of `migrations/` is applied once,
 //! concurrent runs (several instances starting together) are safe, and re-runs change nothing.
 
+use crate::common;
 use std::process::{Command, Output};
 
 /// The test cluster's URL for database `name` (None: no test cluster and not under CI, skip).
@@ -22,10 +23,7 @@ fn database_url(test: &str, name: &str) -> Option<String> {
 }
 
 async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test cluster");
-    actix_web::rt::spawn(connection);
+    let client = common::sql_client(url).await;
     client
 }
 

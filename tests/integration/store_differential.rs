@@ -13,6 +13,7 @@
 //! `TWINLINK_DIFF_SEED` replays it; `TWINLINK_DIFF_ENTITIES` and `TWINLINK_DIFF_QUERIES` change the
 //! size.
 
+use crate::common;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -737,11 +738,7 @@ async fn fresh_database() -> Option<(String, String, String)> {
 }
 
 async fn admin_client(base: &str) -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test cluster");
-    tokio::spawn(connection);
+    let client = common::sql_client(&format!("{base}/postgres")).await;
     client
 }
 
@@ -898,10 +895,7 @@ async fn both_stores_and_the_evaluator_agree() {
         let (all, embedded, postgres, url) =
             (all.clone(), embedded.clone(), postgres.clone(), url.clone());
         workers.push(tokio::spawn(async move {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(connection);
+            let client = common::sql_client(&url).await;
             let mut tally = Tally::default();
             for (n, case) in mine {
                 check(&case, n, &all, &embedded, &postgres, &client, &mut tally).await;
@@ -1150,10 +1144,7 @@ async fn explain_key_query_shapes() {
         println!("explain: set TWINLINK_EXPLAIN_DATABASE_URL (see docs/postgres.md)");
         return;
     };
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::sql_client(&url).await;
     let loaded: i64 = client
         .query_one("SELECT count(*) FROM entities WHERE tenant = 'bench'", &[])
         .await

@@ -51,16 +51,22 @@ pub async fn fresh_database_url() -> Option<String> {
         .rsplit_once('/')
         .expect("database URL ends in /<db>");
     let name = format!("tl_{}", uuid::Uuid::new_v4().simple());
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test cluster");
-    actix_web::rt::spawn(connection);
+    let client = sql_client(&format!("{base}/postgres")).await;
     client
         .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
         .await
         .expect("create a test database");
     Some(format!("{base}/{name}"))
+}
+
+/// A client of the PostgreSQL database at `url` (its connection runs as a task of the test's
+/// runtime), for tests that look at or change the database beside the server.
+pub async fn sql_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
 }
 
 /// Drops a database made by [`fresh_database_url`], ending the connections still open to it (the
@@ -481,10 +487,7 @@ impl TestServer {
 
 /// Distinct PostgreSQL transaction ids (xmin) among the rows of `table` (PostgreSQL store only).
 pub async fn writing_transactions(database_url: &str, table: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    actix_web::rt::spawn(connection);
+    let client = sql_client(database_url).await;
     client
         .query_one(
             &format!("SELECT count(DISTINCT xmin::text) FROM {table}"),
