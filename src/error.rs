@@ -16,6 +16,9 @@ pub enum ErrorKind {
     ResourceNotFound,
     /// The resource to create exists already.
     AlreadyExists,
+    /// The operation conflicts with the state of the broker or its registrations (4.3.6.3: an
+    /// exclusive or redirect registration over data that is already held elsewhere).
+    Conflict,
     /// The operation is not supported (e.g. a forbidden attribute type change).
     OperationNotSupported,
     /// The tenant named in `NGSILD-Tenant` does not exist.
@@ -42,7 +45,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest | ErrorKind::BadRequestData => 400,
             ErrorKind::ResourceNotFound | ErrorKind::NonexistentTenant => 404,
-            ErrorKind::AlreadyExists => 409,
+            ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
             ErrorKind::OperationNotSupported => 422,
             ErrorKind::ServiceUnavailable => 503,
             // 504 since GS CIM 009 V1.8.1 (was 503 before).
@@ -62,6 +65,7 @@ impl ErrorKind {
             ErrorKind::BadRequestData => "BadRequestData",
             ErrorKind::ResourceNotFound => "ResourceNotFound",
             ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::Conflict => "Conflict",
             ErrorKind::OperationNotSupported => "OperationNotSupported",
             ErrorKind::NonexistentTenant => "NonexistentTenant",
             ErrorKind::LdContextNotAvailable => "LdContextNotAvailable",
@@ -137,6 +141,7 @@ fn title(kind: ErrorKind) -> &'static str {
         ErrorKind::BadRequestData => "The request contains invalid NGSI-LD data",
         ErrorKind::ResourceNotFound => "The resource was not found",
         ErrorKind::AlreadyExists => "The resource already exists",
+        ErrorKind::Conflict => "The operation conflicts with a registration or with data held here",
         ErrorKind::OperationNotSupported => "The operation is not supported",
         ErrorKind::NonexistentTenant => "The tenant does not exist",
         ErrorKind::LdContextNotAvailable => "A JSON-LD @context could not be retrieved",

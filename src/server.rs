@@ -44,6 +44,7 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
         contexts,
         settings,
         notifier: Default::default(),
+        registry: Default::default(),
     })
 }
 

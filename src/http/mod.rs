@@ -7,6 +7,7 @@ pub mod entities;
 pub mod join;
 pub mod negotiate;
 pub mod query;
+pub mod registrations;
 pub mod response;
 pub mod subscriptions;
 pub mod temporal;
@@ -78,6 +79,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(subscriptions::retrieve))
                     .route(web::patch().to(subscriptions::update))
                     .route(web::delete().to(subscriptions::delete))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/csourceRegistrations")
+                    .route(web::post().to(registrations::create))
+                    .route(web::get().to(registrations::query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/csourceRegistrations/{id}")
+                    .route(web::get().to(registrations::retrieve))
+                    .route(web::patch().to(registrations::update))
+                    .route(web::delete().to(registrations::delete))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

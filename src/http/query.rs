@@ -530,11 +530,22 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'\\')
     .add(b'^');
 
-/// A pagination link (4.12 / 6.3.10): the request's parameters with the new offset, sorted by name.
+/// How the parameters of a pagination link are ordered. The spec leaves it open; clients that
+/// compare links as strings (the ETSI suite among them) expect entity queries sorted by name and
+/// registration discovery in the request's order with limit and offset last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOrder {
+    /// Every parameter sorted by name.
+    Sorted,
+    /// The request's parameters as given, then limit and offset.
+    AsGiven,
+}
+
+/// A pagination link (4.12 / 6.3.10): the request's parameters with the new offset.
 fn page_link(
     req: &HttpRequest,
     info: &RequestInfo,
-    page: Page,
+    (page, order): (Page, LinkOrder),
     offset: usize,
     rel: &str,
 ) -> String {
@@ -546,7 +557,9 @@ fn page_link(
         .collect();
     params.push(("limit".into(), page.limit.to_string()));
     params.push(("offset".into(), offset.to_string()));
-    params.sort();
+    if order == LinkOrder::Sorted {
+        params.sort();
+    }
     let encode = |text: &str| percent_encoding::utf8_percent_encode(text, QUERY_VALUE).to_string();
     let query = params
         .iter()
@@ -599,7 +612,14 @@ async fn respond(
         ),
     };
     let mut response = json_body(info, body);
-    page_headers(&mut response, req, info, page, result.seen, count);
+    page_headers(
+        &mut response,
+        req,
+        info,
+        (page, LinkOrder::Sorted),
+        result.seen,
+        count,
+    );
     Ok(response)
 }
 
@@ -609,7 +629,7 @@ pub fn page_headers(
     response: &mut HttpResponse,
     req: &HttpRequest,
     info: &RequestInfo,
-    page: Page,
+    (page, order): (Page, LinkOrder),
     seen: usize,
     count: bool,
 ) {
@@ -625,13 +645,19 @@ pub fn page_headers(
         links.push(page_link(
             req,
             info,
-            page,
+            (page, order),
             page.offset.saturating_sub(page.limit),
             "prev",
         ));
     }
     if page.limit > 0 && page.offset + page.limit < seen {
-        links.push(page_link(req, info, page, page.offset + page.limit, "next"));
+        links.push(page_link(
+            req,
+            info,
+            (page, order),
+            page.offset + page.limit,
+            "next",
+        ));
     }
     for link in links {
         if let Ok(v) = HeaderValue::from_str(&link) {

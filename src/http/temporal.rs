@@ -7,7 +7,9 @@ use super::entities::{
     SEGMENT, WRITE_OFFERS,
 };
 use super::negotiate::{read_body, Body, RequestInfo};
-use super::query::{entity_query, page, page_headers, query_from_body, require_restriction};
+use super::query::{
+    entity_query, page, page_headers, query_from_body, require_restriction, LinkOrder,
+};
 use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
@@ -260,7 +262,14 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
         .query_temporal(&info.tenant, selection, &query, page, count)
         .await?;
     let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
-    page_headers(&mut response, &req, &info, page, result.seen, count);
+    page_headers(
+        &mut response,
+        &req,
+        &info,
+        (page, LinkOrder::Sorted),
+        result.seen,
+        count,
+    );
     content_range(&mut response, &result.cut);
     Ok(response)
 }
@@ -397,7 +406,14 @@ pub async fn post_query(
         .query_temporal(&info.tenant, selection, &query, page, count)
         .await?;
     let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
-    page_headers(&mut response, &req, &info, page, result.seen, count);
+    page_headers(
+        &mut response,
+        &req,
+        &info,
+        (page, LinkOrder::Sorted),
+        result.seen,
+        count,
+    );
     content_range(&mut response, &result.cut);
     Ok(response)
 }

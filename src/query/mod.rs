@@ -42,6 +42,11 @@ impl ScopePattern {
         Ok(ScopePattern(segments))
     }
 
+    /// Whether the pattern has wildcards (`+` or `#`), so that it names no single scope.
+    pub fn is_wildcard(&self) -> bool {
+        self.0.iter().any(|s| s == "+" || s == "#")
+    }
+
     /// Whether a scope path matches the pattern.
     pub fn matches(&self, scope: &str) -> bool {
         let scope: Vec<&str> = scope

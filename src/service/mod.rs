@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod entities;
 pub mod query;
+pub mod registrations;
 pub mod subscriptions;
 pub mod temporal;
 
@@ -23,6 +24,8 @@ pub struct Broker {
     pub settings: Settings,
     /// Subscriptions and their notifications.
     pub notifier: crate::subscription::Notifier,
+    /// The context source registrations of every tenant (federation).
+    pub registry: crate::federation::Registry,
 }
 
 impl Broker {

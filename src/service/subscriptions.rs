@@ -5,6 +5,7 @@
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::validate;
+use crate::store::Collection;
 use crate::subscription::model::Record;
 use crate::subscription::{self, parse};
 use chrono::Utc;
@@ -56,7 +57,7 @@ impl Broker {
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         if !self
             .store
-            .put_subscription(tenant, &id, &value, true)
+            .put_record(Collection::Subscriptions, tenant, &id, &value, true)
             .await?
         {
             return Err(NgsiError::new(
@@ -73,7 +74,7 @@ impl Broker {
     pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Record> {
         let value = self
             .store
-            .subscription(tenant, id)
+            .record(Collection::Subscriptions, tenant, id)
             .await?
             .ok_or_else(|| missing(id))?;
         let mut record = decode(id, value)?;
@@ -93,7 +94,7 @@ impl Broker {
     /// Every subscription of the tenant, oldest first (5.8.4).
     pub async fn subscriptions(&self, tenant: &str) -> NgsiResult<Vec<Record>> {
         let mut records = Vec::new();
-        for (t, value) in self.store.subscriptions().await? {
+        for (t, value) in self.store.records(Collection::Subscriptions).await? {
             if t != tenant {
                 continue;
             }
@@ -137,7 +138,7 @@ impl Broker {
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         self.store
-            .put_subscription(tenant, id, &value, false)
+            .put_record(Collection::Subscriptions, tenant, id, &value, false)
             .await?;
         self.notifier.register(self, sub);
         Ok(())
@@ -145,7 +146,11 @@ impl Broker {
 
     /// Deletes a subscription (5.8.5).
     pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<()> {
-        if !self.store.delete_subscription(tenant, id).await? {
+        if !self
+            .store
+            .delete_record(Collection::Subscriptions, tenant, id)
+            .await?
+        {
             return Err(missing(id));
         }
         self.notifier.remove(tenant, id);

@@ -511,10 +511,11 @@ impl Store {
         }
     }
 
-    /// Stores a subscription record (JSON); with `create`, only when the id is new (false
-    /// otherwise).
-    pub async fn put_subscription(
+    /// Stores a record of a collection; with `create`, only when the id is new (false
+    /// otherwise). On PostgreSQL every instance is told (see [`Collection::channel`]).
+    pub async fn put_record(
         &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
         record: &serde_json::Value,
@@ -523,63 +524,113 @@ impl Store {
         match &*self.backend {
             Backend::Embedded(s) => {
                 let bytes = serde_json::to_vec(record).map_err(undecodable)?;
-                s.put_subscription(tenant, id, bytes, create).await
+                s.put_record(collection, tenant, id, bytes, create).await
             }
-            Backend::Postgres(s) => s.put_subscription(tenant, id, record, create).await,
+            Backend::Postgres(s) => s.put_record(collection, tenant, id, record, create).await,
         }
     }
 
-    /// Replaces the delivery statistics (`stats` member) of a subscription record.
-    pub async fn save_subscription_stats(
+    /// Replaces one top-level member of a record (delivery statistics), leaving the rest as a
+    /// concurrent update left it.
+    pub async fn save_record_member(
         &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
-        stats: serde_json::Value,
+        member: &'static str,
+        value: serde_json::Value,
     ) -> NgsiResult<()> {
         match &*self.backend {
-            Backend::Embedded(s) => s.save_subscription_stats(tenant, id, stats).await,
-            Backend::Postgres(s) => s.save_subscription_stats(tenant, id, &stats).await,
+            Backend::Embedded(s) => {
+                s.save_record_member(collection, tenant, id, member, value)
+                    .await
+            }
+            Backend::Postgres(s) => {
+                s.save_record_member(collection, tenant, id, member, &value)
+                    .await
+            }
         }
     }
 
-    /// Removes a subscription record; false when there was none.
-    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.delete_subscription(tenant, id).await,
-            Backend::Postgres(s) => s.delete_subscription(tenant, id).await,
-        }
-    }
-
-    /// One subscription record.
-    pub async fn subscription(
+    /// Removes a record of a collection; false when there was none.
+    pub async fn delete_record(
         &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<bool> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.delete_record(collection, tenant, id).await,
+            Backend::Postgres(s) => s.delete_record(collection, tenant, id).await,
+        }
+    }
+
+    /// One record of a collection.
+    pub async fn record(
+        &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
     ) -> NgsiResult<Option<serde_json::Value>> {
         match &*self.backend {
             Backend::Embedded(s) => s
-                .subscription(tenant, id)
+                .record(collection, tenant, id)
                 .await?
                 .map(|b| serde_json::from_slice(&b).map_err(undecodable))
                 .transpose(),
-            Backend::Postgres(s) => s.subscription(tenant, id).await,
+            Backend::Postgres(s) => s.record(collection, tenant, id).await,
         }
     }
 
-    /// Every subscription record of every tenant, as (tenant, record).
-    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, serde_json::Value)>> {
+    /// Every record of a collection, of every tenant, as (tenant, record), in tenant and id order.
+    pub async fn records(
+        &self,
+        collection: Collection,
+    ) -> NgsiResult<Vec<(String, serde_json::Value)>> {
         match &*self.backend {
             Backend::Embedded(s) => s
-                .subscriptions()
+                .records(collection)
                 .await?
                 .into_iter()
                 .map(|(t, b)| Ok((t, serde_json::from_slice(&b).map_err(undecodable)?)))
                 .collect(),
-            Backend::Postgres(s) => s.subscriptions().await,
+            Backend::Postgres(s) => s.records(collection).await,
+        }
+    }
+}
+
+/// The kinds of JSON records the broker keeps beside entities, per tenant and id: each is a table
+/// on both stores, with the same operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    /// Entity subscriptions (5.8).
+    Subscriptions,
+    /// Context source registrations (5.9).
+    Registrations,
+}
+
+impl Collection {
+    /// Every collection (the embedded store creates their tables at start).
+    pub const ALL: [Collection; 2] = [Collection::Subscriptions, Collection::Registrations];
+
+    /// The table of the collection, in both stores.
+    pub fn table(self) -> &'static str {
+        match self {
+            Collection::Subscriptions => "subscriptions",
+            Collection::Registrations => "registrations",
+        }
+    }
+
+    /// The PostgreSQL notification channel on which a change of a record is announced to every
+    /// instance, with `[tenant, id]` as payload.
+    pub fn channel(self) -> &'static str {
+        match self {
+            Collection::Subscriptions => "twinlink_subscriptions",
+            Collection::Registrations => "twinlink_registrations",
         }
     }
 }
 
 fn undecodable(e: serde_json::Error) -> NgsiError {
-    NgsiError::internal(format!("a subscription record does not (de)serialize: {e}"))
+    NgsiError::internal(format!("a stored record does not (de)serialize: {e}"))
 }

@@ -14,7 +14,7 @@ use crate::error::NgsiResult;
 use crate::service::Broker;
 use crate::store::changes::Change;
 use crate::store::postgres::listen::Event;
-use crate::store::Backend;
+use crate::store::{Backend, Collection};
 use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
@@ -206,7 +206,7 @@ impl Notifier {
             let value = serde_json::to_value(&stats).unwrap_or_default();
             if let Err(e) = broker
                 .store
-                .save_subscription_stats(&tenant, &id, value)
+                .save_record_member(Collection::Subscriptions, &tenant, &id, "stats", value)
                 .await
             {
                 tracing::warn!(error = %e, subscription = %id, "saving notification statistics failed");
@@ -294,7 +294,11 @@ pub async fn compile(broker: &Broker, tenant: &str, record: Record) -> NgsiResul
 
 /// Loads one stored subscription into the registry (or forgets it when it is gone).
 async fn reload(broker: &Arc<Broker>, tenant: &str, id: &str) -> NgsiResult<()> {
-    match broker.store.subscription(tenant, id).await? {
+    match broker
+        .store
+        .record(Collection::Subscriptions, tenant, id)
+        .await?
+    {
         None => broker.notifier.remove(tenant, id),
         Some(value) => {
             let record: Record = serde_json::from_value(value).map_err(|e| {
@@ -312,7 +316,7 @@ async fn load_all(broker: &Arc<Broker>) {
     let mut delay = Duration::from_millis(200);
     let (read_at, all) = loop {
         let read_at = Instant::now();
-        match broker.store.subscriptions().await {
+        match broker.store.records(Collection::Subscriptions).await {
             Ok(all) => break (read_at, all),
             Err(e) => {
                 tracing::debug!(error = %e, "subscriptions not loaded yet; retrying");
@@ -406,7 +410,17 @@ pub fn start(broker: Arc<Broker>) {
                             *owned = Some(held);
                         }
                     }
-                    Event::ReloadAll => load_all(&b).await,
+                    Event::ReloadAll => {
+                        load_all(&b).await;
+                        if let Err(e) = b.load_registrations().await {
+                            tracing::warn!(error = %e, "reloading registrations failed");
+                        }
+                    }
+                    Event::RegistrationChanged(tenant, id) => {
+                        if let Err(e) = b.reload_registration(&tenant, &id).await {
+                            tracing::warn!(error = %e, registration = %id, "reloading a registration failed");
+                        }
+                    }
                     Event::Changed(tenant, id) => {
                         if let Err(e) = reload(&b, &tenant, &id).await {
                             tracing::warn!(error = %e, subscription = %id, "reloading a subscription failed");
@@ -423,6 +437,9 @@ pub fn start(broker: Arc<Broker>) {
         match w.upgrade() {
             Some(b) => {
                 load_all(&b).await;
+                if let Err(e) = b.load_registrations().await {
+                    tracing::warn!(error = %e, "loading registrations failed");
+                }
                 claim_now(&b).await;
             }
             None => return,

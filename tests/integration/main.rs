@@ -24,6 +24,7 @@ mod migrate;
 mod mqtt_ingest;
 mod outage;
 mod query_api;
+mod registrations;
 mod store_differential;
 mod subscriptions;
 mod temporal_api;

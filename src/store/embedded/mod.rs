@@ -6,7 +6,7 @@ mod index;
 use super::aggregate::{self, AggregateQuery, Bucket};
 use super::changes::{Change, ChangeFeed};
 use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
-use super::{run_steps, Step};
+use super::{run_steps, Collection, Step};
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
 use crate::query::EntityQuery;
@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const TENANTS: TableDefinition<&str, ()> = TableDefinition::new("tenants");
-/// Subscriptions (their JSON record) keyed by tenant and id, like entities.
-const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
 /// History records (JSON) keyed by tenant, entity id, attribute (empty for entity-level records;
 /// each length-prefixed), modifiedAt (order-preserving microseconds) and instance id, so that one
 /// attribute's records scan in time order.
@@ -87,7 +85,9 @@ impl EmbeddedStore {
             txn.open_table(ENTITIES)?;
             txn.open_table(TENANTS)?;
             txn.open_table(HISTORY)?;
-            txn.open_table(SUBSCRIPTIONS)?;
+            for collection in Collection::ALL {
+                txn.open_table(table_of(collection))?;
+            }
             txn.commit()?;
             let mut tenants: Tenants = HashMap::new();
             let read = db.begin_read()?;
@@ -369,10 +369,11 @@ impl EmbeddedStore {
         &self.feed
     }
 
-    /// Stores a subscription record; with `create`, false (and nothing written) when one with this
-    /// id exists already.
-    pub async fn put_subscription(
+    /// Stores a record of a collection (JSON); with `create`, false (and nothing written) when one
+    /// with this id exists already.
+    pub async fn put_record(
         &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
         record: Vec<u8>,
@@ -383,7 +384,7 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(storage)?;
             {
-                let mut table = txn.open_table(SUBSCRIPTIONS).map_err(storage)?;
+                let mut table = txn.open_table(table_of(collection)).map_err(storage)?;
                 if create && table.get(k.as_str()).map_err(storage)?.is_some() {
                     return Ok(false);
                 }
@@ -398,14 +399,19 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
-    /// Removes a subscription record; false when there was none.
-    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
+    /// Removes a record of a collection; false when there was none.
+    pub async fn delete_record(
+        &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<bool> {
         let db = self.db.clone();
         let k = key(tenant, id);
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(storage)?;
             let removed = txn
-                .open_table(SUBSCRIPTIONS)
+                .open_table(table_of(collection))
                 .map_err(storage)?
                 .remove(k.as_str())
                 .map_err(storage)?
@@ -417,15 +423,12 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
-    /// Every subscription record of every tenant, as (tenant, record).
-    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, Vec<u8>)>> {
+    /// Every record of a collection, of every tenant, as (tenant, record), in tenant and id order.
+    pub async fn records(&self, collection: Collection) -> NgsiResult<Vec<(String, Vec<u8>)>> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let table = db
-                .begin_read()
-                .map_err(storage)?
-                .open_table(SUBSCRIPTIONS)
-                .map_err(storage)?;
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(table_of(collection)).map_err(storage)?;
             let mut all = Vec::new();
             for row in table.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
@@ -438,16 +441,18 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
-    /// One subscription record.
-    pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Option<Vec<u8>>> {
+    /// One record of a collection.
+    pub async fn record(
+        &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<Option<Vec<u8>>> {
         let db = self.db.clone();
         let k = key(tenant, id);
         tokio::task::spawn_blocking(move || {
-            let table = db
-                .begin_read()
-                .map_err(storage)?
-                .open_table(SUBSCRIPTIONS)
-                .map_err(storage)?;
+            let txn = db.begin_read().map_err(storage)?;
+            let table = txn.open_table(table_of(collection)).map_err(storage)?;
             let row = table.get(k.as_str()).map_err(storage)?;
             Ok(row.map(|v| v.value().to_vec()))
         })
@@ -455,20 +460,22 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
-    /// Replaces the `stats` member of a subscription record in one write transaction (a concurrent
-    /// update of the rest of the record is never undone).
-    pub async fn save_subscription_stats(
+    /// Replaces one top-level member of a record in one write transaction (a concurrent update of
+    /// the rest of the record is never undone); nothing when the record is gone.
+    pub async fn save_record_member(
         &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
-        stats: serde_json::Value,
+        member: &'static str,
+        value: serde_json::Value,
     ) -> NgsiResult<()> {
         let db = self.db.clone();
         let k = key(tenant, id);
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(storage)?;
             {
-                let mut table = txn.open_table(SUBSCRIPTIONS).map_err(storage)?;
+                let mut table = txn.open_table(table_of(collection)).map_err(storage)?;
                 let current = table
                     .get(k.as_str())
                     .map_err(storage)?
@@ -478,7 +485,7 @@ impl EmbeddedStore {
                 };
                 let mut record: serde_json::Value =
                     serde_json::from_slice(&current).map_err(storage)?;
-                record["stats"] = stats;
+                record[member] = value;
                 let bytes = serde_json::to_vec(&record).map_err(storage)?;
                 table
                     .insert(k.as_str(), bytes.as_slice())
@@ -490,4 +497,9 @@ impl EmbeddedStore {
         .await
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
+}
+
+/// The redb table of a collection: records keyed by tenant and id, like entities.
+fn table_of(collection: Collection) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(collection.table())
 }

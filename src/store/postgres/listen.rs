@@ -12,6 +12,7 @@
 
 use super::with_causes;
 use crate::store::changes::{Change, ChangeFeed};
+use crate::store::Collection;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
@@ -26,6 +27,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 pub enum Event {
     /// Some instance created, changed or deleted this subscription: (tenant, id).
     Changed(String, String),
+    /// Some instance created, changed or deleted this registration: (tenant, id).
+    RegistrationChanged(String, String),
     /// Subscriptions may have changed while the listener was away: reload them all.
     ReloadAll,
     /// The subscriptions (tenant, id) this instance now notifies for.
@@ -141,7 +144,9 @@ async fn session(
         let _ = tx.send(None);
     });
     client
-        .batch_execute("LISTEN twinlink_changes; LISTEN twinlink_subscriptions")
+        .batch_execute(
+            "LISTEN twinlink_changes; LISTEN twinlink_subscriptions; LISTEN twinlink_registrations",
+        )
         .await
         .map_err(|e| with_causes(&e))?;
     let fetch = client
@@ -193,8 +198,12 @@ async fn session(
                         wanted.extend(payload.parse::<i64>());
                     } else if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&payload) {
                         let text = |i: usize| pair.get(i).and_then(Value::as_str).unwrap_or("").to_string();
-                        let _ = events.send(Event::Changed(text(0), text(1)));
-                        changed_subscriptions = true;
+                        if channel == Collection::Registrations.channel() {
+                            let _ = events.send(Event::RegistrationChanged(text(0), text(1)));
+                        } else {
+                            let _ = events.send(Event::Changed(text(0), text(1)));
+                            changed_subscriptions = true;
+                        }
                     }
                     next = rx.try_recv().ok().flatten();
                 }

@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (8, include_str!("../../../migrations/0008_attr_names.sql")),
     (9, include_str!("../../../migrations/0009_hot_updates.sql")),
+    (
+        10,
+        include_str!("../../../migrations/0010_registrations.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

@@ -13,7 +13,7 @@ use super::aggregate::{AggrMethod, AggregateQuery, Bucket};
 use super::changes::{ChangeFeed, RECORD_SQL};
 use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::json_text::JsonText;
-use super::{run_steps, Step};
+use super::{run_steps, Collection, Step};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{AttrKind, Entity};
 use crate::query::geo::LOCATION;
@@ -1123,10 +1123,11 @@ impl PgStore {
             .ok()
     }
 
-    /// Stores a subscription record (with `create`, only if the id is new: false otherwise) and
-    /// tells every instance.
-    pub async fn put_subscription(
+    /// Stores a record of a collection (with `create`, only if the id is new: false otherwise)
+    /// and tells every instance.
+    pub async fn put_record(
         &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
         record: &Value,
@@ -1134,97 +1135,113 @@ impl PgStore {
     ) -> NgsiResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        let table = collection.table();
         let sql = if create {
-            "INSERT INTO subscriptions (tenant, id, record) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING"
+            format!(
+                "INSERT INTO {table} (tenant, id, record) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            )
         } else {
-            "INSERT INTO subscriptions (tenant, id, record) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record"
+            format!(
+                "INSERT INTO {table} (tenant, id, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record"
+            )
         };
         let written = tx
-            .execute(sql, &[&tenant, &id, record])
+            .execute(&sql, &[&tenant, &id, record])
             .await
             .map_err(db_error)?;
         if written == 0 {
             return Ok(false);
         }
-        announce(&tx, tenant, id).await?;
+        announce(&tx, collection, tenant, id).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(true)
     }
 
-    /// Replaces the delivery statistics of a subscription (no announcement: only its owner
-    /// delivers, and readers read the row).
-    pub async fn save_subscription_stats(
+    /// Replaces one top-level member of a record (no announcement: used for delivery statistics,
+    /// which only the delivering instance writes and readers read from the row).
+    pub async fn save_record_member(
         &self,
+        collection: Collection,
         tenant: &str,
         id: &str,
-        stats: &Value,
+        member: &'static str,
+        value: &Value,
     ) -> NgsiResult<()> {
         let client = self.client().await?;
+        let sql = format!(
+            "UPDATE {} SET record = jsonb_set(record, ARRAY[$4::text], $3) WHERE tenant = $1 AND id = $2",
+            collection.table()
+        );
         client
-            .execute(
-                "UPDATE subscriptions SET record = jsonb_set(record, '{stats}', $3) WHERE tenant = $1 AND id = $2",
-                &[&tenant, &id, stats],
-            )
+            .execute(&sql, &[&tenant, &id, value, &member])
             .await
             .map_err(db_error)?;
         Ok(())
     }
 
-    /// Removes a subscription and tells every instance; false when there was none.
-    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<bool> {
+    /// Removes a record of a collection and tells every instance; false when there was none.
+    pub async fn delete_record(
+        &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let removed = tx
-            .execute(
-                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2",
-                &[&tenant, &id],
-            )
-            .await
-            .map_err(db_error)?;
-        announce(&tx, tenant, id).await?;
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant = $1 AND id = $2",
+            collection.table()
+        );
+        let removed = tx.execute(&sql, &[&tenant, &id]).await.map_err(db_error)?;
+        announce(&tx, collection, tenant, id).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(removed > 0)
     }
 
-    /// One subscription record.
-    pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Option<Value>> {
+    /// One record of a collection.
+    pub async fn record(
+        &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<Option<Value>> {
         let client = self.client().await?;
+        let sql = format!(
+            "SELECT record FROM {} WHERE tenant = $1 AND id = $2",
+            collection.table()
+        );
         let row = client
-            .query_opt(
-                "SELECT record FROM subscriptions WHERE tenant = $1 AND id = $2",
-                &[&tenant, &id],
-            )
+            .query_opt(&sql, &[&tenant, &id])
             .await
             .map_err(db_error)?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Every subscription record of every tenant, as (tenant, record).
-    pub async fn subscriptions(&self) -> NgsiResult<Vec<(String, Value)>> {
+    /// Every record of a collection, of every tenant, as (tenant, record), in tenant and id order.
+    pub async fn records(&self, collection: Collection) -> NgsiResult<Vec<(String, Value)>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT tenant, record FROM subscriptions ORDER BY tenant, id",
-                &[],
-            )
-            .await
-            .map_err(db_error)?;
+        let sql = format!(
+            "SELECT tenant, record FROM {} ORDER BY tenant, id",
+            collection.table()
+        );
+        let rows = client.query(&sql, &[]).await.map_err(db_error)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 
-/// Tells every instance (at commit) that a subscription changed.
+/// Tells every instance (at commit) that a record of a collection changed: the payload on the
+/// collection's channel is `[tenant, id]`.
 async fn announce(
     tx: &deadpool_postgres::Transaction<'_>,
+    collection: Collection,
     tenant: &str,
     id: &str,
 ) -> NgsiResult<()> {
     let payload = serde_json::json!([tenant, id]).to_string();
     tx.execute(
-        "SELECT pg_notify('twinlink_subscriptions', $1)",
-        &[&payload],
+        "SELECT pg_notify($2, $1)",
+        &[&payload, &collection.channel()],
     )
     .await
     .map_err(db_error)?;

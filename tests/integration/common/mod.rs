@@ -27,6 +27,8 @@ pub struct TestServer {
     own_database: Option<String>,
     handle: actix_web::dev::ServerHandle,
     _dir: TempDir,
+    /// Directories of earlier servers whose store this one reopened.
+    keep: Vec<TempDir>,
 }
 
 impl Drop for TestServer {
@@ -160,6 +162,40 @@ impl TestServer {
     /// Stops the server gracefully.
     pub async fn stop(&self) {
         self.handle.stop(true).await;
+    }
+
+    /// Stops the server and starts a new one on the same store (data directory or database),
+    /// which it then owns: what was acknowledged before must be there after.
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let (data_dir, database_url) = (self.data_dir.clone(), self.database_url.clone());
+        let own_database = self.own_database.take();
+        // The stopped server's store is released when its last task ends; the embedded store's
+        // file stays locked until then.
+        let mut next = None;
+        for _ in 0..50 {
+            let dir = data_dir.clone();
+            let url = database_url.clone();
+            let attempt = std::panic::AssertUnwindSafe(Self::start_with_broker(move |s| {
+                s.data_dir = dir;
+                s.database_url = url;
+            }));
+            match futures_util::FutureExt::catch_unwind(attempt).await {
+                Ok((server, _)) => {
+                    next = Some(server);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let mut next = next.expect("the store reopens after a restart");
+        next.own_database = own_database;
+        // The data directory lives in the first server's temporary directory.
+        next.keep.push(std::mem::replace(
+            &mut self._dir,
+            tempfile::tempdir().expect("temp dir"),
+        ));
+        next
     }
 }
 
@@ -480,6 +516,7 @@ impl TestServer {
             own_database,
             handle,
             _dir: dir,
+            keep: Vec::new(),
         };
         (server, broker)
     }

@@ -1,0 +1,477 @@
+//! Federation (4.3.6, 5.9, 5.10): context source registrations, kept in the store like
+//! subscriptions and held compiled in memory by every instance ([`Registry`]), so that an entity
+//! operation can ask at no cost which sources hold data it must consult, and discovery
+//! (`GET /csourceRegistrations`) can match registrations against a query.
+
+pub mod ops;
+pub mod registration;
+
+use crate::model::{AttrKind, Attribute, Entity, NameMap};
+use crate::query::{EntityQuery, Selector};
+use crate::store::history::{HistoryQuery, TimeProperty};
+use chrono::{DateTime, Utc};
+use ops::Operation;
+use regex::Regex;
+use registration::{Mode, Record};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+/// The namespace of the NGSI-LD core terms, under which the members of a registration are
+/// addressed by csf and geoproperty.
+const CORE: &str = "https://uri.etsi.org/ngsi-ld/";
+
+/// One EntityInfo of a registration, compiled.
+#[derive(Debug)]
+struct EntityInfo {
+    /// Expanded types, any of which the entity has.
+    types: Vec<String>,
+    id: Option<String>,
+    id_pattern: Option<Regex>,
+}
+
+/// One RegistrationInfo, compiled.
+#[derive(Debug)]
+struct Info {
+    /// None: any entity (the info names attributes only).
+    entities: Option<Vec<EntityInfo>>,
+    /// Expanded attribute names (propertyNames and relationshipNames); None: every attribute.
+    attrs: Option<HashSet<String>>,
+}
+
+/// A registration compiled for matching.
+#[derive(Debug)]
+pub struct Registration {
+    /// The stored record.
+    pub record: Record,
+    /// How it shares entities with the broker.
+    pub mode: Mode,
+    operations: HashSet<Operation>,
+    information: Vec<Info>,
+    expires_at: Option<DateTime<Utc>>,
+    /// The registration seen as an entity whose attributes are its registration properties,
+    /// location, observationSpace and operationSpace, and whose scope is its scope: what q, csf,
+    /// geoQ and scopeQ of discovery are evaluated on, with the query engine of entities.
+    as_entity: Entity,
+}
+
+impl Registration {
+    /// Compiles a stored record.
+    pub fn compile(record: Record) -> Registration {
+        let doc = &record.doc;
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            match v {
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let information = doc
+            .get("information")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|info| {
+                let entities = info.get("entities").and_then(Value::as_array).map(|list| {
+                    list.iter()
+                        .map(|e| EntityInfo {
+                            types: strings(e.get("type")),
+                            id: e.get("id").and_then(Value::as_str).map(str::to_string),
+                            id_pattern: e
+                                .get("idPattern")
+                                .and_then(Value::as_str)
+                                .and_then(|p| crate::query::parse_id_pattern(p).ok()),
+                        })
+                        .collect()
+                });
+                let mut names: Option<HashSet<String>> = None;
+                for member in ["propertyNames", "relationshipNames"] {
+                    if let Some(list) = info.get(member) {
+                        names
+                            .get_or_insert_with(HashSet::new)
+                            .extend(strings(Some(list)));
+                    }
+                }
+                Info {
+                    entities,
+                    attrs: names,
+                }
+            })
+            .collect();
+        let operations = match doc.get("operations") {
+            Some(list) => strings(Some(list))
+                .iter()
+                .filter_map(|n| Operation::expand(n))
+                .flatten()
+                .collect(),
+            None => Operation::default_set().iter().copied().collect(),
+        };
+        let expires_at = doc
+            .get("expiresAt")
+            .and_then(Value::as_str)
+            .and_then(|t| crate::model::validate::date_time("expiresAt", t).ok());
+        let as_entity = as_entity(&record);
+        Registration {
+            mode: Mode::of(doc),
+            operations,
+            information,
+            expires_at,
+            as_entity,
+            record,
+        }
+    }
+
+    /// Whether the registration has not expired.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+
+    /// Whether the registration offers this operation.
+    pub fn serves(&self, op: Operation) -> bool {
+        self.operations.contains(&op)
+    }
+
+    /// Whether the registration can hold data that a discovery query selects (5.10): some
+    /// RegistrationInfo names entities the query's selectors can match and attributes among the
+    /// query's `attrs`, the registration's properties, geometry and scope satisfy the query's
+    /// q, csf, geoQ and scopeQ, and its interval overlaps the query's time range.
+    pub fn matches(&self, discovery: &Discovery) -> bool {
+        let Discovery { query, csf, time } = discovery;
+        let info_matches = self.information.iter().any(|info| {
+            let entities = match (&info.entities, query.selectors.is_empty()) {
+                (_, true) | (None, _) => true,
+                (Some(list), false) => query
+                    .selectors
+                    .iter()
+                    .any(|s| list.iter().any(|e| entity_info_matches(e, s))),
+            };
+            let attrs = query.attrs.is_empty()
+                || info
+                    .attrs
+                    .as_ref()
+                    .is_none_or(|names| query.attrs.iter().any(|a| names.contains(a)));
+            entities && attrs
+        });
+        info_matches
+            && query.q.as_ref().is_none_or(|q| q.matches(&self.as_entity))
+            && csf.as_ref().is_none_or(|q| q.matches(&self.as_entity))
+            && time.as_ref().is_none_or(|t| self.overlaps(t))
+            && query
+                .geo
+                .as_ref()
+                .is_none_or(|g| g.matches(&self.as_entity))
+            && query.scope.as_ref().is_none_or(|s| {
+                self.as_entity.scope.as_ref().is_some_and(|scopes| {
+                    s.eval(&|p: &crate::query::ScopePattern| scopes.iter().any(|sc| p.matches(sc)))
+                })
+            })
+    }
+}
+
+impl Registration {
+    /// Whether the registration's interval for the query's time property (observationInterval
+    /// for observedAt, managementInterval for the system times) overlaps the query's range; a
+    /// registration without that interval does not answer a temporal query.
+    fn overlaps(&self, time: &HistoryQuery) -> bool {
+        let member = match time.time_property {
+            TimeProperty::ObservedAt => "observationInterval",
+            _ => "managementInterval",
+        };
+        let Some(interval) = self.record.doc.get(member) else {
+            return false;
+        };
+        let at = |k: &str| {
+            interval
+                .get(k)
+                .and_then(Value::as_str)
+                .and_then(|t| crate::model::validate::date_time(k, t).ok())
+        };
+        let Some(start) = at("startAt") else {
+            return false;
+        };
+        let end = at("endAt");
+        let starts_before_range_ends = match time.to {
+            Bound::Included(t) => start <= t,
+            Bound::Excluded(t) => start < t,
+            Bound::Unbounded => true,
+        };
+        let ends_after_range_starts = match (end, time.from) {
+            (None, _) | (_, Bound::Unbounded) => true,
+            (Some(end), Bound::Included(t) | Bound::Excluded(t)) => end > t,
+        };
+        starts_before_range_ends && ends_after_range_starts
+    }
+}
+
+/// One entity attribute that a registration names exactly (an exclusive registration names only
+/// such): the entity's id and types and the attribute's expanded name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedAttribute {
+    /// Entity id.
+    pub id: String,
+    /// Entity types (expanded).
+    pub types: Vec<String>,
+    /// Attribute name (expanded).
+    pub attr: String,
+}
+
+impl Registration {
+    /// The entity attributes the registration names by entity id and attribute name.
+    pub fn named_attributes(&self) -> Vec<NamedAttribute> {
+        let mut out = Vec::new();
+        for info in &self.information {
+            let (Some(entities), Some(attrs)) = (&info.entities, &info.attrs) else {
+                continue;
+            };
+            for e in entities {
+                let Some(id) = &e.id else { continue };
+                for attr in attrs {
+                    out.push(NamedAttribute {
+                        id: id.clone(),
+                        types: e.types.clone(),
+                        attr: attr.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the registration covers an attribute of an entity: some RegistrationInfo names
+    /// the entity (by id, by a matching idPattern, or by one of its types alone) and the
+    /// attribute (or every attribute).
+    pub fn covers(&self, id: &str, types: &[String], attr: &str) -> bool {
+        self.information.iter().any(|info| {
+            let entity = info.entities.as_ref().is_none_or(|list| {
+                list.iter().any(|e| {
+                    e.types.iter().any(|t| types.contains(t))
+                        && match (&e.id, &e.id_pattern) {
+                            (Some(own), _) => own == id,
+                            (None, Some(p)) => p.is_match(id),
+                            (None, None) => true,
+                        }
+                })
+            });
+            entity && info.attrs.as_ref().is_none_or(|a| a.contains(attr))
+        })
+    }
+
+    /// The entity selectors of the registration's information (what entities it names, whatever
+    /// the attributes): used to find local entities that a redirect registration would hide.
+    pub fn selectors(&self) -> Vec<Selector> {
+        let mut out = Vec::new();
+        for info in &self.information {
+            let Some(entities) = &info.entities else {
+                out.push(Selector::default());
+                continue;
+            };
+            for e in entities {
+                out.push(Selector {
+                    ids: e.id.iter().cloned().collect(),
+                    id_pattern: e.id_pattern.clone(),
+                    types: Some(crate::query::boolean::BoolExpr::Or(
+                        e.types
+                            .iter()
+                            .cloned()
+                            .map(crate::query::boolean::BoolExpr::Atom)
+                            .collect(),
+                    )),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// What discovery (5.10.2) and registration subscriptions select registrations by.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// Entity selectors and attrs (matched against the registration's information), q, geoQ and
+    /// scopeQ (matched against the registration's own members).
+    pub query: EntityQuery,
+    /// The context source filter (csf), over the registration's members.
+    pub csf: Option<crate::query::q::QExpr>,
+    /// A time range that the registration's observation or management interval must overlap.
+    pub time: Option<HistoryQuery>,
+}
+
+/// Whether an EntityInfo can name entities an entity selector selects. An id pattern cannot be
+/// intersected with another exactly, so it is taken to match whatever the other side allows.
+fn entity_info_matches(info: &EntityInfo, s: &Selector) -> bool {
+    let types = s
+        .types
+        .as_ref()
+        .is_none_or(|t| t.eval(&|ty: &String| info.types.contains(ty)));
+    let ids = if !s.ids.is_empty() {
+        match (&info.id, &info.id_pattern) {
+            (Some(id), _) => s.ids.contains(id),
+            (None, Some(p)) => s.ids.iter().any(|id| p.is_match(id)),
+            (None, None) => true,
+        }
+    } else if let Some(pattern) = &s.id_pattern {
+        info.id.as_ref().is_none_or(|id| pattern.is_match(id))
+    } else {
+        true
+    };
+    types && ids
+}
+
+/// The registration as an entity for the query engine (see [`Registration::as_entity`]).
+fn as_entity(record: &Record) -> Entity {
+    let mut attrs: NameMap<Vec<Attribute>> = NameMap::default();
+    let attribute = |kind: AttrKind, value: Value| Attribute {
+        kind,
+        value,
+        dataset_id: None,
+        observed_at: None,
+        unit_code: None,
+        object_type: None,
+        created_at: record.created_at,
+        modified_at: record.modified_at,
+        sub: NameMap::default(),
+    };
+    for (name, value) in &record.doc {
+        if ["location", "observationSpace", "operationSpace"].contains(&name.as_str()) {
+            attrs.insert(
+                format!("{CORE}{name}"),
+                vec![attribute(AttrKind::GeoProperty, value.clone())],
+            );
+        } else if registration::is_member(name) {
+            if name == "information" {
+                continue;
+            }
+            // Members such as endpoint, mode or registrationName, for csf (core terms).
+            attrs.insert(
+                format!("{CORE}{name}"),
+                vec![attribute(AttrKind::Property, value.clone())],
+            );
+        } else {
+            // A registration property given as a Property object counts by its value.
+            let value = match value {
+                Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("Property") => {
+                    o.get("value").cloned().unwrap_or(Value::Null)
+                }
+                other => other.clone(),
+            };
+            attrs.insert(name.clone(), vec![attribute(AttrKind::Property, value)]);
+        }
+    }
+    let scope = match record.doc.get("scope") {
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(list)) => Some(
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+        ),
+        _ => None,
+    };
+    Entity {
+        id: record.id.clone(),
+        types: vec![registration::TYPE.to_string()],
+        scope,
+        attrs,
+        created_at: record.created_at,
+        modified_at: record.modified_at,
+    }
+}
+
+/// The registrations of every tenant, compiled, in id order: what this instance knows of the
+/// sources it federates. Kept in step with the store by the operations of this instance and, on
+/// PostgreSQL, by the announcements of the others.
+#[derive(Default)]
+pub struct Registry {
+    tenants: RwLock<HashMap<String, Arc<Vec<Arc<Registration>>>>>,
+    /// When each registration was last put or removed here: a reload keeps what changed after
+    /// it read the store (see [`Registry::replace_all`]).
+    touched: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl Registry {
+    /// The registrations of a tenant, in id order.
+    pub fn of(&self, tenant: &str) -> Arc<Vec<Arc<Registration>>> {
+        self.tenants
+            .read()
+            .ok()
+            .and_then(|t| t.get(tenant).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether any tenant has registrations.
+    pub fn is_empty(&self) -> bool {
+        self.tenants
+            .read()
+            .map(|t| t.values().all(|list| list.is_empty()))
+            .unwrap_or(true)
+    }
+
+    /// Adds or replaces a registration.
+    pub fn put(&self, tenant: &str, registration: Registration) {
+        self.touch(tenant, &registration.record.id);
+        let registration = Arc::new(registration);
+        self.edit(tenant, |list| {
+            match list.binary_search_by(|r| r.record.id.cmp(&registration.record.id)) {
+                Ok(i) => list[i] = registration,
+                Err(i) => list.insert(i, registration),
+            }
+        });
+    }
+
+    /// Forgets a registration.
+    pub fn remove(&self, tenant: &str, id: &str) {
+        self.touch(tenant, id);
+        self.edit(tenant, |list| list.retain(|r| r.record.id != id));
+    }
+
+    /// Replaces every registration of every tenant with `all`, read from the store at
+    /// `read_at`; a registration put or removed here after that keeps its state here.
+    pub fn replace_all(&self, read_at: Instant, all: Vec<(String, Registration)>) {
+        let newer: HashSet<(String, String)> = match self.touched.lock() {
+            Ok(mut touched) => {
+                touched.retain(|_, at| *at >= read_at);
+                touched.keys().cloned().collect()
+            }
+            Err(_) => HashSet::new(),
+        };
+        let mut tenants: HashMap<String, Vec<Arc<Registration>>> = HashMap::new();
+        for (tenant, r) in all {
+            if !newer.contains(&(tenant.clone(), r.record.id.clone())) {
+                tenants.entry(tenant).or_default().push(Arc::new(r));
+            }
+        }
+        for (tenant, id) in &newer {
+            if let Some(r) = self.of(tenant).iter().find(|r| &r.record.id == id) {
+                tenants.entry(tenant.clone()).or_default().push(r.clone());
+            }
+        }
+        let tenants = tenants
+            .into_iter()
+            .map(|(t, mut list)| {
+                list.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+                (t, Arc::new(list))
+            })
+            .collect();
+        if let Ok(mut t) = self.tenants.write() {
+            *t = tenants;
+        }
+    }
+
+    fn touch(&self, tenant: &str, id: &str) {
+        if let Ok(mut touched) = self.touched.lock() {
+            touched.insert((tenant.to_string(), id.to_string()), Instant::now());
+        }
+    }
+
+    fn edit(&self, tenant: &str, f: impl FnOnce(&mut Vec<Arc<Registration>>)) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            let entry = tenants.entry(tenant.to_string()).or_default();
+            f(Arc::make_mut(entry));
+        }
+    }
+}
