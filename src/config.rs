@@ -113,6 +113,17 @@ pub struct Options {
     /// Largest remote @context document accepted, in bytes.
     #[arg(long, env = "TWINLINK_CONTEXT_MAX_BYTES", global = true)]
     pub context_max_bytes: Option<usize>,
+    /// How long a request to a registered context source may take, in milliseconds, unless its
+    /// registration sets management.timeout.
+    #[arg(long, env = "TWINLINK_SOURCE_TIMEOUT_MS", global = true)]
+    pub source_timeout_ms: Option<u64>,
+    /// Largest answer accepted from a registered context source, in bytes.
+    #[arg(long, env = "TWINLINK_SOURCE_MAX_BYTES", global = true)]
+    pub source_max_bytes: Option<usize>,
+    /// The name this broker gives itself in the Via header of the requests it forwards
+    /// (6.3.18), by which it recognises a request that has looped back to it.
+    #[arg(long, env = "TWINLINK_ALIAS", global = true)]
+    pub alias: Option<String>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "TWINLINK_WORKERS", global = true)]
     pub workers: Option<usize>,
@@ -181,6 +192,12 @@ pub struct Settings {
     pub context_timeout_ms: u64,
     /// Remote context size cap in bytes.
     pub context_max_bytes: usize,
+    /// Timeout of a request to a context source, in milliseconds.
+    pub source_timeout_ms: u64,
+    /// Size cap of a context source's answer, in bytes.
+    pub source_max_bytes: usize,
+    /// This broker's name in Via headers (default: twinlink-<random>, new at every start).
+    pub alias: String,
     /// HTTP workers.
     pub workers: usize,
     /// MQTT ingestion broker URL.
@@ -215,6 +232,12 @@ impl Default for Settings {
             context_rewrites: Vec::new(),
             context_timeout_ms: 5_000,
             context_max_bytes: 2 * 1024 * 1024,
+            source_timeout_ms: 3_000,
+            source_max_bytes: 16 * 1024 * 1024,
+            alias: format!(
+                "twinlink-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mqtt_url: None,
             mqtt_topic_prefix: "ngsi-ld".into(),
@@ -303,6 +326,15 @@ impl Settings {
                 .context_max_bytes
                 .or(file.context_max_bytes)
                 .unwrap_or(d.context_max_bytes),
+            source_timeout_ms: options
+                .source_timeout_ms
+                .or(file.source_timeout_ms)
+                .unwrap_or(d.source_timeout_ms),
+            source_max_bytes: options
+                .source_max_bytes
+                .or(file.source_max_bytes)
+                .unwrap_or(d.source_max_bytes),
+            alias: options.alias.or(file.alias).unwrap_or(d.alias),
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
         })
     }

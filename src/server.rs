@@ -40,6 +40,7 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
     let store = store(&settings, wait).await?;
     let contexts = ContextLoader::new(&settings)?;
     Ok(Broker {
+        sources: crate::federation::forward::Sources::new(&settings),
         store,
         contexts,
         settings,
@@ -101,6 +102,13 @@ pub fn serve(
                 async move {
                     // 6.3.14: a tenant named in the request is named in the response, errors included.
                     let mut response = call.await?;
+                    // Header names are case-insensitive, but clients that look them up in a
+                    // plain map (the ETSI suite reads Location so) expect them as written in the
+                    // spec: Location, Link, NGSILD-Results-Count.
+                    response
+                        .response_mut()
+                        .head_mut()
+                        .set_camel_case_headers(true);
                     if let Some(t) = tenant {
                         response
                             .headers_mut()

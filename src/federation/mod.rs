@@ -3,6 +3,8 @@
 //! operation can ask at no cost which sources hold data it must consult, and discovery
 //! (`GET /csourceRegistrations`) can match registrations against a query.
 
+pub mod forward;
+pub mod merge;
 pub mod ops;
 pub mod registration;
 
@@ -137,28 +139,86 @@ impl Registration {
         self.operations.contains(&op)
     }
 
+    /// The source's endpoint (checked to be an http(s) URL when registered).
+    pub fn endpoint(&self) -> &str {
+        self.record
+            .doc
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// A number of milliseconds of the registration's management member (timeout, cooldown).
+    pub fn management_ms(&self, member: &str) -> Option<u64> {
+        self.record
+            .doc
+            .get("management")?
+            .get(member)?
+            .as_f64()
+            .map(|ms| ms as u64)
+    }
+
+    /// Whether the registration asks to be consulted with local=true only (management.localOnly):
+    /// a source that must not forward the request further.
+    pub fn local_only(&self) -> bool {
+        self.record
+            .doc
+            .get("management")
+            .and_then(|m| m.get("localOnly"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The contextSourceInfo pairs, sent to the source as headers.
+    pub fn context_source_info(&self) -> Vec<(&str, &str)> {
+        self.record
+            .doc
+            .get("contextSourceInfo")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p.get("key")?.as_str()?, p.get("value")?.as_str()?)))
+            .collect()
+    }
+
+    /// Whether the registration may hold (part of) the entity with this id and, when known,
+    /// one of these types.
+    pub fn may_hold(&self, id: &str, types: &[String]) -> bool {
+        self.information.iter().any(|info| {
+            info.entities
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|e| names_entity(e, id, types)))
+        })
+    }
+
+    /// The attributes the registration names for entities the selectors select (None: every
+    /// attribute, as some RegistrationInfo names no attributes); empty when it names none of
+    /// those entities.
+    pub fn attributes_for(&self, selectors: &[Selector]) -> Option<HashSet<String>> {
+        let mut names = HashSet::new();
+        for info in self.information.iter().filter(|info| {
+            selectors.is_empty()
+                || info.entities.as_ref().is_none_or(|list| {
+                    selectors
+                        .iter()
+                        .any(|s| list.iter().any(|e| entity_info_matches(e, s)))
+                })
+        }) {
+            match &info.attrs {
+                None => return None,
+                Some(a) => names.extend(a.iter().cloned()),
+            }
+        }
+        Some(names)
+    }
+
     /// Whether the registration can hold data that a discovery query selects (5.10): some
     /// RegistrationInfo names entities the query's selectors can match and attributes among the
     /// query's `attrs`, the registration's properties, geometry and scope satisfy the query's
     /// q, csf, geoQ and scopeQ, and its interval overlaps the query's time range.
     pub fn matches(&self, discovery: &Discovery) -> bool {
         let Discovery { query, csf, time } = discovery;
-        let info_matches = self.information.iter().any(|info| {
-            let entities = match (&info.entities, query.selectors.is_empty()) {
-                (_, true) | (None, _) => true,
-                (Some(list), false) => query
-                    .selectors
-                    .iter()
-                    .any(|s| list.iter().any(|e| entity_info_matches(e, s))),
-            };
-            let attrs = query.attrs.is_empty()
-                || info
-                    .attrs
-                    .as_ref()
-                    .is_none_or(|names| query.attrs.iter().any(|a| names.contains(a)));
-            entities && attrs
-        });
-        info_matches
+        self.names(&query.selectors, &query.attrs)
             && query.q.as_ref().is_none_or(|q| q.matches(&self.as_entity))
             && csf.as_ref().is_none_or(|q| q.matches(&self.as_entity))
             && time.as_ref().is_none_or(|t| self.overlaps(t))
@@ -175,6 +235,25 @@ impl Registration {
 }
 
 impl Registration {
+    /// Whether some RegistrationInfo names entities that the selectors can select (any, when
+    /// there are no selectors) and one of `attrs` (any, when empty).
+    pub fn names(&self, selectors: &[Selector], attrs: &[String]) -> bool {
+        self.information.iter().any(|info| {
+            let entities = selectors.is_empty()
+                || info.entities.as_ref().is_none_or(|list| {
+                    selectors
+                        .iter()
+                        .any(|s| list.iter().any(|e| entity_info_matches(e, s)))
+                });
+            let names = attrs.is_empty()
+                || info
+                    .attrs
+                    .as_ref()
+                    .is_none_or(|names| attrs.iter().any(|a| names.contains(a)));
+            entities && names
+        })
+    }
+
     /// Whether the registration's interval for the query's time property (observationInterval
     /// for observedAt, managementInterval for the system times) overlaps the query's range; a
     /// registration without that interval does not answer a temporal query.
@@ -248,16 +327,10 @@ impl Registration {
     /// attribute (or every attribute).
     pub fn covers(&self, id: &str, types: &[String], attr: &str) -> bool {
         self.information.iter().any(|info| {
-            let entity = info.entities.as_ref().is_none_or(|list| {
-                list.iter().any(|e| {
-                    e.types.iter().any(|t| types.contains(t))
-                        && match (&e.id, &e.id_pattern) {
-                            (Some(own), _) => own == id,
-                            (None, Some(p)) => p.is_match(id),
-                            (None, None) => true,
-                        }
-                })
-            });
+            let entity = info
+                .entities
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|e| names_entity(e, id, types)));
             entity && info.attrs.as_ref().is_none_or(|a| a.contains(attr))
         })
     }
@@ -299,6 +372,17 @@ pub struct Discovery {
     pub csf: Option<crate::query::q::QExpr>,
     /// A time range that the registration's observation or management interval must overlap.
     pub time: Option<HistoryQuery>,
+}
+
+/// Whether an EntityInfo names the entity with this id and one of these types (any type when
+/// none is known).
+fn names_entity(e: &EntityInfo, id: &str, types: &[String]) -> bool {
+    (types.is_empty() || e.types.iter().any(|t| types.contains(t)))
+        && match (&e.id, &e.id_pattern) {
+            (Some(own), _) => own == id,
+            (None, Some(p)) => p.is_match(id),
+            (None, None) => true,
+        }
 }
 
 /// Whether an EntityInfo can name entities an entity selector selects. An id pattern cannot be

@@ -391,7 +391,10 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let opts = render_options(&info, &ctx)?;
-    let entity = broker.retrieve_entity(&target).await?;
+    let attrs: Vec<String> = opts.projection.attrs.iter().flatten().cloned().collect();
+    let entity = broker
+        .retrieve_distributed(&target, &attrs, &info.reach())
+        .await?;
     let p = &opts.projection;
     let projected = p.attrs.is_some() || p.pick.is_some() || !p.omit.is_empty();
     if projected

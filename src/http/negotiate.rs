@@ -49,6 +49,8 @@ pub struct RequestInfo {
     pub query: Vec<(String, String)>,
     /// The API version the client prefers (`Prefer: ngsi-ld=…`, 4.3.6.8).
     pub prefer: Option<super::version::Preferred>,
+    /// The Via header (6.3.18): the brokers the request has passed through.
+    pub via: Option<String>,
 }
 
 impl RequestInfo {
@@ -80,7 +82,22 @@ impl RequestInfo {
             accepted,
             query,
             prefer: super::version::preferred(req),
+            via: req
+                .headers()
+                .get_all("Via")
+                .filter_map(|v| v.to_str().ok())
+                .reduce(|a, _| a)
+                .map(str::to_string),
         })
+    }
+
+    /// How far the request reaches: `local=true`, its @context and its Via chain.
+    pub fn reach(&self) -> crate::federation::forward::Reach {
+        crate::federation::forward::Reach {
+            local: self.param("local") == Some("true"),
+            context: self.link_context.clone(),
+            via: self.via.clone(),
+        }
     }
 
     /// The @context to give back: the one the client sent by Link, else the core context.

@@ -349,7 +349,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_entities(&info.tenant, query, page, count)
+        .query_distributed(&info.tenant, query, page, count, &info.reach())
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
@@ -462,7 +462,7 @@ pub async fn post_query(
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_entities(&info.tenant, query, page, count)
+        .query_distributed(&info.tenant, query, page, count, &info.reach())
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }

@@ -25,11 +25,6 @@ impl ResponseError for NgsiError {
     }
 }
 
-/// The Link header value that points at a JSON-LD context.
-pub fn link_header(url: &str) -> String {
-    format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"")
-}
-
 /// A 200 response with a JSON body in the negotiated media type: the @context goes in the body for
 /// application/ld+json and in a Link header otherwise.
 pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
@@ -49,7 +44,7 @@ pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
         }
         Accepted::Json => {
             if let Value::String(url) = &context {
-                response.insert_header(("Link", link_header(url)));
+                response.insert_header(("Link", crate::ld::link_header(url)));
             }
         }
     }

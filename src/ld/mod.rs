@@ -23,3 +23,29 @@ pub const CORE_CONTEXT_V1_6: &str =
 pub const NGSI_LD: &str = "https://uri.etsi.org/ngsi-ld/";
 /// The IRI prefix the core context gives terms that no context defines (`@vocab`).
 pub const DEFAULT_VOCAB: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
+
+/// The value of a Link header that points at an @context (6.3.5), as requests and responses
+/// carry it.
+pub fn link_header(url: &str) -> String {
+    format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"")
+}
+
+/// The @context URL of a Link header value, if it names one (lenient: other links are skipped).
+pub fn context_of_link(text: &str) -> Option<String> {
+    text.split(',').find_map(|link| {
+        let mut parts = link.split(';').map(str::trim);
+        let target = parts.next()?;
+        let is_context = parts.any(|p| {
+            p.strip_prefix("rel=")
+                .is_some_and(|r| r.trim_matches('"') == "http://www.w3.org/ns/json-ld#context")
+        });
+        is_context
+            .then(|| {
+                target
+                    .strip_prefix('<')?
+                    .strip_suffix('>')
+                    .map(str::to_string)
+            })
+            .flatten()
+    })
+}

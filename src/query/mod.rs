@@ -70,7 +70,7 @@ impl ScopePattern {
 
 /// One entity selector (EntitySelector, 5.2.33): ids, an id pattern and a type expression, all of
 /// which must hold.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Selector {
     /// `id`: any of these ids (empty: any id).
     pub ids: Vec<String>,

@@ -3,6 +3,7 @@
 //! nothing of HTTP.
 
 pub mod batch;
+pub mod distributed;
 pub mod entities;
 pub mod query;
 pub mod registrations;
@@ -26,6 +27,8 @@ pub struct Broker {
     pub notifier: crate::subscription::Notifier,
     /// The context source registrations of every tenant (federation).
     pub registry: crate::federation::Registry,
+    /// The outbound client to context sources.
+    pub sources: crate::federation::forward::Sources,
 }
 
 impl Broker {

@@ -15,6 +15,7 @@ mod contexts;
 mod durability;
 mod entities_api;
 mod entities_lifecycle;
+mod federation;
 mod geometry_column;
 mod harness;
 mod history;

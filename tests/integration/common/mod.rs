@@ -379,6 +379,7 @@ pub struct ContextServer {
     pub port: u16,
     routes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Served>>>,
     hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ContextServer {
@@ -391,11 +392,12 @@ impl ContextServer {
             Default::default();
         let hits: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
             Default::default();
-        let (r, h) = (routes.clone(), hits.clone());
+        let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (r, h, seen) = (routes.clone(), hits.clone(), heads.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (r, h) = (r.clone(), h.clone());
+                let (r, h, seen) = (r.clone(), h.clone(), seen.clone());
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -408,6 +410,7 @@ impl ContextServer {
                     let head = String::from_utf8_lossy(&buf).to_string();
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                     *h.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    seen.lock().unwrap().push(head.clone());
                     let served = r.lock().unwrap().get(&path).cloned().unwrap_or(Served {
                         status: 404,
                         content_type: "text/plain".into(),
@@ -427,7 +430,12 @@ impl ContextServer {
                 });
             }
         });
-        ContextServer { port, routes, hits }
+        ContextServer {
+            port,
+            routes,
+            hits,
+            heads,
+        }
     }
 
     /// Serves `body` at `path` with this status, media type and delay before answering.
@@ -458,6 +466,11 @@ impl ContextServer {
     /// The URL of a path on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The request line and headers of every request received, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
     }
 
     /// How many requests this path has received.

@@ -1,0 +1,235 @@
+//! Requests to registered context sources (4.3.6.4–4.3.6.6): one outbound HTTP client for every
+//! distributed operation, with the registration's timeout (or the configured one), a cap on the
+//! size of an answer, the headers a source expects (the caller's @context as a Link, the tenant
+//! at the source, contextSourceInfo, Via) and a cooldown after a failure. A source that is down,
+//! slow, lying or huge costs at most its timeout and yields an error for this source only.
+
+use super::Registration;
+use crate::config::Settings;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How far a request reaches (4.3.6.4): whether it stays on this broker, the @context its caller
+/// gave (forwarded to sources so that they read and answer with the same terms), and the Via
+/// chain it arrived with (6.3.18).
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// `local=true`: registrations are not consulted.
+    pub local: bool,
+    /// The caller's @context URL (Link header); None: the core context.
+    pub context: Option<String>,
+    /// The Via header the request arrived with.
+    pub via: Option<String>,
+}
+
+impl Reach {
+    /// A request that stays on this broker.
+    pub fn local() -> Reach {
+        Reach {
+            local: true,
+            ..Reach::default()
+        }
+    }
+}
+
+/// Header names a registration's contextSourceInfo may not set: the broker sets them itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "ngsild-tenant",
+    "via",
+    "link",
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+];
+
+/// What a source answered.
+#[derive(Debug)]
+pub enum Answer {
+    /// 404: the source does not hold what was asked.
+    NotFound,
+    /// A JSON body, with the @context URL of its Link header if it had one.
+    Json(Value, Option<String>),
+}
+
+/// The outbound side of federation: the HTTP client and each source's cooldown.
+pub struct Sources {
+    client: reqwest::Client,
+    alias: String,
+    timeout: Duration,
+    max_bytes: usize,
+    /// Until when each failed endpoint is left alone.
+    resting: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sources {
+    /// The client the settings describe.
+    pub fn new(settings: &Settings) -> Sources {
+        let timeout = Duration::from_millis(settings.source_timeout_ms);
+        Sources {
+            client: reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            alias: settings.alias.clone(),
+            timeout,
+            max_bytes: settings.source_max_bytes,
+            resting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a request that arrived with this Via chain has passed through this broker
+    /// already: forwarding it again would make a loop.
+    pub fn looped(&self, via: Option<&str>) -> bool {
+        via.is_some_and(|v| {
+            v.split(',')
+                .any(|hop| hop.split_whitespace().nth(1) == Some(self.alias.as_str()))
+        })
+    }
+
+    /// Whether the registration's endpoint is cooling down after a failure.
+    pub fn resting(&self, registration: &Registration) -> bool {
+        let endpoint = registration.endpoint();
+        self.resting
+            .lock()
+            .ok()
+            .and_then(|r| r.get(endpoint).copied())
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    /// GETs the resource at `path` (segments below the source's NGSI-LD base, e.g.
+    /// `["entities", id]`) with these query parameters from the registration's source.
+    pub async fn get(
+        &self,
+        registration: &Registration,
+        path: &[&str],
+        params: &[(String, String)],
+        reach: &Reach,
+    ) -> Result<Answer, String> {
+        let result = self.try_get(registration, path, params, reach).await;
+        if result.is_err() {
+            if let Some(cooldown) = registration.management_ms("cooldown") {
+                if let Ok(mut resting) = self.resting.lock() {
+                    resting.insert(
+                        registration.endpoint().to_string(),
+                        Instant::now() + Duration::from_millis(cooldown),
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_get(
+        &self,
+        registration: &Registration,
+        path: &[&str],
+        params: &[(String, String)],
+        reach: &Reach,
+    ) -> Result<Answer, String> {
+        let endpoint = registration.endpoint();
+        let mut url = url::Url::parse(endpoint)
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .ok_or_else(|| format!("the endpoint {endpoint} is not a base URL"))?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments
+                .pop_if_empty()
+                .extend(["ngsi-ld", "v1"])
+                .extend(path);
+        }
+        if !params.is_empty() {
+            url.query_pairs_mut().extend_pairs(params);
+        }
+        let timeout = registration
+            .management_ms("timeout")
+            .map_or(self.timeout, Duration::from_millis);
+        let mut request = self
+            .client
+            .get(url.clone())
+            .timeout(timeout)
+            .header("Accept", "application/json")
+            .header("Via", self.via(reach.via.as_deref()));
+        if let Some(context) = &reach.context {
+            request = request.header("Link", crate::ld::link_header(context));
+        }
+        if let Some(tenant) = registration
+            .record
+            .doc
+            .get("tenant")
+            .and_then(Value::as_str)
+        {
+            request = request.header("NGSILD-Tenant", tenant);
+        }
+        for (key, value) in registration.context_source_info() {
+            if !RESERVED_HEADERS.contains(&key.to_ascii_lowercase().as_str()) {
+                request = request.header(key, value);
+            }
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", describe(&e)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Answer::NotFound);
+        }
+        if !status.is_success() {
+            return Err(format!("{url} answered {status}"));
+        }
+        let link = response
+            .headers()
+            .get_all("Link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(crate::ld::context_of_link);
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > self.max_bytes)
+        {
+            return Err(format!(
+                "{url} answered with more than the {} bytes accepted from a source",
+                self.max_bytes
+            ));
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("{url}: the answer broke off: {e}"))?;
+            body.extend_from_slice(&chunk);
+            if body.len() > self.max_bytes {
+                return Err(format!(
+                    "{url} answered with more than the {} bytes accepted from a source",
+                    self.max_bytes
+                ));
+            }
+        }
+        let json = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url} answered with something that is not JSON: {e}"))?;
+        Ok(Answer::Json(json, link))
+    }
+
+    /// The Via header of a forwarded request: the chain it arrived with, then this broker.
+    fn via(&self, arrived: Option<&str>) -> String {
+        let me = format!("1.1 {}", self.alias);
+        match arrived {
+            Some(chain) if !chain.trim().is_empty() => format!("{chain}, {me}"),
+            _ => me,
+        }
+    }
+}
+
+/// A transport failure in a sentence: timeouts and refused connections named as such.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "no answer within the timeout".into()
+    } else if e.is_connect() {
+        "the connection failed".into()
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,310 @@
+//! Distributed reads (4.3.6): retrieving and querying entities consult the registrations of the
+//! tenant that may hold data the request asks for, in parallel with the local store, and merge
+//! the fragments of each entity (see [`crate::federation::merge`]). Filters (q, geoQ, scopeQ,
+//! attrs) and paging are applied to the assembled entities, never pushed down to a source that
+//! may hold only a fragment of an entity (4.3.6.7). Without matching registrations, or with
+//! `local=true`, both are the local operations unchanged.
+
+use super::entities::{new_entity, Target};
+use super::query::{Page, QueryResult};
+use super::Broker;
+use crate::error::{NgsiError, NgsiResult};
+use crate::federation::forward::{Answer, Reach};
+use crate::federation::merge::merge;
+use crate::federation::ops::Operation;
+use crate::federation::Registration;
+use crate::ld::ActiveContext;
+use crate::model::parse::{Nulls, Reader};
+use crate::model::Entity;
+use crate::query::{EntityQuery, Selector};
+use chrono::Utc;
+use futures_util::future::join_all;
+use serde_json::Value;
+use std::sync::Arc;
+
+impl Broker {
+    /// The live registrations of the tenant that serve `op` and pass `wanted`; none when the
+    /// request stays local, has looped back here (its Via names this broker) or the tenant has
+    /// no registrations.
+    fn sources_for(
+        &self,
+        tenant: &str,
+        op: Operation,
+        reach: &Reach,
+        wanted: impl Fn(&Registration) -> bool,
+    ) -> Vec<Arc<Registration>> {
+        let all = self.registry.of(tenant);
+        if all.is_empty() || reach.local || self.sources.looped(reach.via.as_deref()) {
+            return Vec::new();
+        }
+        let now = Utc::now();
+        all.iter()
+            .filter(|r| r.is_live(now) && r.serves(op) && !self.sources.resting(r) && wanted(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Retrieves an entity (5.7.1) from the local store and the sources that may hold part of
+    /// it; `attrs` (expanded, empty for all) narrows what is asked of each source.
+    pub async fn retrieve_distributed(
+        &self,
+        target: &Target,
+        attrs: &[String],
+        reach: &Reach,
+    ) -> NgsiResult<Arc<Entity>> {
+        let sources = self.sources_for(&target.tenant, Operation::RetrieveEntity, reach, |r| {
+            r.may_hold(&target.id, &target.types)
+        });
+        if sources.is_empty() {
+            return self.retrieve_entity(target).await;
+        }
+        let ctx = self.caller_context(reach).await?;
+        let asks = sources.iter().filter_map(|r| {
+            let mut params = Vec::new();
+            if let Some(names) = narrowed(r, &[], attrs) {
+                if names.is_empty() {
+                    return None;
+                }
+                params.push(("attrs".to_string(), compacted(&names, &ctx)));
+            }
+            if !target.types.is_empty() {
+                params.push(("type".to_string(), compacted(&target.types, &ctx)));
+            }
+            if r.local_only() {
+                params.push(("local".to_string(), "true".to_string()));
+            }
+            Some(self.ask(r.clone(), vec!["entities", &target.id], params, reach))
+        });
+        let (local, answers) =
+            tokio::join!(self.store.get(&target.tenant, &target.id), join_all(asks));
+        let mut merged: Option<Entity> = local?
+            .filter(|e| target.types.is_empty() || e.types.iter().any(|t| target.types.contains(t)))
+            .map(|e| (*e).clone());
+        for (registration, fragments) in answers {
+            for fragment in fragments.into_iter().filter(|f| f.id == target.id) {
+                match &mut merged {
+                    None => merged = Some(fragment),
+                    Some(entity) => merge(entity, fragment, registration.mode),
+                }
+            }
+        }
+        merged.map(Arc::new).ok_or_else(|| {
+            NgsiError::not_found(format!("there is no entity with id '{}'", target.id))
+        })
+    }
+
+    /// Runs a query (5.7.2) over the local store and the sources that may hold matching
+    /// entities: candidates are the entities the selectors pick, here and at each source; they are
+    /// assembled by id, then filtered by the whole query and paged in id order.
+    pub async fn query_distributed(
+        &self,
+        tenant: &str,
+        query: EntityQuery,
+        page: Page,
+        count: bool,
+        reach: &Reach,
+    ) -> NgsiResult<QueryResult> {
+        let sources = self.sources_for(tenant, Operation::QueryEntity, reach, |r| {
+            r.names(&query.selectors, &query.attrs)
+        });
+        if sources.is_empty() {
+            return self.query_entities(tenant, query, page, count).await;
+        }
+        if query.order.is_some() {
+            return Err(NgsiError::bad_data(
+                "ordering (orderBy) is not supported for a query that registered context sources take part in; add local=true to order the entities held here",
+            ));
+        }
+        let mut query = query;
+        if let Some(q) = query.q.as_mut() {
+            self.resolve_links(tenant, q).await?;
+        }
+        let ctx = self.caller_context(reach).await?;
+        let cap = self.settings.max_page_size;
+        let candidates = EntityQuery {
+            selectors: query.selectors.clone(),
+            ..EntityQuery::default()
+        };
+        let mut base = selector_params(&query.selectors, &ctx);
+        if !base.iter().any(|(k, _)| k == "type") {
+            if query.attrs.is_empty() {
+                // A source answers no query without a type or attrs (5.7.2); the local part stands.
+                return self.query_entities(tenant, query, page, count).await;
+            }
+            base.push(("attrs".to_string(), compacted(&query.attrs, &ctx)));
+        }
+        let asks = sources.iter().map(|r| {
+            let mut params = base.clone();
+            params.push(("limit".to_string(), cap.to_string()));
+            if r.local_only() {
+                params.push(("local".to_string(), "true".to_string()));
+            }
+            self.ask(r.clone(), vec!["entities"], params, reach)
+        });
+        let (local, answers) = tokio::join!(
+            self.store.query(tenant, &candidates, 0, cap, false),
+            join_all(asks)
+        );
+        let mut assembled: indexmap::IndexMap<String, Entity> = local?
+            .0
+            .into_iter()
+            .map(|e| (e.id.clone(), (*e).clone()))
+            .collect();
+        for (registration, fragments) in answers {
+            for fragment in fragments {
+                match assembled.get_mut(&fragment.id) {
+                    Some(entity) => merge(entity, fragment, registration.mode),
+                    None => {
+                        assembled.insert(fragment.id.clone(), fragment);
+                    }
+                }
+            }
+        }
+        let mut matches: Vec<Entity> = assembled
+            .into_values()
+            .filter(|e| query.matches(e))
+            .collect();
+        matches.sort_by(|a, b| a.id.cmp(&b.id));
+        let seen = matches.len();
+        let entities = matches
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .map(Arc::new)
+            .collect();
+        Ok(QueryResult { entities, seen })
+    }
+
+    /// The active context of the caller, with which names are compacted for the sources (which
+    /// get the same context as a Link).
+    async fn caller_context(&self, reach: &Reach) -> NgsiResult<Arc<ActiveContext>> {
+        let link = reach.context.clone().map(Value::String);
+        self.contexts.active(link.as_ref()).await
+    }
+
+    /// Asks one source and reads the entities it answers with; a source that fails or answers
+    /// with something that is not NGSI-LD contributes nothing (and is logged).
+    async fn ask(
+        &self,
+        registration: Arc<Registration>,
+        path: Vec<&str>,
+        params: Vec<(String, String)>,
+        reach: &Reach,
+    ) -> (Arc<Registration>, Vec<Entity>) {
+        let answer = self.sources.get(&registration, &path, &params, reach).await;
+        let entities = match answer {
+            Ok(Answer::NotFound) => Ok(Vec::new()),
+            Ok(Answer::Json(json, link)) => self.read_entities(json, link, reach).await,
+            Err(e) => Err(e),
+        };
+        match entities {
+            Ok(entities) => (registration, entities),
+            Err(e) => {
+                tracing::warn!(registration = %registration.record.id, error = %e, "a context source did not contribute");
+                (registration, Vec::new())
+            }
+        }
+    }
+
+    /// Reads the entities of a source's answer (one entity or an array) with the @context they
+    /// carry, the answer's Link, or the one the request was sent with.
+    async fn read_entities(
+        &self,
+        json: Value,
+        link: Option<String>,
+        reach: &Reach,
+    ) -> Result<Vec<Entity>, String> {
+        let items = match json {
+            Value::Array(items) => items,
+            one @ Value::Object(_) => vec![one],
+            other => {
+                return Err(format!(
+                    "the answer is not an entity or an array of entities: {other}"
+                ))
+            }
+        };
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let context = item
+                .get("@context")
+                .cloned()
+                .or_else(|| link.clone().map(Value::String))
+                .or_else(|| reach.context.clone().map(Value::String));
+            let ctx = self
+                .contexts
+                .active(context.as_ref())
+                .await
+                .map_err(|e| e.detail)?;
+            let input = Reader::new(&ctx, now, Nulls::Forbidden)
+                .entity(&item, true)
+                .map_err(|e| {
+                    format!("an entity of the answer is not valid NGSI-LD: {}", e.detail)
+                })?;
+            out.push(new_entity(input, now).map_err(|e| e.detail)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The attributes to ask a source for: those it names for the selected entities, within the
+/// requested ones (`requested` empty: all). None: no narrowing (the source names every
+/// attribute and the caller asked for all).
+fn narrowed(
+    registration: &Registration,
+    selectors: &[Selector],
+    requested: &[String],
+) -> Option<Vec<String>> {
+    match registration.attributes_for(selectors) {
+        None if requested.is_empty() => None,
+        None => Some(requested.to_vec()),
+        Some(names) => {
+            let mut names: Vec<String> = names
+                .into_iter()
+                .filter(|n| requested.is_empty() || requested.contains(n))
+                .collect();
+            names.sort();
+            Some(names)
+        }
+    }
+}
+
+/// Names compacted with the caller's context, comma-separated.
+fn compacted(names: &[String], ctx: &ActiveContext) -> String {
+    names
+        .iter()
+        .map(|n| ctx.compact(n).into_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The query parameters that ask a source for the candidates of the selectors: every type they
+/// name, their ids, and the id pattern of a single selector (a superset of what they select,
+/// which the assembled entities are filtered by afterwards).
+fn selector_params(selectors: &[Selector], ctx: &ActiveContext) -> Vec<(String, String)> {
+    let mut types: Vec<String> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for s in selectors {
+        if let Some(t) = &s.types {
+            for atom in t.atoms() {
+                if !types.contains(atom) {
+                    types.push(atom.clone());
+                }
+            }
+        }
+        ids.extend(s.ids.iter().cloned());
+    }
+    let mut params = Vec::new();
+    if !types.is_empty() {
+        params.push(("type".to_string(), compacted(&types, ctx)));
+    }
+    if !ids.is_empty() && selectors.iter().all(|s| !s.ids.is_empty()) {
+        params.push(("id".to_string(), ids.join(",")));
+    }
+    if let [only] = selectors {
+        if let (Some(p), true) = (&only.id_pattern, only.ids.is_empty()) {
+            params.push(("idPattern".to_string(), p.as_str().to_string()));
+        }
+    }
+    params
+}

@@ -1,0 +1,463 @@
+//! Black-box tests of distributed reads (4.3.6): several twinlink instances on loopback, each with
+//! its own store (a city, a port and a mobility twin), federated through registrations; and a
+//! recording HTTP server for the exact shape of forwarded requests.
+
+use crate::common;
+
+use common::{assert_problem, link, ContextServer, TestServer};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const VOCAB: &str = "https://example.org/twin#";
+
+fn user_context() -> (ContextServer, String) {
+    let server = ContextServer::start();
+    server.serve(
+        "/ctx.jsonld",
+        &json!({"@context": {
+            "Vehicle": format!("{VOCAB}Vehicle"),
+            "Ship": format!("{VOCAB}Ship"),
+            "speed": format!("{VOCAB}speed"),
+            "brandName": format!("{VOCAB}brandName"),
+        }}),
+    );
+    let url = server.url("/ctx.jsonld");
+    (server, url)
+}
+
+/// The NGSI-LD endpoint of a test server, as a registration names it.
+fn endpoint(s: &TestServer) -> String {
+    s.base.trim_end_matches("/ngsi-ld/v1").to_string()
+}
+
+async fn create(s: &TestServer, ctx: &str, entity: Value) {
+    let r = s.send_linked(Method::POST, "/entities", ctx, &entity).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
+async fn register(s: &TestServer, ctx: &str, body: Value) {
+    let r = s
+        .send_linked(Method::POST, "/csourceRegistrations", ctx, &body)
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
+fn vehicle(id: &str, speed: i64) -> Value {
+    json!({"id": id, "type": "Vehicle", "speed": {"type": "Property", "value": speed}})
+}
+
+fn inclusive(id: &str, source: &TestServer, info: Value) -> Value {
+    json!({"id": id, "type": "ContextSourceRegistration",
+           "information": [info], "endpoint": endpoint(source)})
+}
+
+async fn query(s: &TestServer, ctx: &str, q: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    s.get_with(&format!("/entities?{q}"), &[("Link", &link(ctx))])
+        .await
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body.as_array()
+        .unwrap_or_else(|| panic!("an array of entities: {body}"))
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_query_at_one_twin_returns_the_merged_answer_of_three() {
+    let (_server, ctx) = user_context();
+    let (city, port, mobility) = (
+        TestServer::start().await,
+        TestServer::start().await,
+        TestServer::start().await,
+    );
+    create(&city, &ctx, vehicle("urn:ngsi-ld:Vehicle:city-1", 30)).await;
+    create(&port, &ctx, vehicle("urn:ngsi-ld:Vehicle:port-1", 12)).await;
+    create(
+        &port,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Ship:port-2", "type": "Ship"}),
+    )
+    .await;
+    create(&mobility, &ctx, vehicle("urn:ngsi-ld:Vehicle:mob-1", 50)).await;
+    let vehicles = json!({"entities": [{"type": "Vehicle"}]});
+    register(
+        &city,
+        &ctx,
+        inclusive(
+            "urn:ngsi-ld:ContextSourceRegistration:port",
+            &port,
+            vehicles.clone(),
+        ),
+    )
+    .await;
+    register(
+        &city,
+        &ctx,
+        inclusive(
+            "urn:ngsi-ld:ContextSourceRegistration:mob",
+            &mobility,
+            vehicles,
+        ),
+    )
+    .await;
+
+    let (status, headers, body) = query(&city, &ctx, "type=Vehicle&count=true").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ids(&body),
+        [
+            "urn:ngsi-ld:Vehicle:city-1",
+            "urn:ngsi-ld:Vehicle:mob-1",
+            "urn:ngsi-ld:Vehicle:port-1"
+        ]
+    );
+    assert_eq!(headers["NGSILD-Results-Count"], "3");
+    // Entities from a source read as local ones: compacted with the caller's context.
+    assert_eq!(body[2]["speed"]["value"], 12);
+    assert_eq!(body[2]["type"], "Vehicle");
+    // Filters and paging apply to the whole answer.
+    let (_, _, fast) = query(&city, &ctx, "type=Vehicle&q=speed>20").await;
+    assert_eq!(
+        ids(&fast),
+        ["urn:ngsi-ld:Vehicle:city-1", "urn:ngsi-ld:Vehicle:mob-1"]
+    );
+    let (_, headers, page) = query(&city, &ctx, "type=Vehicle&limit=1&offset=1").await;
+    assert_eq!(ids(&page), ["urn:ngsi-ld:Vehicle:mob-1"]);
+    assert!(headers
+        .get_all("Link")
+        .iter()
+        .any(|l| l.to_str().unwrap().contains("rel=\"next\"")));
+    // The Ship is not registered: it is not asked for.
+    let (_, _, ships) = query(&city, &ctx, "type=Ship").await;
+    assert_eq!(ids(&ships), Vec::<String>::new());
+    // local=true keeps the query here.
+    let (_, _, local) = query(&city, &ctx, "type=Vehicle&local=true").await;
+    assert_eq!(ids(&local), ["urn:ngsi-ld:Vehicle:city-1"]);
+    // A source's entity is retrieved through the city.
+    let (status, _, got) = city
+        .get_with(
+            "/entities/urn:ngsi-ld:Vehicle:port-1",
+            &[("Link", &link(&ctx))],
+        )
+        .await;
+    assert_eq!((status, got["speed"]["value"].as_i64()), (200, Some(12)));
+    let r = city
+        .req(
+            Method::GET,
+            "/entities/urn:ngsi-ld:Vehicle:port-1?local=true",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404, "ResourceNotFound").await;
+    // Ordering cannot be honoured across sources.
+    let (status, _, _) = query(&city, &ctx, "type=Vehicle&orderBy=speed").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = query(&city, &ctx, "type=Vehicle&orderBy=speed&local=true").await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn a_split_entity_is_assembled_before_filters_and_projections_apply() {
+    // The vehicle's speed is measured by the city, its brand is known to the port: filters on
+    // either must find it, and it must come back whole (Orion-LD #1994, #1848; Scorpio #535).
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    let id = "urn:ngsi-ld:Vehicle:split";
+    create(&city, &ctx, vehicle(id, 42)).await;
+    create(
+        &port,
+        &ctx,
+        json!({"id": id, "type": "Vehicle", "brandName": {"type": "Property", "value": "Volvo"}}),
+    )
+    .await;
+    register(
+        &city,
+        &ctx,
+        inclusive(
+            "urn:ngsi-ld:ContextSourceRegistration:brands",
+            &port,
+            json!({"entities": [{"type": "Vehicle"}], "propertyNames": ["brandName"]}),
+        ),
+    )
+    .await;
+    let (status, _, whole) = city
+        .get_with(&format!("/entities/{id}"), &[("Link", &link(&ctx))])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            whole["speed"]["value"].as_i64(),
+            whole["brandName"]["value"].as_str()
+        ),
+        (Some(42), Some("Volvo"))
+    );
+    for q in [
+        "type=Vehicle&q=brandName==%22Volvo%22",
+        "type=Vehicle&q=speed==42;brandName==%22Volvo%22",
+        "type=Vehicle&attrs=brandName",
+    ] {
+        let (status, _, body) = query(&city, &ctx, q).await;
+        assert_eq!(status, 200, "{q}: {body}");
+        assert_eq!(ids(&body), [id], "{q}");
+    }
+    let (_, _, projected) = query(&city, &ctx, "type=Vehicle&attrs=brandName").await;
+    assert!(projected[0].get("speed").is_none(), "{projected}");
+    let (_, _, none) = query(&city, &ctx, "type=Vehicle&q=brandName==%22Saab%22").await;
+    assert_eq!(ids(&none), Vec::<String>::new());
+    // A retrieve that asks for the source's attributes only still finds the entity.
+    let (status, _, brand) = city
+        .get_with(
+            &format!("/entities/{id}?attrs=brandName"),
+            &[("Link", &link(&ctx))],
+        )
+        .await;
+    assert_eq!(
+        (status, brand["brandName"]["value"].as_str()),
+        (200, Some("Volvo"))
+    );
+}
+
+#[actix_web::test]
+async fn a_dead_hanging_or_lying_source_costs_at_most_its_timeout() {
+    let (_server, ctx) = user_context();
+    let city = TestServer::start_with(|s| s.source_max_bytes = 64 * 1024).await;
+    create(&city, &ctx, vehicle("urn:ngsi-ld:Vehicle:city-1", 30)).await;
+    let peers = ContextServer::start();
+    peers.serve_raw(
+        "/hanging/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        200,
+        "application/json",
+        "[]",
+        10_000,
+    );
+    peers.serve_raw(
+        "/lying/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        200,
+        "application/json",
+        "{not json",
+        0,
+    );
+    peers.serve_raw(
+        "/wrong/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        200,
+        "application/json",
+        json!([{"id": "not a uri", "type": "Vehicle"}]).to_string(),
+        0,
+    );
+    let huge = json!([vehicle("urn:ngsi-ld:Vehicle:huge", 1)]).to_string() + &" ".repeat(200_000);
+    peers.serve_raw(
+        "/huge/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        200,
+        "application/json",
+        huge,
+        0,
+    );
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let vehicles = json!([{"entities": [{"type": "Vehicle"}]}]);
+    for (name, endpoint, management) in [
+        ("dead", dead.clone(), json!({"timeout": 300})),
+        ("hanging", peers.url("/hanging"), json!({"timeout": 300})),
+        ("lying", peers.url("/lying"), json!({"timeout": 300})),
+        ("wrong", peers.url("/wrong"), json!({"timeout": 300})),
+        ("huge", peers.url("/huge"), json!({"timeout": 300})),
+    ] {
+        register(
+            &city,
+            &ctx,
+            json!({"id": format!("urn:ngsi-ld:ContextSourceRegistration:{name}"),
+                   "type": "ContextSourceRegistration", "information": vehicles,
+                   "endpoint": endpoint, "management": management}),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    let (status, _, body) = query(&city, &ctx, "type=Vehicle").await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), ["urn:ngsi-ld:Vehicle:city-1"]);
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}, more than the sources' timeout allows"
+    );
+    assert_eq!(
+        peers.hits("/hanging/ngsi-ld/v1/entities?type=Vehicle&limit=10000"),
+        1
+    );
+    assert_eq!(
+        peers.hits("/huge/ngsi-ld/v1/entities?type=Vehicle&limit=10000"),
+        1
+    );
+    // The broker still serves its own data.
+    let (status, _, _) = city
+        .get_with(
+            "/entities/urn:ngsi-ld:Vehicle:city-1",
+            &[("Link", &link(&ctx))],
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn a_via_loop_between_two_twins_ends() {
+    let (_server, ctx) = user_context();
+    let (a, b) = (TestServer::start().await, TestServer::start().await);
+    create(&a, &ctx, vehicle("urn:ngsi-ld:Vehicle:a", 1)).await;
+    create(&b, &ctx, vehicle("urn:ngsi-ld:Vehicle:b", 2)).await;
+    let vehicles = json!({"entities": [{"type": "Vehicle"}]});
+    register(
+        &a,
+        &ctx,
+        inclusive(
+            "urn:ngsi-ld:ContextSourceRegistration:to-b",
+            &b,
+            vehicles.clone(),
+        ),
+    )
+    .await;
+    register(
+        &b,
+        &ctx,
+        inclusive("urn:ngsi-ld:ContextSourceRegistration:to-a", &a, vehicles),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, _, body) = query(&a, &ctx, "type=Vehicle").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ids(&body),
+        ["urn:ngsi-ld:Vehicle:a", "urn:ngsi-ld:Vehicle:b"]
+    );
+    let (status, _, body) = query(&b, &ctx, "type=Vehicle").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ids(&body),
+        ["urn:ngsi-ld:Vehicle:a", "urn:ngsi-ld:Vehicle:b"]
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[actix_web::test]
+async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
+    let (_server, ctx) = user_context();
+    let city = TestServer::start_with(|s| s.alias = "city-twin".into()).await;
+    let source = ContextServer::start();
+    let answer = json!([{"id": "urn:ngsi-ld:Vehicle:remote", "type": "Vehicle",
+                         "speed": {"type": "Property", "value": 7}}]);
+    source.serve_raw(
+        "/src/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        200,
+        "application/json",
+        answer.to_string(),
+        0,
+    );
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:shape", "type": "ContextSourceRegistration",
+               "information": [{"entities": [{"type": "Vehicle"}]}],
+               "endpoint": source.url("/src/"), "tenant": "harbour",
+               "contextSourceInfo": [{"key": "Authorization", "value": "Bearer t0k"},
+                                     {"key": "NGSILD-Tenant", "value": "not-sent"}]}),
+    )
+    .await;
+    let (status, _, body) = city
+        .get_with(
+            "/entities?type=Vehicle",
+            &[("Link", &link(&ctx)), ("Via", "1.1 dashboard")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), ["urn:ngsi-ld:Vehicle:remote"]);
+    assert_eq!(
+        body[0]["speed"]["value"], 7,
+        "read with the context it was asked with"
+    );
+    let requests = source.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let head = requests[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /src/ngsi-ld/v1/entities?type=vehicle&limit=10000 "),
+        "{head}"
+    );
+    for expected in [
+        format!("link: {}", link(&ctx)).to_ascii_lowercase(),
+        "ngsild-tenant: harbour".to_string(),
+        "via: 1.1 dashboard, 1.1 city-twin".to_string(),
+        "authorization: bearer t0k".to_string(),
+        "accept: application/json".to_string(),
+    ] {
+        assert!(head.contains(&expected), "missing '{expected}' in:\n{head}");
+    }
+    assert!(!head.contains("not-sent"), "{head}");
+
+    // A request that has passed through this broker already is not forwarded again.
+    let (status, _, body) = city
+        .get_with(
+            "/entities?type=Vehicle",
+            &[("Link", &link(&ctx)), ("Via", "1.1 city-twin")],
+        )
+        .await;
+    assert_eq!((status, ids(&body)), (200, Vec::<String>::new()));
+    assert_eq!(source.requests().len(), 1);
+}
+
+#[actix_web::test]
+async fn an_instance_uses_a_registration_another_instance_made() {
+    // Two instances on one PostgreSQL database: the registration made on one is used by the other
+    // at once (the store announces it).
+    let (_server, ctx) = user_context();
+    let one = TestServer::start().await;
+    let Some(url) = one.database_url.clone() else {
+        return; // the embedded store is one instance by construction
+    };
+    let two = TestServer::start_with(|s| s.database_url = Some(url.clone())).await;
+    let source = TestServer::start().await;
+    create(&source, &ctx, vehicle("urn:ngsi-ld:Vehicle:far", 3)).await;
+    register(
+        &one,
+        &ctx,
+        inclusive(
+            "urn:ngsi-ld:ContextSourceRegistration:shared",
+            &source,
+            json!({"entities": [{"type": "Vehicle"}]}),
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, body) = query(&two, &ctx, "type=Vehicle").await;
+        if ids(&body) == ["urn:ngsi-ld:Vehicle:far"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second instance never used the registration: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = one
+        .req(
+            Method::DELETE,
+            "/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:shared",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, body) = query(&two, &ctx, "type=Vehicle").await;
+        if ids(&body).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second instance kept a deleted registration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
