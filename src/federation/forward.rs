@@ -23,6 +23,8 @@ pub struct Reach {
     pub context: Option<String>,
     /// The Via header the request arrived with.
     pub via: Option<String>,
+    /// The tenant the request addresses here (its alias is this broker's name in Via).
+    pub tenant: String,
 }
 
 impl Reach {
@@ -59,6 +61,7 @@ pub enum Answer {
 pub struct Sources {
     client: reqwest::Client,
     alias: String,
+    started: Instant,
     timeout: Duration,
     max_bytes: usize,
     /// Until when each failed endpoint is left alone.
@@ -76,18 +79,50 @@ impl Sources {
                 .build()
                 .unwrap_or_default(),
             alias: settings.alias.clone(),
+            started: Instant::now(),
             timeout,
             max_bytes: settings.source_max_bytes,
             resting: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether a request that arrived with this Via chain has passed through this broker
-    /// already: forwarding it again would make a loop.
-    pub fn looped(&self, via: Option<&str>) -> bool {
-        via.is_some_and(|v| {
+    /// This broker's name for a tenant (contextSourceAlias, 5.2.40): the configured alias for
+    /// the default tenant, the alias and a stable digest of the tenant's name for the others, so
+    /// that federating two tenants of one broker is not taken for a loop.
+    pub fn alias(&self, tenant: &str) -> String {
+        if tenant.is_empty() {
+            return self.alias.clone();
+        }
+        // FNV-1a: stable across runs and builds, unlike the standard hasher.
+        let digest = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{}-{digest:016x}", self.alias)
+    }
+
+    /// The identity of this broker as a context source for a tenant (5.15, 5.2.40).
+    pub fn identity(&self, tenant: &str) -> Value {
+        let alias = self.alias(tenant);
+        serde_json::json!({
+            "id": format!("urn:ngsi-ld:ContextSourceIdentity:{alias}"),
+            "type": "ContextSourceIdentity",
+            "contextSourceAlias": alias,
+            "contextSourceUptime": format!("PT{}S", self.started.elapsed().as_secs()),
+            "contextSourceTimeAt": crate::model::format_time(&chrono::Utc::now()),
+            "contextSourceExtras": {
+                "software": "twinlink",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+        })
+    }
+
+    /// Whether a request that arrived with this Via chain has passed through this broker (for
+    /// its tenant) already: forwarding it again would make a loop.
+    pub fn looped(&self, reach: &Reach) -> bool {
+        let me = self.alias(&reach.tenant);
+        reach.via.as_deref().is_some_and(|v| {
             v.split(',')
-                .any(|hop| hop.split_whitespace().nth(1) == Some(self.alias.as_str()))
+                .any(|hop| hop.split_whitespace().nth(1) == Some(me.as_str()))
         })
     }
 
@@ -153,7 +188,7 @@ impl Sources {
             .get(url.clone())
             .timeout(timeout)
             .header("Accept", "application/json")
-            .header("Via", self.via(reach.via.as_deref()));
+            .header("Via", self.via(reach));
         if let Some(context) = &reach.context {
             request = request.header("Link", crate::ld::link_header(context));
         }
@@ -214,9 +249,9 @@ impl Sources {
     }
 
     /// The Via header of a forwarded request: the chain it arrived with, then this broker.
-    fn via(&self, arrived: Option<&str>) -> String {
-        let me = format!("1.1 {}", self.alias);
-        match arrived {
+    fn via(&self, reach: &Reach) -> String {
+        let me = format!("1.1 {}", self.alias(&reach.tenant));
+        match reach.via.as_deref() {
             Some(chain) if !chain.trim().is_empty() => format!("{chain}, {me}"),
             _ => me,
         }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod discovery;
 pub mod entities;
+pub mod identity;
 pub mod join;
 pub mod negotiate;
 pub mod query;
@@ -79,6 +80,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(subscriptions::retrieve))
                     .route(web::patch().to(subscriptions::update))
                     .route(web::delete().to(subscriptions::delete))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/info/sourceIdentity")
+                    .route(web::get().to(identity::source_identity))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

@@ -97,6 +97,7 @@ impl RequestInfo {
             local: self.param("local") == Some("true"),
             context: self.link_context.clone(),
             via: self.via.clone(),
+            tenant: self.tenant.clone(),
         }
     }
 

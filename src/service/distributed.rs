@@ -34,7 +34,7 @@ impl Broker {
         wanted: impl Fn(&Registration) -> bool,
     ) -> Vec<Arc<Registration>> {
         let all = self.registry.of(tenant);
-        if all.is_empty() || reach.local || self.sources.looped(reach.via.as_deref()) {
+        if all.is_empty() || reach.local || self.sources.looped(reach) {
             return Vec::new();
         }
         let now = Utc::now();

@@ -461,3 +461,101 @@ async fn an_instance_uses_a_registration_another_instance_made() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[actix_web::test]
+async fn the_source_identity_names_each_tenant_and_two_tenants_of_one_broker_federate() {
+    let (_server, ctx) = user_context();
+    let s = TestServer::start_with(|s| s.alias = "port-twin".into()).await;
+    let (status, _, me) = s.get_with("/info/sourceIdentity", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["type"], "ContextSourceIdentity");
+    assert_eq!(me["contextSourceAlias"], "port-twin");
+    assert!(me["id"].as_str().unwrap().starts_with("urn:"), "{me}");
+    let uptime = me["contextSourceUptime"].as_str().unwrap();
+    assert!(
+        uptime.starts_with("PT") && uptime.ends_with('S'),
+        "{uptime}"
+    );
+    let time_at = me["contextSourceTimeAt"].as_str().unwrap();
+    assert!(time_at.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(time_at).is_ok());
+    let alias = |tenant: &'static str| {
+        let s = &s;
+        async move {
+            let (_, _, body) = s
+                .get_with("/info/sourceIdentity", &[("NGSILD-Tenant", tenant)])
+                .await;
+            body["contextSourceAlias"].as_str().unwrap().to_string()
+        }
+    };
+    let (harbour, ferries) = (alias("harbour").await, alias("ferries").await);
+    assert_ne!(harbour, "port-twin");
+    assert_ne!(harbour, ferries);
+    assert_eq!(harbour, alias("harbour").await, "stable");
+
+    // The harbour tenant federates the ferries tenant of the same broker: the request that comes
+    // back in with the harbour's alias in Via is not a loop for the ferries tenant.
+    let in_tenant = |tenant: &str, method: Method, path: &str, body: Value| {
+        s.req(method, path)
+            .header("Content-Type", "application/json")
+            .header("Link", link(&ctx))
+            .header("NGSILD-Tenant", tenant)
+            .body(body.to_string())
+            .send()
+    };
+    let r = in_tenant(
+        "ferries",
+        Method::POST,
+        "/entities",
+        vehicle("urn:ngsi-ld:Vehicle:ferry", 9),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = in_tenant(
+        "harbour",
+        Method::POST,
+        "/entities",
+        vehicle("urn:ngsi-ld:Vehicle:tug", 4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    // The ferries tenant federates a third twin in turn: its data reaches the harbour only if
+    // the ferries tenant does not take the harbour's request for one it has forwarded itself.
+    let operator = TestServer::start().await;
+    create(&operator, &ctx, vehicle("urn:ngsi-ld:Vehicle:bus", 1)).await;
+    let onward = json!({"id": "urn:ngsi-ld:ContextSourceRegistration:operator",
+        "type": "ContextSourceRegistration",
+        "information": [{"entities": [{"type": "Vehicle"}]}], "endpoint": endpoint(&operator)});
+    let r = in_tenant("ferries", Method::POST, "/csourceRegistrations", onward)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let registration = json!({"id": "urn:ngsi-ld:ContextSourceRegistration:ferries",
+        "type": "ContextSourceRegistration", "tenant": "ferries",
+        "information": [{"entities": [{"type": "Vehicle"}]}], "endpoint": endpoint(&s)});
+    let r = in_tenant(
+        "harbour",
+        Method::POST,
+        "/csourceRegistrations",
+        registration,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let (status, _, body) = s
+        .get_with(
+            "/entities?type=Vehicle",
+            &[("Link", &link(&ctx)), ("NGSILD-Tenant", "harbour")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ids(&body),
+        [
+            "urn:ngsi-ld:Vehicle:bus",
+            "urn:ngsi-ld:Vehicle:ferry",
+            "urn:ngsi-ld:Vehicle:tug"
+        ]
+    );
+}
