@@ -145,7 +145,24 @@ impl Sources {
         params: &[(String, String)],
         reach: &Reach,
     ) -> Result<Answer, String> {
-        let result = self.try_get(registration, path, params, reach).await;
+        let call = Call {
+            method: reqwest::Method::GET,
+            path,
+            params,
+            body: None,
+        };
+        self.send(registration, call, reach).await
+    }
+
+    /// Sends a request to the registration's source, in cooldown after a failure when the
+    /// registration asks for one.
+    pub async fn send(
+        &self,
+        registration: &Registration,
+        call: Call<'_>,
+        reach: &Reach,
+    ) -> Result<Answer, String> {
+        let result = self.try_send(registration, call, reach).await;
         if result.is_err() {
             if let Some(cooldown) = registration.management_ms("cooldown") {
                 if let Ok(mut resting) = self.resting.lock() {
@@ -159,11 +176,15 @@ impl Sources {
         result
     }
 
-    async fn try_get(
+    async fn try_send(
         &self,
         registration: &Registration,
-        path: &[&str],
-        params: &[(String, String)],
+        Call {
+            method,
+            path,
+            params,
+            body,
+        }: Call<'_>,
         reach: &Reach,
     ) -> Result<Answer, String> {
         let endpoint = registration.endpoint();
@@ -185,10 +206,15 @@ impl Sources {
             .map_or(self.timeout, Duration::from_millis);
         let mut request = self
             .client
-            .get(url.clone())
+            .request(method, url.clone())
             .timeout(timeout)
             .header("Accept", "application/json")
             .header("Via", self.via(reach));
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
         if let Some(context) = &reach.context {
             request = request.header("Link", crate::ld::link_header(context));
         }
@@ -213,8 +239,13 @@ impl Sources {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Answer::NotFound);
         }
-        if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+        if !status.is_success() || status == reqwest::StatusCode::MULTI_STATUS {
+            let text = response.text().await.unwrap_or_default();
+            let detail: String = text.chars().take(300).collect();
+            return Err(format!("{url} answered {status}: {detail}"));
+        }
+        if body_less(status) {
+            return Ok(Answer::Json(Value::Null, None));
         }
         let link = response
             .headers()
@@ -256,6 +287,24 @@ impl Sources {
             _ => me,
         }
     }
+}
+
+/// One request to a source: method, path segments below its NGSI-LD base, query parameters and
+/// an optional JSON body (sent as application/json with the caller's @context as Link).
+pub struct Call<'a> {
+    /// The HTTP method.
+    pub method: reqwest::Method,
+    /// Path segments below `/ngsi-ld/v1`.
+    pub path: &'a [&'a str],
+    /// Query parameters.
+    pub params: &'a [(String, String)],
+    /// The body, if any.
+    pub body: Option<&'a Value>,
+}
+
+/// Whether a success status carries no body to read (201 and 204 of writes).
+fn body_less(status: reqwest::StatusCode) -> bool {
+    status == reqwest::StatusCode::NO_CONTENT || status == reqwest::StatusCode::CREATED
 }
 
 /// A transport failure in a sentence: timeouts and refused connections named as such.

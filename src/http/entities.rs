@@ -525,7 +525,9 @@ pub async fn update_attrs(
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let input = attrs_body(&w, Nulls::Delete)?;
-    let result = broker.update_attrs(&target, input, Utc::now()).await?;
+    let result = broker
+        .update_attrs_distributed(&target, input, Utc::now(), &w.info.reach())
+        .await?;
     Ok(update_result(&w.ctx, result))
 }
 
@@ -538,6 +540,12 @@ pub async fn partial_update_attr(
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
+    let forwarded = broker
+        .forward_attribute_update(&target, &iri, &name, &w.body, &w.info.reach())
+        .await?;
+    if forwarded.is_some() {
+        return Ok(no_content());
+    }
     let id = &target.id;
     let entity = broker.retrieve_entity(&target).await?;
     let kind = entity

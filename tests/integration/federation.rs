@@ -559,3 +559,120 @@ async fn the_source_identity_names_each_tenant_and_two_tenants_of_one_broker_fed
         ]
     );
 }
+
+#[actix_web::test]
+async fn updates_of_attributes_an_iot_agent_registered_go_to_the_agent() {
+    // An IoT agent provisions a lamp: the broker holds its measured luminosity, the agent holds
+    // the switch command (an exclusive registration of that attribute), as FIWARE IoT agents do.
+    let (_server, ctx) = user_context();
+    let city = TestServer::start().await;
+    let agent = ContextServer::start();
+    let lamp = "urn:ngsi-ld:Lamp:1";
+    create(
+        &city,
+        &ctx,
+        json!({"id": lamp, "type": "Lamp", "luminosity": {"type": "Property", "value": 10}}),
+    )
+    .await;
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:agent", "type": "ContextSourceRegistration",
+               "mode": "exclusive", "operations": ["updateOps"],
+               "information": [{"entities": [{"id": lamp, "type": "Lamp"}], "propertyNames": ["switch"]}],
+               "endpoint": agent.url("/iot")}),
+    )
+    .await;
+    agent.serve_raw(
+        &format!("/iot/ngsi-ld/v1/entities/{lamp}/attrs"),
+        204,
+        "text/plain",
+        "",
+        0,
+    );
+    agent.serve_raw(
+        &format!("/iot/ngsi-ld/v1/entities/{lamp}/attrs/switch"),
+        204,
+        "text/plain",
+        "",
+        0,
+    );
+    let r = city
+        .send_linked(
+            Method::PATCH,
+            &format!("/entities/{lamp}/attrs"),
+            &ctx,
+            &json!({"switch": {"type": "Property", "value": "on"},
+                    "luminosity": {"type": "Property", "value": 80}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+    let requests = agent.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let (head, body) = requests[0].split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with(&format!("PATCH /iot/ngsi-ld/v1/entities/{lamp}/attrs ")),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        body,
+        json!({"switch": {"type": "Property", "value": "on"}}),
+        "only the agent's attribute"
+    );
+    let (_, here) = city.get_json(&format!("/entities/{lamp}?local=true")).await;
+    assert_eq!(here["luminosity"]["value"], 80);
+    assert!(
+        here.get("switch").is_none(),
+        "the command is not stored here: {here}"
+    );
+    // The single-attribute form is passed on as it came.
+    let r = city
+        .send(
+            Method::PATCH,
+            &format!("/entities/{lamp}/attrs/switch"),
+            "application/json",
+            &json!({"value": "off"}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let requests = agent.requests();
+    let (head, body) = requests[1].split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with(&format!(
+            "PATCH /iot/ngsi-ld/v1/entities/{lamp}/attrs/switch "
+        )),
+        "{head}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"value": "off"})
+    );
+
+    // An agent that fails leaves its attribute not updated, and the rest updated (207).
+    agent.serve_raw(
+        &format!("/iot/ngsi-ld/v1/entities/{lamp}/attrs"),
+        500,
+        "text/plain",
+        "boom",
+        0,
+    );
+    let r = city
+        .send_linked(
+            Method::PATCH,
+            &format!("/entities/{lamp}/attrs"),
+            &ctx,
+            &json!({"switch": {"type": "Property", "value": "on"},
+                    "luminosity": {"type": "Property", "value": 5}}),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["updated"], json!(["luminosity"]), "{report}");
+    assert_eq!(
+        report["notUpdated"][0]["attributeName"], "switch",
+        "{report}"
+    );
+    let (_, here) = city.get_json(&format!("/entities/{lamp}?local=true")).await;
+    assert_eq!(here["luminosity"]["value"], 5);
+}

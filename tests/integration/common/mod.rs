@@ -407,6 +407,22 @@ impl ContextServer {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
+                    // The body, as long as Content-Length says, is recorded with the head.
+                    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let length = String::from_utf8_lossy(&buf[..head_end])
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
                     let head = String::from_utf8_lossy(&buf).to_string();
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                     *h.lock().unwrap().entry(path.clone()).or_default() += 1;
@@ -468,7 +484,7 @@ impl ContextServer {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
-    /// The request line and headers of every request received, in order.
+    /// The request line, headers and body of every request received, in order.
     pub fn requests(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
