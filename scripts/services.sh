@@ -95,6 +95,10 @@ tl_missing_packages() {
     if ! tl_mosquitto_bin >/dev/null; then
         echo mosquitto
     fi
+    # mosquitto_pub runs the README's MQTT example (scripts/readme-examples.sh).
+    if ! command -v mosquitto_pub >/dev/null; then
+        echo mosquitto-clients
+    fi
 }
 
 # Install the missing Debian packages (apt-get update only when needed) without

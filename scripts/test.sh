@@ -8,7 +8,8 @@
 #    (scripts/services.sh; state, data and logs in $TWINLINK_TEST_STATE,
 #    default <repo>/target/test-services) and exports
 #    TWINLINK_TEST_DATABASE_URL and TWINLINK_TEST_MQTT_URL;
-# 2. cargo fmt --check, cargo clippy -D warnings, doc tests (if there is a lib);
+# 2. cargo fmt --check, cargo clippy -D warnings, the README's examples
+#    (scripts/readme-examples.sh), doc tests (if there is a lib);
 # 3. cargo nextest run (or cargo test if cargo-nextest is missing), last, so
 #    the output ends with the runner's summary and the exit code is its own.
 #
@@ -57,6 +58,14 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# The README's examples, exactly as written, against a fresh broker (the MQTT one against the test
+# Mosquitto); a failing example fails the run here, before the test runners.
+echo "==> scripts/readme-examples.sh"
+if ! bash "$REPO_ROOT/scripts/readme-examples.sh"; then
+    echo "scripts/test.sh: a README example failed (see FAIL above)" >&2
+    exit 1
+fi
 
 # Doc tests only exist for library targets ('cargo test --doc' fails without one).
 # They run before the main runner so that its summary is the last output.
