@@ -73,7 +73,10 @@ impl Sources {
     pub fn new(settings: &Settings) -> Sources {
         let timeout = Duration::from_millis(settings.source_timeout_ms);
         Sources {
+            // Header names as the spec writes them (Via, Link, NGSILD-Tenant): sources that look
+            // them up in a plain map, such as the ETSI suite's mock source, find them.
             client: reqwest::Client::builder()
+                .http1_title_case_headers()
                 .connect_timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
