@@ -91,6 +91,9 @@ async fn register(
 }
 
 fn main() {
+    if !support::run_by_cargo_bench() {
+        return;
+    }
     let entities: usize = env_or("FED_ENTITIES", 10_000);
     let requests: usize = env_or("FED_REQUESTS", 200);
     let timeout_ms: u64 = env_or("FED_TIMEOUT_MS", 200);

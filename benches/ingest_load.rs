@@ -1066,8 +1066,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; test runners do not, and must not start a load test.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !support::run_by_cargo_bench() {
         return;
     }
     let cfg = Config::from_env();

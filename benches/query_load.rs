@@ -747,9 +747,7 @@ fn empty_database(url: &str) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    // `cargo bench` passes `--bench`; test runners (`cargo test --all-targets`, nextest's
-    // `--list`) do not, and must not start a three-minute load test: they get an empty test list.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !support::run_by_cargo_bench() {
         return;
     }
     let cfg = Config::from_env();

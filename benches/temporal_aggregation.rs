@@ -169,7 +169,7 @@ async fn fresh_database(template_url: &str) -> (String, String, String) {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !support::run_by_cargo_bench() {
         return;
     }
     let template = std::env::var("TWINLINK_TEST_DATABASE_URL")

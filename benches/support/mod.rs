@@ -83,3 +83,10 @@ pub async fn post_json(
         .await
         .expect("the request reaches twinlink")
 }
+
+/// Whether `cargo bench` runs this binary (it passes `--bench`). Test runners list and run every
+/// target (`cargo test --all-targets`, nextest's `--list`) without it, and must not start a load
+/// test: the benches then do nothing, an empty test list.
+pub fn run_by_cargo_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
