@@ -11,32 +11,17 @@ use crate::error::NgsiResult;
 use crate::ld::ActiveContext;
 use crate::model::{format_time, validate};
 use crate::query;
-use crate::subscription::model::{bad, map_type_names, Stats};
+use crate::subscription::model::{bad, map_type_names};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The type every registration has.
 pub const TYPE: &str = "ContextSourceRegistration";
 
-/// What a registration keeps in the store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    /// The registration id (a URI).
-    pub id: String,
-    /// The 5.2.9 members as given (names expanded), without id, type and read-only members.
-    pub doc: Map<String, Value>,
-    /// The @context of the request that created (or last updated) it; None for the core context.
-    pub context: Option<Value>,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it was last updated.
-    pub modified_at: DateTime<Utc>,
-    /// Requests forwarded to the endpoint (timesSent, timesFailed, lastSuccess, lastFailure,
-    /// status of Table 5.2.9-1).
-    #[serde(default)]
-    pub stats: Stats,
-}
+/// What a registration keeps in the store: the record subscriptions keep too (its `stats` count
+/// the requests forwarded to the endpoint: timesSent, timesFailed, lastSuccess, lastFailure,
+/// status of Table 5.2.9-1).
+pub use crate::subscription::model::Record;
 
 /// How a registration shares the entities it names with the broker (4.3.6.2, Table 5.2.9-1 mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

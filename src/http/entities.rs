@@ -106,6 +106,13 @@ pub fn segment(req: &HttpRequest, name: &str) -> String {
         .map_or_else(|| raw.to_string(), |(_, v)| v.into_owned())
 }
 
+/// The `{id}` of a subscription or registration path: a URI, else BadRequestData naming `what`.
+pub fn record_id(req: &HttpRequest, what: &str) -> NgsiResult<String> {
+    let id = segment(req, "id");
+    crate::model::validate::uri(&format!("the {what} id in the URL"), &id)?;
+    Ok(id)
+}
+
 fn path_id(req: &HttpRequest) -> NgsiResult<String> {
     let id = segment(req, "id");
     crate::model::validate::entity_id("the entity id in the URL", &id)?;

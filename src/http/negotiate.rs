@@ -145,6 +145,11 @@ impl RequestInfo {
         Ok(options)
     }
 
+    /// Whether `options=sysAttrs` is given, the only option a subscription or registration takes.
+    pub fn sys_attrs_only(&self) -> NgsiResult<bool> {
+        Ok(self.options(&["sysAttrs"])?.iter().any(|o| o == "sysAttrs"))
+    }
+
     /// The representation asked for by `format` or `options` (clause 6.3.7).
     pub fn format(&self) -> NgsiResult<Format> {
         let from_name = |name: &str| match name {

@@ -2,7 +2,7 @@
 //! read the request, call the registration service, render registrations with the caller's
 //! context.
 
-use super::entities::{segment, SEGMENT};
+use super::entities::{record_id, SEGMENT};
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use super::query::{entity_query, page, page_headers, LinkOrder};
 use super::response::json_body;
@@ -10,7 +10,6 @@ use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::federation::{registration, Discovery};
 use crate::ld::ActiveContext;
-use crate::model::validate;
 use crate::query::q;
 use crate::service::Broker;
 use crate::temporal::{self, TemporalParams};
@@ -46,13 +45,7 @@ const DISCOVERY_PARAMS: &[&str] = &[
 ];
 
 fn path_id(req: &HttpRequest) -> NgsiResult<String> {
-    let id = segment(req, "id");
-    validate::uri("the registration id in the URL", &id)?;
-    Ok(id)
-}
-
-fn sys_attrs(info: &RequestInfo) -> NgsiResult<bool> {
-    Ok(info.options(&["sysAttrs"])?.iter().any(|o| o == "sysAttrs"))
+    record_id(req, "registration")
 }
 
 /// POST /csourceRegistrations (5.9.2).
@@ -81,7 +74,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let record = broker.registration(&info.tenant, &id).await?;
     Ok(json_body(
         &info,
-        registration::render(&record, &ctx, sys_attrs(&info)?),
+        registration::render(&record, &ctx, info.sys_attrs_only()?),
     ))
 }
 
@@ -90,7 +83,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, READ_OFFERS, DISCOVERY_PARAMS)?;
     let ctx = info.context(&broker).await?;
     let (page, count) = page(&info, &broker)?;
-    let sys = sys_attrs(&info)?;
+    let sys = info.sys_attrs_only()?;
     let discovery = discovery(&info, &ctx)?;
     let found = broker
         .discover_registrations(&info.tenant, &discovery)

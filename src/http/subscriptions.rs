@@ -1,12 +1,11 @@
 //! Handlers of /subscriptions and /subscriptions/{id} (5.8, 6.10 and 6.11): read the request, call
 //! the subscription service, render subscriptions with the caller's context.
 
-use super::entities::{segment, SEGMENT};
+use super::entities::{record_id, SEGMENT};
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
-use crate::model::validate;
 use crate::service::Broker;
 use crate::subscription::parse;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -20,13 +19,7 @@ const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 
 fn path_id(req: &HttpRequest) -> NgsiResult<String> {
-    let id = segment(req, "id");
-    validate::uri("the subscription id in the URL", &id)?;
-    Ok(id)
-}
-
-fn sys_attrs(info: &RequestInfo) -> NgsiResult<bool> {
-    Ok(info.options(&["sysAttrs"])?.iter().any(|o| o == "sysAttrs"))
+    record_id(req, "subscription")
 }
 
 /// POST /subscriptions (5.8.1).
@@ -55,7 +48,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let id = path_id(&req)?;
     let ctx = info.context(&broker).await?;
     let record = broker.subscription(&info.tenant, &id).await?;
-    let body = parse::render(&record, &ctx, sys_attrs(&info)?, Utc::now());
+    let body = parse::render(&record, &ctx, info.sys_attrs_only()?, Utc::now());
     let mut response = json_body(&info, body);
     if let Some(applied) = version_preference(&req) {
         if let Ok(v) = HeaderValue::from_str(&applied) {
@@ -110,7 +103,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
             "limit=0 only makes sense with count=true",
         ));
     }
-    let sys = sys_attrs(&info)?;
+    let sys = info.sys_attrs_only()?;
     let records = broker.subscriptions(&info.tenant).await?;
     let total = records.len();
     let now = Utc::now();

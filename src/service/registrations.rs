@@ -179,19 +179,9 @@ impl Broker {
             ));
         }
         let mut record = self.registration(tenant, id).await?;
-        for (name, value) in changes {
-            if value.is_null() {
-                record.doc.shift_remove(&name);
-            } else {
-                record.doc.insert(name, value);
-            }
-        }
-        if context.is_some() {
-            record.context = context;
-        }
         let now = Utc::now();
+        record.apply(changes, context, now);
         registration::check(&record.doc, now, false)?;
-        record.modified_at = now;
         self.check_conflicts(tenant, &Registration::compile(record.clone()))
             .await?;
         self.store

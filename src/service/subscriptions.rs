@@ -123,17 +123,7 @@ impl Broker {
             ));
         }
         let mut record = self.subscription(tenant, id).await?;
-        for (name, value) in changes {
-            if value.is_null() {
-                record.doc.shift_remove(&name);
-            } else {
-                record.doc.insert(name, value);
-            }
-        }
-        if context.is_some() {
-            record.context = context;
-        }
-        record.modified_at = Utc::now();
+        record.apply(changes, context, Utc::now());
         let sub = subscription::compile(self, tenant, record.clone()).await?;
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;

@@ -14,12 +14,14 @@ use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// What a subscription keeps in the store.
+/// What a subscription (and a context source registration, see
+/// `crate::federation::registration`) keeps in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    /// The subscription id (a URI).
+    /// The id (a URI).
     pub id: String,
-    /// The 5.2.12 members as given (names expanded), without id, type and read-only members.
+    /// The members as given (5.2.12 for a subscription, 5.2.9 for a registration; names
+    /// expanded), without id, type and read-only members.
     pub doc: Map<String, Value>,
     /// The @context of the request that created (or last updated) it; None for the core context.
     pub context: Option<Value>,
@@ -27,9 +29,33 @@ pub struct Record {
     pub created_at: DateTime<Utc>,
     /// When it was last updated.
     pub modified_at: DateTime<Utc>,
-    /// Delivery statistics (5.2.15 NotificationParams read-only members).
+    /// Delivery statistics (5.2.15 NotificationParams read-only members; for a registration,
+    /// the requests forwarded to its endpoint).
     #[serde(default)]
     pub stats: Stats,
+}
+
+impl Record {
+    /// Applies an update fragment (5.8.2, 5.9.3): each member replaces the stored one, null
+    /// removes it; a new @context replaces the stored one.
+    pub fn apply(
+        &mut self,
+        changes: Map<String, Value>,
+        context: Option<Value>,
+        now: DateTime<Utc>,
+    ) {
+        for (name, value) in changes {
+            if value.is_null() {
+                self.doc.shift_remove(&name);
+            } else {
+                self.doc.insert(name, value);
+            }
+        }
+        if context.is_some() {
+            self.context = context;
+        }
+        self.modified_at = now;
+    }
 }
 
 /// The read-only delivery members of NotificationParams (Table 5.2.14-2).
