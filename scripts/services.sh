@@ -95,9 +95,12 @@ tl_missing_packages() {
     if ! tl_mosquitto_bin >/dev/null; then
         echo mosquitto
     fi
-    # mosquitto_pub runs the README's MQTT example (scripts/readme-examples.sh).
+    # curl and mosquitto_pub run the README's examples (scripts/readme-examples.sh).
     if ! command -v mosquitto_pub >/dev/null; then
         echo mosquitto-clients
+    fi
+    if ! command -v curl >/dev/null; then
+        echo curl
     fi
 }
 

@@ -171,7 +171,9 @@ impl Sources {
                 if let Ok(mut resting) = self.resting.lock() {
                     resting.insert(
                         registration.endpoint().to_string(),
-                        Instant::now() + Duration::from_millis(cooldown),
+                        Instant::now()
+                            .checked_add(Duration::from_millis(cooldown))
+                            .unwrap_or_else(far_future),
                     );
                 }
             }
@@ -230,8 +232,15 @@ impl Sources {
             request = request.header("NGSILD-Tenant", tenant);
         }
         for (key, value) in registration.context_source_info() {
-            if !RESERVED_HEADERS.contains(&key.to_ascii_lowercase().as_str()) {
-                request = request.header(key, value);
+            // A pair that cannot be a header (a name with spaces, a value with a line break)
+            // is left out rather than failing every request to the source.
+            let header = reqwest::header::HeaderName::from_bytes(key.as_bytes())
+                .ok()
+                .zip(reqwest::header::HeaderValue::from_str(value).ok());
+            if let Some((name, value)) = header {
+                if !RESERVED_HEADERS.contains(&name.as_str()) {
+                    request = request.header(name, value);
+                }
             }
         }
         let response = request
@@ -303,6 +312,11 @@ pub struct Call<'a> {
     pub params: &'a [(String, String)],
     /// The body, if any.
     pub body: Option<&'a Value>,
+}
+
+/// A rest that never ends (a cooldown too long for the clock).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Whether a success status carries no body to read (201 and 204 of writes).

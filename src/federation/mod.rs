@@ -559,3 +559,53 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn registration(id: &str) -> Registration {
+        let now = chrono::Utc::now();
+        Registration::compile(Record {
+            id: id.into(),
+            doc: json!({"information": [{"entities": [{"type": "T"}]}], "endpoint": "http://x"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            context: None,
+            created_at: now,
+            modified_at: now,
+            stats: Default::default(),
+        })
+    }
+
+    fn ids(registry: &Registry, tenant: &str) -> Vec<String> {
+        registry
+            .of(tenant)
+            .iter()
+            .map(|r| r.record.id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_reload_keeps_what_changed_after_it_read_the_store() {
+        let registry = Registry::default();
+        registry.put("t", registration("old"));
+        registry.put("t", registration("gone-later"));
+        let read_at = Instant::now();
+        // After the store was read: one registration made, one deleted, here.
+        registry.put("t", registration("new"));
+        registry.remove("t", "gone-later");
+        // The store as read then: "old" and "gone-later".
+        let loaded = vec![
+            ("t".to_string(), registration("gone-later")),
+            ("t".to_string(), registration("old")),
+        ];
+        registry.replace_all(read_at, loaded);
+        assert_eq!(ids(&registry, "t"), ["new", "old"]);
+        // A later reload that sees neither forgets them: nothing changed here after it read.
+        registry.replace_all(Instant::now(), vec![("t".to_string(), registration("old"))]);
+        assert_eq!(ids(&registry, "t"), ["old"]);
+    }
+}

@@ -2,11 +2,10 @@
 //! read the request, call the registration service, render registrations with the caller's
 //! context.
 
-use super::entities::{record_id, SEGMENT};
+use super::entities::record_id;
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use super::query::{entity_query, page, page_headers, LinkOrder};
-use super::response::json_body;
-use super::BASE;
+use super::response::{created, json_body};
 use crate::error::{NgsiError, NgsiResult};
 use crate::federation::{registration, Discovery};
 use crate::ld::ActiveContext;
@@ -60,10 +59,7 @@ pub async fn create(
     let id = broker
         .create_registration(&info.tenant, &json, context)
         .await?;
-    let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("{BASE}/csourceRegistrations/{encoded}")))
-        .finish())
+    Ok(created("csourceRegistrations", &id))
 }
 
 /// GET /csourceRegistrations/{id} (5.10.1).

@@ -25,6 +25,18 @@ impl ResponseError for NgsiError {
     }
 }
 
+/// 201 Created with the Location of a new resource below the API base (`collection` is e.g.
+/// `subscriptions`), its id percent-encoded as a path segment.
+pub fn created(collection: &str, id: &str) -> HttpResponse {
+    let encoded = percent_encoding::utf8_percent_encode(id, super::entities::SEGMENT);
+    HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!("{}/{collection}/{encoded}", super::BASE),
+        ))
+        .finish()
+}
+
 /// A 200 response with a JSON body in the negotiated media type: the @context goes in the body for
 /// application/ld+json and in a Link header otherwise.
 pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {

@@ -1,9 +1,9 @@
 //! Handlers of /subscriptions and /subscriptions/{id} (5.8, 6.10 and 6.11): read the request, call
 //! the subscription service, render subscriptions with the caller's context.
 
-use super::entities::{record_id, SEGMENT};
+use super::entities::record_id;
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
-use super::response::json_body;
+use super::response::{created, json_body};
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::service::Broker;
@@ -36,10 +36,7 @@ pub async fn create(
         .into_inner()
         .create_subscription(&info.tenant, &json, context)
         .await?;
-    let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("{BASE}/subscriptions/{encoded}")))
-        .finish())
+    Ok(created("subscriptions", &id))
 }
 
 /// GET /subscriptions/{id} (5.8.3).

@@ -6,7 +6,6 @@ use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::registration::{self, Mode, Record};
 use crate::federation::{Discovery, Registration};
-use crate::model::validate;
 use crate::query::EntityQuery;
 use crate::store::Collection;
 use chrono::Utc;
@@ -37,21 +36,7 @@ impl Broker {
     ) -> NgsiResult<String> {
         let ctx = self.contexts.active(context.as_ref()).await?;
         let doc = registration::normalize(body, &ctx, false)?;
-        let id = match body.get("id") {
-            None => format!(
-                "urn:ngsi-ld:ContextSourceRegistration:{}",
-                uuid::Uuid::new_v4()
-            ),
-            Some(Value::String(id)) => {
-                validate::uri("the registration id", id)?;
-                id.clone()
-            }
-            Some(other) => {
-                return Err(NgsiError::bad_data(format!(
-                    "the registration id must be a URI string, not {other}"
-                )))
-            }
-        };
+        let id = Record::id_from_body(body, registration::TYPE)?;
         let now = Utc::now();
         registration::check(&doc, now, true)?;
         let record = Record {

@@ -4,7 +4,6 @@
 
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::model::validate;
 use crate::store::Collection;
 use crate::subscription::model::Record;
 use crate::subscription::{self, parse};
@@ -31,18 +30,7 @@ impl Broker {
     ) -> NgsiResult<String> {
         let ctx = self.contexts.active(context.as_ref()).await?;
         let doc = parse::normalize(body, &ctx, false)?;
-        let id = match body.get("id") {
-            None => format!("urn:ngsi-ld:Subscription:{}", uuid::Uuid::new_v4()),
-            Some(Value::String(id)) => {
-                validate::uri("the subscription id", id)?;
-                id.clone()
-            }
-            Some(other) => {
-                return Err(NgsiError::bad_data(format!(
-                    "the subscription id must be a URI string, not {other}"
-                )))
-            }
-        };
+        let id = Record::id_from_body(body, "Subscription")?;
         let now = Utc::now();
         let record = Record {
             id: id.clone(),

@@ -36,6 +36,20 @@ pub struct Record {
 }
 
 impl Record {
+    /// The id a create body gives (a URI), or a new `urn:ngsi-ld:<kind>:<uuid>`.
+    pub fn id_from_body(body: &Value, kind: &str) -> Result<String, NgsiError> {
+        match body.get("id") {
+            None => Ok(format!("urn:ngsi-ld:{kind}:{}", uuid::Uuid::new_v4())),
+            Some(Value::String(id)) => {
+                crate::model::validate::uri(&format!("the {kind} id"), id)?;
+                Ok(id.clone())
+            }
+            Some(other) => Err(NgsiError::bad_data(format!(
+                "the {kind} id must be a URI string, not {other}"
+            ))),
+        }
+    }
+
     /// Applies an update fragment (5.8.2, 5.9.3): each member replaces the stored one, null
     /// removes it; a new @context replaces the stored one.
     pub fn apply(

@@ -12,18 +12,7 @@ use std::time::{Duration, Instant};
 const VOCAB: &str = "https://example.org/twin#";
 
 fn user_context() -> (ContextServer, String) {
-    let server = ContextServer::start();
-    server.serve(
-        "/ctx.jsonld",
-        &json!({"@context": {
-            "Vehicle": format!("{VOCAB}Vehicle"),
-            "Ship": format!("{VOCAB}Ship"),
-            "speed": format!("{VOCAB}speed"),
-            "brandName": format!("{VOCAB}brandName"),
-        }}),
-    );
-    let url = server.url("/ctx.jsonld");
-    (server, url)
+    common::vocab_context(VOCAB, &["Vehicle", "Ship", "speed", "brandName"])
 }
 
 /// The NGSI-LD endpoint of a test server, as a registration names it.
@@ -348,7 +337,7 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
     let answer = json!([{"id": "urn:ngsi-ld:Vehicle:remote", "type": "Vehicle",
                          "speed": {"type": "Property", "value": 7}}]);
     source.serve_raw(
-        "/src/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        "/src/ngsi-ld/v1/entities?type=Vehicle&limit=10000&local=true",
         200,
         "application/json",
         answer.to_string(),
@@ -360,8 +349,10 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
         json!({"id": "urn:ngsi-ld:ContextSourceRegistration:shape", "type": "ContextSourceRegistration",
                "information": [{"entities": [{"type": "Vehicle"}]}],
                "endpoint": source.url("/src/"), "tenant": "harbour",
+               "management": {"localOnly": true},
                "contextSourceInfo": [{"key": "Authorization", "value": "Bearer t0k"},
-                                     {"key": "NGSILD-Tenant", "value": "not-sent"}]}),
+                                     {"key": "NGSILD-Tenant", "value": "not-sent"},
+                                     {"key": "Not A Header", "value": "dropped"}]}),
     )
     .await;
     let (status, _, body) = city
@@ -378,9 +369,14 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
     );
     let requests = source.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
+    // Header names as the spec writes them, for sources that look them up case-sensitively.
+    for name in ["\r\nVia: ", "\r\nLink: ", "\r\nAccept: "] {
+        assert!(requests[0].contains(name), "{name:?} in:\n{}", requests[0]);
+    }
     let head = requests[0].to_ascii_lowercase();
+    // management.localOnly: the source is asked not to forward the request further.
     assert!(
-        head.starts_with("get /src/ngsi-ld/v1/entities?type=vehicle&limit=10000 "),
+        head.starts_with("get /src/ngsi-ld/v1/entities?type=vehicle&limit=10000&local=true "),
         "{head}"
     );
     for expected in [
@@ -393,6 +389,10 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
         assert!(head.contains(&expected), "missing '{expected}' in:\n{head}");
     }
     assert!(!head.contains("not-sent"), "{head}");
+    assert!(
+        !head.contains("dropped"),
+        "a pair that is no header is left out: {head}"
+    );
 
     // A request that has passed through this broker already is not forwarded again.
     let (status, _, body) = city
@@ -409,11 +409,11 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
 async fn an_instance_uses_a_registration_another_instance_made() {
     // Two instances on one PostgreSQL database: the registration made on one is used by the other
     // at once (the store announces it).
+    // Runs on PostgreSQL under both store runs: the embedded store is one instance by
+    // construction.
     let (_server, ctx) = user_context();
-    let one = TestServer::start().await;
-    let Some(url) = one.database_url.clone() else {
-        return; // the embedded store is one instance by construction
-    };
+    let one = TestServer::start_on_postgres().await;
+    let url = one.database_url.clone().expect("a PostgreSQL server");
     let two = TestServer::start_with(|s| s.database_url = Some(url.clone())).await;
     let source = TestServer::start().await;
     create(&source, &ctx, vehicle("urn:ngsi-ld:Vehicle:far", 3)).await;
@@ -675,4 +675,39 @@ async fn updates_of_attributes_an_iot_agent_registered_go_to_the_agent() {
     );
     let (_, here) = city.get_json(&format!("/entities/{lamp}?local=true")).await;
     assert_eq!(here["luminosity"]["value"], 5);
+}
+
+#[actix_web::test]
+async fn a_failed_source_rests_for_its_cooldown() {
+    let (_server, ctx) = user_context();
+    let city = TestServer::start().await;
+    let source = ContextServer::start();
+    let path = "/src/ngsi-ld/v1/entities?type=Vehicle&limit=10000";
+    source.serve_raw(path, 500, "text/plain", "down for maintenance", 0);
+    let calm = ContextServer::start();
+    calm.serve_raw(path, 500, "text/plain", "down for maintenance", 0);
+    for (name, server, management) in [
+        ("resting", &source, json!({"cooldown": 60_000})),
+        ("eager", &calm, json!({"timeout": 1000})),
+    ] {
+        register(
+            &city,
+            &ctx,
+            json!({"id": format!("urn:ngsi-ld:ContextSourceRegistration:{name}"),
+                   "type": "ContextSourceRegistration",
+                   "information": [{"entities": [{"type": "Vehicle"}]}],
+                   "endpoint": server.url("/src"), "management": management}),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        let (status, _, body) = query(&city, &ctx, "type=Vehicle").await;
+        assert_eq!((status, ids(&body)), (200, Vec::<String>::new()));
+    }
+    assert_eq!(source.hits(path), 1, "asked again during its cooldown");
+    assert_eq!(
+        calm.hits(path),
+        3,
+        "without a cooldown a source is asked every time"
+    );
 }

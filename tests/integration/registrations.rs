@@ -11,21 +11,18 @@ const VOCAB: &str = "https://example.org/twin#";
 
 /// A user context that names the test's types and attributes under [`VOCAB`].
 fn user_context() -> (ContextServer, String) {
-    let server = ContextServer::start();
-    server.serve(
-        "/ctx.jsonld",
-        &json!({"@context": {
-            "Vehicle": format!("{VOCAB}Vehicle"),
-            "Building": format!("{VOCAB}Building"),
-            "speed": format!("{VOCAB}speed"),
-            "brandName": format!("{VOCAB}brandName"),
-            "name": format!("{VOCAB}name"),
-            "owner": format!("{VOCAB}owner"),
-            "sourceType": format!("{VOCAB}sourceType"),
-        }}),
-    );
-    let url = server.url("/ctx.jsonld");
-    (server, url)
+    common::vocab_context(
+        VOCAB,
+        &[
+            "Vehicle",
+            "Building",
+            "speed",
+            "brandName",
+            "name",
+            "owner",
+            "sourceType",
+        ],
+    )
 }
 
 fn vehicle_registration(id: &str) -> Value {
@@ -165,6 +162,10 @@ async fn every_invalid_member_is_bad_request_data_naming_it() {
         ),
         ("information", json!([{"propertyNames": "speed"}])),
         ("information", json!([{"colour": ["red"]}])),
+        (
+            "information",
+            json!([{"entities": [{"type": "Vehicle|Building"}]}]),
+        ),
         ("endpoint", json!("not a url")),
         ("endpoint", json!("ftp://example.org/")),
         ("expiresAt", json!("2018-11-29T14:53:15Z")),
@@ -523,6 +524,16 @@ async fn proxied_registrations_name_exactly_what_they_take_over() {
                         "propertyNames": ["brandName"]});
     let third = exclusive("urn:ngsi-ld:ContextSourceRegistration:e3", brand);
     assert_eq!(register(&s, &ctx, &third).await.status(), 201);
+    // ...and an update cannot take over what another holds either.
+    let r = s
+        .send_linked(
+            Method::PATCH,
+            "/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:e3",
+            &ctx,
+            &json!({"information": [speed_of_1.clone()]}),
+        )
+        .await;
+    assert_problem(r, 409, "Conflict").await;
 
     // Redirect registrations may overlap each other.
     let redirect_to = |id: &str| {
@@ -594,4 +605,64 @@ async fn registrations_survive_a_restart() {
     )
     .await;
     assert_eq!(status, 204);
+}
+
+#[actix_web::test]
+async fn an_expired_registration_is_not_discovered() {
+    let s = TestServer::start().await;
+    let (_server, ctx) = user_context();
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut body = vehicle_registration("urn:ngsi-ld:ContextSourceRegistration:brief");
+    body["expiresAt"] = json!(soon);
+    assert_eq!(register(&s, &ctx, &body).await.status(), 201);
+    let (_, _, found) = discover(&s, &ctx, "type=Vehicle").await;
+    assert_eq!(
+        ids(&found),
+        vec!["urn:ngsi-ld:ContextSourceRegistration:brief"]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let (_, _, found) = discover(&s, &ctx, "type=Vehicle").await;
+    assert_eq!(found, json!([]));
+    // It is still there to be read, renewed or deleted.
+    let (status, _) = s
+        .get_json("/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:brief")
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn response_header_names_keep_their_usual_capitalisation() {
+    // Clients that look headers up in a plain, case-sensitive map (the ETSI suite reads Location
+    // so) find them.
+    use std::io::{Read, Write};
+    let s = TestServer::start().await;
+    let (_server, ctx) = user_context();
+    let body = vehicle_registration("urn:ngsi-ld:ContextSourceRegistration:raw").to_string();
+    let addr = s
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let request = format!(
+        "POST /ngsi-ld/v1/csourceRegistrations HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nLink: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        link(&ctx),
+        body.len()
+    );
+    let head = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(
+        head.contains("\r\nLocation: /ngsi-ld/v1/csourceRegistrations/"),
+        "{head}"
+    );
 }

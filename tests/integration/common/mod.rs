@@ -46,8 +46,15 @@ pub async fn fresh_database_url() -> Option<String> {
     if std::env::var("TWINLINK_TEST_STORE").as_deref() != Ok("postgres") {
         return None;
     }
+    Some(new_database().await)
+}
+
+/// A new empty PostGIS database copied from the one of `TWINLINK_TEST_DATABASE_URL`, whatever the
+/// store under test: for tests of what only PostgreSQL does (several instances on one
+/// database). Fails loudly when the test database is not configured (`scripts/test.sh` sets it).
+pub async fn new_database() -> String {
     let template_url = std::env::var("TWINLINK_TEST_DATABASE_URL").expect(
-        "TWINLINK_TEST_STORE=postgres needs TWINLINK_TEST_DATABASE_URL (scripts/test.sh sets it)",
+        "this test needs a PostgreSQL test database: TWINLINK_TEST_DATABASE_URL (scripts/test.sh sets it)",
     );
     let (base, template) = template_url
         .rsplit_once('/')
@@ -58,7 +65,7 @@ pub async fn fresh_database_url() -> Option<String> {
         .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
         .await
         .expect("create a test database");
-    Some(format!("{base}/{name}"))
+    format!("{base}/{name}")
 }
 
 /// A client of the PostgreSQL database at `url` (its connection runs as a task of the test's
@@ -106,6 +113,16 @@ impl TestServer {
     /// Starts a server with default settings.
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server on a new PostgreSQL database of its own (see [`new_database`]), whatever
+    /// the store under test, which it drops when dropped.
+    pub async fn start_on_postgres() -> TestServer {
+        let url = new_database().await;
+        let given = url.clone();
+        let mut server = Self::start_with(move |s| s.database_url = Some(given)).await;
+        server.own_database = Some(url);
+        server
     }
 
     /// Starts a server after letting the test adjust the settings.
@@ -562,4 +579,17 @@ pub async fn writing_transactions(database_url: &str, table: &str) -> i64 {
         .await
         .expect("count transactions")
         .get(0)
+}
+
+/// A user @context served by a [`ContextServer`] that maps each of `terms` to `vocab` + term;
+/// returns the server (keep it alive) and the context's URL.
+pub fn vocab_context(vocab: &str, terms: &[&str]) -> (ContextServer, String) {
+    let server = ContextServer::start();
+    let map: serde_json::Map<String, Value> = terms
+        .iter()
+        .map(|t| (t.to_string(), Value::String(format!("{vocab}{t}"))))
+        .collect();
+    server.serve("/ctx.jsonld", &serde_json::json!({ "@context": map }));
+    let url = server.url("/ctx.jsonld");
+    (server, url)
 }
