@@ -124,6 +124,13 @@ pub struct Options {
     /// (6.3.18), by which it recognises a request that has looped back to it.
     #[arg(long, env = "TWINLINK_ALIAS", global = true)]
     pub alias: Option<String>,
+    /// Whether the entities of registered context sources that name no attributes may be split
+    /// across sources (5.7.2.4): when true, a query forwards only its selectors to every source
+    /// and filters the assembled entities; when false (the default), such sources are taken to
+    /// hold whole entities and get the query's filters, attrs and page size. A query's
+    /// `splitEntities` parameter overrides it.
+    #[arg(long, env = "TWINLINK_SPLIT_ENTITIES", global = true)]
+    pub split_entities: Option<bool>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "TWINLINK_WORKERS", global = true)]
     pub workers: Option<usize>,
@@ -198,6 +205,8 @@ pub struct Settings {
     pub source_max_bytes: usize,
     /// This broker's name in Via headers (default: twinlink-<random>, new at every start).
     pub alias: String,
+    /// The deployment's split-entities default (5.7.2.4).
+    pub split_entities: bool,
     /// HTTP workers.
     pub workers: usize,
     /// MQTT ingestion broker URL.
@@ -238,6 +247,7 @@ impl Default for Settings {
                 "twinlink-{}",
                 &uuid::Uuid::new_v4().simple().to_string()[..12]
             ),
+            split_entities: false,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mqtt_url: None,
             mqtt_topic_prefix: "ngsi-ld".into(),
@@ -335,6 +345,10 @@ impl Settings {
                 .or(file.source_max_bytes)
                 .unwrap_or(d.source_max_bytes),
             alias: options.alias.or(file.alias).unwrap_or(d.alias),
+            split_entities: options
+                .split_entities
+                .or(file.split_entities)
+                .unwrap_or(d.split_entities),
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
         })
     }

@@ -25,6 +25,8 @@ pub struct Reach {
     pub via: Option<String>,
     /// The tenant the request addresses here (its alias is this broker's name in Via).
     pub tenant: String,
+    /// The query's `splitEntities` parameter (5.7.2.4); None: the deployment's default.
+    pub split_entities: Option<bool>,
 }
 
 impl Reach {
@@ -53,8 +55,16 @@ const RESERVED_HEADERS: &[&str] = &[
 pub enum Answer {
     /// 404: the source does not hold what was asked.
     NotFound,
-    /// A JSON body, with the @context URL of its Link header if it had one.
-    Json(Value, Option<String>),
+    /// A JSON body (null for 201 and 204), with the @context URL of its Link header if it had
+    /// one, and its NGSILD-Results-Count (asked with count=true) if it gave one.
+    Json {
+        /// The body.
+        body: Value,
+        /// The @context of the Link header.
+        link: Option<String>,
+        /// NGSILD-Results-Count.
+        count: Option<usize>,
+    },
 }
 
 /// The outbound side of federation: the HTTP client and each source's cooldown.
@@ -257,8 +267,16 @@ impl Sources {
             return Err(format!("{url} answered {status}: {detail}"));
         }
         if body_less(status) {
-            return Ok(Answer::Json(Value::Null, None));
+            return Ok(Answer::Json {
+                body: Value::Null,
+                link: None,
+                count: None,
+            });
         }
+        let count = response
+            .headers()
+            .get("NGSILD-Results-Count")
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok());
         let link = response
             .headers()
             .get_all("Link")
@@ -288,7 +306,11 @@ impl Sources {
         }
         let json = serde_json::from_slice(&body)
             .map_err(|e| format!("{url} answered with something that is not JSON: {e}"))?;
-        Ok(Answer::Json(json, link))
+        Ok(Answer::Json {
+            body: json,
+            link,
+            count,
+        })
     }
 
     /// The Via header of a forwarded request: the chain it arrived with, then this broker.

@@ -98,6 +98,11 @@ impl RequestInfo {
             context: self.link_context.clone(),
             via: self.via.clone(),
             tenant: self.tenant.clone(),
+            split_entities: match self.param("splitEntities") {
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                _ => None,
+            },
         }
     }
 

@@ -50,6 +50,7 @@ const QUERY_PARAMS: &[&str] = &[
     "orderGeometry",
     "collation",
     "expandValues",
+    "splitEntities",
 ];
 
 const POST_QUERY_PARAMS: &[&str] = &[
@@ -61,7 +62,19 @@ const POST_QUERY_PARAMS: &[&str] = &[
     "local",
     "lang",
     "geometryProperty",
+    "splitEntities",
 ];
+
+/// How far a query reaches (local, Via, context) with its `splitEntities` flag (5.7.2.4)
+/// checked: true or false.
+fn query_reach(info: &RequestInfo) -> NgsiResult<crate::federation::forward::Reach> {
+    match info.param("splitEntities") {
+        None | Some("true") | Some("false") => Ok(info.reach()),
+        Some(other) => Err(NgsiError::bad_data(format!(
+            "splitEntities must be true or false, not '{other}'"
+        ))),
+    }
+}
 
 /// Reads `limit`, `offset` and `count` (5.5.9): limit within the configured maximum, limit=0 only
 /// with count=true.
@@ -349,7 +362,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_distributed(&info.tenant, query, page, count, &info.reach())
+        .query_distributed(&info.tenant, query, page, count, &query_reach(&info)?)
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
@@ -462,7 +475,7 @@ pub async fn post_query(
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_distributed(&info.tenant, query, page, count, &info.reach())
+        .query_distributed(&info.tenant, query, page, count, &query_reach(&info)?)
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }

@@ -35,6 +35,28 @@ impl<T> BoolExpr<T> {
     }
 }
 
+/// Prints the expression as `parse` reads it back: `;` for and, `|` for or, parentheses around a
+/// nested group (a scopeQ or type expression forwarded to a context source).
+impl<T: std::fmt::Display> std::fmt::Display for BoolExpr<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (items, separator) = match self {
+            BoolExpr::Atom(a) => return write!(f, "{a}"),
+            BoolExpr::And(items) => (items, ';'),
+            BoolExpr::Or(items) => (items, '|'),
+        };
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                write!(f, "{separator}")?;
+            }
+            match item {
+                BoolExpr::Atom(a) => write!(f, "{a}")?,
+                group => write!(f, "({group})")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Parses `text`; `atom` turns each atom's text into a value (or an error naming it). `what` names
 /// the parameter in error messages.
 pub fn parse<T>(
@@ -155,5 +177,14 @@ mod tests {
         assert!(e.eval(&|x: &String| x == "A"));
         assert!(!e.eval(&|x: &String| x == "B"));
         assert!(e.eval(&|x: &String| x == "B" || x == "C"));
+    }
+
+    #[test]
+    fn printing_reads_back_to_the_same_expression() {
+        for text in ["A", "A|B", "A|B;C", "(A|B);C", "A;(B|C;D)|E"] {
+            let e = p(text).unwrap();
+            assert_eq!(p(&e.to_string()).unwrap(), e, "{text} printed as {e}");
+        }
+        assert_eq!(p("(A|B);C").unwrap().to_string(), "(A|B);C");
     }
 }

@@ -68,6 +68,16 @@ impl ScopePattern {
     }
 }
 
+/// Prints the pattern as scopeQ writes it (`/Madrid/+/Parks`).
+impl std::fmt::Display for ScopePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for segment in &self.0 {
+            write!(f, "/{segment}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One entity selector (EntitySelector, 5.2.33): ids, an id pattern and a type expression, all of
 /// which must hold.
 #[derive(Debug, Default, Clone)]
@@ -243,5 +253,7 @@ mod tests {
         assert!(has(&["/Madrid/Gardens"]));
         assert!(has(&["/Sevilla"]));
         assert!(!has(&["/Madrid/Parks"]));
+        // Printed as scopeQ, it reads back the same (a source gets it forwarded).
+        assert_eq!(parse_scope(&expr.to_string()).unwrap(), expr);
     }
 }

@@ -970,14 +970,40 @@ fn order(v: &Value, operand: &QValue) -> Option<Ordering> {
 /// than two members, empty names, IRIs holding `>`, member names holding `.` or `]`.
 impl fmt::Display for QExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            QExpr::And(items) => {
-                write_group(f, items, ';', |i| matches!(i, QExpr::And(_) | QExpr::Or(_)))
+        Printed(self, None).fmt(f)
+    }
+}
+
+impl QExpr {
+    /// The q as a caller holding `ctx` writes it: attribute names compacted to their terms where
+    /// a term reads back to the same IRI, as the canonical form (`Display`) otherwise. A context
+    /// source that receives the same @context parses it back to an equal expression, and sees the
+    /// names it knows (4.3.6.5).
+    pub fn compacted<'a>(&'a self, ctx: &'a ActiveContext) -> impl fmt::Display + 'a {
+        Printed(self, Some(ctx))
+    }
+}
+
+/// A q expression printed with or without a context to compact names with.
+struct Printed<'a>(&'a QExpr, Option<&'a ActiveContext>);
+
+impl fmt::Display for Printed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ctx = self.1;
+        match self.0 {
+            QExpr::And(items) => write_group(f, items, ';', ctx, |i| {
+                matches!(i, QExpr::And(_) | QExpr::Or(_))
+            }),
+            QExpr::Or(items) => write_group(f, items, '|', ctx, |i| matches!(i, QExpr::Or(_))),
+            QExpr::Exists(path) => write_path(f, path, ctx),
+            QExpr::NotExists(path) => {
+                f.write_str("!")?;
+                write_path(f, path, ctx)
             }
-            QExpr::Or(items) => write_group(f, items, '|', |i| matches!(i, QExpr::Or(_))),
-            QExpr::Exists(path) => write!(f, "{path}"),
-            QExpr::NotExists(path) => write!(f, "!{path}"),
-            QExpr::Compare { path, op, value } => write!(f, "{path}{op}{value}"),
+            QExpr::Compare { path, op, value } => {
+                write_path(f, path, ctx)?;
+                write!(f, "{op}{value}")
+            }
         }
     }
 }
@@ -986,6 +1012,7 @@ fn write_group(
     f: &mut fmt::Formatter<'_>,
     items: &[QExpr],
     separator: char,
+    ctx: Option<&ActiveContext>,
     nested: fn(&QExpr) -> bool,
 ) -> fmt::Result {
     for (i, item) in items.iter().enumerate() {
@@ -993,9 +1020,9 @@ fn write_group(
             write!(f, "{separator}")?;
         }
         if nested(item) {
-            write!(f, "({item})")?;
+            write!(f, "({})", Printed(item, ctx))?;
         } else {
-            write!(f, "{item}")?;
+            write!(f, "{}", Printed(item, ctx))?;
         }
     }
     Ok(())
@@ -1004,29 +1031,53 @@ fn write_group(
 /// Prints the path as q writes it (see the `Display` of `QExpr`).
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if reads_back_bare(&self.attr) {
-            f.write_str(&self.attr)?;
-        } else {
-            write!(f, "<{}>", self.attr)?;
-        }
-        for sub in &self.sub {
-            match sub.strip_prefix(CORE).filter(|m| MEMBERS.contains(m)) {
-                Some(member) => write!(f, ".{member}")?,
-                None => write!(f, ".<{sub}>")?,
-            }
-        }
-        if !self.compound.is_empty() {
-            write!(f, "[{}]", self.compound.join("."))?;
-        }
-        if let Some(link) = &self.link {
-            f.write_str("{")?;
-            if let Some(hint) = &link.hint {
-                write!(f, "{hint}:")?;
-            }
-            write!(f, "{}}}", link.path)?;
-        }
-        Ok(())
+        write_path(f, self, None)
     }
+}
+
+/// An attribute name: its term under `ctx` when that is a plain q name, else the IRI (bare when
+/// `bare` allows and it reads back unchanged, else in `<…>`).
+fn write_name(
+    f: &mut fmt::Formatter<'_>,
+    iri: &str,
+    ctx: Option<&ActiveContext>,
+    bare: bool,
+) -> fmt::Result {
+    if let Some(term) = ctx.map(|c| c.compact(iri)) {
+        if term != iri && !term.is_empty() && !term.contains(':') && term.chars().all(is_name_char)
+        {
+            return f.write_str(&term);
+        }
+    }
+    if bare && reads_back_bare(iri) {
+        f.write_str(iri)
+    } else {
+        write!(f, "<{iri}>")
+    }
+}
+
+fn write_path(f: &mut fmt::Formatter<'_>, path: &Path, ctx: Option<&ActiveContext>) -> fmt::Result {
+    write_name(f, &path.attr, ctx, true)?;
+    for sub in &path.sub {
+        match sub.strip_prefix(CORE).filter(|m| MEMBERS.contains(m)) {
+            Some(member) => write!(f, ".{member}")?,
+            None => {
+                f.write_str(".")?;
+                write_name(f, sub, ctx, false)?;
+            }
+        }
+    }
+    if !path.compound.is_empty() {
+        write!(f, "[{}]", path.compound.join("."))?;
+    }
+    if let Some(link) = &path.link {
+        f.write_str("{")?;
+        if let Some(hint) = &link.hint {
+            write!(f, "{hint}:")?;
+        }
+        write!(f, "{}}}", link.path)?;
+    }
+    Ok(())
 }
 
 /// Whether an attribute IRI printed bare parses back to itself under any context: an absolute IRI
@@ -1836,6 +1887,13 @@ mod tests {
             ),
             ("<https://ex.org/t.x>==1", "<https://ex.org/t.x>==1"),
         ];
+        // Compacted, names read as the caller wrote them.
+        assert_eq!(
+            q("temperature>20;name==\"x\"|a.b")
+                .compacted(&CTX)
+                .to_string(),
+            "temperature>20;name==\"x\"|a.b"
+        );
         for (query, printed) in cases {
             let Ok(expr) = parse(query, &CTX) else {
                 assert!(printed.is_empty(), "{query} should parse");
@@ -1975,6 +2033,12 @@ mod tests {
         #[test]
         fn display_parses_back_to_the_same_expression(expr in arb_expr()) {
             let printed = expr.to_string();
+            prop_assert_eq!(parse(&printed, &CTX), Ok(expr), "printed: {}", printed);
+        }
+
+        #[test]
+        fn compacted_parses_back_under_its_context(expr in arb_expr()) {
+            let printed = expr.compacted(&CTX).to_string();
             prop_assert_eq!(parse(&printed, &CTX), Ok(expr), "printed: {}", printed);
         }
     }

@@ -2,7 +2,9 @@
 //! tenant that may hold data the request asks for, in parallel with the local store, and merge
 //! the fragments of each entity (see [`crate::federation::merge`]). Filters (q, geoQ, scopeQ,
 //! attrs) and paging are applied to the assembled entities, never pushed down to a source that
-//! may hold only a fragment of an entity (4.3.6.7). Without matching registrations, or with
+//! may hold only a fragment of an entity (4.3.6.7): one whose registration names attributes, or
+//! any source when entities may be split (5.7.2.4: `splitEntities=true`, or the deployment's
+//! `--split-entities`). Sources of whole entities run the filters and send one page. Without matching registrations, or with
 //! `local=true`, both are the local operations unchanged. Attribute updates go to the sources
 //! that hold the attributes (proxied registrations take them away from this broker).
 
@@ -83,11 +85,11 @@ impl Broker {
         let mut merged: Option<Entity> = local?
             .filter(|e| target.types.is_empty() || e.types.iter().any(|t| target.types.contains(t)))
             .map(|e| (*e).clone());
-        for (registration, fragments) in answers {
-            for fragment in fragments.into_iter().filter(|f| f.id == target.id) {
+        for answer in answers {
+            for fragment in answer.entities.into_iter().filter(|f| f.id == target.id) {
                 match &mut merged {
                     None => merged = Some(fragment),
-                    Some(entity) => merge(entity, fragment, registration.mode),
+                    Some(entity) => merge(entity, fragment, answer.registration.mode),
                 }
             }
         }
@@ -123,6 +125,16 @@ impl Broker {
             self.resolve_links(tenant, q).await?;
         }
         let ctx = self.caller_context(reach).await?;
+        let split = reach.split_entities.unwrap_or(self.settings.split_entities);
+        if !split
+            && sources
+                .iter()
+                .all(|r| r.attributes_for(&query.selectors).is_none())
+        {
+            return self
+                .query_whole_sources(tenant, &query, page, count, &sources, &ctx, reach)
+                .await;
+        }
         let cap = self.settings.max_page_size;
         let candidates = EntityQuery {
             selectors: query.selectors.clone(),
@@ -153,15 +165,8 @@ impl Broker {
             .into_iter()
             .map(|e| (e.id.clone(), (*e).clone()))
             .collect();
-        for (registration, fragments) in answers {
-            for fragment in fragments {
-                match assembled.get_mut(&fragment.id) {
-                    Some(entity) => merge(entity, fragment, registration.mode),
-                    None => {
-                        assembled.insert(fragment.id.clone(), fragment);
-                    }
-                }
-            }
+        for answer in answers {
+            assemble(&mut assembled, answer);
         }
         let mut matches: Vec<Entity> = assembled
             .into_values()
@@ -169,6 +174,69 @@ impl Broker {
             .collect();
         matches.sort_by(|a, b| a.id.cmp(&b.id));
         let seen = matches.len();
+        let entities = matches
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .map(Arc::new)
+            .collect();
+        Ok(QueryResult { entities, seen })
+    }
+
+    /// A query over sources that hold whole entities (their registrations name no attributes,
+    /// and the deployment or the query rules split entities out, 5.7.2.4): each source and the
+    /// local store run the whole query (filters, attrs) for the first `offset + limit` entities,
+    /// and the answers are merged and paged in id order. The count adds the counts each gave,
+    /// less the entities seen in more than one place.
+    #[allow(clippy::too_many_arguments)]
+    async fn query_whole_sources(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        page: Page,
+        count: bool,
+        sources: &[Arc<Registration>],
+        ctx: &ActiveContext,
+        reach: &Reach,
+    ) -> NgsiResult<QueryResult> {
+        let want = (page.offset + page.limit).min(self.settings.max_page_size);
+        // One more than the page needs tells whether a next page exists.
+        let ask = (want + 1).min(self.settings.max_page_size);
+        let mut base = selector_params(&query.selectors, ctx);
+        base.extend(filter_params(query, ctx));
+        base.push(("limit".to_string(), ask.to_string()));
+        if count {
+            base.push(("count".to_string(), "true".to_string()));
+        }
+        let asks = sources.iter().map(|r| {
+            let mut params = base.clone();
+            if r.local_only() {
+                params.push(("local".to_string(), "true".to_string()));
+            }
+            self.ask(r.clone(), vec!["entities"], params, reach)
+        });
+        let (local, answers) = tokio::join!(
+            self.store.query(tenant, query, 0, want, count),
+            join_all(asks)
+        );
+        let (local, mut seen) = local?;
+        let mut assembled: indexmap::IndexMap<String, Entity> = local
+            .into_iter()
+            .map(|e| (e.id.clone(), (*e).clone()))
+            .collect();
+        for answer in answers {
+            let before = assembled.len();
+            let given = answer.entities.len();
+            let counted = answer.count.unwrap_or(given);
+            assemble(&mut assembled, answer);
+            // Entities already here from another place are counted once.
+            seen += counted.saturating_sub(given - (assembled.len() - before));
+        }
+        let mut matches: Vec<Entity> = assembled.into_values().collect();
+        matches.sort_by(|a, b| a.id.cmp(&b.id));
+        if !count {
+            seen = seen.max(matches.len());
+        }
         let entities = matches
             .into_iter()
             .skip(page.offset)
@@ -193,18 +261,29 @@ impl Broker {
         path: Vec<&str>,
         params: Vec<(String, String)>,
         reach: &Reach,
-    ) -> (Arc<Registration>, Vec<Entity>) {
+    ) -> Contribution {
         let answer = self.sources.get(&registration, &path, &params, reach).await;
         let entities = match answer {
-            Ok(Answer::NotFound) => Ok(Vec::new()),
-            Ok(Answer::Json(json, link)) => self.read_entities(json, link, reach).await,
+            Ok(Answer::NotFound) => Ok((Vec::new(), None)),
+            Ok(Answer::Json { body, link, count }) => self
+                .read_entities(body, link, reach)
+                .await
+                .map(|entities| (entities, count)),
             Err(e) => Err(e),
         };
         match entities {
-            Ok(entities) => (registration, entities),
+            Ok((entities, count)) => Contribution {
+                registration,
+                entities,
+                count,
+            },
             Err(e) => {
                 tracing::warn!(registration = %registration.record.id, error = %e, "a context source did not contribute");
-                (registration, Vec::new())
+                Contribution {
+                    registration,
+                    entities: Vec::new(),
+                    count: None,
+                }
             }
         }
     }
@@ -248,6 +327,51 @@ impl Broker {
         }
         Ok(out)
     }
+}
+
+/// What one source contributed to a read: the entities (or fragments) it answered with, and the
+/// total it counted (NGSILD-Results-Count) when asked to.
+struct Contribution {
+    registration: Arc<Registration>,
+    entities: Vec<Entity>,
+    count: Option<usize>,
+}
+
+/// Adds a source's entities to those assembled so far, merging the fragments of one entity.
+fn assemble(assembled: &mut indexmap::IndexMap<String, Entity>, answer: Contribution) {
+    for fragment in answer.entities {
+        match assembled.get_mut(&fragment.id) {
+            Some(entity) => merge(entity, fragment, answer.registration.mode),
+            None => {
+                assembled.insert(fragment.id.clone(), fragment);
+            }
+        }
+    }
+}
+
+/// The query's filters as a source reads them with the caller's context: q, geoQ, scopeQ and
+/// attrs, names compacted as the caller wrote them.
+fn filter_params(query: &EntityQuery, ctx: &ActiveContext) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    if let Some(q) = &query.q {
+        params.push(("q".to_string(), q.compacted(ctx).to_string()));
+    }
+    if let Some(geo) = &query.geo {
+        for (k, v) in geo.to_params() {
+            let v = match k {
+                "geoproperty" => ctx.compact(&v).into_owned(),
+                _ => v,
+            };
+            params.push((k.to_string(), v));
+        }
+    }
+    if let Some(scope) = &query.scope {
+        params.push(("scopeQ".to_string(), scope.to_string()));
+    }
+    if !query.attrs.is_empty() {
+        params.push(("attrs".to_string(), compacted(&query.attrs, ctx)));
+    }
+    params
 }
 
 /// The attributes to ask a source for: those it names for the selected entities, within the
@@ -418,7 +542,7 @@ impl Broker {
                         "the context source holding it does not have the entity".to_string(),
                     )
                 })),
-                Ok(Answer::Json(..)) => result.updated.extend(names.iter().cloned()),
+                Ok(Answer::Json { .. }) => result.updated.extend(names.iter().cloned()),
                 Err(e) => result.not_updated.extend(names.iter().map(|n| {
                     (
                         n.clone(),
@@ -453,7 +577,7 @@ impl Broker {
                 body: Some(fragment),
             };
             match self.sources.send(&r, call, reach).await {
-                Ok(Answer::Json(..)) => {}
+                Ok(Answer::Json { .. }) => {}
                 Ok(Answer::NotFound) => {
                     return Err(NgsiError::not_found(format!(
                         "the context source {} holds no attribute '{name}' of entity '{}'",

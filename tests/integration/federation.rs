@@ -217,21 +217,21 @@ async fn a_dead_hanging_or_lying_source_costs_at_most_its_timeout() {
     create(&city, &ctx, vehicle("urn:ngsi-ld:Vehicle:city-1", 30)).await;
     let peers = ContextServer::start();
     peers.serve_raw(
-        "/hanging/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        "/hanging/ngsi-ld/v1/entities?type=Vehicle&limit=21",
         200,
         "application/json",
         "[]",
         10_000,
     );
     peers.serve_raw(
-        "/lying/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        "/lying/ngsi-ld/v1/entities?type=Vehicle&limit=21",
         200,
         "application/json",
         "{not json",
         0,
     );
     peers.serve_raw(
-        "/wrong/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        "/wrong/ngsi-ld/v1/entities?type=Vehicle&limit=21",
         200,
         "application/json",
         json!([{"id": "not a uri", "type": "Vehicle"}]).to_string(),
@@ -239,7 +239,7 @@ async fn a_dead_hanging_or_lying_source_costs_at_most_its_timeout() {
     );
     let huge = json!([vehicle("urn:ngsi-ld:Vehicle:huge", 1)]).to_string() + &" ".repeat(200_000);
     peers.serve_raw(
-        "/huge/ngsi-ld/v1/entities?type=Vehicle&limit=10000",
+        "/huge/ngsi-ld/v1/entities?type=Vehicle&limit=21",
         200,
         "application/json",
         huge,
@@ -273,11 +273,11 @@ async fn a_dead_hanging_or_lying_source_costs_at_most_its_timeout() {
         "took {took:?}, more than the sources' timeout allows"
     );
     assert_eq!(
-        peers.hits("/hanging/ngsi-ld/v1/entities?type=Vehicle&limit=10000"),
+        peers.hits("/hanging/ngsi-ld/v1/entities?type=Vehicle&limit=21"),
         1
     );
     assert_eq!(
-        peers.hits("/huge/ngsi-ld/v1/entities?type=Vehicle&limit=10000"),
+        peers.hits("/huge/ngsi-ld/v1/entities?type=Vehicle&limit=21"),
         1
     );
     // The broker still serves its own data.
@@ -337,7 +337,7 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
     let answer = json!([{"id": "urn:ngsi-ld:Vehicle:remote", "type": "Vehicle",
                          "speed": {"type": "Property", "value": 7}}]);
     source.serve_raw(
-        "/src/ngsi-ld/v1/entities?type=Vehicle&limit=10000&local=true",
+        "/src/ngsi-ld/v1/entities?type=Vehicle&limit=21&local=true",
         200,
         "application/json",
         answer.to_string(),
@@ -376,7 +376,7 @@ async fn forwarded_requests_carry_context_tenant_via_and_source_info() {
     let head = requests[0].to_ascii_lowercase();
     // management.localOnly: the source is asked not to forward the request further.
     assert!(
-        head.starts_with("get /src/ngsi-ld/v1/entities?type=vehicle&limit=10000&local=true "),
+        head.starts_with("get /src/ngsi-ld/v1/entities?type=vehicle&limit=21&local=true "),
         "{head}"
     );
     for expected in [
@@ -682,7 +682,7 @@ async fn a_failed_source_rests_for_its_cooldown() {
     let (_server, ctx) = user_context();
     let city = TestServer::start().await;
     let source = ContextServer::start();
-    let path = "/src/ngsi-ld/v1/entities?type=Vehicle&limit=10000";
+    let path = "/src/ngsi-ld/v1/entities?type=Vehicle&limit=21";
     source.serve_raw(path, 500, "text/plain", "down for maintenance", 0);
     let calm = ContextServer::start();
     calm.serve_raw(path, 500, "text/plain", "down for maintenance", 0);
@@ -709,5 +709,94 @@ async fn a_failed_source_rests_for_its_cooldown() {
         calm.hits(path),
         3,
         "without a cooldown a source is asked every time"
+    );
+}
+
+/// The query string of the one request `server` recorded under `prefix`, percent-decoded.
+fn forwarded_query(server: &ContextServer, prefix: &str) -> String {
+    let requests = server.requests();
+    let head = requests
+        .iter()
+        .find(|r| r.starts_with(&format!("GET {prefix}")))
+        .unwrap_or_else(|| panic!("no request to {prefix} in {requests:?}"));
+    let target = head.split(' ').nth(1).unwrap();
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[actix_web::test]
+async fn filters_and_page_size_go_to_sources_of_whole_entities_only() {
+    // 5.7.2.4: a source registered for whole entities runs the query's filters itself and sends
+    // no more than the page needs (Orion-LD #1831, Scorpio #535); one that holds only some
+    // attributes gets the selectors alone, and so does every source when the query says
+    // splitEntities=true (Orion-LD #1994).
+    let (_server, ctx) = user_context();
+    let city = TestServer::start().await;
+    let sources = ContextServer::start();
+    for (name, info) in [
+        ("whole", json!({"entities": [{"type": "Vehicle"}]})),
+        (
+            "part",
+            json!({"entities": [{"type": "Ship"}], "propertyNames": ["brandName"]}),
+        ),
+    ] {
+        register(
+            &city,
+            &ctx,
+            json!({"id": format!("urn:ngsi-ld:ContextSourceRegistration:{name}"),
+                   "type": "ContextSourceRegistration", "information": [info],
+                   "endpoint": sources.url(&format!("/{name}"))}),
+        )
+        .await;
+    }
+    let filters = "q=speed%3E20&scopeQ=/A/%23&georel=near%3BmaxDistance==100&geometry=Point&coordinates=%5B1,2%5D&attrs=speed,brandName";
+    let (status, _, body) = query(
+        &city,
+        &ctx,
+        &format!("type=Vehicle&{filters}&limit=5&offset=2&count=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = forwarded_query(&sources, "/whole/");
+    for expected in [
+        "type=Vehicle",
+        "q=speed>20",
+        "scopeQ=/A/#",
+        "georel=near;maxDistance==100",
+        "geometry=Point",
+        "coordinates=[1,2]",
+        "attrs=speed,brandName",
+        "limit=8",
+        "count=true",
+    ] {
+        assert!(
+            sent.split('&').any(|p| p == expected),
+            "{expected} not in {sent}"
+        );
+    }
+    let (status, _, body) = query(&city, &ctx, &format!("type=Ship&{filters}")).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = forwarded_query(&sources, "/part/");
+    assert!(sent.contains("type=Ship"), "{sent}");
+    for stripped in ["q=", "scopeQ=", "georel=", "attrs="] {
+        assert!(!sent.contains(stripped), "{stripped} forwarded: {sent}");
+    }
+    let before = sources.requests().len();
+    let (status, _, _) = query(
+        &city,
+        &ctx,
+        &format!("type=Vehicle&splitEntities=true&{filters}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let requests = sources.requests();
+    assert_eq!(requests.len(), before + 1);
+    let last = requests.last().unwrap().lines().next().unwrap().to_string();
+    assert!(
+        last.starts_with("GET /whole/") && !last.contains("q=") && !last.contains("scopeQ="),
+        "{last}"
     );
 }
