@@ -97,6 +97,9 @@ pub struct NgsiError {
     pub kind: ErrorKind,
     /// What went wrong, naming the offending input.
     pub detail: String,
+    /// NGSILD-Warning values (6.3.17) of the context sources that failed while the operation
+    /// ran: a distributed retrieve can end in 404 because a source failed, and says so.
+    pub warnings: Vec<String>,
 }
 
 impl NgsiError {
@@ -105,7 +108,14 @@ impl NgsiError {
         NgsiError {
             kind,
             detail: detail.into(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// The error with the warnings of the context sources that failed meanwhile.
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
     }
     /// Shorthand for the most common error, invalid NGSI-LD data.
     pub fn bad_data(detail: impl Into<String>) -> Self {

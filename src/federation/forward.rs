@@ -67,6 +67,62 @@ pub enum Answer {
     },
 }
 
+/// Why a source contributed nothing, with the NGSILD-Warning code (6.3.17, the warn-codes of
+/// IETF RFC 7234) the caller is told it under: 299 for an error answer, 111 for an answer that
+/// could not be used (not JSON, not NGSI-LD, too large), 199 for a source that could not be
+/// reached or did not answer in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The warn-code.
+    pub code: u16,
+    /// What happened, for the warning text and the log.
+    pub text: String,
+}
+
+impl Failure {
+    /// The source answered with an error (or cannot be addressed at all).
+    pub fn refused(text: String) -> Failure {
+        Failure { code: 299, text }
+    }
+    /// The source's answer is not something this broker can use.
+    pub fn invalid(text: String) -> Failure {
+        Failure { code: 111, text }
+    }
+    /// The source could not be reached, or did not answer within its timeout.
+    pub fn unreachable(text: String) -> Failure {
+        Failure { code: 199, text }
+    }
+
+    /// The NGSILD-Warning value (`code agent "text"`) for a failure of the registration's source:
+    /// the agent is the endpoint's host, the text reduced to what a header can carry.
+    pub fn warning(&self, registration: &Registration) -> String {
+        let endpoint = registration.endpoint();
+        let agent = url::Url::parse(endpoint)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_string();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let text: String = self
+            .text
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control() && *c != '"' && *c != '\\')
+            .take(200)
+            .collect();
+        format!("{} {agent} \"{text}\"", self.code)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// The outbound side of federation: the HTTP client and each source's cooldown.
 pub struct Sources {
     client: reqwest::Client,
@@ -157,7 +213,7 @@ impl Sources {
         path: &[&str],
         params: &[(String, String)],
         reach: &Reach,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let call = Call {
             method: reqwest::Method::GET,
             path,
@@ -174,7 +230,7 @@ impl Sources {
         registration: &Registration,
         call: Call<'_>,
         reach: &Reach,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let result = self.try_send(registration, call, reach).await;
         if result.is_err() {
             if let Some(cooldown) = registration.management_ms("cooldown") {
@@ -201,12 +257,14 @@ impl Sources {
             body,
         }: Call<'_>,
         reach: &Reach,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let endpoint = registration.endpoint();
         let mut url = url::Url::parse(endpoint)
             .ok()
             .filter(|u| !u.cannot_be_a_base())
-            .ok_or_else(|| format!("the endpoint {endpoint} is not a base URL"))?;
+            .ok_or_else(|| {
+                Failure::refused(format!("the endpoint {endpoint} is not a base URL"))
+            })?;
         if let Ok(mut segments) = url.path_segments_mut() {
             segments
                 .pop_if_empty()
@@ -256,7 +314,7 @@ impl Sources {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("{url}: {}", describe(&e)))?;
+            .map_err(|e| Failure::unreachable(format!("{url}: {}", describe(&e))))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Answer::NotFound);
@@ -264,7 +322,9 @@ impl Sources {
         if !status.is_success() || status == reqwest::StatusCode::MULTI_STATUS {
             let text = response.text().await.unwrap_or_default();
             let detail: String = text.chars().take(300).collect();
-            return Err(format!("{url} answered {status}: {detail}"));
+            return Err(Failure::refused(format!(
+                "{url} answered {status}: {detail}"
+            )));
         }
         if body_less(status) {
             return Ok(Answer::Json {
@@ -287,25 +347,29 @@ impl Sources {
             .content_length()
             .is_some_and(|n| n as usize > self.max_bytes)
         {
-            return Err(format!(
+            return Err(Failure::invalid(format!(
                 "{url} answered with more than the {} bytes accepted from a source",
                 self.max_bytes
-            ));
+            )));
         }
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| format!("{url}: the answer broke off: {e}"))?;
+            let chunk = chunk
+                .map_err(|e| Failure::unreachable(format!("{url}: the answer broke off: {e}")))?;
             body.extend_from_slice(&chunk);
             if body.len() > self.max_bytes {
-                return Err(format!(
+                return Err(Failure::invalid(format!(
                     "{url} answered with more than the {} bytes accepted from a source",
                     self.max_bytes
-                ));
+                )));
             }
         }
-        let json = serde_json::from_slice(&body)
-            .map_err(|e| format!("{url} answered with something that is not JSON: {e}"))?;
+        let json = serde_json::from_slice(&body).map_err(|e| {
+            Failure::invalid(format!(
+                "{url} answered with something that is not JSON: {e}"
+            ))
+        })?;
         Ok(Answer::Json {
             body: json,
             link,

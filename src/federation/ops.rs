@@ -69,7 +69,7 @@ const NAMES: &[(Operation, &str)] = &[
     (O::UpsertTemporal, "upsertTemporal"),
     (O::AppendAttrsTemporal, "appendAttrsTemporal"),
     (O::DeleteAttrsTemporal, "deleteAttrsTemporal"),
-    (O::UpdateAttrsTemporal, "updateAttrsTemporal"),
+    (O::UpdateAttrsTemporal, "updateAttrInstanceTemporal"),
     (O::DeleteAttrInstanceTemporal, "deleteAttrInstanceTemporal"),
     (O::DeleteTemporal, "deleteTemporal"),
     (O::RetrieveEntity, "retrieveEntity"),
@@ -93,13 +93,12 @@ const NAMES: &[(Operation, &str)] = &[
     (O::DeleteEntityMap, "deleteEntityMap"),
 ];
 
-/// The reads a source answers for a federating broker (4.20: federationOps).
-const FEDERATION_OPS: &[Operation] = &[
+/// The reads and subscriptions a source serves to another broker that federates it (4.20:
+/// associationOps).
+const ASSOCIATION_OPS: &[Operation] = &[
     O::RetrieveEntity,
     O::QueryEntity,
     O::QueryBatch,
-    O::RetrieveTemporal,
-    O::QueryTemporal,
     O::RetrieveEntityTypes,
     O::RetrieveEntityTypeDetails,
     O::RetrieveEntityTypeInfo,
@@ -113,6 +112,28 @@ const FEDERATION_OPS: &[Operation] = &[
     O::DeleteSubscription,
 ];
 
+/// The reads a source answers for a federating broker, entity maps included (4.20:
+/// federationOps, the default of a registration).
+const FEDERATION_OPS: &[Operation] = &[
+    O::RetrieveEntity,
+    O::QueryEntity,
+    O::QueryBatch,
+    O::RetrieveEntityTypes,
+    O::RetrieveEntityTypeDetails,
+    O::RetrieveEntityTypeInfo,
+    O::RetrieveAttrTypes,
+    O::RetrieveAttrTypeDetails,
+    O::RetrieveAttrTypeInfo,
+    O::CreateSubscription,
+    O::UpdateSubscription,
+    O::RetrieveSubscription,
+    O::QuerySubscription,
+    O::DeleteSubscription,
+    O::RetrieveEntityMap,
+    O::UpdateEntityMap,
+    O::DeleteEntityMap,
+];
+
 /// Updates of existing entities (4.20: updateOps).
 const UPDATE_OPS: &[Operation] = &[
     O::UpdateEntity,
@@ -124,42 +145,35 @@ const UPDATE_OPS: &[Operation] = &[
 /// Retrieval of entities (4.20: retrieveOps).
 const RETRIEVE_OPS: &[Operation] = &[O::RetrieveEntity, O::QueryEntity];
 
-/// Every entity operation a broker passes on to a redirect source (4.20: redirectionOps).
+/// The single-entity operations a broker passes on to a source that holds the data instead of
+/// it (4.20: redirectionOps); batch and temporal operations are named one by one.
 const REDIRECTION_OPS: &[Operation] = &[
     O::CreateEntity,
-    O::UpdateAttrs,
+    O::UpdateEntity,
     O::AppendAttrs,
+    O::UpdateAttrs,
     O::DeleteAttrs,
     O::DeleteEntity,
-    O::CreateBatch,
-    O::UpsertBatch,
-    O::UpdateBatch,
-    O::DeleteBatch,
-    O::UpsertTemporal,
-    O::AppendAttrsTemporal,
-    O::DeleteAttrsTemporal,
-    O::UpdateAttrsTemporal,
-    O::DeleteAttrInstanceTemporal,
-    O::DeleteTemporal,
     O::MergeEntity,
     O::ReplaceEntity,
     O::ReplaceAttrs,
-    O::MergeBatch,
     O::RetrieveEntity,
     O::QueryEntity,
-    O::QueryBatch,
-    O::RetrieveTemporal,
-    O::QueryTemporal,
+    O::PurgeEntity,
     O::RetrieveEntityTypes,
     O::RetrieveEntityTypeDetails,
     O::RetrieveEntityTypeInfo,
     O::RetrieveAttrTypes,
     O::RetrieveAttrTypeDetails,
     O::RetrieveAttrTypeInfo,
+    O::RetrieveEntityMap,
+    O::UpdateEntityMap,
+    O::DeleteEntityMap,
 ];
 
 /// The groups (4.20) and the operations each stands for.
 const GROUPS: &[(&str, &[Operation])] = &[
+    ("associationOps", ASSOCIATION_OPS),
     ("federationOps", FEDERATION_OPS),
     ("updateOps", UPDATE_OPS),
     ("retrieveOps", RETRIEVE_OPS),
@@ -216,5 +230,10 @@ mod tests {
         assert!(O::QueryTemporal.is_read());
         assert!(!O::CreateSubscription.is_read());
         assert!(!O::MergeBatch.is_read());
+        // Batch operations are named one by one; purge is a redirection (Table 4.20-2).
+        let redirection = Operation::expand("redirectionOps").unwrap();
+        assert!(redirection.contains(&O::PurgeEntity));
+        assert!(!redirection.contains(&O::CreateBatch));
+        assert!(!Operation::default_set().contains(&O::CreateEntity));
     }
 }

@@ -399,7 +399,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let target = target(&req, &info, &ctx)?;
     let opts = render_options(&info, &ctx)?;
     let attrs: Vec<String> = opts.projection.attrs.iter().flatten().cloned().collect();
-    let entity = broker
+    let (entity, warnings) = broker
         .retrieve_distributed(&target, &attrs, &info.reach())
         .await?;
     let p = &opts.projection;
@@ -414,7 +414,8 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
         return Err(NgsiError::not_found(format!(
             "entity '{}' has none of the attributes asked for",
             entity.id
-        )));
+        ))
+        .with_warnings(warnings));
     }
     let join = super::join::parse(&info)?;
     let body = match (info.accepted, join) {
@@ -435,7 +436,9 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
         }
         (_, None) => Value::Object(render::entity(&entity, &ctx, &opts)),
     };
-    Ok(json_body(&info, body))
+    let mut response = json_body(&info, body);
+    super::response::add_warnings(&mut response, &warnings);
+    Ok(response)
 }
 
 /// DELETE /entities/{id} (5.6.6).

@@ -633,6 +633,7 @@ async fn respond(
         result.seen,
         count,
     );
+    super::response::add_warnings(&mut response, &result.warnings);
     Ok(response)
 }
 

@@ -19,9 +19,24 @@ impl ResponseError for NgsiError {
         if self.kind == ErrorKind::LengthRequired {
             return HttpResponse::build(self.status_code()).finish();
         }
-        HttpResponse::build(self.status_code())
+        let mut response = HttpResponse::build(self.status_code())
             .content_type("application/json")
-            .body(self.problem_details().to_string())
+            .body(self.problem_details().to_string());
+        add_warnings(&mut response, &self.warnings);
+        response
+    }
+}
+
+/// Adds an NGSILD-Warning header (6.3.17) for each context source that failed during the
+/// operation.
+pub fn add_warnings(response: &mut HttpResponse, warnings: &[String]) {
+    for w in warnings {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(w) {
+            response.headers_mut().append(
+                actix_web::http::header::HeaderName::from_static("ngsild-warning"),
+                v,
+            );
+        }
     }
 }
 

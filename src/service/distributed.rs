@@ -12,7 +12,7 @@ use super::entities::{new_entity, Target, UpdateResult};
 use super::query::{Page, QueryResult};
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::federation::forward::{Answer, Call, Reach};
+use crate::federation::forward::{Answer, Call, Failure, Reach};
 use crate::federation::merge::merge;
 use crate::federation::ops::Operation;
 use crate::federation::registration::Mode;
@@ -56,12 +56,12 @@ impl Broker {
         target: &Target,
         attrs: &[String],
         reach: &Reach,
-    ) -> NgsiResult<Arc<Entity>> {
+    ) -> NgsiResult<(Arc<Entity>, Vec<String>)> {
         let sources = self.sources_for(&target.tenant, Operation::RetrieveEntity, reach, |r| {
             r.may_hold(&target.id, &target.types)
         });
         if sources.is_empty() {
-            return self.retrieve_entity(target).await;
+            return Ok((self.retrieve_entity(target).await?, Vec::new()));
         }
         let ctx = self.caller_context(reach).await?;
         let asks = sources.iter().filter_map(|r| {
@@ -85,7 +85,9 @@ impl Broker {
         let mut merged: Option<Entity> = local?
             .filter(|e| target.types.is_empty() || e.types.iter().any(|t| target.types.contains(t)))
             .map(|e| (*e).clone());
+        let mut warnings = Vec::new();
         for answer in answers {
+            warnings.extend(answer.warning);
             for fragment in answer.entities.into_iter().filter(|f| f.id == target.id) {
                 match &mut merged {
                     None => merged = Some(fragment),
@@ -93,9 +95,14 @@ impl Broker {
                 }
             }
         }
-        merged.map(Arc::new).ok_or_else(|| {
-            NgsiError::not_found(format!("there is no entity with id '{}'", target.id))
-        })
+        match merged {
+            Some(entity) => Ok((Arc::new(entity), warnings)),
+            None => Err(NgsiError::not_found(format!(
+                "there is no entity with id '{}'",
+                target.id
+            ))
+            .with_warnings(warnings)),
+        }
     }
 
     /// Runs a query (5.7.2) over the local store and the sources that may hold matching
@@ -165,8 +172,9 @@ impl Broker {
             .into_iter()
             .map(|e| (e.id.clone(), (*e).clone()))
             .collect();
+        let mut warnings = Vec::new();
         for answer in answers {
-            assemble(&mut assembled, answer);
+            assemble(&mut assembled, &mut warnings, answer);
         }
         let mut matches: Vec<Entity> = assembled
             .into_values()
@@ -180,7 +188,11 @@ impl Broker {
             .take(page.limit)
             .map(Arc::new)
             .collect();
-        Ok(QueryResult { entities, seen })
+        Ok(QueryResult {
+            entities,
+            seen,
+            warnings,
+        })
     }
 
     /// A query over sources that hold whole entities (their registrations name no attributes,
@@ -220,6 +232,7 @@ impl Broker {
             join_all(asks)
         );
         let (local, mut seen) = local?;
+        let mut warnings = Vec::new();
         let mut assembled: indexmap::IndexMap<String, Entity> = local
             .into_iter()
             .map(|e| (e.id.clone(), (*e).clone()))
@@ -228,7 +241,7 @@ impl Broker {
             let before = assembled.len();
             let given = answer.entities.len();
             let counted = answer.count.unwrap_or(given);
-            assemble(&mut assembled, answer);
+            assemble(&mut assembled, &mut warnings, answer);
             // Entities already here from another place are counted once.
             seen += counted.saturating_sub(given - (assembled.len() - before));
         }
@@ -243,7 +256,11 @@ impl Broker {
             .take(page.limit)
             .map(Arc::new)
             .collect();
-        Ok(QueryResult { entities, seen })
+        Ok(QueryResult {
+            entities,
+            seen,
+            warnings,
+        })
     }
 
     /// The active context of the caller, with which names are compacted for the sources (which
@@ -268,7 +285,8 @@ impl Broker {
             Ok(Answer::Json { body, link, count }) => self
                 .read_entities(body, link, reach)
                 .await
-                .map(|entities| (entities, count)),
+                .map(|entities| (entities, count))
+                .map_err(Failure::invalid),
             Err(e) => Err(e),
         };
         match entities {
@@ -276,10 +294,12 @@ impl Broker {
                 registration,
                 entities,
                 count,
+                warning: None,
             },
             Err(e) => {
                 tracing::warn!(registration = %registration.record.id, error = %e, "a context source did not contribute");
                 Contribution {
+                    warning: Some(e.warning(&registration)),
                     registration,
                     entities: Vec::new(),
                     count: None,
@@ -335,10 +355,18 @@ struct Contribution {
     registration: Arc<Registration>,
     entities: Vec<Entity>,
     count: Option<usize>,
+    /// The NGSILD-Warning value when the source failed.
+    warning: Option<String>,
 }
 
 /// Adds a source's entities to those assembled so far, merging the fragments of one entity.
-fn assemble(assembled: &mut indexmap::IndexMap<String, Entity>, answer: Contribution) {
+/// A failed source's warning goes to `warnings`.
+fn assemble(
+    assembled: &mut indexmap::IndexMap<String, Entity>,
+    warnings: &mut Vec<String>,
+    answer: Contribution,
+) {
+    warnings.extend(answer.warning);
     for fragment in answer.entities {
         match assembled.get_mut(&fragment.id) {
             Some(entity) => merge(entity, fragment, answer.registration.mode),

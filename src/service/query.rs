@@ -31,6 +31,8 @@ pub struct QueryResult {
     pub entities: Vec<Arc<Entity>>,
     /// Matches seen: the total when counted, else enough to tell whether a next page exists.
     pub seen: usize,
+    /// NGSILD-Warning values of the context sources that failed (6.3.17).
+    pub warnings: Vec<String>,
 }
 
 /// What the broker knows of one entity type (for /types).
@@ -71,7 +73,11 @@ impl Broker {
             .store
             .query(tenant, &query, page.offset, page.limit, count)
             .await?;
-        Ok(QueryResult { entities, seen })
+        Ok(QueryResult {
+            entities,
+            seen,
+            warnings: Vec::new(),
+        })
     }
 
     /// Rewrites every term on a linked entity path (`rel{Type:path} op value`, 4.9) into a term on

@@ -800,3 +800,91 @@ async fn filters_and_page_size_go_to_sources_of_whole_entities_only() {
         "{last}"
     );
 }
+
+#[actix_web::test]
+async fn a_failed_source_is_named_in_an_ngsild_warning() {
+    // 6.3.17: an error answer is warned with 299, an unusable one with 111 (and not used); a 404
+    // is no failure.
+    let (_server, ctx) = user_context();
+    let city = TestServer::start().await;
+    create(&city, &ctx, vehicle("urn:ngsi-ld:Vehicle:here", 3)).await;
+    let sources = ContextServer::start();
+    let id = "urn:ngsi-ld:Vehicle:w";
+    for (name, status, body) in [
+        (
+            "refusing",
+            403,
+            r#"{"type":"https://uri.etsi.org/ngsi-ld/errors/Forbidden"}"#,
+        ),
+        ("garbled", 200, "not a json document"),
+        ("absent", 404, ""),
+    ] {
+        sources.serve_raw(
+            &format!("/{name}/ngsi-ld/v1/entities/{id}"),
+            status,
+            "application/json",
+            body.to_string(),
+            0,
+        );
+        sources.serve_raw(
+            &format!("/{name}/ngsi-ld/v1/entities?type=Vehicle&limit=21"),
+            status,
+            "application/json",
+            body.to_string(),
+            0,
+        );
+    }
+    let warnings = |h: &reqwest::header::HeaderMap| -> Vec<String> {
+        h.get_all("NGSILD-Warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    for (name, code) in [
+        ("refusing", Some("299 ")),
+        ("garbled", Some("111 ")),
+        ("absent", None),
+    ] {
+        let reg = format!("urn:ngsi-ld:ContextSourceRegistration:{name}");
+        register(
+            &city,
+            &ctx,
+            json!({"id": reg, "type": "ContextSourceRegistration",
+                   "information": [{"entities": [{"type": "Vehicle"}]}],
+                   "endpoint": sources.url(&format!("/{name}"))}),
+        )
+        .await;
+        let r = city
+            .req(Method::GET, &format!("/entities/{id}"))
+            .header("Link", link(&ctx))
+            .send()
+            .await
+            .unwrap();
+        let got = warnings(r.headers());
+        assert_eq!(r.status(), 404, "{name}");
+        match code {
+            Some(code) => {
+                assert_eq!(got.len(), 1, "{name}: {got:?}");
+                assert!(got[0].starts_with(code), "{name}: {got:?}");
+                assert!(got[0].contains("127.0.0.1:"), "names the source: {got:?}");
+            }
+            None => assert!(got.is_empty(), "{name}: {got:?}"),
+        }
+        // A query still answers with what the other places hold, and warns the same way.
+        let r = city
+            .req(Method::GET, "/entities?type=Vehicle")
+            .header("Link", link(&ctx))
+            .send()
+            .await
+            .unwrap();
+        let got = warnings(r.headers());
+        assert_eq!(r.status(), 200, "{name}");
+        assert_eq!(got.len(), usize::from(code.is_some()), "{name}: {got:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(ids(&body), ["urn:ngsi-ld:Vehicle:here"], "{name}");
+        city.req(Method::DELETE, &format!("/csourceRegistrations/{reg}"))
+            .send()
+            .await
+            .unwrap();
+    }
+}
