@@ -35,6 +35,9 @@ pub enum ErrorKind {
     LengthRequired,
     /// A dependency (the database) is unavailable right now.
     ServiceUnavailable,
+    /// A request came back to this broker through the context sources it was forwarded to, and
+    /// only they hold what it addresses (6.3.18; HTTP 508).
+    LoopDetected,
     /// A bug or an unexpected failure inside the broker.
     InternalError,
 }
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
             ErrorKind::OperationNotSupported => 422,
             ErrorKind::ServiceUnavailable => 503,
+            ErrorKind::LoopDetected => 508,
             // 504 since GS CIM 009 V1.8.1 (was 503 before).
             ErrorKind::LdContextNotAvailable => 504,
             ErrorKind::NotAcceptable => 406,
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "PayloadTooLarge",
             ErrorKind::LengthRequired => "LengthRequired",
             ErrorKind::ServiceUnavailable => "ServiceUnavailable",
+            ErrorKind::LoopDetected => "LoopDetected",
             ErrorKind::InternalError => "InternalError",
         }
     }
@@ -160,6 +165,7 @@ fn title(kind: ErrorKind) -> &'static str {
         ErrorKind::PayloadTooLarge => "The request body is too large",
         ErrorKind::LengthRequired => "Content-Length is required",
         ErrorKind::ServiceUnavailable => "The service is unavailable",
+        ErrorKind::LoopDetected => "The request has looped back through the context sources",
         ErrorKind::InternalError => "Internal error",
     }
 }

@@ -77,20 +77,34 @@ pub struct Failure {
     pub code: u16,
     /// What happened, for the warning text and the log.
     pub text: String,
+    /// The HTTP status the source answered with, if it answered.
+    pub status: Option<u16>,
 }
 
 impl Failure {
     /// The source answered with an error (or cannot be addressed at all).
     pub fn refused(text: String) -> Failure {
-        Failure { code: 299, text }
+        Failure {
+            code: 299,
+            text,
+            status: None,
+        }
     }
     /// The source's answer is not something this broker can use.
     pub fn invalid(text: String) -> Failure {
-        Failure { code: 111, text }
+        Failure {
+            code: 111,
+            text,
+            status: None,
+        }
     }
     /// The source could not be reached, or did not answer within its timeout.
     pub fn unreachable(text: String) -> Failure {
-        Failure { code: 199, text }
+        Failure {
+            code: 199,
+            text,
+            status: None,
+        }
     }
 
     /// The NGSILD-Warning value (`code agent "text"`) for a failure of the registration's source:

@@ -335,6 +335,18 @@ impl Registration {
         })
     }
 
+    /// Whether the registration holds whole entities like this one: some RegistrationInfo names
+    /// the entity and no attributes (so every attribute of it).
+    pub fn holds_whole(&self, id: &str, types: &[String]) -> bool {
+        self.information.iter().any(|info| {
+            info.attrs.is_none()
+                && info
+                    .entities
+                    .as_ref()
+                    .is_none_or(|list| list.iter().any(|e| names_entity(e, id, types)))
+        })
+    }
+
     /// The entity selectors of the registration's information (what entities it names, whatever
     /// the attributes): used to find local entities that a redirect registration would hide.
     pub fn selectors(&self) -> Vec<Selector> {

@@ -5,11 +5,14 @@ use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
+use crate::federation::forward::Reach;
+use crate::federation::ops::Operation;
 use crate::ld::ActiveContext;
 use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{self, Projection, RenderOptions};
 use crate::model::ENTITY_MEMBERS;
 use crate::service::entities::{Target, UpdateResult, SCOPE_IRI};
+use crate::service::forwarding::Spread;
 use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -32,6 +35,9 @@ pub struct Write {
     pub body: Value,
     /// The active context of the body.
     pub ctx: Arc<ActiveContext>,
+    /// How far the write reaches: its sources get the caller's @context as a Link, the body's
+    /// own when it is one URL (otherwise full IRIs, read under the core context).
+    pub reach: Reach,
 }
 
 /// Characters an id cannot carry unescaped in a path segment (RFC 3986 3.3); `:` stays readable.
@@ -90,10 +96,20 @@ pub async fn read_write(
     )
     .await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
+    let mut reach = info.reach();
+    reach.context = match context {
+        Some(Value::String(url)) => Some(url),
+        Some(Value::Array(items)) => match items.as_slice() {
+            [Value::String(url)] => Some(url.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
     Ok(Write {
         info,
         body: json,
         ctx,
+        reach,
     })
 }
 
@@ -189,6 +205,49 @@ fn update_result(ctx: &ActiveContext, result: UpdateResult) -> HttpResponse {
         .body(body.to_string())
 }
 
+/// The answer to a distributed write: `ok` when every part succeeded; the error itself when no
+/// part could even be tried; otherwise 207 with what succeeded and each failed part (the
+/// registration it went to, its attributes and the ProblemDetails).
+fn spread_response<T>(
+    spread: Spread<T>,
+    ok: HttpResponse,
+    id: &str,
+    ctx: &ActiveContext,
+) -> NgsiResult<HttpResponse> {
+    if spread.failures.is_empty() {
+        return Ok(ok);
+    }
+    if let Some(e) = spread.refusal() {
+        return Err(e);
+    }
+    let succeeded = spread.local.is_some() || spread.reached;
+    let errors: Vec<Value> = spread
+        .failures
+        .iter()
+        .map(|f| {
+            let mut e = json!({"entityId": id, "error": f.problem()});
+            if let Some(r) = &f.registration {
+                e["registrationId"] = json!(r);
+            }
+            if !f.attrs.is_empty() {
+                e["attributes"] = json!(f
+                    .attrs
+                    .iter()
+                    .map(|a| ctx.compact(a).into_owned())
+                    .collect::<Vec<_>>());
+            }
+            e
+        })
+        .collect();
+    let body = json!({
+        "success": if succeeded { vec![id] } else { Vec::new() },
+        "errors": errors,
+    });
+    Ok(HttpResponse::MultiStatus()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
 /// POST /entities (5.6.1).
 pub async fn create(
     req: HttpRequest,
@@ -198,11 +257,14 @@ pub async fn create(
     let w = read_write(&req, payload, &broker, false, &["local"]).await?;
     let now = Utc::now();
     let input = Reader::new(&w.ctx, now, Nulls::Forbidden).entity(&w.body, true)?;
-    let id = broker.create_entity(&w.info.tenant, input, now).await?;
+    let id = input.id.clone().unwrap_or_default();
+    let spread = broker
+        .create_entity_distributed(&w.info.tenant, input, now, &w.reach)
+        .await?;
     let mut r = HttpResponse::Created();
     let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
     r.insert_header(("Location", format!("{BASE}/entities/{encoded}")));
-    Ok(r.finish())
+    spread_response(spread, r.finish(), &id, &w.ctx)
 }
 
 /// One member of a pick or omit list: a name and, for `rel{a,b}`, the members of the entities
@@ -446,8 +508,10 @@ pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> 
     let info = RequestInfo::read(&req, WRITE_OFFERS, &["local", "type"])?;
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
-    broker.delete_entity(&target).await?;
-    Ok(no_content())
+    let spread = broker
+        .delete_entity_distributed(&target, &info.reach())
+        .await?;
+    spread_response(spread, no_content(), &target.id, &ctx)
 }
 
 fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
@@ -470,8 +534,10 @@ pub async fn merge(
     .await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Merge)?;
-    broker.merge_entity(&target, input, Utc::now()).await?;
-    Ok(no_content())
+    let spread = broker
+        .rewrite_entity_distributed(&target, input, true, Utc::now(), &w.reach)
+        .await?;
+    spread_response(spread, no_content(), &target.id, &w.ctx)
 }
 
 /// PUT /entities/{id} (replace, 5.6.18).
@@ -483,8 +549,10 @@ pub async fn replace(
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let input = fragment(&w, Nulls::Forbidden)?;
-    broker.replace_entity(&target, input, Utc::now()).await?;
-    Ok(no_content())
+    let spread = broker
+        .rewrite_entity_distributed(&target, input, false, Utc::now(), &w.reach)
+        .await?;
+    spread_response(spread, no_content(), &target.id, &w.ctx)
 }
 
 fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
@@ -521,7 +589,7 @@ pub async fn append_attrs(
         .any(|o| o == "noOverwrite");
     let input = attrs_body(&w, Nulls::Delete)?;
     let result = broker
-        .append_attrs(&target, input, no_overwrite, Utc::now())
+        .change_attrs_distributed(&target, input, Some(no_overwrite), Utc::now(), &w.reach)
         .await?;
     Ok(update_result(&w.ctx, result))
 }
@@ -536,7 +604,7 @@ pub async fn update_attrs(
     let target = target(&req, &w.info, &w.ctx)?;
     let input = attrs_body(&w, Nulls::Delete)?;
     let result = broker
-        .update_attrs_distributed(&target, input, Utc::now(), &w.info.reach())
+        .change_attrs_distributed(&target, input, None, Utc::now(), &w.reach)
         .await?;
     Ok(update_result(&w.ctx, result))
 }
@@ -550,26 +618,36 @@ pub async fn partial_update_attr(
     let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
-    let forwarded = broker
-        .forward_attribute_update(&target, &iri, &name, &w.body, &w.info.reach())
+    let local = async {
+        let id = &target.id;
+        let entity = broker.retrieve_entity(&target).await?;
+        let kind = entity
+            .attrs
+            .get(&iri)
+            .and_then(|i| i.first())
+            .map(|a| a.kind)
+            .ok_or_else(|| {
+                NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'"))
+            })?;
+        let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete)
+            .attribute_fragment(kind, &name, &iri, &w.body)?;
+        broker
+            .partial_update_attr(&target, &iri, instances, Utc::now())
+            .await
+    };
+    let spread = broker
+        .attribute_write_distributed(
+            &target,
+            Operation::UpdateAttrs,
+            (&iri, &name),
+            reqwest::Method::PATCH,
+            Vec::new(),
+            Some(&w.body),
+            &w.reach,
+            local,
+        )
         .await?;
-    if forwarded.is_some() {
-        return Ok(no_content());
-    }
-    let id = &target.id;
-    let entity = broker.retrieve_entity(&target).await?;
-    let kind = entity
-        .attrs
-        .get(&iri)
-        .and_then(|i| i.first())
-        .map(|a| a.kind)
-        .ok_or_else(|| NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'")))?;
-    let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete)
-        .attribute_fragment(kind, &name, &iri, &w.body)?;
-    broker
-        .partial_update_attr(&target, &iri, instances, Utc::now())
-        .await?;
-    Ok(no_content())
+    spread_response(spread, no_content(), &target.id, &w.ctx)
 }
 
 /// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
@@ -583,10 +661,19 @@ pub async fn replace_attr(
     let (name, iri) = path_attr(&req, &w.ctx)?;
     let instances =
         Reader::new(&w.ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, &w.body)?;
-    broker
-        .replace_attr(&target, &iri, instances, Utc::now())
+    let spread = broker
+        .attribute_write_distributed(
+            &target,
+            Operation::ReplaceAttrs,
+            (&iri, &name),
+            reqwest::Method::PUT,
+            Vec::new(),
+            Some(&w.body),
+            &w.reach,
+            broker.replace_attr(&target, &iri, instances, Utc::now()),
+        )
         .await?;
-    Ok(no_content())
+    spread_response(spread, no_content(), &target.id, &w.ctx)
 }
 
 /// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
@@ -603,10 +690,27 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
         _ => path_attr(&req, &ctx)?.1,
     };
     let (dataset_id, delete_all) = deletion_params(&info)?;
-    broker
-        .delete_attr(&target, &iri, dataset_id, delete_all, Utc::now())
+    let mut params = Vec::new();
+    if let Some(d) = &dataset_id {
+        params.push(("datasetId".to_string(), d.clone()));
+    }
+    if let Some(all) = info.param("deleteAll") {
+        params.push(("deleteAll".to_string(), all.to_string()));
+    }
+    let name = segment(&req, "attr");
+    let spread = broker
+        .attribute_write_distributed(
+            &target,
+            Operation::DeleteAttrs,
+            (&iri, &name),
+            reqwest::Method::DELETE,
+            params,
+            None,
+            &info.reach(),
+            broker.delete_attr(&target, &iri, dataset_id, delete_all, Utc::now()),
+        )
         .await?;
-    Ok(no_content())
+    spread_response(spread, no_content(), &target.id, &ctx)
 }
 
 /// The `datasetId` and `deleteAll` parameters of an attribute deletion (5.6.5, 5.6.15).

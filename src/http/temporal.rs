@@ -545,8 +545,9 @@ pub async fn patch_instance(
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let Write { info, body, ctx } =
-        read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    let Write {
+        info, body, ctx, ..
+    } = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let (target, name, iri, instance_id) = instance_path(&req, &info, &ctx)?;
     let fragment = body.as_object().and_then(|o| o.get(&name)).unwrap_or(&body);
     let mut instances =

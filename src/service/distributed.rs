@@ -5,26 +5,24 @@
 //! may hold only a fragment of an entity (4.3.6.7): one whose registration names attributes, or
 //! any source when entities may be split (5.7.2.4: `splitEntities=true`, or the deployment's
 //! `--split-entities`). Sources of whole entities run the filters and send one page. Without matching registrations, or with
-//! `local=true`, both are the local operations unchanged. Attribute updates go to the sources
-//! that hold the attributes (proxied registrations take them away from this broker).
+//! `local=true`, both are the local operations unchanged. Writes are in
+//! [`super::forwarding`].
 
-use super::entities::{new_entity, Target, UpdateResult};
+use super::entities::{new_entity, Target};
 use super::query::{Page, QueryResult};
 use super::Broker;
-use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::federation::forward::{Answer, Call, Failure, Reach};
+use crate::error::{NgsiError, NgsiResult};
+use crate::federation::forward::{Answer, Failure, Reach};
 use crate::federation::merge::merge;
 use crate::federation::ops::Operation;
-use crate::federation::registration::Mode;
 use crate::federation::Registration;
 use crate::ld::ActiveContext;
-use crate::model::parse::{EntityInput, Nulls, Reader};
+use crate::model::parse::{Nulls, Reader};
 use crate::model::Entity;
 use crate::query::{EntityQuery, Selector};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 impl Broker {
@@ -462,188 +460,4 @@ fn selector_params(selectors: &[Selector], ctx: &ActiveContext) -> Vec<(String, 
         }
     }
     params
-}
-
-/// The attribute updates that sources take over.
-struct Routes {
-    /// Each source with the (expanded) attributes it takes.
-    to_sources: Vec<(Arc<Registration>, Vec<String>)>,
-    /// The attributes that only sources hold (exclusive and redirect registrations): they are
-    /// not written here.
-    taken: HashSet<String>,
-}
-
-impl Broker {
-    /// Which sources take updates of these attributes of the target entity (4.3.6.2): proxied
-    /// registrations take theirs away from this broker, inclusive ones get a copy; auxiliary
-    /// ones are never written to.
-    fn update_routes<'a>(
-        &self,
-        target: &Target,
-        names: impl Iterator<Item = &'a String> + Clone,
-        op: Operation,
-        reach: &Reach,
-    ) -> Routes {
-        let sources = self.sources_for(&target.tenant, op, reach, |r| {
-            r.mode != Mode::Auxiliary && r.may_hold(&target.id, &target.types)
-        });
-        let mut routes = Routes {
-            to_sources: Vec::new(),
-            taken: HashSet::new(),
-        };
-        for r in sources {
-            let mine: Vec<String> = names
-                .clone()
-                .filter(|n| r.covers(&target.id, &target.types, n))
-                .cloned()
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            if matches!(r.mode, Mode::Exclusive | Mode::Redirect) {
-                routes.taken.extend(mine.iter().cloned());
-            }
-            routes.to_sources.push((r, mine));
-        }
-        routes
-    }
-
-    /// Updates attributes of an entity (5.6.2) here and at the sources that hold them; what a
-    /// source could not update is reported per attribute (207), like a local failure.
-    pub async fn update_attrs_distributed(
-        &self,
-        target: &Target,
-        mut input: EntityInput,
-        now: DateTime<Utc>,
-        reach: &Reach,
-    ) -> NgsiResult<UpdateResult> {
-        let routes = self.update_routes(target, input.attrs.keys(), Operation::UpdateAttrs, reach);
-        if routes.to_sources.is_empty() {
-            return self.update_attrs(target, input, now).await;
-        }
-        let ctx = self.caller_context(reach).await?;
-        let bodies: Vec<(Arc<Registration>, Vec<String>, Value)> = routes
-            .to_sources
-            .into_iter()
-            .map(|(r, names)| {
-                let body = fragment(&target.id, &input, &names, &ctx);
-                (r, names, body)
-            })
-            .collect();
-        input.attrs.retain(|n, _| !routes.taken.contains(n));
-        let local_names: Vec<String> = input.attrs.keys().cloned().collect();
-        let stays_here = !input.attrs.is_empty() || input.scope.is_some();
-        let forwards = bodies.iter().map(|(r, names, body)| async move {
-            let call = Call {
-                method: reqwest::Method::PATCH,
-                path: &["entities", &target.id, "attrs"],
-                params: &[],
-                body: Some(body),
-            };
-            (names, self.sources.send(r, call, reach).await)
-        });
-        let local = async {
-            if stays_here {
-                Some(self.update_attrs(target, input, now).await)
-            } else {
-                None
-            }
-        };
-        let (local, forwarded) = tokio::join!(local, join_all(forwards));
-        let mut result = match local {
-            None => UpdateResult::default(),
-            Some(Ok(result)) => result,
-            Some(Err(e)) if e.kind == ErrorKind::ResourceNotFound => UpdateResult {
-                updated: Vec::new(),
-                not_updated: local_names
-                    .into_iter()
-                    .map(|n| (n, e.detail.clone()))
-                    .collect(),
-            },
-            Some(Err(e)) => return Err(e),
-        };
-        for (names, outcome) in forwarded {
-            match outcome {
-                Ok(Answer::NotFound) => result.not_updated.extend(names.iter().map(|n| {
-                    (
-                        n.clone(),
-                        "the context source holding it does not have the entity".to_string(),
-                    )
-                })),
-                Ok(Answer::Json { .. }) => result.updated.extend(names.iter().cloned()),
-                Err(e) => result.not_updated.extend(names.iter().map(|n| {
-                    (
-                        n.clone(),
-                        format!("the context source holding it failed: {e}"),
-                    )
-                })),
-            }
-        }
-        Ok(result)
-    }
-
-    /// Passes a partial attribute update (5.6.4) to the proxied source that holds the attribute,
-    /// with the caller's fragment as it came; None when no source holds it (the update is local).
-    pub async fn forward_attribute_update(
-        &self,
-        target: &Target,
-        iri: &str,
-        name: &str,
-        fragment: &Value,
-        reach: &Reach,
-    ) -> NgsiResult<Option<()>> {
-        let names = [iri.to_string()];
-        let routes = self.update_routes(target, names.iter(), Operation::UpdateAttrs, reach);
-        if routes.taken.is_empty() {
-            return Ok(None);
-        }
-        for (r, _) in routes.to_sources {
-            let call = Call {
-                method: reqwest::Method::PATCH,
-                path: &["entities", &target.id, "attrs", name],
-                params: &[],
-                body: Some(fragment),
-            };
-            match self.sources.send(&r, call, reach).await {
-                Ok(Answer::Json { .. }) => {}
-                Ok(Answer::NotFound) => {
-                    return Err(NgsiError::not_found(format!(
-                        "the context source {} holds no attribute '{name}' of entity '{}'",
-                        r.endpoint(),
-                        target.id
-                    )))
-                }
-                Err(e) => {
-                    return Err(NgsiError::new(
-                        ErrorKind::ServiceUnavailable,
-                        format!("the context source holding attribute '{name}' failed: {e}"),
-                    ))
-                }
-            }
-        }
-        Ok(Some(()))
-    }
-}
-
-/// The attributes `names` of an update, compacted with the caller's context as a source reads
-/// them (no id or type: the path names the entity).
-fn fragment(id: &str, input: &EntityInput, names: &[String], ctx: &ActiveContext) -> Value {
-    let now = Utc::now();
-    let entity = Entity {
-        id: id.to_string(),
-        types: Vec::new(),
-        scope: None,
-        attrs: input
-            .attrs
-            .iter()
-            .filter(|(n, _)| names.contains(n))
-            .map(|(n, a)| (n.clone(), a.clone()))
-            .collect(),
-        created_at: now,
-        modified_at: now,
-    };
-    let mut body = crate::model::render::entity(&entity, ctx, &Default::default());
-    body.remove("id");
-    body.remove("type");
-    Value::Object(body)
 }

@@ -1,0 +1,650 @@
+//! Distributed writes (4.3.6.2, 4.3.6.3 and the "distributed" paragraphs of 5.6): a write to an
+//! entity is split between this broker and the context sources registered for it. Each source
+//! gets the part it covers, in one request; an inclusive registration gets a copy of what is also
+//! written here, exclusive and redirect ones take their part away from this broker, auxiliary ones
+//! never get writes. A proxied part whose registration does not offer the operation is a
+//! Conflict, and is not sent. What failed, here or at a source, is reported per leg.
+
+use super::entities::{Target, UpdateResult};
+use super::Broker;
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::federation::forward::{Answer, Call, Failure, Reach};
+use crate::federation::ops::Operation;
+use crate::federation::registration::Mode;
+use crate::federation::Registration;
+use crate::ld::ActiveContext;
+use crate::model::parse::EntityInput;
+use crate::model::Entity;
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// A part of a distributed write that failed: here (no registration) or at a source.
+#[derive(Debug, Clone)]
+pub struct LegFailure {
+    /// The registration whose source failed; None for this broker's own part.
+    pub registration: Option<String>,
+    /// The (expanded) attributes of the failed part; empty for the whole entity.
+    pub attrs: Vec<String>,
+    /// Why, as the ProblemDetails of the 207 body.
+    pub error: NgsiError,
+    /// The status the source answered with, when it differs from the error's.
+    pub status: Option<u16>,
+}
+
+impl LegFailure {
+    /// The ProblemDetails of the failure, with the source's own status where it gave one.
+    pub fn problem(&self) -> Value {
+        let mut p = self.error.problem_details();
+        if let Some(status) = self.status {
+            p["status"] = json!(status);
+        }
+        p
+    }
+}
+
+/// What a distributed write did: the result of this broker's part (None when nothing of it
+/// stayed here), the attributes sources took, and the parts that failed.
+#[derive(Debug)]
+pub struct Spread<T> {
+    /// This broker's own result.
+    pub local: Option<T>,
+    /// Expanded names of the attributes a source accepted.
+    pub forwarded: Vec<String>,
+    /// Whether some source accepted its part.
+    pub reached: bool,
+    /// Whether anything was tried: a part here, or a request to a source.
+    pub attempted: bool,
+    /// The parts that failed.
+    pub failures: Vec<LegFailure>,
+}
+
+impl<T> Spread<T> {
+    /// A write no source took part in.
+    fn local(result: T) -> Spread<T> {
+        Spread {
+            local: Some(result),
+            forwarded: Vec::new(),
+            reached: false,
+            attempted: true,
+            failures: Vec::new(),
+        }
+    }
+
+    /// The error to answer with when nothing could even be tried (every part belongs to a
+    /// proxied registration that does not offer the operation); None otherwise, when failures
+    /// are reported per part (207).
+    pub fn refusal(&self) -> Option<NgsiError> {
+        if self.attempted {
+            return None;
+        }
+        self.failures.first().map(|f| f.error.clone())
+    }
+}
+
+/// What proxied registrations take away from this broker in a write, for its own part to leave
+/// out.
+pub struct Taken {
+    /// The (expanded) attributes only sources get.
+    pub attrs: HashSet<String>,
+    /// Whether an exclusive or redirect registration takes part.
+    pub proxied: bool,
+}
+
+impl Taken {
+    /// Whether this broker still has a part when `remaining` attributes are left to it: always
+    /// without a proxied registration, else only when something is left.
+    pub fn leaves_local(&self, remaining: usize) -> bool {
+        !self.proxied || remaining > 0
+    }
+}
+
+/// How a write is split: the sources that get a part, the proxied parts that cannot be sent
+/// (their registration does not offer the operation), and what proxied registrations take away.
+#[derive(Default)]
+struct Plan {
+    legs: Vec<(Arc<Registration>, Vec<String>)>,
+    refused: Vec<(Arc<Registration>, Vec<String>)>,
+    taken: HashSet<String>,
+    proxied: bool,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.legs.is_empty() && self.refused.is_empty()
+    }
+}
+
+/// One request to a source, owned.
+struct Leg {
+    registration: Arc<Registration>,
+    attrs: Vec<String>,
+    method: reqwest::Method,
+    path: Vec<String>,
+    params: Vec<(String, String)>,
+    body: Option<Value>,
+}
+
+/// What a single-entity write sends to its sources.
+pub enum Shape<'a> {
+    /// The entity's attributes (create, replace, merge, append, update): each source gets those
+    /// it covers, compacted with the caller's context. `with_id` puts id and type in the body.
+    Attributes {
+        input: &'a EntityInput,
+        with_id: bool,
+    },
+    /// The body as the caller sent it (one attribute's operations).
+    Verbatim(&'a Value),
+    /// No body (deletes).
+    Empty,
+}
+
+impl Broker {
+    /// Splits a write of these attributes (`names`, expanded) of the target between this broker
+    /// and its sources. `whole`: the operation addresses the entity itself, so a source holding
+    /// whole entities like it takes part even if no attribute is named. A request that has looped
+    /// back here is answered locally, or with LoopDetected when only sources hold what it
+    /// addresses.
+    fn plan(
+        &self,
+        target: &Target,
+        op: Operation,
+        names: &[String],
+        whole: bool,
+        reach: &Reach,
+    ) -> NgsiResult<Plan> {
+        let mut plan = Plan::default();
+        let all = self.registry.of(&target.tenant);
+        if all.is_empty() || reach.local {
+            return Ok(plan);
+        }
+        let now = Utc::now();
+        for r in all.iter().filter(|r| {
+            r.mode != Mode::Auxiliary && r.is_live(now) && r.may_hold(&target.id, &target.types)
+        }) {
+            let covered: Vec<String> = names
+                .iter()
+                .filter(|n| r.covers(&target.id, &target.types, n))
+                .cloned()
+                .collect();
+            let takes_part = !covered.is_empty()
+                || (whole
+                    && (op == Operation::DeleteEntity || r.holds_whole(&target.id, &target.types)));
+            if !takes_part {
+                continue;
+            }
+            let proxied = matches!(r.mode, Mode::Exclusive | Mode::Redirect);
+            if proxied {
+                plan.proxied = true;
+                plan.taken.extend(covered.iter().cloned());
+            }
+            if r.serves(op) {
+                plan.legs.push((r.clone(), covered));
+            } else if proxied {
+                plan.refused.push((r.clone(), covered));
+            }
+        }
+        if self.sources.looped(reach) {
+            if plan.proxied {
+                return Err(NgsiError::new(
+                    ErrorKind::LoopDetected,
+                    format!(
+                        "the request has come back to this broker (Via: {}) and entity '{}' is held by the context sources it was forwarded to",
+                        reach.via.as_deref().unwrap_or_default(),
+                        target.id
+                    ),
+                ));
+            }
+            return Ok(Plan::default());
+        }
+        Ok(plan)
+    }
+
+    /// Sends each leg to its source in parallel; returns the attributes accepted, whether any
+    /// source accepted its part, and the failures.
+    async fn send_legs(
+        &self,
+        legs: Vec<Leg>,
+        reach: &Reach,
+    ) -> (Vec<String>, bool, Vec<LegFailure>) {
+        let sends = legs.iter().map(|leg| async move {
+            let path: Vec<&str> = leg.path.iter().map(String::as_str).collect();
+            let call = Call {
+                method: leg.method.clone(),
+                path: &path,
+                params: &leg.params,
+                body: leg.body.as_ref(),
+            };
+            self.sources.send(&leg.registration, call, reach).await
+        });
+        let outcomes = join_all(sends).await;
+        let mut forwarded = Vec::new();
+        let mut reached = false;
+        let mut failures = Vec::new();
+        for (leg, outcome) in legs.into_iter().zip(outcomes) {
+            let failure = match outcome {
+                Ok(Answer::Json { .. }) => {
+                    reached = true;
+                    forwarded.extend(leg.attrs);
+                    continue;
+                }
+                Ok(Answer::NotFound) => LegFailure {
+                    error: NgsiError::not_found(format!(
+                        "the context source {} does not hold what was sent to it",
+                        leg.registration.endpoint()
+                    )),
+                    status: None,
+                    registration: Some(leg.registration.record.id.clone()),
+                    attrs: leg.attrs,
+                },
+                Err(e) => source_failure(&leg.registration, leg.attrs, e),
+            };
+            failures.push(failure);
+        }
+        (forwarded, reached, failures)
+    }
+
+    /// The legs of a single-entity write: `method` on `path` (below the NGSI-LD base) at each
+    /// source of the plan, with the body `shape` gives for its attributes.
+    fn legs(
+        &self,
+        plan: &Plan,
+        target: &Target,
+        (method, path, params): (reqwest::Method, Vec<String>, Vec<(String, String)>),
+        shape: &Shape<'_>,
+        ctx: &ActiveContext,
+    ) -> Vec<Leg> {
+        plan.legs
+            .iter()
+            .map(|(r, attrs)| Leg {
+                registration: r.clone(),
+                attrs: attrs.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                params: params.clone(),
+                body: match shape {
+                    Shape::Attributes { input, with_id } => {
+                        let names: Vec<String> = if attrs.is_empty() {
+                            input.attrs.keys().cloned().collect()
+                        } else {
+                            attrs.clone()
+                        };
+                        Some(fragment(&target.id, input, &names, *with_id, ctx))
+                    }
+                    Shape::Verbatim(body) => Some((*body).clone()),
+                    Shape::Empty => None,
+                },
+            })
+            .collect()
+    }
+
+    /// Runs a single-entity write here and at its sources: `op` and the attributes it names
+    /// decide the plan, `request` and `shape` what each source is sent, and `local` runs this
+    /// broker's part with the attributes left to it (it is skipped when a proxied registration
+    /// took everything). `local_missing_ok`: this broker not holding the entity is no failure
+    /// when sources took part (a redirect or exclusive delete).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn spread_write<T, F, Fut>(
+        &self,
+        target: &Target,
+        op: Operation,
+        names: Vec<String>,
+        whole: bool,
+        request: (reqwest::Method, Vec<String>, Vec<(String, String)>),
+        shape: Shape<'_>,
+        reach: &Reach,
+        local: F,
+    ) -> NgsiResult<Spread<T>>
+    where
+        F: FnOnce(Taken) -> Option<Fut>,
+        Fut: std::future::Future<Output = NgsiResult<T>>,
+    {
+        let plan = self.plan(target, op, &names, whole, reach)?;
+        let taken = Taken {
+            attrs: plan.taken.clone(),
+            proxied: plan.proxied,
+        };
+        if plan.is_empty() {
+            return match local(taken) {
+                Some(run) => Ok(Spread::local(run.await?)),
+                None => Err(NgsiError::internal("a local write was expected")),
+            };
+        }
+        let ctx = self
+            .contexts
+            .active(reach.context.clone().map(Value::String).as_ref())
+            .await?;
+        let legs = self.legs(&plan, target, request, &shape, &ctx);
+        let local_part = local(taken);
+        let attempted = local_part.is_some() || !legs.is_empty();
+        let run_local = async {
+            match local_part {
+                Some(run) => Some(run.await),
+                None => None,
+            }
+        };
+        let (local_result, (forwarded, reached, mut failures)) =
+            tokio::join!(run_local, self.send_legs(legs, reach));
+        for (r, attrs) in plan.refused {
+            failures.push(LegFailure {
+                error: NgsiError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "the {} registration {} holds this data but does not offer {}",
+                        r.mode.name(),
+                        r.record.id,
+                        op.name()
+                    ),
+                ),
+                status: None,
+                registration: Some(r.record.id.clone()),
+                attrs,
+            });
+        }
+        let local = match local_result {
+            None => None,
+            Some(Ok(result)) => Some(result),
+            Some(Err(e)) if e.kind == ErrorKind::ResourceNotFound && plan.proxied && reached => {
+                None
+            }
+            Some(Err(e))
+                if matches!(
+                    e.kind,
+                    ErrorKind::ResourceNotFound | ErrorKind::AlreadyExists
+                ) =>
+            {
+                failures.insert(
+                    0,
+                    LegFailure {
+                        registration: None,
+                        attrs: Vec::new(),
+                        error: e,
+                        status: None,
+                    },
+                );
+                None
+            }
+            Some(Err(e)) => return Err(e),
+        };
+        Ok(Spread {
+            local,
+            forwarded,
+            reached,
+            attempted,
+            failures,
+        })
+    }
+
+    /// Updates (5.6.2) or appends (5.6.3) attributes here and at the sources that hold them; what
+    /// failed anywhere is reported per attribute (207). An attribute a source updated counts as
+    /// updated even if this broker does not hold it.
+    pub async fn change_attrs_distributed(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        append: Option<bool>,
+        now: DateTime<Utc>,
+        reach: &Reach,
+    ) -> NgsiResult<UpdateResult> {
+        let names: Vec<String> = input.attrs.keys().cloned().collect();
+        let (op, method, params) = match append {
+            None => (Operation::UpdateAttrs, reqwest::Method::PATCH, Vec::new()),
+            Some(no_overwrite) => (
+                Operation::AppendAttrs,
+                reqwest::Method::POST,
+                if no_overwrite {
+                    vec![("options".to_string(), "noOverwrite".to_string())]
+                } else {
+                    Vec::new()
+                },
+            ),
+        };
+        let shape_input = input.clone();
+        let spread = self
+            .spread_write(
+                target,
+                op,
+                names.clone(),
+                false,
+                (method, attrs_path(target), params),
+                Shape::Attributes {
+                    input: &shape_input,
+                    with_id: false,
+                },
+                reach,
+                |taken| {
+                    let mut input = input;
+                    input.attrs.retain(|n, _| !taken.attrs.contains(n));
+                    let left = input.attrs.len() + usize::from(input.scope.is_some());
+                    taken.leaves_local(left).then_some(async move {
+                        match append {
+                            None => self.update_attrs(target, input, now).await,
+                            Some(no_overwrite) => {
+                                self.append_attrs(target, input, no_overwrite, now).await
+                            }
+                        }
+                    })
+                },
+            )
+            .await?;
+        let mut result = spread.local.unwrap_or_default();
+        result
+            .not_updated
+            .retain(|(n, _)| !spread.forwarded.contains(n));
+        result.updated.extend(spread.forwarded.iter().cloned());
+        for failure in spread.failures {
+            let names = if failure.attrs.is_empty() {
+                names.clone()
+            } else {
+                failure.attrs.clone()
+            };
+            for n in names {
+                if !result.updated.contains(&n) && !result.not_updated.iter().any(|(x, _)| *x == n)
+                {
+                    result.not_updated.push((n, failure.error.detail.clone()));
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+impl Broker {
+    /// Creates an entity (5.6.1) here and at the sources registered for it: each gets the
+    /// attributes it covers (all, when it holds whole entities); this broker keeps what no
+    /// proxied registration takes.
+    pub async fn create_entity_distributed(
+        &self,
+        tenant: &str,
+        input: EntityInput,
+        now: DateTime<Utc>,
+        reach: &Reach,
+    ) -> NgsiResult<Spread<String>> {
+        let target = Target {
+            tenant: tenant.to_string(),
+            id: input.id.clone().unwrap_or_default(),
+            types: input.types.clone(),
+        };
+        let names: Vec<String> = input.attrs.keys().cloned().collect();
+        let sent = input.clone();
+        self.spread_write(
+            &target,
+            Operation::CreateEntity,
+            names,
+            true,
+            (reqwest::Method::POST, vec!["entities".into()], Vec::new()),
+            Shape::Attributes {
+                input: &sent,
+                with_id: true,
+            },
+            reach,
+            |taken| {
+                let mut input = input;
+                input.attrs.retain(|n, _| !taken.attrs.contains(n));
+                taken
+                    .leaves_local(input.attrs.len())
+                    .then(|| self.create_entity(tenant, input, now))
+            },
+        )
+        .await
+    }
+
+    /// Deletes an entity (5.6.6) here and at every source registered for it.
+    pub async fn delete_entity_distributed(
+        &self,
+        target: &Target,
+        reach: &Reach,
+    ) -> NgsiResult<Spread<()>> {
+        self.spread_write(
+            target,
+            Operation::DeleteEntity,
+            Vec::new(),
+            true,
+            (
+                reqwest::Method::DELETE,
+                vec!["entities".into(), target.id.clone()],
+                Vec::new(),
+            ),
+            Shape::Empty,
+            reach,
+            |_| Some(self.delete_entity(target)),
+        )
+        .await
+    }
+
+    /// Replaces (5.6.18, `merge` false) or merges into (5.6.17) an entity here and at the sources
+    /// that hold its attributes.
+    pub async fn rewrite_entity_distributed(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        merge: bool,
+        now: DateTime<Utc>,
+        reach: &Reach,
+    ) -> NgsiResult<Spread<()>> {
+        let names: Vec<String> = input.attrs.keys().cloned().collect();
+        let sent = input.clone();
+        let (op, method) = if merge {
+            (Operation::MergeEntity, reqwest::Method::PATCH)
+        } else {
+            (Operation::ReplaceEntity, reqwest::Method::PUT)
+        };
+        self.spread_write(
+            target,
+            op,
+            names,
+            true,
+            (
+                method,
+                vec!["entities".into(), target.id.clone()],
+                Vec::new(),
+            ),
+            Shape::Attributes {
+                input: &sent,
+                with_id: !merge,
+            },
+            reach,
+            |taken| {
+                let mut input = input;
+                input.attrs.retain(|n, _| !taken.attrs.contains(n));
+                taken.leaves_local(input.attrs.len()).then_some(async move {
+                    if merge {
+                        self.merge_entity(target, input, now).await
+                    } else {
+                        self.replace_entity(target, input, now).await
+                    }
+                })
+            },
+        )
+        .await
+    }
+
+    /// An operation on one attribute (delete 5.6.5, replace 5.6.19, partial update 5.6.4) here
+    /// and at the sources that hold it: `op` and `request` say what each source is sent, with
+    /// the caller's `body`; `local` is this broker's part, run unless a proxied registration
+    /// takes the attribute.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn attribute_write_distributed<Fut>(
+        &self,
+        target: &Target,
+        op: Operation,
+        (iri, name): (&str, &str),
+        method: reqwest::Method,
+        params: Vec<(String, String)>,
+        body: Option<&Value>,
+        reach: &Reach,
+        local: Fut,
+    ) -> NgsiResult<Spread<()>>
+    where
+        Fut: std::future::Future<Output = NgsiResult<()>>,
+    {
+        let mut path = attrs_path(target);
+        path.push(name.to_string());
+        self.spread_write(
+            target,
+            op,
+            vec![iri.to_string()],
+            false,
+            (method, path, params),
+            body.map_or(Shape::Empty, Shape::Verbatim),
+            reach,
+            |taken| (!taken.attrs.contains(iri)).then_some(local),
+        )
+        .await
+    }
+}
+
+/// The path of an entity's attributes, below the NGSI-LD base.
+fn attrs_path(target: &Target) -> Vec<String> {
+    vec!["entities".into(), target.id.clone(), "attrs".into()]
+}
+
+/// A source's failure as the failure of its part.
+fn source_failure(registration: &Registration, attrs: Vec<String>, e: Failure) -> LegFailure {
+    let kind = match e.status {
+        Some(404) => ErrorKind::ResourceNotFound,
+        Some(409) => ErrorKind::AlreadyExists,
+        Some(400) => ErrorKind::BadRequestData,
+        Some(422) => ErrorKind::OperationNotSupported,
+        _ => ErrorKind::ServiceUnavailable,
+    };
+    LegFailure {
+        registration: Some(registration.record.id.clone()),
+        attrs,
+        error: NgsiError::new(kind, format!("the context source failed: {e}")),
+        status: e.status,
+    }
+}
+
+/// The attributes `names` of a write, compacted with the caller's context as a source reads
+/// them; with id and type when the source needs them to know the entity (create, replace).
+pub fn fragment(
+    id: &str,
+    input: &EntityInput,
+    names: &[String],
+    with_id: bool,
+    ctx: &ActiveContext,
+) -> Value {
+    let now = Utc::now();
+    let entity = Entity {
+        id: id.to_string(),
+        types: input.types.clone(),
+        scope: input.scope.clone(),
+        attrs: input
+            .attrs
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect(),
+        created_at: now,
+        modified_at: now,
+    };
+    let mut body = crate::model::render::entity(&entity, ctx, &Default::default());
+    if !with_id {
+        body.remove("id");
+        body.remove("type");
+    }
+    Value::Object(body)
+}
