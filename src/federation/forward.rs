@@ -336,9 +336,10 @@ impl Sources {
         if !status.is_success() || status == reqwest::StatusCode::MULTI_STATUS {
             let text = response.text().await.unwrap_or_default();
             let detail: String = text.chars().take(300).collect();
-            return Err(Failure::refused(format!(
-                "{url} answered {status}: {detail}"
-            )));
+            return Err(Failure {
+                status: Some(status.as_u16()),
+                ..Failure::refused(format!("{url} answered {status}: {detail}"))
+            });
         }
         if body_less(status) {
             return Ok(Answer::Json {

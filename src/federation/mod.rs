@@ -335,6 +335,20 @@ impl Registration {
         })
     }
 
+    /// Whether some RegistrationInfo names the entity by its id (or an id pattern it matches),
+    /// not by its type alone.
+    pub fn names_id(&self, id: &str) -> bool {
+        self.information.iter().any(|info| {
+            info.entities.as_ref().is_some_and(|list| {
+                list.iter().any(|e| match (&e.id, &e.id_pattern) {
+                    (Some(own), _) => own == id,
+                    (None, Some(p)) => p.is_match(id),
+                    (None, None) => false,
+                })
+            })
+        })
+    }
+
     /// Whether the registration holds whole entities like this one: some RegistrationInfo names
     /// the entity and no attributes (so every attribute of it).
     pub fn holds_whole(&self, id: &str, types: &[String]) -> bool {

@@ -106,6 +106,9 @@ impl Taken {
 #[derive(Default)]
 struct Plan {
     legs: Vec<(Arc<Registration>, Vec<String>)>,
+    /// Registrations that name the entity's type only, while its type is unknown here: their
+    /// source may not hold it, and saying so is no failure.
+    speculative: HashSet<String>,
     refused: Vec<(Arc<Registration>, Vec<String>)>,
     taken: HashSet<String>,
     proxied: bool,
@@ -180,6 +183,9 @@ impl Broker {
                 plan.proxied = true;
                 plan.taken.extend(covered.iter().cloned());
             }
+            if target.types.is_empty() && !r.names_id(&target.id) {
+                plan.speculative.insert(r.record.id.clone());
+            }
             if r.serves(op) {
                 plan.legs.push((r.clone(), covered));
             } else if proxied {
@@ -203,10 +209,12 @@ impl Broker {
     }
 
     /// Sends each leg to its source in parallel; returns the attributes accepted, whether any
-    /// source accepted its part, and the failures.
+    /// source accepted its part, and the failures (a 404 of a `speculative` registration is
+    /// none).
     async fn send_legs(
         &self,
         legs: Vec<Leg>,
+        speculative: &HashSet<String>,
         reach: &Reach,
     ) -> (Vec<String>, bool, Vec<LegFailure>) {
         let sends = legs.iter().map(|leg| async move {
@@ -229,6 +237,9 @@ impl Broker {
                     reached = true;
                     forwarded.extend(leg.attrs);
                     continue;
+                }
+                Ok(Answer::NotFound) if speculative.contains(&leg.registration.record.id) => {
+                    continue
                 }
                 Ok(Answer::NotFound) => LegFailure {
                     error: NgsiError::not_found(format!(
@@ -301,6 +312,23 @@ impl Broker {
         F: FnOnce(Taken) -> Option<Fut>,
         Fut: std::future::Future<Output = NgsiResult<T>>,
     {
+        let known;
+        let target = if target.types.is_empty()
+            && !reach.local
+            && !self.registry.of(&target.tenant).is_empty()
+        {
+            // Registrations name entities by type: an entity held here tells its types.
+            known = Target {
+                types: match self.store.get(&target.tenant, &target.id).await? {
+                    Some(e) => e.types.clone(),
+                    None => Vec::new(),
+                },
+                ..target.clone()
+            };
+            &known
+        } else {
+            target
+        };
         let plan = self.plan(target, op, &names, whole, reach)?;
         let taken = Taken {
             attrs: plan.taken.clone(),
@@ -326,7 +354,7 @@ impl Broker {
             }
         };
         let (local_result, (forwarded, reached, mut failures)) =
-            tokio::join!(run_local, self.send_legs(legs, reach));
+            tokio::join!(run_local, self.send_legs(legs, &plan.speculative, reach));
         for (r, attrs) in plan.refused {
             failures.push(LegFailure {
                 error: NgsiError::new(

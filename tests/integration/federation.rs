@@ -888,3 +888,241 @@ async fn a_failed_source_is_named_in_an_ngsild_warning() {
             .unwrap();
     }
 }
+
+/// The entity with this id as `s` holds it itself (local=true): status and body.
+async fn held(s: &TestServer, ctx: &str, id: &str) -> (u16, Value) {
+    let (status, _, body) = s
+        .get_with(
+            &format!("/entities/{id}?local=true"),
+            &[("Link", &link(ctx))],
+        )
+        .await;
+    (status, body)
+}
+
+fn registration(id: &str, source: &TestServer, mode: &str, info: Value) -> Value {
+    json!({"id": id, "type": "ContextSourceRegistration", "mode": mode,
+           "operations": ["redirectionOps"], "information": [info],
+           "endpoint": endpoint(source)})
+}
+
+#[actix_web::test]
+async fn writes_go_where_the_registration_modes_say() {
+    // 4.3.6.2-4.3.6.3: an inclusive source gets a copy of every write, an exclusive one takes
+    // its attributes away from the city, a redirect one takes whole entities; a registration
+    // without write operations gets none.
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    let (car, ship, boat) = (
+        "urn:ngsi-ld:Vehicle:w1",
+        "urn:ngsi-ld:Ship:w2",
+        "urn:ngsi-ld:Ship:w3",
+    );
+    register(
+        &city,
+        &ctx,
+        registration(
+            "urn:ngsi-ld:ContextSourceRegistration:copy",
+            &port,
+            "inclusive",
+            json!({"entities": [{"type": "Vehicle"}]}),
+        ),
+    )
+    .await;
+    register(
+        &city,
+        &ctx,
+        registration(
+            "urn:ngsi-ld:ContextSourceRegistration:ships",
+            &port,
+            "redirect",
+            json!({"entities": [{"type": "Ship"}]}),
+        ),
+    )
+    .await;
+    // Inclusive: created, updated, appended and deleted in both twins.
+    create(&city, &ctx, vehicle(car, 10)).await;
+    assert_eq!(held(&city, &ctx, car).await.0, 200);
+    assert_eq!(held(&port, &ctx, car).await.1["speed"]["value"], 10);
+    let r = city
+        .send_linked(
+            Method::PATCH,
+            &format!("/entities/{car}/attrs"),
+            &ctx,
+            &json!({"speed": {"type": "Property", "value": 11}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let r = city
+        .send_linked(
+            Method::POST,
+            &format!("/entities/{car}/attrs"),
+            &ctx,
+            &json!({"brandName": {"type": "Property", "value": "Volvo"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    for (twin, name) in [(&city, "city"), (&port, "port")] {
+        let (_, e) = held(twin, &ctx, car).await;
+        assert_eq!(
+            (
+                e["speed"]["value"].as_i64(),
+                e["brandName"]["value"].as_str()
+            ),
+            (Some(11), Some("Volvo")),
+            "{name}: {e}"
+        );
+    }
+    // Redirect: the ship lives in the port only; the city answers for it.
+    create(
+        &city,
+        &ctx,
+        json!({"id": ship, "type": "Ship", "speed": {"type": "Property", "value": 3}}),
+    )
+    .await;
+    assert_eq!(held(&city, &ctx, ship).await.0, 404);
+    assert_eq!(held(&port, &ctx, ship).await.1["speed"]["value"], 3);
+    let r = city
+        .send_linked(
+            Method::PATCH,
+            &format!("/entities/{ship}/attrs/speed"),
+            &ctx,
+            &json!({"value": 4}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(held(&port, &ctx, ship).await.1["speed"]["value"], 4);
+    let r = city
+        .req(Method::DELETE, &format!("/entities/{ship}/attrs/speed"))
+        .header("Link", link(&ctx))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert!(held(&port, &ctx, ship).await.1.get("speed").is_none());
+    for id in [car, ship] {
+        let r = city
+            .req(Method::DELETE, &format!("/entities/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{id}: {}", r.text().await.unwrap());
+        assert_eq!(held(&city, &ctx, id).await.0, 404, "{id}");
+        assert_eq!(held(&port, &ctx, id).await.0, 404, "{id}");
+    }
+    // A registration that offers only reads gets no writes: an inclusive one is skipped, a
+    // redirect one makes the write a Conflict and nothing is written anywhere.
+    let reads_only = json!({"id": "urn:ngsi-ld:ContextSourceRegistration:boats",
+        "type": "ContextSourceRegistration", "mode": "redirect", "operations": ["retrieveOps"],
+        "information": [{"entities": [{"id": boat, "type": "Ship"}]}], "endpoint": endpoint(&port)});
+    let r = city
+        .req(
+            Method::DELETE,
+            "/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:ships",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    register(&city, &ctx, reads_only).await;
+    let r = city
+        .send_linked(
+            Method::POST,
+            "/entities",
+            &ctx,
+            &json!({"id": boat, "type": "Ship"}),
+        )
+        .await;
+    assert_problem(r, 409, "Conflict").await;
+    assert_eq!(held(&city, &ctx, boat).await.0, 404);
+    assert_eq!(held(&port, &ctx, boat).await.0, 404);
+}
+
+#[actix_web::test]
+async fn an_exclusive_source_takes_its_attributes_and_a_failed_part_is_reported() {
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    let car = "urn:ngsi-ld:Vehicle:x1";
+    register(
+        &city,
+        &ctx,
+        registration(
+            "urn:ngsi-ld:ContextSourceRegistration:speedometer",
+            &port,
+            "exclusive",
+            json!({"entities": [{"id": car, "type": "Vehicle"}], "propertyNames": ["speed"]}),
+        ),
+    )
+    .await;
+    create(
+        &city,
+        &ctx,
+        json!({"id": car, "type": "Vehicle", "speed": {"type": "Property", "value": 70},
+               "brandName": {"type": "Property", "value": "Saab"}}),
+    )
+    .await;
+    let (_, here) = held(&city, &ctx, car).await;
+    assert!(here.get("speed").is_none(), "{here}");
+    assert_eq!(here["brandName"]["value"], "Saab");
+    let (_, there) = held(&port, &ctx, car).await;
+    assert_eq!(there["speed"]["value"], 70, "{there}");
+    assert!(there.get("brandName").is_none(), "{there}");
+    // The whole entity reads back through the city.
+    let (status, _, whole) = city
+        .get_with(&format!("/entities/{car}"), &[("Link", &link(&ctx))])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            whole["speed"]["value"].as_i64(),
+            whole["brandName"]["value"].as_str()
+        ),
+        (Some(70), Some("Saab"))
+    );
+    // Creating it again: the city refuses its part, the port its own: both are reported.
+    let r = city
+        .send_linked(
+            Method::POST,
+            "/entities",
+            &ctx,
+            &json!({"id": car, "type": "Vehicle", "speed": {"type": "Property", "value": 1},
+                    "brandName": {"type": "Property", "value": "Saab"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let body: Value = r.json().await.unwrap();
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body}");
+    assert_eq!(errors[0]["error"]["status"], 409, "{body}");
+    assert!(errors[0].get("registrationId").is_none(), "{body}");
+    assert_eq!(
+        errors[1]["registrationId"],
+        "urn:ngsi-ld:ContextSourceRegistration:speedometer"
+    );
+    assert_eq!(errors[1]["error"]["status"], 409, "{body}");
+    assert_eq!(errors[1]["attributes"], json!(["speed"]), "{body}");
+    // A request that comes back for data only the source holds is a loop.
+    let alias = city.get_with("/info/sourceIdentity", &[]).await.2["contextSourceAlias"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = city
+        .req(Method::PATCH, &format!("/entities/{car}/attrs"))
+        .header("Content-Type", "application/json")
+        .header("Link", link(&ctx))
+        .header("Via", format!("1.1 elsewhere, 1.1 {alias}"))
+        .body(json!({"speed": {"type": "Property", "value": 2}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 508, "{}", r.text().await.unwrap());
+    // Deleting the entity removes both parts.
+    let r = city
+        .req(Method::DELETE, &format!("/entities/{car}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(held(&city, &ctx, car).await.0, 404);
+    assert_eq!(held(&port, &ctx, car).await.0, 404);
+}
