@@ -79,6 +79,8 @@ pub struct Failure {
     pub text: String,
     /// The HTTP status the source answered with, if it answered.
     pub status: Option<u16>,
+    /// The JSON body of a 207 answer (what succeeded and what failed of a batch).
+    pub partial: Option<Value>,
 }
 
 impl Failure {
@@ -88,6 +90,7 @@ impl Failure {
             code: 299,
             text,
             status: None,
+            partial: None,
         }
     }
     /// The source's answer is not something this broker can use.
@@ -96,6 +99,7 @@ impl Failure {
             code: 111,
             text,
             status: None,
+            partial: None,
         }
     }
     /// The source could not be reached, or did not answer within its timeout.
@@ -104,6 +108,7 @@ impl Failure {
             code: 199,
             text,
             status: None,
+            partial: None,
         }
     }
 
@@ -336,8 +341,12 @@ impl Sources {
         if !status.is_success() || status == reqwest::StatusCode::MULTI_STATUS {
             let text = response.text().await.unwrap_or_default();
             let detail: String = text.chars().take(300).collect();
+            let partial = (status == reqwest::StatusCode::MULTI_STATUS)
+                .then(|| serde_json::from_str(&text).ok())
+                .flatten();
             return Err(Failure {
                 status: Some(status.as_u16()),
+                partial,
                 ..Failure::refused(format!("{url} answered {status}: {detail}"))
             });
         }

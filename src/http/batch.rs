@@ -4,6 +4,7 @@
 
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::federation::forward::Reach;
 use crate::service::batch::{BatchItem, BatchOp, BatchResult, UpsertMode};
 use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -82,6 +83,23 @@ async fn parse_items(
     out
 }
 
+/// How far a batch reaches; its sources get the caller's @context as a Link: the Link header's,
+/// or the first entity's own when it is one URL.
+fn batch_reach(info: &RequestInfo, items: &[Value]) -> Reach {
+    let mut reach = info.reach();
+    if reach.context.is_none() {
+        reach.context = items.first().and_then(|i| match i.get("@context") {
+            Some(Value::String(url)) => Some(url.clone()),
+            Some(Value::Array(list)) => match list.as_slice() {
+                [Value::String(url)] => Some(url.clone()),
+                _ => None,
+            },
+            _ => None,
+        });
+    }
+    reach
+}
+
 fn multi_status(result: &BatchResult) -> HttpResponse {
     let errors: Vec<Value> = result
         .errors
@@ -112,8 +130,15 @@ async fn run(
             "batch element {i} is not an entity object"
         )));
     }
+    let reach = batch_reach(&info, &items);
     let parsed = parse_items(&broker, &info, items, is_ld, op).await;
-    let result = broker.batch(&info.tenant, op, parsed, Utc::now()).await;
+    let options = match info.param("options") {
+        Some(o) => vec![("options".to_string(), o.to_string())],
+        None => Vec::new(),
+    };
+    let result = broker
+        .batch_distributed(&info.tenant, op, parsed, options, Utc::now(), &reach)
+        .await;
     if !result.errors.is_empty() {
         return Ok(multi_status(&result));
     }
@@ -206,7 +231,9 @@ pub async fn delete(
             Err(e) => bad.errors.push((id.to_string(), e)),
         }
     }
-    let mut result = broker.batch_delete(&info.tenant, ids).await;
+    let mut result = broker
+        .batch_delete_distributed(&info.tenant, ids, &info.reach())
+        .await;
     result.errors.extend(bad.errors);
     if result.errors.is_empty() {
         Ok(HttpResponse::NoContent().finish())

@@ -5,6 +5,7 @@
 //! never get writes. A proxied part whose registration does not offer the operation is a
 //! Conflict, and is not sent. What failed, here or at a source, is reported per leg.
 
+use super::batch::{BatchItem, BatchOp, BatchResult};
 use super::entities::{Target, UpdateResult};
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -32,6 +33,8 @@ pub struct LegFailure {
     pub error: NgsiError,
     /// The status the source answered with, when it differs from the error's.
     pub status: Option<u16>,
+    /// The source's 207 body, when it answered so.
+    pub partial: Option<Value>,
 }
 
 impl LegFailure {
@@ -247,6 +250,7 @@ impl Broker {
                         leg.registration.endpoint()
                     )),
                     status: None,
+                    partial: None,
                     registration: Some(leg.registration.record.id.clone()),
                     attrs: leg.attrs,
                 },
@@ -357,16 +361,9 @@ impl Broker {
             tokio::join!(run_local, self.send_legs(legs, &plan.speculative, reach));
         for (r, attrs) in plan.refused {
             failures.push(LegFailure {
-                error: NgsiError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "the {} registration {} holds this data but does not offer {}",
-                        r.mode.name(),
-                        r.record.id,
-                        op.name()
-                    ),
-                ),
+                error: refusal(&r, op),
                 status: None,
+                partial: None,
                 registration: Some(r.record.id.clone()),
                 attrs,
             });
@@ -390,6 +387,7 @@ impl Broker {
                         attrs: Vec::new(),
                         error: e,
                         status: None,
+                        partial: None,
                     },
                 );
                 None
@@ -624,6 +622,314 @@ impl Broker {
     }
 }
 
+/// The entities of a batch each source gets, in one request.
+struct SourceBatch {
+    registration: Arc<Registration>,
+    bodies: Vec<Value>,
+    ids: Vec<String>,
+    /// The ids sent only because the entity's type is unknown here (see `Plan::speculative`).
+    speculative: HashSet<String>,
+}
+
+impl SourceBatch {
+    /// Adds an entity's part to the source's batch (a new batch for the first).
+    fn add(
+        batches: &mut Vec<SourceBatch>,
+        r: &Arc<Registration>,
+        id: &str,
+        body: Value,
+        plan: &Plan,
+    ) {
+        let index = match batches
+            .iter()
+            .position(|b| b.registration.record.id == r.record.id)
+        {
+            Some(i) => i,
+            None => {
+                batches.push(SourceBatch {
+                    registration: r.clone(),
+                    bodies: Vec::new(),
+                    ids: Vec::new(),
+                    speculative: HashSet::new(),
+                });
+                batches.len() - 1
+            }
+        };
+        let batch = &mut batches[index];
+        batch.bodies.push(body);
+        batch.ids.push(id.to_string());
+        if plan.speculative.contains(&r.record.id) {
+            batch.speculative.insert(id.to_string());
+        }
+    }
+}
+
+impl Broker {
+    /// The target of a batch entity, its types learnt from the local copy when the body names
+    /// none (see [`Broker::spread_write`]).
+    async fn batch_target(&self, tenant: &str, id: &str, types: &[String]) -> Target {
+        let mut target = Target {
+            tenant: tenant.to_string(),
+            id: id.to_string(),
+            types: types.to_vec(),
+        };
+        if target.types.is_empty() {
+            if let Ok(Some(e)) = self.store.get(tenant, id).await {
+                target.types = e.types.clone();
+            }
+        }
+        target
+    }
+
+    /// A batch (5.6.7-5.6.9, 5.6.20) here and at the sources registered for its entities: each
+    /// source gets, in one request to its `/entityOperations/{name}` with the caller's `options`,
+    /// the part of every entity it covers; this broker runs the batch with what proxied
+    /// registrations leave to it. An entity fails when its part failed anywhere.
+    pub async fn batch_distributed(
+        &self,
+        tenant: &str,
+        op: BatchOp,
+        items: Vec<BatchItem>,
+        options: Vec<(String, String)>,
+        now: DateTime<Utc>,
+        reach: &Reach,
+    ) -> BatchResult {
+        if reach.local || self.registry.of(tenant).is_empty() {
+            return self.batch(tenant, op, items, now).await;
+        }
+        let (operation, name, whole) = match op {
+            BatchOp::Create => (Operation::CreateBatch, "create", true),
+            BatchOp::Upsert(_) => (Operation::UpsertBatch, "upsert", true),
+            BatchOp::Update { .. } => (Operation::UpdateBatch, "update", false),
+            BatchOp::Merge => (Operation::MergeBatch, "merge", false),
+        };
+        let ctx = match self
+            .contexts
+            .active(reach.context.clone().map(Value::String).as_ref())
+            .await
+        {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                return BatchResult {
+                    errors: items.into_iter().map(|(id, _)| (id, e.clone())).collect(),
+                    ..BatchResult::default()
+                }
+            }
+        };
+        let mut sources: Vec<SourceBatch> = Vec::new();
+        let mut local = Vec::new();
+        let mut errors: Vec<(String, NgsiError)> = Vec::new();
+        let mut away: HashSet<String> = HashSet::new();
+        for (id, parsed) in items {
+            let Ok(mut input) = parsed else {
+                local.push((id, parsed));
+                continue;
+            };
+            let target = self.batch_target(tenant, &id, &input.types).await;
+            let names: Vec<String> = input.attrs.keys().cloned().collect();
+            let plan = match self.plan(&target, operation, &names, whole, reach) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    errors.push((id, e));
+                    continue;
+                }
+            };
+            for (r, covered) in &plan.legs {
+                let names = if covered.is_empty() { &names } else { covered };
+                let body = fragment(&id, &input, names, true, &ctx);
+                SourceBatch::add(&mut sources, r, &id, body, &plan);
+            }
+            for (r, _) in &plan.refused {
+                errors.push((id.clone(), refusal(r, operation)));
+            }
+            let taken = Taken {
+                attrs: plan.taken.clone(),
+                proxied: plan.proxied,
+            };
+            input.attrs.retain(|n, _| !taken.attrs.contains(n));
+            if taken.leaves_local(input.attrs.len()) {
+                local.push((id, Ok(input)));
+            } else {
+                away.insert(id);
+            }
+        }
+        self.finish_batch(
+            sources,
+            (name, options),
+            away,
+            errors,
+            self.batch(tenant, op, local, now),
+            reach,
+        )
+        .await
+    }
+
+    /// Deletes a batch of entities (5.6.10) here and at every source registered for them (one
+    /// request per source); an entity only sources held is no failure here.
+    pub async fn batch_delete_distributed(
+        &self,
+        tenant: &str,
+        ids: Vec<String>,
+        reach: &Reach,
+    ) -> BatchResult {
+        if reach.local || self.registry.of(tenant).is_empty() {
+            return self.batch_delete(tenant, ids).await;
+        }
+        let mut sources: Vec<SourceBatch> = Vec::new();
+        let mut errors = Vec::new();
+        let mut away = HashSet::new();
+        for id in &ids {
+            let target = self.batch_target(tenant, id, &[]).await;
+            let plan = match self.plan(&target, Operation::DeleteBatch, &[], true, reach) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    errors.push((id.clone(), e));
+                    continue;
+                }
+            };
+            for (r, _) in &plan.legs {
+                SourceBatch::add(&mut sources, r, id, json!(id), &plan);
+            }
+            for (r, _) in &plan.refused {
+                errors.push((id.clone(), refusal(r, Operation::DeleteBatch)));
+            }
+            if plan.proxied {
+                away.insert(id.clone());
+            }
+        }
+        self.finish_batch(
+            sources,
+            ("delete", Vec::new()),
+            away,
+            errors,
+            self.batch_delete(tenant, ids),
+            reach,
+        )
+        .await
+    }
+
+    /// Sends each source its batch while `local` runs, and reports per entity: a failed source
+    /// fails every entity it was sent; an entity a proxied registration took away (`away`)
+    /// succeeds when its sources did, whatever this broker says of it.
+    async fn finish_batch(
+        &self,
+        sources: Vec<SourceBatch>,
+        (name, options): (&str, Vec<(String, String)>),
+        away: HashSet<String>,
+        mut errors: Vec<(String, NgsiError)>,
+        local: impl std::future::Future<Output = BatchResult>,
+        reach: &Reach,
+    ) -> BatchResult {
+        let mut sent_ids = Vec::new();
+        let legs: Vec<Leg> = sources
+            .into_iter()
+            .map(|batch| {
+                sent_ids.push((
+                    batch.registration.record.id.clone(),
+                    batch.ids,
+                    batch.speculative,
+                ));
+                Leg {
+                    registration: batch.registration,
+                    attrs: Vec::new(),
+                    method: reqwest::Method::POST,
+                    path: vec!["entityOperations".into(), name.to_string()],
+                    params: options.clone(),
+                    body: Some(Value::Array(batch.bodies)),
+                }
+            })
+            .collect();
+        let none = HashSet::new();
+        let (mut result, (_, _, failures)) =
+            tokio::join!(local, self.send_legs(legs, &none, reach));
+        for failure in failures {
+            let Some((_, ids, speculative)) = sent_ids
+                .iter()
+                .find(|(r, _, _)| Some(r) == failure.registration.as_ref())
+            else {
+                continue;
+            };
+            errors.extend(batch_failures(&failure, ids, speculative));
+        }
+        // What this broker could not find of an entity sources took is theirs to report.
+        result
+            .errors
+            .retain(|(id, e)| !(away.contains(id) && e.kind == ErrorKind::ResourceNotFound));
+        let failed: HashSet<String> = errors.iter().map(|(id, _)| id.clone()).collect();
+        for (_, ids, _) in &sent_ids {
+            for id in ids {
+                if away.contains(id) && !result.success.contains(id) {
+                    result.success.push(id.clone());
+                }
+            }
+        }
+        result.success.retain(|id| !failed.contains(id));
+        result.errors.extend(errors);
+        result
+    }
+}
+
+/// The entities a source's failed batch fails: those its 207 body names (less a 404 for an
+/// entity sent only in case it held it), or every entity sent when it gave no such body.
+fn batch_failures(
+    failure: &LegFailure,
+    ids: &[String],
+    speculative: &HashSet<String>,
+) -> Vec<(String, NgsiError)> {
+    let listed = failure
+        .partial
+        .as_ref()
+        .and_then(|body| body.get("errors")?.as_array().cloned());
+    let Some(listed) = listed else {
+        return ids
+            .iter()
+            .map(|id| (id.clone(), failure.error.clone()))
+            .collect();
+    };
+    listed
+        .iter()
+        .filter_map(|e| {
+            let id = e.get("entityId")?.as_str()?.to_string();
+            let status = e
+                .get("error")
+                .and_then(|p| p.get("status"))
+                .and_then(Value::as_u64);
+            if !ids.contains(&id) || (status == Some(404) && speculative.contains(&id)) {
+                return None;
+            }
+            let detail = e
+                .get("error")
+                .and_then(|p| p.get("detail"))
+                .and_then(Value::as_str)
+                .unwrap_or("the context source reported a failure");
+            let kind = match status {
+                Some(404) => ErrorKind::ResourceNotFound,
+                Some(409) => ErrorKind::AlreadyExists,
+                Some(400) => ErrorKind::BadRequestData,
+                _ => ErrorKind::ServiceUnavailable,
+            };
+            Some((
+                id,
+                NgsiError::new(kind, format!("the context source failed: {detail}")),
+            ))
+        })
+        .collect()
+}
+
+/// The Conflict of a proxied registration that holds an entity's data but does not offer the
+/// operation.
+fn refusal(r: &Registration, op: Operation) -> NgsiError {
+    NgsiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "the {} registration {} holds this data but does not offer {}",
+            r.mode.name(),
+            r.record.id,
+            op.name()
+        ),
+    )
+}
+
 /// The path of an entity's attributes, below the NGSI-LD base.
 fn attrs_path(target: &Target) -> Vec<String> {
     vec!["entities".into(), target.id.clone(), "attrs".into()]
@@ -643,6 +949,7 @@ fn source_failure(registration: &Registration, attrs: Vec<String>, e: Failure) -
         attrs,
         error: NgsiError::new(kind, format!("the context source failed: {e}")),
         status: e.status,
+        partial: e.partial,
     }
 }
 

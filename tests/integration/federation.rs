@@ -1126,3 +1126,89 @@ async fn an_exclusive_source_takes_its_attributes_and_a_failed_part_is_reported(
     assert_eq!(held(&city, &ctx, car).await.0, 404);
     assert_eq!(held(&port, &ctx, car).await.0, 404);
 }
+
+#[actix_web::test]
+async fn batches_reach_each_source_in_one_request() {
+    // Batch operations are named one by one in a registration (Table 4.20-2): each source gets
+    // the entities it covers in one request to its own /entityOperations.
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    let ops = json!(["createBatch", "upsertBatch", "deleteBatch"]);
+    for (name, mode, info) in [
+        (
+            "copy",
+            "inclusive",
+            json!({"entities": [{"type": "Vehicle"}]}),
+        ),
+        ("ships", "redirect", json!({"entities": [{"type": "Ship"}]})),
+    ] {
+        register(
+            &city,
+            &ctx,
+            json!({"id": format!("urn:ngsi-ld:ContextSourceRegistration:{name}"),
+                   "type": "ContextSourceRegistration", "mode": mode, "operations": ops,
+                   "information": [info], "endpoint": endpoint(&port)}),
+        )
+        .await;
+    }
+    let batch = json!([
+        vehicle("urn:ngsi-ld:Vehicle:b1", 1),
+        vehicle("urn:ngsi-ld:Vehicle:b2", 2),
+        {"id": "urn:ngsi-ld:Ship:b3", "type": "Ship", "speed": {"type": "Property", "value": 3}},
+    ]);
+    let r = city
+        .send_linked(Method::POST, "/entityOperations/create", &ctx, &batch)
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    for id in ["urn:ngsi-ld:Vehicle:b1", "urn:ngsi-ld:Vehicle:b2"] {
+        assert_eq!(held(&city, &ctx, id).await.0, 200, "{id}");
+        assert_eq!(held(&port, &ctx, id).await.0, 200, "{id}");
+    }
+    assert_eq!(held(&city, &ctx, "urn:ngsi-ld:Ship:b3").await.0, 404);
+    assert_eq!(
+        held(&port, &ctx, "urn:ngsi-ld:Ship:b3").await.1["speed"]["value"],
+        3
+    );
+    // Creating them again fails here and at the port, per entity.
+    let r = city
+        .send_linked(Method::POST, "/entityOperations/create", &ctx, &batch)
+        .await;
+    assert_eq!(r.status(), 207);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["success"], json!([]), "{body}");
+    let ids: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entityId"].as_str().unwrap())
+        .collect();
+    for id in [
+        "urn:ngsi-ld:Vehicle:b1",
+        "urn:ngsi-ld:Vehicle:b2",
+        "urn:ngsi-ld:Ship:b3",
+    ] {
+        assert!(ids.contains(&id), "{id} in {body}");
+    }
+    // Batch delete removes them everywhere; the ship, never held here, is no failure.
+    let r = city
+        .send_linked(
+            Method::POST,
+            "/entityOperations/delete",
+            &ctx,
+            &json!([
+                "urn:ngsi-ld:Vehicle:b1",
+                "urn:ngsi-ld:Vehicle:b2",
+                "urn:ngsi-ld:Ship:b3"
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    for id in [
+        "urn:ngsi-ld:Vehicle:b1",
+        "urn:ngsi-ld:Vehicle:b2",
+        "urn:ngsi-ld:Ship:b3",
+    ] {
+        assert_eq!(held(&city, &ctx, id).await.0, 404, "{id}");
+        assert_eq!(held(&port, &ctx, id).await.0, 404, "{id}");
+    }
+}
