@@ -112,7 +112,7 @@ impl Registration {
                 .filter_map(|n| Operation::expand(n))
                 .flatten()
                 .collect(),
-            None => Operation::default_set().iter().copied().collect(),
+            None => Operation::default_set().into_iter().collect(),
         };
         let expires_at = doc
             .get("expiresAt")

@@ -112,27 +112,9 @@ const ASSOCIATION_OPS: &[Operation] = &[
     O::DeleteSubscription,
 ];
 
-/// The reads a source answers for a federating broker, entity maps included (4.20:
-/// federationOps, the default of a registration).
-const FEDERATION_OPS: &[Operation] = &[
-    O::RetrieveEntity,
-    O::QueryEntity,
-    O::QueryBatch,
-    O::RetrieveEntityTypes,
-    O::RetrieveEntityTypeDetails,
-    O::RetrieveEntityTypeInfo,
-    O::RetrieveAttrTypes,
-    O::RetrieveAttrTypeDetails,
-    O::RetrieveAttrTypeInfo,
-    O::CreateSubscription,
-    O::UpdateSubscription,
-    O::RetrieveSubscription,
-    O::QuerySubscription,
-    O::DeleteSubscription,
-    O::RetrieveEntityMap,
-    O::UpdateEntityMap,
-    O::DeleteEntityMap,
-];
+/// The entity-map operations federationOps adds to associationOps (4.20).
+const ENTITY_MAP_OPS: &[Operation] =
+    &[O::RetrieveEntityMap, O::UpdateEntityMap, O::DeleteEntityMap];
 
 /// Updates of existing entities (4.20: updateOps).
 const UPDATE_OPS: &[Operation] = &[
@@ -172,20 +154,24 @@ const REDIRECTION_OPS: &[Operation] = &[
 ];
 
 /// The groups (4.20) and the operations each stands for.
-const GROUPS: &[(&str, &[Operation])] = &[
-    ("associationOps", ASSOCIATION_OPS),
+const GROUPS: &[(&str, &[&[Operation]])] = &[
+    ("associationOps", &[ASSOCIATION_OPS]),
     ("federationOps", FEDERATION_OPS),
-    ("updateOps", UPDATE_OPS),
-    ("retrieveOps", RETRIEVE_OPS),
-    ("redirectionOps", REDIRECTION_OPS),
+    ("updateOps", &[UPDATE_OPS]),
+    ("retrieveOps", &[RETRIEVE_OPS]),
+    ("redirectionOps", &[REDIRECTION_OPS]),
 ];
+
+/// The reads a source answers for a federating broker, entity maps included (4.20:
+/// federationOps, the default of a registration).
+const FEDERATION_OPS: &[&[Operation]] = &[ASSOCIATION_OPS, ENTITY_MAP_OPS];
 
 impl Operation {
     /// The operations a name in `operations` stands for: one, or a group's; None for an unknown
     /// name.
     pub fn expand(name: &str) -> Option<Vec<Operation>> {
-        if let Some((_, ops)) = GROUPS.iter().find(|(n, _)| *n == name) {
-            return Some(ops.to_vec());
+        if let Some((_, parts)) = GROUPS.iter().find(|(n, _)| *n == name) {
+            return Some(parts.concat());
         }
         NAMES
             .iter()
@@ -194,8 +180,8 @@ impl Operation {
     }
 
     /// The operations of a registration without `operations`: federationOps (Table 5.2.9-1).
-    pub fn default_set() -> &'static [Operation] {
-        FEDERATION_OPS
+    pub fn default_set() -> Vec<Operation> {
+        FEDERATION_OPS.concat()
     }
 
     /// The operation's name.

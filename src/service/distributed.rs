@@ -174,23 +174,12 @@ impl Broker {
         for answer in answers {
             assemble(&mut assembled, &mut warnings, answer);
         }
-        let mut matches: Vec<Entity> = assembled
+        let matches: Vec<Entity> = assembled
             .into_values()
             .filter(|e| query.matches(e))
             .collect();
-        matches.sort_by(|a, b| a.id.cmp(&b.id));
         let seen = matches.len();
-        let entities = matches
-            .into_iter()
-            .skip(page.offset)
-            .take(page.limit)
-            .map(Arc::new)
-            .collect();
-        Ok(QueryResult {
-            entities,
-            seen,
-            warnings,
-        })
+        Ok(id_ordered_page(matches, page, seen, warnings))
     }
 
     /// A query over sources that hold whole entities (their registrations name no attributes,
@@ -243,22 +232,11 @@ impl Broker {
             // Entities already here from another place are counted once.
             seen += counted.saturating_sub(given - (assembled.len() - before));
         }
-        let mut matches: Vec<Entity> = assembled.into_values().collect();
-        matches.sort_by(|a, b| a.id.cmp(&b.id));
+        let matches: Vec<Entity> = assembled.into_values().collect();
         if !count {
             seen = seen.max(matches.len());
         }
-        let entities = matches
-            .into_iter()
-            .skip(page.offset)
-            .take(page.limit)
-            .map(Arc::new)
-            .collect();
-        Ok(QueryResult {
-            entities,
-            seen,
-            warnings,
-        })
+        Ok(id_ordered_page(matches, page, seen, warnings))
     }
 
     /// The active context of the caller, with which names are compacted for the sources (which
@@ -344,6 +322,27 @@ impl Broker {
             out.push(new_entity(input, now).map_err(|e| e.detail)?);
         }
         Ok(out)
+    }
+}
+
+/// The page of the assembled entities in id order (the order of a federated query).
+fn id_ordered_page(
+    mut matches: Vec<Entity>,
+    page: Page,
+    seen: usize,
+    warnings: Vec<String>,
+) -> QueryResult {
+    matches.sort_by(|a, b| a.id.cmp(&b.id));
+    let entities = matches
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .map(Arc::new)
+        .collect();
+    QueryResult {
+        entities,
+        seen,
+        warnings,
     }
 }
 
