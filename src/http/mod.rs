@@ -15,6 +15,7 @@ pub mod temporal;
 pub mod version;
 
 use actix_web::web;
+use crate::store::Collection;
 
 /// The base path of the NGSI-LD API.
 pub const BASE: &str = "/ngsi-ld/v1";
@@ -77,6 +78,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/subscriptions/{id}")
+                    .route(web::get().to(subscriptions::retrieve))
+                    .route(web::patch().to(subscriptions::update))
+                    .route(web::delete().to(subscriptions::delete))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/csourceSubscriptions")
+                    .app_data(Collection::CsourceSubscriptions)
+                    .route(web::post().to(subscriptions::create))
+                    .route(web::get().to(subscriptions::query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/csourceSubscriptions/{id}")
+                    .app_data(Collection::CsourceSubscriptions)
                     .route(web::get().to(subscriptions::retrieve))
                     .route(web::patch().to(subscriptions::update))
                     .route(web::delete().to(subscriptions::delete))
