@@ -2,6 +2,8 @@
 //! data directory, and gives a small HTTP client around it.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use tempfile::TempDir;
