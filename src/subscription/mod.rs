@@ -23,6 +23,7 @@ use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -40,6 +41,9 @@ pub struct Live {
     last_sent: Mutex<Option<Instant>>,
     /// The periodic notification task of a timeInterval subscription.
     periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when the subscription is deleted (kept across updates): cancels its pending
+    /// notifications (see [`deliver::Job::cancelled`]).
+    deleted: Arc<AtomicBool>,
 }
 
 impl Drop for Live {
@@ -103,8 +107,11 @@ impl Notifier {
     /// timeInterval.
     pub fn register(&self, broker: &Arc<Broker>, sub: Subscription) -> Arc<Live> {
         let key = sub.key();
-        let stats = self
-            .get(&key.0, &key.1)
+        let previous = self.get(&key.0, &key.1);
+        let deleted = previous
+            .as_ref()
+            .map_or_else(Default::default, |live| live.deleted.clone());
+        let stats = previous
             .and_then(|live| live.stats.lock().ok().map(|s| s.clone()))
             .filter(|s| s.events() >= sub.record.stats.events())
             .unwrap_or_else(|| sub.record.stats.clone());
@@ -113,6 +120,7 @@ impl Notifier {
             stats: Mutex::new(stats),
             last_sent: Mutex::new(None),
             periodic: Mutex::new(None),
+            deleted,
             sub,
         });
         if let Some(seconds) = live.sub.time_interval {
@@ -133,9 +141,16 @@ impl Notifier {
 
     /// Forgets a subscription of a collection.
     pub fn remove(&self, collection: Collection, tenant: &str, id: &str) {
+        self.forget(&[(tenant.to_string(), collection.owner_key(id))]);
+    }
+
+    /// Forgets subscriptions by key, cancelling their pending notifications.
+    fn forget(&self, keys: &[Key]) {
         if let Ok(mut subs) = self.subs.write() {
-            if let Some(t) = subs.get_mut(tenant) {
-                t.remove(&collection.owner_key(id));
+            for (tenant, key) in keys {
+                if let Some(live) = subs.get_mut(tenant).and_then(|t| t.remove(key)) {
+                    live.deleted.store(true, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -167,7 +182,7 @@ impl Notifier {
                 continue;
             }
             let body = notify::envelope(sub, Some(trigger.name()), vec![entity.into()], now);
-            self.delivery.send(job(sub, body));
+            self.delivery.send(job(&live, body));
         }
     }
 
@@ -243,13 +258,15 @@ impl Live {
     }
 }
 
-fn job(sub: &Subscription, body: serde_json::Value) -> Job {
+fn job(live: &Live, body: serde_json::Value) -> Job {
+    let sub = &live.sub;
     Job {
         subscription: sub.key(),
         endpoint: sub.notification.endpoint.clone(),
         body,
         context: sub.notify_context.clone(),
         tenant: sub.tenant.clone(),
+        cancelled: live.deleted.clone(),
     }
 }
 
@@ -293,7 +310,7 @@ async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
             .map(|e| crate::model::render::entity(e, &sub.ctx, &opts).into())
             .collect();
         let body = notify::envelope(sub, None, data, Utc::now());
-        broker.notifier.delivery.send(job(sub, body));
+        broker.notifier.delivery.send(job(&live, body));
     }
 }
 
@@ -339,7 +356,7 @@ pub async fn notify_matching(broker: &Broker, live: &Live) {
         .map(|r| registration_data(sub, &Registration::compile(r)))
         .collect();
     let body = notify::envelope(sub, Some(NEWLY_MATCHING), data, now);
-    broker.notifier.delivery.send(job(sub, body));
+    broker.notifier.delivery.send(job(&live, body));
 }
 
 /// The triggerReason of a registration change for a subscription (5.11.7) that selected the
@@ -396,7 +413,7 @@ pub async fn registration_changed(
             continue;
         }
         let body = notify::envelope(sub, Some(reason), vec![registration_data(sub, shown)], now);
-        broker.notifier.delivery.send(job(sub, body));
+        broker.notifier.delivery.send(job(&live, body));
     }
 }
 
@@ -551,13 +568,7 @@ async fn load_all(broker: &Arc<Broker>) {
         ),
         Err(_) => Vec::new(),
     };
-    if let Ok(mut subs) = broker.notifier.subs.write() {
-        for (tenant, key) in stale {
-            if let Some(t) = subs.get_mut(&tenant) {
-                t.remove(&key);
-            }
-        }
-    }
+    broker.notifier.forget(&stale);
 }
 
 /// The registered subscriptions (key, registration time) that a reload which read the store at

@@ -730,3 +730,25 @@ async fn two_instances_notify_each_registration_change_once() {
     let (status, _) = b.get_json(&format!("/csourceSubscriptions/{sub}")).await;
     assert_eq!(status, 200);
 }
+
+/// A deleted subscription notifies no more: a notification still being retried when it is
+/// deleted (the registration deleted just before, as a client cleaning up does) is dropped.
+#[actix_web::test]
+async fn a_deleted_subscription_stops_retrying_its_notifications() {
+    let s = TestServer::start().await;
+    let reg = "urn:ngsi-ld:ContextSourceRegistration:retried";
+    register(&s, &registration(reg, false)).await;
+    // A receiver that answers 503: every notification is retried.
+    let mut rx = Receiver::start(503, Duration::ZERO).await;
+    let sub = "urn:ngsi-ld:Subscription:retried";
+    subscribe(&s, &csub(sub, &rx.url, json!({}))).await;
+    assert_notification(&rx.next(5).await.body, sub, "newlyMatching", &[reg]);
+    assert_no_content(
+        s.req(Method::DELETE, &format!("/csourceSubscriptions/{sub}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    rx.nothing(2000).await;
+}
