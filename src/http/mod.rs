@@ -14,8 +14,8 @@ pub mod subscriptions;
 pub mod temporal;
 pub mod version;
 
-use actix_web::web;
 use crate::store::Collection;
+use actix_web::web;
 
 /// The base path of the NGSI-LD API.
 pub const BASE: &str = "/ngsi-ld/v1";

@@ -9,9 +9,9 @@ use crate::federation::{Discovery, Registration};
 use crate::query::EntityQuery;
 use crate::store::Collection;
 use crate::subscription;
-use std::sync::Arc;
 use chrono::Utc;
 use serde_json::Value;
+use std::sync::Arc;
 
 fn missing(id: &str) -> NgsiError {
     NgsiError::not_found(format!(
@@ -67,7 +67,8 @@ impl Broker {
                 format!("a context source registration with id '{id}' exists already"),
             ));
         }
-        self.registry.put(tenant, Registration::compile(record.clone()));
+        self.registry
+            .put(tenant, Registration::compile(record.clone()));
         subscription::registration_changed(self, tenant, None, Some(Registration::compile(record)))
             .await;
         Ok(id)
@@ -183,7 +184,8 @@ impl Broker {
                 false,
             )
             .await?;
-        self.registry.put(tenant, Registration::compile(record.clone()));
+        self.registry
+            .put(tenant, Registration::compile(record.clone()));
         subscription::registration_changed(
             self,
             tenant,

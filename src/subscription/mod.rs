@@ -356,7 +356,7 @@ pub async fn notify_matching(broker: &Broker, live: &Live) {
         .map(|r| registration_data(sub, &Registration::compile(r)))
         .collect();
     let body = notify::envelope(sub, Some(NEWLY_MATCHING), data, now);
-    broker.notifier.delivery.send(job(&live, body));
+    broker.notifier.delivery.send(job(live, body));
 }
 
 /// The triggerReason of a registration change for a subscription (5.11.7) that selected the

@@ -322,9 +322,7 @@ pub fn envelope(
                 obj.insert("@context".into(), sub.notify_context.clone());
                 e
             }
-            (NotifyAs::GeoJson, Some(obj)) if sub.csource.is_none() => {
-                feature(std::mem::take(obj))
-            }
+            (NotifyAs::GeoJson, Some(obj)) if sub.csource.is_none() => feature(std::mem::take(obj)),
             _ => e,
         })
         .collect();

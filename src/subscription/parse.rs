@@ -582,11 +582,7 @@ pub fn compile_csource(
         .map(|csf| query::q::parse(&percent_decoded(csf), &ctx))
         .transpose()
         .map_err(|e| bad("csf", e.detail))?;
-    let time = record
-        .doc
-        .get("temporalQ")
-        .map(temporal_q)
-        .transpose()?;
+    let time = record.doc.get("temporalQ").map(temporal_q).transpose()?;
     let mut sub = compile(tenant, record, ctx, notify_ctx)?;
     let mut query = std::mem::take(&mut sub.query);
     query.attrs = sub.watched.clone();

@@ -66,11 +66,7 @@ async fn register(s: &TestServer, body: &Value) {
 }
 
 async fn patch(s: &TestServer, path: &str, body: &Value) {
-    assert_no_content(
-        s.send(Method::PATCH, path, "application/json", body)
-            .await,
-    )
-    .await;
+    assert_no_content(s.send(Method::PATCH, path, "application/json", body).await).await;
 }
 
 /// Asserts a ContextSourceNotification of this subscription, reason and registrations (in order).
@@ -128,7 +124,9 @@ async fn the_api_creates_reads_pages_updates_and_deletes_csource_subscriptions()
         );
     }
     // Retrieve: the members given, type, status; no entity notificationTrigger.
-    let (status, one) = s.get_json(&format!("/csourceSubscriptions/{}", ids[0])).await;
+    let (status, one) = s
+        .get_json(&format!("/csourceSubscriptions/{}", ids[0]))
+        .await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["id"], ids[0]);
     assert_eq!(one["type"], "Subscription");
@@ -170,13 +168,15 @@ async fn the_api_creates_reads_pages_updates_and_deletes_csource_subscriptions()
         .map(|v| v.to_str().unwrap())
         .collect();
     assert!(
-        links.iter().any(|l| l
-            .contains("</ngsi-ld/v1/csourceSubscriptions?limit=1&offset=0>; rel=\"prev\"")),
+        links.iter().any(
+            |l| l.contains("</ngsi-ld/v1/csourceSubscriptions?limit=1&offset=0>; rel=\"prev\"")
+        ),
         "{links:?}"
     );
     assert!(
-        links.iter().any(|l| l
-            .contains("</ngsi-ld/v1/csourceSubscriptions?limit=1&offset=2>; rel=\"next\"")),
+        links.iter().any(
+            |l| l.contains("</ngsi-ld/v1/csourceSubscriptions?limit=1&offset=2>; rel=\"next\"")
+        ),
         "{links:?}"
     );
     let (_, all) = s.get_json("/csourceSubscriptions").await;
@@ -187,11 +187,9 @@ async fn the_api_creates_reads_pages_updates_and_deletes_csource_subscriptions()
         .map(|x| x["id"].as_str().unwrap())
         .collect();
     assert_eq!(listed, ids);
-    assert_problem(
-        s.req(Method::GET, "/csourceSubscriptions?limit=-5")
-            .send()
-            .await
-            .unwrap(),
+    s.problem_of(
+        Method::GET,
+        "/csourceSubscriptions?limit=-5",
         400,
         "BadRequestData",
     )
@@ -203,7 +201,9 @@ async fn the_api_creates_reads_pages_updates_and_deletes_csource_subscriptions()
         &json!({"isActive": false, "entities": [{"type": "Bus"}]}),
     )
     .await;
-    let (_, one) = s.get_json(&format!("/csourceSubscriptions/{}", ids[0])).await;
+    let (_, one) = s
+        .get_json(&format!("/csourceSubscriptions/{}", ids[0]))
+        .await;
     assert_eq!(one["status"], "paused", "{one}");
     assert_eq!(one["isActive"], false);
     assert_eq!(one["entities"], json!([{"type": "Bus"}]));
@@ -220,11 +220,9 @@ async fn the_api_creates_reads_pages_updates_and_deletes_csource_subscriptions()
         "ResourceNotFound",
     )
     .await;
-    assert_problem(
-        s.req(Method::GET, "/csourceSubscriptions/invalidUri")
-            .send()
-            .await
-            .unwrap(),
+    s.problem_of(
+        Method::GET,
+        "/csourceSubscriptions/invalidUri",
         400,
         "BadRequestData",
     )
@@ -234,12 +232,8 @@ async fn the_api_creates_reads_pages_updates_and_deletes_csource_subscriptions()
     assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
     let (status, _) = s.get_json(&path).await;
     assert_eq!(status, 404);
-    assert_problem(
-        s.req(Method::DELETE, &path).send().await.unwrap(),
-        404,
-        "ResourceNotFound",
-    )
-    .await;
+    s.problem_of(Method::DELETE, &path, 404, "ResourceNotFound")
+        .await;
     // A subscription without an id gets one.
     let mut anonymous = csub("x", "http://127.0.0.1:9/notify", json!({}));
     anonymous.as_object_mut().unwrap().remove("id");
@@ -461,20 +455,47 @@ async fn filters_select_the_notified_registrations() {
     let s = TestServer::start().await;
     let mut rx = Receiver::ok().await;
     let filters: Vec<(&str, Value)> = vec![
-        ("watched-temperature", json!({"watchedAttributes": ["temperature"]})),
+        (
+            "watched-temperature",
+            json!({"watchedAttributes": ["temperature"]}),
+        ),
         ("watched-speed", json!({"watchedAttributes": ["speed"]})),
         ("q-model", json!({"q": "sourceType==\"model\""})),
         ("q-sensor", json!({"q": "sourceType==\"sensor\""})),
-        ("csf-endpoint", json!({"csf": "endpoint==\"http://rooms.example.org\""})),
-        ("csf-other", json!({"csf": "endpoint==\"http://other.example.org\""})),
-        ("geo-near", json!({"geoQ": {"georel": "near;maxDistance==2000", "geometry": "Point", "coordinates": [-8.503, 41.202]}})),
-        ("geo-far", json!({"geoQ": {"georel": "near;maxDistance==200", "geometry": "Point", "coordinates": [-8.503, 41.202], "geoproperty": "location"}})),
+        (
+            "csf-endpoint",
+            json!({"csf": "endpoint==\"http://rooms.example.org\""}),
+        ),
+        (
+            "csf-other",
+            json!({"csf": "endpoint==\"http://other.example.org\""}),
+        ),
+        (
+            "geo-near",
+            json!({"geoQ": {"georel": "near;maxDistance==2000", "geometry": "Point", "coordinates": [-8.503, 41.202]}}),
+        ),
+        (
+            "geo-far",
+            json!({"geoQ": {"georel": "near;maxDistance==200", "geometry": "Point", "coordinates": [-8.503, 41.202], "geoproperty": "location"}}),
+        ),
         ("scope-porto", json!({"scopeQ": "/Porto/#"})),
         ("scope-lisbon", json!({"scopeQ": "/Lisbon"})),
-        ("management-after", json!({"temporalQ": {"timerel": "after", "timeAt": "2021-06-01T00:00:00Z", "timeproperty": "modifiedAt"}})),
-        ("observation-after", json!({"temporalQ": {"timerel": "after", "timeAt": "2021-06-01T00:00:00Z", "timeproperty": "observedAt"}})),
-        ("id-match", json!({"entities": [{"type": "Room", "id": "urn:ngsi-ld:Room:1"}]})),
-        ("id-miss", json!({"entities": [{"type": "Room", "id": "urn:ngsi-ld:Other:1"}]})),
+        (
+            "management-after",
+            json!({"temporalQ": {"timerel": "after", "timeAt": "2021-06-01T00:00:00Z", "timeproperty": "modifiedAt"}}),
+        ),
+        (
+            "observation-after",
+            json!({"temporalQ": {"timerel": "after", "timeAt": "2021-06-01T00:00:00Z", "timeproperty": "observedAt"}}),
+        ),
+        (
+            "id-match",
+            json!({"entities": [{"type": "Room", "id": "urn:ngsi-ld:Room:1"}]}),
+        ),
+        (
+            "id-miss",
+            json!({"entities": [{"type": "Room", "id": "urn:ngsi-ld:Other:1"}]}),
+        ),
     ];
     for (name, extra) in &filters {
         subscribe(
@@ -506,7 +527,8 @@ async fn filters_select_the_notified_registrations() {
     )
     .await;
     let mut notified = Vec::new();
-    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(1500), rx_next(&mut rx)).await
+    while let Ok(Some(n)) =
+        tokio::time::timeout(Duration::from_millis(1500), rx_next(&mut rx)).await
     {
         assert_eq!(n["triggerReason"], "newlyMatching", "{n}");
         notified.push(
@@ -551,7 +573,11 @@ async fn failed_deliveries_expiry_and_throttling() {
     let expires = (chrono::Utc::now() + chrono::Duration::seconds(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let expiring = "urn:ngsi-ld:Subscription:expiring";
-    subscribe(&s, &csub(expiring, &late.url, json!({"expiresAt": expires}))).await;
+    subscribe(
+        &s,
+        &csub(expiring, &late.url, json!({"expiresAt": expires})),
+    )
+    .await;
     register(
         &s,
         &registration("urn:ngsi-ld:ContextSourceRegistration:t1", false),
@@ -572,7 +598,10 @@ async fn failed_deliveries_expiry_and_throttling() {
     rx.nothing(500).await;
     let mut got = Value::Null;
     for _ in 0..100 {
-        got = s.get_json(&format!("/csourceSubscriptions/{failing}")).await.1;
+        got = s
+            .get_json(&format!("/csourceSubscriptions/{failing}"))
+            .await
+            .1;
         if got["notification"]["status"] == "failed" {
             break;
         }
@@ -580,13 +609,18 @@ async fn failed_deliveries_expiry_and_throttling() {
     }
     let notification = &got["notification"];
     assert_eq!(notification["status"], "failed", "{got}");
-    assert!(notification["timesFailed"].as_u64().unwrap_or(0) >= 1, "{got}");
+    assert!(
+        notification["timesFailed"].as_u64().unwrap_or(0) >= 1,
+        "{got}"
+    );
     assert!(notification["lastFailure"].is_string(), "{got}");
     assert!(notification.get("lastSuccess").is_none(), "{got}");
     // Once expired, nothing more.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     late.next(5).await; // the second registration, before expiry
-    let (_, sub) = s.get_json(&format!("/csourceSubscriptions/{expiring}")).await;
+    let (_, sub) = s
+        .get_json(&format!("/csourceSubscriptions/{expiring}"))
+        .await;
     assert_eq!(sub["status"], "expired", "{sub}");
     register(
         &s,
@@ -667,8 +701,7 @@ async fn tenants_notifications_compaction_and_restart() {
     assert_eq!(n.body["@context"], json!(ctx), "{}", n.body);
     // Compacted with the subscription's context: the type is the short name.
     assert_eq!(
-        n.body["data"][0]["information"][0]["entities"][0]["type"],
-        "Room",
+        n.body["data"][0]["information"][0]["entities"][0]["type"], "Room",
         "{}",
         n.body
     );

@@ -148,6 +148,19 @@ impl TestServer {
             .expect("request")
     }
 
+    /// Sends a request without a body and asserts a ProblemDetails error of this status and
+    /// NGSI-LD type, returning the body.
+    pub async fn problem_of(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        status: u16,
+        kind: &str,
+    ) -> Value {
+        let r = self.req(method, path).send().await.expect("request");
+        assert_problem(r, status, kind).await
+    }
+
     /// GETs a path and returns status and JSON body (Null when empty).
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let r = self

@@ -166,4 +166,3 @@ pub async fn mqtt_listener(host: &str, port: u16, topic: &str) -> UnboundedRecei
     }
     rx
 }
-
