@@ -238,20 +238,28 @@ impl Registration {
     /// Whether some RegistrationInfo names entities that the selectors can select (any, when
     /// there are no selectors) and one of `attrs` (any, when empty).
     pub fn names(&self, selectors: &[Selector], attrs: &[String]) -> bool {
-        self.information.iter().any(|info| {
-            let entities = selectors.is_empty()
-                || info.entities.as_ref().is_none_or(|list| {
-                    selectors
-                        .iter()
-                        .any(|s| list.iter().any(|e| entity_info_matches(e, s)))
-                });
-            let names = attrs.is_empty()
-                || info
-                    .attrs
-                    .as_ref()
-                    .is_none_or(|names| attrs.iter().any(|a| names.contains(a)));
-            entities && names
-        })
+        self.information
+            .iter()
+            .any(|info| info_names(info, selectors, attrs))
+    }
+
+    /// The stored record with only the RegistrationInfo elements that the discovery's selectors
+    /// and attrs name (what a registration subscription's notification shows, 5.11.7); the whole
+    /// record when none does (a registration that no longer matches).
+    pub fn relevant(&self, discovery: &Discovery) -> Record {
+        let mut record = self.record.clone();
+        let keep: Vec<bool> = self
+            .information
+            .iter()
+            .map(|info| info_names(info, &discovery.query.selectors, &discovery.query.attrs))
+            .collect();
+        if keep.iter().any(|k| *k) {
+            if let Some(Value::Array(infos)) = record.doc.get_mut("information") {
+                let mut flags = keep.iter();
+                infos.retain(|_| flags.next().copied().unwrap_or(true));
+            }
+        }
+        record
     }
 
     /// Whether the registration's interval for the query's time property (observationInterval
@@ -398,6 +406,23 @@ pub struct Discovery {
     pub csf: Option<crate::query::q::QExpr>,
     /// A time range that the registration's observation or management interval must overlap.
     pub time: Option<HistoryQuery>,
+}
+
+/// Whether a RegistrationInfo names entities that the selectors can select (any, when there are
+/// no selectors) and one of `attrs` (any, when empty).
+fn info_names(info: &Info, selectors: &[Selector], attrs: &[String]) -> bool {
+    let entities = selectors.is_empty()
+        || info.entities.as_ref().is_none_or(|list| {
+            selectors
+                .iter()
+                .any(|s| list.iter().any(|e| entity_info_matches(e, s)))
+        });
+    let names = attrs.is_empty()
+        || info
+            .attrs
+            .as_ref()
+            .is_none_or(|names| attrs.iter().any(|a| names.contains(a)));
+    entities && names
 }
 
 /// Whether an EntityInfo names the entity with this id and one of these types (any type when

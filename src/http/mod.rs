@@ -14,6 +14,7 @@ pub mod subscriptions;
 pub mod temporal;
 pub mod version;
 
+use crate::store::Collection;
 use actix_web::web;
 
 /// The base path of the NGSI-LD API.
@@ -77,6 +78,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/subscriptions/{id}")
+                    .route(web::get().to(subscriptions::retrieve))
+                    .route(web::patch().to(subscriptions::update))
+                    .route(web::delete().to(subscriptions::delete))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/csourceSubscriptions")
+                    .app_data(Collection::CsourceSubscriptions)
+                    .route(web::post().to(subscriptions::create))
+                    .route(web::get().to(subscriptions::query))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/csourceSubscriptions/{id}")
+                    .app_data(Collection::CsourceSubscriptions)
                     .route(web::get().to(subscriptions::retrieve))
                     .route(web::patch().to(subscriptions::update))
                     .route(web::delete().to(subscriptions::delete))

@@ -57,6 +57,8 @@ pub async fn create(
     let Body { json, context } =
         read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let id = broker
+        .clone()
+        .into_inner()
         .create_registration(&info.tenant, &json, context)
         .await?;
     Ok(created("csourceRegistrations", &id))
@@ -147,6 +149,8 @@ pub async fn update(
     let Body { json, context } =
         read_body(&req, payload, &info, broker.settings.max_body_bytes, true).await?;
     broker
+        .clone()
+        .into_inner()
         .update_registration(&info.tenant, &id, &json, context)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -156,6 +160,10 @@ pub async fn update(
 pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
     let id = path_id(&req)?;
-    broker.delete_registration(&info.tenant, &id).await?;
+    broker
+        .clone()
+        .into_inner()
+        .delete_registration(&info.tenant, &id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

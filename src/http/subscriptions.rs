@@ -1,5 +1,7 @@
-//! Handlers of /subscriptions and /subscriptions/{id} (5.8, 6.10 and 6.11): read the request, call
-//! the subscription service, render subscriptions with the caller's context.
+//! Handlers of /subscriptions and /subscriptions/{id} (5.8, 6.10 and 6.11) and of
+//! /csourceSubscriptions and /csourceSubscriptions/{id} (5.11, 6.12 and 6.13): read the request,
+//! call the subscription service, render subscriptions with the caller's context. The two kinds
+//! share the handlers; a route says which it serves by its [`Collection`] app data.
 
 use super::entities::record_id;
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
@@ -7,6 +9,7 @@ use super::response::{created, json_body};
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::service::Broker;
+use crate::store::Collection;
 use crate::subscription::parse;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -18,11 +21,30 @@ type Data = web::Data<Broker>;
 const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 
-fn path_id(req: &HttpRequest) -> NgsiResult<String> {
-    record_id(req, "subscription")
+/// The subscriptions a route serves: entity subscriptions unless the route says otherwise.
+fn collection(req: &HttpRequest) -> Collection {
+    req.app_data::<Collection>()
+        .copied()
+        .unwrap_or(Collection::Subscriptions)
 }
 
-/// POST /subscriptions (5.8.1).
+/// The path segment of a collection's subscriptions.
+fn path_of(collection: Collection) -> &'static str {
+    match collection {
+        Collection::CsourceSubscriptions => "csourceSubscriptions",
+        _ => "subscriptions",
+    }
+}
+
+fn path_id(req: &HttpRequest) -> NgsiResult<String> {
+    let what = match collection(req) {
+        Collection::CsourceSubscriptions => "context source registration subscription",
+        _ => "subscription",
+    };
+    record_id(req, what)
+}
+
+/// POST /subscriptions (5.8.1), POST /csourceSubscriptions (5.11.2).
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -31,21 +53,23 @@ pub async fn create(
     let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
     let Body { json, context } =
         read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let kind = collection(&req);
     let id = broker
         .clone()
         .into_inner()
-        .create_subscription(&info.tenant, &json, context)
+        .create_subscription(kind, &info.tenant, &json, context)
         .await?;
-    Ok(created("subscriptions", &id))
+    Ok(created(path_of(kind), &id))
 }
 
-/// GET /subscriptions/{id} (5.8.3).
+/// GET /subscriptions/{id} (5.8.3), GET /csourceSubscriptions/{id} (5.11.4).
 pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, READ_OFFERS, &["options"])?;
     let id = path_id(&req)?;
     let ctx = info.context(&broker).await?;
-    let record = broker.subscription(&info.tenant, &id).await?;
-    let body = parse::render(&record, &ctx, info.sys_attrs_only()?, Utc::now());
+    let kind = collection(&req);
+    let record = broker.subscription(kind, &info.tenant, &id).await?;
+    let body = parse::render(&record, kind, &ctx, info.sys_attrs_only()?, Utc::now());
     let mut response = json_body(&info, body);
     if let Some(applied) = version_preference(&req) {
         if let Ok(v) = HeaderValue::from_str(&applied) {
@@ -75,7 +99,7 @@ fn version_preference(req: &HttpRequest) -> Option<String> {
         })
 }
 
-/// GET /subscriptions (5.8.4), paginated by limit and offset.
+/// GET /subscriptions (5.8.4), GET /csourceSubscriptions (5.11.5), paginated by limit and offset.
 pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, READ_OFFERS, &["limit", "offset", "count", "options"])?;
     let ctx = info.context(&broker).await?;
@@ -101,14 +125,15 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
         ));
     }
     let sys = info.sys_attrs_only()?;
-    let records = broker.subscriptions(&info.tenant).await?;
+    let kind = collection(&req);
+    let records = broker.subscriptions(kind, &info.tenant).await?;
     let total = records.len();
     let now = Utc::now();
     let page: Vec<Value> = records
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|r| parse::render(r, &ctx, sys, now))
+        .map(|r| parse::render(r, kind, &ctx, sys, now))
         .collect();
     let mut response = json_body(&info, Value::Array(page));
     let headers = response.headers_mut();
@@ -127,7 +152,8 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     }
     for (at, rel) in links {
         let link = format!(
-            "<{BASE}/subscriptions?limit={limit}&offset={at}>; rel=\"{rel}\";type=\"{}\"",
+            "<{BASE}/{}?limit={limit}&offset={at}>; rel=\"{rel}\";type=\"{}\"",
+            path_of(kind),
             info.accepted.media_type()
         );
         if let Ok(v) = HeaderValue::from_str(&link) {
@@ -137,7 +163,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     Ok(response)
 }
 
-/// PATCH /subscriptions/{id} (5.8.2).
+/// PATCH /subscriptions/{id} (5.8.2), PATCH /csourceSubscriptions/{id} (5.11.3).
 pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
@@ -150,15 +176,17 @@ pub async fn update(
     broker
         .clone()
         .into_inner()
-        .update_subscription(&info.tenant, &id, &json, context)
+        .update_subscription(collection(&req), &info.tenant, &id, &json, context)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// DELETE /subscriptions/{id} (5.8.5).
+/// DELETE /subscriptions/{id} (5.8.5), DELETE /csourceSubscriptions/{id} (5.11.6).
 pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
     let id = path_id(&req)?;
-    broker.delete_subscription(&info.tenant, &id).await?;
+    broker
+        .delete_subscription(collection(&req), &info.tenant, &id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

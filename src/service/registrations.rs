@@ -8,8 +8,10 @@ use crate::federation::registration::{self, Mode, Record};
 use crate::federation::{Discovery, Registration};
 use crate::query::EntityQuery;
 use crate::store::Collection;
+use crate::subscription;
 use chrono::Utc;
 use serde_json::Value;
+use std::sync::Arc;
 
 fn missing(id: &str) -> NgsiError {
     NgsiError::not_found(format!(
@@ -29,7 +31,7 @@ fn encode(record: &Record) -> NgsiResult<Value> {
 impl Broker {
     /// Registers a context source (5.9.2) from its body and @context; returns its id.
     pub async fn create_registration(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         body: &Value,
         context: Option<Value>,
@@ -65,7 +67,10 @@ impl Broker {
                 format!("a context source registration with id '{id}' exists already"),
             ));
         }
-        self.registry.put(tenant, Registration::compile(record));
+        self.registry
+            .put(tenant, Registration::compile(record.clone()));
+        subscription::registration_changed(self, tenant, None, Some(Registration::compile(record)))
+            .await;
         Ok(id)
     }
 
@@ -150,7 +155,7 @@ impl Broker {
     /// Updates a registration with a fragment (5.9.3): each given member replaces the stored one,
     /// null removes it; the result must be a valid registration.
     pub async fn update_registration(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         id: &str,
         fragment: &Value,
@@ -164,6 +169,7 @@ impl Broker {
             ));
         }
         let mut record = self.registration(tenant, id).await?;
+        let before = Registration::compile(record.clone());
         let now = Utc::now();
         record.apply(changes, context, now);
         registration::check(&record.doc, now, false)?;
@@ -178,12 +184,26 @@ impl Broker {
                 false,
             )
             .await?;
-        self.registry.put(tenant, Registration::compile(record));
+        self.registry
+            .put(tenant, Registration::compile(record.clone()));
+        subscription::registration_changed(
+            self,
+            tenant,
+            Some(before),
+            Some(Registration::compile(record)),
+        )
+        .await;
         Ok(())
     }
 
     /// Deletes a registration (5.9.4).
-    pub async fn delete_registration(&self, tenant: &str, id: &str) -> NgsiResult<()> {
+    pub async fn delete_registration(self: &Arc<Self>, tenant: &str, id: &str) -> NgsiResult<()> {
+        // What it was, for the registration subscriptions' noLongerMatching notifications.
+        let before = self
+            .store
+            .record(Collection::Registrations, tenant, id)
+            .await?
+            .and_then(|value| decode(id, value).ok());
         if !self
             .store
             .delete_record(Collection::Registrations, tenant, id)
@@ -192,6 +212,8 @@ impl Broker {
             return Err(missing(id));
         }
         self.registry.remove(tenant, id);
+        subscription::registration_changed(self, tenant, before.map(Registration::compile), None)
+            .await;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
-//! Subscription operations of clause 5.8 (create, update, retrieve, query, delete), transport
-//! agnostic: they take the body and its @context, keep the store and the notifier's registry in
-//! step, and return stored records.
+//! Subscription operations of clauses 5.8 (entity subscriptions) and 5.11 (context source
+//! registration subscriptions): create, update, retrieve, query, delete, transport agnostic. Both
+//! kinds share these operations and differ by the collection they are kept in: they take the body
+//! and its @context, keep the store and the notifier's registry in step, and return stored
+//! records.
 
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -11,8 +13,16 @@ use chrono::Utc;
 use serde_json::Value;
 use std::sync::Arc;
 
-fn missing(id: &str) -> NgsiError {
-    NgsiError::not_found(format!("there is no subscription with id '{id}'"))
+/// How the subscriptions of a collection are named in errors.
+fn noun(collection: Collection) -> &'static str {
+    match collection {
+        Collection::CsourceSubscriptions => "context source registration subscription",
+        _ => "subscription",
+    }
+}
+
+fn missing(collection: Collection, id: &str) -> NgsiError {
+    NgsiError::not_found(format!("there is no {} with id '{id}'", noun(collection)))
 }
 
 fn decode(id: &str, value: Value) -> NgsiResult<Record> {
@@ -21,9 +31,11 @@ fn decode(id: &str, value: Value) -> NgsiResult<Record> {
 }
 
 impl Broker {
-    /// Creates a subscription (5.8.1) from its body and @context; returns its id.
+    /// Creates a subscription of a collection (5.8.1, 5.11.2) from its body and @context; returns
+    /// its id. A registration subscription is then sent the registrations it selects already.
     pub async fn create_subscription(
         self: &Arc<Self>,
+        collection: Collection,
         tenant: &str,
         body: &Value,
         context: Option<Value>,
@@ -40,64 +52,76 @@ impl Broker {
             modified_at: now,
             stats: Default::default(),
         };
-        let sub = subscription::compile(self, tenant, record.clone()).await?;
+        let sub = subscription::compile(self, collection, tenant, record.clone()).await?;
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         if !self
             .store
-            .put_record(Collection::Subscriptions, tenant, &id, &value, true)
+            .put_record(collection, tenant, &id, &value, true)
             .await?
         {
             return Err(NgsiError::new(
                 ErrorKind::AlreadyExists,
-                format!("a subscription with id '{id}' exists already"),
+                format!("a {} with id '{id}' exists already", noun(collection)),
             ));
         }
-        self.notifier.register(self, sub);
+        let live = self.notifier.register(self, sub);
         subscription::claim_now(self).await;
+        subscription::notify_matching(self, &live).await;
         Ok(id)
     }
 
-    /// The stored subscription with up-to-date delivery statistics (5.8.3).
-    pub async fn subscription(&self, tenant: &str, id: &str) -> NgsiResult<Record> {
+    /// The stored subscription with up-to-date delivery statistics (5.8.3, 5.11.4).
+    pub async fn subscription(
+        &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<Record> {
         let value = self
             .store
-            .record(Collection::Subscriptions, tenant, id)
+            .record(collection, tenant, id)
             .await?
-            .ok_or_else(|| missing(id))?;
+            .ok_or_else(|| missing(collection, id))?;
         let mut record = decode(id, value)?;
-        self.fresh_stats(tenant, &mut record);
+        self.fresh_stats(collection, tenant, &mut record);
         Ok(record)
     }
 
     /// Uses this instance's statistics when they are newer than the stored ones.
-    fn fresh_stats(&self, tenant: &str, record: &mut Record) {
-        if let Some(stats) = self.notifier.stats(tenant, &record.id) {
+    fn fresh_stats(&self, collection: Collection, tenant: &str, record: &mut Record) {
+        if let Some(stats) = self.notifier.stats(collection, tenant, &record.id) {
             if stats.events() > record.stats.events() {
                 record.stats = stats;
             }
         }
     }
 
-    /// Every subscription of the tenant, oldest first (5.8.4).
-    pub async fn subscriptions(&self, tenant: &str) -> NgsiResult<Vec<Record>> {
+    /// Every subscription of a collection of the tenant, oldest first (5.8.4, 5.11.5).
+    pub async fn subscriptions(
+        &self,
+        collection: Collection,
+        tenant: &str,
+    ) -> NgsiResult<Vec<Record>> {
         let mut records = Vec::new();
-        for (t, value) in self.store.records(Collection::Subscriptions).await? {
+        for (t, value) in self.store.records(collection).await? {
             if t != tenant {
                 continue;
             }
             let mut record = decode("?", value)?;
-            self.fresh_stats(tenant, &mut record);
+            self.fresh_stats(collection, tenant, &mut record);
             records.push(record);
         }
         records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(records)
     }
 
-    /// Updates a subscription with a fragment (5.8.2): each given member replaces the stored one,
-    /// null removes it; the result must be a valid subscription.
+    /// Updates a subscription of a collection with a fragment (5.8.2, 5.11.3): each given member
+    /// replaces the stored one, null removes it; the result must be a valid subscription. A
+    /// registration subscription is then sent the registrations it selects now.
     pub async fn update_subscription(
         self: &Arc<Self>,
+        collection: Collection,
         tenant: &str,
         id: &str,
         fragment: &Value,
@@ -106,32 +130,35 @@ impl Broker {
         let ctx = self.contexts.active(context.as_ref()).await?;
         let changes = parse::normalize(fragment, &ctx, true)?;
         if changes.is_empty() {
-            return Err(NgsiError::bad_data(
-                "the fragment changes no member of the subscription",
-            ));
+            return Err(NgsiError::bad_data(format!(
+                "the fragment changes no member of the {}",
+                noun(collection)
+            )));
         }
-        let mut record = self.subscription(tenant, id).await?;
+        let mut record = self.subscription(collection, tenant, id).await?;
         record.apply(changes, context, Utc::now());
-        let sub = subscription::compile(self, tenant, record.clone()).await?;
+        let sub = subscription::compile(self, collection, tenant, record.clone()).await?;
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         self.store
-            .put_record(Collection::Subscriptions, tenant, id, &value, false)
+            .put_record(collection, tenant, id, &value, false)
             .await?;
-        self.notifier.register(self, sub);
+        let live = self.notifier.register(self, sub);
+        subscription::notify_matching(self, &live).await;
         Ok(())
     }
 
-    /// Deletes a subscription (5.8.5).
-    pub async fn delete_subscription(&self, tenant: &str, id: &str) -> NgsiResult<()> {
-        if !self
-            .store
-            .delete_record(Collection::Subscriptions, tenant, id)
-            .await?
-        {
-            return Err(missing(id));
+    /// Deletes a subscription of a collection (5.8.5, 5.11.6).
+    pub async fn delete_subscription(
+        &self,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+    ) -> NgsiResult<()> {
+        if !self.store.delete_record(collection, tenant, id).await? {
+            return Err(missing(collection, id));
         }
-        self.notifier.remove(tenant, id);
+        self.notifier.remove(collection, tenant, id);
         Ok(())
     }
 }

@@ -607,17 +607,35 @@ pub enum Collection {
     Subscriptions,
     /// Context source registrations (5.9).
     Registrations,
+    /// Context source registration subscriptions (5.11).
+    CsourceSubscriptions,
 }
 
 impl Collection {
     /// Every collection (the embedded store creates their tables at start).
-    pub const ALL: [Collection; 2] = [Collection::Subscriptions, Collection::Registrations];
+    pub const ALL: [Collection; 3] = [
+        Collection::Subscriptions,
+        Collection::Registrations,
+        Collection::CsourceSubscriptions,
+    ];
 
     /// The table of the collection, in both stores.
     pub fn table(self) -> &'static str {
         match self {
             Collection::Subscriptions => "subscriptions",
             Collection::Registrations => "registrations",
+            Collection::CsourceSubscriptions => "csource_subscriptions",
+        }
+    }
+
+    /// How a subscription of the collection is named among those an instance owns (the
+    /// PostgreSQL claims, the notifier's registry): its id for an entity subscription,
+    /// `csource <id>` for a context source registration subscription. A space cannot occur in a
+    /// URI, so the two kinds never collide even when they share an id.
+    pub fn owner_key(self, id: &str) -> String {
+        match self {
+            Collection::CsourceSubscriptions => format!("csource {id}"),
+            _ => id.to_string(),
         }
     }
 
@@ -627,6 +645,7 @@ impl Collection {
         match self {
             Collection::Subscriptions => "twinlink_subscriptions",
             Collection::Registrations => "twinlink_registrations",
+            Collection::CsourceSubscriptions => "twinlink_csource_subscriptions",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::ld::CORE_CONTEXT_V1_9;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::{channel, error::TrySendError, Sender, UnboundedSender};
@@ -33,6 +34,9 @@ pub struct Job {
     pub context: Value,
     /// The tenant (NGSILD-Tenant header), "" for the default.
     pub tenant: String,
+    /// Set when the subscription is deleted: a notification still queued or being retried is then
+    /// dropped, so that a receiver hears nothing from a subscription after its deletion.
+    pub cancelled: Arc<AtomicBool>,
 }
 
 /// How a notification ended, for the subscription's statistics.
@@ -129,6 +133,9 @@ impl Delivery {
             // notifications get one attempt each, so that the queue behind it drains.
             let mut down = false;
             while let Some(job) = rx.recv().await {
+                if job.cancelled.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let at = Utc::now();
                 let result = if job.endpoint.is_mqtt() {
                     mqtt.publish(&job.endpoint, mqtt_payload(&job)).await
@@ -178,6 +185,9 @@ async fn post(http: &reqwest::Client, job: &Job, attempts: u32) -> Result<(), St
     let mut delay = Duration::from_millis(250);
     let mut last = String::new();
     for attempt in 1..=attempts {
+        if job.cancelled.load(Ordering::Relaxed) {
+            return Err("the subscription was deleted".into());
+        }
         let mut request = http
             .post(job.endpoint.uri.clone())
             .timeout(timeout)

@@ -2,7 +2,10 @@
 //! tenant, the consumer of the store's change feed that matches each committed change against them
 //! and hands notifications to delivery, periodic (timeInterval) notifications, delivery statistics
 //! and, on PostgreSQL, which instance notifies for which subscription (advisory locks held by the
-//! change listener). See docs/subscriptions.md.
+//! change listener). Context source registration subscriptions (5.11) live in the same registry
+//! and share its delivery, statistics, throttling, periodic notifications and ownership; they are
+//! notified of registration changes by the instance that committed the change
+//! ([`registration_changed`]). See docs/subscriptions.md.
 
 pub mod deliver;
 pub mod model;
@@ -11,6 +14,7 @@ pub mod notify;
 pub mod parse;
 
 use crate::error::NgsiResult;
+use crate::federation::Registration;
 use crate::service::Broker;
 use crate::store::changes::Change;
 use crate::store::postgres::listen::Event;
@@ -19,6 +23,7 @@ use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -36,6 +41,9 @@ pub struct Live {
     last_sent: Mutex<Option<Instant>>,
     /// The periodic notification task of a timeInterval subscription.
     periodic: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when the subscription is deleted (kept across updates): cancels its pending
+    /// notifications (see [`deliver::Job::cancelled`]).
+    deleted: Arc<AtomicBool>,
 }
 
 impl Drop for Live {
@@ -87,19 +95,24 @@ impl Notifier {
         self.subs.read().ok()?.get(tenant)?.get(id).cloned()
     }
 
-    /// The statistics this instance holds for a subscription, if it notified for it.
-    pub fn stats(&self, tenant: &str, id: &str) -> Option<Stats> {
-        let live = self.get(tenant, id)?;
+    /// The statistics this instance holds for a subscription of a collection, if it notified
+    /// for it.
+    pub fn stats(&self, collection: Collection, tenant: &str, id: &str) -> Option<Stats> {
+        let live = self.get(tenant, &collection.owner_key(id))?;
         let stats = live.stats.lock().ok()?.clone();
         Some(stats)
     }
 
     /// Registers (or replaces) a compiled subscription; starts its periodic task if it has a
     /// timeInterval.
-    pub fn register(&self, broker: &Arc<Broker>, sub: Subscription) {
-        let key = (sub.tenant.clone(), sub.record.id.clone());
-        let stats = self
-            .stats(&key.0, &key.1)
+    pub fn register(&self, broker: &Arc<Broker>, sub: Subscription) -> Arc<Live> {
+        let key = sub.key();
+        let previous = self.get(&key.0, &key.1);
+        let deleted = previous
+            .as_ref()
+            .map_or_else(Default::default, |live| live.deleted.clone());
+        let stats = previous
+            .and_then(|live| live.stats.lock().ok().map(|s| s.clone()))
             .filter(|s| s.events() >= sub.record.stats.events())
             .unwrap_or_else(|| sub.record.stats.clone());
         let live = Arc::new(Live {
@@ -107,6 +120,7 @@ impl Notifier {
             stats: Mutex::new(stats),
             last_sent: Mutex::new(None),
             periodic: Mutex::new(None),
+            deleted,
             sub,
         });
         if let Some(seconds) = live.sub.time_interval {
@@ -120,15 +134,23 @@ impl Notifier {
             }
         }
         if let Ok(mut subs) = self.subs.write() {
-            subs.entry(key.0).or_default().insert(key.1, live);
+            subs.entry(key.0).or_default().insert(key.1, live.clone());
         }
+        live
     }
 
-    /// Forgets a subscription.
-    pub fn remove(&self, tenant: &str, id: &str) {
+    /// Forgets a subscription of a collection.
+    pub fn remove(&self, collection: Collection, tenant: &str, id: &str) {
+        self.forget(&[(tenant.to_string(), collection.owner_key(id))]);
+    }
+
+    /// Forgets subscriptions by key, cancelling their pending notifications.
+    fn forget(&self, keys: &[Key]) {
         if let Ok(mut subs) = self.subs.write() {
-            if let Some(t) = subs.get_mut(tenant) {
-                t.remove(id);
+            for (tenant, key) in keys {
+                if let Some(live) = subs.get_mut(tenant).and_then(|t| t.remove(key)) {
+                    live.deleted.store(true, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -146,9 +168,10 @@ impl Notifier {
         let now = Utc::now();
         for live in candidates {
             let sub = &live.sub;
-            if sub.time_interval.is_some()
+            if sub.csource.is_some()
+                || sub.time_interval.is_some()
                 || !sub.is_live(now)
-                || !self.owns(&(sub.tenant.clone(), sub.record.id.clone()))
+                || !self.owns(&sub.key())
             {
                 continue;
             }
@@ -158,8 +181,8 @@ impl Notifier {
             if !live.throttle() {
                 continue;
             }
-            let body = notify::envelope(sub, Some(trigger), vec![entity.into()], now);
-            self.delivery.send(job(sub, body));
+            let body = notify::envelope(sub, Some(trigger.name()), vec![entity.into()], now);
+            self.delivery.send(job(&live, body));
         }
     }
 
@@ -199,14 +222,18 @@ impl Notifier {
             Ok(mut dirty) => dirty.drain().collect(),
             Err(_) => return,
         };
-        for (tenant, id) in keys {
-            let Some(stats) = self.stats(&tenant, &id) else {
+        for (tenant, key) in keys {
+            let Some(live) = self.get(&tenant, &key) else {
                 continue;
             };
+            let Some(stats) = live.stats.lock().ok().map(|s| s.clone()) else {
+                continue;
+            };
+            let (collection, id) = (live.sub.collection(), &live.sub.record.id);
             let value = serde_json::to_value(&stats).unwrap_or_default();
             if let Err(e) = broker
                 .store
-                .save_record_member(Collection::Subscriptions, &tenant, &id, "stats", value)
+                .save_record_member(collection, &tenant, id, "stats", value)
                 .await
             {
                 tracing::warn!(error = %e, subscription = %id, "saving notification statistics failed");
@@ -231,18 +258,21 @@ impl Live {
     }
 }
 
-fn job(sub: &Subscription, body: serde_json::Value) -> Job {
+fn job(live: &Live, body: serde_json::Value) -> Job {
+    let sub = &live.sub;
     Job {
-        subscription: (sub.tenant.clone(), sub.record.id.clone()),
+        subscription: sub.key(),
         endpoint: sub.notification.endpoint.clone(),
         body,
         context: sub.notify_context.clone(),
         tenant: sub.tenant.clone(),
+        cancelled: live.deleted.clone(),
     }
 }
 
-/// Every `seconds`, notifies every entity the subscription selects (timeInterval). Holds the
-/// broker and the subscription weakly: it ends with either.
+/// Every `seconds`, notifies every entity (for a registration subscription, every registration)
+/// the subscription selects (timeInterval). Holds the broker and the subscription weakly: it ends
+/// with either.
 async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(seconds));
     ticks.tick().await;
@@ -252,9 +282,11 @@ async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
             return;
         };
         let sub = &live.sub;
-        let notifier = &broker.notifier;
-        if !sub.is_live(Utc::now()) || !notifier.owns(&(sub.tenant.clone(), sub.record.id.clone()))
-        {
+        if !sub.is_live(Utc::now()) || !broker.notifier.owns(&sub.key()) {
+            continue;
+        }
+        if sub.csource.is_some() {
+            notify_matching(&broker, &live).await;
             continue;
         }
         let limit = broker.settings.max_page_size;
@@ -278,55 +310,233 @@ async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
             .map(|e| crate::model::render::entity(e, &sub.ctx, &opts).into())
             .collect();
         let body = notify::envelope(sub, None, data, Utc::now());
-        notifier.delivery.send(job(sub, body));
+        broker.notifier.delivery.send(job(&live, body));
     }
 }
 
-/// Compiles a stored record (loading its contexts).
-pub async fn compile(broker: &Broker, tenant: &str, record: Record) -> NgsiResult<Subscription> {
+/// The triggerReason of a notification that lists every registration a registration subscription
+/// currently selects (on its creation or update, and periodically with a timeInterval): they are
+/// all matching, as far as the subscriber knows, for the first time.
+const NEWLY_MATCHING: &str = "newlyMatching";
+
+/// A registration as a registration subscription's notification shows it (5.11.7): only its
+/// RegistrationInfo elements the subscription selects, compacted with the subscription's context.
+fn registration_data(sub: &Subscription, registration: &Registration) -> serde_json::Value {
+    let record = match &sub.csource {
+        Some(discovery) => registration.relevant(discovery),
+        None => registration.record.clone(),
+    };
+    crate::federation::registration::render(&record, &sub.ctx, false)
+}
+
+/// Sends a registration subscription every registration it currently selects (newlyMatching),
+/// when it is active and some registration matches: the notification that follows its creation
+/// or update (5.11.2, 5.11.3) and each periodic one.
+pub async fn notify_matching(broker: &Broker, live: &Live) {
+    let sub = &live.sub;
+    let Some(discovery) = &sub.csource else {
+        return;
+    };
+    let now = Utc::now();
+    if !sub.is_live(now) {
+        return;
+    }
+    let found = match broker.discover_registrations(&sub.tenant, discovery).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, subscription = %sub.record.id, "reading the matching registrations failed");
+            return;
+        }
+    };
+    if found.is_empty() || !live.throttle() {
+        return;
+    }
+    let data = found
+        .into_iter()
+        .map(|r| registration_data(sub, &Registration::compile(r)))
+        .collect();
+    let body = notify::envelope(sub, Some(NEWLY_MATCHING), data, now);
+    broker.notifier.delivery.send(job(live, body));
+}
+
+/// The triggerReason of a registration change for a subscription (5.11.7) that selected the
+/// registration before it (`was`) or selects it after it (`is`): newlyMatching when it starts to
+/// match (a created registration included), updated when it still matches, noLongerMatching when
+/// it stops (a deleted one included); None when it matched neither before nor after.
+fn trigger_reason(was: bool, is: bool) -> Option<&'static str> {
+    match (was, is) {
+        (false, true) => Some(NEWLY_MATCHING),
+        (true, true) => Some("updated"),
+        (true, false) => Some("noLongerMatching"),
+        (false, false) => None,
+    }
+}
+
+/// Notifies the registration subscriptions of a tenant of a registration change this instance
+/// committed (`before` and `after` the change; None for a created or deleted registration). The
+/// committing instance notifies, so each change is notified once however many instances share
+/// the store; it first brings its registry in step with the stored subscriptions of the tenant,
+/// so that one just created on another instance is not missed.
+pub async fn registration_changed(
+    broker: &Arc<Broker>,
+    tenant: &str,
+    before: Option<Registration>,
+    after: Option<Registration>,
+) {
+    let subs = match sync_csource(broker, tenant).await {
+        Ok(subs) => subs,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the registration subscriptions failed; their notifications are lost");
+            return;
+        }
+    };
+    let now = Utc::now();
+    let selects = |r: &Option<Registration>, d: &crate::federation::Discovery| {
+        r.as_ref().is_some_and(|r| r.is_live(now) && r.matches(d))
+    };
+    for live in subs {
+        let sub = &live.sub;
+        let Some(discovery) = &sub.csource else {
+            continue;
+        };
+        if !sub.is_live(now) {
+            continue;
+        }
+        let Some(reason) = trigger_reason(selects(&before, discovery), selects(&after, discovery))
+        else {
+            continue;
+        };
+        let Some(shown) = after.as_ref().or(before.as_ref()) else {
+            continue;
+        };
+        if !live.throttle() {
+            continue;
+        }
+        let body = notify::envelope(sub, Some(reason), vec![registration_data(sub, shown)], now);
+        broker.notifier.delivery.send(job(&live, body));
+    }
+}
+
+/// The registration subscriptions of a tenant as stored, each registered in this instance's
+/// registry (compiled again only when it changed since it was registered); forgets those no
+/// longer stored.
+async fn sync_csource(broker: &Arc<Broker>, tenant: &str) -> NgsiResult<Vec<Arc<Live>>> {
+    let collection = Collection::CsourceSubscriptions;
+    let mut out = Vec::new();
+    let mut stored = HashSet::new();
+    for (t, value) in broker.store.records(collection).await? {
+        if t != tenant {
+            continue;
+        }
+        let record: Record = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "a stored registration subscription does not decode; skipped");
+                continue;
+            }
+        };
+        stored.insert(collection.owner_key(&record.id));
+        let known = broker
+            .notifier
+            .get(tenant, &collection.owner_key(&record.id))
+            .filter(|live| live.sub.record.modified_at == record.modified_at);
+        let live = match known {
+            Some(live) => live,
+            None => match compile(broker, collection, tenant, record).await {
+                Ok(sub) => broker.notifier.register(broker, sub),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a stored registration subscription does not compile; skipped");
+                    continue;
+                }
+            },
+        };
+        out.push(live);
+    }
+    let gone: Vec<String> = match broker.notifier.subs.read() {
+        Ok(subs) => subs
+            .get(tenant)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|(key, live)| live.sub.csource.is_some() && !stored.contains(*key))
+            .map(|(_, live)| live.sub.record.id.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for id in gone {
+        broker.notifier.remove(collection, tenant, &id);
+    }
+    Ok(out)
+}
+
+/// Compiles a stored record of a collection (loading its contexts).
+pub async fn compile(
+    broker: &Broker,
+    collection: Collection,
+    tenant: &str,
+    record: Record,
+) -> NgsiResult<Subscription> {
     let ctx = broker.contexts.active(record.context.as_ref()).await?;
     let notify_ctx = match record.doc.get("jsonldContext") {
         Some(url) => Some(broker.contexts.active(Some(url)).await?),
         None => None,
     };
-    parse::compile(tenant, record, ctx, notify_ctx)
+    match collection {
+        Collection::CsourceSubscriptions => parse::compile_csource(tenant, record, ctx, notify_ctx),
+        _ => parse::compile(tenant, record, ctx, notify_ctx),
+    }
 }
 
-/// Loads one stored subscription into the registry (or forgets it when it is gone).
-async fn reload(broker: &Arc<Broker>, tenant: &str, id: &str) -> NgsiResult<()> {
-    match broker
-        .store
-        .record(Collection::Subscriptions, tenant, id)
-        .await?
-    {
-        None => broker.notifier.remove(tenant, id),
+/// Loads one stored subscription of a collection into the registry (or forgets it when it is
+/// gone).
+async fn reload(
+    broker: &Arc<Broker>,
+    collection: Collection,
+    tenant: &str,
+    id: &str,
+) -> NgsiResult<()> {
+    match broker.store.record(collection, tenant, id).await? {
+        None => broker.notifier.remove(collection, tenant, id),
         Some(value) => {
             let record: Record = serde_json::from_value(value).map_err(|e| {
                 crate::error::NgsiError::internal(format!("subscription {id} does not decode: {e}"))
             })?;
-            let sub = compile(broker, tenant, record).await?;
+            let sub = compile(broker, collection, tenant, record).await?;
             broker.notifier.register(broker, sub);
         }
     }
     Ok(())
 }
 
-/// Loads every stored subscription, retrying while the store is unavailable.
-async fn load_all(broker: &Arc<Broker>) {
+/// Every stored subscription of both collections, retrying while the store is unavailable; with
+/// when the reading began.
+async fn read_all(broker: &Broker) -> (Instant, Vec<(Collection, String, serde_json::Value)>) {
     let mut delay = Duration::from_millis(200);
-    let (read_at, all) = loop {
+    loop {
         let read_at = Instant::now();
-        match broker.store.records(Collection::Subscriptions).await {
-            Ok(all) => break (read_at, all),
-            Err(e) => {
+        let mut all = Vec::new();
+        let mut failed = None;
+        for collection in [Collection::Subscriptions, Collection::CsourceSubscriptions] {
+            match broker.store.records(collection).await {
+                Ok(records) => all.extend(records.into_iter().map(|(t, v)| (collection, t, v))),
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            None => return (read_at, all),
+            Some(e) => {
                 tracing::debug!(error = %e, "subscriptions not loaded yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    };
+    }
+}
+
+/// Loads every stored subscription, retrying while the store is unavailable.
+async fn load_all(broker: &Arc<Broker>) {
+    let (read_at, all) = read_all(broker).await;
     let mut seen: HashSet<Key> = HashSet::new();
-    for (tenant, value) in all {
+    for (collection, tenant, value) in all {
         let record: Record = match serde_json::from_value(value) {
             Ok(r) => r,
             Err(e) => {
@@ -335,9 +545,9 @@ async fn load_all(broker: &Arc<Broker>) {
             }
         };
         let id = record.id.clone();
-        match compile(broker, &tenant, record).await {
+        match compile(broker, collection, &tenant, record).await {
             Ok(sub) => {
-                seen.insert((tenant, id));
+                seen.insert((tenant, collection.owner_key(&id)));
                 broker.notifier.register(broker, sub);
             }
             Err(e) => {
@@ -358,9 +568,7 @@ async fn load_all(broker: &Arc<Broker>) {
         ),
         Err(_) => Vec::new(),
     };
-    for (tenant, id) in stale {
-        broker.notifier.remove(&tenant, &id);
-    }
+    broker.notifier.forget(&stale);
 }
 
 /// The registered subscriptions (key, registration time) that a reload which read the store at
@@ -421,8 +629,15 @@ pub fn start(broker: Arc<Broker>) {
                             tracing::warn!(error = %e, registration = %id, "reloading a registration failed");
                         }
                     }
+                    Event::CsourceSubscriptionChanged(tenant, id) => {
+                        if let Err(e) =
+                            reload(&b, Collection::CsourceSubscriptions, &tenant, &id).await
+                        {
+                            tracing::warn!(error = %e, subscription = %id, "reloading a registration subscription failed");
+                        }
+                    }
                     Event::Changed(tenant, id) => {
-                        if let Err(e) = reload(&b, &tenant, &id).await {
+                        if let Err(e) = reload(&b, Collection::Subscriptions, &tenant, &id).await {
                             tracing::warn!(error = %e, subscription = %id, "reloading a subscription failed");
                         }
                     }

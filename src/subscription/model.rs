@@ -8,6 +8,7 @@ use crate::error::NgsiError;
 use crate::ld::ActiveContext;
 use crate::model::render::Format;
 use crate::query::EntityQuery;
+use crate::store::Collection;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -276,6 +277,11 @@ pub struct Subscription {
     pub ctx: Arc<ActiveContext>,
     /// The @context value notifications carry (Link header or body member).
     pub notify_context: Value,
+    /// For a context source registration subscription (5.11), what registrations it selects, by
+    /// the matching of discovery (entities and watchedAttributes against their information, q
+    /// and csf on their properties, geoQ, scopeQ, temporalQ); `query` is then empty. None for an
+    /// entity subscription.
+    pub csource: Option<crate::federation::Discovery>,
 }
 
 /// The status of a subscription (5.2.12): active, paused or expired.
@@ -294,6 +300,23 @@ pub fn status(
 }
 
 impl Subscription {
+    /// The collection the subscription is kept in.
+    pub fn collection(&self) -> Collection {
+        if self.csource.is_some() {
+            Collection::CsourceSubscriptions
+        } else {
+            Collection::Subscriptions
+        }
+    }
+
+    /// How the notifier and the PostgreSQL claims name it: (tenant, [`Collection::owner_key`]).
+    pub fn key(&self) -> (String, String) {
+        (
+            self.tenant.clone(),
+            self.collection().owner_key(&self.record.id),
+        )
+    }
+
     /// Whether notifications are due at `now` (active and not expired).
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         status(self.is_active, self.expires_at, now) == "active"

@@ -288,11 +288,12 @@ fn previous_member(old: &Attribute, ctx: &ActiveContext) -> (String, Value) {
     (name, value)
 }
 
-/// The Notification (5.2.14) of `data` for a subscription, with its @context in the body when the
-/// endpoint accepts JSON-LD.
+/// The Notification (5.2.14) of `data` for a subscription, or the ContextSourceNotification
+/// (5.2.19) of a registration subscription, with its @context in the body when the endpoint
+/// accepts JSON-LD. `trigger` is the triggerReason.
 pub fn envelope(
     sub: &Subscription,
-    trigger: Option<Trigger>,
+    trigger: Option<&str>,
     data: Vec<Value>,
     now: DateTime<Utc>,
 ) -> Value {
@@ -301,7 +302,12 @@ pub fn envelope(
         "id".into(),
         Value::String(format!("urn:ngsi-ld:Notification:{}", uuid::Uuid::new_v4())),
     );
-    n.insert("type".into(), Value::String("Notification".into()));
+    let kind = if sub.csource.is_some() {
+        "ContextSourceNotification"
+    } else {
+        "Notification"
+    };
+    n.insert("type".into(), Value::String(kind.into()));
     n.insert(
         "subscriptionId".into(),
         Value::String(sub.record.id.clone()),
@@ -316,13 +322,13 @@ pub fn envelope(
                 obj.insert("@context".into(), sub.notify_context.clone());
                 e
             }
-            (NotifyAs::GeoJson, Some(obj)) => feature(std::mem::take(obj)),
+            (NotifyAs::GeoJson, Some(obj)) if sub.csource.is_none() => feature(std::mem::take(obj)),
             _ => e,
         })
         .collect();
     n.insert("data".into(), Value::Array(data));
     if let Some(t) = trigger {
-        n.insert("triggerReason".into(), Value::String(t.name().into()));
+        n.insert("triggerReason".into(), Value::String(t.into()));
     }
     if json_ld {
         n.insert("@context".into(), sub.notify_context.clone());

@@ -12,6 +12,7 @@ use crate::ld::ActiveContext;
 use crate::model::render::Format;
 use crate::model::{format_time, validate};
 use crate::query::{self, boolean, EntityQuery, Selector};
+use crate::store::Collection;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -562,13 +563,67 @@ pub fn compile(
         ctx: notify_ctx.unwrap_or(ctx),
         notify_context,
         record,
+        csource: None,
     })
 }
 
+/// Compiles a stored context source registration subscription (5.11.2): the checks and options of
+/// an entity subscription, and what it selects registrations by, as discovery (5.10.2) does:
+/// entities and watchedAttributes against their information, q and csf on their members, geoQ on
+/// their location, scopeQ on their scope, temporalQ on their observation or management interval.
+pub fn compile_csource(
+    tenant: &str,
+    record: Record,
+    ctx: Arc<ActiveContext>,
+    notify_ctx: Option<Arc<ActiveContext>>,
+) -> NgsiResult<Subscription> {
+    let text = |k: &str| record.doc.get(k).and_then(Value::as_str);
+    let csf = text("csf")
+        .map(|csf| query::q::parse(&percent_decoded(csf), &ctx))
+        .transpose()
+        .map_err(|e| bad("csf", e.detail))?;
+    let time = record.doc.get("temporalQ").map(temporal_q).transpose()?;
+    let mut sub = compile(tenant, record, ctx, notify_ctx)?;
+    let mut query = std::mem::take(&mut sub.query);
+    query.attrs = sub.watched.clone();
+    sub.csource = Some(crate::federation::Discovery { query, csf, time });
+    Ok(sub)
+}
+
+/// A subscription's temporalQ (TemporalQuery, 5.2.21) as the time range it selects.
+fn temporal_q(value: &Value) -> NgsiResult<crate::store::history::HistoryQuery> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("temporalQ", "must be a TemporalQuery object"))?;
+    let member = |k: &str| -> NgsiResult<Option<&str>> {
+        obj.get(k)
+            .map(|v| string(v, &format!("temporalQ.{k}")))
+            .transpose()
+    };
+    if member("timerel")?.is_none() {
+        return Err(bad("temporalQ.timerel", "is required"));
+    }
+    crate::temporal::history_query(&crate::temporal::TemporalParams {
+        timerel: member("timerel")?,
+        time_at: member("timeAt")?,
+        end_time_at: member("endTimeAt")?,
+        time_property: member("timeproperty")?,
+        ..Default::default()
+    })
+    .map_err(|e| bad("temporalQ", e.detail))
+}
+
 /// The subscription as a client sees it (5.2.12): the stored members with names compacted by the
-/// client's context, plus id, type, status, the default notificationTrigger and the delivery
-/// statistics; system times with `sys_attrs`.
-pub fn render(record: &Record, ctx: &ActiveContext, sys_attrs: bool, now: DateTime<Utc>) -> Value {
+/// client's context, plus id, type, status, the default notificationTrigger (entity
+/// subscriptions only: registration subscriptions have no triggers) and the delivery statistics;
+/// system times with `sys_attrs`.
+pub fn render(
+    record: &Record,
+    collection: Collection,
+    ctx: &ActiveContext,
+    sys_attrs: bool,
+    now: DateTime<Utc>,
+) -> Value {
     let compact = |n: &str| ctx.compact(n).into_owned();
     let compact_list = |v: &Value| -> Value {
         match v {
@@ -637,7 +692,7 @@ pub fn render(record: &Record, ctx: &ActiveContext, sys_attrs: bool, now: DateTi
         };
         out.insert(name.clone(), value);
     }
-    if !out.contains_key("notificationTrigger") {
+    if collection == Collection::Subscriptions && !out.contains_key("notificationTrigger") {
         out.insert(
             "notificationTrigger".into(),
             Value::Array(

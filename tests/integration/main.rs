@@ -12,6 +12,7 @@ mod bad_input;
 mod batch_api;
 mod concurrent_writes;
 mod contexts;
+mod csource_subscriptions;
 mod durability;
 mod entities_api;
 mod entities_lifecycle;

@@ -287,23 +287,13 @@ async fn delete_removes_and_a_second_delete_is_not_found() {
     );
     let path = format!("/csourceRegistrations/{id}");
     assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
-    assert_problem(
-        s.req(Method::GET, &path).send().await.unwrap(),
-        404,
-        "ResourceNotFound",
-    )
-    .await;
-    assert_problem(
-        s.req(Method::DELETE, &path).send().await.unwrap(),
-        404,
-        "ResourceNotFound",
-    )
-    .await;
-    assert_problem(
-        s.req(Method::DELETE, "/csourceRegistrations/not-a-uri")
-            .send()
-            .await
-            .unwrap(),
+    s.problem_of(Method::GET, &path, 404, "ResourceNotFound")
+        .await;
+    s.problem_of(Method::DELETE, &path, 404, "ResourceNotFound")
+        .await;
+    s.problem_of(
+        Method::DELETE,
+        "/csourceRegistrations/not-a-uri",
         400,
         "BadRequestData",
     )

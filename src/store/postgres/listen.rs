@@ -29,6 +29,9 @@ pub enum Event {
     Changed(String, String),
     /// Some instance created, changed or deleted this registration: (tenant, id).
     RegistrationChanged(String, String),
+    /// Some instance created, changed or deleted this context source registration subscription:
+    /// (tenant, id).
+    CsourceSubscriptionChanged(String, String),
     /// Subscriptions may have changed while the listener was away: reload them all.
     ReloadAll,
     /// The subscriptions (tenant, id) this instance now notifies for.
@@ -91,7 +94,9 @@ impl Seen {
     }
 }
 
-/// Claims every subscription not owned by a live instance; returns those this session holds.
+/// Claims every subscription (entity and context source registration subscriptions) not owned by
+/// a live instance; returns those this session holds, each named by its
+/// [`Collection::owner_key`].
 async fn claim(
     client: &tokio_postgres::Client,
     held: &HashSet<(String, String)>,
@@ -101,7 +106,11 @@ async fn claim(
         .query(
             "SELECT tenant, id FROM subscriptions WHERE CASE
                WHEN (tenant || '/' || id) = ANY($1) THEN true
-               ELSE pg_try_advisory_lock($2, hashtext(tenant || '/' || id)) END",
+               ELSE pg_try_advisory_lock($2, hashtext(tenant || '/' || id)) END
+             UNION ALL
+             SELECT tenant, 'csource ' || id FROM csource_subscriptions WHERE CASE
+               WHEN (tenant || '/csource ' || id) = ANY($1) THEN true
+               ELSE pg_try_advisory_lock($2, hashtext(tenant || '/csource ' || id)) END",
             &[&keys, &OWNER_LOCK],
         )
         .await
@@ -145,7 +154,7 @@ async fn session(
     });
     client
         .batch_execute(
-            "LISTEN twinlink_changes; LISTEN twinlink_subscriptions; LISTEN twinlink_registrations",
+            "LISTEN twinlink_changes; LISTEN twinlink_subscriptions; LISTEN twinlink_registrations; LISTEN twinlink_csource_subscriptions",
         )
         .await
         .map_err(|e| with_causes(&e))?;
@@ -200,6 +209,9 @@ async fn session(
                         let text = |i: usize| pair.get(i).and_then(Value::as_str).unwrap_or("").to_string();
                         if channel == Collection::Registrations.channel() {
                             let _ = events.send(Event::RegistrationChanged(text(0), text(1)));
+                        } else if channel == Collection::CsourceSubscriptions.channel() {
+                            let _ = events.send(Event::CsourceSubscriptionChanged(text(0), text(1)));
+                            changed_subscriptions = true;
                         } else {
                             let _ = events.send(Event::Changed(text(0), text(1)));
                             changed_subscriptions = true;

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         10,
         include_str!("../../../migrations/0010_registrations.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/0011_csource_subscriptions.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

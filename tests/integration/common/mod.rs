@@ -2,6 +2,8 @@
 //! data directory, and gives a small HTTP client around it.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -144,6 +146,19 @@ impl TestServer {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Sends a request without a body and asserts a ProblemDetails error of this status and
+    /// NGSI-LD type, returning the body.
+    pub async fn problem_of(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        status: u16,
+        kind: &str,
+    ) -> Value {
+        let r = self.req(method, path).send().await.expect("request");
+        assert_problem(r, status, kind).await
     }
 
     /// GETs a path and returns status and JSON body (Null when empty).
