@@ -22,6 +22,8 @@ cd "$REPO_ROOT"
 # A one-off build gains nothing from incremental compilation, whose caches take a GB or more of disk
 # (set CARGO_INCREMENTAL=1 to keep them for repeated local runs).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Every test service is started below: a test that finds one missing fails instead of skipping.
+export TWINLINK_REQUIRE_SERVICES=1
 # The whole run (build and test databases) took 1.7 GB at most in a fresh clone; say so early when short.
 free_kb="$(df -Pk . | awk 'NR == 2 {print $4}')"
 echo "==> free disk: $((free_kb / 1024)) MB"

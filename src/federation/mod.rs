@@ -461,15 +461,8 @@ fn entity_info_matches(info: &EntityInfo, s: &Selector) -> bool {
 fn as_entity(record: &Record) -> Entity {
     let mut attrs: NameMap<Vec<Attribute>> = NameMap::default();
     let attribute = |kind: AttrKind, value: Value| Attribute {
-        kind,
-        value,
-        dataset_id: None,
-        observed_at: None,
-        unit_code: None,
-        object_type: None,
-        created_at: record.created_at,
         modified_at: record.modified_at,
-        sub: NameMap::default(),
+        ..Attribute::bare(kind, value, record.created_at)
     };
     for (name, value) in &record.doc {
         if ["location", "observationSpace", "operationSpace"].contains(&name.as_str()) {

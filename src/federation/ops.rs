@@ -93,18 +93,21 @@ const NAMES: &[(Operation, &str)] = &[
     (O::DeleteEntityMap, "deleteEntityMap"),
 ];
 
-/// The reads and subscriptions a source serves to another broker that federates it (4.20:
-/// associationOps).
-const ASSOCIATION_OPS: &[Operation] = &[
-    O::RetrieveEntity,
-    O::QueryEntity,
-    O::QueryBatch,
+/// Reads of entities in bulk, besides retrieveOps (part of associationOps).
+const QUERY_BATCH: &[Operation] = &[O::QueryBatch];
+
+/// Reads of entity types and attributes (part of associationOps and redirectionOps).
+const TYPE_READS: &[Operation] = &[
     O::RetrieveEntityTypes,
     O::RetrieveEntityTypeDetails,
     O::RetrieveEntityTypeInfo,
     O::RetrieveAttrTypes,
     O::RetrieveAttrTypeDetails,
     O::RetrieveAttrTypeInfo,
+];
+
+/// Subscriptions a source keeps for a federating broker (part of associationOps).
+const SUBSCRIPTION_OPS: &[Operation] = &[
     O::CreateSubscription,
     O::UpdateSubscription,
     O::RetrieveSubscription,
@@ -112,7 +115,7 @@ const ASSOCIATION_OPS: &[Operation] = &[
     O::DeleteSubscription,
 ];
 
-/// The entity-map operations federationOps adds to associationOps (4.20).
+/// The entity-map operations (part of federationOps and redirectionOps).
 const ENTITY_MAP_OPS: &[Operation] =
     &[O::RetrieveEntityMap, O::UpdateEntityMap, O::DeleteEntityMap];
 
@@ -127,9 +130,9 @@ const UPDATE_OPS: &[Operation] = &[
 /// Retrieval of entities (4.20: retrieveOps).
 const RETRIEVE_OPS: &[Operation] = &[O::RetrieveEntity, O::QueryEntity];
 
-/// The single-entity operations a broker passes on to a source that holds the data instead of
-/// it (4.20: redirectionOps); batch and temporal operations are named one by one.
-const REDIRECTION_OPS: &[Operation] = &[
+/// The single-entity writes a broker passes on to a source that holds the data instead of it
+/// (part of redirectionOps); batch and temporal operations are named one by one.
+const REDIRECTED_WRITES: &[Operation] = &[
     O::CreateEntity,
     O::UpdateEntity,
     O::AppendAttrs,
@@ -139,32 +142,34 @@ const REDIRECTION_OPS: &[Operation] = &[
     O::MergeEntity,
     O::ReplaceEntity,
     O::ReplaceAttrs,
-    O::RetrieveEntity,
-    O::QueryEntity,
     O::PurgeEntity,
-    O::RetrieveEntityTypes,
-    O::RetrieveEntityTypeDetails,
-    O::RetrieveEntityTypeInfo,
-    O::RetrieveAttrTypes,
-    O::RetrieveAttrTypeDetails,
-    O::RetrieveAttrTypeInfo,
-    O::RetrieveEntityMap,
-    O::UpdateEntityMap,
-    O::DeleteEntityMap,
 ];
 
-/// The groups (4.20) and the operations each stands for.
+/// The groups (4.20, Table 4.20-2) and the parts each is made of: associationOps (reads and
+/// subscriptions a source serves to a federating broker), federationOps (the default of a
+/// registration: associationOps and entity maps), updateOps, retrieveOps and redirectionOps.
 const GROUPS: &[(&str, &[&[Operation]])] = &[
-    ("associationOps", &[ASSOCIATION_OPS]),
-    ("federationOps", FEDERATION_OPS),
+    (
+        "associationOps",
+        &[RETRIEVE_OPS, QUERY_BATCH, TYPE_READS, SUBSCRIPTION_OPS],
+    ),
+    (
+        "federationOps",
+        &[
+            RETRIEVE_OPS,
+            QUERY_BATCH,
+            TYPE_READS,
+            SUBSCRIPTION_OPS,
+            ENTITY_MAP_OPS,
+        ],
+    ),
     ("updateOps", &[UPDATE_OPS]),
     ("retrieveOps", &[RETRIEVE_OPS]),
-    ("redirectionOps", &[REDIRECTION_OPS]),
+    (
+        "redirectionOps",
+        &[REDIRECTED_WRITES, RETRIEVE_OPS, TYPE_READS, ENTITY_MAP_OPS],
+    ),
 ];
-
-/// The reads a source answers for a federating broker, entity maps included (4.20:
-/// federationOps, the default of a registration).
-const FEDERATION_OPS: &[&[Operation]] = &[ASSOCIATION_OPS, ENTITY_MAP_OPS];
 
 impl Operation {
     /// The operations a name in `operations` stands for: one, or a group's; None for an unknown
@@ -181,7 +186,7 @@ impl Operation {
 
     /// The operations of a registration without `operations`: federationOps (Table 5.2.9-1).
     pub fn default_set() -> Vec<Operation> {
-        FEDERATION_OPS.concat()
+        Operation::expand("federationOps").unwrap_or_default()
     }
 
     /// The operation's name.
@@ -221,5 +226,11 @@ mod tests {
         assert!(redirection.contains(&O::PurgeEntity));
         assert!(!redirection.contains(&O::CreateBatch));
         assert!(!Operation::default_set().contains(&O::CreateEntity));
+        let association = Operation::expand("associationOps").unwrap();
+        assert!(
+            association.contains(&O::QueryBatch) && association.contains(&O::CreateSubscription)
+        );
+        assert!(!association.contains(&O::RetrieveEntityMap));
+        assert!(Operation::default_set().contains(&O::RetrieveEntityMap));
     }
 }

@@ -292,6 +292,20 @@ pub struct Body {
     pub context: Option<Value>,
 }
 
+/// Reads a subscription's or registration's request (a whole body, or a PATCH `fragment`, which
+/// may also come as application/merge-patch+json): headers without query parameters, and the
+/// checked JSON body with its @context.
+pub async fn read_record(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max_bytes: usize,
+    fragment: bool,
+) -> NgsiResult<(RequestInfo, Body)> {
+    let info = RequestInfo::read(req, &[Accepted::Json, Accepted::JsonLd], &[])?;
+    let body = read_body(req, payload, &info, max_bytes, fragment).await?;
+    Ok((info, body))
+}
+
 /// Reads and checks a JSON body: media type (`merge_patch` also allows application/merge-patch+json),
 /// size limit, JSON syntax and where the @context may be.
 pub async fn read_body(

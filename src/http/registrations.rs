@@ -3,7 +3,7 @@
 //! context.
 
 use super::entities::record_id;
-use super::negotiate::{read_body, Accepted, Body, RequestInfo};
+use super::negotiate::{read_record, Accepted, Body, RequestInfo};
 use super::query::{entity_query, page, page_headers, LinkOrder};
 use super::response::{created, json_body};
 use crate::error::{NgsiError, NgsiResult};
@@ -53,9 +53,8 @@ pub async fn create(
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
-    let Body { json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let (info, Body { json, context }) =
+        read_record(&req, payload, broker.settings.max_body_bytes, false).await?;
     let id = broker
         .clone()
         .into_inner()
@@ -144,10 +143,9 @@ pub async fn update(
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
     let id = path_id(&req)?;
-    let Body { json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, true).await?;
+    let (info, Body { json, context }) =
+        read_record(&req, payload, broker.settings.max_body_bytes, true).await?;
     broker
         .clone()
         .into_inner()

@@ -4,7 +4,7 @@
 //! share the handlers; a route says which it serves by its [`Collection`] app data.
 
 use super::entities::record_id;
-use super::negotiate::{read_body, Accepted, Body, RequestInfo};
+use super::negotiate::{read_record, Accepted, Body, RequestInfo};
 use super::response::{created, json_body};
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
@@ -50,9 +50,8 @@ pub async fn create(
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
-    let Body { json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let (info, Body { json, context }) =
+        read_record(&req, payload, broker.settings.max_body_bytes, false).await?;
     let kind = collection(&req);
     let id = broker
         .clone()
@@ -169,10 +168,9 @@ pub async fn update(
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
     let id = path_id(&req)?;
-    let Body { json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, true).await?;
+    let (info, Body { json, context }) =
+        read_record(&req, payload, broker.settings.max_body_bytes, true).await?;
     broker
         .clone()
         .into_inner()

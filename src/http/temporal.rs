@@ -257,15 +257,28 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     refuse_links(&selection)?;
     check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
-    let (page, count) = page(&info, &broker)?;
+    answer_query(&req, &info, &broker, &ctx, selection, (query, opts)).await
+}
+
+/// Runs a temporal query (GET or POST) and answers with the page, its paging headers and the
+/// Content-Range of instances cut short.
+async fn answer_query(
+    req: &HttpRequest,
+    info: &RequestInfo,
+    broker: &Broker,
+    ctx: &ActiveContext,
+    selection: EntityQuery,
+    (query, opts): (TemporalQuery, RenderOptions),
+) -> NgsiResult<HttpResponse> {
+    let (page, count) = page(info, broker)?;
     let result = broker
         .query_temporal(&info.tenant, selection, &query, page, count)
         .await?;
-    let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
+    let mut response = json_body(info, render_all(&result.entities, &query, ctx, &opts));
     page_headers(
         &mut response,
-        &req,
-        &info,
+        req,
+        info,
         (page, LinkOrder::Sorted),
         result.seen,
         count,
@@ -401,21 +414,7 @@ pub async fn post_query(
         aggr_period: info.param("aggrPeriodDuration"),
     };
     let (query, opts) = temporal_query(&info, &ctx, &temporal)?;
-    let (page, count) = page(&info, &broker)?;
-    let result = broker
-        .query_temporal(&info.tenant, selection, &query, page, count)
-        .await?;
-    let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
-    page_headers(
-        &mut response,
-        &req,
-        &info,
-        (page, LinkOrder::Sorted),
-        result.seen,
-        count,
-    );
-    content_range(&mut response, &result.cut);
-    Ok(response)
+    answer_query(&req, &info, &broker, &ctx, selection, (query, opts)).await
 }
 
 fn no_content() -> HttpResponse {

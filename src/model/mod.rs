@@ -127,6 +127,22 @@ pub struct Attribute {
 }
 
 impl Attribute {
+    /// An attribute of a kind and value and nothing else (no datasetId, observedAt, unit or
+    /// sub-attributes), created and modified at `at`.
+    pub fn bare(kind: AttrKind, value: Value, at: DateTime<Utc>) -> Attribute {
+        Attribute {
+            kind,
+            value,
+            dataset_id: None,
+            observed_at: None,
+            unit_code: None,
+            object_type: None,
+            created_at: at,
+            modified_at: at,
+            sub: NameMap::default(),
+        }
+    }
+
     /// Whether this attribute is the NGSI-LD Null of its kind (a deletion in an update).
     pub fn is_null(&self) -> bool {
         match &self.value {

@@ -307,17 +307,7 @@ impl<'a> Reader<'a> {
     }
 
     fn bare(&self, kind: AttrKind, value: Value) -> Attribute {
-        Attribute {
-            kind,
-            value,
-            dataset_id: None,
-            observed_at: None,
-            unit_code: None,
-            object_type: None,
-            created_at: self.now,
-            modified_at: self.now,
-            sub: NameMap::default(),
-        }
+        Attribute::bare(kind, value, self.now)
     }
 
     fn object_attribute(&self, name: &str, obj: &Map<String, Value>) -> NgsiResult<Attribute> {

@@ -148,6 +148,12 @@ pub enum Shape<'a> {
 }
 
 impl Broker {
+    /// Whether a write of the tenant may concern a source: it has registrations and the request
+    /// is not local. Otherwise the local operation runs as it is, with no plan and no copies.
+    fn federates(&self, tenant: &str, reach: &Reach) -> bool {
+        !reach.local && !self.registry.of(tenant).is_empty()
+    }
+
     /// Splits a write of these attributes (`names`, expanded) of the target between this broker
     /// and its sources. `whole`: the operation addresses the entity itself, so a source holding
     /// whole entities like it takes part even if no attribute is named. A request that has looped
@@ -414,6 +420,9 @@ impl Broker {
         now: DateTime<Utc>,
         reach: &Reach,
     ) -> NgsiResult<UpdateResult> {
+        if !self.federates(&target.tenant, reach) {
+            return self.change_attrs_here(target, input, append, now).await;
+        }
         let names: Vec<String> = input.attrs.keys().cloned().collect();
         let (op, method, params) = match append {
             None => (Operation::UpdateAttrs, reqwest::Method::PATCH, Vec::new()),
@@ -444,14 +453,9 @@ impl Broker {
                     let mut input = input;
                     input.attrs.retain(|n, _| !taken.attrs.contains(n));
                     let left = input.attrs.len() + usize::from(input.scope.is_some());
-                    taken.leaves_local(left).then_some(async move {
-                        match append {
-                            None => self.update_attrs(target, input, now).await,
-                            Some(no_overwrite) => {
-                                self.append_attrs(target, input, no_overwrite, now).await
-                            }
-                        }
-                    })
+                    taken
+                        .leaves_local(left)
+                        .then(|| self.change_attrs_here(target, input, append, now))
                 },
             )
             .await?;
@@ -488,6 +492,9 @@ impl Broker {
         now: DateTime<Utc>,
         reach: &Reach,
     ) -> NgsiResult<Spread<String>> {
+        if !self.federates(tenant, reach) {
+            return Ok(Spread::local(self.create_entity(tenant, input, now).await?));
+        }
         let target = Target {
             tenant: tenant.to_string(),
             id: input.id.clone().unwrap_or_default(),
@@ -515,6 +522,35 @@ impl Broker {
             },
         )
         .await
+    }
+
+    /// This broker's part of an update (`append` None) or append of attributes.
+    async fn change_attrs_here(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        append: Option<bool>,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<UpdateResult> {
+        match append {
+            None => self.update_attrs(target, input, now).await,
+            Some(no_overwrite) => self.append_attrs(target, input, no_overwrite, now).await,
+        }
+    }
+
+    /// This broker's part of a merge or replace of an entity.
+    async fn rewrite_here(
+        &self,
+        target: &Target,
+        input: EntityInput,
+        merge: bool,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
+        if merge {
+            self.merge_entity(target, input, now).await
+        } else {
+            self.replace_entity(target, input, now).await
+        }
     }
 
     /// Deletes an entity (5.6.6) here and at every source registered for it.
@@ -550,6 +586,11 @@ impl Broker {
         now: DateTime<Utc>,
         reach: &Reach,
     ) -> NgsiResult<Spread<()>> {
+        if !self.federates(&target.tenant, reach) {
+            return Ok(Spread::local(
+                self.rewrite_here(target, input, merge, now).await?,
+            ));
+        }
         let names: Vec<String> = input.attrs.keys().cloned().collect();
         let sent = input.clone();
         let (op, method) = if merge {
@@ -575,13 +616,9 @@ impl Broker {
             |taken| {
                 let mut input = input;
                 input.attrs.retain(|n, _| !taken.attrs.contains(n));
-                taken.leaves_local(input.attrs.len()).then_some(async move {
-                    if merge {
-                        self.merge_entity(target, input, now).await
-                    } else {
-                        self.replace_entity(target, input, now).await
-                    }
-                })
+                taken
+                    .leaves_local(input.attrs.len())
+                    .then(|| self.rewrite_here(target, input, merge, now))
             },
         )
         .await
@@ -694,7 +731,7 @@ impl Broker {
         now: DateTime<Utc>,
         reach: &Reach,
     ) -> BatchResult {
-        if reach.local || self.registry.of(tenant).is_empty() {
+        if !self.federates(tenant, reach) {
             return self.batch(tenant, op, items, now).await;
         }
         let (operation, name, whole) = match op {
@@ -772,7 +809,7 @@ impl Broker {
         ids: Vec<String>,
         reach: &Reach,
     ) -> BatchResult {
-        if reach.local || self.registry.of(tenant).is_empty() {
+        if !self.federates(tenant, reach) {
             return self.batch_delete(tenant, ids).await;
         }
         let mut sources: Vec<SourceBatch> = Vec::new();

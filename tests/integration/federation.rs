@@ -173,9 +173,7 @@ async fn a_split_entity_is_assembled_before_filters_and_projections_apply() {
         ),
     )
     .await;
-    let (status, _, whole) = city
-        .get_with(&format!("/entities/{id}"), &[("Link", &link(&ctx))])
-        .await;
+    let (status, whole) = retrieved(&city, &ctx, id).await;
     assert_eq!(status, 200);
     assert_eq!(
         (
@@ -799,6 +797,14 @@ async fn filters_and_page_size_go_to_sources_of_whole_entities_only() {
         last.starts_with("GET /whole/") && !last.contains("q=") && !last.contains("scopeQ="),
         "{last}"
     );
+    // The flag is a boolean; anything else is refused before any source is asked.
+    let r = city
+        .req(Method::GET, "/entities?type=Vehicle&splitEntities=maybe")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+    assert_eq!(sources.requests().len(), before + 1);
 }
 
 #[actix_web::test]
@@ -887,6 +893,14 @@ async fn a_failed_source_is_named_in_an_ngsild_warning() {
             .await
             .unwrap();
     }
+}
+
+/// The entity with this id as `s` answers for it (with its sources): status and body.
+async fn retrieved(s: &TestServer, ctx: &str, id: &str) -> (u16, Value) {
+    let (status, _, body) = s
+        .get_with(&format!("/entities/{id}"), &[("Link", &link(ctx))])
+        .await;
+    (status, body)
 }
 
 /// The entity with this id as `s` holds it itself (local=true): status and body.
@@ -1068,9 +1082,7 @@ async fn an_exclusive_source_takes_its_attributes_and_a_failed_part_is_reported(
     assert_eq!(there["speed"]["value"], 70, "{there}");
     assert!(there.get("brandName").is_none(), "{there}");
     // The whole entity reads back through the city.
-    let (status, _, whole) = city
-        .get_with(&format!("/entities/{car}"), &[("Link", &link(&ctx))])
-        .await;
+    let (status, whole) = retrieved(&city, &ctx, car).await;
     assert_eq!(status, 200);
     assert_eq!(
         (

@@ -21,11 +21,6 @@ use std::time::{Duration, Instant};
 /// Where Debian's postgresql-15 package (scripts/services.sh) puts the server binaries.
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// Whether we run under CI (`CI` set to anything but empty, `0` or `false`).
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
-
 /// A private PostgreSQL cluster in a temp dir, on its own port; stopped (immediate) and removed when
 /// dropped, whatever the test did.
 struct PgCluster {
@@ -41,12 +36,10 @@ impl PgCluster {
     fn init(test: &str) -> Option<PgCluster> {
         let bin = Path::new(PG_BIN);
         if !bin.join("initdb").is_file() || !bin.join("pg_ctl").is_file() {
-            assert!(
-                !under_ci(),
-                "{test}: PostgreSQL binaries not found in {PG_BIN} (CI is set, so this is a failure; \
-                 scripts/test.sh installs postgresql-15 and postgis)"
+            crate::common::service_missing(
+                test,
+                &format!("PostgreSQL binaries not found in {PG_BIN}"),
             );
-            eprintln!("{test}: SKIPPED, PostgreSQL binaries not found in {PG_BIN}");
             return None;
         }
         // PostgreSQL refuses to run as root: then everything runs as the postgres OS user.

@@ -608,3 +608,22 @@ pub fn vocab_context(vocab: &str, terms: &[&str]) -> (ContextServer, String) {
     let url = server.url("/ctx.jsonld");
     (server, url)
 }
+
+/// Whether the run must have every test service: the README's test command (`scripts/test.sh`)
+/// sets TWINLINK_REQUIRE_SERVICES=1, and CI runs that command.
+pub fn services_required() -> bool {
+    ["TWINLINK_REQUIRE_SERVICES", "CI"].iter().any(|name| {
+        std::env::var(name)
+            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+    })
+}
+
+/// Reports that `test` cannot run because `what` is missing: a failure under the test command,
+/// a printed SKIPPED on a developer's machine without the service.
+pub fn service_missing(test: &str, what: &str) {
+    assert!(
+        !services_required(),
+        "{test}: {what} (scripts/test.sh installs and starts every test service)"
+    );
+    eprintln!("{test}: SKIPPED, {what}");
+}
