@@ -1224,3 +1224,37 @@ async fn batches_reach_each_source_in_one_request() {
         assert_eq!(held(&port, &ctx, id).await.0, 404, "{id}");
     }
 }
+
+#[actix_web::test]
+async fn a_deployment_that_splits_entities_forwards_selectors_only() {
+    // --split-entities true (5.7.2.4: "the default setting of the deployment"): sources of
+    // whole entities get the selectors alone too, unless a query says splitEntities=false.
+    let (_server, ctx) = user_context();
+    let city = TestServer::start_with(|s| s.split_entities = true).await;
+    let sources = ContextServer::start();
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:whole", "type": "ContextSourceRegistration",
+               "information": [{"entities": [{"type": "Vehicle"}]}], "endpoint": sources.url("/whole")}),
+    )
+    .await;
+    let (status, _, _) = query(&city, &ctx, "type=Vehicle&q=speed%3E20").await;
+    assert_eq!(status, 200);
+    let sent = forwarded_query(&sources, "/whole/");
+    assert!(
+        sent.contains("type=Vehicle") && !sent.contains("q="),
+        "{sent}"
+    );
+    let (status, _, _) = query(&city, &ctx, "type=Vehicle&q=speed%3E20&splitEntities=false").await;
+    assert_eq!(status, 200);
+    let last = sources
+        .requests()
+        .last()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("q=speed"), "{last}");
+}
