@@ -27,6 +27,11 @@ pub struct Reach {
     pub tenant: String,
     /// The query's `splitEntities` parameter (5.7.2.4); None: the deployment's default.
     pub split_entities: Option<bool>,
+    /// The query's `csf` (5.7.2.4): only registrations it matches are consulted.
+    pub csf: Option<std::sync::Arc<crate::query::q::QExpr>>,
+    /// The headers of the request (names in lower case), whose values contextSourceInfo pairs
+    /// may ask to pass on (`urn:ngsi-ld:request`, 4.3.6.5).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reach {
@@ -49,6 +54,17 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-length",
     "host",
 ];
+
+/// contextSourceInfo keys that tell how to talk to the source (4.3.6.6) rather than being
+/// headers to send: the media type of request bodies, the media type to ask answers in, and the
+/// @context the source works with.
+const DIRECTIVES: &[&str] = &["contentType", "accept", "jsonldContext"];
+
+/// The contextSourceInfo value that stands for the triggering request's own header (4.3.6.5).
+const FROM_REQUEST: &str = "urn:ngsi-ld:request";
+
+const JSON: &str = "application/json";
+const LD_JSON: &str = "application/ld+json";
 
 /// What a source answered.
 #[derive(Debug)]
@@ -224,24 +240,6 @@ impl Sources {
             .is_some_and(|until| until > Instant::now())
     }
 
-    /// GETs the resource at `path` (segments below the source's NGSI-LD base, e.g.
-    /// `["entities", id]`) with these query parameters from the registration's source.
-    pub async fn get(
-        &self,
-        registration: &Registration,
-        path: &[&str],
-        params: &[(String, String)],
-        reach: &Reach,
-    ) -> Result<Answer, Failure> {
-        let call = Call {
-            method: reqwest::Method::GET,
-            path,
-            params,
-            body: None,
-        };
-        self.send(registration, call, reach).await
-    }
-
     /// Sends a request to the registration's source, in cooldown after a failure when the
     /// registration asks for one.
     pub async fn send(
@@ -296,18 +294,36 @@ impl Sources {
         let timeout = registration
             .management_ms("timeout")
             .map_or(self.timeout, Duration::from_millis);
+        let ld_json = registration.info("contentType") == Some(LD_JSON);
         let mut request = self
             .client
             .request(method, url.clone())
             .timeout(timeout)
-            .header("Accept", "application/json")
+            .header("Accept", registration.info("accept").unwrap_or(JSON))
             .header("Via", self.via(reach));
         if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(body.to_string());
+            request = if ld_json {
+                // application/ld+json: the @context travels in the body, never as a Link.
+                let mut body = body.clone();
+                if let Value::Object(members) = &mut body {
+                    let context = reach
+                        .context
+                        .clone()
+                        .unwrap_or_else(|| crate::ld::CORE_CONTEXT_V1_9.to_string());
+                    members.insert("@context".to_string(), Value::String(context));
+                }
+                request
+                    .header("Content-Type", LD_JSON)
+                    .body(body.to_string())
+            } else {
+                request.header("Content-Type", JSON).body(body.to_string())
+            };
         }
-        if let Some(context) = &reach.context {
+        if let Some(context) = reach
+            .context
+            .as_ref()
+            .filter(|_| body.is_none() || !ld_json)
+        {
             request = request.header("Link", crate::ld::link_header(context));
         }
         if let Some(tenant) = registration
@@ -319,6 +335,23 @@ impl Sources {
             request = request.header("NGSILD-Tenant", tenant);
         }
         for (key, value) in registration.context_source_info() {
+            if DIRECTIVES.contains(&key) {
+                continue;
+            }
+            // urn:ngsi-ld:request: the value of the same header of the triggering request, when
+            // it had one (4.3.6.5).
+            let value = if value == FROM_REQUEST {
+                match reach
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(key))
+                {
+                    Some((_, v)) => v.as_str(),
+                    None => continue,
+                }
+            } else {
+                value
+            };
             // A pair that cannot be a header (a name with spaces, a value with a line break)
             // is left out rather than failing every request to the source.
             let header = reqwest::header::HeaderName::from_bytes(key.as_bytes())

@@ -181,6 +181,13 @@ impl Registration {
             .collect()
     }
 
+    /// The value of a contextSourceInfo key, e.g. `contentType` or `accept` (4.3.6.6).
+    pub fn info(&self, key: &str) -> Option<&str> {
+        self.context_source_info()
+            .into_iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
+    }
+
     /// Whether the registration may hold (part of) the entity with this id and, when known,
     /// one of these types.
     pub fn may_hold(&self, id: &str, types: &[String]) -> bool {
@@ -189,6 +196,48 @@ impl Registration {
                 .as_ref()
                 .is_none_or(|list| list.iter().any(|e| names_entity(e, id, types)))
         })
+    }
+
+    /// The ids of the entities the registration names for what the selectors select, when it
+    /// names each of them by id (None when some are named by type or pattern only): a source
+    /// holding fragments of known entities is asked for those entities only.
+    pub fn ids_for(&self, selectors: &[Selector]) -> Option<Vec<String>> {
+        let mut ids = Vec::new();
+        for e in self
+            .information
+            .iter()
+            .map(|info| info.entities.as_ref())
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .filter(|e| selectors.iter().any(|s| entity_info_matches(e, s)))
+        {
+            let id = e.id.as_ref()?;
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        (!ids.is_empty()).then_some(ids)
+    }
+
+    /// The types the registration gives the entity with this id (expanded): a source asked by
+    /// query rather than by id needs a type to select by.
+    pub fn types_of(&self, id: &str) -> Vec<String> {
+        let mut types: Vec<String> = Vec::new();
+        for e in self
+            .information
+            .iter()
+            .filter_map(|info| info.entities.as_ref())
+            .flatten()
+            .filter(|e| names_entity(e, id, &[]))
+        {
+            for t in &e.types {
+                if !types.contains(t) {
+                    types.push(t.clone());
+                }
+            }
+        }
+        types
     }
 
     /// The attributes the registration names for entities the selectors select (None: every
@@ -212,6 +261,11 @@ impl Registration {
         Some(names)
     }
 
+    /// Whether the registration's members and properties satisfy a `csf` query (5.7.2.4, 5.10).
+    pub fn satisfies(&self, csf: &crate::query::q::QExpr) -> bool {
+        csf.matches(&self.as_entity)
+    }
+
     /// Whether the registration can hold data that a discovery query selects (5.10): some
     /// RegistrationInfo names entities the query's selectors can match and attributes among the
     /// query's `attrs`, the registration's properties, geometry and scope satisfy the query's
@@ -220,7 +274,7 @@ impl Registration {
         let Discovery { query, csf, time } = discovery;
         self.names(&query.selectors, &query.attrs)
             && query.q.as_ref().is_none_or(|q| q.matches(&self.as_entity))
-            && csf.as_ref().is_none_or(|q| q.matches(&self.as_entity))
+            && csf.as_ref().is_none_or(|q| self.satisfies(q))
             && time.as_ref().is_none_or(|t| self.overlaps(t))
             && query
                 .geo

@@ -88,14 +88,7 @@ async fn parse_items(
 fn batch_reach(info: &RequestInfo, items: &[Value]) -> Reach {
     let mut reach = info.reach();
     if reach.context.is_none() {
-        reach.context = items.first().and_then(|i| match i.get("@context") {
-            Some(Value::String(url)) => Some(url.clone()),
-            Some(Value::Array(list)) => match list.as_slice() {
-                [Value::String(url)] => Some(url.clone()),
-                _ => None,
-            },
-            _ => None,
-        });
+        reach.context = super::negotiate::single_url(items.first().and_then(|i| i.get("@context")));
     }
     reach
 }

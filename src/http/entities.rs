@@ -97,14 +97,7 @@ pub async fn read_write(
     .await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let mut reach = info.reach();
-    reach.context = match context {
-        Some(Value::String(url)) => Some(url),
-        Some(Value::Array(items)) => match items.as_slice() {
-            [Value::String(url)] => Some(url.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
+    reach.context = super::negotiate::single_url(context.as_ref());
     Ok(Write {
         info,
         body: json,

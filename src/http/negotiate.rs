@@ -51,6 +51,9 @@ pub struct RequestInfo {
     pub prefer: Option<super::version::Preferred>,
     /// The Via header (6.3.18): the brokers the request has passed through.
     pub via: Option<String>,
+    /// The request's headers (names in lower case), for contextSourceInfo pairs whose value
+    /// is `urn:ngsi-ld:request` (4.3.6.5).
+    pub headers: Vec<(String, String)>,
 }
 
 impl RequestInfo {
@@ -88,6 +91,11 @@ impl RequestInfo {
                 .filter_map(|v| v.to_str().ok())
                 .reduce(|a, _| a)
                 .map(str::to_string),
+            headers: req
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
         })
     }
 
@@ -98,6 +106,8 @@ impl RequestInfo {
             context: self.link_context.clone(),
             via: self.via.clone(),
             tenant: self.tenant.clone(),
+            headers: self.headers.clone(),
+            csf: None,
             split_entities: match self.param("splitEntities") {
                 Some("true") => Some(true),
                 Some("false") => Some(false),
@@ -185,6 +195,19 @@ impl RequestInfo {
     pub async fn context(&self, broker: &Broker) -> NgsiResult<Arc<ActiveContext>> {
         let link = self.link_context.clone().map(Value::String);
         broker.contexts.active(link.as_ref()).await
+    }
+}
+
+/// The @context of a request (its Link, or its body's `@context`) as sources are given it: a
+/// Link to one URL; None when it is not one URL (sources then get full IRIs).
+pub fn single_url(context: Option<&Value>) -> Option<String> {
+    match context? {
+        Value::String(url) => Some(url.clone()),
+        Value::Array(items) => match items.as_slice() {
+            [Value::String(url)] => Some(url.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

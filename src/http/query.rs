@@ -66,14 +66,27 @@ const POST_QUERY_PARAMS: &[&str] = &[
 ];
 
 /// How far a query reaches (local, Via, context) with its `splitEntities` flag (5.7.2.4)
-/// checked: true or false.
-fn query_reach(info: &RequestInfo) -> NgsiResult<crate::federation::forward::Reach> {
-    match info.param("splitEntities") {
-        None | Some("true") | Some("false") => Ok(info.reach()),
-        Some(other) => Err(NgsiError::bad_data(format!(
-            "splitEntities must be true or false, not '{other}'"
-        ))),
+/// checked (true or false) and its `csf`, the query on registrations that picks the context
+/// sources consulted (5.7.2.4).
+fn query_reach(
+    info: &RequestInfo,
+    ctx: &ActiveContext,
+) -> NgsiResult<crate::federation::forward::Reach> {
+    let mut reach = match info.param("splitEntities") {
+        None | Some("true") | Some("false") => info.reach(),
+        Some(other) => {
+            return Err(NgsiError::bad_data(format!(
+                "splitEntities must be true or false, not '{other}'"
+            )))
+        }
+    };
+    if let Some(csf) = info.param("csf") {
+        let parsed = crate::query::q::parse(csf, ctx).map_err(|e| {
+            NgsiError::bad_data(format!("csf={csf} is not a valid query: {}", e.detail))
+        })?;
+        reach.csf = Some(std::sync::Arc::new(parsed));
     }
+    Ok(reach)
 }
 
 /// Reads `limit`, `offset` and `count` (5.5.9): limit within the configured maximum, limit=0 only
@@ -362,7 +375,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
     let result = broker
-        .query_distributed(&info.tenant, query, page, count, &query_reach(&info)?)
+        .query_distributed(&info.tenant, query, page, count, &query_reach(&info, &ctx)?)
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }
@@ -474,8 +487,13 @@ pub async fn post_query(
     check_link_depth(&query, &info)?;
     let opts = render_options(&info, &ctx)?;
     let (page, count) = page(&info, &broker)?;
+    if let Some(Value::String(csf)) = body.get("csf") {
+        info.query.push(("csf".into(), csf.clone()));
+    }
+    let mut reach = query_reach(&info, &ctx)?;
+    reach.context = super::negotiate::single_url(context.as_ref());
     let result = broker
-        .query_distributed(&info.tenant, query, page, count, &query_reach(&info)?)
+        .query_distributed(&info.tenant, query, page, count, &reach)
         .await?;
     respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
 }

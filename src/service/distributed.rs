@@ -12,7 +12,7 @@ use super::entities::{new_entity, Target};
 use super::query::{Page, QueryResult};
 use super::Broker;
 use crate::error::{NgsiError, NgsiResult};
-use crate::federation::forward::{Answer, Failure, Reach};
+use crate::federation::forward::{Answer, Call, Failure, Reach};
 use crate::federation::merge::merge;
 use crate::federation::ops::Operation;
 use crate::federation::Registration;
@@ -22,7 +22,7 @@ use crate::model::Entity;
 use crate::query::{EntityQuery, Selector};
 use chrono::Utc;
 use futures_util::future::join_all;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 impl Broker {
@@ -32,7 +32,7 @@ impl Broker {
     fn sources_for(
         &self,
         tenant: &str,
-        op: Operation,
+        ops: &[Operation],
         reach: &Reach,
         wanted: impl Fn(&Registration) -> bool,
     ) -> Vec<Arc<Registration>> {
@@ -42,7 +42,13 @@ impl Broker {
         }
         let now = Utc::now();
         all.iter()
-            .filter(|r| r.is_live(now) && r.serves(op) && !self.sources.resting(r) && wanted(r))
+            .filter(|r| {
+                r.is_live(now)
+                    && ops.iter().any(|op| r.serves(*op))
+                    && !self.sources.resting(r)
+                    && reach.csf.as_ref().is_none_or(|csf| r.satisfies(csf))
+                    && wanted(r)
+            })
             .cloned()
             .collect()
     }
@@ -55,7 +61,14 @@ impl Broker {
         attrs: &[String],
         reach: &Reach,
     ) -> NgsiResult<(Arc<Entity>, Vec<String>)> {
-        let sources = self.sources_for(&target.tenant, Operation::RetrieveEntity, reach, |r| {
+        // A source that offers no retrieval by id is asked by query for the one id (5.7.1 is
+        // served by any of retrieveEntity, queryEntity and queryBatch at the source).
+        let ways = [
+            Operation::RetrieveEntity,
+            Operation::QueryEntity,
+            Operation::QueryBatch,
+        ];
+        let sources = self.sources_for(&target.tenant, &ways, reach, |r| {
             r.may_hold(&target.id, &target.types)
         });
         if sources.is_empty() {
@@ -64,19 +77,35 @@ impl Broker {
         let ctx = self.caller_context(reach).await?;
         let asks = sources.iter().filter_map(|r| {
             let mut params = Vec::new();
-            if let Some(names) = narrowed(r, &[], attrs) {
+            let narrowed = narrowed(r, &[], attrs);
+            if let Some(names) = &narrowed {
                 if names.is_empty() {
                     return None;
                 }
-                params.push(("attrs".to_string(), compacted(&names, &ctx)));
+                params.push(("attrs".to_string(), compacted(names, &ctx)));
             }
-            if !target.types.is_empty() {
-                params.push(("type".to_string(), compacted(&target.types, &ctx)));
+            let by_id = r.serves(Operation::RetrieveEntity);
+            let types = if target.types.is_empty() && !by_id {
+                r.types_of(&target.id)
+            } else {
+                target.types.clone()
+            };
+            if !types.is_empty() {
+                params.push(("type".to_string(), compacted(&types, &ctx)));
             }
             if r.local_only() {
                 params.push(("local".to_string(), "true".to_string()));
             }
-            Some(self.ask(r.clone(), vec!["entities", &target.id], params, reach))
+            let id = target.id.clone();
+            Some(async move {
+                if by_id {
+                    self.ask(r.clone(), vec!["entities", &id], params, None, reach)
+                        .await
+                } else {
+                    params.push(("id".to_string(), id));
+                    self.ask_query(r.clone(), params, reach).await
+                }
+            })
         });
         let (local, answers) =
             tokio::join!(self.store.get(&target.tenant, &target.id), join_all(asks));
@@ -114,7 +143,8 @@ impl Broker {
         count: bool,
         reach: &Reach,
     ) -> NgsiResult<QueryResult> {
-        let sources = self.sources_for(tenant, Operation::QueryEntity, reach, |r| {
+        let ways = [Operation::QueryEntity, Operation::QueryBatch];
+        let sources = self.sources_for(tenant, &ways, reach, |r| {
             r.names(&query.selectors, &query.attrs)
         });
         if sources.is_empty() {
@@ -155,11 +185,22 @@ impl Broker {
         }
         let asks = sources.iter().map(|r| {
             let mut params = base.clone();
+            // A source of fragments is asked for the entities and attributes it holds.
+            if !params.iter().any(|(k, _)| k == "id") {
+                if let Some(ids) = r.ids_for(&query.selectors) {
+                    params.push(("id".to_string(), ids.join(",")));
+                }
+            }
+            if !params.iter().any(|(k, _)| k == "attrs") {
+                if let Some(names) = narrowed(r, &query.selectors, &[]).filter(|n| !n.is_empty()) {
+                    params.push(("attrs".to_string(), compacted(&names, &ctx)));
+                }
+            }
             params.push(("limit".to_string(), cap.to_string()));
             if r.local_only() {
                 params.push(("local".to_string(), "true".to_string()));
             }
-            self.ask(r.clone(), vec!["entities"], params, reach)
+            self.ask_query(r.clone(), params, reach)
         });
         let (local, answers) = tokio::join!(
             self.store.query(tenant, &candidates, 0, cap, false),
@@ -212,7 +253,7 @@ impl Broker {
             if r.local_only() {
                 params.push(("local".to_string(), "true".to_string()));
             }
-            self.ask(r.clone(), vec!["entities"], params, reach)
+            self.ask_query(r.clone(), params, reach)
         });
         let (local, answers) = tokio::join!(
             self.store.query(tenant, query, 0, want, count),
@@ -246,6 +287,25 @@ impl Broker {
         self.contexts.active(link.as_ref()).await
     }
 
+    /// Asks one source a query given as the parameters of `GET /entities`: so, when it offers
+    /// queryEntity, else as the body of `POST /entityOperations/query` (queryBatch).
+    async fn ask_query(
+        &self,
+        registration: Arc<Registration>,
+        params: Vec<(String, String)>,
+        reach: &Reach,
+    ) -> Contribution {
+        if registration.serves(Operation::QueryEntity) {
+            return self
+                .ask(registration, vec!["entities"], params, None, reach)
+                .await;
+        }
+        let (body, params) = query_body(params);
+        let path = vec!["entityOperations", "query"];
+        self.ask(registration, path, params, Some(body), reach)
+            .await
+    }
+
     /// Asks one source and reads the entities it answers with; a source that fails or answers
     /// with something that is not NGSI-LD contributes nothing (and is logged).
     async fn ask(
@@ -253,9 +313,20 @@ impl Broker {
         registration: Arc<Registration>,
         path: Vec<&str>,
         params: Vec<(String, String)>,
+        body: Option<Value>,
         reach: &Reach,
     ) -> Contribution {
-        let answer = self.sources.get(&registration, &path, &params, reach).await;
+        let call = Call {
+            method: if body.is_some() {
+                reqwest::Method::POST
+            } else {
+                reqwest::Method::GET
+            },
+            path: &path,
+            params: &params,
+            body: body.as_ref(),
+        };
+        let answer = self.sources.send(&registration, call, reach).await;
         let entities = match answer {
             Ok(Answer::NotFound) => Ok((Vec::new(), None)),
             Ok(Answer::Json { body, link, count }) => self
@@ -419,6 +490,60 @@ fn narrowed(
             Some(names)
         }
     }
+}
+
+/// A query given as `GET /entities` parameters, as a Query (5.2.23) for `POST
+/// /entityOperations/query` and the parameters that stay in the URL (limit, offset, count,
+/// local).
+fn query_body(params: Vec<(String, String)>) -> (Value, Vec<(String, String)>) {
+    let mut body = serde_json::Map::new();
+    body.insert("type".into(), json!("Query"));
+    let mut url = Vec::new();
+    let mut geo = serde_json::Map::new();
+    let (mut ids, mut selector) = (Vec::new(), serde_json::Map::new());
+    for (k, v) in params {
+        match k.as_str() {
+            "type" | "idPattern" => {
+                selector.insert(k, json!(v));
+            }
+            "id" => ids.extend(v.split(',').map(str::to_string)),
+            "attrs" => {
+                body.insert(k, json!(v.split(',').collect::<Vec<_>>()));
+            }
+            "q" | "scopeQ" => {
+                body.insert(k, json!(v));
+            }
+            "geometry" | "georel" | "geoproperty" => {
+                geo.insert(k, json!(v));
+            }
+            "coordinates" => {
+                geo.insert(k, serde_json::from_str(&v).unwrap_or(json!(v)));
+            }
+            _ => url.push((k, v)),
+        }
+    }
+    let entities: Vec<Value> = if ids.is_empty() {
+        (!selector.is_empty())
+            .then(|| Value::Object(selector.clone()))
+            .into_iter()
+            .collect()
+    } else {
+        ids.into_iter()
+            .map(|id| {
+                let mut one = selector.clone();
+                one.remove("idPattern");
+                one.insert("id".into(), json!(id));
+                Value::Object(one)
+            })
+            .collect()
+    };
+    if !entities.is_empty() {
+        body.insert("entities".into(), Value::Array(entities));
+    }
+    if !geo.is_empty() {
+        body.insert("geoQ".into(), Value::Object(geo));
+    }
+    (Value::Object(body), url)
 }
 
 /// Names compacted with the caller's context, comma-separated.

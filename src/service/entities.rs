@@ -355,8 +355,22 @@ impl Broker {
     ) -> NgsiResult<()> {
         let (id_owned, name_owned) = (target.id.clone(), name.to_string());
         self.change(target, move |entity| {
-            if !entity.attrs.contains_key(&name_owned) {
-                return Err(no_attribute(&id_owned, &name_owned));
+            let held = entity.attrs.get(&name_owned);
+            // The instance replaced is the one with the same datasetId (5.6.19.4).
+            let missing = instances.iter().find(|new| {
+                !held.is_some_and(|list| list.iter().any(|a| a.dataset_id == new.dataset_id))
+            });
+            match (held, missing) {
+                (None, _) => return Err(no_attribute(&id_owned, &name_owned)),
+                (Some(_), Some(new)) => {
+                    return Err(NgsiError::not_found(format!(
+                        "entity '{id_owned}' has no instance of attribute '{name_owned}' with {}; replacing an attribute replaces an existing instance",
+                        new.dataset_id
+                            .as_deref()
+                            .map_or("no datasetId (the default instance)".to_string(), |d| format!("datasetId '{d}'"))
+                    )))
+                }
+                (Some(_), None) => {}
             }
             for instance in instances {
                 put_instance(

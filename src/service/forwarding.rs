@@ -183,7 +183,8 @@ impl Broker {
                 .collect();
             let takes_part = !covered.is_empty()
                 || (whole
-                    && (op == Operation::DeleteEntity || r.holds_whole(&target.id, &target.types)));
+                    && (matches!(op, Operation::DeleteEntity | Operation::DeleteBatch)
+                        || r.holds_whole(&target.id, &target.types)));
             if !takes_part {
                 continue;
             }
@@ -459,20 +460,26 @@ impl Broker {
                 },
             )
             .await?;
+        if let Some(e) = spread.refusal() {
+            return Err(e);
+        }
         let mut result = spread.local.unwrap_or_default();
         result
             .not_updated
             .retain(|(n, _)| !spread.forwarded.contains(n));
         result.updated.extend(spread.forwarded.iter().cloned());
         for failure in spread.failures {
+            let here = failure.registration.is_none();
             let names = if failure.attrs.is_empty() {
                 names.clone()
             } else {
                 failure.attrs.clone()
             };
             for n in names {
-                if !result.updated.contains(&n) && !result.not_updated.iter().any(|(x, _)| *x == n)
-                {
+                // This broker's own part failing is reported even for attributes a source
+                // updated: an inclusive registration's copy is only half of the write.
+                let reported = result.not_updated.iter().any(|(x, _)| *x == n);
+                if !reported && (here || !result.updated.contains(&n)) {
                     result.not_updated.push((n, failure.error.detail.clone()));
                 }
             }

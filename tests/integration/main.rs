@@ -17,6 +17,7 @@ mod durability;
 mod entities_api;
 mod entities_lifecycle;
 mod federation;
+mod federation_sources;
 mod geometry_column;
 mod harness;
 mod history;
