@@ -6,6 +6,7 @@
 
 use super::Registration;
 use crate::config::Settings;
+use crate::subscription::model::Stats;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -167,6 +168,9 @@ pub struct Sources {
     max_bytes: usize,
     /// Until when each failed endpoint is left alone.
     resting: Mutex<HashMap<String, Instant>>,
+    /// The requests sent to each registration's source, by tenant and registration id
+    /// (timesSent, timesFailed, lastSuccess, lastFailure and status of Table 5.2.9-1).
+    sent: Mutex<HashMap<(String, String), Stats>>,
 }
 
 impl Sources {
@@ -187,6 +191,7 @@ impl Sources {
             timeout,
             max_bytes: settings.source_max_bytes,
             resting: Mutex::new(HashMap::new()),
+            sent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -240,6 +245,41 @@ impl Sources {
             .is_some_and(|until| until > Instant::now())
     }
 
+    /// The requests this instance has sent to a registration's source (zero counts when none).
+    pub fn stats(&self, tenant: &str, id: &str) -> Stats {
+        self.sent
+            .lock()
+            .ok()
+            .and_then(|sent| sent.get(&(tenant.to_string(), id.to_string())).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Drops the counts of a deleted registration.
+    pub fn forget(&self, tenant: &str, id: &str) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.remove(&(tenant.to_string(), id.to_string()));
+        }
+    }
+
+    /// Counts a request to a registration's source and its outcome.
+    fn count(&self, tenant: &str, id: &str, ok: bool) {
+        let Ok(mut sent) = self.sent.lock() else {
+            return;
+        };
+        let stats = sent
+            .entry((tenant.to_string(), id.to_string()))
+            .or_default();
+        let now = chrono::Utc::now();
+        stats.times_sent += 1;
+        if ok {
+            stats.last_success = Some(now);
+        } else {
+            stats.times_failed += 1;
+            stats.last_failure = Some(now);
+        }
+        stats.status = Some(if ok { "ok" } else { "failed" }.to_string());
+    }
+
     /// Sends a request to the registration's source, in cooldown after a failure when the
     /// registration asks for one.
     pub async fn send(
@@ -249,6 +289,7 @@ impl Sources {
         reach: &Reach,
     ) -> Result<Answer, Failure> {
         let result = self.try_send(registration, call, reach).await;
+        self.count(&reach.tenant, &registration.record.id, result.is_ok());
         if result.is_err() {
             if let Some(cooldown) = registration.management_ms("cooldown") {
                 if let Ok(mut resting) = self.resting.lock() {

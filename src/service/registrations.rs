@@ -149,7 +149,9 @@ impl Broker {
             .record(Collection::Registrations, tenant, id)
             .await?
             .ok_or_else(|| missing(id))?;
-        decode(id, value)
+        let mut record = decode(id, value)?;
+        record.stats = self.sources.stats(tenant, id);
+        Ok(record)
     }
 
     /// Updates a registration with a fragment (5.9.3): each given member replaces the stored one,
@@ -212,6 +214,7 @@ impl Broker {
             return Err(missing(id));
         }
         self.registry.remove(tenant, id);
+        self.sources.forget(tenant, id);
         subscription::registration_changed(self, tenant, before.map(Registration::compile), None)
             .await;
         Ok(())
@@ -233,7 +236,9 @@ impl Broker {
             let record = decode("?", value)?;
             let compiled = Registration::compile(record);
             if compiled.is_live(now) && compiled.matches(discovery) {
-                found.push(compiled.record);
+                let mut record = compiled.record;
+                record.stats = self.sources.stats(tenant, &record.id);
+                found.push(record);
             }
         }
         Ok(found)

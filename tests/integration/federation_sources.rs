@@ -422,3 +422,61 @@ async fn a_batch_delete_reaches_an_exclusive_source_of_some_attributes() {
     assert_eq!(body_of(&requests[0]), json!([id]));
     city.assert_absent(id).await;
 }
+
+#[actix_web::test]
+async fn a_registration_counts_the_requests_sent_to_its_source() {
+    // Table 5.2.9-1: timesSent, timesFailed, lastSuccess, lastFailure and status.
+    let (_ctx_server, ctx) = user_context();
+    let city = TestServer::start().await;
+    let source = ContextServer::start();
+    source.serve_raw(
+        "/ngsi-ld/v1/entities?type=Vehicle&limit=21",
+        200,
+        "application/json",
+        "[]",
+        0,
+    );
+    let id = "urn:ngsi-ld:ContextSourceRegistration:counted";
+    register(
+        &city,
+        &ctx,
+        json!({"id": id, "type": "ContextSourceRegistration",
+               "information": [{"entities": [{"type": "Vehicle"}]}], "endpoint": source.url("")}),
+    )
+    .await;
+    let (_, fresh) = city.get_json(&format!("/csourceRegistrations/{id}")).await;
+    assert!(fresh.get("timesSent").is_none(), "{fresh}");
+    for _ in 0..2 {
+        let (status, _, _) = city
+            .get_with("/entities?type=Vehicle", &[("Link", &link(&ctx))])
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, counted) = city.get_json(&format!("/csourceRegistrations/{id}")).await;
+    assert_eq!(counted["timesSent"], 2, "{counted}");
+    assert_eq!(counted["timesFailed"], 0, "{counted}");
+    assert_eq!(counted["status"], "ok", "{counted}");
+    assert!(counted["lastSuccess"].is_string() && counted.get("lastFailure").is_none());
+
+    // The source answers an error: a failure, and the status says so.
+    source.serve_raw(
+        "/ngsi-ld/v1/entities?type=Vehicle&limit=21",
+        500,
+        "application/json",
+        "{}",
+        0,
+    );
+    city.get_with("/entities?type=Vehicle", &[("Link", &link(&ctx))])
+        .await;
+    let r = city
+        .req(Method::GET, &format!("/csourceRegistrations?type=Vehicle"))
+        .header("Link", link(&ctx))
+        .send()
+        .await
+        .unwrap();
+    let (_, _, listed) = common::read(r).await;
+    assert_eq!(listed[0]["timesSent"], 3, "{listed}");
+    assert_eq!(listed[0]["timesFailed"], 1, "{listed}");
+    assert_eq!(listed[0]["status"], "failed", "{listed}");
+    assert!(listed[0]["lastFailure"].is_string(), "{listed}");
+}
