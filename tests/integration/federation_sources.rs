@@ -469,7 +469,7 @@ async fn a_registration_counts_the_requests_sent_to_its_source() {
     city.get_with("/entities?type=Vehicle", &[("Link", &link(&ctx))])
         .await;
     let r = city
-        .req(Method::GET, &format!("/csourceRegistrations?type=Vehicle"))
+        .req(Method::GET, "/csourceRegistrations?type=Vehicle")
         .header("Link", link(&ctx))
         .send()
         .await
