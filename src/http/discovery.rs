@@ -1,9 +1,11 @@
 //! Discovery (5.7.5–5.7.10): GET /types, /types/{type}, /attributes, /attributes/{attrId}, every name
-//! compacted with the caller's context.
+//! compacted with the caller's context; what registered sources hold is included
+//! (`service::catalogue`) unless `local=true`.
 
 use super::negotiate::{Accepted, RequestInfo};
-use super::response::json_body;
+use super::response::{add_warnings, json_body};
 use crate::error::{NgsiError, NgsiResult};
+use crate::service::catalogue::Ask;
 use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -22,6 +24,13 @@ fn details(info: &RequestInfo) -> NgsiResult<bool> {
     }
 }
 
+/// The response, with an NGSILD-Warning for each source that failed.
+fn answer(info: &RequestInfo, body: Value, warnings: &[String]) -> HttpResponse {
+    let mut response = json_body(info, body);
+    add_warnings(&mut response, warnings);
+    response
+}
+
 fn list_id(kind: &str) -> String {
     format!("urn:ngsi-ld:{kind}:{}", uuid::Uuid::new_v4())
 }
@@ -30,8 +39,13 @@ fn list_id(kind: &str) -> String {
 pub async fn types(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["details", "local", "via"])?;
     let ctx = info.context(&broker).await?;
-    let types = broker.entity_types(&info.tenant).await?;
-    let body = if details(&info)? {
+    let details = details(&info)?;
+    let ask = if details { Ask::Details } else { Ask::List };
+    let merged = broker
+        .entity_types_distributed(&info.tenant, ask, &info.reach())
+        .await?;
+    let types = &merged.entries;
+    let body = if details {
         Value::Array(
             types
                 .iter()
@@ -52,7 +66,7 @@ pub async fn types(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
             "typeList": types.keys().map(|t| ctx.compact(t).into_owned()).collect::<Vec<_>>(),
         })
     };
-    Ok(json_body(&info, body))
+    Ok(answer(&info, body, &merged.warnings))
 }
 
 /// GET /types/{type} (5.7.7).
@@ -61,10 +75,13 @@ pub async fn type_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespons
     let ctx = info.context(&broker).await?;
     let name = &super::entities::segment(&req, "type");
     let iri = ctx.expand(name).into_owned();
-    let types = broker.entity_types(&info.tenant).await?;
-    let t = types
-        .get(&iri)
-        .ok_or_else(|| NgsiError::not_found(format!("no entity has the type '{name}'")))?;
+    let merged = broker
+        .entity_types_distributed(&info.tenant, Ask::One(&iri), &info.reach())
+        .await?;
+    let t = merged.entries.get(&iri).ok_or_else(|| {
+        NgsiError::not_found(format!("no entity has the type '{name}'"))
+            .with_warnings(merged.warnings.clone())
+    })?;
     let body = json!({
         "id": iri,
         "type": "EntityTypeInfo",
@@ -77,15 +94,20 @@ pub async fn type_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespons
             "attributeTypes": kinds,
         })).collect::<Vec<_>>(),
     });
-    Ok(json_body(&info, body))
+    Ok(answer(&info, body, &merged.warnings))
 }
 
 /// GET /attributes (5.7.8 and, with details=true, 5.7.9).
 pub async fn attributes(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["details", "local", "via"])?;
     let ctx = info.context(&broker).await?;
-    let attrs = broker.attributes(&info.tenant).await?;
-    let body = if details(&info)? {
+    let details = details(&info)?;
+    let ask = if details { Ask::Details } else { Ask::List };
+    let merged = broker
+        .attributes_distributed(&info.tenant, ask, &info.reach())
+        .await?;
+    let attrs = &merged.entries;
+    let body = if details {
         Value::Array(
             attrs
                 .iter()
@@ -99,7 +121,7 @@ pub async fn attributes(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespon
             "attributeList": attrs.keys().map(|a| ctx.compact(a).into_owned()).collect::<Vec<_>>(),
         })
     };
-    Ok(json_body(&info, body))
+    Ok(answer(&info, body, &merged.warnings))
 }
 
 fn attribute_body(
@@ -123,9 +145,16 @@ pub async fn attribute_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpRe
     let ctx = info.context(&broker).await?;
     let name = &super::entities::segment(&req, "attr");
     let iri = ctx.expand(name).into_owned();
-    let attrs = broker.attributes(&info.tenant).await?;
-    let a = attrs
-        .get(&iri)
-        .ok_or_else(|| NgsiError::not_found(format!("no entity has the attribute '{name}'")))?;
-    Ok(json_body(&info, attribute_body(&ctx, &iri, a)))
+    let merged = broker
+        .attributes_distributed(&info.tenant, Ask::One(&iri), &info.reach())
+        .await?;
+    let a = merged.entries.get(&iri).ok_or_else(|| {
+        NgsiError::not_found(format!("no entity has the attribute '{name}'"))
+            .with_warnings(merged.warnings.clone())
+    })?;
+    Ok(answer(
+        &info,
+        attribute_body(&ctx, &iri, a),
+        &merged.warnings,
+    ))
 }

@@ -3,6 +3,7 @@
 //! nothing of HTTP.
 
 pub mod batch;
+pub mod catalogue;
 pub mod distributed;
 pub mod entities;
 pub mod forwarding;

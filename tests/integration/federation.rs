@@ -16,7 +16,7 @@ pub(crate) fn user_context() -> (ContextServer, String) {
 }
 
 /// The NGSI-LD endpoint of a test server, as a registration names it.
-fn endpoint(s: &TestServer) -> String {
+pub(crate) fn endpoint(s: &TestServer) -> String {
     s.base.trim_end_matches("/ngsi-ld/v1").to_string()
 }
 

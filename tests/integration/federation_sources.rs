@@ -4,7 +4,7 @@
 //! writes that cannot be sent or only partly succeed. A recording HTTP server plays the source.
 
 use crate::common;
-use crate::federation::{create, ids, register, user_context, vehicle};
+use crate::federation::{create, endpoint, ids, register, user_context, vehicle};
 
 use common::{assert_problem, link, ContextServer, TestServer};
 use reqwest::Method;
@@ -479,4 +479,82 @@ async fn a_registration_counts_the_requests_sent_to_its_source() {
     assert_eq!(listed[0]["timesFailed"], 1, "{listed}");
     assert_eq!(listed[0]["status"], "failed", "{listed}");
     assert!(listed[0]["lastFailure"].is_string(), "{listed}");
+}
+
+#[actix_web::test]
+async fn types_and_attributes_include_what_sources_hold() {
+    // 5.7.5-5.7.10 with 4.3.6: the catalogue of a federating twin adds what its sources hold.
+    let (_ctx_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    create(&city, &ctx, vehicle("urn:ngsi-ld:Vehicle:c1", 5)).await;
+    create(&port, &ctx, vehicle("urn:ngsi-ld:Vehicle:p1", 6)).await;
+    for n in 1..=2 {
+        create(
+            &port,
+            &ctx,
+            json!({"id": format!("urn:ngsi-ld:Ship:s{n}"), "type": "Ship",
+                   "brandName": {"type": "Property", "value": "Maersk"}}),
+        )
+        .await;
+    }
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:catalogue", "type": "ContextSourceRegistration",
+               "information": [{"entities": [{"type": "Ship"}, {"type": "Vehicle"}]}],
+               "operations": ["retrieveEntityTypes", "retrieveEntityTypeDetails", "retrieveEntityTypeInfo",
+                              "retrieveAttrTypes", "retrieveAttrTypeDetails", "retrieveAttrTypeInfo"],
+               "endpoint": endpoint(&port)}),
+    )
+    .await;
+    let get = |path: &'static str| {
+        let (city, ctx) = (&city, ctx.clone());
+        async move {
+            let (status, _, body) = city.get_with(path, &[("Link", &link(&ctx))]).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        }
+    };
+    let list = get("/types").await;
+    assert_eq!(list["typeList"], json!(["Ship", "Vehicle"]), "{list}");
+    let local = get("/types?local=true").await;
+    assert_eq!(local["typeList"], json!(["Vehicle"]), "{local}");
+    let details = get("/types?details=true").await;
+    let ship = details
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["typeName"] == "Ship")
+        .unwrap_or_else(|| panic!("{details}"));
+    assert_eq!(ship["attributeNames"], json!(["brandName"]), "{details}");
+    let vehicles = get("/types/Vehicle").await;
+    assert_eq!(
+        vehicles["entityCount"], 2,
+        "one here, one at the port: {vehicles}"
+    );
+    let ships = get("/types/Ship").await;
+    assert_eq!(ships["entityCount"], 2, "{ships}");
+    assert_eq!(
+        ships["attributeDetails"][0]["attributeTypes"],
+        json!(["Property"])
+    );
+
+    let attributes = get("/attributes").await;
+    assert_eq!(
+        attributes["attributeList"],
+        json!(["brandName", "speed"]),
+        "{attributes}"
+    );
+    let speed = get("/attributes/speed").await;
+    assert_eq!(speed["attributeCount"], 2, "{speed}");
+    assert_eq!(speed["typeNames"], json!(["Vehicle"]), "{speed}");
+    let brand = get("/attributes/brandName").await;
+    assert_eq!(brand["typeNames"], json!(["Ship"]), "{brand}");
+
+    // A source that cannot be reached is named in a warning; the answer stands.
+    port.stop().await;
+    let (status, headers, body) = city.get_with("/types", &[("Link", &link(&ctx))]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["typeList"], json!(["Vehicle"]), "{body}");
+    assert!(headers.get("NGSILD-Warning").is_some(), "{headers:?}");
 }
