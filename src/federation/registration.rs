@@ -614,22 +614,7 @@ pub fn render(record: &Record, ctx: &ActiveContext, sys_attrs: bool) -> Value {
             out.insert(compact(name), value.clone());
         }
     }
-    let stats = &record.stats;
-    if stats.times_sent > 0 {
-        out.insert("timesSent".into(), stats.times_sent.into());
-        out.insert("timesFailed".into(), stats.times_failed.into());
-        for (name, at) in [
-            ("lastSuccess", stats.last_success),
-            ("lastFailure", stats.last_failure),
-        ] {
-            if let Some(at) = at {
-                out.insert(name.into(), Value::String(format_time(&at)));
-            }
-        }
-    }
-    if let Some(status) = &stats.status {
-        out.insert("status".into(), Value::String(status.clone()));
-    }
+    record.stats.render_into(&mut out);
     if sys_attrs {
         out.insert(
             "createdAt".into(),

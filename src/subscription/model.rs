@@ -96,6 +96,32 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Writes the statistics as the read-only members of a representation (timesSent and
+    /// timesFailed when not zero, the times when known, status): the NotificationParams of a
+    /// subscription (5.2.14) and a registration's own members (Table 5.2.9-1).
+    pub fn render_into(&self, out: &mut Map<String, Value>) {
+        for (k, count) in [
+            ("timesSent", self.times_sent),
+            ("timesFailed", self.times_failed),
+        ] {
+            if count > 0 {
+                out.insert(k.into(), Value::from(count));
+            }
+        }
+        for (k, t) in [
+            ("lastNotification", self.last_notification),
+            ("lastSuccess", self.last_success),
+            ("lastFailure", self.last_failure),
+        ] {
+            if let Some(t) = t {
+                out.insert(k.into(), Value::String(crate::model::format_time(&t)));
+            }
+        }
+        if let Some(status) = &self.status {
+            out.insert("status".into(), Value::String(status.clone()));
+        }
+    }
+
     /// How many delivery outcomes these statistics have seen (the larger copy is the newer one).
     pub fn events(&self) -> u64 {
         self.times_sent + self.times_failed

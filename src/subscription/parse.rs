@@ -668,24 +668,7 @@ pub fn render(
                         n.insert(member.into(), v);
                     }
                 }
-                let s = &record.stats;
-                for (k, count) in [("timesSent", s.times_sent), ("timesFailed", s.times_failed)] {
-                    if count > 0 {
-                        n.insert(k.into(), Value::from(count));
-                    }
-                }
-                for (k, t) in [
-                    ("lastNotification", s.last_notification),
-                    ("lastSuccess", s.last_success),
-                    ("lastFailure", s.last_failure),
-                ] {
-                    if let Some(t) = t {
-                        n.insert(k.into(), Value::String(format_time(&t)));
-                    }
-                }
-                if let Some(status) = &s.status {
-                    n.insert("status".into(), Value::String(status.clone()));
-                }
+                record.stats.render_into(&mut n);
                 Value::Object(n)
             }
             _ => value.clone(),

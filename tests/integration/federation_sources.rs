@@ -454,7 +454,10 @@ async fn a_registration_counts_the_requests_sent_to_its_source() {
     }
     let (_, counted) = city.get_json(&format!("/csourceRegistrations/{id}")).await;
     assert_eq!(counted["timesSent"], 2, "{counted}");
-    assert_eq!(counted["timesFailed"], 0, "{counted}");
+    assert!(
+        counted.get("timesFailed").is_none(),
+        "none failed: {counted}"
+    );
     assert_eq!(counted["status"], "ok", "{counted}");
     assert!(counted["lastSuccess"].is_string() && counted.get("lastFailure").is_none());
 
