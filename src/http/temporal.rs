@@ -10,7 +10,7 @@ use super::negotiate::{read_body, Body, RequestInfo};
 use super::query::{
     entity_query, page, page_headers, query_from_body, require_restriction, LinkOrder,
 };
-use super::response::json_body;
+use super::response::{add_warnings, json_body};
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
@@ -222,7 +222,9 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
-    let (te, cut) = broker.retrieve_temporal(&target, &query).await?;
+    let (te, cut, warnings) = broker
+        .retrieve_temporal_distributed(&target, &query, &forwarded(&info), &info.reach())
+        .await?;
     let empty = match &te.content {
         Content::Instances(r) => r.is_empty(),
         Content::Buckets(b) => b.is_empty(),
@@ -245,7 +247,17 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     }
     let mut response = json_body(&info, Value::Object(rendered));
     content_range(&mut response, &cut);
+    add_warnings(&mut response, &warnings);
     Ok(response)
+}
+
+/// The temporal parameters of a GET request, which its sources are given as they came.
+fn forwarded(info: &RequestInfo) -> Vec<(String, String)> {
+    info.query
+        .iter()
+        .filter(|(k, _)| crate::service::temporal_sources::TEMPORAL_PARAMS.contains(&k.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// GET /temporal/entities (5.7.4).
@@ -257,24 +269,34 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     refuse_links(&selection)?;
     check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
-    answer_query(&req, &info, &broker, &ctx, selection, (query, opts)).await
+    let asked = (query, opts, forwarded(&info));
+    answer_query(&req, &info, &broker, &ctx, selection, asked).await
 }
 
-/// Runs a temporal query (GET or POST) and answers with the page, its paging headers and the
-/// Content-Range of instances cut short.
+/// Runs a temporal query (GET or POST) here and at its sources (which get the temporal
+/// parameters `forwarded`) and answers with the page, its paging headers and the Content-Range
+/// of instances cut short.
 async fn answer_query(
     req: &HttpRequest,
     info: &RequestInfo,
     broker: &Broker,
     ctx: &ActiveContext,
     selection: EntityQuery,
-    (query, opts): (TemporalQuery, RenderOptions),
+    (query, opts, forwarded): (TemporalQuery, RenderOptions, Vec<(String, String)>),
 ) -> NgsiResult<HttpResponse> {
     let (page, count) = page(info, broker)?;
-    let result = broker
-        .query_temporal(&info.tenant, selection, &query, page, count)
+    let (result, warnings) = broker
+        .query_temporal_distributed(
+            &info.tenant,
+            selection,
+            &query,
+            (page, count),
+            &forwarded,
+            &info.reach(),
+        )
         .await?;
     let mut response = json_body(info, render_all(&result.entities, &query, ctx, &opts));
+    add_warnings(&mut response, &warnings);
     page_headers(
         &mut response,
         req,
@@ -414,7 +436,17 @@ pub async fn post_query(
         aggr_period: info.param("aggrPeriodDuration"),
     };
     let (query, opts) = temporal_query(&info, &ctx, &temporal)?;
-    answer_query(&req, &info, &broker, &ctx, selection, (query, opts)).await
+    let mut forwarded = forwarded(&info);
+    for (name, text) in ["timerel", "timeAt", "endTimeAt", "timeproperty", "lastN"]
+        .into_iter()
+        .zip(texts)
+    {
+        if let Some(text) = text {
+            forwarded.push((name.to_string(), text));
+        }
+    }
+    let asked = (query, opts, forwarded);
+    answer_query(&req, &info, &broker, &ctx, selection, asked).await
 }
 
 fn no_content() -> HttpResponse {

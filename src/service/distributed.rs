@@ -242,8 +242,7 @@ impl Broker {
         let want = (page.offset + page.limit).min(self.settings.max_page_size);
         // One more than the page needs tells whether a next page exists.
         let ask = (want + 1).min(self.settings.max_page_size);
-        let mut base = selector_params(&query.selectors, ctx);
-        base.extend(filter_params(query, ctx));
+        let mut base = query_params(query, ctx);
         base.push(("limit".to_string(), ask.to_string()));
         if count {
             base.push(("count".to_string(), "true".to_string()));
@@ -443,6 +442,14 @@ fn assemble(
             }
         }
     }
+}
+
+/// A whole query (selectors and filters) as the parameters of `GET /entities` at a source,
+/// names compacted with the caller's context.
+pub fn query_params(query: &EntityQuery, ctx: &ActiveContext) -> Vec<(String, String)> {
+    let mut params = selector_params(&query.selectors, ctx);
+    params.extend(filter_params(query, ctx));
+    params
 }
 
 /// The query's filters as a source reads them with the caller's context: q, geoQ, scopeQ and

@@ -11,6 +11,7 @@ pub mod query;
 pub mod registrations;
 pub mod subscriptions;
 pub mod temporal;
+pub mod temporal_sources;
 
 use crate::config::Settings;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};

@@ -561,3 +561,130 @@ async fn types_and_attributes_include_what_sources_hold() {
     assert_eq!(body["typeList"], json!(["Vehicle"]), "{body}");
     assert!(headers.get("NGSILD-Warning").is_some(), "{headers:?}");
 }
+
+/// A vehicle's speed observed at these hours of 2026-01-01, as a temporal representation.
+fn speeds(id: &str, hours: &[(u32, i64)]) -> Value {
+    let instances: Vec<Value> = hours
+        .iter()
+        .map(|(h, v)| {
+            json!({"type": "Property", "value": v,
+                   "observedAt": format!("2026-01-01T{h:02}:00:00Z")})
+        })
+        .collect();
+    json!({"id": id, "type": "Vehicle", "speed": instances})
+}
+
+#[actix_web::test]
+async fn temporal_evolutions_include_the_instances_sources_hold() {
+    // 5.7.3 and 5.7.4 with 4.3.6: the city holds one reading of a vehicle, the port two more, and
+    // another vehicle only the port knows.
+    let (_ctx_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    for (server, body) in [
+        (&city, speeds("urn:ngsi-ld:Vehicle:t1", &[(3, 30)])),
+        (&port, speeds("urn:ngsi-ld:Vehicle:t1", &[(1, 10), (2, 20)])),
+        (&port, speeds("urn:ngsi-ld:Vehicle:t2", &[(4, 40)])),
+    ] {
+        let r = server
+            .send_linked(Method::POST, "/temporal/entities", &ctx, &body)
+            .await;
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:history", "type": "ContextSourceRegistration",
+               "information": [{"entities": [{"type": "Vehicle"}]}],
+               "operations": ["retrieveTemporal", "queryTemporal"], "endpoint": endpoint(&port)}),
+    )
+    .await;
+    let values = |body: &Value| -> Vec<i64> {
+        body["speed"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|i| i["value"].as_i64().unwrap())
+            .collect()
+    };
+    let window = "timerel=after&timeAt=2025-12-31T00:00:00Z";
+    let get = |path: String| {
+        let (city, ctx) = (&city, ctx.clone());
+        async move {
+            let (status, headers, body) = city.get_with(&path, &[("Link", &link(&ctx))]).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            (headers, body)
+        }
+    };
+    let (_, one) = get(format!(
+        "/temporal/entities/urn:ngsi-ld:Vehicle:t1?{window}"
+    ))
+    .await;
+    assert_eq!(values(&one), [10, 20, 30], "merged in time order: {one}");
+    let (_, last) = get(format!(
+        "/temporal/entities/urn:ngsi-ld:Vehicle:t1?{window}&lastN=2"
+    ))
+    .await;
+    assert_eq!(values(&last), [20, 30], "lastN over the whole: {last}");
+    let (_, simplified) = get(format!(
+        "/temporal/entities/urn:ngsi-ld:Vehicle:t1?{window}&options=temporalValues"
+    ))
+    .await;
+    assert_eq!(
+        simplified["speed"]["values"].as_array().map(Vec::len),
+        Some(3),
+        "{simplified}"
+    );
+    let (_, here) = get(format!(
+        "/temporal/entities/urn:ngsi-ld:Vehicle:t1?{window}&local=true"
+    ))
+    .await;
+    assert_eq!(values(&here), [30]);
+    // Held only at the port: still found.
+    let (_, remote) = get(format!(
+        "/temporal/entities/urn:ngsi-ld:Vehicle:t2?{window}"
+    ))
+    .await;
+    assert_eq!(values(&remote), [40]);
+
+    let (_, all) = get(format!(
+        "/temporal/entities?type=Vehicle&{window}&count=true"
+    ))
+    .await;
+    assert_eq!(
+        ids(&all),
+        ["urn:ngsi-ld:Vehicle:t1", "urn:ngsi-ld:Vehicle:t2"],
+        "{all}"
+    );
+    assert_eq!(values(&all[0]), [10, 20, 30]);
+    let (headers, first) = get(format!(
+        "/temporal/entities?type=Vehicle&{window}&limit=1&count=true"
+    ))
+    .await;
+    assert_eq!(ids(&first), ["urn:ngsi-ld:Vehicle:t1"]);
+    assert_eq!(headers["NGSILD-Results-Count"], "2");
+    let (_, second) = get(format!(
+        "/temporal/entities?type=Vehicle&{window}&limit=1&offset=1"
+    ))
+    .await;
+    assert_eq!(ids(&second), ["urn:ngsi-ld:Vehicle:t2"]);
+
+    // A POST query gives its sources the same question.
+    let r = city
+        .send_ld(
+            Method::POST,
+            "/temporal/entityOperations/query",
+            &json!({"type": "Query", "entities": [{"type": "Vehicle"}], "@context": ctx,
+                    "temporalQ": {"timerel": "after", "timeAt": "2025-12-31T00:00:00Z"}}),
+        )
+        .await;
+    let (status, _, posted) = common::read(r).await;
+    assert_eq!(status, 200, "{posted}");
+    assert_eq!(
+        ids(&posted),
+        ["urn:ngsi-ld:Vehicle:t1", "urn:ngsi-ld:Vehicle:t2"]
+    );
+}
