@@ -42,7 +42,7 @@ fn sensor(i: usize) -> Value {
         "type": "Sensor",
         "temperature": {"type": "Property", "value": (i % 400) as f64 / 10.0, "unitCode": "CEL"},
         "humidity": {"type": "Property", "value": (i % 100) as f64},
-        "status": {"type": "Property", "value": if i % 2 == 0 { "on" } else { "off" }},
+        "status": {"type": "Property", "value": if i.is_multiple_of(2) { "on" } else { "off" }},
         "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [
             2.2 + (i % 1000) as f64 * 1e-4, 48.8 + (i / 1000) as f64 * 1e-4]}}
     })

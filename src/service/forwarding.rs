@@ -3,7 +3,9 @@
 //! gets the part it covers, in one request; an inclusive registration gets a copy of what is also
 //! written here, exclusive and redirect ones take their part away from this broker, auxiliary ones
 //! never get writes. A proxied part whose registration does not offer the operation is a
-//! Conflict, and is not sent. What failed, here or at a source, is reported per leg.
+//! Conflict, and is not sent. What failed, here or at a source, is reported per leg. A purge
+//! (5.6.21) selects entities by a query rather than by id: it goes as it came to every source
+//! registered for what the query may select.
 
 use super::batch::{BatchItem, BatchOp, BatchResult};
 use super::entities::{Purged, Target, UpdateResult};
@@ -443,8 +445,8 @@ impl Broker {
     ) -> NgsiResult<Spread<()>> {
         let now = Utc::now();
         if !self.federates(tenant, reach) || self.sources.looped(reach) {
-            let local = self.purge_entities(tenant, query, purged, now).await?;
-            return Ok(Spread::local(local));
+            self.purge_entities(tenant, query, purged, now).await?;
+            return Ok(Spread::local(()));
         }
         let mut plan = Plan::default();
         let dropped = match &purged {
