@@ -133,7 +133,7 @@ impl TenantIndex {
     }
 
     /// The entities a plan looks at, in id order, from the first id past `after` (every one
-    /// without it), and whether the geoQ is decided already (the plan came from the R-tree).
+    /// without it).
     fn candidates<'a>(
         &'a self,
         plan: &'a Plan<'a>,
