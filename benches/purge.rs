@@ -68,9 +68,12 @@ async fn restore(db: &tokio_postgres::Client) {
     )
     .await
     .expect("restore the entities");
-    db.batch_execute("VACUUM ANALYZE entities; VACUUM ANALYZE attribute_instances;")
-        .await
-        .expect("vacuum");
+    // One statement each: a VACUUM cannot run in the transaction of a multi-statement batch.
+    for table in ["entities", "attribute_instances"] {
+        db.batch_execute(&format!("VACUUM ANALYZE {table}"))
+            .await
+            .expect("vacuum");
+    }
 }
 
 /// Entity rows of the tenant and history rows: what a step left.
