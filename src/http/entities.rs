@@ -11,7 +11,7 @@ use crate::ld::ActiveContext;
 use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{self, Projection, RenderOptions};
 use crate::model::ENTITY_MEMBERS;
-use crate::service::entities::{Target, UpdateResult, SCOPE_IRI};
+use crate::service::entities::{Purged, Target, UpdateResult, SCOPE_IRI};
 use crate::service::forwarding::Spread;
 use crate::service::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -198,13 +198,14 @@ fn update_result(ctx: &ActiveContext, result: UpdateResult) -> HttpResponse {
         .body(body.to_string())
 }
 
-/// The answer to a distributed write: `ok` when every part succeeded; the error itself when no
-/// part could even be tried; otherwise 207 with what succeeded and each failed part (the
+/// The answer to a distributed write of the entity `id` (None: of the entities a purge selects):
+/// `ok` when every part succeeded; the error itself when no part could even be tried; otherwise
+/// 207 with the entity when some part of its write succeeded and each failed part (the
 /// registration it went to, its attributes and the ProblemDetails).
 fn spread_response<T>(
     spread: Spread<T>,
     ok: HttpResponse,
-    id: &str,
+    id: Option<&str>,
     ctx: &ActiveContext,
 ) -> NgsiResult<HttpResponse> {
     if spread.failures.is_empty() {
@@ -218,7 +219,10 @@ fn spread_response<T>(
         .failures
         .iter()
         .map(|f| {
-            let mut e = json!({"entityId": id, "error": f.problem()});
+            let mut e = json!({"error": f.problem()});
+            if let Some(id) = id {
+                e["entityId"] = json!(id);
+            }
             if let Some(r) = &f.registration {
                 e["registrationId"] = json!(r);
             }
@@ -233,7 +237,7 @@ fn spread_response<T>(
         })
         .collect();
     let body = json!({
-        "success": if succeeded { vec![id] } else { Vec::new() },
+        "success": id.filter(|_| succeeded).into_iter().collect::<Vec<_>>(),
         "errors": errors,
     });
     Ok(HttpResponse::MultiStatus()
@@ -257,7 +261,7 @@ pub async fn create(
     let mut r = HttpResponse::Created();
     let encoded = percent_encoding::utf8_percent_encode(&id, SEGMENT);
     r.insert_header(("Location", format!("{BASE}/entities/{encoded}")));
-    spread_response(spread, r.finish(), &id, &w.ctx)
+    spread_response(spread, r.finish(), Some(&id), &w.ctx)
 }
 
 /// One member of a pick or omit list: a name and, for `rel{a,b}`, the members of the entities
@@ -504,7 +508,73 @@ pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> 
     let spread = broker
         .delete_entity_distributed(&target, &info.reach())
         .await?;
-    spread_response(spread, no_content(), &target.id, &ctx)
+    spread_response(spread, no_content(), Some(&target.id), &ctx)
+}
+
+/// Query parameters of a purge (5.6.21, 6.4.3.3): the entity selection of a query, `local`,
+/// and `drop` or `keep`.
+const PURGE_PARAMS: &[&str] = &[
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "q",
+    "csf",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "scopeQ",
+    "local",
+    "drop",
+    "keep",
+];
+
+/// DELETE /entities (purge, 5.6.21): the entities the query selects, or the attributes `drop`
+/// names (or all but those `keep` names) of each, here and at the sources registered for them.
+pub async fn purge(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let info = RequestInfo::read(&req, WRITE_OFFERS, PURGE_PARAMS)?;
+    let ctx = info.context(&broker).await?;
+    // 5.6.21.4: a purge does not follow Relationships (no Linked Entity retrieval).
+    if info.param("attrs").is_some_and(|a| a.contains('{')) {
+        return Err(NgsiError::bad_data(
+            "attrs of a purge name attributes; Linked Entity retrieval ('{') is not available for a purge",
+        ));
+    }
+    let query = super::query::entity_query(&info, &ctx)?;
+    if query.q.as_ref().is_some_and(|q| q.link_depth() > 0) {
+        return Err(NgsiError::bad_data(
+            "q of a purge cannot follow linked entity paths ('{')",
+        ));
+    }
+    super::query::require_narrowing(
+        query.is_restricted_without_scope(),
+        &info,
+        "a purge needs at least one of type, attrs or q naming an attribute other than a system one, or a geoQ (or local=true); ids, idPattern and scopeQ alone select too widely",
+    )?;
+    let names = |param: &str, list| super::query::attribute_names(param, Some(list), &ctx);
+    let purged = match (info.list("drop")?, info.list("keep")?) {
+        (Some(_), Some(_)) => {
+            return Err(NgsiError::bad_data(
+                "drop and keep cannot be combined: drop names the attributes to delete, keep the only ones to leave",
+            ))
+        }
+        (Some(drop), None) => Purged::Attrs(names("drop", drop)?),
+        (None, Some(keep)) => Purged::AllBut(names("keep", keep)?),
+        (None, None) => Purged::Entity,
+    };
+    let mut reach = info.reach();
+    reach.local |= super::query::every_type(&info);
+    let forwarded: Vec<(String, String)> = info
+        .query
+        .iter()
+        .filter(|(k, _)| k != "local")
+        .cloned()
+        .collect();
+    let spread = broker
+        .purge_distributed(&info.tenant, query, purged, forwarded, &reach)
+        .await?;
+    spread_response(spread, no_content(), None, &ctx)
 }
 
 fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
@@ -530,7 +600,7 @@ pub async fn merge(
     let spread = broker
         .rewrite_entity_distributed(&target, input, true, Utc::now(), &w.reach)
         .await?;
-    spread_response(spread, no_content(), &target.id, &w.ctx)
+    spread_response(spread, no_content(), Some(&target.id), &w.ctx)
 }
 
 /// PUT /entities/{id} (replace, 5.6.18).
@@ -545,7 +615,7 @@ pub async fn replace(
     let spread = broker
         .rewrite_entity_distributed(&target, input, false, Utc::now(), &w.reach)
         .await?;
-    spread_response(spread, no_content(), &target.id, &w.ctx)
+    spread_response(spread, no_content(), Some(&target.id), &w.ctx)
 }
 
 fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
@@ -640,7 +710,7 @@ pub async fn partial_update_attr(
             local,
         )
         .await?;
-    spread_response(spread, no_content(), &target.id, &w.ctx)
+    spread_response(spread, no_content(), Some(&target.id), &w.ctx)
 }
 
 /// PUT /entities/{id}/attrs/{attrId} (replace attribute, 5.6.19).
@@ -666,7 +736,7 @@ pub async fn replace_attr(
             broker.replace_attr(&target, &iri, instances, Utc::now()),
         )
         .await?;
-    spread_response(spread, no_content(), &target.id, &w.ctx)
+    spread_response(spread, no_content(), Some(&target.id), &w.ctx)
 }
 
 /// DELETE /entities/{id}/attrs/{attrId} (5.6.5), with `datasetId` or `deleteAll=true`.
@@ -703,7 +773,7 @@ pub async fn delete_attr(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespo
             broker.delete_attr(&target, &iri, dataset_id, delete_all, Utc::now()),
         )
         .await?;
-    spread_response(spread, no_content(), &target.id, &ctx)
+    spread_response(spread, no_content(), Some(&target.id), &ctx)
 }
 
 /// The `datasetId` and `deleteAll` parameters of an attribute deletion (5.6.5, 5.6.15).

@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource("/entities")
                     .route(web::post().to(entities::create))
                     .route(web::get().to(query::query))
+                    .route(web::delete().to(entities::purge))
                     .default_service(web::to(response::method_not_allowed)),
             )
             // The paths of one entity first: each resource with a path parameter costs the router a

@@ -188,7 +188,7 @@ pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Entit
         } else {
             Vec::new()
         },
-        attrs: expand_list(info.list("attrs")?, ctx)?,
+        attrs: attribute_names("attrs", info.list("attrs")?, ctx)?,
         q: info
             .param("q")
             .map(|q| parse_q(q, info.list("expandValues")?, ctx))
@@ -311,15 +311,26 @@ fn string_list(value: Option<&Value>) -> NgsiResult<Option<Vec<String>>> {
     }
 }
 
-fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Vec<String>> {
+/// The attribute names of a list parameter (`param`, for the error), expanded; `id` and `type`
+/// are no attributes.
+pub fn attribute_names(
+    param: &str,
+    names: Option<Vec<String>>,
+    ctx: &ActiveContext,
+) -> NgsiResult<Vec<String>> {
     names
         .unwrap_or_default()
         .iter()
         .map(|n| {
             crate::model::validate::name("attribute name", n)?;
             if n == "id" || n == "type" {
+                let hint = if param == "attrs" {
+                    " (use pick to choose id or type)"
+                } else {
+                    ""
+                };
                 return Err(NgsiError::bad_data(format!(
-                    "attrs names attributes; '{n}' is not one (use pick to choose id or type)"
+                    "{param} names attributes; '{n}' is not one{hint}"
                 )));
             }
             Ok(ctx.expand(n).into_owned())
@@ -327,21 +338,34 @@ fn expand_list(names: Option<Vec<String>>, ctx: &ActiveContext) -> NgsiResult<Ve
         .collect()
 }
 
-/// 5.7.2: a query names a type, attrs, q, geoQ or scopeQ, unless it asks for `local=true`;
-/// `type=*` (every type) implies `local=true` and contradicts an explicit `local=false`.
+/// 5.7.2: a query names a type, attrs, q, geoQ or scopeQ, unless it asks for `local=true`.
 pub fn require_restriction(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
-    let every_type = info.param("type").is_some_and(|t| t.trim() == "*");
+    require_narrowing(
+        query.is_restricted(),
+        info,
+        "a query needs at least one of type, attrs, q, geoQ or scopeQ (or local=true)",
+    )
+}
+
+/// Whether the request selects every type (`type=*`), which implies `local=true` (5.7.2).
+pub fn every_type(info: &RequestInfo) -> bool {
+    info.param("type").is_some_and(|t| t.trim() == "*")
+}
+
+/// BadRequestData (`needs` says what is missing) unless the request's selection is `narrowed`,
+/// names every type (`type=*`) or asks for `local=true`; `type=*` contradicts an explicit
+/// `local=false`.
+pub fn require_narrowing(narrowed: bool, info: &RequestInfo, needs: &str) -> NgsiResult<()> {
+    let every_type = every_type(info);
     if every_type && info.param("local") == Some("false") {
         return Err(NgsiError::bad_data(
             "type=* implies local=true and cannot be combined with local=false",
         ));
     }
-    if query.is_restricted() || every_type || info.param("local") == Some("true") {
+    if narrowed || every_type || info.param("local") == Some("true") {
         return Ok(());
     }
-    Err(NgsiError::bad_data(
-        "a query needs at least one of type, attrs, q, geoQ or scopeQ (or local=true)",
-    ))
+    Err(NgsiError::bad_data(needs))
 }
 
 /// 5.7.2.4: a q on linked entity paths needs Linked Entity retrieval (`join`) at least as deep as
@@ -433,7 +457,7 @@ pub fn query_from_body(
             let names = names.ok_or_else(|| {
                 NgsiError::bad_data("the query's attrs must be an array of strings")
             })?;
-            expand_list(Some(names), ctx)?
+            attribute_names("attrs", Some(names), ctx)?
         }
         Some(other) => {
             return Err(NgsiError::bad_data(format!(

@@ -130,6 +130,13 @@ impl EntityQuery {
     /// attrs other than system ones, q on other than system attributes, geoQ or scopeQ; ids alone
     /// do not).
     pub fn is_restricted(&self) -> bool {
+        self.is_restricted_without_scope() || self.scope.is_some()
+    }
+
+    /// Whether the query narrows the entities by a type, attrs other than system ones, q on other
+    /// than system attributes or a geoQ: what a purge needs unless it is local (5.6.21.4, where a
+    /// scopeQ alone is "too wide").
+    pub fn is_restricted_without_scope(&self) -> bool {
         self.selectors.iter().any(|s| s.types.is_some())
             || self
                 .attrs
@@ -141,7 +148,6 @@ impl EntityQuery {
                     .any(|a| !SYSTEM_ATTRIBUTES.contains(a))
             })
             || self.geo.is_some()
-            || self.scope.is_some()
     }
 
     /// Whether an entity satisfies every selector.

@@ -6,7 +6,8 @@ use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::parse::EntityInput;
 use crate::model::{AttrKind, Attribute, Entity};
-use crate::store::Write;
+use crate::query::EntityQuery;
+use crate::store::{Decide, Decision, Step, Write};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::Arc;
@@ -49,6 +50,22 @@ impl Target {
         self.types.is_empty() || self.types.iter().any(|t| entity.types.contains(t))
     }
 }
+
+/// What a purge (5.6.21) removes from each entity it selects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Purged {
+    /// The whole entity.
+    Entity,
+    /// These attributes (`drop`, expanded names); the entity stays.
+    Attrs(Vec<String>),
+    /// Every attribute but these (`keep`, expanded names); the entity stays.
+    AllBut(Vec<String>),
+}
+
+/// How many entities one store write of a purge takes on: one transaction each, whose deletions
+/// are one statement on PostgreSQL, so that a purge of any size holds neither all its entities in
+/// memory nor one long transaction.
+const PURGE_CHUNK: usize = 1000;
 
 /// The expanded IRI under which the `scope` member is addressed as an attribute.
 pub const SCOPE_IRI: &str = "https://uri.etsi.org/ngsi-ld/scope";
@@ -235,6 +252,47 @@ impl Broker {
             _ => Err(missing(&t.id)),
         })
         .await
+    }
+
+    /// Purges the entities of the tenant that `query` selects (5.6.21): deletes them, or the
+    /// attributes `purged` names. The matches are taken on a chunk at a time in id order, each
+    /// chunk in one store write that checks every entity still matches when it is locked, and
+    /// records history and notifies like any delete or attribute deletion.
+    pub async fn purge_entities(
+        &self,
+        tenant: &str,
+        query: EntityQuery,
+        purged: Purged,
+        now: DateTime<Utc>,
+    ) -> NgsiResult<()> {
+        self.require_tenant(tenant).await?;
+        let (query, purged) = (Arc::new(query), Arc::new(purged));
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self
+                .store
+                .matching_ids(tenant, &query, after.as_deref(), PURGE_CHUNK)
+                .await?;
+            let steps: Vec<Step<()>> = chunk
+                .ids
+                .into_iter()
+                .map(|id| {
+                    let (query, purged) = (query.clone(), purged.clone());
+                    let decide: Decide<()> = Box::new(move |current| {
+                        Ok(Decision::from((purge(current, &query, &purged, now), ())))
+                    });
+                    (id, decide)
+                })
+                .collect();
+            if !steps.is_empty() {
+                // Every step decides Ok: only the store itself can fail.
+                self.store.modify_many(tenant, steps).await?;
+            }
+            match chunk.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Runs `change` on the existing entity and stores the result (NotFound when it is missing).
@@ -437,6 +495,33 @@ impl Broker {
         self.decide(target, move |t, current| replace(t, current, input, now))
             .await
     }
+}
+
+/// The write a purge decides for one entity: none when it no longer matches the purge's query
+/// (it changed since it was selected) or has none of the attributes to remove.
+fn purge(
+    current: Option<&Entity>,
+    query: &EntityQuery,
+    purged: &Purged,
+    now: DateTime<Utc>,
+) -> Write {
+    let Some(entity) = current.filter(|e| query.matches(e)) else {
+        return Write::Keep;
+    };
+    // The names listed, and whether those are the attributes that stay.
+    let (names, listed_stay) = match purged {
+        Purged::Entity => return Write::Delete,
+        Purged::Attrs(names) => (names, false),
+        Purged::AllBut(names) => (names, true),
+    };
+    let stays = |name: &String| names.contains(name) == listed_stay;
+    if entity.attrs.keys().all(stays) {
+        return Write::Keep;
+    }
+    let mut changed = entity.clone();
+    changed.attrs.retain(|name, _| stays(name));
+    changed.modified_at = now;
+    Write::Put(changed)
 }
 
 /// Fails unless the id in a body is absent or the one in the URL.

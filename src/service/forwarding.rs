@@ -3,10 +3,12 @@
 //! gets the part it covers, in one request; an inclusive registration gets a copy of what is also
 //! written here, exclusive and redirect ones take their part away from this broker, auxiliary ones
 //! never get writes. A proxied part whose registration does not offer the operation is a
-//! Conflict, and is not sent. What failed, here or at a source, is reported per leg.
+//! Conflict, and is not sent. What failed, here or at a source, is reported per leg. A purge
+//! (5.6.21) selects entities by a query rather than by id: it goes as it came to every source
+//! registered for what the query may select.
 
 use super::batch::{BatchItem, BatchOp, BatchResult};
-use super::entities::{Target, UpdateResult};
+use super::entities::{Purged, Target, UpdateResult};
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::forward::{Answer, Call, Failure, Reach};
@@ -16,6 +18,7 @@ use crate::federation::Registration;
 use crate::ld::ActiveContext;
 use crate::model::parse::EntityInput;
 use crate::model::Entity;
+use crate::query::EntityQuery;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -356,10 +359,26 @@ impl Broker {
             .active(reach.context.clone().map(Value::String).as_ref())
             .await?;
         let legs = self.legs(&plan, target, request, &shape, &ctx);
-        let local_part = local(taken);
-        let attempted = local_part.is_some() || !legs.is_empty();
+        self.run_plan(plan, legs, op, local(taken), reach).await
+    }
+
+    /// Runs a planned write: this broker's part (`local`, None when nothing of it stays here)
+    /// while each leg goes to its source; the parts the plan refused and every part that failed
+    /// are reported per leg.
+    async fn run_plan<T, Fut>(
+        &self,
+        plan: Plan,
+        legs: Vec<Leg>,
+        op: Operation,
+        local: Option<Fut>,
+        reach: &Reach,
+    ) -> NgsiResult<Spread<T>>
+    where
+        Fut: std::future::Future<Output = NgsiResult<T>>,
+    {
+        let attempted = local.is_some() || !legs.is_empty();
         let run_local = async {
-            match local_part {
+            match local {
                 Some(run) => Some(run.await),
                 None => None,
             }
@@ -408,6 +427,69 @@ impl Broker {
             attempted,
             failures,
         })
+    }
+
+    /// Purges entities (5.6.21) here and at the sources registered for entities its query may
+    /// select (and, for `drop`, for one of the attributes it drops): each source whose
+    /// registration offers purgeEntity gets the caller's purge as it is (`params`, the caller's
+    /// query parameters less `local`), in one request; an inclusive source purges its copies, an
+    /// exclusive or redirect one its part; a proxied registration without purgeEntity is a
+    /// Conflict and is not sent. A source may hold none of what the purge selects, so its 404 is
+    /// no failure.
+    pub async fn purge_distributed(
+        &self,
+        tenant: &str,
+        query: EntityQuery,
+        purged: Purged,
+        params: Vec<(String, String)>,
+        reach: &Reach,
+    ) -> NgsiResult<Spread<()>> {
+        let now = Utc::now();
+        if !self.federates(tenant, reach) || self.sources.looped(reach) {
+            self.purge_entities(tenant, query, purged, now).await?;
+            return Ok(Spread::local(()));
+        }
+        let mut plan = Plan::default();
+        let dropped = match &purged {
+            Purged::Attrs(names) => Some(names),
+            _ => None,
+        };
+        for r in self.registry.of(tenant).iter().filter(|r| {
+            r.mode != Mode::Auxiliary
+                && r.is_live(now)
+                && r.names(&query.selectors, &query.attrs)
+                && dropped.is_none_or(|names| r.names(&query.selectors, names))
+        }) {
+            plan.speculative.insert(r.record.id.clone());
+            let proxied = matches!(r.mode, Mode::Exclusive | Mode::Redirect);
+            plan.proxied |= proxied;
+            if r.serves(Operation::PurgeEntity) {
+                plan.legs.push((r.clone(), Vec::new()));
+            } else if proxied {
+                plan.refused.push((r.clone(), Vec::new()));
+            }
+        }
+        let legs = plan
+            .legs
+            .iter()
+            .map(|(r, _)| {
+                let mut params = params.clone();
+                if r.local_only() {
+                    params.push(("local".to_string(), "true".to_string()));
+                }
+                Leg {
+                    registration: r.clone(),
+                    attrs: Vec::new(),
+                    method: reqwest::Method::DELETE,
+                    path: vec!["entities".into()],
+                    params,
+                    body: None,
+                }
+            })
+            .collect();
+        let local = self.purge_entities(tenant, query, purged, now);
+        self.run_plan(plan, legs, Operation::PurgeEntity, Some(local), reach)
+            .await
     }
 
     /// Updates (5.6.2) or appends (5.6.3) attributes here and at the sources that hold them; what

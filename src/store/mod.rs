@@ -124,6 +124,16 @@ pub struct Planned<R> {
     pub history: Vec<(String, history::InstanceChange)>,
 }
 
+/// A chunk of the ids of the entities that match a query, in the store's id order (see
+/// [`Store::matching_ids`]).
+#[derive(Debug, Default)]
+pub struct IdPage {
+    /// The matching ids.
+    pub ids: Vec<String>,
+    /// Where the next chunk starts (after this id); None when no entity is left to look at.
+    pub next: Option<String>,
+}
+
 /// The database behind the store.
 pub enum Backend {
     /// redb-backed store under the data directory.
@@ -395,6 +405,22 @@ impl Store {
         match &*self.backend {
             Backend::Embedded(s) => Ok(s.query(tenant, query, offset, limit, count)),
             Backend::Postgres(s) => s.query(tenant, query, offset, limit, count).await,
+        }
+    }
+
+    /// The ids of at most `limit` entities matching `query` whose id comes after `after` in the
+    /// store's id order (from the first without it): the entities an operation over every match
+    /// (a purge) takes on one chunk at a time, however many match.
+    pub async fn matching_ids(
+        &self,
+        tenant: &str,
+        query: &crate::query::EntityQuery,
+        after: Option<&str>,
+        limit: usize,
+    ) -> NgsiResult<IdPage> {
+        match &*self.backend {
+            Backend::Embedded(s) => Ok(s.matching_ids(tenant, query, after, limit)),
+            Backend::Postgres(s) => s.matching_ids(tenant, query, after, limit).await,
         }
     }
 

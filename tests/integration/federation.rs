@@ -1260,3 +1260,160 @@ async fn a_deployment_that_splits_entities_forwards_selectors_only() {
         .to_string();
     assert!(last.contains("q=speed"), "{last}");
 }
+
+/// `DELETE /entities?{query}` (purge, 5.6.21) at `s` with the caller's context.
+async fn purge(s: &TestServer, ctx: &str, query: &str) -> reqwest::Response {
+    s.req(Method::DELETE, &format!("/entities?{query}"))
+        .header("Link", link(ctx))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_purge_reaches_inclusive_and_redirect_sources() {
+    // 4.3.6.2-4.3.6.3 for purgeEntity (in redirectionOps): an inclusive source purges its copies
+    // as this broker does, a redirect one purges the entities it holds instead of it.
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    for (name, mode, kind) in [
+        ("copy", "inclusive", "Vehicle"),
+        ("ships", "redirect", "Ship"),
+    ] {
+        register(
+            &city,
+            &ctx,
+            registration(
+                &format!("urn:ngsi-ld:ContextSourceRegistration:{name}"),
+                &port,
+                mode,
+                json!({"entities": [{"type": kind}]}),
+            ),
+        )
+        .await;
+    }
+    let (slow, fast) = ("urn:ngsi-ld:Vehicle:p1", "urn:ngsi-ld:Vehicle:p2");
+    create(&city, &ctx, vehicle(slow, 10)).await;
+    create(&city, &ctx, vehicle(fast, 80)).await;
+    for n in 1..=2 {
+        create(
+            &city,
+            &ctx,
+            json!({"id": format!("urn:ngsi-ld:Ship:p{n}"), "type": "Ship",
+                   "speed": {"type": "Property", "value": n}}),
+        )
+        .await;
+    }
+    let r = purge(&city, &ctx, "type=Vehicle&q=speed%3E40").await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    for (twin, name) in [(&city, "city"), (&port, "port")] {
+        assert_eq!(held(twin, &ctx, fast).await.0, 404, "{name}");
+        assert_eq!(held(twin, &ctx, slow).await.0, 200, "{name}");
+    }
+    let r = purge(&city, &ctx, "type=Ship").await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let (_, _, ships) = query(&port, &ctx, "type=Ship").await;
+    assert_eq!(ids(&ships), Vec::<String>::new());
+    // drop goes to the copy too; local=true stays here.
+    let r = purge(&city, &ctx, "type=Vehicle&drop=speed").await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    for (twin, name) in [(&city, "city"), (&port, "port")] {
+        let (status, e) = held(twin, &ctx, slow).await;
+        assert_eq!(status, 200, "{name}");
+        assert!(e.get("speed").is_none(), "{name}: {e}");
+    }
+    let r = purge(&city, &ctx, "type=Vehicle&local=true").await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(held(&city, &ctx, slow).await.0, 404);
+    assert_eq!(held(&port, &ctx, slow).await.0, 200);
+}
+
+#[actix_web::test]
+async fn an_exclusive_source_purges_its_part_and_failed_parts_are_reported() {
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    let car = "urn:ngsi-ld:Vehicle:px";
+    register(
+        &city,
+        &ctx,
+        registration(
+            "urn:ngsi-ld:ContextSourceRegistration:speedometer",
+            &port,
+            "exclusive",
+            json!({"entities": [{"id": car, "type": "Vehicle"}], "propertyNames": ["speed"]}),
+        ),
+    )
+    .await;
+    create(
+        &city,
+        &ctx,
+        json!({"id": car, "type": "Vehicle", "speed": {"type": "Property", "value": 70},
+               "brandName": {"type": "Property", "value": "Saab"}}),
+    )
+    .await;
+    assert_eq!(held(&port, &ctx, car).await.1["speed"]["value"], 70);
+    let r = purge(&city, &ctx, "type=Vehicle").await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(held(&city, &ctx, car).await.0, 404);
+    assert_eq!(held(&port, &ctx, car).await.0, 404);
+    // A source that fails its part is reported with its status; the purge here happened. A
+    // proxied registration that does not offer purgeEntity is a Conflict, and is not asked.
+    let failing = ContextServer::start();
+    failing.serve_raw(
+        "/ngsi-ld/v1/entities?type=Ship",
+        500,
+        "application/json",
+        json!({"type": "https://uri.etsi.org/ngsi-ld/errors/InternalError", "title": "x"})
+            .to_string(),
+        0,
+    );
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:failing",
+               "type": "ContextSourceRegistration", "operations": ["purgeEntity"],
+               "information": [{"entities": [{"type": "Ship"}]}],
+               "endpoint": failing.url("")}),
+    )
+    .await;
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:reads", "mode": "redirect",
+               "type": "ContextSourceRegistration", "operations": ["retrieveOps"],
+               "information": [{"entities": [{"type": "Ship"}], "propertyNames": ["draught"]}],
+               "endpoint": endpoint(&port)}),
+    )
+    .await;
+    create(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:Ship:px", "type": "Ship", "speed": {"type": "Property", "value": 3}}),
+    )
+    .await;
+    let r = purge(&city, &ctx, "type=Ship").await;
+    assert_eq!(r.status(), 207);
+    let body: Value = r.json().await.unwrap();
+    let errors = body["errors"].as_array().unwrap();
+    let by_registration = |id: &str| {
+        errors
+            .iter()
+            .find(|e| e["registrationId"] == format!("urn:ngsi-ld:ContextSourceRegistration:{id}"))
+            .unwrap_or_else(|| panic!("{id} in {body}"))
+    };
+    assert_eq!(by_registration("failing")["error"]["status"], 500, "{body}");
+    assert_eq!(by_registration("reads")["error"]["status"], 409, "{body}");
+    assert_eq!(errors.len(), 2, "{body}");
+    assert_eq!(held(&city, &ctx, "urn:ngsi-ld:Ship:px").await.0, 404);
+    // The source got the caller's purge as it was sent, with the caller's context.
+    let sent = failing
+        .requests()
+        .into_iter()
+        .find(|r| r.starts_with("DELETE "))
+        .expect("the purge reached the source");
+    assert!(
+        sent.starts_with("DELETE /ngsi-ld/v1/entities?type=Ship HTTP/1.1"),
+        "{sent}"
+    );
+    assert!(sent.contains(&ctx), "{sent}");
+}

@@ -26,6 +26,7 @@ mod linked_entities;
 mod migrate;
 mod mqtt_ingest;
 mod outage;
+mod purge;
 mod query_api;
 mod registrations;
 mod store_differential;

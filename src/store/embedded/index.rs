@@ -9,6 +9,7 @@ use crate::query::EntityQuery;
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::RTree;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// An R-tree entry: the envelope of one `location` instance, its entity id and parsed geometry
@@ -131,6 +132,39 @@ impl TenantIndex {
         Plan::Scan
     }
 
+    /// The entities a plan looks at, in id order, from the first id past `after` (every one
+    /// without it).
+    fn candidates<'a>(
+        &'a self,
+        plan: &'a Plan<'a>,
+        after: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Entity>> + 'a> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let by_id = |ids: &'a BTreeSet<String>| {
+            ids.range::<str, _>((from, Bound::Unbounded))
+                .filter_map(|id| self.entities.get(id))
+        };
+        match plan {
+            Plan::Ids(ids) | Plan::GeoIds(ids) => Box::new(by_id(ids)),
+            Plan::Type(ids) => Box::new(by_id(ids)),
+            Plan::Scan => Box::new(
+                self.entities
+                    .range::<str, _>((from, Bound::Unbounded))
+                    .map(|(_, e)| e),
+            ),
+        }
+    }
+
+    /// Whether an entity the plan enumerates satisfies the query (a plan from the R-tree has
+    /// decided the geoQ).
+    fn hit(query: &EntityQuery, plan: &Plan<'_>, e: &Entity) -> bool {
+        if matches!(plan, Plan::GeoIds(_)) {
+            query.matches_except_geo(e)
+        } else {
+            query.matches(e)
+        }
+    }
+
     /// Runs a query: the page `[offset, offset+limit)` of matches in id order (or the query's
     /// order, which needs every match: `seen` is then the total), and the number of
     /// matches seen: all of them when `count` is asked, otherwise the scan stops at the first match
@@ -143,44 +177,45 @@ impl TenantIndex {
         count: bool,
     ) -> (Vec<Arc<Entity>>, usize) {
         let plan = self.plan(query);
-        let geo_decided = matches!(plan, Plan::GeoIds(_));
-        let hit = |e: &Arc<Entity>| {
-            if geo_decided {
-                query.matches_except_geo(e)
-            } else {
-                query.matches(e)
-            }
-        };
-        let candidates: Box<dyn Iterator<Item = &Arc<Entity>>> = match &plan {
-            Plan::Ids(ids) | Plan::GeoIds(ids) => {
-                Box::new(ids.iter().filter_map(|id| self.entities.get(id)))
-            }
-            Plan::Type(ids) => Box::new(ids.iter().filter_map(|id| self.entities.get(id))),
-            Plan::Scan => Box::new(self.entities.values()),
-        };
+        let candidates = self
+            .candidates(&plan, None)
+            .filter(|e| Self::hit(query, &plan, e));
         if query.order.is_some() {
             // Another order than ids: every match is needed before the page is known.
-            let matches: Vec<Arc<Entity>> = candidates.filter(|e| hit(e)).cloned().collect();
+            let matches: Vec<Arc<Entity>> = candidates.cloned().collect();
             return query.ordered_page(matches, offset, limit);
         }
         let mut page = Vec::new();
         let mut seen = 0usize;
-        let mut visit = |e: &Arc<Entity>| -> bool {
-            if !hit(e) {
-                return true;
-            }
+        for e in candidates {
             if seen >= offset && page.len() < limit {
                 page.push(e.clone());
             }
             seen += 1;
-            count || seen <= offset + limit
-        };
-        for e in candidates {
-            if !visit(e) {
+            if !count && seen > offset + limit {
                 break;
             }
         }
         (page, seen)
+    }
+
+    /// The ids of at most `limit` matches past the id `after`, in id order (see
+    /// [`crate::store::IdPage`]).
+    pub fn matching_ids(
+        &self,
+        query: &EntityQuery,
+        after: Option<&str>,
+        limit: usize,
+    ) -> crate::store::IdPage {
+        let plan = self.plan(query);
+        let ids: Vec<String> = self
+            .candidates(&plan, after)
+            .filter(|e| Self::hit(query, &plan, e))
+            .take(limit)
+            .map(|e| e.id.clone())
+            .collect();
+        let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+        crate::store::IdPage { ids, next }
     }
 }
 

@@ -158,6 +158,22 @@ impl EmbeddedStore {
             .unwrap_or_default()
     }
 
+    /// The ids of at most `limit` matches past the id `after` (see [`super::IdPage`]).
+    pub fn matching_ids(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        after: Option<&str>,
+        limit: usize,
+    ) -> super::IdPage {
+        self.memory
+            .read()
+            .expect("store lock")
+            .get(tenant)
+            .map(|m| m.matching_ids(query, after, limit))
+            .unwrap_or_default()
+    }
+
     /// The history records of one entity that `query` selects (see [`HistoryQuery::select`]). With
     /// one attribute and modifiedAt as time property, only the bounded key range is read.
     pub async fn history(

@@ -362,6 +362,26 @@ impl<'a> EntityColumns<'a> {
     }
 }
 
+/// The WHERE clause of a translated query over the entities of `tenant` (`$1`), and the
+/// parameters it is sent with, typed.
+fn where_clause<'a>(
+    tenant: &'a String,
+    t: &'a sql::Translation,
+) -> (String, Vec<(&'a (dyn ToSql + Sync), Type)>) {
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(tenant, Type::TEXT)];
+    params.extend(
+        t.params
+            .iter()
+            .map(|(p, ty)| (p.as_ref() as &(dyn ToSql + Sync), ty.clone())),
+    );
+    let mut where_sql = String::from("tenant = $1");
+    for c in &t.conditions {
+        where_sql.push_str(" AND ");
+        where_sql.push_str(c);
+    }
+    (where_sql, params)
+}
+
 /// Executes `statement` when `needed`; otherwise nothing is sent and no row counts. The write
 /// pipeline joins one of these per statement, each sent only when the write has rows for it.
 async fn execute_if(
@@ -650,17 +670,7 @@ impl PgStore {
     ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
         let t = sql::translate(query);
         let tenant = tenant.to_string();
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&tenant, Type::TEXT)];
-        params.extend(
-            t.params
-                .iter()
-                .map(|(p, ty)| (p.as_ref() as &(dyn ToSql + Sync), ty.clone())),
-        );
-        let mut where_sql = String::from("tenant = $1");
-        for c in &t.conditions {
-            where_sql.push_str(" AND ");
-            where_sql.push_str(c);
-        }
+        let (where_sql, params) = where_clause(&tenant, &t);
         let mut client = self.client().await?;
         // Entity queries are sent typed (unnamed statements, one round trip), so PostgreSQL plans
         // each with its values. A prepared statement would switch to a generic plan after five
@@ -786,6 +796,45 @@ impl PgStore {
                 return Ok((page, seen));
             }
         }
+    }
+
+    /// The ids of at most `limit` entities matching `query` whose id sorts after `after`, in one
+    /// statement that reads ids only when the translation is exact (bodies for the evaluator
+    /// otherwise); see [`super::Store::matching_ids`].
+    pub async fn matching_ids(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        after: Option<&str>,
+        limit: usize,
+    ) -> NgsiResult<super::IdPage> {
+        let t = sql::translate(query);
+        let (tenant, after, rows_wanted) =
+            (tenant.to_string(), after.map(str::to_string), limit as i64);
+        let (mut where_sql, mut params) = where_clause(&tenant, &t);
+        if let Some(after) = &after {
+            params.push((after, Type::TEXT));
+            where_sql.push_str(&format!(" AND id > ${}", params.len()));
+        }
+        params.push((&rows_wanted, Type::INT8));
+        let columns = if t.exact { "id" } else { "id, body" };
+        let sql = format!(
+            "SELECT {columns} FROM entities WHERE {where_sql} ORDER BY id LIMIT ${}",
+            params.len()
+        );
+        let client = self.client().await?;
+        let rows = client.query_typed(&sql, &params).await.map_err(db_error)?;
+        let next = match rows.last() {
+            Some(last) if rows.len() == limit => Some(last.get::<_, String>(0)),
+            _ => None,
+        };
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if t.exact || query.matches(&decode(row, 1)?) {
+                ids.push(row.get(0));
+            }
+        }
+        Ok(super::IdPage { ids, next })
     }
 
     /// The entities of a page selected as (id, version) rows, from the cache, reading the ones
