@@ -29,6 +29,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 type Data = web::Data<Broker>;
 
@@ -55,6 +56,8 @@ const RETRIEVE_PARAMS: &[&str] = &[
     "local",
     "via",
     "type",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 /// Parameters of GET /temporal/entities besides the temporal ones.
@@ -83,11 +86,21 @@ const QUERY_PARAMS: &[&str] = &[
     "datasetId",
     "orderBy",
     "expandValues",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 /// Parameters of POST /temporal/entityOperations/query.
 const POST_QUERY_PARAMS: &[&str] = &[
-    "limit", "offset", "count", "options", "format", "local", "lang",
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "lang",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 fn params(extra: &[&'static str]) -> Vec<&'static str> {
@@ -222,6 +235,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
+    let maps = super::entity_maps::map_request(&req, &info)?;
     let (te, cut) = broker.retrieve_temporal(&target, &query).await?;
     let empty = match &te.content {
         Content::Instances(r) => r.is_empty(),
@@ -243,47 +257,83 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
             target.id
         )));
     }
+    let used = broker.temporal_retrieval_map(&target, &maps).await?;
     let mut response = json_body(&info, Value::Object(rendered));
     content_range(&mut response, &cut);
+    super::entity_maps::name_map(&mut response, used.as_ref());
     Ok(response)
 }
 
-/// GET /temporal/entities (5.7.4).
-pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, &READ_OFFERS[..2], &params(QUERY_PARAMS))?;
-    let ctx = info.context(&broker).await?;
+/// A temporal query as a request gives it: the request, its active context, the entity
+/// selection, the temporal query and how to render its answer.
+pub struct ReadQuery {
+    /// Headers and parameters.
+    pub info: RequestInfo,
+    /// The active context.
+    pub ctx: Arc<ActiveContext>,
+    /// Which entities.
+    pub selection: EntityQuery,
+    /// Which part of their evolution.
+    pub query: TemporalQuery,
+    /// How to render it.
+    pub opts: RenderOptions,
+}
+
+/// Reads a GET temporal query (GET /temporal/entities, GET /temporal/entityMaps).
+pub async fn read_query(req: &HttpRequest, broker: &Broker) -> NgsiResult<ReadQuery> {
+    let info = RequestInfo::read(req, &READ_OFFERS[..2], &params(QUERY_PARAMS))?;
+    let ctx = info.context(broker).await?;
     let selection = entity_query(&info, &ctx)?;
     require_restriction(&selection, &info)?;
     refuse_links(&selection)?;
     check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
-    answer_query(&req, &info, &broker, &ctx, selection, (query, opts)).await
+    Ok(ReadQuery {
+        info,
+        ctx,
+        selection,
+        query,
+        opts,
+    })
 }
 
-/// Runs a temporal query (GET or POST) and answers with the page, its paging headers and the
-/// Content-Range of instances cut short.
+/// GET /temporal/entities (5.7.4).
+pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let read = read_query(&req, &broker).await?;
+    answer_query(&req, &broker, read).await
+}
+
+/// Runs a temporal query (GET or POST) with the entity map it references or asks for, and
+/// answers with the page, its paging headers, the Content-Range of instances cut short and the
+/// map's location (201 when the query created the map).
 async fn answer_query(
     req: &HttpRequest,
-    info: &RequestInfo,
     broker: &Broker,
-    ctx: &ActiveContext,
-    selection: EntityQuery,
-    (query, opts): (TemporalQuery, RenderOptions),
+    read: ReadQuery,
 ) -> NgsiResult<HttpResponse> {
-    let (page, count) = page(info, broker)?;
-    let result = broker
-        .query_temporal(&info.tenant, selection, &query, page, count)
+    let ReadQuery {
+        info,
+        ctx,
+        selection,
+        query,
+        opts,
+    } = read;
+    let (page, count) = page(&info, broker)?;
+    let maps = super::entity_maps::map_request(req, &info)?;
+    let (result, used) = broker
+        .query_temporal_mapped(&info.tenant, selection, &query, (page, count), &maps)
         .await?;
-    let mut response = json_body(info, render_all(&result.entities, &query, ctx, &opts));
+    let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
     page_headers(
         &mut response,
         req,
-        info,
+        &info,
         (page, LinkOrder::Sorted),
         result.seen,
         count,
     );
     content_range(&mut response, &result.cut);
+    super::entity_maps::name_query_map(&mut response, used.as_ref());
     Ok(response)
 }
 
@@ -344,15 +394,16 @@ fn member_text(obj: &Map<String, Value>, name: &str) -> NgsiResult<Option<String
     }
 }
 
-/// POST /temporal/entityOperations/query (5.7.4 with a Query body and its temporalQ).
-pub async fn post_query(
-    req: HttpRequest,
+/// Reads a POST temporal query (POST /temporal/entityOperations/query, POST
+/// /temporal/entityMaps): a Query body with its temporalQ.
+pub async fn read_post_query(
+    req: &HttpRequest,
     payload: web::Payload,
-    broker: Data,
-) -> NgsiResult<HttpResponse> {
-    let mut info = RequestInfo::read(&req, &READ_OFFERS[..2], POST_QUERY_PARAMS)?;
+    broker: &Broker,
+) -> NgsiResult<ReadQuery> {
+    let mut info = RequestInfo::read(req, &READ_OFFERS[..2], POST_QUERY_PARAMS)?;
     let Body { mut json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let temporal_q = json
         .as_object_mut()
@@ -414,7 +465,23 @@ pub async fn post_query(
         aggr_period: info.param("aggrPeriodDuration"),
     };
     let (query, opts) = temporal_query(&info, &ctx, &temporal)?;
-    answer_query(&req, &info, &broker, &ctx, selection, (query, opts)).await
+    Ok(ReadQuery {
+        info,
+        ctx,
+        selection,
+        query,
+        opts,
+    })
+}
+
+/// POST /temporal/entityOperations/query (5.7.4 with a Query body and its temporalQ).
+pub async fn post_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let read = read_post_query(&req, payload, &broker).await?;
+    answer_query(&req, &broker, read).await
 }
 
 fn no_content() -> HttpResponse {
