@@ -193,7 +193,6 @@ impl Broker {
                 "ordering (orderBy) is not supported for a query that registered context sources take part in; add local=true to order the entities held here",
             ));
         }
-        self.require_tenant(tenant).await?;
         let mut query = query;
         if let Some(q) = query.q.as_mut() {
             self.resolve_links(tenant, q).await?;
@@ -349,12 +348,7 @@ impl Broker {
         }
         // Entities held where they cannot be asked now: nothing is known of them.
         let mut unknown: std::collections::HashSet<&str> = std::collections::HashSet::new();
-        let mut asks = Vec::new();
-        let ctx = if asked.is_empty() {
-            None
-        } else {
-            Some(self.caller_context(reach).await?)
-        };
+        let mut to_ask = Vec::new();
         for (place, ids) in &asked {
             let registration = registrations.iter().find(|r| r.record.id == *place);
             match registration {
@@ -362,17 +356,23 @@ impl Broker {
                 Some(r) if r.is_live(now) && r.serves(Operation::QueryEntity) => {
                     if self.sources.resting(r) {
                         unknown.extend(ids);
-                        continue;
+                    } else {
+                        to_ask.push((r.clone(), ids));
                     }
-                    let Some(ctx) = &ctx else { continue };
-                    let mut params = recheck_params(ids, query, ctx);
-                    if r.local_only() {
-                        params.push(("local".to_string(), "true".to_string()));
-                    }
-                    asks.push(self.ask(r.clone(), vec!["entities"], params, reach));
                 }
                 // A registration deleted or expired since: its source no longer holds anything.
                 _ => {}
+            }
+        }
+        let mut asks = Vec::with_capacity(to_ask.len());
+        if !to_ask.is_empty() {
+            let ctx = self.caller_context(reach).await?;
+            for (r, ids) in to_ask {
+                let mut params = recheck_params(ids, query, &ctx);
+                if r.local_only() {
+                    params.push(("local".to_string(), "true".to_string()));
+                }
+                asks.push(self.ask(r, vec!["entities"], params, reach));
             }
         }
         let reads = local.iter().map(|id| self.store.get(tenant, id));
