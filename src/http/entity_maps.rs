@@ -8,6 +8,7 @@ use super::negotiate::{read_record, Accepted, Body, RequestInfo};
 use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
+use crate::query::EntityQuery;
 use crate::service::entity_maps::{MapRequest, MapUsed};
 use crate::service::Broker;
 use crate::store::entity_maps::EntityMap;
@@ -130,12 +131,7 @@ fn created(info: &RequestInfo, map: &EntityMap, warnings: &[String]) -> HttpResp
 pub async fn create(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let (info, _, query) =
         super::query::read_query(&req, &broker, super::query::QUERY_PARAMS).await?;
-    let lifetime = map_request(&req, &info)?.lifetime;
-    let reach = super::query::query_reach(&info)?;
-    let (map, warnings) = broker
-        .create_query_map(&info.tenant, query, lifetime, &reach)
-        .await?;
-    Ok(created(&info, &map, &warnings))
+    create_query_map(&req, &broker, info, query).await
 }
 
 /// POST /entityMaps (5.14.4 via 6.34.3.2): as GET, with the query in a Query body.
@@ -147,7 +143,17 @@ pub async fn create_from_body(
     let (info, _, query) =
         super::query::read_post_query(&req, payload, &broker, super::query::POST_QUERY_PARAMS)
             .await?;
-    let lifetime = map_request(&req, &info)?.lifetime;
+    create_query_map(&req, &broker, info, query).await
+}
+
+/// Answers the creation of a map of an entity query read from a request.
+async fn create_query_map(
+    req: &HttpRequest,
+    broker: &Broker,
+    info: RequestInfo,
+    query: EntityQuery,
+) -> NgsiResult<HttpResponse> {
+    let lifetime = map_request(req, &info)?.lifetime;
     let reach = super::query::query_reach(&info)?;
     let (map, warnings) = broker
         .create_query_map(&info.tenant, query, lifetime, &reach)
