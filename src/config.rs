@@ -131,6 +131,14 @@ pub struct Options {
     /// `splitEntities` parameter overrides it.
     #[arg(long, env = "TWINLINK_SPLIT_ENTITIES", global = true)]
     pub split_entities: Option<bool>,
+    /// How long an entity map (5.14) lives when its request suggests no lifetime
+    /// (`entityMapLifetime`), as an ISO 8601 duration such as PT1H.
+    #[arg(long, env = "TWINLINK_ENTITY_MAP_LIFETIME", global = true)]
+    pub entity_map_lifetime: Option<String>,
+    /// The longest an entity map lives, whatever its request suggests or a later update sets, as
+    /// an ISO 8601 duration such as P1D.
+    #[arg(long, env = "TWINLINK_ENTITY_MAP_MAX_LIFETIME", global = true)]
+    pub entity_map_max_lifetime: Option<String>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "TWINLINK_WORKERS", global = true)]
     pub workers: Option<usize>,
@@ -207,6 +215,10 @@ pub struct Settings {
     pub alias: String,
     /// The deployment's split-entities default (5.7.2.4).
     pub split_entities: bool,
+    /// Lifetime of an entity map whose request suggests none.
+    pub entity_map_lifetime: chrono::TimeDelta,
+    /// Longest lifetime of an entity map.
+    pub entity_map_max_lifetime: chrono::TimeDelta,
     /// HTTP workers.
     pub workers: usize,
     /// MQTT ingestion broker URL.
@@ -248,6 +260,8 @@ impl Default for Settings {
                 &uuid::Uuid::new_v4().simple().to_string()[..12]
             ),
             split_entities: false,
+            entity_map_lifetime: chrono::TimeDelta::hours(1),
+            entity_map_max_lifetime: chrono::TimeDelta::days(1),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mqtt_url: None,
             mqtt_topic_prefix: "ngsi-ld".into(),
@@ -349,6 +363,18 @@ impl Settings {
                 .split_entities
                 .or(file.split_entities)
                 .unwrap_or(d.split_entities),
+            entity_map_lifetime: setting_lifetime(
+                "entity-map-lifetime",
+                options.entity_map_lifetime.or(file.entity_map_lifetime),
+                d.entity_map_lifetime,
+            )?,
+            entity_map_max_lifetime: setting_lifetime(
+                "entity-map-max-lifetime",
+                options
+                    .entity_map_max_lifetime
+                    .or(file.entity_map_max_lifetime),
+                d.entity_map_max_lifetime,
+            )?,
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
         })
     }
@@ -358,6 +384,18 @@ fn read_file(path: &Path) -> Result<Options, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read configuration file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("invalid configuration file {}: {e}", path.display()))
+}
+
+/// A lifetime setting given as an ISO 8601 duration (`name` is its flag), or the default.
+fn setting_lifetime(
+    name: &str,
+    given: Option<String>,
+    default: chrono::TimeDelta,
+) -> Result<chrono::TimeDelta, String> {
+    match given {
+        None => Ok(default),
+        Some(text) => crate::temporal::lifetime(name, &text).map_err(|e| e.detail),
+    }
 }
 
 /// `A=B` items (context rewrites, MQTT contexts) as pairs; `what` names them in errors.
@@ -396,6 +434,25 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1");
         assert_eq!(s.context_rewrites, vec![("a".to_string(), "b".to_string())]);
         assert_eq!(s.default_page_size, 20);
+        assert_eq!(s.entity_map_max_lifetime, chrono::TimeDelta::days(1));
+    }
+
+    #[test]
+    fn entity_map_lifetimes_are_iso_8601_durations() {
+        let s = Settings::load(Options {
+            entity_map_lifetime: Some("PT10M".into()),
+            entity_map_max_lifetime: Some("P7D".into()),
+            ..Options::default()
+        })
+        .unwrap();
+        assert_eq!(s.entity_map_lifetime, chrono::TimeDelta::minutes(10));
+        assert_eq!(s.entity_map_max_lifetime, chrono::TimeDelta::days(7));
+        let bad = Settings::load(Options {
+            entity_map_max_lifetime: Some("1 day".into()),
+            ..Options::default()
+        })
+        .unwrap_err();
+        assert!(bad.starts_with("entity-map-max-lifetime="), "{bad}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn serve(
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
     crate::subscription::start(broker.clone().into_inner());
+    crate::service::entity_maps::start_sweeper(broker.clone().into_inner());
     if broker.settings.mqtt_url.is_some() {
         crate::ingest::mqtt::start(broker.clone().into_inner())?;
     }

@@ -11,6 +11,7 @@ use crate::ld::ActiveContext;
 use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{self, Projection, RenderOptions};
 use crate::model::ENTITY_MEMBERS;
+use crate::service::distributed::Retrieved;
 use crate::service::entities::{Purged, Target, UpdateResult, SCOPE_IRI};
 use crate::service::forwarding::Spread;
 use crate::service::Broker;
@@ -75,6 +76,7 @@ const READ_PARAMS: &[&str] = &[
     "containedBy",
     "datasetId",
     "entityMap",
+    "entityMapLifetime",
     "type",
 ];
 
@@ -458,9 +460,13 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let target = target(&req, &info, &ctx)?;
     let opts = render_options(&info, &ctx)?;
     let attrs: Vec<String> = opts.projection.attrs.iter().flatten().cloned().collect();
-    let (entity, warnings) = broker
-        .retrieve_distributed(&target, &attrs, &info.reach())
+    let maps = super::entity_maps::map_request(&req, &info)?;
+    let (retrieved, used) = broker
+        .retrieve_mapped(&target, &attrs, &info.reach(), &maps)
         .await?;
+    let Retrieved {
+        entity, warnings, ..
+    } = retrieved;
     let p = &opts.projection;
     let projected = p.attrs.is_some() || p.pick.is_some() || !p.omit.is_empty();
     if projected
@@ -497,6 +503,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     };
     let mut response = json_body(&info, body);
     super::response::add_warnings(&mut response, &warnings);
+    super::entity_maps::name_map(&mut response, used.as_ref());
     Ok(response)
 }
 

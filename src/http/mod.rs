@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod discovery;
 pub mod entities;
+pub mod entity_maps;
 pub mod identity;
 pub mod join;
 pub mod negotiate;
@@ -143,6 +144,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource("/temporal/entities/{id}/attrs/{attr}/{instanceId}")
                     .route(web::patch().to(temporal::patch_instance))
                     .route(web::delete().to(temporal::delete_instance))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/entityMaps")
+                    .route(web::get().to(entity_maps::create))
+                    .route(web::post().to(entity_maps::create_from_body))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/entityMaps/{id}")
+                    .route(web::get().to(entity_maps::retrieve))
+                    .route(web::patch().to(entity_maps::update))
+                    .route(web::delete().to(entity_maps::delete))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/temporal/entityMaps")
+                    .route(web::get().to(entity_maps::create_temporal))
+                    .route(web::post().to(entity_maps::create_temporal_from_body))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

@@ -5,6 +5,7 @@ use super::entities::{render_options, READ_OFFERS};
 use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use super::response::json_body;
 use crate::error::{NgsiError, NgsiResult};
+use crate::federation::forward::Reach;
 use crate::ld::ActiveContext;
 use crate::model::render::{self, RenderOptions};
 use crate::query::order::OrderingText;
@@ -14,10 +15,12 @@ use crate::service::Broker;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 type Data = web::Data<Broker>;
 
-const QUERY_PARAMS: &[&str] = &[
+/// The parameters of GET /entities (Table 6.4.3.2-1), also those of GET /entityMaps (6.34.3.1).
+pub const QUERY_PARAMS: &[&str] = &[
     "id",
     "idPattern",
     "type",
@@ -45,6 +48,7 @@ const QUERY_PARAMS: &[&str] = &[
     "joinLevel",
     "containedBy",
     "entityMap",
+    "entityMapLifetime",
     "orderBy",
     "orderFrom",
     "orderGeometry",
@@ -53,7 +57,8 @@ const QUERY_PARAMS: &[&str] = &[
     "splitEntities",
 ];
 
-const POST_QUERY_PARAMS: &[&str] = &[
+/// The parameters of POST /entityOperations/query, also those of POST /entityMaps (6.34.3.2).
+pub const POST_QUERY_PARAMS: &[&str] = &[
     "limit",
     "offset",
     "count",
@@ -63,15 +68,14 @@ const POST_QUERY_PARAMS: &[&str] = &[
     "lang",
     "geometryProperty",
     "splitEntities",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 /// How far a query reaches (local, Via, context) with its `splitEntities` flag (5.7.2.4)
 /// checked (true or false) and its `csf`, the query on registrations that picks the context
 /// sources consulted (5.7.2.4).
-fn query_reach(
-    info: &RequestInfo,
-    ctx: &ActiveContext,
-) -> NgsiResult<crate::federation::forward::Reach> {
+fn query_reach(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Reach> {
     let mut reach = match info.param("splitEntities") {
         None | Some("true") | Some("false") => info.reach(),
         Some(other) => {
@@ -389,19 +393,51 @@ fn check_link_depth(query: &EntityQuery, info: &RequestInfo) -> NgsiResult<()> {
     Ok(())
 }
 
-/// GET /entities (5.7.2).
-pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, READ_OFFERS, QUERY_PARAMS)?;
-    let ctx = info.context(&broker).await?;
+/// A query of entities as a request gives it: its request info, active context, checked entity
+/// selection and how far it reaches.
+pub type ReadQuery = (RequestInfo, Arc<ActiveContext>, EntityQuery, Reach);
+
+/// Reads a GET query of entities (GET /entities, GET /entityMaps) with the parameters `params`.
+pub async fn read_query(
+    req: &HttpRequest,
+    broker: &Broker,
+    params: &[&str],
+) -> NgsiResult<ReadQuery> {
+    let info = RequestInfo::read(req, READ_OFFERS, params)?;
+    let ctx = info.context(broker).await?;
     let query = entity_query(&info, &ctx)?;
     require_restriction(&query, &info)?;
     check_link_depth(&query, &info)?;
+    let reach = query_reach(&info, &ctx)?;
+    Ok((info, ctx, query, reach))
+}
+
+/// GET /entities (5.7.2).
+pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    answer(
+        &req,
+        &broker,
+        read_query(&req, &broker, QUERY_PARAMS).await?,
+    )
+    .await
+}
+
+/// Runs a query (GET or POST) with the entity map it references or asks for, and answers with
+/// the page, its paging headers and the map's location (201 when the query created the map).
+async fn answer(
+    req: &HttpRequest,
+    broker: &Broker,
+    (info, ctx, query, reach): ReadQuery,
+) -> NgsiResult<HttpResponse> {
     let opts = render_options(&info, &ctx)?;
-    let (page, count) = page(&info, &broker)?;
-    let result = broker
-        .query_distributed(&info.tenant, query, page, count, &query_reach(&info, &ctx)?)
+    let (page, count) = page(&info, broker)?;
+    let maps = super::entity_maps::map_request(req, &info)?;
+    let (result, used) = broker
+        .query_mapped(&info.tenant, query, page, count, &reach, &maps)
         .await?;
-    respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
+    let mut response = respond(req, broker, &info, &ctx, &opts, result, page, count).await?;
+    super::entity_maps::name_query_map(&mut response, used.as_ref());
+    Ok(response)
 }
 
 /// Reads the Query body of POST /entityOperations/query (5.2.23).
@@ -482,15 +518,18 @@ pub fn query_from_body(
     Ok((query, obj.clone()))
 }
 
-/// POST /entityOperations/query (5.7.2 with a Query body).
-pub async fn post_query(
-    req: HttpRequest,
+/// Reads a POST query of entities (POST /entityOperations/query, POST /entityMaps) with the
+/// parameters `params`; the body members that shape the answer, and its csf, are read like
+/// their parameters, and its sources get the body's @context.
+pub async fn read_post_query(
+    req: &HttpRequest,
     payload: web::Payload,
-    broker: Data,
-) -> NgsiResult<HttpResponse> {
-    let mut info = RequestInfo::read(&req, READ_OFFERS, POST_QUERY_PARAMS)?;
+    broker: &Broker,
+    params: &[&str],
+) -> NgsiResult<ReadQuery> {
+    let mut info = RequestInfo::read(req, READ_OFFERS, params)?;
     let Body { json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let (query, body) = query_from_body(&json, &ctx)?;
     require_restriction(&query, &info)?;
@@ -509,17 +548,22 @@ pub async fn post_query(
         info.query.push((member.into(), value));
     }
     check_link_depth(&query, &info)?;
-    let opts = render_options(&info, &ctx)?;
-    let (page, count) = page(&info, &broker)?;
     if let Some(Value::String(csf)) = body.get("csf") {
         info.query.push(("csf".into(), csf.clone()));
     }
     let mut reach = query_reach(&info, &ctx)?;
     reach.context = super::negotiate::single_url(context.as_ref());
-    let result = broker
-        .query_distributed(&info.tenant, query, page, count, &reach)
-        .await?;
-    respond(&req, &broker, &info, &ctx, &opts, result, page, count).await
+    Ok((info, ctx, query, reach))
+}
+
+/// POST /entityOperations/query (5.7.2 with a Query body).
+pub async fn post_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let read = read_post_query(&req, payload, &broker, POST_QUERY_PARAMS).await?;
+    answer(&req, &broker, read).await
 }
 
 /// Reads one EntitySelector (5.2.33): `type` is required; `id` a URI or an array of URIs.

@@ -29,6 +29,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 type Data = web::Data<Broker>;
 
@@ -55,6 +56,8 @@ const RETRIEVE_PARAMS: &[&str] = &[
     "local",
     "via",
     "type",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 /// Parameters of GET /temporal/entities besides the temporal ones.
@@ -83,11 +86,21 @@ const QUERY_PARAMS: &[&str] = &[
     "datasetId",
     "orderBy",
     "expandValues",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 /// Parameters of POST /temporal/entityOperations/query.
 const POST_QUERY_PARAMS: &[&str] = &[
-    "limit", "offset", "count", "options", "format", "local", "lang",
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "local",
+    "lang",
+    "entityMap",
+    "entityMapLifetime",
 ];
 
 fn params(extra: &[&'static str]) -> Vec<&'static str> {
@@ -222,6 +235,7 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
     let ctx = info.context(&broker).await?;
     let target = target(&req, &info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
+    let maps = super::entity_maps::map_request(&req, &info)?;
     let (te, cut, warnings) = broker
         .retrieve_temporal_distributed(&target, &query, &forwarded(&info), &info.reach())
         .await?;
@@ -245,9 +259,11 @@ pub async fn retrieve(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse
             target.id
         )));
     }
+    let used = broker.temporal_retrieval_map(&target, &maps).await?;
     let mut response = json_body(&info, Value::Object(rendered));
     content_range(&mut response, &cut);
     add_warnings(&mut response, &warnings);
+    super::entity_maps::name_map(&mut response, used.as_ref());
     Ok(response)
 }
 
@@ -260,52 +276,91 @@ fn forwarded(info: &RequestInfo) -> Vec<(String, String)> {
         .collect()
 }
 
-/// GET /temporal/entities (5.7.4).
-pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
-    let info = RequestInfo::read(&req, &READ_OFFERS[..2], &params(QUERY_PARAMS))?;
-    let ctx = info.context(&broker).await?;
+/// A temporal query as a request gives it: the request, its active context, the entity
+/// selection, the temporal query, how to render its answer and the temporal parameters its
+/// sources are given.
+pub struct ReadQuery {
+    /// Headers and parameters.
+    pub info: RequestInfo,
+    /// The active context.
+    pub ctx: Arc<ActiveContext>,
+    /// Which entities.
+    pub selection: EntityQuery,
+    /// Which part of their evolution.
+    pub query: TemporalQuery,
+    /// How to render it.
+    pub opts: RenderOptions,
+    /// The temporal parameters for the sources (timerel, timeAt, lastN, attrs, ...).
+    pub forwarded: Vec<(String, String)>,
+}
+
+/// Reads a GET temporal query (GET /temporal/entities, GET /temporal/entityMaps).
+pub async fn read_query(req: &HttpRequest, broker: &Broker) -> NgsiResult<ReadQuery> {
+    let info = RequestInfo::read(req, &READ_OFFERS[..2], &params(QUERY_PARAMS))?;
+    let ctx = info.context(broker).await?;
     let selection = entity_query(&info, &ctx)?;
     require_restriction(&selection, &info)?;
     refuse_links(&selection)?;
     check_order_and_csf(&info, &ctx)?;
     let (query, opts) = temporal_query(&info, &ctx, &params_of(&info))?;
-    let asked = (query, opts, forwarded(&info));
-    answer_query(&req, &info, &broker, &ctx, selection, asked).await
+    let forwarded = forwarded(&info);
+    Ok(ReadQuery {
+        info,
+        ctx,
+        selection,
+        query,
+        opts,
+        forwarded,
+    })
 }
 
-/// Runs a temporal query (GET or POST) here and at its sources (which get the temporal
-/// parameters `forwarded`) and answers with the page, its paging headers and the Content-Range
-/// of instances cut short.
+/// GET /temporal/entities (5.7.4).
+pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
+    let read = read_query(&req, &broker).await?;
+    answer_query(&req, &broker, read).await
+}
+
+/// Runs a temporal query (GET or POST) here and at its sources, with the entity map it
+/// references or asks for, and answers with the page, its paging headers, the Content-Range of
+/// instances cut short and the map's location (201 when the query created the map).
 async fn answer_query(
     req: &HttpRequest,
-    info: &RequestInfo,
     broker: &Broker,
-    ctx: &ActiveContext,
-    selection: EntityQuery,
-    (query, opts, forwarded): (TemporalQuery, RenderOptions, Vec<(String, String)>),
+    read: ReadQuery,
 ) -> NgsiResult<HttpResponse> {
-    let (page, count) = page(info, broker)?;
-    let (result, warnings) = broker
-        .query_temporal_distributed(
+    let ReadQuery {
+        info,
+        ctx,
+        selection,
+        query,
+        opts,
+        forwarded,
+    } = read;
+    let (page, count) = page(&info, broker)?;
+    let maps = super::entity_maps::map_request(req, &info)?;
+    let sources = (forwarded.as_slice(), &info.reach());
+    let (result, used, warnings) = broker
+        .query_temporal_mapped(
             &info.tenant,
             selection,
             &query,
             (page, count),
-            &forwarded,
-            &info.reach(),
+            &maps,
+            sources,
         )
         .await?;
-    let mut response = json_body(info, render_all(&result.entities, &query, ctx, &opts));
+    let mut response = json_body(&info, render_all(&result.entities, &query, &ctx, &opts));
     add_warnings(&mut response, &warnings);
     page_headers(
         &mut response,
         req,
-        info,
+        &info,
         (page, LinkOrder::Sorted),
         result.seen,
         count,
     );
     content_range(&mut response, &result.cut);
+    super::entity_maps::name_query_map(&mut response, used.as_ref());
     Ok(response)
 }
 
@@ -366,15 +421,16 @@ fn member_text(obj: &Map<String, Value>, name: &str) -> NgsiResult<Option<String
     }
 }
 
-/// POST /temporal/entityOperations/query (5.7.4 with a Query body and its temporalQ).
-pub async fn post_query(
-    req: HttpRequest,
+/// Reads a POST temporal query (POST /temporal/entityOperations/query, POST
+/// /temporal/entityMaps): a Query body with its temporalQ.
+pub async fn read_post_query(
+    req: &HttpRequest,
     payload: web::Payload,
-    broker: Data,
-) -> NgsiResult<HttpResponse> {
-    let mut info = RequestInfo::read(&req, &READ_OFFERS[..2], POST_QUERY_PARAMS)?;
+    broker: &Broker,
+) -> NgsiResult<ReadQuery> {
+    let mut info = RequestInfo::read(req, &READ_OFFERS[..2], POST_QUERY_PARAMS)?;
     let Body { mut json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let ctx = broker.contexts.active(context.as_ref()).await?;
     let temporal_q = json
         .as_object_mut()
@@ -445,8 +501,24 @@ pub async fn post_query(
             forwarded.push((name.to_string(), text));
         }
     }
-    let asked = (query, opts, forwarded);
-    answer_query(&req, &info, &broker, &ctx, selection, asked).await
+    Ok(ReadQuery {
+        info,
+        ctx,
+        selection,
+        query,
+        opts,
+        forwarded,
+    })
+}
+
+/// POST /temporal/entityOperations/query (5.7.4 with a Query body and its temporalQ).
+pub async fn post_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let read = read_post_query(&req, payload, &broker).await?;
+    answer_query(&req, &broker, read).await
 }
 
 fn no_content() -> HttpResponse {

@@ -109,7 +109,7 @@ impl Selector {
 }
 
 /// Everything that selects entities in a query (5.7.2 / 5.7.3), with names already expanded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct EntityQuery {
     /// Entity selectors, any of which may match (empty: every entity).
     pub selectors: Vec<Selector>,

@@ -67,15 +67,16 @@ impl fmt::Debug for Collation {
 }
 
 /// A parsed ordering: keys in priority order, the distance reference and the collation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Ordering {
     /// The orderBy items, most significant first.
     pub keys: Vec<Key>,
     /// The reference geometry of distance ordering (orderFrom/orderGeometry, or the ordering's
     /// coordinates/geometry).
     pub from: Option<::geo::Geometry<f64>>,
-    /// String comparison under a collation instead of code point order.
-    pub collation: Option<Collation>,
+    /// String comparison under a collation instead of code point order (shared: a collator is
+    /// built once per request and cannot be copied).
+    pub collation: Option<std::sync::Arc<Collation>>,
 }
 
 /// The raw ordering parameters of a request, before parsing.
@@ -116,7 +117,11 @@ pub fn parse_collation(tag: &str) -> NgsiResult<Collation> {
 /// Parses the ordering of a request; no orderBy gives `None` (the default id order), and the
 /// other ordering parameters are then still validated.
 pub fn parse(text: &OrderingText, ctx: &ActiveContext) -> NgsiResult<Option<Ordering>> {
-    let collation = text.collation.map(parse_collation).transpose()?;
+    let collation = text
+        .collation
+        .map(parse_collation)
+        .transpose()?
+        .map(std::sync::Arc::new);
     let mut keys = Vec::new();
     for item in &text.order_by {
         keys.push(parse_key(item.trim(), ctx)?);

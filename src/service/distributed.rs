@@ -20,6 +20,7 @@ use crate::ld::ActiveContext;
 use crate::model::parse::{Nulls, Reader};
 use crate::model::Entity;
 use crate::query::{EntityQuery, Selector};
+use crate::store::entity_maps::MapEntry;
 use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -54,13 +55,16 @@ impl Broker {
     }
 
     /// Retrieves an entity (5.7.1) from the local store and the sources that may hold part of
-    /// it; `attrs` (expanded, empty for all) narrows what is asked of each source.
+    /// it; `attrs` (expanded, empty for all) narrows what is asked of each source. With `places`
+    /// (the entry of an entity map in use, 5.5.14), only the registrations it names are asked.
+    /// Answers where the entity was found (the places of an entity map entry).
     pub async fn retrieve_distributed(
         &self,
         target: &Target,
         attrs: &[String],
         reach: &Reach,
-    ) -> NgsiResult<(Arc<Entity>, Vec<String>)> {
+        places: Option<&[String]>,
+    ) -> NgsiResult<Retrieved> {
         // A source that offers no retrieval by id is asked by query for the one id (5.7.1 is
         // served by any of retrieveEntity, queryEntity and queryBatch at the source).
         let ways = [
@@ -69,10 +73,14 @@ impl Broker {
             Operation::QueryBatch,
         ];
         let sources = self.sources_for(&target.tenant, &ways, reach, |r| {
-            r.may_hold(&target.id, &target.types)
+            r.may_hold(&target.id, &target.types) && places.is_none_or(|p| p.contains(&r.record.id))
         });
         if sources.is_empty() {
-            return Ok((self.retrieve_entity(target).await?, Vec::new()));
+            return Ok(Retrieved {
+                entity: self.retrieve_entity(target).await?,
+                warnings: Vec::new(),
+                places: vec![LOCAL.to_string()],
+            });
         }
         let ctx = self.caller_context(reach).await?;
         let asks = sources.iter().filter_map(|r| {
@@ -109,21 +117,23 @@ impl Broker {
         });
         let (local, answers) =
             tokio::join!(self.store.get(&target.tenant, &target.id), join_all(asks));
-        let mut merged: Option<Entity> = local?
+        let mut assembled = indexmap::IndexMap::new();
+        if let Some(e) = local?
             .filter(|e| target.types.is_empty() || e.types.iter().any(|t| target.types.contains(t)))
-            .map(|e| (*e).clone());
-        let mut warnings = Vec::new();
-        for answer in answers {
-            warnings.extend(answer.warning);
-            for fragment in answer.entities.into_iter().filter(|f| f.id == target.id) {
-                match &mut merged {
-                    None => merged = Some(fragment),
-                    Some(entity) => merge(entity, fragment, answer.registration.mode),
-                }
-            }
+        {
+            assembled.insert(e.id.clone(), Found::local(&e));
         }
-        match merged {
-            Some(entity) => Ok((Arc::new(entity), warnings)),
+        let mut warnings = Vec::new();
+        for mut answer in answers {
+            answer.entities.retain(|f| f.id == target.id);
+            assemble(&mut assembled, &mut warnings, answer);
+        }
+        match assembled.swap_remove(&target.id) {
+            Some(Found { entity, places }) => Ok(Retrieved {
+                entity: Arc::new(entity),
+                warnings,
+                places,
+            }),
             None => Err(NgsiError::not_found(format!(
                 "there is no entity with id '{}'",
                 target.id
@@ -132,9 +142,22 @@ impl Broker {
         }
     }
 
+    /// The live registrations of the tenant that a query may need: those that serve queries and
+    /// name what the query selects.
+    fn query_sources(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        reach: &Reach,
+    ) -> Vec<Arc<Registration>> {
+        let ways = [Operation::QueryEntity, Operation::QueryBatch];
+        self.sources_for(tenant, &ways, reach, |r| {
+            r.names(&query.selectors, &query.attrs)
+        })
+    }
+
     /// Runs a query (5.7.2) over the local store and the sources that may hold matching
-    /// entities: candidates are the entities the selectors pick, here and at each source; they are
-    /// assembled by id, then filtered by the whole query and paged in id order.
+    /// entities (see [`Broker::gather`]), paged in id order.
     pub async fn query_distributed(
         &self,
         tenant: &str,
@@ -143,13 +166,58 @@ impl Broker {
         count: bool,
         reach: &Reach,
     ) -> NgsiResult<QueryResult> {
-        let ways = [Operation::QueryEntity, Operation::QueryBatch];
-        let sources = self.sources_for(tenant, &ways, reach, |r| {
-            r.names(&query.selectors, &query.attrs)
-        });
+        let sources = self.query_sources(tenant, &query, reach);
         if sources.is_empty() {
             return self.query_entities(tenant, query, page, count).await;
         }
+        Ok(self
+            .gather(tenant, query, page, count, &sources, reach)
+            .await?
+            .page(page))
+    }
+
+    /// Every entity that matches a query here and at its sources, up to the largest page per
+    /// place, in the order of the query's pages, with the places that hold each: the candidates
+    /// of an entity map (5.14.4).
+    pub(crate) async fn query_candidates(
+        &self,
+        tenant: &str,
+        query: EntityQuery,
+        reach: &Reach,
+    ) -> NgsiResult<(Vec<Found>, Vec<String>)> {
+        let every = Page {
+            offset: 0,
+            limit: self.settings.max_page_size,
+        };
+        let sources = self.query_sources(tenant, &query, reach);
+        if sources.is_empty() {
+            let found = self.query_entities(tenant, query, every, false).await?;
+            return Ok((
+                found.entities.iter().map(|e| Found::local(e)).collect(),
+                Vec::new(),
+            ));
+        }
+        let gathered = self
+            .gather(tenant, query, every, false, &sources, reach)
+            .await?;
+        let mut found = gathered.found;
+        found.sort_by(|a, b| a.entity.id.cmp(&b.entity.id));
+        Ok((found, gathered.warnings))
+    }
+
+    /// The matches of a query among the local store and the sources: candidates are the entities
+    /// the selectors pick, here and at each source; they are assembled by id, then filtered by
+    /// the whole query. Sources of whole entities run the query themselves for the first
+    /// `offset + limit` (see [`Broker::gather_whole`]).
+    async fn gather(
+        &self,
+        tenant: &str,
+        query: EntityQuery,
+        page: Page,
+        count: bool,
+        sources: &[Arc<Registration>],
+        reach: &Reach,
+    ) -> NgsiResult<Gathered> {
         if query.order.is_some() {
             return Err(NgsiError::bad_data(
                 "ordering (orderBy) is not supported for a query that registered context sources take part in; add local=true to order the entities held here",
@@ -167,22 +235,29 @@ impl Broker {
                 .all(|r| r.attributes_for(&query.selectors).is_none())
         {
             return self
-                .query_whole_sources(tenant, &query, page, count, &sources, &ctx, reach)
+                .gather_whole(tenant, &query, page, count, sources, &ctx, reach)
                 .await;
         }
         let cap = self.settings.max_page_size;
-        let candidates = EntityQuery {
-            selectors: query.selectors.clone(),
-            ..EntityQuery::default()
-        };
         let mut base = selector_params(&query.selectors, &ctx);
         if !base.iter().any(|(k, _)| k == "type") {
             if query.attrs.is_empty() {
                 // A source answers no query without a type or attrs (5.7.2); the local part stands.
-                return self.query_entities(tenant, query, page, count).await;
+                let want = (page.offset + page.limit).min(cap);
+                let (local, seen) = self.store.query(tenant, &query, 0, want, count).await?;
+                let found: Vec<Found> = local.iter().map(|e| Found::local(e)).collect();
+                return Ok(Gathered {
+                    seen: if count { seen } else { seen.max(found.len()) },
+                    found,
+                    warnings: Vec::new(),
+                });
             }
             base.push(("attrs".to_string(), compacted(&query.attrs, &ctx)));
         }
+        let candidates = EntityQuery {
+            selectors: query.selectors.clone(),
+            ..EntityQuery::default()
+        };
         let asks = sources.iter().map(|r| {
             let mut params = base.clone();
             // A source of fragments is asked for the entities and attributes it holds.
@@ -206,30 +281,33 @@ impl Broker {
             self.store.query(tenant, &candidates, 0, cap, false),
             join_all(asks)
         );
-        let mut assembled: indexmap::IndexMap<String, Entity> = local?
+        let mut assembled: indexmap::IndexMap<String, Found> = local?
             .0
-            .into_iter()
-            .map(|e| (e.id.clone(), (*e).clone()))
+            .iter()
+            .map(|e| (e.id.clone(), Found::local(e)))
             .collect();
         let mut warnings = Vec::new();
         for answer in answers {
             assemble(&mut assembled, &mut warnings, answer);
         }
-        let matches: Vec<Entity> = assembled
+        let found: Vec<Found> = assembled
             .into_values()
-            .filter(|e| query.matches(e))
+            .filter(|f| query.matches(&f.entity))
             .collect();
-        let seen = matches.len();
-        Ok(id_ordered_page(matches, page, seen, warnings))
+        Ok(Gathered {
+            seen: found.len(),
+            found,
+            warnings,
+        })
     }
 
-    /// A query over sources that hold whole entities (their registrations name no attributes,
-    /// and the deployment or the query rules split entities out, 5.7.2.4): each source and the
-    /// local store run the whole query (filters, attrs) for the first `offset + limit` entities,
-    /// and the answers are merged and paged in id order. The count adds the counts each gave,
-    /// less the entities seen in more than one place.
+    /// The matches of a query over sources that hold whole entities (their registrations name
+    /// no attributes, and the deployment or the query rules split entities out, 5.7.2.4): each
+    /// source and the local store run the whole query (filters, attrs) for the first
+    /// `offset + limit` entities, and the answers are merged. The count adds the counts each
+    /// gave, less the entities seen in more than one place.
     #[allow(clippy::too_many_arguments)]
-    async fn query_whole_sources(
+    async fn gather_whole(
         &self,
         tenant: &str,
         query: &EntityQuery,
@@ -238,7 +316,7 @@ impl Broker {
         sources: &[Arc<Registration>],
         ctx: &ActiveContext,
         reach: &Reach,
-    ) -> NgsiResult<QueryResult> {
+    ) -> NgsiResult<Gathered> {
         let want = (page.offset + page.limit).min(self.settings.max_page_size);
         // One more than the page needs tells whether a next page exists.
         let ask = (want + 1).min(self.settings.max_page_size);
@@ -260,9 +338,9 @@ impl Broker {
         );
         let (local, mut seen) = local?;
         let mut warnings = Vec::new();
-        let mut assembled: indexmap::IndexMap<String, Entity> = local
-            .into_iter()
-            .map(|e| (e.id.clone(), (*e).clone()))
+        let mut assembled: indexmap::IndexMap<String, Found> = local
+            .iter()
+            .map(|e| (e.id.clone(), Found::local(e)))
             .collect();
         for answer in answers {
             let before = assembled.len();
@@ -272,11 +350,104 @@ impl Broker {
             // Entities already here from another place are counted once.
             seen += counted.saturating_sub(given - (assembled.len() - before));
         }
-        let matches: Vec<Entity> = assembled.into_values().collect();
+        let found: Vec<Found> = assembled.into_values().collect();
         if !count {
-            seen = seen.max(matches.len());
+            seen = seen.max(found.len());
         }
-        Ok(id_ordered_page(matches, page, seen, warnings))
+        Ok(Gathered {
+            found,
+            seen,
+            warnings,
+        })
+    }
+
+    /// Re-reads candidates of an entity map (5.5.9.3) from the places the map names for each, and
+    /// only from those (5.5.14: the map decides which registrations match), and checks them
+    /// against the query, whose linked entity paths are resolved already. One answer per
+    /// candidate, in order, and the warnings of the sources that failed.
+    pub(crate) async fn recheck(
+        &self,
+        tenant: &str,
+        candidates: &[&MapEntry],
+        query: &EntityQuery,
+        reach: &Reach,
+    ) -> NgsiResult<(Vec<Recheck>, Vec<String>)> {
+        let registrations = self.registry.of(tenant);
+        let stays = reach.local || self.sources.looped(reach);
+        let now = Utc::now();
+        let mut asked: indexmap::IndexMap<&str, Vec<&str>> = indexmap::IndexMap::new();
+        let mut local = Vec::new();
+        for entry in candidates {
+            for place in entry.places() {
+                if place == LOCAL {
+                    local.push(entry.id());
+                } else {
+                    asked.entry(place.as_str()).or_default().push(entry.id());
+                }
+            }
+        }
+        // Entities held where they cannot be asked now: nothing is known of them.
+        let mut unknown: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut to_ask = Vec::new();
+        for (place, ids) in &asked {
+            let registration = registrations.iter().find(|r| r.record.id == *place);
+            match registration {
+                _ if stays => unknown.extend(ids),
+                Some(r)
+                    if r.is_live(now)
+                        && (r.serves(Operation::QueryEntity)
+                            || r.serves(Operation::QueryBatch)) =>
+                {
+                    if self.sources.resting(r) {
+                        unknown.extend(ids);
+                    } else {
+                        to_ask.push((r.clone(), ids));
+                    }
+                }
+                // A registration deleted or expired since: its source no longer holds anything.
+                _ => {}
+            }
+        }
+        let mut asks = Vec::with_capacity(to_ask.len());
+        if !to_ask.is_empty() {
+            let ctx = self.caller_context(reach).await?;
+            for (r, ids) in to_ask {
+                let mut params = recheck_params(ids, query, &ctx);
+                if r.local_only() {
+                    params.push(("local".to_string(), "true".to_string()));
+                }
+                asks.push(self.ask_query(r, params, reach));
+            }
+        }
+        let reads = local.iter().map(|id| self.store.get(tenant, id));
+        let (local, answers) = tokio::join!(join_all(reads), join_all(asks));
+        let mut assembled: indexmap::IndexMap<String, Found> = indexmap::IndexMap::new();
+        for e in local
+            .into_iter()
+            .collect::<NgsiResult<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+        {
+            assembled.insert(e.id.clone(), Found::local(&e));
+        }
+        let mut warnings = Vec::new();
+        for answer in answers {
+            if answer.warning.is_some() {
+                if let Some(ids) = asked.get(answer.registration.record.id.as_str()) {
+                    unknown.extend(ids);
+                }
+            }
+            assemble(&mut assembled, &mut warnings, answer);
+        }
+        let checks = candidates
+            .iter()
+            .map(|entry| match assembled.swap_remove(entry.id()) {
+                Some(found) if query.matches(&found.entity) => Recheck::Matches(found.entity),
+                _ if unknown.contains(entry.id()) => Recheck::Unknown,
+                _ => Recheck::Gone,
+            })
+            .collect();
+        Ok((checks, warnings))
     }
 
     /// The active context of the caller, with which names are compacted for the sources (which
@@ -395,24 +566,74 @@ impl Broker {
     }
 }
 
-/// The page of the assembled entities in id order (the order of a federated query).
-fn id_ordered_page(
-    mut matches: Vec<Entity>,
-    page: Page,
+/// The place of this broker's own store in an entity map (5.2.39).
+pub const LOCAL: &str = "@none";
+
+/// An entity assembled from the places that hold (part of) it: [`LOCAL`] for the local store,
+/// otherwise the ids of the registrations whose sources answered with it.
+pub(crate) struct Found {
+    /// The assembled entity.
+    pub entity: Entity,
+    /// Where its parts came from.
+    pub places: Vec<String>,
+}
+
+impl Found {
+    /// An entity of the local store.
+    pub fn local(e: &Entity) -> Found {
+        Found {
+            entity: e.clone(),
+            places: vec![LOCAL.to_string()],
+        }
+    }
+}
+
+/// A retrieved entity (5.7.1), the warnings of the sources that failed, and where it was found.
+pub struct Retrieved {
+    /// The entity, its fragments merged.
+    pub entity: Arc<Entity>,
+    /// NGSILD-Warning values of the sources that failed (6.3.17).
+    pub warnings: Vec<String>,
+    /// [`LOCAL`] and the ids of the registrations whose sources contributed.
+    pub places: Vec<String>,
+}
+
+/// What re-reading a candidate of an entity map found (see [`Broker::recheck`]).
+pub(crate) enum Recheck {
+    /// It still matches the query: the entity, assembled from its places.
+    Matches(Entity),
+    /// It is gone from every place that held it, or no longer matches: the map drops it.
+    Gone,
+    /// A place that holds it could not be asked (it failed, is cooling down, or the request
+    /// stays local): nothing is known, and the map keeps it.
+    Unknown,
+}
+
+/// The matches of a distributed query before paging.
+struct Gathered {
+    found: Vec<Found>,
+    /// Matches seen: the total when counted, else at least one past the page when there is a
+    /// next page.
     seen: usize,
     warnings: Vec<String>,
-) -> QueryResult {
-    matches.sort_by(|a, b| a.id.cmp(&b.id));
-    let entities = matches
-        .into_iter()
-        .skip(page.offset)
-        .take(page.limit)
-        .map(Arc::new)
-        .collect();
-    QueryResult {
-        entities,
-        seen,
-        warnings,
+}
+
+impl Gathered {
+    /// The page of the matches in id order (the order of a federated query).
+    fn page(self, page: Page) -> QueryResult {
+        let mut matches = self.found;
+        matches.sort_by(|a, b| a.entity.id.cmp(&b.entity.id));
+        let entities = matches
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .map(|f| Arc::new(f.entity))
+            .collect();
+        QueryResult {
+            entities,
+            seen: self.seen,
+            warnings: self.warnings,
+        }
     }
 }
 
@@ -426,19 +647,32 @@ struct Contribution {
     warning: Option<String>,
 }
 
-/// Adds a source's entities to those assembled so far, merging the fragments of one entity.
-/// A failed source's warning goes to `warnings`.
+/// Adds a source's entities to those assembled so far, merging the fragments of one entity and
+/// recording the source's registration among the places of each. A failed source's warning goes
+/// to `warnings`.
 fn assemble(
-    assembled: &mut indexmap::IndexMap<String, Entity>,
+    assembled: &mut indexmap::IndexMap<String, Found>,
     warnings: &mut Vec<String>,
     answer: Contribution,
 ) {
     warnings.extend(answer.warning);
+    let place = &answer.registration.record.id;
     for fragment in answer.entities {
         match assembled.get_mut(&fragment.id) {
-            Some(entity) => merge(entity, fragment, answer.registration.mode),
+            Some(found) => {
+                merge(&mut found.entity, fragment, answer.registration.mode);
+                if !found.places.contains(place) {
+                    found.places.push(place.clone());
+                }
+            }
             None => {
-                assembled.insert(fragment.id.clone(), fragment);
+                assembled.insert(
+                    fragment.id.clone(),
+                    Found {
+                        entity: fragment,
+                        places: vec![place.clone()],
+                    },
+                );
             }
         }
     }
@@ -474,6 +708,26 @@ fn filter_params(query: &EntityQuery, ctx: &ActiveContext) -> Vec<(String, Strin
     if !query.attrs.is_empty() {
         params.push(("attrs".to_string(), compacted(&query.attrs, ctx)));
     }
+    params
+}
+
+/// What a source is asked to re-read candidates of an entity map: their ids, with the query's
+/// types, or else its attrs, or else its filters (a source answers no query without a
+/// restriction, 5.7.2).
+fn recheck_params(ids: &[&str], query: &EntityQuery, ctx: &ActiveContext) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = selector_params(&query.selectors, ctx)
+        .into_iter()
+        .filter(|(k, _)| k == "type")
+        .collect();
+    if params.is_empty() {
+        if query.attrs.is_empty() {
+            params.extend(filter_params(query, ctx));
+        } else {
+            params.push(("attrs".to_string(), compacted(&query.attrs, ctx)));
+        }
+    }
+    params.push(("id".to_string(), ids.join(",")));
+    params.push(("limit".to_string(), ids.len().to_string()));
     params
 }
 

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod catalogue;
 pub mod distributed;
 pub mod entities;
+pub mod entity_maps;
 pub mod forwarding;
 pub mod query;
 pub mod registrations;

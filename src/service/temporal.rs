@@ -12,12 +12,14 @@
 //! edits the history only.
 
 use super::entities::Target;
-use super::query::Page;
+use super::query::{Page, QueryResult};
 use super::Broker;
 use crate::error::{NgsiError, NgsiResult};
+use crate::federation::forward::Reach;
 use crate::model::parse::EntityInput;
 use crate::model::{Attribute, Entity};
 use crate::query::EntityQuery;
+use crate::store::entity_maps::EntityMap;
 use crate::store::history::{self, HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use crate::store::Write;
 use crate::temporal::render::{Content, TemporalEntity};
@@ -401,7 +403,8 @@ impl Broker {
     /// Queries the temporal evolution of entities (5.7.4): the entities `selection` matches, a
     /// page at a time in id order, each with its history. scopeQ is evaluated against the scopes
     /// valid within the time range (4.18, 5.7.4.4 step 4), and an entity it selects shows only the
-    /// instances of the times when a matching scope was valid.
+    /// instances of the times when a matching scope was valid. With an entity map (5.14.5), the
+    /// entities are the map's candidates that still match, in its order.
     pub async fn query_temporal(
         &self,
         tenant: &str,
@@ -409,10 +412,11 @@ impl Broker {
         query: &TemporalQuery,
         page: Page,
         count: bool,
+        map: Option<&EntityMap>,
     ) -> NgsiResult<TemporalPage> {
         let (found, seen, scoped) = match selection.scope.take() {
             None => {
-                let result = self.query_entities(tenant, selection, page, count).await?;
+                let result = self.select(tenant, selection, page, count, map).await?;
                 (result.entities, result.seen, None)
             }
             Some(scope_q) => {
@@ -421,7 +425,7 @@ impl Broker {
                     offset: 0,
                     limit: usize::MAX >> 2,
                 };
-                let candidates = self.query_entities(tenant, selection, every, true).await?;
+                let candidates = self.select(tenant, selection, every, true, map).await?;
                 let mut timelines = self.scope_timelines(tenant, &candidates.entities).await?;
                 let mut spans = HashMap::new();
                 let mut matching = Vec::new();
@@ -468,6 +472,25 @@ impl Broker {
             seen,
             cut,
         })
+    }
+
+    /// The entities of a temporal query's selection (its scopeQ taken out): from the entity map
+    /// it uses (5.14.5), or from the store.
+    async fn select(
+        &self,
+        tenant: &str,
+        selection: EntityQuery,
+        page: Page,
+        count: bool,
+        map: Option<&EntityMap>,
+    ) -> NgsiResult<QueryResult> {
+        match map {
+            Some(map) => {
+                self.map_page(tenant, map, &selection, page, count, &Reach::local())
+                    .await
+            }
+            None => self.query_entities(tenant, selection, page, count).await,
+        }
     }
 
     /// The scope timelines of entities, from their Scope history records.

@@ -40,7 +40,7 @@ pub const TEMPORAL_PARAMS: &[&str] = &[
 
 /// Temporal entities from the sources, by id, with the warnings of those that failed.
 #[derive(Default)]
-struct Gathered {
+struct GatheredTemporal {
     entities: BTreeMap<String, TemporalEntity>,
     counted: usize,
     warnings: Vec<String>,
@@ -69,9 +69,9 @@ impl Broker {
         let path = ["temporal", "entities", target.id.as_str()];
         let (local, gathered) = tokio::join!(
             self.retrieve_temporal(target, query),
-            self.gather(&sources, &path, params.to_vec(), query, reach)
+            self.gather_temporal(&sources, &path, params.to_vec(), query, reach)
         );
-        let Gathered {
+        let GatheredTemporal {
             mut entities,
             warnings,
             ..
@@ -116,7 +116,7 @@ impl Broker {
         });
         if sources.is_empty() {
             let result = self
-                .query_temporal(tenant, selection, query, page, count)
+                .query_temporal(tenant, selection, query, page, count, None)
                 .await?;
             return Ok((result, Vec::new()));
         }
@@ -136,11 +136,11 @@ impl Broker {
             limit: want,
         };
         let (local, gathered) = tokio::join!(
-            self.query_temporal(tenant, selection, query, first, count),
-            self.gather(&sources, &["temporal", "entities"], asked, query, reach)
+            self.query_temporal(tenant, selection, query, first, count, None),
+            self.gather_temporal(&sources, &["temporal", "entities"], asked, query, reach)
         );
         let local = local?;
-        let Gathered {
+        let GatheredTemporal {
             entities: mut remote,
             counted,
             warnings,
@@ -206,14 +206,14 @@ impl Broker {
     }
 
     /// Asks each source `GET /{path}` with `params` and reads the temporal entities it answers.
-    async fn gather(
+    async fn gather_temporal(
         &self,
         sources: &[Arc<Registration>],
         path: &[&str],
         mut params: Vec<(String, String)>,
         query: &TemporalQuery,
         reach: &Reach,
-    ) -> Gathered {
+    ) -> GatheredTemporal {
         if query.history.time_property != TimeProperty::ObservedAt {
             params.push(("options".to_string(), "sysAttrs".to_string()));
         }
@@ -232,7 +232,7 @@ impl Broker {
                 self.sources.send(r, call, reach).await
             }
         });
-        let mut gathered = Gathered::default();
+        let mut gathered = GatheredTemporal::default();
         for (r, outcome) in sources.iter().zip(join_all(calls).await) {
             let read = match outcome {
                 Ok(Answer::NotFound) => continue,

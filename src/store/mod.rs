@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod changes;
 pub mod combine;
 pub mod embedded;
+pub mod entity_maps;
 pub mod history;
 pub mod json_text;
 pub mod postgres;
@@ -621,6 +622,82 @@ impl Store {
                 .map(|(t, b)| Ok((t, serde_json::from_slice(&b).map_err(undecodable)?)))
                 .collect(),
             Backend::Postgres(s) => s.records(collection).await,
+        }
+    }
+}
+
+impl Store {
+    /// Stores a new entity map.
+    pub async fn create_entity_map(
+        &self,
+        tenant: &str,
+        map: &entity_maps::EntityMap,
+    ) -> NgsiResult<()> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.create_entity_map(tenant, map).await,
+            Backend::Postgres(s) => s.create_entity_map(tenant, map).await,
+        }
+    }
+
+    /// The entity map with this id, unless it has expired at `now`: an expired map is never
+    /// served, and is removed when found.
+    pub async fn entity_map(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> NgsiResult<Option<entity_maps::EntityMap>> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.entity_map(tenant, id, now).await,
+            Backend::Postgres(s) => s.entity_map(tenant, id, now).await,
+        }
+    }
+
+    /// Sets the expiry of an entity map that has not expired at `now`; false when there is none.
+    pub async fn set_entity_map_expiry(
+        &self,
+        tenant: &str,
+        id: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> NgsiResult<bool> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.set_entity_map_expiry(tenant, id, expires_at, now).await,
+            Backend::Postgres(s) => s.set_entity_map_expiry(tenant, id, expires_at, now).await,
+        }
+    }
+
+    /// Removes an entity map; false when there was none that had not expired at `now`.
+    pub async fn delete_entity_map(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> NgsiResult<bool> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.delete_entity_map(tenant, id, now).await,
+            Backend::Postgres(s) => s.delete_entity_map(tenant, id, now).await,
+        }
+    }
+
+    /// Removes the entries of these entity ids from an entity map, keeping the order of the rest.
+    pub async fn prune_entity_map(
+        &self,
+        tenant: &str,
+        id: &str,
+        gone: Vec<String>,
+    ) -> NgsiResult<()> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.prune_entity_map(tenant, id, gone).await,
+            Backend::Postgres(s) => s.prune_entity_map(tenant, id, gone).await,
+        }
+    }
+
+    /// Removes every entity map, of every tenant, that has expired at `now`; returns how many.
+    pub async fn sweep_entity_maps(&self, now: chrono::DateTime<chrono::Utc>) -> NgsiResult<usize> {
+        match &*self.backend {
+            Backend::Embedded(s) => s.sweep_entity_maps(now).await,
+            Backend::Postgres(s) => s.sweep_entity_maps(now).await,
         }
     }
 }

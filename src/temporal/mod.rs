@@ -191,9 +191,23 @@ pub fn aggregation(p: &TemporalParams) -> NgsiResult<Representation> {
 /// Parses an ISO 8601 duration of fixed length (`P[nW][nD][T[nH][nM][n[.n]S]]`) to microseconds.
 /// Years and months have no fixed length and are refused.
 pub fn duration_micros(text: &str) -> NgsiResult<i64> {
+    parse_duration("aggrPeriodDuration", text, false)
+}
+
+/// Parses an ISO 8601 duration that only bounds how long something lives (`entityMapLifetime`
+/// and the settings of entity map lifetimes), which the broker caps anyway: years and months
+/// count as 365 and 30 days. `name` names it in errors.
+pub fn lifetime(name: &str, text: &str) -> NgsiResult<chrono::TimeDelta> {
+    parse_duration(name, text, true).map(chrono::TimeDelta::microseconds)
+}
+
+/// Parses an ISO 8601 duration (`P[nY][nM][nW][nD][T[nH][nM][n[.n]S]]`) to microseconds, `name`
+/// naming it in errors. Years and months have no fixed length: with `nominal` they count as 365
+/// and 30 days, otherwise they are refused.
+fn parse_duration(name: &str, text: &str, nominal: bool) -> NgsiResult<i64> {
     let bad = |why: &str| {
         NgsiError::bad_data(format!(
-            "aggrPeriodDuration={text} is not a valid ISO 8601 duration such as PT1H, P1D or PT30M: {why}"
+            "{name}={text} is not a valid ISO 8601 duration such as PT1H, P1D or PT30M: {why}"
         ))
     };
     let rest = text
@@ -221,7 +235,7 @@ pub fn duration_micros(text: &str) -> NgsiResult<i64> {
                     .iter()
                     .position(|(u, _)| *u == c)
                     .ok_or_else(|| match (c, in_time) {
-                        ('Y', _) | ('M', false) => {
+                        ('Y', false) | ('M', false) if !nominal => {
                             bad("years and months have no fixed length; use weeks, days or hours")
                         }
                         _ => bad(&format!("'{c}' is not a unit here")),
@@ -242,11 +256,15 @@ pub fn duration_micros(text: &str) -> NgsiResult<i64> {
         Ok(())
     };
     const SECOND: f64 = 1_000_000.0;
-    parse(
-        date,
-        &[('W', 7.0 * 86_400.0 * SECOND), ('D', 86_400.0 * SECOND)],
-        false,
-    )?;
+    const DAY: f64 = 86_400.0 * SECOND;
+    let fixed = [('W', 7.0 * DAY), ('D', DAY)];
+    let with_nominal = [
+        ('Y', 365.0 * DAY),
+        ('M', 30.0 * DAY),
+        ('W', 7.0 * DAY),
+        ('D', DAY),
+    ];
+    parse(date, if nominal { &with_nominal } else { &fixed }, false)?;
     if let Some(t) = time {
         parse(
             t,
@@ -277,6 +295,22 @@ mod tests {
             "", "P", "PT", "1H", "PT1", "PTH", "P1H", "PT1M1H", "P1Y", "P1M", "Pxyz",
         ] {
             assert!(duration_micros(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lifetimes_count_years_and_months_nominally() {
+        let day = chrono::TimeDelta::days(1);
+        assert_eq!(lifetime("l", "P1Y").unwrap(), day * 365);
+        assert_eq!(lifetime("l", "P1Y2M").unwrap(), day * 425);
+        assert_eq!(
+            lifetime("l", "PT1M").unwrap(),
+            chrono::TimeDelta::minutes(1)
+        );
+        assert_eq!(lifetime("l", "P3650D").unwrap(), day * 3650);
+        for bad in ["1hour", "P1M1Y", "PT1Y", ""] {
+            let e = lifetime("entityMapLifetime", bad).unwrap_err();
+            assert!(e.detail.starts_with("entityMapLifetime="), "{}", e.detail);
         }
     }
 

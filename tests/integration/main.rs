@@ -16,6 +16,7 @@ mod csource_subscriptions;
 mod durability;
 mod entities_api;
 mod entities_lifecycle;
+mod entity_maps;
 mod federation;
 mod federation_sources;
 mod geometry_column;

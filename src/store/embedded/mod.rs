@@ -2,6 +2,7 @@
 //! is acknowledged), an in-memory index for reads. One writer at a time, as redb itself requires.
 
 mod index;
+mod maps;
 
 use super::aggregate::{self, AggregateQuery, Bucket};
 use super::changes::{Change, ChangeFeed};
@@ -88,6 +89,7 @@ impl EmbeddedStore {
             for collection in Collection::ALL {
                 txn.open_table(table_of(collection))?;
             }
+            txn.open_table(maps::ENTITY_MAPS)?;
             txn.commit()?;
             let mut tenants: Tenants = HashMap::new();
             let read = db.begin_read()?;

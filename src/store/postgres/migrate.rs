@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         11,
         include_str!("../../../migrations/0011_csource_subscriptions.sql"),
     ),
+    (12, include_str!("../../../migrations/0012_entity_maps.sql")),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

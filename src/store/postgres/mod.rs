@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod ewkb;
 pub mod listen;
+mod maps;
 pub mod migrate;
 pub mod sql;
 
