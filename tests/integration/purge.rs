@@ -77,10 +77,11 @@ async fn each_selector_purges_what_it_matches() {
             vehicle(1, 10),
             vehicle(2, 80),
             vehicle(3, 50),
+            json!({"id": "urn:ngsi-ld:Ship:s1", "type": "Ship"}),
         ],
     )
     .await;
-    let steps: [(&str, &[&str]); 7] = [
+    let steps: [(&str, &[&str]); 8] = [
         // q alone names an attribute (060_03_02).
         (
             "q=name==%22Eiffel%20Tower%22",
@@ -88,6 +89,7 @@ async fn each_selector_purges_what_it_matches() {
                 "Building:b2",
                 "Building:b3",
                 "Building:b4",
+                "Ship:s1",
                 "Vehicle:v1",
                 "Vehicle:v2",
                 "Vehicle:v3",
@@ -95,26 +97,34 @@ async fn each_selector_purges_what_it_matches() {
         ),
         (
             "type=Vehicle&q=speed%3E40",
-            &["Building:b2", "Building:b3", "Building:b4", "Vehicle:v1"],
+            &[
+                "Building:b2",
+                "Building:b3",
+                "Building:b4",
+                "Ship:s1",
+                "Vehicle:v1",
+            ],
         ),
         // id with a type (060_03_04), scopeQ with a type.
         (
             "id=urn:ngsi-ld:Building:b4&type=Building",
-            &["Building:b2", "Building:b3", "Vehicle:v1"],
+            &["Building:b2", "Building:b3", "Ship:s1", "Vehicle:v1"],
         ),
         (
             "type=Building&scopeQ=/London",
-            &["Building:b2", "Vehicle:v1"],
+            &["Building:b2", "Ship:s1", "Vehicle:v1"],
         ),
         // An idPattern that matches nothing purges nothing.
         (
             "type=Building&idPattern=.*:Ship:.*",
-            &["Building:b2", "Vehicle:v1"],
+            &["Building:b2", "Ship:s1", "Vehicle:v1"],
         ),
+        // attrs alone: the entities with one of them.
+        ("attrs=speed,colour", &["Building:b2", "Ship:s1"]),
         // A geoQ alone narrows enough.
         (
             "georel=near;maxDistance==100&geometry=Point&coordinates=[2.3376,48.8606]",
-            &["Vehicle:v1"],
+            &["Ship:s1"],
         ),
         // local=true alone is the whole tenant (060_03_03).
         ("local=true", &[]),
@@ -386,10 +396,15 @@ async fn a_large_purge_is_written_in_chunks() {
     assert_no_content(purge(&s, "type=Sensor&drop=temperature").await).await;
     assert_eq!(count("type=Sensor&attrs=temperature").await, 0);
     assert_eq!(count("type=Sensor&attrs=status").await, total);
+    // An idPattern is decided by the evaluator (on PostgreSQL too): chunks of candidates.
+    assert_no_content(purge(&s, "type=Sensor&idPattern=.*[05]$&drop=status").await).await;
+    assert_eq!(count("type=Sensor&attrs=status").await, 2_000);
     assert_no_content(purge(&s, "type=Sensor&q=status==%22ok%22").await).await;
+    assert_eq!(count("type=Sensor").await, 500);
+    assert_no_content(purge(&s, "type=Sensor").await).await;
     assert_eq!(count("type=Sensor").await, 0);
     if let Some(url) = &s.database_url {
-        // One transaction per chunk of 1,000 entities, not one per entity.
+        // One transaction per chunk of 1,000 entities, not one per entity: 2,000 and 500.
         let client = common::sql_client(url).await;
         let row = client
             .query_one(
