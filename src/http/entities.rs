@@ -685,7 +685,8 @@ pub async fn partial_update_attr(
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let w = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
+    // A PATCH: its body may come as application/merge-patch+json (6.3.4).
+    let w = read_write(&req, payload, &broker, true, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
     let local = async {

@@ -49,6 +49,9 @@ pub struct RequestInfo {
     pub query: Vec<(String, String)>,
     /// The API version the client prefers (`Prefer: ngsi-ld=…`, 4.3.6.8).
     pub prefer: Option<super::version::Preferred>,
+    /// `Prefer: body=json` (6.3.6): a GeoJSON answer carries its @context in a Link header
+    /// rather than in the body.
+    pub body_json: bool,
     /// The Via header (6.3.18): the brokers the request has passed through.
     pub via: Option<String>,
     /// The request's headers (names in lower case), for contextSourceInfo pairs whose value
@@ -85,6 +88,12 @@ impl RequestInfo {
             accepted,
             query,
             prefer: super::version::preferred(req),
+            body_json: req
+                .headers()
+                .get_all("Prefer")
+                .filter_map(|h| h.to_str().ok())
+                .flat_map(|h| h.split([',', ';']))
+                .any(|p| p.trim().eq_ignore_ascii_case("body=json")),
             via: req
                 .headers()
                 .get_all("Via")

@@ -53,12 +53,15 @@ pub fn created(collection: &str, id: &str) -> HttpResponse {
 }
 
 /// A 200 response with a JSON body in the negotiated media type: the @context goes in the body for
-/// application/ld+json and in a Link header otherwise.
+/// application/ld+json and application/geo+json (unless `Prefer: body=json` asks for a plain
+/// JSON body, 6.3.6), and in a Link header otherwise.
 pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
     let context = info.response_context();
     let mut response = HttpResponse::Ok();
     match info.accepted {
-        Accepted::JsonLd | Accepted::GeoJson => {
+        Accepted::JsonLd | Accepted::GeoJson
+            if !(info.body_json && info.accepted == Accepted::GeoJson) =>
+        {
             if let Value::Object(map) = &mut body {
                 insert_context(map, context);
             } else if let Value::Array(items) = &mut body {
@@ -69,7 +72,7 @@ pub fn json_body(info: &RequestInfo, mut body: Value) -> HttpResponse {
                 }
             }
         }
-        Accepted::Json => {
+        _ => {
             if let Value::String(url) = &context {
                 response.insert_header(("Link", crate::ld::link_header(url)));
             }

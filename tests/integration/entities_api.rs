@@ -78,3 +78,53 @@ async fn prefer_an_earlier_version_reformats_later_attribute_kinds() {
     assert_eq!(status, 200);
     assert!(headers.get("Preference-Applied").is_none());
 }
+
+#[actix_web::test]
+async fn prefer_body_json_moves_a_geojson_context_to_a_link() {
+    // 6.3.6: with Prefer: body=json a GeoJSON answer has no @context member; the Link carries it.
+    let s = TestServer::start().await;
+    let r = s
+        .create(&json!({"id": "urn:ngsi-ld:Spot:g1", "type": "Spot",
+                        "location": {"type": "GeoProperty",
+                                     "value": {"type": "Point", "coordinates": [2.0, 48.0]}}}))
+        .await;
+    assert_eq!(r.status(), 201);
+    for (prefer, in_body) in [(None, true), (Some("body=json"), false)] {
+        let mut headers = vec![("Accept", "application/geo+json")];
+        headers.extend(prefer.map(|p| ("Prefer", p)));
+        let (status, h, body) = s.get_with("/entities?type=Spot", &headers).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(h["Content-Type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/geo+json"));
+        assert_eq!(
+            body.get("@context").is_some(),
+            in_body,
+            "{prefer:?}: {body}"
+        );
+        assert_eq!(h.get("Link").is_some(), !in_body, "{prefer:?}: {h:?}");
+    }
+}
+
+#[actix_web::test]
+async fn a_partial_attribute_update_accepts_merge_patch_json() {
+    // 6.3.4: a PATCH body may be application/merge-patch+json.
+    let s = TestServer::start().await;
+    let r = s
+        .create(&json!({"id": "urn:ngsi-ld:Spot:m1", "type": "Spot",
+                        "free": {"type": "Property", "value": 1}}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = s
+        .send(
+            reqwest::Method::PATCH,
+            "/entities/urn:ngsi-ld:Spot:m1/attrs/free",
+            "application/merge-patch+json",
+            &json!({"value": 2}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+    let e = s.entity("urn:ngsi-ld:Spot:m1", "").await;
+    assert_eq!(e["free"]["value"], 2, "{e}");
+}
