@@ -10,6 +10,7 @@ pub mod entity_maps;
 pub mod forwarding;
 pub mod query;
 pub mod registrations;
+pub mod remote_subscriptions;
 pub mod subscriptions;
 pub mod temporal;
 pub mod temporal_sources;
