@@ -124,6 +124,12 @@ pub struct Options {
     /// (6.3.18), by which it recognises a request that has looped back to it.
     #[arg(long, env = "TWINLINK_ALIAS", global = true)]
     pub alias: Option<String>,
+    /// The base URL (scheme, host, port) under which context sources reach this broker: the
+    /// copies of subscriptions it gives its sources (5.8.1.4) have their notifications sent to
+    /// `<public-url>/ngsi-ld/ex/remote-notify`. Default: http:// and the bound address and port,
+    /// 127.0.0.1 when bound to 0.0.0.0 (only sources on this machine can then reach it).
+    #[arg(long, env = "TWINLINK_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
     /// Whether the entities of registered context sources that name no attributes may be split
     /// across sources (5.7.2.4): when true, a query forwards only its selectors to every source
     /// and filters the assembled entities; when false (the default), such sources are taken to
@@ -215,6 +221,8 @@ pub struct Settings {
     pub alias: String,
     /// The deployment's split-entities default (5.7.2.4).
     pub split_entities: bool,
+    /// The base URL sources reach this broker at, when given (see [`Settings::public_url_for`]).
+    pub public_url: Option<String>,
     /// Lifetime of an entity map whose request suggests none.
     pub entity_map_lifetime: chrono::TimeDelta,
     /// Longest lifetime of an entity map.
@@ -260,6 +268,7 @@ impl Default for Settings {
                 &uuid::Uuid::new_v4().simple().to_string()[..12]
             ),
             split_entities: false,
+            public_url: None,
             entity_map_lifetime: chrono::TimeDelta::hours(1),
             entity_map_max_lifetime: chrono::TimeDelta::days(1),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -363,6 +372,7 @@ impl Settings {
                 .split_entities
                 .or(file.split_entities)
                 .unwrap_or(d.split_entities),
+            public_url: options.public_url.or(file.public_url),
             entity_map_lifetime: setting_lifetime(
                 "entity-map-lifetime",
                 options.entity_map_lifetime.or(file.entity_map_lifetime),
@@ -377,6 +387,27 @@ impl Settings {
             )?,
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
         })
+    }
+}
+
+impl Settings {
+    /// The base URL (no trailing slash) under which sources reach a broker listening on `addr`:
+    /// the configured public URL, else http:// with the bound address, loopback for an
+    /// unspecified one (0.0.0.0, ::).
+    pub fn public_url_for(&self, addr: std::net::SocketAddr) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            ip => ip,
+        };
+        format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
     }
 }
 
@@ -453,6 +484,17 @@ mod tests {
         })
         .unwrap_err();
         assert!(bad.starts_with("entity-map-max-lifetime="), "{bad}");
+    }
+
+    #[test]
+    fn the_public_url_is_the_given_one_or_the_bound_address_reachable_here() {
+        let mut s = Settings::default();
+        let any: std::net::SocketAddr = "0.0.0.0:1026".parse().unwrap();
+        assert_eq!(s.public_url_for(any), "http://127.0.0.1:1026");
+        let v6: std::net::SocketAddr = "[::]:80".parse().unwrap();
+        assert_eq!(s.public_url_for(v6), "http://[::1]:80");
+        s.public_url = Some("https://broker.example.org/".into());
+        assert_eq!(s.public_url_for(any), "https://broker.example.org");
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
         settings,
         notifier: Default::default(),
         registry: Default::default(),
+        public_url: Default::default(),
     })
 }
 
@@ -75,6 +76,7 @@ pub fn serve(
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
+    let _ = broker.public_url.set(broker.settings.public_url_for(addr));
     crate::subscription::start(broker.clone().into_inner());
     crate::service::entity_maps::start_sweeper(broker.clone().into_inner());
     if broker.settings.mqtt_url.is_some() {

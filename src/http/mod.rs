@@ -171,6 +171,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(response::method_not_allowed)),
             ),
     )
+    .route(
+        crate::subscription::remote::NOTIFY_PATH,
+        web::post().to(subscriptions::remote_notify),
+    )
     .route("/health", web::get().to(response::health))
     .route("/ready", web::get().to(response::ready))
     .default_service(web::to(response::not_found));

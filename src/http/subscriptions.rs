@@ -4,7 +4,7 @@
 //! share the handlers; a route says which it serves by its [`Collection`] app data.
 
 use super::entities::record_id;
-use super::negotiate::{read_record, Accepted, Body, RequestInfo};
+use super::negotiate::{read_body, read_record, Accepted, Body, RequestInfo};
 use super::response::{created, json_body};
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
@@ -44,21 +44,40 @@ fn path_id(req: &HttpRequest) -> NgsiResult<String> {
     record_id(req, what)
 }
 
-/// POST /subscriptions (5.8.1), POST /csourceSubscriptions (5.11.2).
+/// POST /subscriptions (5.8.1; `local=true` keeps it off the context sources, 5.8.1.4), POST
+/// /csourceSubscriptions (5.11.2).
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
-    let (info, Body { json, context }) =
-        read_record(&req, payload, broker.settings.max_body_bytes, false).await?;
     let kind = collection(&req);
+    let params: &[&str] = match kind {
+        Collection::Subscriptions => &["local"],
+        _ => &[],
+    };
+    let info = RequestInfo::read(&req, WRITE_OFFERS, params)?;
+    let Body { json, context } =
+        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
     let id = broker
         .clone()
         .into_inner()
-        .create_subscription(kind, &info.tenant, &json, context)
+        .create_subscription(kind, &info.tenant, &json, context, &info.reach())
         .await?;
     Ok(created(path_of(kind), &id))
+}
+
+/// POST /ngsi-ld/ex/remote-notify: a Notification a context source sent for the copy of a
+/// subscription it was given (5.8.6), passed on to the subscription's subscriber.
+pub async fn remote_notify(
+    req: HttpRequest,
+    payload: web::Payload,
+    broker: Data,
+) -> NgsiResult<HttpResponse> {
+    let (_, Body { json, context }) =
+        read_record(&req, payload, broker.settings.max_body_bytes, false).await?;
+    broker.remote_notification(&json, context).await?;
+    Ok(HttpResponse::Ok().finish())
 }
 
 /// GET /subscriptions/{id} (5.8.3), GET /csourceSubscriptions/{id} (5.11.4).
@@ -184,6 +203,8 @@ pub async fn delete(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> 
     let info = RequestInfo::read(&req, WRITE_OFFERS, &[])?;
     let id = path_id(&req)?;
     broker
+        .clone()
+        .into_inner()
         .delete_subscription(collection(&req), &info.tenant, &id)
         .await?;
     Ok(HttpResponse::NoContent().finish())

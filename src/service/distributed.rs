@@ -500,7 +500,10 @@ impl Broker {
         let entities = match answer {
             Ok(Answer::NotFound) => Ok((Vec::new(), None)),
             Ok(Answer::Json { body, link, count }) => self
-                .read_entities(body, link, reach)
+                .read_entities(
+                    body,
+                    link.or_else(|| reach.context.clone()).map(Value::String),
+                )
                 .await
                 .map(|entities| (entities, count))
                 .map_err(Failure::invalid),
@@ -525,13 +528,13 @@ impl Broker {
         }
     }
 
-    /// Reads the entities of a source's answer (one entity or an array) with the @context they
-    /// carry, the answer's Link, or the one the request was sent with.
-    async fn read_entities(
+    /// Reads the entities a source sent (one entity or an array: an answer, a notification's
+    /// data) with the @context each carries, else `context` (the answer's Link, or the one the
+    /// request was sent with; the core context when None).
+    pub(crate) async fn read_entities(
         &self,
         json: Value,
-        link: Option<String>,
-        reach: &Reach,
+        context: Option<Value>,
     ) -> Result<Vec<Entity>, String> {
         let items = match json {
             Value::Array(items) => items,
@@ -545,11 +548,7 @@ impl Broker {
         let now = Utc::now();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let context = item
-                .get("@context")
-                .cloned()
-                .or_else(|| link.clone().map(Value::String))
-                .or_else(|| reach.context.clone().map(Value::String));
+            let context = item.get("@context").cloned().or_else(|| context.clone());
             let ctx = self
                 .contexts
                 .active(context.as_ref())

@@ -10,6 +10,7 @@ pub mod entity_maps;
 pub mod forwarding;
 pub mod query;
 pub mod registrations;
+pub mod remote_subscriptions;
 pub mod subscriptions;
 pub mod temporal;
 pub mod temporal_sources;
@@ -33,6 +34,9 @@ pub struct Broker {
     pub registry: crate::federation::Registry,
     /// The outbound client to context sources.
     pub sources: crate::federation::forward::Sources,
+    /// The base URL sources reach this broker at ([`crate::config::Settings::public_url_for`]),
+    /// known once the listener is bound (the port may be picked then).
+    pub public_url: std::sync::OnceLock<String>,
 }
 
 impl Broker {

@@ -6,9 +6,10 @@
 
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::federation::forward::Reach;
 use crate::store::Collection;
 use crate::subscription::model::Record;
-use crate::subscription::{self, parse};
+use crate::subscription::{self, parse, remote};
 use chrono::Utc;
 use serde_json::Value;
 use std::sync::Arc;
@@ -32,13 +33,16 @@ fn decode(id: &str, value: Value) -> NgsiResult<Record> {
 
 impl Broker {
     /// Creates a subscription of a collection (5.8.1, 5.11.2) from its body and @context; returns
-    /// its id. A registration subscription is then sent the registrations it selects already.
+    /// its id. A registration subscription is then sent the registrations it selects already; an
+    /// entity subscription not kept local (by the request's reach or its `localOnly`) is given to
+    /// the registered sources that offer createSubscription (5.8.1.4).
     pub async fn create_subscription(
         self: &Arc<Self>,
         collection: Collection,
         tenant: &str,
         body: &Value,
         context: Option<Value>,
+        reach: &Reach,
     ) -> NgsiResult<String> {
         let ctx = self.contexts.active(context.as_ref()).await?;
         let doc = parse::normalize(body, &ctx, false)?;
@@ -68,6 +72,15 @@ impl Broker {
         let live = self.notifier.register(self, sub);
         subscription::claim_now(self).await;
         subscription::notify_matching(self, &live).await;
+        let federated = collection == Collection::Subscriptions
+            && !reach.local
+            && !self.sources.looped(reach)
+            && !remote::local_only(&live.sub.record);
+        if federated {
+            if let Err(e) = self.subscribe_at_sources(tenant, &live.sub, reach).await {
+                tracing::warn!(error = %e, subscription = %id, "giving the subscription to the sources failed");
+            }
+        }
         Ok(id)
     }
 
@@ -145,12 +158,18 @@ impl Broker {
             .await?;
         let live = self.notifier.register(self, sub);
         subscription::notify_matching(self, &live).await;
+        if collection == Collection::Subscriptions {
+            if let Err(e) = self.update_at_sources(tenant, &record).await {
+                tracing::warn!(error = %e, subscription = %id, "updating the copies at the sources failed");
+            }
+        }
         Ok(())
     }
 
-    /// Deletes a subscription of a collection (5.8.5, 5.11.6).
+    /// Deletes a subscription of a collection (5.8.5, 5.11.6); an entity subscription's internal
+    /// registration subscription and copies at sources go with it (5.8.5.4).
     pub async fn delete_subscription(
-        &self,
+        self: &Arc<Self>,
         collection: Collection,
         tenant: &str,
         id: &str,
@@ -159,6 +178,11 @@ impl Broker {
             return Err(missing(collection, id));
         }
         self.notifier.remove(collection, tenant, id);
+        if collection == Collection::Subscriptions {
+            if let Err(e) = self.unsubscribe_at_sources(tenant, id).await {
+                tracing::warn!(error = %e, subscription = %id, "deleting the copies at the sources failed");
+            }
+        }
         Ok(())
     }
 }

@@ -712,14 +712,18 @@ pub enum Collection {
     Registrations,
     /// Context source registration subscriptions (5.11).
     CsourceSubscriptions,
+    /// The copies of entity subscriptions held by context sources (5.8.1.4): one record per
+    /// copy, by the id the copy has at its source (see `crate::subscription::remote::Link`).
+    RemoteSubscriptions,
 }
 
 impl Collection {
     /// Every collection (the embedded store creates their tables at start).
-    pub const ALL: [Collection; 3] = [
+    pub const ALL: [Collection; 4] = [
         Collection::Subscriptions,
         Collection::Registrations,
         Collection::CsourceSubscriptions,
+        Collection::RemoteSubscriptions,
     ];
 
     /// The table of the collection, in both stores.
@@ -728,6 +732,7 @@ impl Collection {
             Collection::Subscriptions => "subscriptions",
             Collection::Registrations => "registrations",
             Collection::CsourceSubscriptions => "csource_subscriptions",
+            Collection::RemoteSubscriptions => "remote_subscriptions",
         }
     }
 
@@ -749,6 +754,8 @@ impl Collection {
             Collection::Subscriptions => "twinlink_subscriptions",
             Collection::Registrations => "twinlink_registrations",
             Collection::CsourceSubscriptions => "twinlink_csource_subscriptions",
+            // Nobody listens: every instance reads the copies from the table when it needs them.
+            Collection::RemoteSubscriptions => "twinlink_remote_subscriptions",
         }
     }
 }

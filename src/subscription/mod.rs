@@ -12,6 +12,7 @@ pub mod model;
 pub mod mqtt;
 pub mod notify;
 pub mod parse;
+pub mod remote;
 
 use crate::error::NgsiResult;
 use crate::federation::Registration;
@@ -101,6 +102,18 @@ impl Notifier {
         let live = self.get(tenant, &collection.owner_key(id))?;
         let stats = live.stats.lock().ok()?.clone();
         Some(stats)
+    }
+
+    /// An entity subscription of a tenant as registered here, by id.
+    pub fn entity_subscription(&self, tenant: &str, id: &str) -> Option<Arc<Live>> {
+        self.get(tenant, &Collection::Subscriptions.owner_key(id))
+    }
+
+    /// Queues a notification of a subscription for delivery (its endpoint, statistics and
+    /// cancellation as for every other notification): for the notifications that context sources
+    /// send for the subscription's copies (5.8.6).
+    pub fn deliver(&self, live: &Live, body: serde_json::Value) {
+        self.delivery.send(job(live, body));
     }
 
     /// Registers (or replaces) a compiled subscription; starts its periodic task if it has a
@@ -319,6 +332,9 @@ async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
 /// all matching, as far as the subscriber knows, for the first time.
 const NEWLY_MATCHING: &str = "newlyMatching";
 
+/// The triggerReason of a registration that a registration subscription no longer selects.
+const NO_LONGER_MATCHING: &str = "noLongerMatching";
+
 /// A registration as a registration subscription's notification shows it (5.11.7): only its
 /// RegistrationInfo elements the subscription selects, compacted with the subscription's context.
 fn registration_data(sub: &Subscription, registration: &Registration) -> serde_json::Value {
@@ -338,7 +354,9 @@ pub async fn notify_matching(broker: &Broker, live: &Live) {
         return;
     };
     let now = Utc::now();
-    if !sub.is_live(now) {
+    // The internal registration subscription of a subscription at sources is not notified of the
+    // registrations it selects already: creating the subscription gave them their copies.
+    if !sub.is_live(now) || remote::subscription_of(&sub.record.id).is_some() {
         return;
     }
     let found = match broker.discover_registrations(&sub.tenant, discovery).await {
@@ -367,7 +385,7 @@ fn trigger_reason(was: bool, is: bool) -> Option<&'static str> {
     match (was, is) {
         (false, true) => Some(NEWLY_MATCHING),
         (true, true) => Some("updated"),
-        (true, false) => Some("noLongerMatching"),
+        (true, false) => Some(NO_LONGER_MATCHING),
         (false, false) => None,
     }
 }
@@ -409,6 +427,12 @@ pub async fn registration_changed(
         let Some(shown) = after.as_ref().or(before.as_ref()) else {
             continue;
         };
+        if let Some(subscription) = remote::subscription_of(&sub.record.id) {
+            broker
+                .sources_changed(tenant, subscription, reason != NO_LONGER_MATCHING, shown)
+                .await;
+            continue;
+        }
         if !live.throttle() {
             continue;
         }

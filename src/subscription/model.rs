@@ -295,6 +295,9 @@ pub struct Subscription {
     pub expires_at: Option<DateTime<Utc>>,
     /// `isActive` (false: paused).
     pub is_active: bool,
+    /// `splitEntities`: the entities notified by context sources (5.8.6) are fragments, merged
+    /// with what is held here and filtered here rather than at the sources.
+    pub split_entities: bool,
     /// `lang`.
     pub lang: Option<String>,
     /// The notification parameters.

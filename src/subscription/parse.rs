@@ -38,6 +38,8 @@ const MEMBERS: &[&str] = &[
     "lang",
     "jsonldContext",
     "datasetId",
+    "localOnly",
+    "splitEntities",
 ];
 
 /// NotificationParams members a subscriber may give (Table 5.2.14-1).
@@ -98,7 +100,7 @@ pub fn normalize(
             "watchedAttributes" => names(value, name, ctx)?,
             "notificationTrigger" => triggers(value)?,
             "timeInterval" | "throttling" => positive(value, name)?,
-            "isActive" => boolean_member(value, name)?,
+            "isActive" | "localOnly" | "splitEntities" => boolean_member(value, name)?,
             "expiresAt" => expires_at(value)?,
             "notification" => notification(value, ctx)?,
             "jsonldContext" => {
@@ -545,6 +547,10 @@ pub fn compile(
         throttling: number("throttling"),
         expires_at,
         is_active: doc.get("isActive").and_then(Value::as_bool).unwrap_or(true),
+        split_entities: doc
+            .get("splitEntities")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         lang: text("lang").map(str::to_string),
         notification: NotificationSpec {
             attributes,

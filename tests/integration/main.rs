@@ -30,6 +30,7 @@ mod outage;
 mod purge;
 mod query_api;
 mod registrations;
+mod remote_subscriptions;
 mod store_differential;
 mod subscriptions;
 mod temporal_api;

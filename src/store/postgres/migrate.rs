@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/0011_csource_subscriptions.sql"),
     ),
     (12, include_str!("../../../migrations/0012_entity_maps.sql")),
+    (
+        13,
+        include_str!("../../../migrations/0013_remote_subscriptions.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
