@@ -130,16 +130,7 @@ impl Broker {
             )
             .await?;
         let body = remote::reduced_copy(record, &link.id, &self.remote_notify_uri());
-        let reach = Reach {
-            tenant: tenant.to_string(),
-            via,
-            context: record
-                .context
-                .as_ref()
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            ..Reach::default()
-        };
+        let reach = subscription_reach(tenant, record, via);
         let broker = self.clone();
         tokio::spawn(async move {
             let call = Call {
@@ -268,15 +259,7 @@ impl Broker {
             if let Value::Object(members) = &mut body {
                 members.remove("id");
             }
-            let reach = Reach {
-                tenant: tenant.to_string(),
-                context: record
-                    .context
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                ..Reach::default()
-            };
+            let reach = subscription_reach(tenant, record, None);
             let broker = self.clone();
             tokio::spawn(async move {
                 let call = Call {
@@ -360,5 +343,20 @@ impl Broker {
         let body = notify::envelope(sub, trigger, shown, now);
         self.notifier.deliver(&live, body);
         Ok(())
+    }
+}
+
+/// How a request about a subscription reaches a source: for its tenant, with the subscription's
+/// @context (when it is one URL) and the Via chain it came with.
+fn subscription_reach(tenant: &str, record: &Record, via: Option<String>) -> Reach {
+    Reach {
+        tenant: tenant.to_string(),
+        via,
+        context: record
+            .context
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..Reach::default()
     }
 }
