@@ -51,6 +51,13 @@ fn is_reserved_name(name: &str) -> bool {
     )
 }
 
+/// The names of the one valueType a LanguageProperty may declare (rdf:langString).
+const LANG_STRING: [&str; 3] = [
+    "langString",
+    "rdf:langString",
+    "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString",
+];
+
 /// Members only the broker writes (in notifications with showChanges); never accepted as input.
 const OUTPUT_ONLY: [&str; 7] = [
     "previousValue",
@@ -417,6 +424,14 @@ impl<'a> Reader<'a> {
                     if kind == AttrKind::Relationship || kind == AttrKind::ListRelationship =>
                 {
                     attr.object_type = Some(self.vocab_terms(name, v)?);
+                }
+                "valueType"
+                    if kind == AttrKind::LanguageProperty
+                        && !v.as_str().is_some_and(|t| LANG_STRING.contains(&t)) =>
+                {
+                    return Err(NgsiError::bad_data(format!(
+                        "attribute '{name}' is a LanguageProperty, whose valueType can only be langString (Table 5.2.32-1), not {v}"
+                    )))
                 }
                 k if AttrKind::ALL.iter().any(|other| other.value_member() == k) => {
                     return Err(NgsiError::bad_data(format!(

@@ -601,3 +601,23 @@ async fn geo_json_geometry_comes_from_the_default_instance() {
         json!({"type": "Point", "coordinates": [1.0, 2.0]})
     );
 }
+
+#[actix_web::test]
+async fn a_language_property_declares_no_value_type_but_lang_string() {
+    // Table 5.2.32-1: a LanguageProperty's valueType, when given, is langString.
+    let s = TestServer::start().await;
+    let street = |value_type: &str| json!({"type": "LanguageProperty", "languageMap": {"en": "Main street"}, "valueType": value_type});
+    let r = s
+        .create(&json!({"id": "urn:ngsi-ld:Building:vt1", "type": "Building", "street": street("xsd:string")}))
+        .await;
+    let body = common::assert_problem(r, 400, "BadRequestData").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("langString"),
+        "{body}"
+    );
+    s.assert_absent("urn:ngsi-ld:Building:vt1").await;
+    let r = s
+        .create(&json!({"id": "urn:ngsi-ld:Building:vt2", "type": "Building", "street": street("langString")}))
+        .await;
+    assert_eq!(r.status(), 201);
+}
