@@ -177,7 +177,7 @@ impl Broker {
                 params: &params,
                 body: None,
             };
-            self.sources.send(r, call, reach)
+            self.send_to_source(r, call, reach)
         });
         let mut answers = Answers::default();
         for (r, outcome) in sources.iter().zip(join_all(calls).await) {

@@ -496,7 +496,7 @@ impl Broker {
             params: &params,
             body: body.as_ref(),
         };
-        let answer = self.sources.send(&registration, call, reach).await;
+        let answer = self.send_to_source(&registration, call, reach).await;
         let entities = match answer {
             Ok(Answer::NotFound) => Ok((Vec::new(), None)),
             Ok(Answer::Json { body, link, count }) => self

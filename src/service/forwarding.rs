@@ -238,7 +238,7 @@ impl Broker {
                 params: &leg.params,
                 body: leg.body.as_ref(),
             };
-            self.sources.send(&leg.registration, call, reach).await
+            self.send_to_source(&leg.registration, call, reach).await
         });
         let outcomes = join_all(sends).await;
         let mut forwarded = Vec::new();

@@ -11,6 +11,7 @@ pub mod forwarding;
 pub mod query;
 pub mod registrations;
 pub mod remote_subscriptions;
+pub mod source_context;
 pub mod subscriptions;
 pub mod temporal;
 pub mod temporal_sources;

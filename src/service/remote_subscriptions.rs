@@ -156,7 +156,7 @@ impl Broker {
     /// it.
     async fn to_source(&self, registration: &Registration, call: Call<'_>, reach: &Reach) -> bool {
         let what = format!("{} {}", call.method, call.path.join("/"));
-        match self.sources.send(registration, call, reach).await {
+        match self.send_to_source(registration, call, reach).await {
             Ok(Answer::Json { .. }) => true,
             Ok(Answer::NotFound) => {
                 tracing::warn!(registration = %registration.record.id, request = %what, "the source answered 404 to a request about a subscription copy");

@@ -229,7 +229,7 @@ impl Broker {
                     params: &params,
                     body: None,
                 };
-                self.sources.send(r, call, reach).await
+                self.send_to_source(r, call, reach).await
             }
         });
         let mut gathered = GatheredTemporal::default();

@@ -688,3 +688,67 @@ async fn temporal_evolutions_include_the_instances_sources_hold() {
         ["urn:ngsi-ld:Vehicle:t1", "urn:ngsi-ld:Vehicle:t2"]
     );
 }
+
+#[actix_web::test]
+async fn a_source_gets_names_in_the_jsonld_context_it_registered() {
+    // 4.3.6.6 jsonldContext: the source's own terms for the caller's names, its context as Link.
+    let (_ctx_server, ctx) = user_context();
+    let spanish = ContextServer::start();
+    spanish.serve(
+        "/es.jsonld",
+        &json!({"@context": {"Vehiculo": "https://example.org/twin#Vehicle",
+                             "velocidad": "https://example.org/twin#speed"}}),
+    );
+    let theirs = spanish.url("/es.jsonld");
+    let city = TestServer::start().await;
+    let source = ContextServer::start();
+    source.serve_raw("/es/ngsi-ld/v1/entities", 201, "application/json", "", 0);
+    register(
+        &city,
+        &ctx,
+        json!({"id": "urn:ngsi-ld:ContextSourceRegistration:es", "type": "ContextSourceRegistration",
+               "information": [{"entities": [{"type": "Vehicle"}]}],
+               "operations": ["createEntity", "queryEntity"], "endpoint": source.url("/es"),
+               "contextSourceInfo": [{"key": "jsonldContext", "value": theirs}]}),
+    )
+    .await;
+    create(&city, &ctx, vehicle("urn:ngsi-ld:Vehicle:es1", 7)).await;
+    let sent = source.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let head = sent[0].to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("link: {}", link(&theirs)).to_ascii_lowercase()),
+        "{head}"
+    );
+    let body = body_of(&sent[0]);
+    assert_eq!(
+        body,
+        json!({"id": "urn:ngsi-ld:Vehicle:es1", "type": "Vehiculo",
+               "velocidad": {"type": "Property", "value": 7}})
+    );
+
+    let (status, _, _) = city
+        .get_with(
+            "/entities?type=Vehicle&q=speed%3E3&attrs=speed",
+            &[("Link", &link(&ctx))],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = source.requests();
+    let line = sent[1].lines().next().unwrap().to_string();
+    let query = line.split_whitespace().nth(1).unwrap();
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.split_once('?').map_or("", |(_, q)| q).as_bytes())
+            .into_owned()
+            .collect();
+    for (k, v) in [
+        ("type", "Vehiculo"),
+        ("q", "velocidad>3"),
+        ("attrs", "velocidad"),
+    ] {
+        assert!(
+            pairs.iter().any(|(a, b)| a == k && b == v),
+            "{k}={v} in {pairs:?}"
+        );
+    }
+}
