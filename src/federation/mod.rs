@@ -573,9 +573,17 @@ pub struct Registry {
     /// When each registration was last put or removed here: a reload keeps what changed after
     /// it read the store (see [`Registry::replace_all`]).
     touched: Mutex<HashMap<(String, String), Instant>>,
+    /// Held while a registration is checked against the others and written, so that two
+    /// conflicting registrations made at once on this instance cannot both pass the check.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
+    /// Serializes the check-and-write of registrations on this instance (4.3.6.3 consistency).
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
     /// The registrations of a tenant, in id order.
     pub fn of(&self, tenant: &str) -> Arc<Vec<Arc<Registration>>> {
         self.tenants

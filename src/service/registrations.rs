@@ -49,6 +49,7 @@ impl Broker {
             modified_at: now,
             stats: Default::default(),
         };
+        let _writing = self.registry.write_lock().await;
         self.check_conflicts(tenant, &Registration::compile(record.clone()))
             .await?;
         if !self
@@ -170,6 +171,7 @@ impl Broker {
                 "the fragment changes no member of the registration",
             ));
         }
+        let _writing = self.registry.write_lock().await;
         let mut record = self.registration(tenant, id).await?;
         let before = Registration::compile(record.clone());
         let now = Utc::now();

@@ -656,3 +656,22 @@ async fn response_header_names_keep_their_usual_capitalisation() {
         "{head}"
     );
 }
+
+#[actix_web::test]
+async fn conflicting_exclusive_registrations_made_at_once_are_not_both_accepted() {
+    // 4.3.6.3: of several exclusive registrations of one attribute sent together, one wins.
+    let s = TestServer::start().await;
+    let (_server, ctx) = user_context();
+    let body = |n: usize| {
+        json!({"id": format!("urn:ngsi-ld:ContextSourceRegistration:race{n}"),
+               "type": "ContextSourceRegistration", "mode": "exclusive",
+               "information": [{"entities": [{"id": "urn:ngsi-ld:Vehicle:race", "type": "Vehicle"}],
+                                "propertyNames": ["speed"]}],
+               "endpoint": "http://127.0.0.1:9/x"})
+    };
+    let bodies: Vec<Value> = (0..8).map(body).collect();
+    let sent = futures_util::future::join_all(bodies.iter().map(|b| register(&s, &ctx, b))).await;
+    let mut statuses: Vec<u16> = sent.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+}
