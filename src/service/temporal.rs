@@ -695,7 +695,7 @@ fn entity_cut(
 }
 
 /// lastN with aggregation: the last N periods of each instance set.
-fn keep_last_buckets(buckets: &mut Vec<crate::store::aggregate::Bucket>, n: usize) {
+pub(crate) fn keep_last_buckets(buckets: &mut Vec<crate::store::aggregate::Bucket>, n: usize) {
     let mut per_set: HashMap<(String, Option<String>), usize> = HashMap::new();
     for b in buckets.iter() {
         *per_set

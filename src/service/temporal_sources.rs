@@ -3,8 +3,9 @@
 //! `retrieveTemporal` or `queryTemporal` and may hold the entities. Sources are asked the caller's
 //! question in the normalized representation (system times included when the time property is
 //! one of them); their instances are read as records like this broker's own, so that every
-//! representation, lastN and paging apply to the whole. Aggregated queries stay local: a source's
-//! buckets cannot be merged with others' without the instances behind them.
+//! representation, lastN and paging apply to the whole. For an aggregated query the periods are
+//! computed again over the instances of every place (buckets of different places cannot be added
+//! up); a source that cuts its answer (6.3.10) contributes the instances it returned.
 
 use super::entities::Target;
 use super::query::Page;
@@ -55,13 +56,10 @@ impl Broker {
         params: &[(String, String)],
         reach: &Reach,
     ) -> NgsiResult<(TemporalEntity, Option<Cut>, Vec<String>)> {
-        let sources = self.temporal_sources(
-            &target.tenant,
-            Operation::RetrieveTemporal,
-            reach,
-            query,
-            |r| r.may_hold(&target.id, &target.types),
-        );
+        let sources =
+            self.temporal_sources(&target.tenant, Operation::RetrieveTemporal, reach, |r| {
+                r.may_hold(&target.id, &target.types)
+            });
         if sources.is_empty() {
             let (te, cut) = self.retrieve_temporal(target, query).await?;
             return Ok((te, cut, Vec::new()));
@@ -82,10 +80,10 @@ impl Broker {
             Err(e) => return Err(e),
         };
         if let Some(remote) = entities.remove(&target.id) {
-            merged = Some(match merged {
-                Some(here) => combine(here, remote),
-                None => remote,
-            });
+            merged = Some(
+                self.merge_evolutions(&target.tenant, merged, remote, query)
+                    .await?,
+            );
         }
         match merged {
             Some(mut te) => {
@@ -111,7 +109,7 @@ impl Broker {
         temporal: &[(String, String)],
         reach: &Reach,
     ) -> NgsiResult<(TemporalPage, Vec<String>)> {
-        let sources = self.temporal_sources(tenant, Operation::QueryTemporal, reach, query, |r| {
+        let sources = self.temporal_sources(tenant, Operation::QueryTemporal, reach, |r| {
             r.names(&selection.selectors, &query.attrs)
         });
         if sources.is_empty() {
@@ -152,13 +150,16 @@ impl Broker {
             let te = match remote.remove(&id) {
                 Some(r) => {
                     seen = seen.saturating_sub(1);
-                    combine(te, r)
+                    self.merge_evolutions(tenant, Some(te), r, query).await?
                 }
                 None => te,
             };
             all.insert(id, te);
         }
-        all.extend(remote);
+        for (id, r) in remote {
+            let te = self.merge_evolutions(tenant, None, r, query).await?;
+            all.insert(id, te);
+        }
         let mut entities: Vec<TemporalEntity> = all
             .into_values()
             .skip(page.offset)
@@ -180,22 +181,82 @@ impl Broker {
         ))
     }
 
-    /// The live sources of the tenant that offer `op` and that `wanted` picks; none for an
-    /// aggregated query, a local one, or one that has looped back here.
+    /// One entity's evolution here (if held) and at the sources: the records together; for an
+    /// aggregated query, the periods computed again over this broker's instances and the
+    /// sources' (the buckets of different places cannot be added up: distinctCount, stddev).
+    async fn merge_evolutions(
+        &self,
+        tenant: &str,
+        here: Option<TemporalEntity>,
+        remote: TemporalEntity,
+        query: &TemporalQuery,
+    ) -> NgsiResult<TemporalEntity> {
+        let Some(aq) = query.aggregate_query() else {
+            return Ok(match here {
+                Some(here) => combine(here, remote),
+                None => remote,
+            });
+        };
+        let id = remote.entity.id.clone();
+        let mut h = query.history.clone();
+        h.last_n = None;
+        let mut records: Vec<_> = self
+            .store
+            .history_many(tenant, std::slice::from_ref(&id), &h)
+            .await?
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .filter(|r| {
+                r.attr
+                    .as_ref()
+                    .is_some_and(|a| query.attrs.is_empty() || query.attrs.contains(a))
+                    && query
+                        .dataset_ids
+                        .as_ref()
+                        .is_none_or(|d| d.contains(&r.dataset_id))
+            })
+            .collect();
+        let mut merged = match here {
+            Some(here) => combine(
+                here,
+                TemporalEntity {
+                    content: Content::Instances(Vec::new()),
+                    ..remote.clone()
+                },
+            ),
+            None => TemporalEntity {
+                content: Content::Instances(Vec::new()),
+                ..remote.clone()
+            },
+        };
+        if let Content::Instances(theirs) = remote.content {
+            for r in theirs {
+                if !records.iter().any(|m| m.instance_id == r.instance_id) {
+                    records.push(r);
+                }
+            }
+        }
+        let records = h.select(records);
+        let mut buckets = crate::store::aggregate::aggregate(&aq, &records);
+        if let Some(n) = query.history.last_n {
+            super::temporal::keep_last_buckets(&mut buckets, n);
+        }
+        merged.content = Content::Buckets(buckets);
+        merged.emptied.clear();
+        Ok(merged)
+    }
+
+    /// The live sources of the tenant that offer `op` and that `wanted` picks; none for a local
+    /// query, or one that has looped back here.
     fn temporal_sources(
         &self,
         tenant: &str,
         op: Operation,
         reach: &Reach,
-        query: &TemporalQuery,
         wanted: impl Fn(&Registration) -> bool,
     ) -> Vec<Arc<Registration>> {
         let all = self.registry.of(tenant);
-        if all.is_empty()
-            || reach.local
-            || query.aggregate_query().is_some()
-            || self.sources.looped(reach)
-        {
+        if all.is_empty() || reach.local || self.sources.looped(reach) {
             return Vec::new();
         }
         let now = Utc::now();
@@ -216,6 +277,10 @@ impl Broker {
     ) -> GatheredTemporal {
         if query.history.time_property != TimeProperty::ObservedAt {
             params.push(("options".to_string(), "sysAttrs".to_string()));
+        }
+        if query.aggregate_query().is_some() {
+            // lastN counts the periods of the aggregation here, not the sources' instances.
+            params.retain(|(k, _)| k != "lastN");
         }
         let calls = sources.iter().map(|r| {
             let mut params = params.clone();

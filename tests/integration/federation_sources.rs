@@ -672,6 +672,38 @@ async fn temporal_evolutions_include_the_instances_sources_hold() {
     .await;
     assert_eq!(ids(&second), ["urn:ngsi-ld:Vehicle:t2"]);
 
+    // Aggregation runs over the instances of every place: 10, 20 (port) and 30 (city).
+    let (_, aggregated) = get(format!(
+        "/temporal/entities/urn:ngsi-ld:Vehicle:t1?{window}&options=aggregatedValues&aggrMethods=sum,avg,totalCount&aggrPeriodDuration=PT0S"
+    ))
+    .await;
+    let bucket = |method: &str| aggregated["speed"][method][0][0].clone();
+    assert_eq!(
+        (bucket("sum"), bucket("avg"), bucket("totalCount")),
+        (json!(60.0), json!(20.0), json!(3)),
+        "{aggregated}"
+    );
+    let (_, hourly) = get(format!(
+        "/temporal/entities?type=Vehicle&{window}&options=aggregatedValues&aggrMethods=max&aggrPeriodDuration=PT1H&lastN=2"
+    ))
+    .await;
+    assert_eq!(
+        ids(&hourly),
+        ["urn:ngsi-ld:Vehicle:t1", "urn:ngsi-ld:Vehicle:t2"],
+        "{hourly}"
+    );
+    let maxima: Vec<Value> = hourly[0]["speed"]["max"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{hourly}"))
+        .iter()
+        .map(|b| b[0].clone())
+        .collect();
+    assert_eq!(
+        maxima,
+        [json!(20.0), json!(30.0)],
+        "the last two hours: {hourly}"
+    );
+
     // A POST query gives its sources the same question.
     let r = city
         .send_ld(
