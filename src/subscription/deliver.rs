@@ -88,8 +88,11 @@ impl Delivery {
     pub fn new(outcomes: UnboundedSender<Outcome>) -> Delivery {
         // Title-case header names (Link, Content-Type, receiverInfo keys as given): receivers
         // that compare header names case-sensitively still find them.
+        // Redirects are not followed: a receiver that moves is a failed delivery, rather than
+        // the notification going to wherever a redirect points.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
             .http1_title_case_headers()
             .build()
             .unwrap_or_default();

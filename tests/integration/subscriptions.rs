@@ -1176,3 +1176,37 @@ async fn notifications_are_compacted_with_the_jsonld_context() {
         "unretrievable jsonldContext refused"
     );
 }
+
+#[actix_web::test]
+async fn a_receiver_that_redirects_is_not_followed() {
+    // One outbound policy (issue 21, item 7): a notification is not sent on where a redirect
+    // points; the redirect is a failed delivery.
+    let s = TestServer::start().await;
+    let mut elsewhere = Receiver::ok().await;
+    let moved = common::ContextServer::start();
+    moved.serve_raw(
+        "/notify",
+        307,
+        &format!("application/json\r\nLocation: {}", elsewhere.url),
+        "",
+        0,
+    );
+    subscribe(
+        &s,
+        sub(
+            "urn:ngsi-ld:Subscription:moved",
+            &moved.url("/notify"),
+            json!({}),
+        ),
+    )
+    .await;
+    create(&s, room("urn:ngsi-ld:Room:r7", 20.0)).await;
+    patch_attrs(
+        &s,
+        "urn:ngsi-ld:Room:r7",
+        json!({"temperature": {"type": "Property", "value": 3}}),
+    )
+    .await;
+    elsewhere.nothing(2000).await;
+    assert!(moved.hits("/notify") >= 1, "the receiver was asked");
+}
