@@ -32,7 +32,7 @@ pub struct Reach {
     pub csf: Option<std::sync::Arc<crate::query::q::QExpr>>,
     /// The headers of the request (names in lower case), whose values contextSourceInfo pairs
     /// may ask to pass on (`urn:ngsi-ld:request`, 4.3.6.5).
-    pub headers: Vec<(String, String)>,
+    pub headers: std::sync::Arc<Vec<(String, String)>>,
 }
 
 impl Reach {

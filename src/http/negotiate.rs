@@ -56,7 +56,7 @@ pub struct RequestInfo {
     pub via: Option<String>,
     /// The request's headers (names in lower case), for contextSourceInfo pairs whose value
     /// is `urn:ngsi-ld:request` (4.3.6.5).
-    pub headers: Vec<(String, String)>,
+    pub headers: Arc<Vec<(String, String)>>,
 }
 
 impl RequestInfo {
@@ -100,11 +100,14 @@ impl RequestInfo {
                 .filter_map(|v| v.to_str().ok())
                 .reduce(|a, _| a)
                 .map(str::to_string),
-            headers: req
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect(),
+            headers: Arc::new(
+                req.headers()
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                    })
+                    .collect(),
+            ),
         })
     }
 

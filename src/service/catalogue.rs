@@ -9,9 +9,7 @@ use super::Broker;
 use crate::error::{ErrorKind, NgsiResult};
 use crate::federation::forward::{Answer, Call, Reach};
 use crate::federation::ops::Operation;
-use crate::federation::Registration;
 use crate::ld::ActiveContext;
-use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -139,15 +137,7 @@ impl Broker {
         ask: Ask<'_>,
         reach: &Reach,
     ) -> Answers {
-        let all = self.registry.of(tenant);
-        if all.is_empty() || reach.local || self.sources.looped(reach) {
-            return Answers::default();
-        }
-        let now = Utc::now();
-        let sources: Vec<&Arc<Registration>> = all
-            .iter()
-            .filter(|r| r.is_live(now) && r.serves(op) && !self.sources.resting(r))
-            .collect();
+        let sources = self.sources_for(tenant, &[op], reach, |_| true);
         if sources.is_empty() {
             return Answers::default();
         }

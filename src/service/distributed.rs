@@ -30,7 +30,7 @@ impl Broker {
     /// The live registrations of the tenant that serve `op` and pass `wanted`; none when the
     /// request stays local, has looped back here (its Via names this broker) or the tenant has
     /// no registrations.
-    fn sources_for(
+    pub(crate) fn sources_for(
         &self,
         tenant: &str,
         ops: &[Operation],

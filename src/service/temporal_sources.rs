@@ -57,7 +57,7 @@ impl Broker {
         reach: &Reach,
     ) -> NgsiResult<(TemporalEntity, Option<Cut>, Vec<String>)> {
         let sources =
-            self.temporal_sources(&target.tenant, Operation::RetrieveTemporal, reach, |r| {
+            self.sources_for(&target.tenant, &[Operation::RetrieveTemporal], reach, |r| {
                 r.may_hold(&target.id, &target.types)
             });
         if sources.is_empty() {
@@ -109,7 +109,7 @@ impl Broker {
         temporal: &[(String, String)],
         reach: &Reach,
     ) -> NgsiResult<(TemporalPage, Vec<String>)> {
-        let sources = self.temporal_sources(tenant, Operation::QueryTemporal, reach, |r| {
+        let sources = self.sources_for(tenant, &[Operation::QueryTemporal], reach, |r| {
             r.names(&selection.selectors, &query.attrs)
         });
         if sources.is_empty() {
@@ -244,26 +244,6 @@ impl Broker {
         merged.content = Content::Buckets(buckets);
         merged.emptied.clear();
         Ok(merged)
-    }
-
-    /// The live sources of the tenant that offer `op` and that `wanted` picks; none for a local
-    /// query, or one that has looped back here.
-    fn temporal_sources(
-        &self,
-        tenant: &str,
-        op: Operation,
-        reach: &Reach,
-        wanted: impl Fn(&Registration) -> bool,
-    ) -> Vec<Arc<Registration>> {
-        let all = self.registry.of(tenant);
-        if all.is_empty() || reach.local || self.sources.looped(reach) {
-            return Vec::new();
-        }
-        let now = Utc::now();
-        all.iter()
-            .filter(|r| r.is_live(now) && r.serves(op) && !self.sources.resting(r) && wanted(r))
-            .cloned()
-            .collect()
     }
 
     /// Asks each source `GET /{path}` with `params` and reads the temporal entities it answers.

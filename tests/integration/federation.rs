@@ -1054,29 +1054,35 @@ async fn writes_go_where_the_registration_modes_say() {
     assert_eq!(held(&port, &ctx, boat).await.0, 404);
 }
 
-#[actix_web::test]
-async fn an_exclusive_source_takes_its_attributes_and_a_failed_part_is_reported() {
-    let (_server, ctx) = user_context();
-    let (city, port) = (TestServer::start().await, TestServer::start().await);
-    let car = "urn:ngsi-ld:Vehicle:x1";
+/// A car created at `city` whose speed an exclusive registration gives to `port` (its brandName
+/// stays at `city`).
+async fn speedometer_at(city: &TestServer, port: &TestServer, ctx: &str, car: &str) {
     register(
-        &city,
-        &ctx,
+        city,
+        ctx,
         registration(
             "urn:ngsi-ld:ContextSourceRegistration:speedometer",
-            &port,
+            port,
             "exclusive",
             json!({"entities": [{"id": car, "type": "Vehicle"}], "propertyNames": ["speed"]}),
         ),
     )
     .await;
     create(
-        &city,
-        &ctx,
+        city,
+        ctx,
         json!({"id": car, "type": "Vehicle", "speed": {"type": "Property", "value": 70},
                "brandName": {"type": "Property", "value": "Saab"}}),
     )
     .await;
+}
+
+#[actix_web::test]
+async fn an_exclusive_source_takes_its_attributes_and_a_failed_part_is_reported() {
+    let (_server, ctx) = user_context();
+    let (city, port) = (TestServer::start().await, TestServer::start().await);
+    let car = "urn:ngsi-ld:Vehicle:x1";
+    speedometer_at(&city, &port, &ctx, car).await;
     let (_, here) = held(&city, &ctx, car).await;
     assert!(here.get("speed").is_none(), "{here}");
     assert_eq!(here["brandName"]["value"], "Saab");
@@ -1333,24 +1339,7 @@ async fn an_exclusive_source_purges_its_part_and_failed_parts_are_reported() {
     let (_server, ctx) = user_context();
     let (city, port) = (TestServer::start().await, TestServer::start().await);
     let car = "urn:ngsi-ld:Vehicle:px";
-    register(
-        &city,
-        &ctx,
-        registration(
-            "urn:ngsi-ld:ContextSourceRegistration:speedometer",
-            &port,
-            "exclusive",
-            json!({"entities": [{"id": car, "type": "Vehicle"}], "propertyNames": ["speed"]}),
-        ),
-    )
-    .await;
-    create(
-        &city,
-        &ctx,
-        json!({"id": car, "type": "Vehicle", "speed": {"type": "Property", "value": 70},
-               "brandName": {"type": "Property", "value": "Saab"}}),
-    )
-    .await;
+    speedometer_at(&city, &port, &ctx, car).await;
     assert_eq!(held(&port, &ctx, car).await.1["speed"]["value"], 70);
     let r = purge(&city, &ctx, "type=Vehicle").await;
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());

@@ -19,6 +19,17 @@ fn seen(source: &ContextServer) -> Vec<String> {
         .collect()
 }
 
+/// PATCH /entities/{id}/attrs with a new speed, in the caller's @context.
+async fn update_speed(s: &TestServer, ctx: &str, id: &str) -> reqwest::Response {
+    s.send_linked(
+        Method::PATCH,
+        &format!("/entities/{id}/attrs"),
+        ctx,
+        &json!({"speed": {"type": "Property", "value": 9}}),
+    )
+    .await
+}
+
 fn body_of(request: &str) -> Value {
     let (_, body) = request
         .split_once("\r\n\r\n")
@@ -304,14 +315,7 @@ async fn writes_that_cannot_be_sent_or_half_succeed_say_so() {
     .await;
     // 5.6.2.4: the whole update belongs to a redirect source that does not offer it: Conflict,
     // and nothing is sent.
-    let r = city
-        .send_linked(
-            Method::PATCH,
-            &format!("/entities/{redirected}/attrs"),
-            &ctx,
-            &json!({"speed": {"type": "Property", "value": 9}}),
-        )
-        .await;
+    let r = update_speed(&city, &ctx, redirected).await;
     assert_problem(r, 409, "Conflict").await;
     assert!(source.requests().is_empty());
 
@@ -334,14 +338,7 @@ async fn writes_that_cannot_be_sent_or_half_succeed_say_so() {
                "endpoint": source.url("/inc")}),
     )
     .await;
-    let r = city
-        .send_linked(
-            Method::PATCH,
-            &format!("/entities/{copied}/attrs"),
-            &ctx,
-            &json!({"speed": {"type": "Property", "value": 9}}),
-        )
-        .await;
+    let r = update_speed(&city, &ctx, copied).await;
     let (status, _, body) = common::read(r).await;
     assert_eq!(status, 207, "{body}");
     assert_eq!(body["updated"], json!(["speed"]), "{body}");

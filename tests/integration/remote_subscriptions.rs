@@ -193,3 +193,25 @@ async fn a_source_registered_later_gets_the_subscription_through_the_internal_on
     let (_, copies) = b.get_json("/subscriptions").await;
     assert_eq!(copies.as_array().map(Vec::len), Some(1), "{copies}");
 }
+
+#[actix_web::test]
+async fn a_malformed_remote_notification_is_bad_request_data() {
+    let a = TestServer::start().await;
+    let url = format!("{}/ngsi-ld/ex/remote-notify", endpoint(&a));
+    for body in [
+        json!({"type": "Notification", "data": []}),
+        json!(["not", "a", "notification"]),
+    ] {
+        let r = a.client.post(&url).json(&body).send().await.unwrap();
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    let r = a
+        .client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400, "InvalidRequest").await;
+}
