@@ -90,6 +90,7 @@ fn benches(c: &mut Criterion) {
         attrs: input.attrs.clone(),
         created_at: now,
         modified_at: now,
+        expires_at: None,
     };
     let opts = RenderOptions::default();
     // The compacted form reads back to the same expanded entity.

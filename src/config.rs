@@ -145,6 +145,10 @@ pub struct Options {
     /// an ISO 8601 duration such as P1D.
     #[arg(long, env = "TWINLINK_ENTITY_MAP_MAX_LIFETIME", global = true)]
     pub entity_map_max_lifetime: Option<String>,
+    /// How often what transient entities and attributes (4.22) leave behind after their expiry
+    /// is removed from the current state, in milliseconds (reads never serve it meanwhile).
+    #[arg(long, env = "TWINLINK_REAP_EVERY_MS", global = true)]
+    pub reap_every_ms: Option<u64>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "TWINLINK_WORKERS", global = true)]
     pub workers: Option<usize>,
@@ -227,6 +231,8 @@ pub struct Settings {
     pub entity_map_lifetime: chrono::TimeDelta,
     /// Longest lifetime of an entity map.
     pub entity_map_max_lifetime: chrono::TimeDelta,
+    /// Period of the reaper of expired entities and attributes.
+    pub reap_every: std::time::Duration,
     /// HTTP workers.
     pub workers: usize,
     /// MQTT ingestion broker URL.
@@ -271,6 +277,7 @@ impl Default for Settings {
             public_url: None,
             entity_map_lifetime: chrono::TimeDelta::hours(1),
             entity_map_max_lifetime: chrono::TimeDelta::days(1),
+            reap_every: std::time::Duration::from_secs(1),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mqtt_url: None,
             mqtt_topic_prefix: "ngsi-ld".into(),
@@ -385,6 +392,12 @@ impl Settings {
                     .or(file.entity_map_max_lifetime),
                 d.entity_map_max_lifetime,
             )?,
+            reap_every: options
+                .reap_every_ms
+                .or(file.reap_every_ms)
+                .map_or(d.reap_every, |ms| {
+                    std::time::Duration::from_millis(ms.max(1))
+                }),
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
         })
     }

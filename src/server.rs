@@ -78,7 +78,7 @@ pub fn serve(
     let workers = broker.settings.workers;
     let _ = broker.public_url.set(broker.settings.public_url_for(addr));
     crate::subscription::start(broker.clone().into_inner());
-    crate::service::entity_maps::start_sweeper(broker.clone().into_inner());
+    crate::service::housekeeping::start(&broker.clone().into_inner());
     if broker.settings.mqtt_url.is_some() {
         crate::ingest::mqtt::start(broker.clone().into_inner())?;
     }

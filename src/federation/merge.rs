@@ -75,6 +75,7 @@ mod tests {
                 object_type: None,
                 created_at: now,
                 modified_at: now,
+                expires_at: None,
                 sub: NameMap::default(),
             });
         }
@@ -85,6 +86,7 @@ mod tests {
             attrs: map,
             created_at: now,
             modified_at: now,
+            expires_at: None,
         }
     }
 

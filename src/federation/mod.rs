@@ -561,6 +561,7 @@ fn as_entity(record: &Record) -> Entity {
         attrs,
         created_at: record.created_at,
         modified_at: record.modified_at,
+        expires_at: None,
     }
 }
 
@@ -579,6 +580,21 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The tenants and ids of the registrations that have expired at `now` (5.9.2.4: they are
+    /// to be deleted then).
+    pub fn expired(&self, now: DateTime<Utc>) -> Vec<(String, String)> {
+        let tenants = self.tenants.read().expect("registry lock");
+        tenants
+            .iter()
+            .flat_map(|(tenant, list)| {
+                list.iter()
+                    .filter(|r| !r.is_live(now))
+                    .map(|r| (tenant.clone(), r.record.id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Serializes the check-and-write of registrations on this instance (4.3.6.3 consistency).
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await

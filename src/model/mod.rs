@@ -2,6 +2,7 @@
 //! store keeps and every operation works on. `parse` turns request JSON into it, `render` turns it
 //! back into the representation a client asked for, `validate` holds the rules both share.
 
+pub mod expiry;
 pub mod parse;
 pub mod render;
 pub mod stored_time;
@@ -121,6 +122,10 @@ pub struct Attribute {
     /// When it was last modified (system-generated).
     #[serde(deserialize_with = "stored_time::deserialize")]
     pub modified_at: DateTime<Utc>,
+    /// When the storage of this instance (or sub-attribute) ends (4.22): from then on it is not
+    /// served, and the reaper removes it from the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// Sub-attributes by expanded name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub sub: NameMap<Attribute>,
@@ -139,6 +144,7 @@ impl Attribute {
             object_type: None,
             created_at: at,
             modified_at: at,
+            expires_at: None,
             sub: NameMap::default(),
         }
     }
@@ -174,6 +180,10 @@ pub struct Entity {
     /// When the entity was last modified.
     #[serde(deserialize_with = "stored_time::deserialize")]
     pub modified_at: DateTime<Utc>,
+    /// When the storage of the whole entity ends (4.22, a transient entity): from then on it is
+    /// not served, and the reaper deletes it (its history stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Entity {
@@ -192,7 +202,7 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
 }
 
 /// Entity members that are never attributes.
-pub const ENTITY_MEMBERS: [&str; 7] = [
+pub const ENTITY_MEMBERS: [&str; 8] = [
     "id",
     "type",
     "scope",
@@ -200,11 +210,13 @@ pub const ENTITY_MEMBERS: [&str; 7] = [
     "createdAt",
     "modifiedAt",
     "deletedAt",
+    "expiresAt",
 ];
 
 /// Attribute members that are never sub-attributes (besides the kinds' value members).
-pub const ATTRIBUTE_MEMBERS: [&str; 11] = [
+pub const ATTRIBUTE_MEMBERS: [&str; 12] = [
     "type",
+    "expiresAt",
     "observedAt",
     "unitCode",
     "datasetId",

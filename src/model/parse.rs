@@ -34,6 +34,7 @@ fn is_reserved_name(name: &str) -> bool {
         "datasetId"
             | "instanceId"
             | "observedAt"
+            | "expiresAt"
             | "unitCode"
             | "objectType"
             | "value"
@@ -91,6 +92,8 @@ pub struct EntityInput {
     pub scope: Option<Vec<String>>,
     /// The attributes by expanded name.
     pub attrs: NameMap<Vec<Attribute>>,
+    /// The entity's `expiresAt` (4.22), when present.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Reads request JSON with one active context and one timestamp for everything it creates.
@@ -163,6 +166,9 @@ impl<'a> Reader<'a> {
         }
         if let Some(scope) = obj.get("scope") {
             input.scope = Some(scopes(scope)?);
+        }
+        if let Some(t) = obj.get("expiresAt") {
+            input.expires_at = Some(expires_at("the entity's expiresAt", t)?);
         }
         input.attrs = self.attributes(obj, &ENTITY_MEMBERS)?;
         Ok(input)
@@ -408,6 +414,9 @@ impl<'a> Reader<'a> {
                     validate::utc_date_time(&format!("the observedAt of '{name}'"), t)?;
                     attr.observed_at = Some(t.to_string());
                 }
+                "expiresAt" => {
+                    attr.expires_at = Some(expires_at(&format!("the expiresAt of '{name}'"), v)?);
+                }
                 "unitCode" if !matches!(kind, AttrKind::Property | AttrKind::ListProperty) => {
                     return Err(NgsiError::bad_data(format!(
                         "attribute '{name}' is a {}, which cannot have a unitCode",
@@ -626,6 +635,15 @@ fn is_language_tag(tag: &str) -> bool {
     (1..=8).contains(&first.len())
         && first.chars().all(|c| c.is_ascii_alphabetic())
         && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Parses an `expiresAt` member: a DateTime (4.6.3), BadRequestData otherwise. A time in the past
+/// is accepted for entities and attributes (nothing forbids it): what it names is then expired.
+pub fn expires_at(what: &str, value: &Value) -> NgsiResult<DateTime<Utc>> {
+    let text = value.as_str().ok_or_else(|| {
+        NgsiError::bad_data(format!("{what} must be a DateTime string, not {value}"))
+    })?;
+    validate::date_time(what, text)
 }
 
 /// Parses the `scope` member: a scope path or an array of them (clause 4.18).

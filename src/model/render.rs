@@ -2,7 +2,7 @@
 //! (clause 4.5), compacted with the caller's context, projected by attrs/pick/omit and lang, as JSON
 //! objects or GeoJSON Features.
 
-use super::{format_time, AttrKind, Attribute, Entity};
+use super::{expiry, format_time, AttrKind, Attribute, Entity};
 use crate::ld::ActiveContext;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -68,14 +68,6 @@ pub struct RenderOptions {
     pub projection: Projection,
 }
 
-/// expiresAt, a system temporal attribute of entities and attributes (6.3.11): shown like createdAt
-/// and modifiedAt, as a bare DateTime and only with `options=sysAttrs`.
-const EXPIRES_AT: &str = "https://uri.etsi.org/ngsi-ld/expiresAt";
-
-fn system_time(a: &Attribute) -> Value {
-    a.value.get("@value").unwrap_or(&a.value).clone()
-}
-
 /// Renders an entity as a JSON object.
 pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<String, Value> {
     let mut out = Map::new();
@@ -103,19 +95,13 @@ pub fn entity(e: &Entity, ctx: &ActiveContext, opts: &RenderOptions) -> Map<Stri
             "modifiedAt".into(),
             Value::String(format_time(&e.modified_at)),
         );
+        // expiresAt is shown like the system timestamps: only with options=sysAttrs (6.3.11).
+        if let Some(t) = &e.expires_at {
+            out.insert("expiresAt".into(), Value::String(expiry::format(t)));
+        }
     }
     for (iri, instances) in &e.attrs {
         if !p.keeps(iri) {
-            continue;
-        }
-        if iri == EXPIRES_AT {
-            if let (true, false, Some(a)) = (
-                opts.sys_attrs,
-                opts.format == Format::KeyValues,
-                instances.first(),
-            ) {
-                out.insert("expiresAt".into(), system_time(a));
-            }
             continue;
         }
         match &p.dataset_ids {
@@ -326,14 +312,11 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
             "modifiedAt".into(),
             Value::String(format_time(&a.modified_at)),
         );
+        if let Some(t) = &a.expires_at {
+            out.insert("expiresAt".into(), Value::String(expiry::format(t)));
+        }
     }
     for (iri, sub) in &a.sub {
-        if iri == EXPIRES_AT {
-            if opts.sys_attrs {
-                out.insert("expiresAt".into(), system_time(sub));
-            }
-            continue;
-        }
         out.insert(ctx.compact(iri).into_owned(), instance(sub, ctx, opts));
     }
     if concise && out.len() == 1 && a.kind == AttrKind::Property && !out["value"].is_object() {

@@ -795,6 +795,7 @@ mod tests {
             object_type: None,
             created_at: Utc::now(),
             modified_at: Utc::now(),
+            expires_at: None,
             sub: crate::model::NameMap::default(),
         }
     }
@@ -809,6 +810,7 @@ mod tests {
             attrs: map,
             created_at: Utc::now(),
             modified_at: Utc::now(),
+            expires_at: None,
         }
     }
 

@@ -1169,6 +1169,7 @@ mod tests {
             object_type: None,
             created_at: t0(),
             modified_at: t0(),
+            expires_at: None,
             sub: crate::model::NameMap::default(),
         }
     }
@@ -1188,6 +1189,7 @@ mod tests {
                 .collect(),
             created_at: t0(),
             modified_at: t0(),
+            expires_at: None,
         }
     }
 

@@ -148,6 +148,7 @@ fn merge_instance(
     merged.observed_at = patch.observed_at.or(merged.observed_at);
     merged.unit_code = patch.unit_code.or(merged.unit_code);
     merged.object_type = patch.object_type.or(merged.object_type);
+    merged.expires_at = patch.expires_at.or(merged.expires_at);
     for (sub_name, sub) in patch.sub {
         if sub.is_null() {
             merged.sub.shift_remove(&sub_name);
@@ -346,6 +347,7 @@ impl Broker {
         self.change(target, move |entity| {
             let mut result = UpdateResult::default();
             add_types(entity, input.types);
+            entity.expires_at = input.expires_at.or(entity.expires_at);
             if let Some(scope) = input.scope {
                 if entity.scope.is_some() {
                     entity.scope = Some(scope);
@@ -549,6 +551,7 @@ pub(crate) fn new_entity(input: EntityInput, now: DateTime<Utc>) -> NgsiResult<E
         attrs: input.attrs,
         created_at: now,
         modified_at: now,
+        expires_at: input.expires_at,
     })
 }
 
@@ -587,6 +590,7 @@ pub(crate) fn append(
     move |entity| {
         let mut result = UpdateResult::default();
         add_types(entity, input.types);
+        entity.expires_at = input.expires_at.or(entity.expires_at);
         if let Some(scope) = input.scope {
             match &mut entity.scope {
                 Some(existing) if no_overwrite => {
@@ -622,6 +626,7 @@ pub(crate) fn merge(
         if input.scope.is_some() {
             entity.scope = input.scope;
         }
+        entity.expires_at = input.expires_at.or(entity.expires_at);
         for (name, instances) in input.attrs {
             for patch in instances {
                 let dataset_id = patch.dataset_id.clone();
@@ -666,6 +671,7 @@ pub(crate) fn replace(
         attrs: input.attrs,
         created_at: stored.created_at,
         modified_at: now,
+        expires_at: input.expires_at,
     };
     Ok((Write::Put(entity), ()))
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 const RECHECK_CHUNK: usize = 500;
 
 /// How often expired maps are removed from the store.
-const SWEEP_EVERY: Duration = Duration::from_secs(300);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
 /// What a read asks of entity maps (5.5.14; Table 6.4.3.2-1 `entityMap` and
 /// `entityMapLifetime`, Table 6.4.3.2-2 `NGSILD-EntityMap`).
@@ -480,25 +480,4 @@ fn unknown_map(id: &str) -> NgsiError {
     NgsiError::not_found(format!(
         "there is no entity map with id '{id}' (it may have expired)"
     ))
-}
-
-/// Removes expired maps every few minutes, on every instance (each removal is one statement,
-/// so instances sharing a database do not get in each other's way), until the broker is
-/// dropped. Needs a running Tokio runtime.
-pub fn start_sweeper(broker: Arc<Broker>) {
-    let weak = Arc::downgrade(&broker);
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            ticks.tick().await;
-            let Some(broker) = weak.upgrade() else {
-                return;
-            };
-            match broker.store.sweep_entity_maps(Utc::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "expired entity maps removed"),
-                Err(e) => tracing::warn!(error = %e, "expired entity maps could not be removed"),
-            }
-        }
-    });
 }

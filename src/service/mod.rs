@@ -8,6 +8,7 @@ pub mod distributed;
 pub mod entities;
 pub mod entity_maps;
 pub mod forwarding;
+pub mod housekeeping;
 pub mod query;
 pub mod registrations;
 pub mod remote_subscriptions;

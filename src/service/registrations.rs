@@ -151,8 +151,29 @@ impl Broker {
             .await?
             .ok_or_else(|| missing(id))?;
         let mut record = decode(id, value)?;
+        // Expired (5.9.2.4) is gone, whether or not the housekeeping has deleted it yet.
+        if !Registration::compile(record.clone()).is_live(Utc::now()) {
+            return Err(missing(id));
+        }
         record.stats = self.sources.stats(tenant, id);
         Ok(record)
+    }
+
+    /// Deletes the registrations that have expired (5.9.2.4), as a deletion by a client would
+    /// (registration subscriptions are told); returns how many.
+    pub async fn delete_expired_registrations(self: &Arc<Self>) -> NgsiResult<usize> {
+        let mut deleted = 0;
+        for (tenant, id) in self.registry.expired(Utc::now()) {
+            match self.delete_registration(&tenant, &id).await {
+                Ok(()) => deleted += 1,
+                // Another instance deleted it first.
+                Err(e) if e.kind == crate::error::ErrorKind::ResourceNotFound => {
+                    self.registry.remove(&tenant, &id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 
     /// Updates a registration with a fragment (5.9.3): each given member replaces the stored one,

@@ -177,6 +177,7 @@ impl Broker {
                         attrs: Default::default(),
                         created_at: now,
                         modified_at: now,
+                        expires_at: None,
                     },
                 };
                 for t in types {

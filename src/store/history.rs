@@ -48,6 +48,11 @@ pub struct InstanceChange {
     pub modified_at: DateTime<Utc>,
     /// When the instance (or entity) was deleted; `None` unless this records a deletion.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// When the storage of the instance ends (its `expiresAt`, 4.22): from then on the record is
+    /// not served either. An entity's own expiry is not copied to its instances: their history
+    /// outlives it, as it outlives a deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The timestamp of a record that a [`HistoryQuery`] selects and orders by.
@@ -114,9 +119,11 @@ impl HistoryQuery {
     /// and instanceId (absent ones first), with `last_n` applied per attribute.
     pub fn select(&self, records: Vec<InstanceChange>) -> Vec<InstanceChange> {
         let tp = self.time_property;
+        let now = Utc::now();
         let mut kept: Vec<(DateTime<Utc>, InstanceChange)> = records
             .into_iter()
             .filter(|r| self.attr.is_none() || r.attr == self.attr)
+            .filter(|r| r.expires_at.is_none_or(|t| t > now))
             .filter_map(|r| tp.of(&r).filter(|t| self.contains(*t)).map(|t| (t, r)))
             .collect();
         kept.sort_by(|(ta, a), (tb, b)| order(*ta, a, *tb, b));
@@ -242,6 +249,7 @@ pub fn written(name: &str, a: &Attribute) -> InstanceChange {
         created_at: micros(a.created_at),
         modified_at: micros(a.modified_at),
         deleted_at: None,
+        expires_at: a.expires_at,
     }
 }
 
@@ -257,6 +265,7 @@ fn deleted(name: &str, a: &Attribute, now: DateTime<Utc>) -> InstanceChange {
         created_at: micros(a.created_at),
         modified_at: micros(now),
         deleted_at: Some(micros(now)),
+        expires_at: None,
     }
 }
 
@@ -272,6 +281,7 @@ pub fn scope_instance(scope: &[String], at: DateTime<Utc>) -> Attribute {
         object_type: None,
         created_at: at,
         modified_at: at,
+        expires_at: None,
         sub: crate::model::NameMap::default(),
     }
 }
@@ -348,6 +358,7 @@ pub fn changes(
                 created_at: micros(old.created_at),
                 modified_at: micros(now),
                 deleted_at: Some(micros(now)),
+                expires_at: None,
             });
         }
     }
@@ -377,6 +388,7 @@ mod tests {
             object_type: None,
             created_at: at,
             modified_at: at,
+            expires_at: None,
             sub: crate::model::NameMap::default(),
         }
     }
@@ -389,6 +401,7 @@ mod tests {
             attrs: attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect(),
             created_at: t(0),
             modified_at: at,
+            expires_at: None,
         }
     }
 

@@ -12,7 +12,7 @@ pub mod json_text;
 pub mod postgres;
 
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::model::Entity;
+use crate::model::{expiry, Entity};
 use combine::Combiner;
 use std::any::Any;
 use std::collections::HashMap;
@@ -77,8 +77,13 @@ pub fn run_steps<R>(
         before: HashMap::new(),
         history: Vec::new(),
     };
+    let now = chrono::Utc::now();
     for (id, decide) in steps {
-        let current = working.entry(id.clone()).or_insert_with(|| load(&id));
+        // Decisions see the entity as it stands now: what has expired is gone (and a write of
+        // the entity drops it from the stored state too).
+        let current = working
+            .entry(id.clone())
+            .or_insert_with(|| load(&id).and_then(|e| expiry::live(&e, now)));
         planned
             .before
             .entry(id.clone())
@@ -143,17 +148,59 @@ pub enum Backend {
     Postgres(postgres::PgStore),
 }
 
+/// Whether a write's changes go to the change feed (and so to subscriptions): every write of a
+/// client does; the reaper's removal of what expired does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Publish the changes.
+    Changes,
+    /// Publish nothing.
+    Nothing,
+}
+
 impl Backend {
     async fn modify_many<R: Send + 'static>(
         &self,
         tenant: &str,
         steps: Vec<Step<R>>,
+        announce: Announce,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         match self {
-            Backend::Embedded(s) => s.modify_many(tenant, steps).await,
-            Backend::Postgres(s) => s.modify_many(tenant, steps).await,
+            Backend::Embedded(s) => s.modify_many(tenant, steps, announce).await,
+            Backend::Postgres(s) => s.modify_many(tenant, steps, announce).await,
         }
     }
+
+    /// The tenants and ids of at most `limit` entities with something expired at `now`.
+    async fn due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> NgsiResult<Vec<(String, Vec<String>)>> {
+        match self {
+            Backend::Embedded(s) => Ok(s.due(now, limit)),
+            Backend::Postgres(s) => s.due(None, now, limit).await,
+        }
+    }
+}
+
+/// The steps that remove what has expired from the stored state of each of `ids`: the decision
+/// is shown the entity as it stands now (see [`run_steps`]), so it writes that back, or deletes
+/// the entity when it has expired itself. History is derived from the live view, which is what
+/// gets written: nothing is recorded.
+pub fn reap_steps(ids: Vec<String>) -> Vec<Step<()>> {
+    ids.into_iter()
+        .map(|id| {
+            let decide: Decide<()> = Box::new(|current| {
+                let write = match current {
+                    Some(live) => Write::Put(live.clone()),
+                    None => Write::Delete,
+                };
+                Ok(Decision::from((write, ())))
+            });
+            (id, decide)
+        })
+        .collect()
 }
 
 /// Writes with at most this many steps are combined with concurrent ones (see [`combine`]);
@@ -212,7 +259,7 @@ async fn write_group(backend: &Backend, jobs: Vec<WriteJob>) {
             replies.push((job.steps.len(), job.reply));
             steps.extend(job.steps);
         }
-        match backend.modify_many(&tenant, steps).await {
+        match backend.modify_many(&tenant, steps, Announce::Changes).await {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for (n, reply) in replies {
@@ -304,8 +351,14 @@ impl Store {
         &self.backend
     }
 
-    /// The entity with this id in this tenant.
+    /// The entity with this id in this tenant, as it stands now (see [`expiry::live`]).
     pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
+        let stored = self.get_stored(tenant, id).await?;
+        Ok(stored.and_then(|e| expiry::live(&e, chrono::Utc::now())))
+    }
+
+    /// The entity with this id as stored, expired parts included.
+    async fn get_stored(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
         match &*self.backend {
             Backend::Embedded(s) => Ok(s.get(tenant, id)),
             Backend::Postgres(_) => {
@@ -359,7 +412,10 @@ impl Store {
         steps: Vec<Step<R>>,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         if steps.len() > COMBINED_STEPS_MAX {
-            return self.backend.modify_many(tenant, steps).await;
+            return self
+                .backend
+                .modify_many(tenant, steps, Announce::Changes)
+                .await;
         }
         let steps = steps
             .into_iter()
@@ -522,12 +578,31 @@ impl Store {
         }
     }
 
-    /// Every entity of a tenant, in id order (for discovery).
-    pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
-        match &*self.backend {
-            Backend::Embedded(s) => Ok(s.entities(tenant)),
-            Backend::Postgres(s) => s.entities(tenant).await,
+    /// Removes from the current state what has expired (4.22), at most `limit` entities' worth:
+    /// expired entities are deleted, expired instances and sub-attributes dropped. Nothing is
+    /// announced and nothing recorded: what expired stays in the history, and subscribers are not
+    /// told (reads stopped serving it at its expiry already). Returns how many entities it
+    /// looked at; fewer than `limit` means nothing else is due.
+    pub async fn reap(&self, limit: usize) -> NgsiResult<usize> {
+        let due = self.backend.due(chrono::Utc::now(), limit).await?;
+        let mut reaped = 0;
+        for (tenant, ids) in due {
+            reaped += ids.len();
+            self.backend
+                .modify_many(&tenant, reap_steps(ids), Announce::Nothing)
+                .await?;
         }
+        Ok(reaped)
+    }
+
+    /// Every entity of a tenant as it stands now, in id order (for discovery).
+    pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
+        let stored = match &*self.backend {
+            Backend::Embedded(s) => s.entities(tenant),
+            Backend::Postgres(s) => s.entities(tenant).await?,
+        };
+        let now = chrono::Utc::now();
+        Ok(stored.iter().filter_map(|e| expiry::live(e, now)).collect())
     }
 
     /// The feed of committed entity changes (see [`changes`]).

@@ -198,6 +198,7 @@ fn show(
                 object_type: None,
                 created_at: a.created_at,
                 modified_at: a.modified_at,
+                expires_at: None,
                 sub: Default::default(),
             })
             .collect();

@@ -64,6 +64,7 @@ fn stored_instance(r: &InstanceChange) -> Option<Attribute> {
         object_type: None,
         created_at: r.created_at,
         modified_at: r.modified_at,
+        expires_at: None,
         sub: crate::model::NameMap::default(),
     })
 }

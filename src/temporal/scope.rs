@@ -171,6 +171,7 @@ mod tests {
             attrs: Default::default(),
             created_at: t(9),
             modified_at: t(9),
+            expires_at: None,
         };
         let mut records = scope_changes(None, Some(&with_scope), t(9));
         records.extend(scope_changes(Some(&with_scope), None, t(11)));

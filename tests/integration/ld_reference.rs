@@ -900,6 +900,7 @@ fn compaction_round_trips_through_json_ld() {
             attrs: input.attrs.clone(),
             created_at: now(),
             modified_at: now(),
+            expires_at: None,
         };
         let rendered = render::entity(&entity, &ctx, &RenderOptions::default());
         let mut doc = rendered.clone();

@@ -35,3 +35,4 @@ mod store_differential;
 mod subscriptions;
 mod temporal_api;
 mod tenancy;
+mod transient;

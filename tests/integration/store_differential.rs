@@ -818,6 +818,7 @@ async fn both_stores_and_the_evaluator_agree() {
             attrs: input.attrs,
             created_at: now,
             modified_at: now,
+            expires_at: None,
         });
     }
     all.sort_by(|a, b| a.id.cmp(&b.id));

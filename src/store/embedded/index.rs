@@ -2,10 +2,11 @@
 //! pages), ids by type, and an R-tree of `location` envelopes. They only narrow the candidates;
 //! the query evaluator (`EntityQuery::matches`) decides, so an index can never change an answer.
 
-use crate::model::Entity;
+use crate::model::{expiry, Entity};
 use crate::query::boolean::BoolExpr;
 use crate::query::geo::{envelope, geometry_of, LOCATION};
 use crate::query::EntityQuery;
+use chrono::{DateTime, Utc};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::RTree;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,6 +35,9 @@ pub struct TenantIndex {
     entities: BTreeMap<String, Arc<Entity>>,
     by_type: HashMap<String, BTreeSet<String>>,
     locations: RTree<Located>,
+    /// Each transient entity's next expiry (see [`Entity::next_expiry`]) and id, earliest first:
+    /// what the reaper has to do, and whether a read must prune what has expired.
+    expiries: BTreeSet<(DateTime<Utc>, String)>,
 }
 
 fn located(e: &Entity) -> Vec<Located> {
@@ -76,6 +80,9 @@ impl TenantIndex {
         for l in located(&entity) {
             self.locations.insert(l);
         }
+        if let Some(t) = entity.next_expiry() {
+            self.expiries.insert((t, entity.id.clone()));
+        }
         self.entities.insert(entity.id.clone(), entity);
     }
 
@@ -95,6 +102,40 @@ impl TenantIndex {
         for l in located(&old) {
             self.locations.remove(&l);
         }
+        if let Some(t) = old.next_expiry() {
+            self.expiries.remove(&(t, id.to_string()));
+        }
+    }
+
+    /// The ids of at most `limit` entities with something expired at `now`, earliest first.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<String> {
+        self.expiries
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// The matches of a query among the plan's candidates past `after`, as they stand at `now`:
+    /// while something has expired that the reaper has not removed yet, every candidate is seen
+    /// through [`expiry::live`] and checked against the whole query (an index entry may be one of
+    /// what expired).
+    fn matches<'a>(
+        &'a self,
+        query: &'a EntityQuery,
+        plan: &'a Plan<'a>,
+        after: Option<&'a str>,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = Arc<Entity>> + 'a {
+        let prune = self.expiries.first().is_some_and(|(t, _)| *t <= now);
+        self.candidates(plan, after).filter_map(move |e| {
+            if !prune {
+                return Self::hit(query, plan, e).then(|| e.clone());
+            }
+            let live = expiry::live(e, now)?;
+            query.matches(&live).then_some(live)
+        })
     }
 
     /// How to enumerate candidates, cheapest first: the R-tree hits of a geoQ (few), explicit ids
@@ -177,19 +218,17 @@ impl TenantIndex {
         count: bool,
     ) -> (Vec<Arc<Entity>>, usize) {
         let plan = self.plan(query);
-        let candidates = self
-            .candidates(&plan, None)
-            .filter(|e| Self::hit(query, &plan, e));
+        let candidates = self.matches(query, &plan, None, Utc::now());
         if query.order.is_some() {
             // Another order than ids: every match is needed before the page is known.
-            let matches: Vec<Arc<Entity>> = candidates.cloned().collect();
+            let matches: Vec<Arc<Entity>> = candidates.collect();
             return query.ordered_page(matches, offset, limit);
         }
         let mut page = Vec::new();
         let mut seen = 0usize;
         for e in candidates {
             if seen >= offset && page.len() < limit {
-                page.push(e.clone());
+                page.push(e);
             }
             seen += 1;
             if !count && seen > offset + limit {
@@ -209,8 +248,7 @@ impl TenantIndex {
     ) -> crate::store::IdPage {
         let plan = self.plan(query);
         let ids: Vec<String> = self
-            .candidates(&plan, after)
-            .filter(|e| Self::hit(query, &plan, e))
+            .matches(query, &plan, after, Utc::now())
             .take(limit)
             .map(|e| e.id.clone())
             .collect();
@@ -245,6 +283,7 @@ mod tests {
             attrs: input.attrs,
             created_at: chrono::Utc::now(),
             modified_at: chrono::Utc::now(),
+            expires_at: None,
         })
     }
 

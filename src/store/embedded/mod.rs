@@ -128,6 +128,25 @@ impl EmbeddedStore {
             .cloned()
     }
 
+    /// The tenants and ids of at most `limit` entities with something expired at `now` (see
+    /// [`super::Store::reap`]).
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<(String, Vec<String>)> {
+        let memory = self.memory.read().expect("store lock");
+        let mut out = Vec::new();
+        let mut left = limit;
+        for (tenant, index) in memory.iter() {
+            let ids = index.due(now, left);
+            left -= ids.len();
+            if !ids.is_empty() {
+                out.push((tenant.clone(), ids));
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        out
+    }
+
     /// Whether the tenant exists.
     pub fn tenant_exists(&self, tenant: &str) -> bool {
         self.memory.read().expect("store lock").contains_key(tenant)
@@ -301,6 +320,7 @@ impl EmbeddedStore {
         &self,
         tenant: &str,
         steps: Vec<Step<R>>,
+        announce: super::Announce,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let (db, memory, writer) = (self.db.clone(), self.memory.clone(), self.writer.clone());
         let feed = self.feed.clone();
@@ -365,6 +385,9 @@ impl EmbeddedStore {
                 }
             }
             drop(memory);
+            if announce == super::Announce::Nothing {
+                return Ok(planned.results);
+            }
             // Still under the writer lock: the feed sees each entity's writes in commit order.
             for (id, after) in planned.writes {
                 let at = after.as_ref().map_or(deleted_at, |e| e.modified_at);

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         13,
         include_str!("../../../migrations/0013_remote_subscriptions.sql"),
     ),
+    (14, include_str!("../../../migrations/0014_expiry.sql")),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

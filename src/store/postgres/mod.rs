@@ -16,7 +16,7 @@ use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty}
 use super::json_text::JsonText;
 use super::{run_steps, Collection, Step};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::model::{AttrKind, Entity};
+use crate::model::{expiry, AttrKind, Entity};
 use crate::query::geo::LOCATION;
 use crate::query::EntityQuery;
 use chrono::{DateTime, Utc};
@@ -124,6 +124,32 @@ fn decode(row: &tokio_postgres::Row, col: usize) -> NgsiResult<Entity> {
         .map_err(|e| NgsiError::internal(format!("a stored entity does not decode: {e}")))
 }
 
+/// A stored entity as it stands at `now` (see [`expiry::live`]).
+fn live(e: Entity, now: DateTime<Utc>) -> Option<Arc<Entity>> {
+    expiry::live(&Arc::new(e), now)
+}
+
+/// Whether the tenant has stored entities with something expired at `now` (see [`DUE_PROBE`]).
+async fn tenant_due(
+    client: &tokio_postgres::Client,
+    tenant: &str,
+    now: DateTime<Utc>,
+) -> NgsiResult<bool> {
+    let row = client
+        .query_one(DUE_PROBE, &[&tenant, &now])
+        .await
+        .map_err(db_error)?;
+    Ok(row.get(0))
+}
+
+/// What one attempt of a query found: a page and the matches seen, or that the tenant has
+/// entities with something expired that SQL would still see (they are reaped, and the query
+/// runs again).
+enum Paged {
+    Page(Vec<Arc<Entity>>, usize),
+    Due,
+}
+
 /// The `location` column value of an entity: the EWKB of its only (or default) instance, and
 /// whether the attribute has several instances.
 fn location_of(e: &Entity) -> (Option<Vec<u8>>, bool) {
@@ -158,8 +184,10 @@ fn time_conditions<'a>(
     params: &mut Vec<&'a (dyn ToSql + Sync)>,
 ) -> Vec<String> {
     let col = time_column(query.time_property);
+    // Records of instances whose storage has ended (4.22) are not served.
     let mut conditions = vec![format!(
-        "tenant = $1 AND entity_id = ANY($2) AND {col} IS NOT NULL"
+        "tenant = $1 AND entity_id = ANY($2) AND {col} IS NOT NULL \
+         AND (expires_at IS NULL OR expires_at > now())"
     )];
     for (bound, included, excluded) in [(&query.from, ">=", ">"), (&query.to, "<=", "<")] {
         let (t, op) = match bound {
@@ -177,7 +205,7 @@ fn time_conditions<'a>(
 /// WAL record per page of rows instead of one per row, no parameter arrays to build and unnest).
 const COPY_HISTORY: &str = "COPY attribute_instances
     (tenant, entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at,
-     deleted_at, value, num, location)
+     deleted_at, value, num, location, expires_at)
   FROM STDIN (FORMAT binary)";
 
 /// A statement whose one column is of the PostGIS `geometry` type, prepared (and cached) per
@@ -215,6 +243,7 @@ async fn copy_history(
         Type::JSONB,
         Type::FLOAT8,
         probe.columns()[0].type_().clone(),
+        Type::TIMESTAMPTZ,
     ];
     let sink = client.copy_in(copy).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -245,6 +274,7 @@ async fn copy_history(
                 &r.value,
                 &r.num,
                 &location,
+                &r.expires_at,
             ])
             .await?;
     }
@@ -255,6 +285,14 @@ async fn copy_history(
 /// bigint, and the modification time; two columns.
 const VERSION: &str = "xmin::text::bigint, modified_at";
 
+/// The entities one reaping transaction takes on.
+const REAP_CHUNK: usize = 500;
+
+/// Whether a tenant has stored entities with something expired at `$2` (the reaper has not
+/// removed it yet); `$1` the tenant.
+const DUE_PROBE: &str =
+    "SELECT EXISTS (SELECT 1 FROM entities WHERE expires_next <= $2 AND tenant = $1)";
+
 /// Prepared statements kept per connection before the cache is emptied (query texts vary with the
 /// shape of the query, not with its values, but shapes are open-ended).
 const STATEMENT_CACHE_LIMIT: usize = 512;
@@ -262,18 +300,20 @@ const STATEMENT_CACHE_LIMIT: usize = 512;
 /// Writes entities given as one array per column ($1 tenant): inserts new ones, replaces stored
 /// ones (createdAt stays as the entity carries it).
 const UPSERT_ENTITIES: &str = "INSERT INTO entities
-    (tenant, id, types, scopes, attr_names, location, location_multi, created_at, modified_at, body)
+    (tenant, id, types, scopes, attr_names, location, location_multi, created_at, modified_at, body,
+     expires_next)
   SELECT $1, e.id, ARRAY(SELECT jsonb_array_elements_text(e.body -> 'types')),
          CASE WHEN e.body ? 'scope' THEN ARRAY(SELECT jsonb_array_elements_text(e.body -> 'scope')) END,
          ARRAY(SELECT jsonb_object_keys(e.body -> 'attrs')),
-         ST_GeomFromEWKB(e.geo), e.multi, e.created_at, e.modified_at, e.body
-  FROM unnest($2::text[], $3::bytea[], $4::bool[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[])
-    AS e(id, geo, multi, created_at, modified_at, body)
+         ST_GeomFromEWKB(e.geo), e.multi, e.created_at, e.modified_at, e.body, e.expires_next
+  FROM unnest($2::text[], $3::bytea[], $4::bool[], $5::timestamptz[], $6::timestamptz[], $7::jsonb[],
+              $8::timestamptz[])
+    AS e(id, geo, multi, created_at, modified_at, body, expires_next)
   ON CONFLICT (tenant, id) DO UPDATE SET
     types = EXCLUDED.types, scopes = EXCLUDED.scopes, attr_names = EXCLUDED.attr_names,
     location = EXCLUDED.location,
     location_multi = EXCLUDED.location_multi, modified_at = EXCLUDED.modified_at,
-    body = EXCLUDED.body";
+    body = EXCLUDED.body, expires_next = EXCLUDED.expires_next";
 
 /// The columns of [`UPSERT_ENTITIES`], one array each.
 struct EntityColumns<'a> {
@@ -283,6 +323,7 @@ struct EntityColumns<'a> {
     created_at: Vec<DateTime<Utc>>,
     modified_at: Vec<DateTime<Utc>>,
     body: Vec<JsonText>,
+    expires_next: Vec<Option<DateTime<Utc>>>,
 }
 
 /// JSON text goes to PostgreSQL as it is: as `jsonb` (its binary form is a version byte and the
@@ -337,6 +378,7 @@ impl<'a> EntityColumns<'a> {
             created_at: Vec::new(),
             modified_at: Vec::new(),
             body: Vec::new(),
+            expires_next: Vec::new(),
         };
         for e in entities {
             let (geo, multi) = location_of(e);
@@ -346,11 +388,12 @@ impl<'a> EntityColumns<'a> {
             c.created_at.push(e.created_at);
             c.modified_at.push(e.modified_at);
             c.body.push(JsonText::of(e));
+            c.expires_next.push(e.next_expiry());
         }
         Ok(c)
     }
 
-    fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 7] {
+    fn params<'p>(&'p self, tenant: &'p &str) -> [&'p (dyn ToSql + Sync); 8] {
         [
             tenant,
             &self.id,
@@ -359,6 +402,7 @@ impl<'a> EntityColumns<'a> {
             &self.created_at,
             &self.modified_at,
             &self.body,
+            &self.expires_next,
         ]
     }
 }
@@ -526,9 +570,12 @@ impl PgStore {
         &self,
         tenant: &str,
         steps: Vec<Step<R>>,
+        announce: super::Announce,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let client = self.client().await?;
-        let outcome = self.modify_in_transaction(&client, tenant, steps).await;
+        let outcome = self
+            .modify_in_transaction(&client, tenant, steps, announce)
+            .await;
         if outcome.is_err() {
             // A statement failed, or was never sent: the transaction may still be open.
             abandon_transaction(client).await;
@@ -543,6 +590,7 @@ impl PgStore {
         client: &deadpool_postgres::Object,
         tenant: &str,
         steps: Vec<Step<R>>,
+        announce: super::Announce,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let mut ids: Vec<&str> = steps.iter().map(|(id, _)| id.as_str()).collect();
         ids.sort_unstable();
@@ -571,7 +619,7 @@ impl PgStore {
         )
         .await
         .map_err(db_error)?;
-        let watched: bool = watched.get(0);
+        let watched = watched.get::<_, bool>(0) && announce == super::Announce::Changes;
         let mut stored = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
             stored.insert(row.get::<_, String>(0), Arc::new(decode(&row, 1)?));
@@ -646,6 +694,48 @@ impl PgStore {
         Ok(planned.results)
     }
 
+    /// The tenants and ids of at most `limit` entities (of `tenant`, or of every tenant) with
+    /// something expired at `now`, earliest first (see [`super::Store::reap`]).
+    pub async fn due(
+        &self,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> NgsiResult<Vec<(String, Vec<String>)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT tenant, id FROM entities
+                 WHERE expires_next <= $1 AND ($2::text IS NULL OR tenant = $2)
+                 ORDER BY expires_next LIMIT $3",
+                &[&now, &tenant, &(limit as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut by_tenant: indexmap::IndexMap<String, Vec<String>> = indexmap::IndexMap::new();
+        for row in rows {
+            by_tenant.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        Ok(by_tenant.into_iter().collect())
+    }
+
+    /// Removes what has expired from the stored entities of a tenant (see
+    /// [`super::Store::reap`]), so that a query decided in SQL sees only what stands now.
+    async fn reap_tenant(&self, tenant: &str, now: DateTime<Utc>) -> NgsiResult<()> {
+        loop {
+            let due = self.due(Some(tenant), now, REAP_CHUNK).await?;
+            let Some((_, ids)) = due.into_iter().next() else {
+                return Ok(());
+            };
+            let last = ids.len() < REAP_CHUNK;
+            self.modify_many(tenant, super::reap_steps(ids), super::Announce::Nothing)
+                .await?;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
     /// Whether the tenant is known to be in the `tenants` table.
     fn knows_tenant(&self, tenant: &str) -> bool {
         self.known_tenants
@@ -661,6 +751,8 @@ impl PgStore {
     }
 
     /// A page of the entities matching `query`, in id order, and the number of matches seen.
+    /// What has expired is never seen: the evaluator decides on entities as they stand now, and
+    /// a query decided in SQL first has the tenant's due entities reaped (see [`Paged::Due`]).
     pub async fn query(
         &self,
         tenant: &str,
@@ -669,7 +761,25 @@ impl PgStore {
         limit: usize,
         count: bool,
     ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
+        loop {
+            match self.query_once(tenant, query, offset, limit, count).await? {
+                Paged::Page(page, seen) => return Ok((page, seen)),
+                Paged::Due => self.reap_tenant(tenant, Utc::now()).await?,
+            }
+        }
+    }
+
+    /// One attempt of [`PgStore::query`].
+    async fn query_once(
+        &self,
+        tenant: &str,
+        query: &EntityQuery,
+        offset: usize,
+        limit: usize,
+        count: bool,
+    ) -> NgsiResult<Paged> {
         let t = sql::translate(query);
+        let now = Utc::now();
         let tenant = tenant.to_string();
         let (where_sql, params) = where_clause(&tenant, &t);
         let mut client = self.client().await?;
@@ -680,16 +790,22 @@ impl PgStore {
         if query.order.is_some() {
             // Another order than ids: the SQL selects (exactly or a superset), the evaluator decides
             // and the one comparator both stores share orders every match before paging.
+            if t.exact && tenant_due(&client, &tenant, now).await? {
+                return Ok(Paged::Due);
+            }
             let sql = format!("SELECT body FROM entities WHERE {where_sql} ORDER BY id");
             let rows = client.query_typed(&sql, &params).await.map_err(db_error)?;
             let mut matches = Vec::with_capacity(rows.len());
             for row in rows {
-                let e = decode(&row, 0)?;
+                let Some(e) = live(decode(&row, 0)?, now) else {
+                    continue;
+                };
                 if t.exact || query.matches(&e) {
-                    matches.push(Arc::new(e));
+                    matches.push(e);
                 }
             }
-            return Ok(query.ordered_page(matches, offset, limit));
+            let (page, seen) = query.ordered_page(matches, offset, limit);
+            return Ok(Paged::Page(page, seen));
         }
         if t.exact {
             let (rows_wanted, skip) = (if count { limit } else { limit + 1 } as i64, offset as i64);
@@ -706,12 +822,18 @@ impl PgStore {
                 )
             };
             let count_sql = format!("SELECT count(*) FROM entities WHERE {where_sql}");
+            // The count, and whether anything in the tenant is due (then SQL cannot decide until
+            // it is reaped), sent with the page.
+            let due_probe = client.prepare_cached(DUE_PROBE).await.map_err(db_error)?;
+            let due_params: [&(dyn ToSql + Sync); 2] = [&tenant, &now];
             let counted = || async {
+                let due = client.query_one(&due_probe, &due_params);
                 if count {
-                    let row = client.query_typed_one(&count_sql, &params).await?;
-                    Ok(Some(row.get::<_, i64>(0) as usize))
+                    let (row, due) =
+                        try_join(client.query_typed_one(&count_sql, &params), due).await?;
+                    Ok((Some(row.get::<_, i64>(0) as usize), due.get::<_, bool>(0)))
                 } else {
-                    Ok(None)
+                    Ok((None, due.await?.get::<_, bool>(0)))
                 }
             };
             // With the cache, the page is selected as ids and row versions; the bodies the cache
@@ -744,9 +866,13 @@ impl PgStore {
                     (page, counted)
                 }
             };
+            let (counted, due) = counted;
+            if due {
+                return Ok(Paged::Due);
+            }
             let seen = counted.unwrap_or(offset + page.len());
             page.truncate(limit);
-            return Ok((page, seen));
+            return Ok(Paged::Page(page, seen));
         }
         // A superset: the evaluator decides, reading the candidates in chunks through a portal
         // and stopping once the page (and one more match) is found, unless counting.
@@ -781,20 +907,22 @@ impl PgStore {
                 .map_err(db_error)?;
             let last_chunk = rows.len() < chunk;
             for row in rows {
-                let e = decode(&row, 0)?;
+                let Some(e) = live(decode(&row, 0)?, now) else {
+                    continue;
+                };
                 if !query.matches(&e) {
                     continue;
                 }
                 if seen >= offset && page.len() < limit {
-                    page.push(Arc::new(e));
+                    page.push(e);
                 }
                 seen += 1;
                 if !count && seen > offset + limit {
-                    return Ok((page, seen));
+                    return Ok(Paged::Page(page, seen));
                 }
             }
             if last_chunk {
-                return Ok((page, seen));
+                return Ok(Paged::Page(page, seen));
             }
         }
     }
@@ -810,6 +938,10 @@ impl PgStore {
         limit: usize,
     ) -> NgsiResult<super::IdPage> {
         let t = sql::translate(query);
+        let now = Utc::now();
+        if t.exact && tenant_due(&*self.client().await?, tenant, now).await? {
+            self.reap_tenant(tenant, now).await?;
+        }
         let (tenant, after, rows_wanted) =
             (tenant.to_string(), after.map(str::to_string), limit as i64);
         let (mut where_sql, mut params) = where_clause(&tenant, &t);
@@ -831,7 +963,8 @@ impl PgStore {
         };
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
-            if t.exact || query.matches(&decode(row, 1)?) {
+            let hit = t.exact || live(decode(row, 1)?, now).is_some_and(|e| query.matches(&e));
+            if hit {
                 ids.push(row.get(0));
             }
         }
@@ -930,7 +1063,7 @@ impl PgStore {
             conditions.push(format!("attr = ${}", params.len()));
         }
         let columns =
-            "entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at, value, num";
+            "entity_id, attr, dataset_id, instance_id, kind, observed_at, created_at, modified_at, deleted_at, value, num, expires_at";
         let from = format!("attribute_instances WHERE {}", conditions.join(" AND "));
         let order = format!(
             "entity_id COLLATE \"C\", {col}, attr COLLATE \"C\" NULLS FIRST, dataset_id COLLATE \"C\" NULLS FIRST, instance_id COLLATE \"C\""
@@ -959,6 +1092,7 @@ impl PgStore {
                 deleted_at: r.get(8),
                 value: r.get(9),
                 num: r.get(10),
+                expires_at: r.get(11),
             });
         }
         Ok(ids
