@@ -4,6 +4,7 @@
 
 pub mod expiry;
 pub mod parse;
+pub mod proof;
 pub mod render;
 pub mod stored_time;
 pub mod validate;

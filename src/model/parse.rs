@@ -2,7 +2,7 @@
 //! attributes. Everything is checked here, before any store is touched, so that a bad request
 //! changes nothing.
 
-use super::validate;
+use super::{proof, validate};
 use super::{AttrKind, Attribute, ATTRIBUTE_MEMBERS, ENTITY_MEMBERS, NGSI_LD_NULL};
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
@@ -316,6 +316,7 @@ impl<'a> Reader<'a> {
         if !attr.is_null() && !attr.value.is_null() {
             self.check_value(name, &mut attr)?;
         }
+        proof::check(name, iri, &attr)?;
         Ok(attr)
     }
 
@@ -448,11 +449,24 @@ impl<'a> Reader<'a> {
                         kind.name()
                     )))
                 }
-                k if OUTPUT_ONLY.contains(&k)
-                    || k == "@context"
-                    || k == "entityIdSealed"
-                    || k == "entityTypeSealed" =>
-                {
+                "entityIdSealed" | "entityTypeSealed" => {
+                    let sealed = v.as_str().ok_or_else(|| {
+                        NgsiError::bad_data(format!(
+                            "the {key} of '{name}' must be a string, not {v}"
+                        ))
+                    })?;
+                    let (iri, sealed) = if key == "entityIdSealed" {
+                        validate::uri(&format!("the entityIdSealed of '{name}'"), sealed)?;
+                        (proof::ENTITY_ID_SEALED, sealed.to_string())
+                    } else {
+                        (proof::ENTITY_TYPE_SEALED, self.ctx.expand(sealed).into_owned())
+                    };
+                    attr.sub.insert(
+                        iri.to_string(),
+                        self.bare(AttrKind::Property, Value::String(sealed)),
+                    );
+                }
+                k if OUTPUT_ONLY.contains(&k) || k == "@context" => {
                     return Err(NgsiError::bad_data(format!(
                         "attribute '{name}' has a '{k}' member, which is not accepted in requests"
                     )))

@@ -2,7 +2,7 @@
 //! (clause 4.5), compacted with the caller's context, projected by attrs/pick/omit and lang, as JSON
 //! objects or GeoJSON Features.
 
-use super::{expiry, format_time, AttrKind, Attribute, Entity};
+use super::{expiry, format_time, proof, AttrKind, Attribute, Entity};
 use crate::ld::ActiveContext;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -317,7 +317,19 @@ fn instance(a: &Attribute, ctx: &ActiveContext, opts: &RenderOptions) -> Value {
         }
     }
     for (iri, sub) in &a.sub {
-        out.insert(ctx.compact(iri).into_owned(), instance(sub, ctx, opts));
+        // The sealed members of a proof are bare strings under their own names (4.5.2.2).
+        let (name, shown) = match iri.as_str() {
+            proof::ENTITY_ID_SEALED => ("entityIdSealed".into(), sub.value.clone()),
+            proof::ENTITY_TYPE_SEALED => (
+                "entityTypeSealed".into(),
+                match sub.value.as_str() {
+                    Some(t) => Value::String(ctx.compact(t).into_owned()),
+                    None => sub.value.clone(),
+                },
+            ),
+            _ => (ctx.compact(iri), instance(sub, ctx, opts)),
+        };
+        out.insert(name.into_owned(), shown);
     }
     if concise && out.len() == 1 && a.kind == AttrKind::Property && !out["value"].is_object() {
         return out.remove("value").unwrap_or(Value::Null);

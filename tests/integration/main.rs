@@ -27,6 +27,7 @@ mod linked_entities;
 mod migrate;
 mod mqtt_ingest;
 mod outage;
+mod proofs;
 mod purge;
 mod query_api;
 mod registrations;
