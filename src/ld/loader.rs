@@ -100,6 +100,7 @@ impl ContextLoader {
         if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
             return Ok(hit.clone());
         }
+        refuse_scoped_contexts(local)?;
         let docs = self.collect(local).await?;
         let core = self.preloaded[CORE_CONTEXT_V1_9].clone();
         let core_ctx = core.get("@context").unwrap_or(&Value::Null);
@@ -284,4 +285,29 @@ fn read_offline_dir(dir: &Path) -> Result<HashMap<String, Arc<Value>>, String> {
         out.insert(url, Arc::new(doc));
     }
     Ok(out)
+}
+
+/// Fails on a scoped context (a term definition with its own `@context`) written in a user
+/// @context, which 5.5.7 forbids: the broker keeps one meaning per term, whatever it is nested in.
+/// Remote documents are not inspected: they are shared vocabularies the caller does not control.
+fn refuse_scoped_contexts(local: &Value) -> NgsiResult<()> {
+    match local {
+        Value::Array(items) => items.iter().try_for_each(refuse_scoped_contexts),
+        Value::Object(map) => {
+            let scoped = map.iter().find(|(term, definition)| {
+                !term.starts_with('@')
+                    && definition
+                        .as_object()
+                        .is_some_and(|d| d.contains_key("@context"))
+            });
+            match scoped {
+                Some((term, _)) => Err(NgsiError::bad_data(format!(
+                    "the @context gives '{term}' a scoped @context of its own; a user @context \
+                     shall not contain scoped contexts (5.5.7): define the inner terms at the top level"
+                ))),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }

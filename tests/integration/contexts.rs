@@ -653,3 +653,23 @@ async fn invalid_context_documents_are_bad_request_data() {
         "a cycle is not refetched endlessly"
     );
 }
+
+#[actix_web::test]
+async fn a_scoped_context_in_a_user_context_is_bad_request_data_and_nothing_is_written() {
+    let s = TestServer::start().await;
+    let e = json!({
+        "id": "urn:ngsi-ld:Vehicle:scoped", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1},
+        "@context": [{"Vehicle": {"@id": "https://example.org/Vehicle",
+                                   "@context": {"speed": "https://example.org/hidden-speed"}}}],
+    });
+    let r = s
+        .send(Method::POST, "/entities", "application/ld+json", &e)
+        .await;
+    let problem = assert_problem(r, 400, "BadRequestData").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("scoped"),
+        "{problem}"
+    );
+    s.assert_absent("urn:ngsi-ld:Vehicle:scoped").await;
+}
