@@ -365,8 +365,13 @@ impl<'a> Reader<'a> {
             None if self.partial_of == Some(kind) => {
                 return self.members(name, kind, Value::Null, obj)
             }
+            // JSON null is dropped by JSON-LD expansion: it never stands for the NGSI-LD Null
+            // (5.2.1), which a deletion spells out.
             Some(Value::Null) if self.nulls != Nulls::Forbidden => {
-                Value::String(NGSI_LD_NULL.into())
+                return Err(NgsiError::bad_data(format!(
+                    "attribute '{name}' has a null '{member}'; JSON null is not a value, and an \
+                     update deletes with the NGSI-LD Null: \"{member}\": \"{NGSI_LD_NULL}\""
+                )))
             }
             Some(Value::Null) | None => {
                 return Err(NgsiError::bad_data(format!(

@@ -7,8 +7,8 @@
 use crate::common;
 
 use common::{
-    assert_http_error, assert_no_content, assert_problem_one_of, link, read, writing_transactions,
-    ContextServer, TestServer,
+    assert_http_error, assert_no_content, assert_problem_one_of, assert_status, link, read,
+    writing_transactions, ContextServer, TestServer,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -970,5 +970,35 @@ async fn a_batch_is_written_in_one_transaction() {
         // T30 was last written by the first batch, the others by the second.
         assert_eq!(writing_transactions(url, "entities").await, 2);
         assert_eq!(writing_transactions(url, "attribute_instances").await, 2);
+    }
+}
+
+#[actix_web::test]
+async fn a_json_null_value_in_a_batch_update_or_merge_fails_that_entity_with_bad_request_data() {
+    // JSON null is not the NGSI-LD Null (5.2.1): the entity fails, the others are written.
+    let s = TestServer::start().await;
+    for n in ["JN1", "JN2"] {
+        assert_status(
+            s.create(&room(n, json!({"name": prop(json!("a"))}))).await,
+            201,
+        )
+        .await;
+    }
+    for op in ["update", "merge"] {
+        let body = json!([
+            {"id": id("JN1"), "type": "Room", "name": {"type": "Property", "value": null}},
+            {"id": id("JN2"), "type": "Room", "name": prop(json!(op))},
+        ]);
+        let (status, _, result) = batch(&s, op, &body).await;
+        assert_eq!(status, 207, "{op}: {result}");
+        assert_eq!(result["success"], json!([id("JN2")]), "{op}: {result}");
+        assert_eq!(result["errors"][0]["entityId"], id("JN1"), "{op}: {result}");
+        assert_eq!(
+            result["errors"][0]["error"]["type"],
+            "https://uri.etsi.org/ngsi-ld/errors/BadRequestData",
+            "{op}: {result}"
+        );
+        assert_eq!(s.entity(&id("JN1"), "").await["name"]["value"], "a");
+        assert_eq!(s.entity(&id("JN2"), "").await["name"]["value"], op);
     }
 }
