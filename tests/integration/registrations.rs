@@ -614,11 +614,12 @@ async fn an_expired_registration_is_not_discovered() {
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
     let (_, _, found) = discover(&s, &ctx, "type=Vehicle").await;
     assert_eq!(found, json!([]));
-    // It is still there to be read, renewed or deleted.
+    // 5.9.2.4: "implementations shall delete the Registration when this point in time is
+    // reached".
     let (status, _) = s
         .get_json("/csourceRegistrations/urn:ngsi-ld:ContextSourceRegistration:brief")
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 404);
 }
 
 #[actix_web::test]
