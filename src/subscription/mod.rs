@@ -169,8 +169,10 @@ impl Notifier {
     }
 
     /// Matches one committed change against the tenant's subscriptions and queues the
-    /// notifications. Never waits on the network.
-    fn on_change(&self, change: &Change) {
+    /// notifications. Never waits on the network; a subscription whose q follows linked entity
+    /// paths (4.9) has them resolved in the store first, change by change, so that it sees the
+    /// linked entities as they stand when the change is matched.
+    async fn on_change(&self, broker: &Broker, change: &Change) {
         let candidates: Vec<Arc<Live>> = match self.subs.read() {
             Ok(subs) => subs
                 .get(&change.tenant)
@@ -188,7 +190,23 @@ impl Notifier {
             {
                 continue;
             }
-            let Some((trigger, entity)) = notify::entity_for(sub, change) else {
+            let linked = match sub.query.q.as_ref().filter(|q| q.link_depth() > 0) {
+                None => None,
+                Some(q) => {
+                    let mut q = q.clone();
+                    if let Err(e) = broker.resolve_links(&change.tenant, &mut q).await {
+                        tracing::warn!(subscription = %sub.record.id, error = %e,
+                            "the linked entities of a subscription's q could not be read");
+                        continue;
+                    }
+                    Some(crate::query::EntityQuery {
+                        q: Some(q),
+                        ..sub.query.clone()
+                    })
+                }
+            };
+            let query = linked.as_ref().unwrap_or(&sub.query);
+            let Some((trigger, entity)) = notify::entity_for(sub, query, change) else {
                 continue;
             };
             if !live.throttle() {
@@ -687,7 +705,7 @@ pub fn start(broker: Arc<Broker>) {
             let Some(b) = w.upgrade() else {
                 return;
             };
-            b.notifier.on_change(&change);
+            b.notifier.on_change(&b, &change).await;
         }
     });
     if let Some(mut outcomes) = outcomes {

@@ -7,6 +7,7 @@ use super::model::{NotifyAs, Subscription, Trigger};
 use crate::ld::ActiveContext;
 use crate::model::render::{self, Format, Projection, RenderOptions};
 use crate::model::{format_time, AttrKind, Attribute, Entity, NGSI_LD_NULL};
+use crate::query::EntityQuery;
 use crate::store::changes::Change;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -61,9 +62,15 @@ fn delta(before: &Entity, after: &Entity) -> Delta {
 
 /// The entity of a notification for `change`, with the trigger it answers, or None when the
 /// change does not concern the subscription.
-pub fn entity_for(sub: &Subscription, change: &Change) -> Option<(Trigger, Map<String, Value>)> {
+/// `query` is the subscription's query, its linked entity paths resolved (see
+/// [`crate::service::Broker::resolve_links`]).
+pub fn entity_for(
+    sub: &Subscription,
+    query: &EntityQuery,
+    change: &Change,
+) -> Option<(Trigger, Map<String, Value>)> {
     let current = change.after.as_deref().or(change.before.as_deref())?;
-    if !sub.query.matches(current) {
+    if !query.matches(current) {
         return None;
     }
     let watched = |name: &String| sub.watched.is_empty() || sub.watched.contains(name);

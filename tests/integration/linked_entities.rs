@@ -176,3 +176,62 @@ async fn q_follows_relationships_into_linked_entities() {
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+#[actix_web::test]
+async fn a_subscription_follows_linked_entity_paths_as_they_stand_at_each_change() {
+    use common::receiver::Receiver;
+    let s = TestServer::start().await;
+    let mut rx = Receiver::ok().await;
+    for (id, level) in [("low", 0.3), ("full", 0.95)] {
+        let device = json!({"id": format!("urn:ngsi-ld:Device:{id}"), "type": "Device",
+            "batteryLevel": {"type": "Property", "value": level}});
+        assert_eq!(s.create(&device).await.status(), 201);
+    }
+    let sub = json!({"id": "urn:ngsi-ld:Subscription:linked", "type": "Subscription",
+        "entities": [{"type": "Vehicle"}], "q": "isConnectedTo{batteryLevel}<0.5",
+        "notificationTrigger": ["entityCreated", "attributeUpdated"],
+        "notification": {"endpoint": {"uri": rx.url}}});
+    let r = s
+        .send(
+            reqwest::Method::POST,
+            "/subscriptions",
+            "application/json",
+            &sub,
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let vehicle = |id: &str, device: &str| {
+        json!({"id": format!("urn:ngsi-ld:Vehicle:{id}"), "type": "Vehicle",
+            "isConnectedTo": {"type": "Relationship", "object": format!("urn:ngsi-ld:Device:{device}")}})
+    };
+    // Created first, linked to the healthy device: no notification.
+    assert_eq!(s.create(&vehicle("ok", "full")).await.status(), 201);
+    assert_eq!(s.create(&vehicle("weak", "low")).await.status(), 201);
+    let n = rx.next(5).await;
+    assert_eq!(n.entity()["id"], "urn:ngsi-ld:Vehicle:weak", "{}", n.body);
+    rx.nothing(300).await;
+    // Once the healthy device runs low, a change of its vehicle matches.
+    let low = json!({"batteryLevel": {"type": "Property", "value": 0.1}});
+    let r = s
+        .send(
+            reqwest::Method::PATCH,
+            "/entities/urn:ngsi-ld:Device:full/attrs",
+            "application/json",
+            &low,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let relink =
+        json!({"isConnectedTo": {"type": "Relationship", "object": "urn:ngsi-ld:Device:full"}});
+    let r = s
+        .send(
+            reqwest::Method::PATCH,
+            "/entities/urn:ngsi-ld:Vehicle:ok/attrs",
+            "application/json",
+            &relink,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let n = rx.next(5).await;
+    assert_eq!(n.entity()["id"], "urn:ngsi-ld:Vehicle:ok", "{}", n.body);
+}
