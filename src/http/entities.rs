@@ -8,7 +8,7 @@ use crate::error::{NgsiError, NgsiResult};
 use crate::federation::forward::Reach;
 use crate::federation::ops::Operation;
 use crate::ld::ActiveContext;
-use crate::model::parse::{expires_at, scopes, EntityInput, Nulls, Reader};
+use crate::model::parse::{scopes, EntityInput, Nulls, Reader};
 use crate::model::render::{self, Projection, RenderOptions};
 use crate::model::ENTITY_MEMBERS;
 use crate::service::distributed::Retrieved;
@@ -636,10 +636,7 @@ fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
         None => Vec::new(),
     };
     let scope = obj.get("scope").map(scopes).transpose()?;
-    let expires_at = obj
-        .get("expiresAt")
-        .map(|t| expires_at("the entity's expiresAt", t))
-        .transpose()?;
+    let expires_at = reader.entity_expiry(obj)?;
     Ok(EntityInput {
         id: None,
         types,

@@ -92,8 +92,9 @@ pub struct EntityInput {
     pub scope: Option<Vec<String>>,
     /// The attributes by expanded name.
     pub attrs: NameMap<Vec<Attribute>>,
-    /// The entity's `expiresAt` (4.22), when present.
-    pub expires_at: Option<DateTime<Utc>>,
+    /// The entity's `expiresAt` (4.22), when present: `Some(None)` is its removal (the NGSI-LD
+    /// Null, in an update or merge).
+    pub expires_at: Option<Option<DateTime<Utc>>>,
 }
 
 /// Reads request JSON with one active context and one timestamp for everything it creates.
@@ -167,11 +168,24 @@ impl<'a> Reader<'a> {
         if let Some(scope) = obj.get("scope") {
             input.scope = Some(scopes(scope)?);
         }
-        if let Some(t) = obj.get("expiresAt") {
-            input.expires_at = Some(expires_at("the entity's expiresAt", t)?);
-        }
+        input.expires_at = self.entity_expiry(obj)?;
         input.attrs = self.attributes(obj, &ENTITY_MEMBERS)?;
         Ok(input)
+    }
+
+    /// The `expiresAt` member of an entity or fragment object, if it has one: a DateTime, or in an
+    /// update or merge the NGSI-LD Null, which removes the expiry.
+    pub fn entity_expiry(
+        &self,
+        obj: &Map<String, Value>,
+    ) -> NgsiResult<Option<Option<DateTime<Utc>>>> {
+        match obj.get("expiresAt") {
+            None => Ok(None),
+            Some(Value::String(s)) if s == NGSI_LD_NULL && self.nulls != Nulls::Forbidden => {
+                Ok(Some(None))
+            }
+            Some(t) => Ok(Some(Some(expires_at("the entity's expiresAt", t)?))),
+        }
     }
 
     /// Parses the attributes of an object, skipping the given non-attribute members.
@@ -658,7 +672,7 @@ fn is_language_tag(tag: &str) -> bool {
 
 /// Parses an `expiresAt` member: a DateTime (4.6.3), BadRequestData otherwise. A time in the past
 /// is accepted for entities and attributes (nothing forbids it): what it names is then expired.
-pub fn expires_at(what: &str, value: &Value) -> NgsiResult<DateTime<Utc>> {
+fn expires_at(what: &str, value: &Value) -> NgsiResult<DateTime<Utc>> {
     let text = value.as_str().ok_or_else(|| {
         NgsiError::bad_data(format!("{what} must be a DateTime string, not {value}"))
     })?;

@@ -347,7 +347,9 @@ impl Broker {
         self.change(target, move |entity| {
             let mut result = UpdateResult::default();
             add_types(entity, input.types);
-            entity.expires_at = input.expires_at.or(entity.expires_at);
+            if let Some(expiry) = input.expires_at {
+                entity.expires_at = expiry;
+            }
             if let Some(scope) = input.scope {
                 if entity.scope.is_some() {
                     entity.scope = Some(scope);
@@ -551,7 +553,7 @@ pub(crate) fn new_entity(input: EntityInput, now: DateTime<Utc>) -> NgsiResult<E
         attrs: input.attrs,
         created_at: now,
         modified_at: now,
-        expires_at: input.expires_at,
+        expires_at: input.expires_at.flatten(),
     })
 }
 
@@ -590,7 +592,9 @@ pub(crate) fn append(
     move |entity| {
         let mut result = UpdateResult::default();
         add_types(entity, input.types);
-        entity.expires_at = input.expires_at.or(entity.expires_at);
+        if let Some(expiry) = input.expires_at {
+            entity.expires_at = expiry;
+        }
         if let Some(scope) = input.scope {
             match &mut entity.scope {
                 Some(existing) if no_overwrite => {
@@ -626,7 +630,9 @@ pub(crate) fn merge(
         if input.scope.is_some() {
             entity.scope = input.scope;
         }
-        entity.expires_at = input.expires_at.or(entity.expires_at);
+        if let Some(expiry) = input.expires_at {
+            entity.expires_at = expiry;
+        }
         for (name, instances) in input.attrs {
             for patch in instances {
                 let dataset_id = patch.dataset_id.clone();
@@ -671,7 +677,7 @@ pub(crate) fn replace(
         attrs: input.attrs,
         created_at: stored.created_at,
         modified_at: now,
-        expires_at: input.expires_at,
+        expires_at: input.expires_at.flatten(),
     };
     Ok((Write::Put(entity), ()))
 }

@@ -1101,7 +1101,7 @@ pub fn fragment(
             .collect(),
         created_at: now,
         modified_at: now,
-        expires_at: input.expires_at,
+        expires_at: input.expires_at.flatten(),
     };
     let mut body = crate::model::render::entity(&entity, ctx, &Default::default());
     if !with_id {

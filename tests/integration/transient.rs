@@ -219,6 +219,8 @@ async fn malformed_expires_at_is_bad_request_data_and_nothing_is_written() {
         json!("not-a-date"),
         json!("2026-13-45T00:00:00Z"),
         json!(42),
+        // The NGSI-LD Null only removes an expiry in an update.
+        json!("urn:ngsi-ld:null"),
     ] {
         let mut e = vehicle("urn:ngsi-ld:Vehicle:m1", None);
         e["expiresAt"] = bad.clone();
@@ -288,6 +290,17 @@ async fn updates_set_keep_or_clear_an_expiry_as_their_semantics_say() {
         .entity("urn:ngsi-ld:Building:u1", "?options=sysAttrs")
         .await;
     assert_eq!(shown["expiresAt"], "2100-01-01T00:00:00Z");
+    // The NGSI-LD Null removes it (5.5.4's exception for Fragments).
+    let merge = json!({"expiresAt": "urn:ngsi-ld:null"});
+    assert_no_content(
+        s.send(Method::PATCH, path, "application/json", &merge)
+            .await,
+    )
+    .await;
+    let shown = s
+        .entity("urn:ngsi-ld:Building:u1", "?options=sysAttrs")
+        .await;
+    assert!(shown.get("expiresAt").is_none(), "{shown}");
     let merge = json!({"expiresAt": "2020-01-01T00:00:00Z"});
     assert_no_content(
         s.send(Method::PATCH, path, "application/json", &merge)
