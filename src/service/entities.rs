@@ -190,14 +190,14 @@ fn apply_instances(
     entity: &mut Entity,
     attrs: Attrs,
     result: &mut UpdateResult,
-    allowed: impl Fn(bool, Option<&str>) -> Result<(), String>,
+    allowed: impl Fn(bool, &Attribute) -> Result<(), String>,
 ) {
     for (name, instances) in attrs {
         let mut changed = false;
         for instance in instances {
             let dataset_id = instance.dataset_id.clone();
             let exists = entity.instance(&name, dataset_id.as_deref()).is_some();
-            if let Err(reason) = allowed(exists, dataset_id.as_deref()) {
+            if let Err(reason) = allowed(exists, &instance) {
                 result.not_updated.push((name.clone(), reason));
             } else if instance.is_null() {
                 changed |= remove_instance(&mut entity.attrs, &name, dataset_id.as_deref());
@@ -336,8 +336,9 @@ impl Broker {
         self.change(target, append(input, no_overwrite, now)).await
     }
 
-    /// Updates existing attributes (5.6.2): each given instance replaces the existing one with its
-    /// datasetId; attributes that do not exist are reported, not created.
+    /// Updates attributes (5.6.2): each given instance replaces the one with its datasetId, and
+    /// is appended when the entity has none (5.6.2.4); the scope is replaced only when the entity
+    /// has one, and the deletion of what the entity lacks is reported as not updated.
     pub async fn update_attrs(
         &self,
         target: &Target,
@@ -360,18 +361,18 @@ impl Broker {
                         .push((SCOPE_IRI.to_string(), "the entity has no scope".into()));
                 }
             }
-            apply_instances(
-                entity,
-                input.attrs,
-                &mut result,
-                |exists, dataset_id| match (exists, dataset_id) {
-                    (true, _) => Ok(()),
-                    (false, Some(d)) => Err(format!(
-                        "the attribute has no instance with datasetId '{d}'"
-                    )),
-                    (false, None) => Err("the attribute does not exist".to_string()),
-                },
-            );
+            // 5.6.2.4: an attribute (or datasetId instance) the entity lacks is appended; only
+            // the deletion of one it lacks is not done.
+            apply_instances(entity, input.attrs, &mut result, |exists, instance| match (
+                exists || !instance.is_null(),
+                &instance.dataset_id,
+            ) {
+                (true, _) => Ok(()),
+                (false, Some(d)) => Err(format!(
+                    "the attribute has no instance with datasetId '{d}' to delete"
+                )),
+                (false, None) => Err("the attribute does not exist".to_string()),
+            });
             entity.modified_at = now;
             Ok(result)
         })

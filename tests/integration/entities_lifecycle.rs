@@ -539,14 +539,18 @@ async fn update_attrs_replaces_whole_attributes() {
 }
 
 #[actix_web::test]
-async fn update_attrs_reports_missing_attributes_in_a_207_and_does_not_create_them() {
+async fn update_attrs_appends_what_the_entity_lacks_and_reports_deletions_of_it() {
+    // 5.6.2.4: "If the target Entity does not include a matching Attribute ... then such
+    // Attribute shall be appended to the target Entity" (and an instance with a datasetId it
+    // lacks likewise); deleting what it lacks is not done, and reported.
     let s = TestServer::start().await;
     let id = "urn:ngsi-ld:Building:U2";
     let e = json!({"id": id, "type": "Building", "name": {"type": "Property", "value": "n"}});
     assert_eq!(s.create(&e).await.status(), 201);
     let body = json!({
         "name": {"type": "Property", "value": "m"},
-        "ghost": {"type": "Property", "value": 1}
+        "ghost": {"type": "Property", "value": 1},
+        "speed": {"type": "Property", "value": 30, "datasetId": "urn:ngsi-ld:Dataset:radar"},
     });
     let r = s
         .send(
@@ -556,14 +560,27 @@ async fn update_attrs_reports_missing_attributes_in_a_207_and_does_not_create_th
             &body,
         )
         .await;
-    let result = assert_status(r, 207).await;
-    assert_eq!(result["updated"], json!(["name"]), "{result}");
-    let not_updated = result["notUpdated"].as_array().expect("notUpdated array");
-    assert_eq!(not_updated.len(), 1, "{result}");
-    assert_eq!(not_updated[0]["attributeName"], "ghost");
+    assert_eq!(r.status(), 204);
     assert_eq!(
         s.entity(id, "").await,
-        json!({"id": id, "type": "Building", "name": {"type": "Property", "value": "m"}})
+        json!({"id": id, "type": "Building", "name": {"type": "Property", "value": "m"},
+               "ghost": {"type": "Property", "value": 1},
+               "speed": {"type": "Property", "value": 30, "datasetId": "urn:ngsi-ld:Dataset:radar"}})
+    );
+    let body = json!({"phantom": {"type": "Property", "value": "urn:ngsi-ld:null"}});
+    let r = s
+        .send(
+            Method::PATCH,
+            &format!("/entities/{id}/attrs"),
+            "application/json",
+            &body,
+        )
+        .await;
+    let result = assert_status(r, 207).await;
+    assert_eq!(result["updated"], json!([]), "{result}");
+    assert_eq!(
+        result["notUpdated"][0]["attributeName"], "phantom",
+        "{result}"
     );
 }
 

@@ -230,7 +230,7 @@ async fn the_tenant_header_is_echoed_on_errors_and_multi_status_too() {
         .req(Method::PATCH, &format!("/entities/{ID}/attrs"))
         .header("Content-Type", "application/json")
         .header("NGSILD-Tenant", "alpha")
-        .body(json!({"ghost": {"type": "Property", "value": 1}}).to_string())
+        .body(json!({"ghost": {"type": "Property", "value": "urn:ngsi-ld:null"}}).to_string())
         .send()
         .await
         .unwrap();
