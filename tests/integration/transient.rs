@@ -30,6 +30,11 @@ async fn without_reaper() -> (TestServer, actix_web::web::Data<twinlink::service
     TestServer::start_with_broker(|s| s.reap_every = Duration::from_secs(3600)).await
 }
 
+/// PATCHes `body` (JSON) to `path` and expects 204.
+async fn patched(s: &TestServer, path: &str, body: &Value) {
+    assert_no_content(s.send(Method::PATCH, path, "application/json", body).await).await;
+}
+
 fn vehicle(id: &str, expires: Option<&str>) -> Value {
     let mut e = json!({
         "id": id,
@@ -246,34 +251,12 @@ async fn updates_set_keep_or_clear_an_expiry_as_their_semantics_say() {
     let path = "/entities/urn:ngsi-ld:Building:u1";
     // Update Attributes (5.6.2) replaces the whole instance: no expiresAt, durable again.
     let replace = json!({"temperature": {"type": "Property", "value": 2}});
-    assert_no_content(
-        s.send(
-            Method::PATCH,
-            &format!("{path}/attrs"),
-            "application/json",
-            &replace,
-        )
-        .await,
-    )
-    .await;
+    patched(&s, &format!("{path}/attrs"), &replace).await;
     // Partial Attribute Update (5.6.4) and Merge (5.6.17) keep what they do not name.
     let partial = json!({"type": "Property", "value": 51});
-    assert_no_content(
-        s.send(
-            Method::PATCH,
-            &format!("{path}/attrs/humidity"),
-            "application/json",
-            &partial,
-        )
-        .await,
-    )
-    .await;
+    patched(&s, &format!("{path}/attrs/humidity"), &partial).await;
     let merge = json!({"pressure": {"type": "Property", "value": 1001}});
-    assert_no_content(
-        s.send(Method::PATCH, path, "application/json", &merge)
-            .await,
-    )
-    .await;
+    patched(&s, path, &merge).await;
     wait_past(1500).await;
     let live = s.entity("urn:ngsi-ld:Building:u1", "").await;
     assert_eq!(live["temperature"]["value"], 2, "{live}");
@@ -281,32 +264,20 @@ async fn updates_set_keep_or_clear_an_expiry_as_their_semantics_say() {
     assert!(live.get("pressure").is_none(), "{live}");
     // A merge sets the entity's expiry; a time already past makes it expired at once.
     let merge = json!({"expiresAt": "2100-01-01T00:00:00Z"});
-    assert_no_content(
-        s.send(Method::PATCH, path, "application/json", &merge)
-            .await,
-    )
-    .await;
+    patched(&s, path, &merge).await;
     let shown = s
         .entity("urn:ngsi-ld:Building:u1", "?options=sysAttrs")
         .await;
     assert_eq!(shown["expiresAt"], "2100-01-01T00:00:00Z");
     // The NGSI-LD Null removes it (5.5.4's exception for Fragments).
     let merge = json!({"expiresAt": "urn:ngsi-ld:null"});
-    assert_no_content(
-        s.send(Method::PATCH, path, "application/json", &merge)
-            .await,
-    )
-    .await;
+    patched(&s, path, &merge).await;
     let shown = s
         .entity("urn:ngsi-ld:Building:u1", "?options=sysAttrs")
         .await;
     assert!(shown.get("expiresAt").is_none(), "{shown}");
     let merge = json!({"expiresAt": "2020-01-01T00:00:00Z"});
-    assert_no_content(
-        s.send(Method::PATCH, path, "application/json", &merge)
-            .await,
-    )
-    .await;
+    patched(&s, path, &merge).await;
     s.assert_absent("urn:ngsi-ld:Building:u1").await;
     // Replace (5.6.18) takes the expiry of the new content: none.
     assert_status(
@@ -402,16 +373,7 @@ async fn notifications_never_carry_what_expired_and_reaping_notifies_nobody() {
     broker.store.reap(100).await.unwrap();
     rx.nothing(500).await;
     let patch = json!({"speed": {"type": "Property", "value": 12}});
-    assert_no_content(
-        s.send(
-            Method::PATCH,
-            "/entities/urn:ngsi-ld:Vehicle:n1/attrs",
-            "application/json",
-            &patch,
-        )
-        .await,
-    )
-    .await;
+    patched(&s, "/entities/urn:ngsi-ld:Vehicle:n1/attrs", &patch).await;
     let second = rx.next(5).await;
     assert_eq!(second.entity()["speed"]["value"], 12, "{}", second.body);
     assert!(
