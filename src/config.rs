@@ -1,6 +1,7 @@
 //! Configuration: one struct, layered from defaults < optional TOML file < environment < flags,
 //! so that the same setting can be given wherever a deployment finds it easiest.
 
+use crate::auth::{AuthMode, AuthSettings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -174,6 +175,27 @@ pub struct Options {
     /// by the MQTT broker across reconnects, so QoS 1 messages wait for twinlink.
     #[arg(long, env = "TWINLINK_MQTT_CLIENT_ID", global = true)]
     pub mqtt_client_id: Option<String>,
+    /// Authentication of API requests: `none` (the default, for a zero-setup local broker) or
+    /// `jwt` (a bearer JSON Web Token on every request but /health and /ready).
+    #[arg(long, env = "TWINLINK_AUTH", global = true, value_enum)]
+    pub auth: Option<AuthMode>,
+    /// The key tokens are verified with: a PEM public key (RS256, ES256 or EdDSA, told by the
+    /// key) or a file holding the HS256 secret.
+    #[arg(long, env = "TWINLINK_JWT_KEY_FILE", global = true)]
+    pub jwt_key_file: Option<PathBuf>,
+    /// A JSON Web Key Set to verify tokens with instead of a key file, fetched when first needed,
+    /// cached and fetched again for a key id it lacks.
+    #[arg(long, env = "TWINLINK_JWKS_URL", global = true)]
+    pub jwks_url: Option<String>,
+    /// The issuer (`iss`) tokens must name.
+    #[arg(long, env = "TWINLINK_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// The audience (`aud`) tokens must name.
+    #[arg(long, env = "TWINLINK_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "TWINLINK_JWT_LEEWAY_SECONDS", global = true)]
+    pub jwt_leeway_seconds: Option<u64>,
 }
 
 /// The effective configuration, every value decided.
@@ -239,6 +261,8 @@ pub struct Settings {
     pub mqtt_error_topic: String,
     /// MQTT client id.
     pub mqtt_client_id: String,
+    /// Authentication and authorization of API requests.
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -277,6 +301,7 @@ impl Default for Settings {
             mqtt_contexts: Vec::new(),
             mqtt_error_topic: "ngsi-ld/errors".into(),
             mqtt_client_id: "twinlink".into(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -386,6 +411,17 @@ impl Settings {
                 d.entity_map_max_lifetime,
             )?,
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
+            auth: AuthSettings {
+                mode: options.auth.or(file.auth).unwrap_or(d.auth.mode),
+                key_file: options.jwt_key_file.or(file.jwt_key_file),
+                jwks_url: options.jwks_url.or(file.jwks_url),
+                issuer: options.jwt_issuer.or(file.jwt_issuer),
+                audience: options.jwt_audience.or(file.jwt_audience),
+                leeway_seconds: options
+                    .jwt_leeway_seconds
+                    .or(file.jwt_leeway_seconds)
+                    .unwrap_or(d.auth.leeway_seconds),
+            },
         })
     }
 }

@@ -4,6 +4,7 @@
 //! implementation: `http` parses the transport, `ld` resolves JSON-LD contexts, `model` holds typed
 //! NGSI-LD, `service` implements each operation once and `store` persists it.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod federation;

@@ -76,6 +76,9 @@ pub fn serve(
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
+    let gate = web::Data::new(crate::http::auth::Gate {
+        authenticator: crate::auth::Authenticator::new(&broker.settings.auth, jwks_client())?,
+    });
     let _ = broker.public_url.set(broker.settings.public_url_for(addr));
     crate::subscription::start(broker.clone().into_inner());
     crate::service::entity_maps::start_sweeper(broker.clone().into_inner());
@@ -85,6 +88,7 @@ pub fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())
+            .app_data(gate.clone())
             .wrap_fn(|mut req, srv| {
                 // One trailing slash is tolerated (`POST /entities/`); double slashes are kept so
                 // that an empty id segment is reported, not silently merged away.
@@ -120,6 +124,9 @@ pub fn serve(
                     Ok(response)
                 }
             })
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::auth::authenticate,
+            ))
             .configure(crate::http::routes)
     })
     .workers(workers)
@@ -128,4 +135,14 @@ pub fn serve(
     .map_err(|e| format!("cannot start the HTTP server: {e}"))?
     .run();
     Ok((server, addr))
+}
+
+/// The HTTP client that fetches the JWKS: no redirects (the identity provider's URL is
+/// configured, not discovered).
+fn jwks_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
 }

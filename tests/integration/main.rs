@@ -8,6 +8,7 @@
 mod common;
 
 mod attribute_kinds;
+mod auth;
 mod bad_input;
 mod batch_api;
 mod concurrent_writes;

@@ -2,6 +2,7 @@
 //! data directory, and gives a small HTTP client around it.
 #![allow(dead_code)]
 
+pub mod jwt;
 pub mod receiver;
 
 use serde_json::Value;
