@@ -196,6 +196,10 @@ pub struct Options {
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[arg(long, env = "TWINLINK_JWT_LEEWAY_SECONDS", global = true)]
     pub jwt_leeway_seconds: Option<u64>,
+    /// Who may do what with `--auth jwt`: `[[grants]]` tables of the configuration file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub grants: Vec<crate::auth::grants::Grant>,
 }
 
 /// The effective configuration, every value decided.
@@ -421,6 +425,7 @@ impl Settings {
                     .jwt_leeway_seconds
                     .or(file.jwt_leeway_seconds)
                     .unwrap_or(d.auth.leeway_seconds),
+                grants: file.grants,
             },
         })
     }

@@ -78,7 +78,15 @@ pub fn serve(
     let workers = broker.settings.workers;
     let gate = web::Data::new(crate::http::auth::Gate {
         authenticator: crate::auth::Authenticator::new(&broker.settings.auth, jwks_client())?,
+        grants: crate::auth::grants::Grants::new(broker.settings.auth.grants.clone()),
     });
+    match (&gate.authenticator, gate.grants.is_empty()) {
+        (Some(_), true) => tracing::warn!(
+            "--auth jwt without [[grants]]: every valid token may do everything on every tenant"
+        ),
+        (None, false) => tracing::warn!("[[grants]] are configured but ignored without --auth jwt"),
+        _ => {}
+    }
     let _ = broker.public_url.set(broker.settings.public_url_for(addr));
     crate::subscription::start(broker.clone().into_inner());
     crate::service::entity_maps::start_sweeper(broker.clone().into_inner());

@@ -1,8 +1,10 @@
 //! Authentication of API requests with bearer JSON Web Tokens. Off by default, so that a broker
 //! started with no settings serves at once; `--auth jwt` makes every request but the probes carry
 //! a token signed with the configured key (a key file or a JWKS URL), from the configured issuer,
-//! for the configured audience, and valid now (within the clock skew).
+//! for the configured audience, and valid now (within the clock skew); the grants of the
+//! configuration then decide what it may do (`grants`).
 
+pub mod grants;
 pub mod keys;
 
 use clap::ValueEnum;
@@ -37,6 +39,8 @@ pub struct AuthSettings {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
+    /// Who may do what (`[[grants]]` of the configuration file).
+    pub grants: Vec<grants::Grant>,
 }
 
 impl Default for AuthSettings {
@@ -48,6 +52,7 @@ impl Default for AuthSettings {
             issuer: None,
             audience: None,
             leeway_seconds: 60,
+            grants: Vec::new(),
         }
     }
 }

@@ -1,11 +1,15 @@
-//! The authentication middleware: every request but the probes shows a bearer token the
-//! [`Authenticator`] accepts, or gets 401 with a ProblemDetails body and `WWW-Authenticate`.
-//! Why a token was refused is logged, never told to the client.
+//! The authentication and authorization middleware: every request but the probes shows a bearer
+//! token the [`Authenticator`] accepts, or gets 401 with a ProblemDetails body and
+//! `WWW-Authenticate`; then the grants decide whether the token may do the route's operation class
+//! ([`super::access`]) on the request's tenant, or it gets 403. Why a token was refused is logged,
+//! never told to the client.
 //!
 //! GS CIM 009 defines no error type for authentication or authorization failures, so these
 //! ProblemDetails use the type `about:blank` of RFC 9457 (the problem is what the status code
 //! says), with the status phrase as the title.
 
+use super::access::{classify, Route};
+use crate::auth::grants::{type_names, Grants, Request};
 use crate::auth::{Authenticator, Rejection};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -16,11 +20,8 @@ use actix_web::{web, HttpMessage, HttpResponse};
 pub struct Gate {
     /// The token verifier, when authentication is on.
     pub authenticator: Option<Authenticator>,
-}
-
-/// Paths served to anyone: the liveness and readiness probes.
-pub fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/ready")
+    /// What each token may do.
+    pub grants: Grants,
 }
 
 /// The middleware: authenticates the request and records its [`Principal`] in the request's
@@ -35,18 +36,18 @@ pub async fn authenticate(
         .app_data::<web::Data<Gate>>()
         .cloned()
         .expect("the server registers the gate");
-    let Some(authenticator) = gate.authenticator.as_ref().filter(|_| !is_open(req.path())) else {
+    let Some(authenticator) = gate.authenticator.as_ref() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let Route::Guarded(operation) = classify(req.method(), req.path()) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match authenticator.authenticate(header).await {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            Ok(next.call(req).await?.map_into_boxed_body())
-        }
+    let principal = match authenticator.authenticate(header).await {
+        Ok(principal) => principal,
         Err(rejection) => {
             let response = unauthorized(&rejection);
             match rejection {
@@ -55,9 +56,45 @@ pub async fn authenticate(
                     tracing::info!(%reason, "request with a refused bearer token")
                 }
             }
-            Ok(req.into_response(response))
+            return Ok(req.into_response(response));
         }
+    };
+    let tenant = req
+        .headers()
+        .get("NGSILD-Tenant")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(crate::store::DEFAULT_TENANT)
+        .to_string();
+    let query = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "type")
+        .map(|(_, v)| v.into_owned());
+    let request = Request {
+        tenant: &tenant,
+        operation,
+        types: query.as_deref().map(type_names),
+    };
+    if !gate.grants.allow(&principal, &request) {
+        tracing::info!(subject = %principal.subject, %tenant, operation = operation.name(), "request refused by the grants");
+        let detail = format!(
+            "the token grants no {} access to {}",
+            operation.name(),
+            if tenant.is_empty() {
+                "the default tenant".to_string()
+            } else {
+                format!("tenant '{tenant}'")
+            }
+        );
+        let mut response = problem(actix_web::http::StatusCode::FORBIDDEN, &detail);
+        response.headers_mut().insert(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static(
+                r#"Bearer realm="twinlink", error="insufficient_scope""#,
+            ),
+        );
+        return Ok(req.into_response(response));
     }
+    req.extensions_mut().insert(principal);
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// A ProblemDetails response of this status for an authentication or authorization failure.

@@ -1,6 +1,7 @@
 //! The HTTP binding (clause 6): routes, content negotiation and error mapping. Handlers are thin:
 //! they read the request into typed input, call one service operation and render the result.
 
+pub mod access;
 pub mod auth;
 pub mod batch;
 pub mod discovery;

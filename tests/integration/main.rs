@@ -9,6 +9,7 @@ mod common;
 
 mod attribute_kinds;
 mod auth;
+mod authorization;
 mod bad_input;
 mod batch_api;
 mod concurrent_writes;
