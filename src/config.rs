@@ -44,6 +44,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who may read `/metrics` when authentication is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who reaches the port (a Prometheus in the same network scrapes without a token).
+    #[default]
+    Open,
+    /// Tokens granted the admin class (on any tenant).
+    Admin,
+}
+
 /// Every setting as given on the command line or in the environment; `None` means "not given here".
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -200,6 +211,9 @@ pub struct Options {
     #[arg(skip)]
     #[serde(default)]
     pub grants: Vec<crate::auth::grants::Grant>,
+    /// Who may read /metrics under `--auth jwt`: `open` (anyone) or `admin`.
+    #[arg(long, env = "TWINLINK_METRICS_ACCESS", global = true, value_enum)]
+    pub metrics_access: Option<MetricsAccess>,
 }
 
 /// The effective configuration, every value decided.
@@ -267,6 +281,8 @@ pub struct Settings {
     pub mqtt_client_id: String,
     /// Authentication and authorization of API requests.
     pub auth: AuthSettings,
+    /// Who may read /metrics under authentication.
+    pub metrics_access: MetricsAccess,
 }
 
 impl Default for Settings {
@@ -306,6 +322,7 @@ impl Default for Settings {
             mqtt_error_topic: "ngsi-ld/errors".into(),
             mqtt_client_id: "twinlink".into(),
             auth: AuthSettings::default(),
+            metrics_access: MetricsAccess::Open,
         }
     }
 }
@@ -427,6 +444,10 @@ impl Settings {
                     .unwrap_or(d.auth.leeway_seconds),
                 grants: file.grants,
             },
+            metrics_access: options
+                .metrics_access
+                .or(file.metrics_access)
+                .unwrap_or(d.metrics_access),
         })
     }
 }

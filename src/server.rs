@@ -79,6 +79,7 @@ pub fn serve(
     let gate = web::Data::new(crate::http::auth::Gate {
         authenticator: crate::auth::Authenticator::new(&broker.settings.auth, jwks_client())?,
         grants: crate::auth::grants::Grants::new(broker.settings.auth.grants.clone()),
+        metrics_open: broker.settings.metrics_access == crate::config::MetricsAccess::Open,
     });
     match (&gate.authenticator, gate.grants.is_empty()) {
         (Some(_), true) => tracing::warn!(
@@ -97,6 +98,12 @@ pub fn serve(
         App::new()
             .app_data(broker.clone())
             .app_data(gate.clone())
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::auth::authenticate,
+            ))
+            .wrap(actix_web::middleware::from_fn(crate::http::metrics::record))
+            // Outermost: the path is normalized before it is classified and counted, and the
+            // tenant is named in every response, refusals included.
             .wrap_fn(|mut req, srv| {
                 // One trailing slash is tolerated (`POST /entities/`); double slashes are kept so
                 // that an empty id segment is reported, not silently merged away.
@@ -132,9 +139,6 @@ pub fn serve(
                     Ok(response)
                 }
             })
-            .wrap(actix_web::middleware::from_fn(
-                crate::http::auth::authenticate,
-            ))
             .configure(crate::http::routes)
     })
     .workers(workers)

@@ -11,6 +11,8 @@ pub enum Route {
     Open,
     /// Needs a token that grants this operation class on the request's tenant.
     Guarded(Operation),
+    /// `/metrics`: open, or the admin class, as configured (`--metrics-access`).
+    Metrics,
 }
 
 use Operation::{Admin, Read, Subscribe, Write};
@@ -46,8 +48,10 @@ const ROUTES: &[(&str, Operation, Operation)] = &[
 /// The guard of a request. Paths outside the table (which only answer 404 or 405) need read
 /// access, so that they tell an anonymous caller nothing either.
 pub fn classify(method: &Method, path: &str) -> Route {
-    if matches!(path, "/health" | "/ready") {
-        return Route::Open;
+    match path {
+        "/health" | "/ready" => return Route::Open,
+        super::metrics::PATH => return Route::Metrics,
+        _ => {}
     }
     let reading = method == Method::GET || method == Method::HEAD;
     let path = path.trim_end_matches('/');
@@ -87,6 +91,7 @@ mod tests {
         let cases = [
             (Method::GET, "/health", Route::Open),
             (Method::GET, "/ready", Route::Open),
+            (Method::GET, "/metrics", Route::Metrics),
             (Method::GET, "/ngsi-ld/v1/entities", g(Read)),
             (Method::POST, "/ngsi-ld/v1/entities/", g(Write)),
             (Method::DELETE, "/ngsi-ld/v1/entities", g(Write)),

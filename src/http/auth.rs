@@ -9,7 +9,7 @@
 //! says), with the status phrase as the title.
 
 use super::access::{classify, Route};
-use crate::auth::grants::{type_names, Grants, Request};
+use crate::auth::grants::{type_names, Grants, Operation, Request};
 use crate::auth::{Authenticator, Rejection};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -22,6 +22,8 @@ pub struct Gate {
     pub authenticator: Option<Authenticator>,
     /// What each token may do.
     pub grants: Grants,
+    /// Whether /metrics is served without a token.
+    pub metrics_open: bool,
 }
 
 /// The middleware: authenticates the request and records its [`Principal`] in the request's
@@ -39,8 +41,10 @@ pub async fn authenticate(
     let Some(authenticator) = gate.authenticator.as_ref() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let Route::Guarded(operation) = classify(req.method(), req.path()) else {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+    let operation = match classify(req.method(), req.path()) {
+        Route::Guarded(operation) => operation,
+        Route::Metrics if !gate.metrics_open => Operation::Admin,
+        Route::Open | Route::Metrics => return Ok(next.call(req).await?.map_into_boxed_body()),
     };
     let header = req
         .headers()

@@ -9,6 +9,7 @@ pub mod entities;
 pub mod entity_maps;
 pub mod identity;
 pub mod join;
+pub mod metrics;
 pub mod negotiate;
 pub mod query;
 pub mod registrations;
@@ -177,6 +178,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         crate::subscription::remote::NOTIFY_PATH,
         web::post().to(subscriptions::remote_notify),
     )
+    .route(metrics::PATH, web::get().to(metrics::serve))
     .route("/health", web::get().to(response::health))
     .route("/ready", web::get().to(response::ready))
     .default_service(web::to(response::not_found));

@@ -197,6 +197,7 @@ impl Writer {
             self.stats
                 .applied
                 .fetch_add(result.success.len() as u64, Ordering::Relaxed);
+            crate::telemetry::metrics::mqtt_ingested(result.success.len());
             for (id, e) in &result.errors {
                 let topic = places
                     .iter()
@@ -210,6 +211,7 @@ impl Writer {
     /// Logs, counts and publishes a rejection to the error topic.
     async fn reject(&self, topic: &str, id: Option<&str>, e: &NgsiError) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::metrics::mqtt_rejected();
         tracing::warn!(%topic, entity = id.unwrap_or(""), error = %e.detail, "MQTT payload rejected");
         let mut report = json!({"topic": topic, "error": e.problem_details()});
         if let Some(id) = id {

@@ -98,8 +98,10 @@ impl ContextLoader {
             other => other.to_string(),
         };
         if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
+            crate::telemetry::metrics::context_lookup(true);
             return Ok(hit.clone());
         }
+        crate::telemetry::metrics::context_lookup(false);
         let docs = self.collect(local).await?;
         let core = self.preloaded[CORE_CONTEXT_V1_9].clone();
         let core_ctx = core.get("@context").unwrap_or(&Value::Null);
@@ -176,7 +178,16 @@ impl ContextLoader {
         url.to_string()
     }
 
+    /// Reads or fetches the document at `target` (`url` rewritten), counting remote fetches.
     async fn fetch(&self, url: &str, target: &str) -> NgsiResult<Value> {
+        let fetched = self.retrieve(url, target).await;
+        if target.starts_with("http") {
+            crate::telemetry::metrics::context_fetch(fetched.is_ok());
+        }
+        fetched
+    }
+
+    async fn retrieve(&self, url: &str, target: &str) -> NgsiResult<Value> {
         let unavailable = |why: String| NgsiError::new(ErrorKind::LdContextNotAvailable, why);
         if let Some(path) = target.strip_prefix("file://") {
             let bytes = tokio::fs::read(path).await.map_err(|e| {

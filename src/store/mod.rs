@@ -149,10 +149,17 @@ impl Backend {
         tenant: &str,
         steps: Vec<Step<R>>,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
-        match self {
+        let (started, size) = (std::time::Instant::now(), steps.len());
+        let outcome = match self {
             Backend::Embedded(s) => s.modify_many(tenant, steps).await,
             Backend::Postgres(s) => s.modify_many(tenant, steps).await,
-        }
+        };
+        crate::telemetry::metrics::store_commit(
+            size,
+            started.elapsed().as_secs_f64(),
+            outcome.is_ok(),
+        );
+        outcome
     }
 }
 
@@ -422,6 +429,14 @@ impl Store {
         match &*self.backend {
             Backend::Embedded(s) => Ok(s.matching_ids(tenant, query, after, limit)),
             Backend::Postgres(s) => s.matching_ids(tenant, query, after, limit).await,
+        }
+    }
+
+    /// The state of the PostgreSQL connection pool (None on the embedded store), for /metrics.
+    pub fn pool_status(&self) -> Option<deadpool_postgres::Status> {
+        match &*self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Postgres(s) => Some(s.pool_status()),
         }
     }
 

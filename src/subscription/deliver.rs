@@ -118,6 +118,7 @@ impl Delivery {
             Ok(()) => {}
             Err(TrySendError::Full(job)) | Err(TrySendError::Closed(job)) => {
                 tracing::warn!(destination = %key, "notification queue full; notification dropped");
+                crate::telemetry::metrics::notification(host(&job.endpoint), false);
                 let _ = self.outcomes.send(Outcome {
                     subscription: job.subscription,
                     at: Utc::now(),
@@ -146,6 +147,7 @@ impl Delivery {
                     post(&http, &job, if down { 1 } else { ATTEMPTS }).await
                 };
                 down = result.is_err();
+                crate::telemetry::metrics::notification(host(&job.endpoint), result.is_ok());
                 if let Err(e) = &result {
                     tracing::warn!(endpoint = %job.endpoint.uri, error = %e, "notification failed");
                 }
@@ -158,6 +160,11 @@ impl Delivery {
         });
         tx
     }
+}
+
+/// The host of an endpoint, the label of its notification metrics.
+fn host(e: &Endpoint) -> &str {
+    e.uri.host_str().unwrap_or("")
 }
 
 /// The queue a notification goes to: per HTTP origin, or per MQTT broker connection.

@@ -26,6 +26,7 @@ mod harness;
 mod history;
 mod ld_reference;
 mod linked_entities;
+mod metrics;
 mod migrate;
 mod mqtt_ingest;
 mod outage;

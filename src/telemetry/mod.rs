@@ -1,4 +1,7 @@
-//! Logging setup: tracing with a text or JSON formatter, filtered by the configured level.
+//! Logging setup: tracing with a text or JSON formatter, filtered by the configured level; and
+//! the broker's metrics (`metrics`).
+
+pub mod metrics;
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
