@@ -98,6 +98,7 @@ pub fn serve(
         App::new()
             .app_data(broker.clone())
             .app_data(gate.clone())
+            .wrap(actix_web::middleware::from_fn(crate::http::audit::record))
             .wrap(actix_web::middleware::from_fn(
                 crate::http::auth::authenticate,
             ))
@@ -139,6 +140,10 @@ pub fn serve(
                     Ok(response)
                 }
             })
+            // Outermost of all: every log line of the request, the refusals' too, names its id.
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::request_id::trace,
+            ))
             .configure(crate::http::routes)
     })
     .workers(workers)

@@ -63,6 +63,15 @@ pub fn classify(method: &Method, path: &str) -> Route {
         })
 }
 
+/// The tenant a request addresses, as the grants and the audit log see it: its `NGSILD-Tenant`
+/// header, trimmed as the handlers read it (`negotiate`), "" for the default tenant.
+pub fn tenant(headers: &actix_web::http::header::HeaderMap) -> &str {
+    headers
+        .get("NGSILD-Tenant")
+        .and_then(|v| v.to_str().ok())
+        .map_or(crate::store::DEFAULT_TENANT, str::trim)
+}
+
 fn matches(pattern: &str, path: &str) -> bool {
     let mut segments = path.split('/');
     for expected in pattern.split('/') {

@@ -8,7 +8,7 @@
 //! ProblemDetails use the type `about:blank` of RFC 9457 (the problem is what the status code
 //! says), with the status phrase as the title.
 
-use super::access::{classify, Route};
+use super::access::{classify, tenant, Route};
 use crate::auth::grants::{type_names, Grants, Operation, Request};
 use crate::auth::{Authenticator, Rejection};
 use actix_web::body::{BoxBody, MessageBody};
@@ -63,12 +63,7 @@ pub async fn authenticate(
             return Ok(req.into_response(response));
         }
     };
-    let tenant = req
-        .headers()
-        .get("NGSILD-Tenant")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(crate::store::DEFAULT_TENANT)
-        .to_string();
+    let tenant = tenant(req.headers()).to_string();
     let query = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "type")
         .map(|(_, v)| v.into_owned());

@@ -2,6 +2,7 @@
 //! they read the request into typed input, call one service operation and render the result.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod discovery;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod query;
 pub mod registrations;
+pub mod request_id;
 pub mod response;
 pub mod subscriptions;
 pub mod temporal;

@@ -12,6 +12,7 @@ use super::topics::{Route, Scheme, Target};
 use crate::error::{ErrorKind, NgsiError};
 use crate::service::batch::{BatchItem, BatchOp, UpsertMode};
 use crate::service::Broker;
+use crate::telemetry::audit;
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, Transport};
 use serde_json::{json, Value};
@@ -180,20 +181,16 @@ impl Writer {
                 .collect();
             let ops: Vec<(BatchOp, BatchItem)> =
                 items.into_iter().map(|it| (it.op, it.item)).collect();
-            let mut delay = Duration::from_millis(100);
-            let result = loop {
-                let result = self.broker.batch_ops(&tenant, ops_clone(&ops), now).await;
-                let unavailable = result
-                    .errors
-                    .iter()
-                    .any(|(_, e)| e.kind == ErrorKind::ServiceUnavailable);
-                if !unavailable {
-                    break result;
-                }
-                tracing::warn!(%tenant, "the store is unavailable; MQTT messages wait (not acknowledged), retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            };
+            let (result, written) = audit::collect(self.write(&tenant, &ops, now)).await;
+            if !written.is_empty() {
+                audit::record(&audit::Entry {
+                    subject: "mqtt",
+                    tenant: &tenant,
+                    operation: "MQTT ingestion",
+                    entity_ids: &written,
+                    request_id: None,
+                });
+            }
             self.stats
                 .applied
                 .fetch_add(result.success.len() as u64, Ordering::Relaxed);
@@ -205,6 +202,30 @@ impl Writer {
                     .map_or("", |(m, _)| group[*m].topic.as_str());
                 self.reject(topic, Some(id), e).await;
             }
+        }
+    }
+
+    /// Writes one tenant's items of a group, again and again while the store is unavailable
+    /// (the messages stay unacknowledged meanwhile).
+    async fn write(
+        &self,
+        tenant: &str,
+        ops: &[(BatchOp, BatchItem)],
+        now: chrono::DateTime<Utc>,
+    ) -> crate::service::batch::BatchResult {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let result = self.broker.batch_ops(tenant, ops_clone(ops), now).await;
+            let unavailable = result
+                .errors
+                .iter()
+                .any(|(_, e)| e.kind == ErrorKind::ServiceUnavailable);
+            if !unavailable {
+                return result;
+            }
+            tracing::warn!(%tenant, "the store is unavailable; MQTT messages wait (not acknowledged), retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

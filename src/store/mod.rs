@@ -360,7 +360,28 @@ impl Store {
     /// changes nothing and yields its error, the others are written. The outer error means nothing
     /// was committed (the store failed).
     /// Small writes are combined with concurrent ones into one commit (see [`combine`]).
+    /// The ids written are noted for the audit log of the request or message that wrote them.
     pub async fn modify_many<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        steps: Vec<Step<R>>,
+    ) -> NgsiResult<Vec<NgsiResult<R>>> {
+        let audited = crate::telemetry::audit::collecting()
+            .then(|| steps.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+        let results = self.commit_steps(tenant, steps).await;
+        if let (Some(ids), Ok(results)) = (audited, &results) {
+            crate::telemetry::audit::note(
+                ids.into_iter()
+                    .zip(results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(id, _)| id),
+            );
+        }
+        results
+    }
+
+    /// The commit of [`Store::modify_many`]: large batches on their own, small ones combined.
+    async fn commit_steps<R: Send + 'static>(
         &self,
         tenant: &str,
         steps: Vec<Step<R>>,

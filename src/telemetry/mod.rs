@@ -1,6 +1,7 @@
-//! Logging setup: tracing with a text or JSON formatter, filtered by the configured level; and
-//! the broker's metrics (`metrics`).
+//! Logging setup: tracing with a text or JSON formatter, filtered by the configured level; the
+//! broker's metrics (`metrics`) and its audit log (`audit`).
 
+pub mod audit;
 pub mod metrics;
 
 use crate::config::LogFormat;

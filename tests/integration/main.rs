@@ -34,6 +34,7 @@ mod purge;
 mod query_api;
 mod registrations;
 mod remote_subscriptions;
+mod request_audit;
 mod store_differential;
 mod subscriptions;
 mod temporal_api;
