@@ -214,6 +214,21 @@ pub struct Options {
     /// Who may read /metrics under `--auth jwt`: `open` (anyone) or `admin`.
     #[arg(long, env = "TWINLINK_METRICS_ACCESS", global = true, value_enum)]
     pub metrics_access: Option<MetricsAccess>,
+    /// Outbound requests (notifications, contexts, context sources, JWKS) to loopback and
+    /// private addresses: `private=allow` (the default) or `private=deny` (production).
+    /// Link-local and cloud metadata addresses are always refused.
+    #[arg(long, env = "TWINLINK_OUTBOUND", global = true)]
+    pub outbound: Option<String>,
+    /// Exceptions to `private=deny`: addresses or CIDR blocks (repeatable; in the environment a
+    /// comma-separated list).
+    #[arg(
+        long = "outbound-allow",
+        env = "TWINLINK_OUTBOUND_ALLOW",
+        global = true,
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub outbound_allow: Vec<String>,
 }
 
 /// The effective configuration, every value decided.
@@ -283,6 +298,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Who may read /metrics under authentication.
     pub metrics_access: MetricsAccess,
+    /// What outbound requests may reach.
+    pub outbound: crate::outbound::Policy,
 }
 
 impl Default for Settings {
@@ -323,6 +340,7 @@ impl Default for Settings {
             mqtt_client_id: "twinlink".into(),
             auth: AuthSettings::default(),
             metrics_access: MetricsAccess::Open,
+            outbound: crate::outbound::Policy::default(),
         }
     }
 }
@@ -448,6 +466,14 @@ impl Settings {
                 .metrics_access
                 .or(file.metrics_access)
                 .unwrap_or(d.metrics_access),
+            outbound: crate::outbound::Policy::new(
+                options.outbound.or(file.outbound).as_deref(),
+                if options.outbound_allow.is_empty() {
+                    &file.outbound_allow
+                } else {
+                    &options.outbound_allow
+                },
+            )?,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod ld;
 pub mod model;
+pub mod outbound;
 pub mod query;
 pub mod server;
 pub mod service;

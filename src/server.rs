@@ -39,12 +39,13 @@ pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, Str
 pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, String> {
     let store = store(&settings, wait).await?;
     let contexts = ContextLoader::new(&settings)?;
+    let notifier = crate::subscription::Notifier::new(&settings.outbound);
     Ok(Broker {
         sources: crate::federation::forward::Sources::new(&settings),
         store,
         contexts,
         settings,
-        notifier: Default::default(),
+        notifier,
         registry: Default::default(),
         public_url: Default::default(),
     })
@@ -77,7 +78,10 @@ pub fn serve(
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
     let gate = web::Data::new(crate::http::auth::Gate {
-        authenticator: crate::auth::Authenticator::new(&broker.settings.auth, jwks_client())?,
+        authenticator: crate::auth::Authenticator::new(
+            &broker.settings.auth,
+            jwks_client(&broker.settings.outbound)?,
+        )?,
         grants: crate::auth::grants::Grants::new(broker.settings.auth.grants.clone()),
         metrics_open: broker.settings.metrics_access == crate::config::MetricsAccess::Open,
     });
@@ -154,12 +158,9 @@ pub fn serve(
     Ok((server, addr))
 }
 
-/// The HTTP client that fetches the JWKS: no redirects (the identity provider's URL is
-/// configured, not discovered).
-fn jwks_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
+/// The HTTP client that fetches the JWKS, under the outbound policy: no redirects (the identity
+/// provider's URL is configured, not discovered).
+fn jwks_client(policy: &crate::outbound::Policy) -> Result<crate::outbound::Client, String> {
+    let builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+    crate::outbound::Client::new(policy, builder, false)
 }

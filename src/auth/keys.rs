@@ -100,7 +100,7 @@ struct Cached {
 /// A JSON Web Key Set at a URL, cached.
 pub struct Jwks {
     url: url::Url,
-    http: reqwest::Client,
+    http: crate::outbound::Client,
     cached: tokio::sync::RwLock<Cached>,
     /// Held while fetching, so that concurrent misses fetch once.
     fetching: tokio::sync::Mutex<()>,
@@ -108,7 +108,7 @@ pub struct Jwks {
 
 impl Jwks {
     /// The key set at `url`, fetched with `http` when first needed.
-    pub fn new(url: &str, http: reqwest::Client) -> Result<Jwks, String> {
+    pub fn new(url: &str, http: crate::outbound::Client) -> Result<Jwks, String> {
         let url = url::Url::parse(url).map_err(|e| format!("--jwks-url {url}: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("--jwks-url {url}: not an http(s) URL"));
@@ -148,11 +148,11 @@ impl Jwks {
     async fn fetch(&self) -> Result<Cached, String> {
         let response = self
             .http
-            .get(self.url.clone())
+            .request(reqwest::Method::GET, self.url.clone())?
             .timeout(JWKS_TIMEOUT)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::store::postgres::with_causes(&e))?;
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }

@@ -88,7 +88,10 @@ impl Authenticator {
     /// The authenticator the settings describe, None when authentication is off. A key file is
     /// read now, so that a missing or unusable key stops the start-up; a JWKS is fetched when the
     /// first token needs it (`http` fetches it).
-    pub fn new(settings: &AuthSettings, http: reqwest::Client) -> Result<Option<Self>, String> {
+    pub fn new(
+        settings: &AuthSettings,
+        http: crate::outbound::Client,
+    ) -> Result<Option<Self>, String> {
         if settings.mode == AuthMode::None {
             return Ok(None);
         }

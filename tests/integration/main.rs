@@ -30,6 +30,7 @@ mod metrics;
 mod migrate;
 mod mqtt_ingest;
 mod outage;
+mod outbound;
 mod purge;
 mod query_api;
 mod registrations;
