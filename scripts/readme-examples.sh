@@ -5,8 +5,8 @@
 #
 #   scripts/readme-examples.sh
 #
-#   TWINLINK_BIN            broker binary (default: $CARGO_TARGET_DIR or target, /debug/twinlink,
-#                           built first with cargo)
+#   TWINLINK_BIN            broker binary (default: debug/twinlink under $CARGO_TARGET_DIR, or
+#                           under target/ when it is unset; built first with cargo)
 #   TWINLINK_TEST_MQTT_URL  mqtt://host:port of a Mosquitto for the MQTT example; without it, or
 #                           without mosquitto_pub (Debian package mosquitto-clients), that example
 #                           is reported as skipped
