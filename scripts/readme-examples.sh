@@ -5,7 +5,8 @@
 #
 #   scripts/readme-examples.sh
 #
-#   TWINLINK_BIN            broker binary (default: target/debug/twinlink, built first with cargo)
+#   TWINLINK_BIN            broker binary (default: debug/twinlink under $CARGO_TARGET_DIR, or
+#                           under target/ when it is unset; built first with cargo)
 #   TWINLINK_TEST_MQTT_URL  mqtt://host:port of a Mosquitto for the MQTT example; without it, or
 #                           without mosquitto_pub (Debian package mosquitto-clients), that example
 #                           is reported as skipped
@@ -50,7 +51,7 @@ if [[ -n "${TWINLINK_BIN:-}" ]]; then
 else
     # Always: a no-op when the binary is up to date, and never a stale binary.
     cargo build --bin twinlink
-    bin=target/debug/twinlink
+    bin="${CARGO_TARGET_DIR:-target}/debug/twinlink"
 fi
 [[ -x "$bin" ]] || die "no broker binary at $bin"
 

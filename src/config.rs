@@ -1,6 +1,7 @@
 //! Configuration: one struct, layered from defaults < optional TOML file < environment < flags,
 //! so that the same setting can be given wherever a deployment finds it easiest.
 
+use crate::auth::{AuthMode, AuthSettings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// Who may read `/metrics` when authentication is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who reaches the port (a Prometheus in the same network scrapes without a token).
+    #[default]
+    Open,
+    /// Tokens granted the admin class (on any tenant).
+    Admin,
 }
 
 /// Every setting as given on the command line or in the environment; `None` means "not given here".
@@ -178,6 +190,49 @@ pub struct Options {
     /// by the MQTT broker across reconnects, so QoS 1 messages wait for twinlink.
     #[arg(long, env = "TWINLINK_MQTT_CLIENT_ID", global = true)]
     pub mqtt_client_id: Option<String>,
+    /// Authentication of API requests: `none` (the default, for a zero-setup local broker) or
+    /// `jwt` (a bearer JSON Web Token on every request but /health and /ready).
+    #[arg(long, env = "TWINLINK_AUTH", global = true, value_enum)]
+    pub auth: Option<AuthMode>,
+    /// The key tokens are verified with: a PEM public key (RS256, ES256 or EdDSA, told by the
+    /// key) or a file holding the HS256 secret.
+    #[arg(long, env = "TWINLINK_JWT_KEY_FILE", global = true)]
+    pub jwt_key_file: Option<PathBuf>,
+    /// A JSON Web Key Set to verify tokens with instead of a key file, fetched when first needed,
+    /// cached and fetched again for a key id it lacks.
+    #[arg(long, env = "TWINLINK_JWKS_URL", global = true)]
+    pub jwks_url: Option<String>,
+    /// The issuer (`iss`) tokens must name.
+    #[arg(long, env = "TWINLINK_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// The audience (`aud`) tokens must name.
+    #[arg(long, env = "TWINLINK_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "TWINLINK_JWT_LEEWAY_SECONDS", global = true)]
+    pub jwt_leeway_seconds: Option<u64>,
+    /// Who may do what with `--auth jwt`: `[[grants]]` tables of the configuration file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub grants: Vec<crate::auth::grants::Grant>,
+    /// Who may read /metrics under `--auth jwt`: `open` (anyone) or `admin`.
+    #[arg(long, env = "TWINLINK_METRICS_ACCESS", global = true, value_enum)]
+    pub metrics_access: Option<MetricsAccess>,
+    /// Outbound requests (notifications, contexts, context sources, JWKS) to loopback and
+    /// private addresses: `private=allow` (the default) or `private=deny` (production).
+    /// Link-local and cloud metadata addresses are always refused.
+    #[arg(long, env = "TWINLINK_OUTBOUND", global = true)]
+    pub outbound: Option<String>,
+    /// Exceptions to `private=deny`: addresses or CIDR blocks (repeatable; in the environment a
+    /// comma-separated list).
+    #[arg(
+        long = "outbound-allow",
+        env = "TWINLINK_OUTBOUND_ALLOW",
+        global = true,
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub outbound_allow: Vec<String>,
 }
 
 /// The effective configuration, every value decided.
@@ -245,6 +300,12 @@ pub struct Settings {
     pub mqtt_error_topic: String,
     /// MQTT client id.
     pub mqtt_client_id: String,
+    /// Authentication and authorization of API requests.
+    pub auth: AuthSettings,
+    /// Who may read /metrics under authentication.
+    pub metrics_access: MetricsAccess,
+    /// What outbound requests may reach.
+    pub outbound: crate::outbound::Policy,
 }
 
 impl Default for Settings {
@@ -284,6 +345,9 @@ impl Default for Settings {
             mqtt_contexts: Vec::new(),
             mqtt_error_topic: "ngsi-ld/errors".into(),
             mqtt_client_id: "twinlink".into(),
+            auth: AuthSettings::default(),
+            metrics_access: MetricsAccess::Open,
+            outbound: crate::outbound::Policy::default(),
         }
     }
 }
@@ -399,6 +463,30 @@ impl Settings {
                     std::time::Duration::from_millis(ms.max(1))
                 }),
             workers: options.workers.or(file.workers).unwrap_or(d.workers).max(1),
+            auth: AuthSettings {
+                mode: options.auth.or(file.auth).unwrap_or(d.auth.mode),
+                key_file: options.jwt_key_file.or(file.jwt_key_file),
+                jwks_url: options.jwks_url.or(file.jwks_url),
+                issuer: options.jwt_issuer.or(file.jwt_issuer),
+                audience: options.jwt_audience.or(file.jwt_audience),
+                leeway_seconds: options
+                    .jwt_leeway_seconds
+                    .or(file.jwt_leeway_seconds)
+                    .unwrap_or(d.auth.leeway_seconds),
+                grants: file.grants,
+            },
+            metrics_access: options
+                .metrics_access
+                .or(file.metrics_access)
+                .unwrap_or(d.metrics_access),
+            outbound: crate::outbound::Policy::new(
+                options.outbound.or(file.outbound).as_deref(),
+                if options.outbound_allow.is_empty() {
+                    &file.outbound_allow
+                } else {
+                    &options.outbound_allow
+                },
+            )?,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! implementation: `http` parses the transport, `ld` resolves JSON-LD contexts, `model` holds typed
 //! NGSI-LD, `service` implements each operation once and `store` persists it.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod federation;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod ld;
 pub mod model;
+pub mod outbound;
 pub mod query;
 pub mod server;
 pub mod service;

@@ -39,12 +39,13 @@ pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, Str
 pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, String> {
     let store = store(&settings, wait).await?;
     let contexts = ContextLoader::new(&settings)?;
+    let notifier = crate::subscription::Notifier::new(&settings.outbound);
     Ok(Broker {
         sources: crate::federation::forward::Sources::new(&settings),
         store,
         contexts,
         settings,
-        notifier: Default::default(),
+        notifier,
         registry: Default::default(),
         public_url: Default::default(),
     })
@@ -76,6 +77,21 @@ pub fn serve(
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let workers = broker.settings.workers;
+    let gate = web::Data::new(crate::http::auth::Gate {
+        authenticator: crate::auth::Authenticator::new(
+            &broker.settings.auth,
+            jwks_client(&broker.settings.outbound)?,
+        )?,
+        grants: crate::auth::grants::Grants::new(broker.settings.auth.grants.clone()),
+        metrics_open: broker.settings.metrics_access == crate::config::MetricsAccess::Open,
+    });
+    match (&gate.authenticator, gate.grants.is_empty()) {
+        (Some(_), true) => tracing::warn!(
+            "--auth jwt without [[grants]]: every valid token may do everything on every tenant"
+        ),
+        (None, false) => tracing::warn!("[[grants]] are configured but ignored without --auth jwt"),
+        _ => {}
+    }
     let _ = broker.public_url.set(broker.settings.public_url_for(addr));
     crate::subscription::start(broker.clone().into_inner());
     crate::service::housekeeping::start(&broker.clone().into_inner());
@@ -85,6 +101,14 @@ pub fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())
+            .app_data(gate.clone())
+            .wrap(actix_web::middleware::from_fn(crate::http::audit::record))
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::auth::authenticate,
+            ))
+            .wrap(actix_web::middleware::from_fn(crate::http::metrics::record))
+            // Outermost: the path is normalized before it is classified and counted, and the
+            // tenant is named in every response, refusals included.
             .wrap_fn(|mut req, srv| {
                 // One trailing slash is tolerated (`POST /entities/`); double slashes are kept so
                 // that an empty id segment is reported, not silently merged away.
@@ -120,6 +144,10 @@ pub fn serve(
                     Ok(response)
                 }
             })
+            // Outermost of all: every log line of the request, the refusals' too, names its id.
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::request_id::trace,
+            ))
             .configure(crate::http::routes)
     })
     .workers(workers)
@@ -128,4 +156,11 @@ pub fn serve(
     .map_err(|e| format!("cannot start the HTTP server: {e}"))?
     .run();
     Ok((server, addr))
+}
+
+/// The HTTP client that fetches the JWKS, under the outbound policy: no redirects (the identity
+/// provider's URL is configured, not discovered).
+fn jwks_client(policy: &crate::outbound::Policy) -> Result<crate::outbound::Client, String> {
+    let builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+    crate::outbound::Client::new(policy, builder, false)
 }

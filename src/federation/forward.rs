@@ -161,7 +161,7 @@ impl std::fmt::Display for Failure {
 
 /// The outbound side of federation: the HTTP client and each source's cooldown.
 pub struct Sources {
-    client: reqwest::Client,
+    client: crate::outbound::Client,
     alias: String,
     started: Instant,
     timeout: Duration,
@@ -180,12 +180,14 @@ impl Sources {
         Sources {
             // Header names as the spec writes them (Via, Link, NGSILD-Tenant): sources that look
             // them up in a plain map, such as the ETSI suite's mock source, find them.
-            client: reqwest::Client::builder()
-                .http1_title_case_headers()
-                .connect_timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            client: crate::outbound::Client::new(
+                &settings.outbound,
+                reqwest::Client::builder()
+                    .http1_title_case_headers()
+                    .connect_timeout(timeout),
+                false,
+            )
+            .expect("the client of context sources builds"),
             alias: settings.alias.clone(),
             started: Instant::now(),
             timeout,
@@ -339,6 +341,7 @@ impl Sources {
         let mut request = self
             .client
             .request(method, url.clone())
+            .map_err(|why| Failure::unreachable(format!("{url}: {why}")))?
             .timeout(timeout)
             .header("Accept", registration.info("accept").unwrap_or(JSON))
             .header("Via", self.via(reach));
@@ -513,7 +516,11 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "no answer within the timeout".into()
     } else if e.is_connect() {
-        "the connection failed".into()
+        let causes = crate::store::postgres::with_causes(e);
+        match causes.find("refused by the outbound policy") {
+            Some(at) => causes[at..].to_string(),
+            None => "the connection failed".into(),
+        }
     } else {
         e.to_string()
     }

@@ -1,15 +1,20 @@
 //! The HTTP binding (clause 6): routes, content negotiation and error mapping. Handlers are thin:
 //! they read the request into typed input, call one service operation and render the result.
 
+pub mod access;
+pub mod audit;
+pub mod auth;
 pub mod batch;
 pub mod discovery;
 pub mod entities;
 pub mod entity_maps;
 pub mod identity;
 pub mod join;
+pub mod metrics;
 pub mod negotiate;
 pub mod query;
 pub mod registrations;
+pub mod request_id;
 pub mod response;
 pub mod subscriptions;
 pub mod temporal;
@@ -175,6 +180,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         crate::subscription::remote::NOTIFY_PATH,
         web::post().to(subscriptions::remote_notify),
     )
+    .route(metrics::PATH, web::get().to(metrics::serve))
     .route("/health", web::get().to(response::health))
     .route("/ready", web::get().to(response::ready))
     .default_service(web::to(response::not_found));

@@ -12,6 +12,7 @@ use super::topics::{Route, Scheme, Target};
 use crate::error::{ErrorKind, NgsiError};
 use crate::service::batch::{BatchItem, BatchOp, UpsertMode};
 use crate::service::Broker;
+use crate::telemetry::audit;
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, Transport};
 use serde_json::{json, Value};
@@ -180,23 +181,20 @@ impl Writer {
                 .collect();
             let ops: Vec<(BatchOp, BatchItem)> =
                 items.into_iter().map(|it| (it.op, it.item)).collect();
-            let mut delay = Duration::from_millis(100);
-            let result = loop {
-                let result = self.broker.batch_ops(&tenant, ops_clone(&ops), now).await;
-                let unavailable = result
-                    .errors
-                    .iter()
-                    .any(|(_, e)| e.kind == ErrorKind::ServiceUnavailable);
-                if !unavailable {
-                    break result;
-                }
-                tracing::warn!(%tenant, "the store is unavailable; MQTT messages wait (not acknowledged), retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            };
+            let (result, written) = audit::collect(self.write(&tenant, &ops, now)).await;
+            if !written.is_empty() {
+                audit::record(&audit::Entry {
+                    subject: "mqtt",
+                    tenant: &tenant,
+                    operation: "MQTT ingestion",
+                    entity_ids: &written,
+                    request_id: None,
+                });
+            }
             self.stats
                 .applied
                 .fetch_add(result.success.len() as u64, Ordering::Relaxed);
+            crate::telemetry::metrics::mqtt_ingested(result.success.len());
             for (id, e) in &result.errors {
                 let topic = places
                     .iter()
@@ -207,9 +205,34 @@ impl Writer {
         }
     }
 
+    /// Writes one tenant's items of a group, again and again while the store is unavailable
+    /// (the messages stay unacknowledged meanwhile).
+    async fn write(
+        &self,
+        tenant: &str,
+        ops: &[(BatchOp, BatchItem)],
+        now: chrono::DateTime<Utc>,
+    ) -> crate::service::batch::BatchResult {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let result = self.broker.batch_ops(tenant, ops_clone(ops), now).await;
+            let unavailable = result
+                .errors
+                .iter()
+                .any(|(_, e)| e.kind == ErrorKind::ServiceUnavailable);
+            if !unavailable {
+                return result;
+            }
+            tracing::warn!(%tenant, "the store is unavailable; MQTT messages wait (not acknowledged), retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Logs, counts and publishes a rejection to the error topic.
     async fn reject(&self, topic: &str, id: Option<&str>, e: &NgsiError) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::metrics::mqtt_rejected();
         tracing::warn!(%topic, entity = id.unwrap_or(""), error = %e.detail, "MQTT payload rejected");
         let mut report = json!({"topic": topic, "error": e.problem_details()});
         if let Some(id) = id {

@@ -26,7 +26,8 @@ const ACTIVE_CACHE_LIMIT: usize = 4096;
 pub struct ContextLoader {
     preloaded: HashMap<String, Arc<Value>>,
     rewrites: Vec<(String, String)>,
-    client: reqwest::Client,
+    client: crate::outbound::Client,
+    outbound: crate::outbound::Policy,
     max_bytes: usize,
     remote: Mutex<HashMap<String, Arc<Value>>>,
     active: Mutex<HashMap<String, Arc<ActiveContext>>>,
@@ -61,11 +62,14 @@ impl ContextLoader {
         if let Some(dir) = &settings.context_dir {
             preloaded.extend(read_offline_dir(dir)?);
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.context_timeout_ms))
-            .connect_timeout(Duration::from_millis(settings.context_timeout_ms))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for remote contexts: {e}"))?;
+        let client = crate::outbound::Client::new(
+            &settings.outbound,
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(settings.context_timeout_ms))
+                .connect_timeout(Duration::from_millis(settings.context_timeout_ms)),
+            true,
+        )
+        .map_err(|e| format!("the HTTP client for remote contexts: {e}"))?;
         let core_doc = v19.get("@context").cloned().unwrap_or(Value::Null);
         let core = Arc::new(
             ActiveContext::build(&[&core_doc], &HashMap::<String, Arc<Value>>::new())
@@ -75,6 +79,7 @@ impl ContextLoader {
             preloaded,
             rewrites: settings.context_rewrites.clone(),
             client,
+            outbound: settings.outbound.clone(),
             max_bytes: settings.context_max_bytes,
             remote: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
@@ -98,8 +103,10 @@ impl ContextLoader {
             other => other.to_string(),
         };
         if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
+            crate::telemetry::metrics::context_lookup(true);
             return Ok(hit.clone());
         }
+        crate::telemetry::metrics::context_lookup(false);
         refuse_scoped_contexts(local)?;
         let docs = self.collect(local).await?;
         let core = self.preloaded[CORE_CONTEXT_V1_9].clone();
@@ -177,7 +184,16 @@ impl ContextLoader {
         url.to_string()
     }
 
+    /// Reads or fetches the document at `target` (`url` rewritten), counting remote fetches.
     async fn fetch(&self, url: &str, target: &str) -> NgsiResult<Value> {
+        let fetched = self.retrieve(url, target).await;
+        if target.starts_with("http") {
+            crate::telemetry::metrics::context_fetch(fetched.is_ok());
+        }
+        fetched
+    }
+
+    async fn retrieve(&self, url: &str, target: &str) -> NgsiResult<Value> {
         let unavailable = |why: String| NgsiError::new(ErrorKind::LdContextNotAvailable, why);
         if let Some(path) = target.strip_prefix("file://") {
             let bytes = tokio::fs::read(path).await.map_err(|e| {
@@ -192,9 +208,15 @@ impl ContextLoader {
                 "the @context reference '{url}' is not an http(s) URL and is not a known context"
             )));
         }
+        // A refused address is the client's mistake (400), said before any connection.
+        self.outbound.admit(target).await?;
+        let target_url = url::Url::parse(target).map_err(|e| {
+            NgsiError::bad_data(format!("the @context reference '{url}' is not a URL: {e}"))
+        })?;
         let response = self
             .client
-            .get(target)
+            .request(reqwest::Method::GET, target_url)
+            .map_err(|why| NgsiError::bad_data(format!("the @context {url}: {why}")))?
             .header("Accept", "application/ld+json, application/json;q=0.9")
             .send()
             .await

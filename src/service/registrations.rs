@@ -49,9 +49,10 @@ impl Broker {
             modified_at: now,
             stats: Default::default(),
         };
+        let compiled = Registration::compile(record.clone());
+        self.settings.outbound.admit(compiled.endpoint()).await?;
         let _writing = self.registry.write_lock().await;
-        self.check_conflicts(tenant, &Registration::compile(record.clone()))
-            .await?;
+        self.check_conflicts(tenant, &compiled).await?;
         if !self
             .store
             .put_record(
@@ -198,8 +199,9 @@ impl Broker {
         let now = Utc::now();
         record.apply(changes, context, now);
         registration::check(&record.doc, now, false)?;
-        self.check_conflicts(tenant, &Registration::compile(record.clone()))
-            .await?;
+        let compiled = Registration::compile(record.clone());
+        self.settings.outbound.admit(compiled.endpoint()).await?;
+        self.check_conflicts(tenant, &compiled).await?;
         self.store
             .put_record(
                 Collection::Registrations,

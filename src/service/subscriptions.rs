@@ -57,6 +57,10 @@ impl Broker {
             stats: Default::default(),
         };
         let sub = subscription::compile(self, collection, tenant, record.clone()).await?;
+        self.settings
+            .outbound
+            .admit(sub.notification.endpoint.uri.as_str())
+            .await?;
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         if !self
@@ -151,6 +155,10 @@ impl Broker {
         let mut record = self.subscription(collection, tenant, id).await?;
         record.apply(changes, context, Utc::now());
         let sub = subscription::compile(self, collection, tenant, record.clone()).await?;
+        self.settings
+            .outbound
+            .admit(sub.notification.endpoint.uri.as_str())
+            .await?;
         let value =
             serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
         self.store

@@ -165,10 +165,17 @@ impl Backend {
         steps: Vec<Step<R>>,
         announce: Announce,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
-        match self {
+        let (started, size) = (std::time::Instant::now(), steps.len());
+        let outcome = match self {
             Backend::Embedded(s) => s.modify_many(tenant, steps, announce).await,
             Backend::Postgres(s) => s.modify_many(tenant, steps, announce).await,
-        }
+        };
+        crate::telemetry::metrics::store_commit(
+            size,
+            started.elapsed().as_secs_f64(),
+            outcome.is_ok(),
+        );
+        outcome
     }
 
     /// The tenants and ids of at most `limit` entities with something expired at `now`.
@@ -406,7 +413,28 @@ impl Store {
     /// changes nothing and yields its error, the others are written. The outer error means nothing
     /// was committed (the store failed).
     /// Small writes are combined with concurrent ones into one commit (see [`combine`]).
+    /// The ids written are noted for the audit log of the request or message that wrote them.
     pub async fn modify_many<R: Send + 'static>(
+        &self,
+        tenant: &str,
+        steps: Vec<Step<R>>,
+    ) -> NgsiResult<Vec<NgsiResult<R>>> {
+        let audited = crate::telemetry::audit::collecting()
+            .then(|| steps.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+        let results = self.commit_steps(tenant, steps).await;
+        if let (Some(ids), Ok(results)) = (audited, &results) {
+            crate::telemetry::audit::note(
+                ids.into_iter()
+                    .zip(results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(id, _)| id),
+            );
+        }
+        results
+    }
+
+    /// The commit of [`Store::modify_many`]: large batches on their own, small ones combined.
+    async fn commit_steps<R: Send + 'static>(
         &self,
         tenant: &str,
         steps: Vec<Step<R>>,
@@ -478,6 +506,14 @@ impl Store {
         match &*self.backend {
             Backend::Embedded(s) => Ok(s.matching_ids(tenant, query, after, limit)),
             Backend::Postgres(s) => s.matching_ids(tenant, query, after, limit).await,
+        }
+    }
+
+    /// The state of the PostgreSQL connection pool (None on the embedded store), for /metrics.
+    pub fn pool_status(&self) -> Option<deadpool_postgres::Status> {
+        match &*self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Postgres(s) => Some(s.pool_status()),
         }
     }
 

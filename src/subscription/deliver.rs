@@ -52,7 +52,8 @@ pub struct Outcome {
 
 /// The queues and connections of every destination.
 pub struct Delivery {
-    http: reqwest::Client,
+    http: crate::outbound::Client,
+    policy: crate::outbound::Policy,
     queues: Mutex<HashMap<String, Sender<Job>>>,
     mqtt: Arc<super::mqtt::Connections>,
     outcomes: UnboundedSender<Outcome>,
@@ -84,20 +85,20 @@ fn headers(job: &Job) -> Vec<(String, String)> {
 }
 
 impl Delivery {
-    /// Builds the delivery side; outcomes are reported on `outcomes`.
-    pub fn new(outcomes: UnboundedSender<Outcome>) -> Delivery {
+    /// Builds the delivery side, every notification under the outbound `policy`; outcomes are
+    /// reported on `outcomes`.
+    pub fn new(outcomes: UnboundedSender<Outcome>, policy: &crate::outbound::Policy) -> Delivery {
         // Title-case header names (Link, Content-Type, receiverInfo keys as given): receivers
         // that compare header names case-sensitively still find them.
         // Redirects are not followed: a receiver that moves is a failed delivery, rather than
         // the notification going to wherever a redirect points.
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .http1_title_case_headers()
-            .build()
-            .unwrap_or_default();
+            .http1_title_case_headers();
         Delivery {
-            http,
+            http: crate::outbound::Client::new(policy, builder, false)
+                .expect("the notification client builds"),
+            policy: policy.clone(),
             queues: Mutex::new(HashMap::new()),
             mqtt: Arc::new(super::mqtt::Connections::default()),
             outcomes,
@@ -118,6 +119,7 @@ impl Delivery {
             Ok(()) => {}
             Err(TrySendError::Full(job)) | Err(TrySendError::Closed(job)) => {
                 tracing::warn!(destination = %key, "notification queue full; notification dropped");
+                crate::telemetry::metrics::notification(host(&job.endpoint), false);
                 let _ = self.outcomes.send(Outcome {
                     subscription: job.subscription,
                     at: Utc::now(),
@@ -131,6 +133,7 @@ impl Delivery {
     fn worker(&self) -> Sender<Job> {
         let (tx, mut rx) = channel::<Job>(QUEUE);
         let (http, mqtt, outcomes) = (self.http.clone(), self.mqtt.clone(), self.outcomes.clone());
+        let policy = self.policy.clone();
         tokio::spawn(async move {
             // While a receiver is down (its last notification failed after every retry), further
             // notifications get one attempt each, so that the queue behind it drains.
@@ -141,11 +144,17 @@ impl Delivery {
                 }
                 let at = Utc::now();
                 let result = if job.endpoint.is_mqtt() {
-                    mqtt.publish(&job.endpoint, mqtt_payload(&job)).await
+                    // The MQTT client resolves names itself: its literal addresses are checked
+                    // here, its names when the subscription was made.
+                    match policy.check_literal(&job.endpoint.uri) {
+                        Ok(()) => mqtt.publish(&job.endpoint, mqtt_payload(&job)).await,
+                        Err(why) => Err(format!("refused by the outbound policy: {why}")),
+                    }
                 } else {
                     post(&http, &job, if down { 1 } else { ATTEMPTS }).await
                 };
                 down = result.is_err();
+                crate::telemetry::metrics::notification(host(&job.endpoint), result.is_ok());
                 if let Err(e) = &result {
                     tracing::warn!(endpoint = %job.endpoint.uri, error = %e, "notification failed");
                 }
@@ -158,6 +167,11 @@ impl Delivery {
         });
         tx
     }
+}
+
+/// The host of an endpoint, the label of its notification metrics.
+fn host(e: &Endpoint) -> &str {
+    e.uri.host_str().unwrap_or("")
 }
 
 /// The queue a notification goes to: per HTTP origin, or per MQTT broker connection.
@@ -179,7 +193,7 @@ fn destination(e: &Endpoint) -> String {
 
 /// POSTs the notification in up to `attempts` attempts, retrying (with backoff) failures that
 /// may pass: connection errors, timeouts and 5xx answers.
-async fn post(http: &reqwest::Client, job: &Job, attempts: u32) -> Result<(), String> {
+async fn post(http: &crate::outbound::Client, job: &Job, attempts: u32) -> Result<(), String> {
     let timeout = job
         .endpoint
         .timeout_ms
@@ -192,7 +206,7 @@ async fn post(http: &reqwest::Client, job: &Job, attempts: u32) -> Result<(), St
             return Err("the subscription was deleted".into());
         }
         let mut request = http
-            .post(job.endpoint.uri.clone())
+            .request(reqwest::Method::POST, job.endpoint.uri.clone())?
             .timeout(timeout)
             .body(body.clone());
         for (k, v) in headers(job) {

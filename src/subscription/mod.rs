@@ -71,13 +71,14 @@ pub struct Notifier {
     dirty: Mutex<HashSet<Key>>,
 }
 
-impl Default for Notifier {
-    fn default() -> Self {
+impl Notifier {
+    /// The notifier of a broker whose notifications obey this outbound policy.
+    pub fn new(policy: &crate::outbound::Policy) -> Self {
         let (tx, rx) = unbounded_channel();
         Notifier {
             subs: RwLock::new(HashMap::new()),
             owned: RwLock::new(None),
-            delivery: Delivery::new(tx),
+            delivery: Delivery::new(tx, policy),
             outcomes: Mutex::new(Some(rx)),
             dirty: Mutex::new(HashSet::new()),
         }

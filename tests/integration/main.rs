@@ -8,6 +8,8 @@
 mod common;
 
 mod attribute_kinds;
+mod auth;
+mod authorization;
 mod bad_input;
 mod batch_api;
 mod concurrent_writes;
@@ -24,14 +26,17 @@ mod harness;
 mod history;
 mod ld_reference;
 mod linked_entities;
+mod metrics;
 mod migrate;
 mod mqtt_ingest;
 mod outage;
+mod outbound;
 mod proofs;
 mod purge;
 mod query_api;
 mod registrations;
 mod remote_subscriptions;
+mod request_audit;
 mod store_differential;
 mod subscriptions;
 mod temporal_api;

@@ -310,6 +310,17 @@ async fn a_bad_payload_goes_to_the_error_topic_and_ingestion_goes_on() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // The metrics count what was written and what was refused.
+    let metrics = s.metrics().await;
+    let count = |name| crate::common::metric(&metrics, name, &[]);
+    assert!(
+        count("twinlink_mqtt_messages_ingested_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        count("twinlink_mqtt_messages_rejected_total") >= 3.0,
+        "{metrics}"
+    );
 }
 
 #[actix_web::test]

@@ -370,6 +370,7 @@ impl EmbeddedStore {
                 }
             }
             txn.commit().map_err(storage)?;
+            crate::telemetry::metrics::history_rows(planned.history.len());
             let mut memory = memory.write().map_err(storage)?;
             for (id, state) in &planned.writes {
                 match state {

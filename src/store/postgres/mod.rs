@@ -511,7 +511,12 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Whether the database answers (for /ready).
+    /// The connection pool's size, idle connections and waiting callers (for /metrics).
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    /// Whether the database answers a trivial query (for /ready).
     pub async fn ready(&self) -> bool {
         match self.client().await {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
@@ -691,6 +696,7 @@ impl PgStore {
         if new_tenant {
             self.remember_tenant(tenant);
         }
+        crate::telemetry::metrics::history_rows(planned.history.len());
         Ok(planned.results)
     }
 

@@ -2,6 +2,8 @@
 //! data directory, and gives a small HTTP client around it.
 #![allow(dead_code)]
 
+pub mod jwt;
+pub mod logs;
 pub mod receiver;
 
 use serde_json::Value;
@@ -626,4 +628,40 @@ pub fn service_missing(test: &str, what: &str) {
         "{test}: {what} (scripts/test.sh installs and starts every test service)"
     );
     eprintln!("{test}: SKIPPED, {what}");
+}
+
+impl TestServer {
+    /// The server's root URL (without the API base), e.g. `http://127.0.0.1:43210`.
+    pub fn root(&self) -> String {
+        self.base.trim_end_matches(twinlink::http::BASE).to_string()
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.root()))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.expect("body")
+    }
+}
+
+/// The value of the series of metric `name` whose labels include `labels`, summed over the
+/// series that match (0 when none does), from Prometheus' text format.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse::<f64>().expect("a metric value"))
+        .sum()
 }

@@ -1,4 +1,8 @@
-//! Logging setup: tracing with a text or JSON formatter, filtered by the configured level.
+//! Logging setup: tracing with a text or JSON formatter, filtered by the configured level; the
+//! broker's metrics (`metrics`) and its audit log (`audit`).
+
+pub mod audit;
+pub mod metrics;
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;

@@ -1,0 +1,220 @@
+//! Prometheus metrics of the broker, served at `/metrics`. One registry per process, fed from a
+//! few central places only (the HTTP middleware, the store's write path, the notifier, MQTT
+//! ingestion and the context loader), so that what is measured is found here.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Every metric of the broker and the registry that exposes them.
+struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    store_commits: IntCounterVec,
+    store_commit_duration: Histogram,
+    store_batch_size: Histogram,
+    history_rows: IntCounter,
+    notifications_sent: IntCounterVec,
+    notifications_failed: IntCounterVec,
+    mqtt_ingested: IntCounter,
+    mqtt_rejected: IntCounter,
+    context_cache: IntCounterVec,
+    context_fetches: IntCounterVec,
+    db_pool: IntGaugeVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// Registers a metric, which cannot fail for the distinct names below.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric names are distinct");
+    m
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str| {
+            registered(&r, IntCounter::new(name, help).expect("valid metric"))
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            registered(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("valid metric"),
+            )
+        };
+        Metrics {
+            http_requests: counters(
+                "twinlink_http_requests_total",
+                "HTTP requests answered, by route pattern, method and status",
+                &["route", "method", "status"],
+            ),
+            http_duration: registered(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "twinlink_http_request_duration_seconds",
+                        "Time to answer an HTTP request, by route pattern and method",
+                    ),
+                    &["route", "method"],
+                )
+                .expect("valid metric"),
+            ),
+            store_commits: counters(
+                "twinlink_store_commits_total",
+                "Store write transactions, by outcome (ok, error)",
+                &["outcome"],
+            ),
+            store_commit_duration: histogram(
+                "twinlink_store_commit_duration_seconds",
+                "Time of a store write transaction, from the decisions to the durable commit",
+                prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"),
+            ),
+            store_batch_size: histogram(
+                "twinlink_store_commit_entities",
+                "Entity writes (steps) per store write transaction",
+                prometheus::exponential_buckets(1.0, 4.0, 10).expect("valid buckets"),
+            ),
+            history_rows: counter(
+                "twinlink_history_rows_written_total",
+                "Attribute history records committed",
+            ),
+            notifications_sent: counters(
+                "twinlink_notifications_sent_total",
+                "Notifications delivered, by endpoint host",
+                &["host"],
+            ),
+            notifications_failed: counters(
+                "twinlink_notifications_failed_total",
+                "Notifications that failed after their retries or were dropped, by endpoint host",
+                &["host"],
+            ),
+            mqtt_ingested: counter(
+                "twinlink_mqtt_messages_ingested_total",
+                "Entities and attribute fragments written from MQTT messages",
+            ),
+            mqtt_rejected: counter(
+                "twinlink_mqtt_messages_rejected_total",
+                "MQTT messages, entities or fragments rejected (published to the error topic)",
+            ),
+            context_cache: counters(
+                "twinlink_context_cache_lookups_total",
+                "Look-ups of a request's @context in the cache of processed contexts (hit, miss)",
+                &["result"],
+            ),
+            context_fetches: counters(
+                "twinlink_context_fetches_total",
+                "Remote @context documents fetched over HTTP, by outcome (ok, error)",
+                &["outcome"],
+            ),
+            db_pool: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "twinlink_db_pool_connections",
+                        "PostgreSQL pool: max (its limit), size (open), available (idle), \
+                         waiting (callers waiting for a connection)",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric"),
+            ),
+            registry: r,
+        }
+    }
+}
+
+/// An HTTP request answered: `route` is the matched pattern (bounded), never the raw path.
+pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
+    let m = &*METRICS;
+    m.http_requests
+        .with_label_values(&[route, method, &status.to_string()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[route, method])
+        .observe(seconds);
+}
+
+/// A store write transaction of `steps` entity writes that took `seconds`.
+pub fn store_commit(steps: usize, seconds: f64, ok: bool) {
+    let m = &*METRICS;
+    m.store_commits
+        .with_label_values(&[if ok { "ok" } else { "error" }])
+        .inc();
+    m.store_commit_duration.observe(seconds);
+    m.store_batch_size.observe(steps as f64);
+}
+
+/// History records committed.
+pub fn history_rows(n: usize) {
+    METRICS.history_rows.inc_by(n as u64);
+}
+
+/// A notification to an endpoint at `host` delivered (`ok`) or failed.
+pub fn notification(host: &str, ok: bool) {
+    let m = &*METRICS;
+    if ok {
+        &m.notifications_sent
+    } else {
+        &m.notifications_failed
+    }
+    .with_label_values(&[host])
+    .inc();
+}
+
+/// Entities and fragments written from MQTT.
+pub fn mqtt_ingested(n: usize) {
+    METRICS.mqtt_ingested.inc_by(n as u64);
+}
+
+/// An MQTT message, entity or fragment rejected.
+pub fn mqtt_rejected() {
+    METRICS.mqtt_rejected.inc();
+}
+
+/// A look-up of a request's @context among the processed ones.
+pub fn context_lookup(hit: bool) {
+    METRICS
+        .context_cache
+        .with_label_values(&[if hit { "hit" } else { "miss" }])
+        .inc();
+}
+
+/// A remote @context fetched over HTTP.
+pub fn context_fetch(ok: bool) {
+    METRICS
+        .context_fetches
+        .with_label_values(&[if ok { "ok" } else { "error" }])
+        .inc();
+}
+
+/// The metrics in Prometheus' text format, with the state of the PostgreSQL pool when there is
+/// one (read now: a gauge of the moment of the scrape).
+pub fn render(pool: Option<deadpool_postgres::Status>) -> String {
+    let m = &*METRICS;
+    if let Some(pool) = pool {
+        for (state, value) in [
+            ("max", pool.max_size),
+            ("size", pool.size),
+            ("available", pool.available),
+            ("waiting", pool.waiting),
+        ] {
+            m.db_pool.with_label_values(&[state]).set(value as i64);
+        }
+    }
+    TextEncoder::new()
+        .encode_to_string(&m.registry.gather())
+        .unwrap_or_else(|e| format!("# the metrics could not be encoded: {e}\n"))
+}

@@ -1,0 +1,191 @@
+//! `/metrics`: the counters and histograms move with the requests, writes, notifications and
+//! context fetches they measure; the pool gauges show on PostgreSQL; access is open or admin.
+
+use crate::common::jwt::{self, claims, Signer};
+use crate::common::receiver::{dead_url, Receiver};
+use crate::common::{metric, vocab_context, TestServer};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+#[actix_web::test]
+async fn requests_and_writes_move_their_counters() {
+    let s = TestServer::start().await;
+    let before = s.metrics().await;
+    let created = [
+        ("route", "/ngsi-ld/v1/entities"),
+        ("method", "POST"),
+        ("status", "201"),
+    ];
+    for i in 0..3 {
+        let r = s
+            .create(&json!({
+                "id": format!("urn:ngsi-ld:Building:m{i}"), "type": "Building",
+                "height": {"type": "Property", "value": i}
+            }))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let (status, _) = s.get_json("/entities/urn:ngsi-ld:Building:m0").await;
+    assert_eq!(status, 200);
+    let (status, _) = s.get_json("/no/such/path").await;
+    assert_eq!(status, 404);
+    let after = s.metrics().await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        metric(&after, name, labels) - metric(&before, name, labels)
+    };
+    assert_eq!(
+        delta("twinlink_http_requests_total", &created),
+        3.0,
+        "{after}"
+    );
+    let by_pattern = [
+        ("route", "/ngsi-ld/v1/entities/{id}"),
+        ("method", "GET"),
+        ("status", "200"),
+    ];
+    assert_eq!(delta("twinlink_http_requests_total", &by_pattern), 1.0);
+    let unmatched = [("route", "unmatched"), ("status", "404")];
+    assert!(delta("twinlink_http_requests_total", &unmatched) >= 1.0);
+    let timed = [("route", "/ngsi-ld/v1/entities"), ("method", "POST")];
+    assert_eq!(
+        delta("twinlink_http_request_duration_seconds_count", &timed),
+        3.0
+    );
+    assert!(delta("twinlink_store_commits_total", &[("outcome", "ok")]) >= 1.0);
+    assert!(delta("twinlink_store_commit_duration_seconds_count", &[]) >= 1.0);
+    assert!(delta("twinlink_store_commit_entities_sum", &[]) >= 3.0);
+    // One history record per attribute of each created entity.
+    assert!(delta("twinlink_history_rows_written_total", &[]) >= 3.0);
+    let pool = metric(&after, "twinlink_db_pool_connections", &[("state", "max")]);
+    if s.database_url.is_some() {
+        assert_eq!(pool, 16.0, "the pool's size on PostgreSQL: {after}");
+    } else {
+        assert!(!after.contains("twinlink_db_pool_connections{"), "{after}");
+    }
+}
+
+#[actix_web::test]
+async fn notifications_are_counted_per_host_and_contexts_per_fetch() {
+    let s = TestServer::start().await;
+    let mut receiver = Receiver::ok().await;
+    for endpoint in [receiver.url.clone(), dead_url()] {
+        let r = s
+            .send(
+                reqwest::Method::POST,
+                "/subscriptions",
+                "application/json",
+                &json!({
+                    "type": "Subscription", "entities": [{"type": "Sensor"}],
+                    "notification": {"endpoint": {"uri": endpoint}}
+                }),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let (_server, context) = vocab_context("https://vocab.test/", &["temperature"]);
+    let before = s.metrics().await;
+    for i in 0..2 {
+        let r = s
+            .send_linked(
+                reqwest::Method::POST,
+                "/entities",
+                &context,
+                &json!({"id": format!("urn:ngsi-ld:Sensor:s{i}"), "type": "Sensor",
+                        "temperature": {"type": "Property", "value": 20}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // An update notifies both subscriptions (creation is not among their triggers).
+    let r = s
+        .send_linked(
+            reqwest::Method::PATCH,
+            "/entities/urn:ngsi-ld:Sensor:s0/attrs",
+            &context,
+            &json!({"temperature": {"type": "Property", "value": 21}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    receiver.next(5).await;
+    // The counters move once each delivery has ended; the dead endpoint fails after its retries
+    // (a few seconds of backoff).
+    let host = [("host", "127.0.0.1")];
+    let moved = |after: &str, name: &str| metric(after, name, &host) > metric(&before, name, &host);
+    let mut after = s.metrics().await;
+    for _ in 0..100 {
+        if moved(&after, "twinlink_notifications_sent_total")
+            && moved(&after, "twinlink_notifications_failed_total")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = s.metrics().await;
+    }
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        metric(&after, name, labels) - metric(&before, name, labels)
+    };
+    assert!(
+        delta("twinlink_notifications_sent_total", &host) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        delta("twinlink_notifications_failed_total", &host) >= 1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("twinlink_context_fetches_total", &[("outcome", "ok")]),
+        1.0
+    );
+    assert!(delta("twinlink_context_cache_lookups_total", &[("result", "hit")]) >= 1.0);
+    assert!(
+        delta(
+            "twinlink_context_cache_lookups_total",
+            &[("result", "miss")]
+        ) >= 1.0
+    );
+}
+
+#[actix_web::test]
+async fn metrics_are_open_or_for_the_admin_class() {
+    let signer = Signer::of(Algorithm::ES256);
+    let operator_grant: twinlink::auth::grants::Grant = toml::from_str(
+        r#"claim = "roles"
+           value = "operator"
+           tenants = ["*"]
+           operations = ["admin"]"#,
+    )
+    .unwrap();
+    for (access, anonymous) in [
+        (twinlink::config::MetricsAccess::Open, 200),
+        (twinlink::config::MetricsAccess::Admin, 401),
+    ] {
+        let mut auth = jwt::key_file_auth(signer.public_file.clone());
+        auth.grants = vec![operator_grant.clone()];
+        let s = TestServer::start_with(move |settings| {
+            settings.auth = auth;
+            settings.metrics_access = access;
+        })
+        .await;
+        let url = format!("{}/metrics", s.root());
+        let r = s.client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), anonymous, "{access:?}");
+        let mut operator = claims("prometheus");
+        operator["roles"] = json!(["operator"]);
+        let r = s
+            .client
+            .get(&url)
+            .bearer_auth(signer.sign(&operator))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{access:?}");
+        let r = s
+            .client
+            .get(&url)
+            .bearer_auth(signer.sign(&claims("reader")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), if anonymous == 200 { 200 } else { 403 });
+    }
+}

@@ -1,0 +1,149 @@
+//! Request ids (`X-Request-Id` taken or made, echoed, on the request's log lines) and the audit
+//! log (one `twinlink::audit` event per accepted write).
+
+use crate::common::jwt::{self, claims, Signer};
+use crate::common::logs::{capture, Logged};
+use crate::common::TestServer;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+#[actix_web::test]
+async fn a_request_id_is_taken_or_made_and_echoed() {
+    let s = TestServer::start().await;
+    let id_of = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .expect("X-Request-Id in the response")
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let r = s
+        .req(reqwest::Method::GET, "/entities?type=Building")
+        .header("X-Request-Id", "lb-7f3a:42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&r), "lb-7f3a:42");
+    // Errors carry it too.
+    let r = s
+        .req(reqwest::Method::GET, "/entities/urn:ngsi-ld:Building:none")
+        .header("X-Request-Id", "lb-7f3a:43")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(id_of(&r), "lb-7f3a:43");
+    // Without one, or with one that could forge log lines, a fresh UUID.
+    let mut made = Vec::new();
+    for given in [None, Some("two words"), Some(&*"x".repeat(200))] {
+        let mut request = s.req(reqwest::Method::GET, "/types");
+        if let Some(given) = given {
+            request = request.header("X-Request-Id", given);
+        }
+        let id = id_of(&request.send().await.unwrap());
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        made.push(id);
+    }
+    made.dedup();
+    assert_eq!(made.len(), 3, "each request gets its own id");
+}
+
+/// The audit events logged so far.
+fn audit_events(log: &std::sync::Mutex<Vec<Logged>>) -> Vec<Logged> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.target == "twinlink::audit")
+        .cloned()
+        .collect()
+}
+
+#[actix_web::test]
+async fn accepted_writes_are_audited_and_log_lines_name_their_request() {
+    let log = capture();
+    let signer = Signer::of(Algorithm::EdDSA);
+    let auth = jwt::key_file_auth(signer.public_file.clone());
+    let s = TestServer::start_with(move |settings| settings.auth = auth).await;
+    let token = signer.sign(&claims("alice@city"));
+    let post = |path: &str, body: serde_json::Value, request_id: &str| {
+        s.req(reqwest::Method::POST, path)
+            .bearer_auth(&token)
+            .header("NGSILD-Tenant", "city")
+            .header("X-Request-Id", request_id)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+    };
+    let building = |n: u32| json!({"id": format!("urn:ngsi-ld:Building:a{n}"), "type": "Building"});
+    let r = post("/entities", building(1), "req-create")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = post(
+        "/entityOperations/upsert",
+        json!([building(2), building(3)]),
+        "req-batch",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Not audited: a read, a query in a body, a write that fails, a request refused.
+    let r = s
+        .req(reqwest::Method::GET, "/entities?type=Building")
+        .bearer_auth(&token)
+        .header("NGSILD-Tenant", "city")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let query = json!({"type": "Query", "entities": [{"type": "Building"}]});
+    let r = post("/entityOperations/query", query, "req-query")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post("/entities", building(1), "req-again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = s
+        .req(reqwest::Method::POST, "/entities")
+        .header("X-Request-Id", "req-anonymous")
+        .header("Content-Type", "application/json")
+        .body(building(4).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let events = audit_events(&log);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let create = &events[0].fields;
+    assert_eq!(create["subject"], "alice@city");
+    assert_eq!(create["tenant"], "city");
+    assert_eq!(create["operation"], "POST /ngsi-ld/v1/entities");
+    assert_eq!(create["entity_ids"], r#"["urn:ngsi-ld:Building:a1"]"#);
+    assert_eq!(create["request_id"], "req-create");
+    assert!(chrono::DateTime::parse_from_rfc3339(&create["at"]).is_ok());
+    assert_eq!(events[0].spans["request_id"], "req-create");
+    let batch = &events[1].fields;
+    assert_eq!(
+        batch["operation"],
+        "POST /ngsi-ld/v1/entityOperations/upsert"
+    );
+    assert_eq!(
+        batch["entity_ids"],
+        r#"["urn:ngsi-ld:Building:a2", "urn:ngsi-ld:Building:a3"]"#
+    );
+    // The refusal's log line names its request.
+    let logged = log.lock().unwrap().clone();
+    let refusal = logged
+        .iter()
+        .find(|e| e.fields["message"].contains("without a bearer token"))
+        .expect("the refusal is logged");
+    assert_eq!(refusal.spans["request_id"], "req-anonymous");
+    assert_eq!(refusal.spans["path"], "/ngsi-ld/v1/entities");
+}
