@@ -9,6 +9,7 @@ pub mod entities;
 pub mod entity_maps;
 pub mod forwarding;
 pub mod housekeeping;
+pub mod join;
 pub mod query;
 pub mod registrations;
 pub mod remote_subscriptions;

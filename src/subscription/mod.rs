@@ -213,7 +213,11 @@ impl Notifier {
             if !live.throttle() {
                 continue;
             }
-            let body = notify::envelope(sub, Some(trigger.name()), vec![entity.into()], now);
+            let data = match sub.notification.join {
+                None => vec![entity.into()],
+                Some(join) => joined(broker, sub, change, entity, join).await,
+            };
+            let body = notify::envelope(sub, Some(trigger.name()), data, now);
             self.delivery.send(job(&live, body));
         }
     }
@@ -300,6 +304,39 @@ fn job(live: &Live, body: serde_json::Value) -> Job {
         tenant: sub.tenant.clone(),
         cancelled: live.deleted.clone(),
     }
+}
+
+/// The data of a notification whose subscription joins linked entities (4.5.23): the notified
+/// entity with its linked ones inline, or followed by them (flat). When the linked entities cannot
+/// be read, the entity goes alone (and the failure is logged).
+async fn joined(
+    broker: &Broker,
+    sub: &model::Subscription,
+    change: &Change,
+    mut entity: serde_json::Map<String, serde_json::Value>,
+    join: crate::service::join::Join,
+) -> Vec<serde_json::Value> {
+    use crate::service::join;
+    let Some(current) = change.after.clone().or_else(|| change.before.clone()) else {
+        return vec![entity.into()];
+    };
+    let opts = notify::options(sub);
+    let roots = [current];
+    let linked = match join::linked(broker, &change.tenant, &roots, join, &opts.projection).await {
+        Ok(linked) => linked,
+        Err(e) => {
+            tracing::warn!(subscription = %sub.record.id, error = %e,
+                "the linked entities of a notification could not be read");
+            return vec![entity.into()];
+        }
+    };
+    if join.flat {
+        let mut data = vec![entity.into()];
+        data.extend(join::flat_rest(&roots, &linked, &sub.ctx, &opts));
+        return data;
+    }
+    join::attach_inline(&mut entity, &roots[0], &linked, join.level, &sub.ctx, &opts);
+    vec![entity.into()]
 }
 
 /// Every `seconds`, notifies every entity (for a registration subscription, every registration)

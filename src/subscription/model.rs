@@ -273,6 +273,8 @@ pub struct NotificationSpec {
     pub dataset_ids: Option<HashSet<Option<String>>>,
     /// Where to send.
     pub endpoint: Endpoint,
+    /// `join`/`joinLevel`: the linked entities that go with each notified entity (4.5.23).
+    pub join: Option<crate::service::join::Join>,
 }
 
 /// A subscription compiled for matching and rendering.

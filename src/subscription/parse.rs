@@ -565,6 +565,14 @@ pub fn compile(
                     .collect()
             }),
             endpoint: endpoint(endpoint_value)?,
+            join: crate::service::join::Join::of(
+                notification.get("join").and_then(Value::as_str),
+                notification
+                    .get("joinLevel")
+                    .map(|l| l.to_string())
+                    .as_deref(),
+            )
+            .map_err(|e| bad("notification.join", e.detail))?,
         },
         ctx: notify_ctx.unwrap_or(ctx),
         notify_context,

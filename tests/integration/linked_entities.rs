@@ -235,3 +235,66 @@ async fn a_subscription_follows_linked_entity_paths_as_they_stand_at_each_change
     let n = rx.next(5).await;
     assert_eq!(n.entity()["id"], "urn:ngsi-ld:Vehicle:ok", "{}", n.body);
 }
+
+#[actix_web::test]
+async fn notifications_carry_linked_entities_inline_or_flat_as_the_subscription_joins() {
+    use common::receiver::Receiver;
+    let s = TestServer::start().await;
+    let city = json!({"id": "urn:ngsi-ld:City:Paris", "type": "City",
+        "name": {"type": "Property", "value": "Paris"}});
+    assert_eq!(s.create(&city).await.status(), 201);
+    let mut receivers = Vec::new();
+    for join in ["inline", "flat"] {
+        let rx = Receiver::ok().await;
+        let sub = json!({"id": format!("urn:ngsi-ld:Subscription:join-{join}"),
+            "type": "Subscription", "entities": [{"type": "Building"}],
+            "notificationTrigger": ["entityCreated"],
+            "notification": {"endpoint": {"uri": rx.url}, "join": join, "joinLevel": 1}});
+        let r = s
+            .send(
+                reqwest::Method::POST,
+                "/subscriptions",
+                "application/json",
+                &sub,
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        receivers.push(rx);
+    }
+    let building = json!({"id": "urn:ngsi-ld:Building:eiffel", "type": "Building",
+        "locatedAt": {"type": "Relationship", "object": "urn:ngsi-ld:City:Paris"}});
+    assert_eq!(s.create(&building).await.status(), 201);
+    let inline = receivers[0].next(5).await;
+    let data = inline.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{}", inline.body);
+    assert_eq!(
+        data[0]["locatedAt"]["entity"]["name"]["value"], "Paris",
+        "{}",
+        inline.body
+    );
+    let flat = receivers[1].next(5).await;
+    let ids: Vec<&str> = flat.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["urn:ngsi-ld:Building:eiffel", "urn:ngsi-ld:City:Paris"],
+        "{}",
+        flat.body
+    );
+    // A join that is neither inline, flat nor @none is refused.
+    let bad = json!({"type": "Subscription", "entities": [{"type": "Building"}],
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/n"}, "join": "deep"}});
+    let r = s
+        .send(
+            reqwest::Method::POST,
+            "/subscriptions",
+            "application/json",
+            &bad,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}
