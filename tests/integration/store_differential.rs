@@ -8,8 +8,8 @@
 //! on its own: the rows its WHERE clause selects must include every match, and be exactly the
 //! matches when it says it is exact.
 //!
-//! Runs against `TWINLINK_TEST_DATABASE_URL` (scripts/test.sh sets it); without it the test is
-//! skipped, except under `CI=true`, where it fails. Seeded: the seed is printed, and
+//! Runs on a new database copied from the test database (`common::new_database`; scripts/test.sh
+//! starts it), kept when the test fails. Seeded: the seed is printed, and
 //! `TWINLINK_DIFF_SEED` replays it; `TWINLINK_DIFF_ENTITIES` and `TWINLINK_DIFF_QUERIES` change the
 //! size.
 
@@ -712,34 +712,6 @@ fn random_case(rng: &mut Rng, ctx: &ActiveContext, ids: &[String], locations: &[
 
 // ---- the test ----
 
-/// A new empty database copied from the one of `TWINLINK_TEST_DATABASE_URL` (which has PostGIS
-/// installed and nobody connected), with its name; None (the test is skipped) without that
-/// variable, outside CI.
-async fn fresh_database() -> Option<(String, String, String)> {
-    let Ok(template_url) = std::env::var("TWINLINK_TEST_DATABASE_URL") else {
-        crate::common::service_missing(
-            "store_differential",
-            "TWINLINK_TEST_DATABASE_URL is not set",
-        );
-        return None;
-    };
-    let (base, template) = template_url
-        .rsplit_once('/')
-        .expect("database URL ends in /<db>");
-    let name = format!("tl_{}", uuid::Uuid::new_v4().simple());
-    let admin = admin_client(base).await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-        .await
-        .expect("create a test database");
-    Some((format!("{base}/{name}"), base.to_string(), name))
-}
-
-async fn admin_client(base: &str) -> tokio_postgres::Client {
-    let client = common::sql_client(&format!("{base}/postgres")).await;
-    client
-}
-
 fn context() -> ActiveContext {
     let ctx = json!({
         "@vocab": NS,
@@ -775,9 +747,7 @@ fn describe(case: &Case, what: &str, expected: &[&str], got: &[&str], all: &[Ent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_stores_and_the_evaluator_agree() {
-    let Some((url, base, db_name)) = fresh_database().await else {
-        return;
-    };
+    let url = common::new_database().await;
     // scripts/test.sh runs the suite twice (embedded, then TWINLINK_TEST_STORE=postgres); the second
     // run is a smaller one with another seed.
     let second_pass = std::env::var("TWINLINK_TEST_STORE").as_deref() == Ok("postgres");
@@ -923,14 +893,11 @@ async fn both_stores_and_the_evaluator_agree() {
     drop((embedded, postgres));
     let failures = tally.failures;
     if failures.is_empty() {
-        let admin = admin_client(&base).await;
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-            .await;
+        common::drop_database(&url);
     }
     assert!(
         failures.is_empty(),
-        "seed {seed} (TWINLINK_DIFF_SEED={seed}); database {db_name} kept; {} failure(s):\n{}",
+        "seed {seed} (TWINLINK_DIFF_SEED={seed}); database {url} kept; {} failure(s):\n{}",
         failures.len(),
         failures.join("\n\n")
     );

@@ -996,11 +996,7 @@ async fn batch_writes_and_tenants_notify_through_the_same_path() {
 
 #[actix_web::test]
 async fn mqtt_notifications_with_both_versions_and_qos() {
-    let Ok(broker_url) = std::env::var("TWINLINK_TEST_MQTT_URL") else {
-        panic!("TWINLINK_TEST_MQTT_URL is needed (scripts/services.sh env sets it)");
-    };
-    let u = url::Url::parse(&broker_url).unwrap();
-    let (host, port) = (u.host_str().unwrap().to_string(), u.port().unwrap_or(1883));
+    let (host, port) = common::services::mqtt_host_port();
     let s = TestServer::start().await;
     let cases = [
         ("v3q0", None, "0"),
