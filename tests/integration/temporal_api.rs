@@ -419,6 +419,26 @@ async fn queries_page_entities_and_cut_instances_with_content_range() {
 }
 
 /// The normalized temporal representation of an entity.
+/// Creates a temporal entity (5.6.11): 201.
+async fn create_temporal(s: &TestServer, body: &Value) {
+    let r = s
+        .send(Method::POST, "/temporal/entities", "application/json", body)
+        .await;
+    assert_status(r, 201).await;
+}
+
+/// Deletes a temporal entity (5.6.16), then finds it gone from both representations: its
+/// temporal retrieval and a second deletion are 404, and so is the entity.
+async fn delete_temporal_entity(s: &TestServer, id: &str) {
+    let path = format!("/temporal/entities/{id}");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    for method in [Method::GET, Method::DELETE] {
+        let r = s.req(method, &path).send().await.unwrap();
+        assert_problem(r, 404, "ResourceNotFound").await;
+    }
+    s.assert_absent(id).await;
+}
+
 async fn all(s: &TestServer, id: &str) -> Value {
     get(s, &format!("/temporal/entities/{id}")).await.2
 }
@@ -436,17 +456,7 @@ async fn provision_deletes_and_patches_attributes_and_instances() {
         "id": id, "type": "Sensor",
         "temperature": model.iter().map(instance_json).collect::<Vec<_>>(),
     });
-    assert_status(
-        s.send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await,
-        201,
-    )
-    .await;
+    create_temporal(&s, &body).await;
     let temps = |b: &Value| pairs(&b["temperature"]);
 
     // Posting the representation again changes nothing but the values given anew.
@@ -533,15 +543,7 @@ async fn provision_deletes_and_patches_attributes_and_instances() {
         .await;
     assert_no_content(r).await;
     assert_eq!(temps(&all(&s, &id).await).len(), 2);
-    let path = format!("/temporal/entities/{id}");
-    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
-    assert_problem(
-        s.req(Method::GET, &path).send().await.unwrap(),
-        404,
-        "ResourceNotFound",
-    )
-    .await;
-    s.assert_absent(&id).await;
+    delete_temporal_entity(&s, &id).await;
 }
 
 #[actix_web::test]
@@ -549,17 +551,7 @@ async fn bad_temporal_parameters_are_400_bad_request_data_with_a_reason() {
     let s = TestServer::start().await;
     let body = json!({"id": sensor_id(0), "type": "Sensor",
         "temperature": {"type": "Property", "value": 1, "observedAt": "2024-03-01T00:00:00Z"}});
-    assert_status(
-        s.send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await,
-        201,
-    )
-    .await;
+    create_temporal(&s, &body).await;
     let id = sensor_id(0);
     for (query, reason) in [
         ("timerel=after", "timeAt"),
@@ -627,15 +619,7 @@ async fn a_cut_response_covers_one_time_range_for_all_attributes_of_an_entity() 
         "fuel": series(day2, 9),
         "level": series(day1 + Duration::minutes(2), 9),
     });
-    let r = s
-        .send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await;
-    assert_status(r, 201).await;
+    create_temporal(&s, &body).await;
     let minutes = |start: DateTime<Utc>, range: std::ops::Range<i64>| -> Vec<String> {
         range.map(|m| iso(start + Duration::minutes(m))).collect()
     };
@@ -1206,15 +1190,7 @@ async fn temporal_provision_commits_the_entity_its_history_and_its_change_togeth
     let at = |i: i64| iso(base() + Duration::minutes(i));
     let instance = |i: i64| json!({"type": "Property", "value": i, "observedAt": at(i)});
     let body = json!({"id": id, "type": "Sensor", "temperature": [instance(1), instance(2)]});
-    let r = s
-        .send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await;
-    assert_status(r, 201).await;
+    create_temporal(&s, &body).await;
     // The current state takes the latest instance, and the change is notified.
     assert_eq!(rx.next(10).await.entity()["temperature"]["value"], 2);
     if let Some(url) = &s.database_url {
@@ -1252,15 +1228,7 @@ async fn temporal_provision_commits_the_entity_its_history_and_its_change_togeth
     }
 
     // Deleting the temporal entity removes the state and the whole history; then it is gone.
-    let path = format!("/temporal/entities/{id}");
-    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
-    assert_problem(
-        s.req(Method::DELETE, &path).send().await.unwrap(),
-        404,
-        "ResourceNotFound",
-    )
-    .await;
-    s.assert_absent(&id).await;
+    delete_temporal_entity(&s, &id).await;
     if let Some(url) = &s.database_url {
         let left: i64 = common::sql_client(url)
             .await
