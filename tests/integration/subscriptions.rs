@@ -1239,28 +1239,19 @@ async fn entity_selectors_of_subscriptions_are_read_as_those_of_queries() {
         json!([{"type": "Room", "idPattern": "a**"}]),
     ] {
         let query = json!({"type": "Query", "entities": bad});
-        let r = s
-            .send(
-                reqwest::Method::POST,
-                "/entityOperations/query",
-                "application/json",
-                &query,
-            )
-            .await;
-        assert_problem(r, 400, "BadRequestData").await;
-        let body = sub(
+        let subscription = sub(
             "urn:ngsi-ld:Subscription:bad",
             &rx.url,
             json!({"entities": bad}),
         );
-        let r = s
-            .send(
-                reqwest::Method::POST,
-                "/subscriptions",
-                "application/json",
-                &body,
-            )
-            .await;
-        assert_problem(r, 400, "BadRequestData").await;
+        for (path, body) in [
+            ("/entityOperations/query", query),
+            ("/subscriptions", subscription),
+        ] {
+            let r = s
+                .send(reqwest::Method::POST, path, "application/json", &body)
+                .await;
+            assert_problem(r, 400, "BadRequestData").await;
+        }
     }
 }

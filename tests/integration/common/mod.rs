@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod receiver;
+pub mod rng;
 pub mod services;
 
 use serde_json::Value;
