@@ -5,7 +5,7 @@
 #
 #   scripts/readme-examples.sh
 #
-#   TWINLINK_BIN            broker binary (default: target/debug/twinlink, built first with cargo)
+#   TWINLINK_BIN            broker binary (default: cargo's debug build, built first)
 #   TWINLINK_TEST_MQTT_URL  mqtt://host:port of a Mosquitto for the MQTT example (scripts/test.sh
 #                           starts one and sets it); without it, or without mosquitto_pub (Debian
 #                           package mosquitto-clients), the script fails: no example is skipped
@@ -49,9 +49,12 @@ done <<<"$block"
 if [[ -n "${TWINLINK_BIN:-}" ]]; then
     bin="$TWINLINK_BIN"
 else
-    # Always: a no-op when the binary is up to date, and never a stale binary.
+    # Always: a no-op when the binary is up to date, and never a stale binary. Where cargo puts it
+    # (CARGO_TARGET_DIR, a configured target-dir) is cargo's to say.
     cargo build --bin twinlink
-    bin=target/debug/twinlink
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    bin="$target_dir/debug/twinlink"
 fi
 [[ -x "$bin" ]] || die "no broker binary at $bin"
 
