@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod ld;
 pub mod model;
 pub mod query;
+pub mod retry;
 pub mod server;
 pub mod service;
 pub mod store;

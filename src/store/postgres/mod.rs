@@ -19,6 +19,7 @@ use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{AttrKind, Entity};
 use crate::query::geo::LOCATION;
 use crate::query::EntityQuery;
+use crate::retry::Backoff;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::future::{try_join, try_join3, try_join4, try_join_all};
@@ -51,10 +52,10 @@ pub struct PgStore {
     cache: cache::EntityCache,
 }
 
-/// Applies migrations, retrying with exponential backoff (capped at 5 s) while the database is
+/// Applies migrations, retrying with backoff ([`Backoff::reconnect`]) while the database is
 /// unreachable; gives up after `max_attempts` when given.
 async fn migrate_with_retry(pool: &Pool, max_attempts: Option<u32>) -> Result<(), String> {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::reconnect();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -66,9 +67,9 @@ async fn migrate_with_retry(pool: &Pool, max_attempts: Option<u32>) -> Result<()
                 return Ok(());
             }
             Err(e) if max_attempts.is_none_or(|max| attempt < max) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(attempt, error = %e, "PostgreSQL not ready; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(format!("PostgreSQL stayed unreachable: {e}")),
         }
@@ -447,7 +448,7 @@ async fn execute_if(
 }
 
 impl PgStore {
-    /// Connects and migrates, retrying with backoff (a log line per attempt) for up to about two
+    /// Connects and migrates, retrying with backoff (a log line per attempt) for two to four
     /// minutes while the database is unreachable; used where the caller needs the database now.
     pub async fn connect(url: &str, max_size: usize) -> Result<PgStore, String> {
         let store = Self::with_pool(url, max_size)?;
