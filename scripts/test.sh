@@ -7,7 +7,8 @@
 # 1. installs/starts private PostgreSQL 15 + PostGIS and Mosquitto
 #    (scripts/services.sh; state, data and logs in $TWINLINK_TEST_STATE,
 #    default <repo>/target/test-services) and exports
-#    TWINLINK_TEST_DATABASE_URL and TWINLINK_TEST_MQTT_URL;
+#    TWINLINK_TEST_DATABASE_URL and TWINLINK_TEST_MQTT_URL (a test that needs a service fails
+#    without it, never skips: tests/integration/common/services.rs);
 # 2. cargo fmt --check, cargo clippy -D warnings, the README's examples
 #    (scripts/readme-examples.sh), doc tests (if there is a lib);
 # 3. cargo nextest run (or cargo test if cargo-nextest is missing), last, so
@@ -22,8 +23,6 @@ cd "$REPO_ROOT"
 # A one-off build gains nothing from incremental compilation, whose caches take a GB or more of disk
 # (set CARGO_INCREMENTAL=1 to keep them for repeated local runs).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-# Every test service is started below: a test that finds one missing fails instead of skipping.
-export TWINLINK_REQUIRE_SERVICES=1
 # The whole run (build and test databases) took 1.7 GB at most in a fresh clone; say so early when short.
 free_kb="$(df -Pk . | awk 'NR == 2 {print $4}')"
 echo "==> free disk: $((free_kb / 1024)) MB"

@@ -14,6 +14,7 @@ pub mod ld;
 pub mod model;
 pub mod outbound;
 pub mod query;
+pub mod retry;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -691,23 +691,13 @@ pub async fn partial_update_attr(
     let w = read_write(&req, payload, &broker, true, &["local", "type"]).await?;
     let target = target(&req, &w.info, &w.ctx)?;
     let (name, iri) = path_attr(&req, &w.ctx)?;
-    let local = async {
-        let id = &target.id;
-        let entity = broker.retrieve_entity(&target).await?;
-        let kind = entity
-            .attrs
-            .get(&iri)
-            .and_then(|i| i.first())
-            .map(|a| a.kind)
-            .ok_or_else(|| {
-                NgsiError::not_found(format!("entity '{id}' has no attribute '{name}'"))
-            })?;
-        let instances = Reader::new(&w.ctx, Utc::now(), Nulls::Delete)
-            .attribute_fragment(kind, &name, &iri, &w.body)?;
-        broker
-            .partial_update_attr(&target, &iri, instances, Utc::now())
-            .await
-    };
+    let local = broker.partial_update_attr(
+        &target,
+        (&name, &iri),
+        w.body.clone(),
+        w.ctx.clone(),
+        Utc::now(),
+    );
     let spread = broker
         .attribute_write_distributed(
             &target,

@@ -272,39 +272,40 @@ fn link_context(req: &HttpRequest) -> NgsiResult<Option<String>> {
     Ok(None)
 }
 
+/// Picks the offer the Accept header prefers. The header (every Accept line of the request) is
+/// parsed by actix-web's typed `Accept` header; which offer it prefers is ours to say, since
+/// actix-web ranks the client's ranges but does not match them against offers.
 fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accepted> {
-    let header = match req.headers().get("Accept").map(|h| h.to_str()) {
-        None => return Ok(offers[0]),
-        Some(Ok(h)) if h.trim().is_empty() => return Ok(offers[0]),
-        Some(Ok(h)) => h,
-        Some(Err(_)) => return Err(NgsiError::invalid("the Accept header is not text")),
-    };
-    let ranges: Vec<(String, f32)> = header
-        .split(',')
-        .map(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or("").to_ascii_lowercase();
-            let q = parts
-                .find_map(|p| p.strip_prefix("q="))
-                .and_then(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (media, q)
-        })
-        .collect();
-    // Each offer takes the weight of the most specific range matching it (RFC 9110 12.5.1); ties go
-    // to the order of `offers`, which lists the spec's preference.
-    let weight = |offer: Accepted| -> f32 {
+    use actix_web::http::header::{Accept, Header, Quality, ACCEPT};
+    use actix_web::mime;
+    let not_text = || NgsiError::invalid("the Accept header is not text");
+    let lines: Vec<&str> = req
+        .headers()
+        .get_all(ACCEPT)
+        .map(|h| h.to_str())
+        .collect::<Result<_, _>>()
+        .map_err(|_| not_text())?;
+    if lines.iter().all(|l| l.trim().is_empty()) {
+        return Ok(offers[0]);
+    }
+    let header = lines.join(", ");
+    let ranges = Accept::parse(req).map_err(|_| not_text())?.0;
+    // Each offer takes the quality of the most specific range matching it (RFC 9110 12.5.1); ties
+    // go to the order of `offers`, which lists the spec's preference.
+    let quality = |offer: Accepted| -> Quality {
         let media = offer.media_type();
-        let exact = ranges.iter().find(|(m, _)| m == media);
-        let sub = ranges.iter().find(|(m, _)| m == "application/*");
-        let any = ranges.iter().find(|(m, _)| m == "*/*");
-        exact.or(sub).or(any).map_or(0.0, |(_, q)| *q)
+        let exact = ranges.iter().find(|r| r.item.essence_str() == media);
+        let sub = ranges
+            .iter()
+            .find(|r| r.item.type_() == mime::APPLICATION && r.item.subtype() == mime::STAR);
+        let any = ranges.iter().find(|r| r.item.type_() == mime::STAR);
+        exact.or(sub).or(any).map_or(Quality::ZERO, |r| r.quality)
     };
-    let mut best: Option<(Accepted, f32)> = None;
+    let mut best: Option<(Accepted, Quality)> = None;
     for offer in offers {
-        let w = weight(*offer);
-        if w > 0.0 && best.is_none_or(|(_, bw)| w > bw) {
-            best = Some((*offer, w));
+        let q = quality(*offer);
+        if q > Quality::ZERO && best.is_none_or(|(_, bq)| q > bq) {
+            best = Some((*offer, q));
         }
     }
     best.map(|(o, _)| o).ok_or_else(|| {

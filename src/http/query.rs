@@ -195,7 +195,7 @@ pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Entit
         attrs: attribute_names("attrs", info.list("attrs")?, ctx)?,
         q: info
             .param("q")
-            .map(|q| parse_q(q, info.list("expandValues")?, ctx))
+            .map(|q| query::json::parse_q(q, info.list("expandValues")?, ctx))
             .transpose()?,
         geo: geo_from_params(info, ctx)?,
         scope: info.param("scopeQ").map(query::parse_scope).transpose()?,
@@ -277,42 +277,6 @@ fn order_from_body(
         collation: string("collation")?,
     };
     query::order::parse(&text, ctx)
-}
-
-/// Parses q with the attributes `expandValues` names (4.9, 6.4.3.2).
-fn parse_q(
-    text: &str,
-    expand_values: Option<Vec<String>>,
-    ctx: &ActiveContext,
-) -> NgsiResult<query::q::QExpr> {
-    let mut q = query::q::parse(text, ctx)?;
-    let attrs: Vec<String> = expand_values
-        .unwrap_or_default()
-        .iter()
-        .map(|a| ctx.expand(a).into_owned())
-        .collect();
-    q.expand_values(&attrs);
-    Ok(q)
-}
-
-/// A body member that is a comma-separated string or an array of strings.
-fn string_list(value: Option<&Value>) -> NgsiResult<Option<Vec<String>>> {
-    match value {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.split(',').map(str::to_string).collect())),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str().map(str::to_string).ok_or_else(|| {
-                    NgsiError::bad_data(format!("expected a list of strings, found {i}"))
-                })
-            })
-            .collect::<NgsiResult<_>>()
-            .map(Some),
-        Some(other) => Err(NgsiError::bad_data(format!(
-            "expected a string or a list of strings, found {other}"
-        ))),
-    }
 }
 
 /// The attribute names of a list parameter (`param`, for the error), expanded; `id` and `type`
@@ -455,33 +419,10 @@ pub fn query_from_body(
             )));
         }
     }
-    let text = |name: &str| -> NgsiResult<Option<&str>> {
-        match obj.get(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(NgsiError::bad_data(format!(
-                "the query's {name} must be a string, not {other}"
-            ))),
-        }
-    };
-    let mut selectors = Vec::new();
     if obj.contains_key("temporalQ") {
         return Err(NgsiError::bad_data(
             "temporalQ belongs to the temporal query (/temporal/entityOperations/query)",
         ));
-    }
-    if let Some(entities) = obj.get("entities") {
-        let list = entities
-            .as_array()
-            .filter(|l| !l.is_empty())
-            .ok_or_else(|| {
-                NgsiError::bad_data(
-                    "the query's entities must be a non-empty array of EntitySelectors",
-                )
-            })?;
-        for item in list {
-            selectors.push(selector(item, ctx)?);
-        }
     }
     let attrs = match obj.get("attrs") {
         None => Vec::new(),
@@ -501,19 +442,10 @@ pub fn query_from_body(
             )))
         }
     };
-    let geo = obj
-        .get("geoQ")
-        .map(|g| query::geo::from_json(g, ctx))
-        .transpose()?;
     let query = EntityQuery {
-        selectors,
         attrs,
-        q: text("q")?
-            .map(|q| parse_q(q, string_list(obj.get("expandValues"))?, ctx))
-            .transpose()?,
-        geo,
-        scope: text("scopeQ")?.map(query::parse_scope).transpose()?,
         order: order_from_body(obj.get("ordering"), ctx)?,
+        ..query::json::selection(obj, ctx)?
     };
     Ok((query, obj.clone()))
 }
@@ -564,50 +496,6 @@ pub async fn post_query(
 ) -> NgsiResult<HttpResponse> {
     let read = read_post_query(&req, payload, &broker, POST_QUERY_PARAMS).await?;
     answer(&req, &broker, read).await
-}
-
-/// Reads one EntitySelector (5.2.33): `type` is required; `id` a URI or an array of URIs.
-fn selector(item: &Value, ctx: &ActiveContext) -> NgsiResult<Selector> {
-    let string = |k: &str| -> NgsiResult<Option<&str>> {
-        match item.get(k) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(NgsiError::bad_data(format!(
-                "an EntitySelector's {k} must be a string, not {other}"
-            ))),
-        }
-    };
-    let ids: Vec<String> = match item.get("id") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str().map(str::to_string).ok_or_else(|| {
-                    NgsiError::bad_data(format!(
-                        "an EntitySelector id must be a URI string, not {i}"
-                    ))
-                })
-            })
-            .collect::<NgsiResult<_>>()?,
-        Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-                "an EntitySelector's id must be a URI or an array of URIs, not {other}"
-            )))
-        }
-    };
-    for id in &ids {
-        crate::model::validate::uri("id", id)?;
-    }
-    let types =
-        string("type")?.ok_or_else(|| NgsiError::bad_data("an EntitySelector needs a type"))?;
-    Ok(Selector {
-        ids,
-        id_pattern: string("idPattern")?
-            .map(query::parse_id_pattern)
-            .transpose()?,
-        types: query::parse_types(types, ctx)?,
-    })
 }
 
 /// What a parameter of a pagination link escapes: only what would end or change the parameter, so

@@ -10,6 +10,7 @@
 
 use super::topics::{Route, Scheme, Target};
 use crate::error::{ErrorKind, NgsiError};
+use crate::retry::Backoff;
 use crate::service::batch::{BatchItem, BatchOp, UpsertMode};
 use crate::service::Broker;
 use crate::telemetry::audit;
@@ -96,11 +97,11 @@ pub fn start(broker: Arc<Broker>) -> Result<Arc<IngestStats>, String> {
     let subscriber = client.clone();
     let url = url.to_string();
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::reconnect();
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    delay = Duration::from_millis(200);
+                    backoff.reset();
                     tracing::info!(%url, session_present = ack.session_present, "MQTT ingestion connected");
                     for filter in scheme.filters() {
                         if let Err(e) = subscriber.subscribe(filter.clone(), QoS::AtLeastOnce).await
@@ -116,9 +117,9 @@ pub fn start(broker: Arc<Broker>) -> Result<Arc<IngestStats>, String> {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     tracing::warn!(%url, error = %e, "MQTT ingestion disconnected; reconnecting in {delay:?}");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -213,7 +214,7 @@ impl Writer {
         ops: &[(BatchOp, BatchItem)],
         now: chrono::DateTime<Utc>,
     ) -> crate::service::batch::BatchResult {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::reconnect();
         loop {
             let result = self.broker.batch_ops(tenant, ops_clone(ops), now).await;
             let unavailable = result
@@ -223,9 +224,9 @@ impl Writer {
             if !unavailable {
                 return result;
             }
+            let delay = backoff.next_delay();
             tracing::warn!(%tenant, "the store is unavailable; MQTT messages wait (not acknowledged), retrying in {delay:?}");
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -10,16 +10,6 @@ use crate::model::NameMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-const GEOMETRY_TYPES: [&str; 7] = [
-    "Point",
-    "MultiPoint",
-    "LineString",
-    "MultiLineString",
-    "Polygon",
-    "MultiPolygon",
-    "GeometryCollection",
-];
-
 /// The core attributes that are GeoProperties by definition.
 const GEO_ATTRIBUTES: [&str; 3] = [
     "https://uri.etsi.org/ngsi-ld/location",
@@ -658,7 +648,7 @@ impl<'v> Members<'v> {
 fn is_geometry(obj: &Map<String, Value>) -> bool {
     obj.get("type")
         .and_then(Value::as_str)
-        .is_some_and(|t| GEOMETRY_TYPES.contains(&t))
+        .is_some_and(|t| validate::GEOMETRY_TYPES.contains(&t))
         && (obj.contains_key("coordinates") || obj.contains_key("geometries"))
 }
 

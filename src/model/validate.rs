@@ -3,7 +3,10 @@
 
 use crate::error::{NgsiError, NgsiResult};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use geojson::{GeometryValue, Position};
+use geo::{
+    Coord, Geometry, GeometryCollection, LineString, MultiLineString, MultiPoint, MultiPolygon,
+    Point, Polygon,
+};
 use serde_json::Value;
 use std::sync::LazyLock;
 
@@ -147,72 +150,197 @@ pub fn date_time(what: &str, text: &str) -> NgsiResult<DateTime<Utc>> {
     )))
 }
 
-/// Checks that `value` is a GeoJSON geometry NGSI-LD accepts, with positions in range and rings
-/// closed.
+/// The GeoJSON geometry types (RFC 7946 3.1) a GeoProperty may hold.
+pub const GEOMETRY_TYPES: [&str; 7] = [
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+];
+
+/// The geometry types given by coordinates: all but GeometryCollection, the ones a geo-query
+/// takes (clause 4.10).
+const COORDINATE_GEOMETRY_TYPES: &[&str] = GEOMETRY_TYPES.split_last().expect("not empty").1;
+
+/// Checks that `value` is a GeoJSON geometry object NGSI-LD accepts (see [`geometry_of_type`];
+/// a GeometryCollection's geometries each).
 pub fn geometry(what: &str, value: &Value) -> NgsiResult<()> {
-    let bad =
-        |why: String| NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"));
-    // Deserialized from the borrowed value: no copy of the coordinates.
-    let geometry = <geojson::Geometry as serde::Deserialize>::deserialize(value)
-        .map_err(|e| bad(e.to_string()))?;
-    check_geometry(&geometry.value).map_err(bad)
+    geometry_object(value).map(drop).map_err(|why| {
+        NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"))
+    })
 }
 
-fn check_geometry(value: &GeometryValue) -> Result<(), String> {
-    use GeometryValue as G;
-    match value {
-        G::Point { coordinates } => position(coordinates),
-        G::MultiPoint { coordinates } => coordinates.iter().try_for_each(position),
-        G::LineString { coordinates } => line(coordinates),
-        G::MultiLineString { coordinates } => coordinates.iter().try_for_each(|l| line(l)),
-        G::Polygon { coordinates } => polygon(coordinates),
-        G::MultiPolygon { coordinates } => coordinates.iter().try_for_each(|p| polygon(p)),
-        G::GeometryCollection { geometries } => {
-            geometries.iter().try_for_each(|g| check_geometry(&g.value))
+fn geometry_object(value: &Value) -> Result<Geometry<f64>, String> {
+    let Value::Object(obj) = value else {
+        return Err(format!("it must be a JSON object, not {value}"));
+    };
+    let geometry_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "it has no type member naming the geometry".to_string())?;
+    if geometry_type == "GeometryCollection" {
+        let Some(Value::Array(members)) = obj.get("geometries") else {
+            return Err("a GeometryCollection needs an array of geometries".into());
+        };
+        return members
+            .iter()
+            .map(geometry_object)
+            .collect::<Result<_, _>>()
+            .map(|g| Geometry::GeometryCollection(GeometryCollection(g)));
+    }
+    let coords = obj
+        .get("coordinates")
+        .ok_or_else(|| format!("the {geometry_type} has no coordinates member"))?;
+    geometry_of_type(geometry_type, coords)
+}
+
+/// Reads a geometry given as its GeoJSON type and coordinates (a geo-query, a reference point of
+/// distance ordering, the coordinates of a GeoJSON object): positions of 2 or 3 numbers within
+/// longitude -180..180 and latitude -90..90, LineStrings of 2 positions or more, Polygon rings
+/// closed and of 4 positions or more, Multi- geometries not empty. The one geometry reader of the
+/// broker; the message says what is wrong, and where.
+pub fn geometry_of_type(geometry_type: &str, coords: &Value) -> Result<Geometry<f64>, String> {
+    let g = match geometry_type {
+        "Point" => Geometry::Point(Point(position(coords, "the Point")?)),
+        "MultiPoint" => Geometry::MultiPoint(MultiPoint(
+            positions(coords, 1, "the MultiPoint")?
+                .into_iter()
+                .map(Point)
+                .collect(),
+        )),
+        "LineString" => Geometry::LineString(line_string(coords, "the LineString")?),
+        "MultiLineString" => {
+            let lines = non_empty_array(coords, "the MultiLineString", "LineStrings")?;
+            Geometry::MultiLineString(MultiLineString(
+                lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| line_string(l, &format!("LineString {i} of the MultiLineString")))
+                    .collect::<Result<_, _>>()?,
+            ))
         }
+        "Polygon" => Geometry::Polygon(polygon(coords, "the Polygon")?),
+        "MultiPolygon" => {
+            let polygons = non_empty_array(coords, "the MultiPolygon", "Polygons")?;
+            Geometry::MultiPolygon(MultiPolygon(
+                polygons
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| polygon(p, &format!("Polygon {i} of the MultiPolygon")))
+                    .collect::<Result<_, _>>()?,
+            ))
+        }
+        other => {
+            let hint = COORDINATE_GEOMETRY_TYPES
+                .iter()
+                .find(|t| t.eq_ignore_ascii_case(other))
+                .map(|t| format!(" (did you mean {t}?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "geometry '{other}' is not supported{hint}; it must be one of {}",
+                COORDINATE_GEOMETRY_TYPES.join(", ")
+            ));
+        }
+    };
+    Ok(g)
+}
+
+fn non_empty_array<'a>(v: &'a Value, what: &str, items: &str) -> Result<&'a Vec<Value>, String> {
+    match v {
+        Value::Array(a) if !a.is_empty() => Ok(a),
+        Value::Array(_) => Err(format!(
+            "the coordinates of {what} are empty; it needs at least one of its {items}"
+        )),
+        other => Err(format!(
+            "the coordinates of {what} must be an array of {items}, not {other}"
+        )),
     }
 }
 
-fn position(p: &Position) -> Result<(), String> {
-    let p = p.as_slice();
-    if !(2..=3).contains(&p.len()) {
+fn position(v: &Value, what: &str) -> Result<Coord<f64>, String> {
+    let Value::Array(items) = v else {
         return Err(format!(
-            "a position has {} numbers; it needs 2 (longitude, latitude) or 3",
-            p.len()
+            "{what}: a position must be an array [longitude, latitude], not {v}"
+        ));
+    };
+    let numbers: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
+    let Some(numbers) = numbers.filter(|n| (2..=3).contains(&n.len())) else {
+        return Err(format!(
+            "{what}: a position must be 2 or 3 numbers [longitude, latitude(, altitude)], not {v}"
+        ));
+    };
+    let (lon, lat) = (numbers[0], numbers[1]);
+    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!(
+            "{what}: the position {v} has longitude {lon}, outside -180..180"
         ));
     }
-    if !p.iter().all(|v| v.is_finite())
-        || !(-180.0..=180.0).contains(&p[0])
-        || !(-90.0..=90.0).contains(&p[1])
-    {
+    if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
         return Err(format!(
-            "the position {p:?} is outside longitude -180..180 / latitude -90..90"
+            "{what}: the position {v} has latitude {lat}, outside -90..90"
         ));
     }
-    Ok(())
+    Ok(Coord { x: lon, y: lat })
 }
 
-fn line(l: &[Position]) -> Result<(), String> {
-    if l.len() < 2 {
-        return Err("a LineString needs at least 2 positions".into());
+fn positions(v: &Value, min: usize, what: &str) -> Result<Vec<Coord<f64>>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "the coordinates of {what} must be an array of positions, not {v}"
+        ));
+    };
+    if items.len() < min {
+        return Err(format!(
+            "{what} has {} position(s); it needs at least {min}",
+            items.len()
+        ));
     }
-    l.iter().try_for_each(position)
+    items.iter().map(|p| position(p, what)).collect()
 }
 
-fn polygon(rings: &[Vec<Position>]) -> Result<(), String> {
-    if rings.is_empty() {
-        return Err("a Polygon needs at least one ring".into());
-    }
-    for ring in rings {
-        if ring.len() < 4 {
-            return Err("a Polygon ring needs at least 4 positions".into());
+fn line_string(v: &Value, what: &str) -> Result<LineString<f64>, String> {
+    Ok(LineString(positions(v, 2, what)?))
+}
+
+fn polygon(v: &Value, what: &str) -> Result<Polygon<f64>, String> {
+    let rings = non_empty_array(v, what, "linear rings")?;
+    let mut out = Vec::with_capacity(rings.len());
+    for (i, ring) in rings.iter().enumerate() {
+        let name = if i == 0 {
+            format!("the exterior ring of {what}")
+        } else {
+            format!("hole {i} of {what}")
+        };
+        let coords = positions(ring, 4, &name)?;
+        let items = ring.as_array().map(Vec::as_slice).unwrap_or_default();
+        let (first, last) = (&items[0], &items[items.len() - 1]);
+        let same = |a: &Value, b: &Value| {
+            let a: Vec<f64> = a
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
+            let b: Vec<f64> = b
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
+            a == b
+        };
+        if !same(first, last) {
+            return Err(format!(
+                "{name} is not closed: it starts at {first} but ends at {last}"
+            ));
         }
-        if ring.first().map(Position::as_slice) != ring.last().map(Position::as_slice) {
-            return Err("a Polygon ring must end where it starts".into());
-        }
-        ring.iter().try_for_each(position)?;
+        out.push(LineString(coords));
     }
-    Ok(())
+    let exterior = out.remove(0);
+    Ok(Polygon::new(exterior, out))
 }
 
 #[cfg(test)]
@@ -262,5 +390,15 @@ mod tests {
             &json!({"type": "LineString", "coordinates": [[0,0]]})
         )
         .is_err());
+        let point = json!({"type": "Point", "coordinates": [2.3, 48.8]});
+        let collection = json!({"type": "GeometryCollection", "geometries": [point, closed]});
+        assert!(geometry("location", &collection).is_ok());
+        let collection = json!({"type": "GeometryCollection", "geometries": [point, open]});
+        let why = geometry("location", &collection).unwrap_err().detail;
+        assert!(why.contains("is not closed"), "{why}");
+        // A geo-query takes every geometry type but GeometryCollection.
+        assert!(geometry_of_type("GeometryCollection", &json!([])).is_err());
+        let why = geometry_of_type("point", &json!([1, 2])).unwrap_err();
+        assert!(why.contains("did you mean Point?"), "{why}");
     }
 }

@@ -31,8 +31,7 @@ use crate::ld::active::ActiveContext;
 use crate::model::{validate, AttrKind, Entity};
 use geo::{
     BoundingRect, Closest, Coord, CoordsIter, Distance, Geometry, Haversine, HaversineClosestPoint,
-    Intersects, Line, LineString, LinesIter, MultiLineString, MultiPoint, MultiPolygon, Point,
-    Polygon, Relate,
+    Intersects, Line, LinesIter, Point, Relate,
 };
 use rstar::AABB;
 use serde::Deserialize;
@@ -44,16 +43,6 @@ pub const LOCATION: &str = "https://uri.etsi.org/ngsi-ld/location";
 
 /// Metres per degree of a great circle at the haversine mean radius (6 371 008.8 m).
 pub const METRES_PER_DEGREE: f64 = 6_371_008.8 * std::f64::consts::PI / 180.0;
-
-/// The geometry types clause 4.10 allows in a geo-query.
-pub const GEOMETRY_TYPES: [&str; 6] = [
-    "Point",
-    "MultiPoint",
-    "LineString",
-    "MultiLineString",
-    "Polygon",
-    "MultiPolygon",
-];
 
 const GEORELS: &str = "near;maxDistance==<metres>, near;minDistance==<metres>, within, contains, intersects, overlaps, disjoint or equals";
 
@@ -179,7 +168,7 @@ fn build(
     geoproperty: Option<&str>,
     ctx: &ActiveContext,
 ) -> NgsiResult<GeoQuery> {
-    let geometry = query_geometry(geometry_type, &coords).map_err(bad)?;
+    let geometry = validate::geometry_of_type(geometry_type, &coords).map_err(bad)?;
     let geoproperty = match geoproperty.map(str::trim) {
         None => LOCATION.to_string(),
         Some(name) => {
@@ -314,148 +303,7 @@ pub fn reference(geometry_type: &str, coordinates: &Value) -> NgsiResult<Geometr
             )))
         }
     };
-    query_geometry(geometry_type, &coords).map_err(bad)
-}
-
-fn query_geometry(geometry_type: &str, coords: &Value) -> Result<Geometry<f64>, String> {
-    let g = match geometry_type {
-        "Point" => Geometry::Point(Point(position(coords, "the Point")?)),
-        "MultiPoint" => Geometry::MultiPoint(MultiPoint(
-            positions(coords, 1, "the MultiPoint")?
-                .into_iter()
-                .map(Point)
-                .collect(),
-        )),
-        "LineString" => Geometry::LineString(line_string(coords, "the LineString")?),
-        "MultiLineString" => {
-            let lines = non_empty_array(coords, "the MultiLineString", "LineStrings")?;
-            Geometry::MultiLineString(MultiLineString(
-                lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| line_string(l, &format!("LineString {i} of the MultiLineString")))
-                    .collect::<Result<_, _>>()?,
-            ))
-        }
-        "Polygon" => Geometry::Polygon(polygon(coords, "the Polygon")?),
-        "MultiPolygon" => {
-            let polygons = non_empty_array(coords, "the MultiPolygon", "Polygons")?;
-            Geometry::MultiPolygon(MultiPolygon(
-                polygons
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| polygon(p, &format!("Polygon {i} of the MultiPolygon")))
-                    .collect::<Result<_, _>>()?,
-            ))
-        }
-        other => {
-            let hint = GEOMETRY_TYPES
-                .iter()
-                .find(|t| t.eq_ignore_ascii_case(other))
-                .map(|t| format!(" (did you mean {t}?)"))
-                .unwrap_or_default();
-            return Err(format!(
-                "geometry '{other}' is not supported{hint}; it must be one of {}",
-                GEOMETRY_TYPES.join(", ")
-            ));
-        }
-    };
-    Ok(g)
-}
-
-fn non_empty_array<'a>(v: &'a Value, what: &str, items: &str) -> Result<&'a Vec<Value>, String> {
-    match v {
-        Value::Array(a) if !a.is_empty() => Ok(a),
-        Value::Array(_) => Err(format!(
-            "the coordinates of {what} are empty; it needs at least one of its {items}"
-        )),
-        other => Err(format!(
-            "the coordinates of {what} must be an array of {items}, not {other}"
-        )),
-    }
-}
-
-fn position(v: &Value, what: &str) -> Result<Coord<f64>, String> {
-    let Value::Array(items) = v else {
-        return Err(format!(
-            "{what}: a position must be an array [longitude, latitude], not {v}"
-        ));
-    };
-    let numbers: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
-    let Some(numbers) = numbers.filter(|n| (2..=3).contains(&n.len())) else {
-        return Err(format!(
-            "{what}: a position must be 2 or 3 numbers [longitude, latitude(, altitude)], not {v}"
-        ));
-    };
-    let (lon, lat) = (numbers[0], numbers[1]);
-    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-        return Err(format!(
-            "{what}: the position {v} has longitude {lon}, outside -180..180"
-        ));
-    }
-    if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-        return Err(format!(
-            "{what}: the position {v} has latitude {lat}, outside -90..90"
-        ));
-    }
-    Ok(Coord { x: lon, y: lat })
-}
-
-fn positions(v: &Value, min: usize, what: &str) -> Result<Vec<Coord<f64>>, String> {
-    let Value::Array(items) = v else {
-        return Err(format!(
-            "the coordinates of {what} must be an array of positions, not {v}"
-        ));
-    };
-    if items.len() < min {
-        return Err(format!(
-            "{what} has {} position(s); it needs at least {min}",
-            items.len()
-        ));
-    }
-    items.iter().map(|p| position(p, what)).collect()
-}
-
-fn line_string(v: &Value, what: &str) -> Result<LineString<f64>, String> {
-    Ok(LineString(positions(v, 2, what)?))
-}
-
-fn polygon(v: &Value, what: &str) -> Result<Polygon<f64>, String> {
-    let rings = non_empty_array(v, what, "linear rings")?;
-    let mut out = Vec::with_capacity(rings.len());
-    for (i, ring) in rings.iter().enumerate() {
-        let name = if i == 0 {
-            format!("the exterior ring of {what}")
-        } else {
-            format!("hole {i} of {what}")
-        };
-        let coords = positions(ring, 4, &name)?;
-        let items = ring.as_array().map(Vec::as_slice).unwrap_or_default();
-        let (first, last) = (&items[0], &items[items.len() - 1]);
-        let same = |a: &Value, b: &Value| {
-            let a: Vec<f64> = a
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect();
-            let b: Vec<f64> = b
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect();
-            a == b
-        };
-        if !same(first, last) {
-            return Err(format!(
-                "{name} is not closed: it starts at {first} but ends at {last}"
-            ));
-        }
-        out.push(LineString(coords));
-    }
-    let exterior = out.remove(0);
-    Ok(Polygon::new(exterior, out))
+    validate::geometry_of_type(geometry_type, &coords).map_err(bad)
 }
 
 // ---- entity geometries ----

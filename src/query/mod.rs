@@ -5,6 +5,7 @@
 
 pub mod boolean;
 pub mod geo;
+pub mod json;
 pub mod order;
 pub mod q;
 

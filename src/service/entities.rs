@@ -4,7 +4,8 @@
 
 use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::model::parse::EntityInput;
+use crate::ld::ActiveContext;
+use crate::model::parse::{EntityInput, Nulls, Reader};
 use crate::model::{AttrKind, Attribute, Entity};
 use crate::query::EntityQuery;
 use crate::store::{Decide, Decision, Step, Write};
@@ -246,6 +247,12 @@ impl Broker {
             .ok_or_else(|| missing(&target.id))
     }
 
+    /// The entity a Relationship points to, for Linked Entity Retrieval (4.5.23): read as is (no
+    /// type to match), and `None` when there is none, which leaves the link unjoined.
+    pub async fn linked_entity(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
+        self.store.get(tenant, id).await
+    }
+
     /// Deletes an entity (5.6.6).
     pub async fn delete_entity(&self, target: &Target) -> NgsiResult<()> {
         self.decide(target, |t, current| match current {
@@ -379,17 +386,33 @@ impl Broker {
         .await
     }
 
-    /// Partially updates one attribute (5.6.4): the fragment is merged into the existing instance
-    /// with the same datasetId.
+    /// Partially updates one attribute (5.6.4): the fragment, read with `ctx` as an update of the
+    /// attribute's kind (it may leave out type and value), is merged into the existing instance
+    /// with the same datasetId. The kind is that of the stored attribute as the write sees it, so
+    /// reading, deciding and writing are one atomic step. `name` is the attribute as the request
+    /// names it, `iri` expanded.
     pub async fn partial_update_attr(
         &self,
         target: &Target,
-        name: &str,
-        instances: Vec<Attribute>,
+        (name, iri): (&str, &str),
+        fragment: Value,
+        ctx: Arc<ActiveContext>,
         now: DateTime<Utc>,
     ) -> NgsiResult<()> {
-        let (id_owned, name_owned) = (target.id.clone(), name.to_string());
+        let (id_owned, name, name_owned) = (target.id.clone(), name.to_string(), iri.to_string());
         self.change(target, move |entity| {
+            let kind = entity
+                .attrs
+                .get(&name_owned)
+                .and_then(|i| i.first())
+                .map(|a| a.kind)
+                .ok_or_else(|| no_attribute(&id_owned, &name))?;
+            let instances = Reader::new(&ctx, now, Nulls::Delete).attribute_fragment(
+                kind,
+                &name,
+                &name_owned,
+                &fragment,
+            )?;
             for patch in instances {
                 let dataset_id = patch.dataset_id.clone();
                 let old = entity

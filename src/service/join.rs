@@ -111,7 +111,7 @@ pub async fn linked(
                 if linked.contains_key(&id) {
                     continue;
                 }
-                if let Some(target) = broker.store.get(tenant, &id).await? {
+                if let Some(target) = broker.linked_entity(tenant, &id).await? {
                     let p = projection.of_linked(&rel);
                     linked.insert(id, (target.clone(), p.clone()));
                     next.push((target, p));

@@ -5,11 +5,11 @@
 //! the latest observedAt unless the current one was observed later. So the temporal and the current
 //! representation are one entity, as the history of ordinary writes already assumes. Given
 //! instances replace recorded ones of the same attribute, datasetId and observedAt, so posting a
-//! representation again is idempotent. The current entity and the history are written in two
-//! transactions (current first, so that a bad request changes neither). A given NGSI-LD Null
-//! instance is deletion history: recorded with deletedAt, it removes the current instance it is
-//! later than. Deleting a temporal entity removes both; deleting temporal attributes or instances
-//! edits the history only.
+//! representation again is idempotent. The current entity, its history and its change-feed entry
+//! are written in one store transaction (a [`Decision`] with a history [`Removal`]), as every
+//! entity write is. A given NGSI-LD Null instance is deletion history: recorded with deletedAt, it
+//! removes the current instance it is later than. Deleting a temporal entity removes both;
+//! deleting temporal attributes or instances edits the history only.
 
 use super::entities::Target;
 use super::query::{Page, QueryResult};
@@ -21,7 +21,7 @@ use crate::model::{Attribute, Entity};
 use crate::query::EntityQuery;
 use crate::store::entity_maps::EntityMap;
 use crate::store::history::{self, HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
-use crate::store::Write;
+use crate::store::{Decision, Removal, Write};
 use crate::temporal::render::{Content, TemporalEntity};
 use crate::temporal::scope::{ScopeTimeline, Span};
 use crate::temporal::{Representation, TemporalQuery};
@@ -55,6 +55,13 @@ pub struct TemporalPage {
 
 fn missing(id: &str) -> NgsiError {
     NgsiError::not_found(format!("there is no temporal entity with id '{id}'"))
+}
+
+fn no_instance(target: &Target, attr: &str, instance_id: &str) -> NgsiError {
+    NgsiError::not_found(format!(
+        "attribute '{attr}' of temporal entity '{}' has no instance '{instance_id}'",
+        target.id
+    ))
 }
 
 fn observed(a: &Attribute) -> Option<DateTime<Utc>> {
@@ -123,6 +130,33 @@ fn records(attrs: &crate::service::entities::Attrs) -> Vec<InstanceChange> {
         .collect()
 }
 
+/// The decision of a temporal provision: `write`, with `extra` and the records of the given
+/// instances as history, replacing the recorded instances of the same attribute, datasetId and
+/// observedAt (posting a temporal representation again is idempotent).
+fn instances_recorded<R>(
+    write: Write,
+    extra: Vec<InstanceChange>,
+    attrs: &crate::service::entities::Attrs,
+    result: R,
+) -> Decision<R> {
+    let mut add = extra;
+    let given = records(attrs);
+    let same = given
+        .iter()
+        .filter_map(|r| Some((r.attr.clone()?, r.dataset_id.clone(), r.observed_at?)))
+        .collect();
+    add.extend(given);
+    Decision {
+        write,
+        records: Some(add),
+        removal: Some(Removal {
+            which: HistoryRemoval::Observations(same),
+            if_none: None,
+        }),
+        result,
+    }
+}
+
 /// Merges a patch into a stored instance (5.6.15): given members replace, the rest stays.
 fn patched(old: &Attribute, patch: Attribute, now: DateTime<Utc>) -> NgsiResult<Attribute> {
     if patch.kind != old.kind {
@@ -159,8 +193,7 @@ impl Broker {
         let attrs_for_history = attrs.clone();
         let scope_instances = attrs.shift_remove(history::SCOPE_IRI);
         let id_owned = id.clone();
-        let created = self
-            .store
+        self.store
             .modify_recorded(tenant, &id, move |current| {
                 let created = current.is_none();
                 let mut entity = match current {
@@ -200,31 +233,14 @@ impl Broker {
                     }
                     (None, None) => Vec::new(),
                 };
-                Ok((Write::Put(entity), records, created))
+                Ok(instances_recorded(
+                    Write::Put(entity),
+                    records,
+                    &attrs_for_history,
+                    created,
+                ))
             })
-            .await?;
-        self.record_instances(tenant, &id, &attrs_for_history)
-            .await?;
-        Ok(created)
-    }
-
-    /// Writes given instances into an entity's history, replacing those of the same attribute,
-    /// datasetId and observedAt (posting a temporal representation again is idempotent).
-    async fn record_instances(
-        &self,
-        tenant: &str,
-        id: &str,
-        attrs: &crate::service::entities::Attrs,
-    ) -> NgsiResult<()> {
-        let add = records(attrs);
-        let same: Vec<_> = add
-            .iter()
-            .filter_map(|r| Some((r.attr.clone()?, r.dataset_id.clone(), r.observed_at?)))
-            .collect();
-        self.store
-            .edit_history(tenant, id, HistoryRemoval::Observations(same), add)
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Adds attribute instances to an existing temporal entity (5.6.12).
@@ -236,44 +252,68 @@ impl Broker {
     ) -> NgsiResult<()> {
         self.require_tenant(&target.tenant).await?;
         let id = target.id.clone();
-        let for_history = attrs.clone();
         self.store
             .modify_recorded(&target.tenant, &target.id, move |current| {
                 let mut entity = current.cloned().ok_or_else(|| missing(&id))?;
                 apply_latest(&mut entity, &attrs);
                 entity.modified_at = now;
-                Ok((Write::Put(entity), Vec::new(), ()))
+                Ok(instances_recorded(
+                    Write::Put(entity),
+                    Vec::new(),
+                    &attrs,
+                    (),
+                ))
             })
-            .await?;
-        self.record_instances(&target.tenant, &target.id, &for_history)
             .await
     }
 
     /// Deletes a temporal entity (5.6.16): its history and its current representation.
     pub async fn delete_temporal(&self, target: &Target) -> NgsiResult<()> {
         self.require_tenant(&target.tenant).await?;
-        let existed = self
-            .store
-            .modify_recorded(&target.tenant, &target.id, |current| {
-                Ok(match current {
-                    Some(_) => (Write::Delete, Vec::new(), true),
-                    None => (Write::Keep, Vec::new(), false),
+        let id = target.id.clone();
+        self.store
+            .modify_recorded(&target.tenant, &target.id, move |current| {
+                // Without a current entity, it exists as a temporal entity if it has a history.
+                let (write, if_none) = match current {
+                    Some(_) => (Write::Delete, None),
+                    None => (Write::Keep, Some(missing(&id))),
+                };
+                Ok(Decision {
+                    write,
+                    records: Some(Vec::new()),
+                    removal: Some(Removal {
+                        which: HistoryRemoval::Entity,
+                        if_none,
+                    }),
+                    result: (),
                 })
             })
-            .await?;
-        let removed = self
-            .store
-            .edit_history(
-                &target.tenant,
-                &target.id,
-                HistoryRemoval::Entity,
-                Vec::new(),
-            )
-            .await?;
-        if !existed && removed == 0 {
-            return Err(missing(&target.id));
-        }
-        Ok(())
+            .await
+    }
+
+    /// Edits the history of one entity only (temporal attribute and instance deletion and
+    /// instance modification): removes what `which` selects, or answers `if_none` when that is
+    /// nothing, and adds `add`, in one transaction with the entity locked.
+    async fn edit_history(
+        &self,
+        target: &Target,
+        which: HistoryRemoval,
+        add: Vec<InstanceChange>,
+        if_none: NgsiError,
+    ) -> NgsiResult<()> {
+        self.store
+            .modify_recorded(&target.tenant, &target.id, move |_| {
+                Ok(Decision {
+                    write: Write::Keep,
+                    records: Some(add),
+                    removal: Some(Removal {
+                        which,
+                        if_none: Some(if_none),
+                    }),
+                    result: (),
+                })
+            })
+            .await
     }
 
     /// Deletes the history of an attribute (5.6.13): of one datasetId (`None`: the default
@@ -290,22 +330,16 @@ impl Broker {
             attr: attr.to_string(),
             dataset_id: (!delete_all).then(|| dataset_id.clone()),
         };
-        let removed = self
-            .store
-            .edit_history(&target.tenant, &target.id, removal, Vec::new())
-            .await?;
-        if removed == 0 {
-            return Err(NgsiError::not_found(format!(
-                "temporal entity '{}' has no instances of attribute '{attr}'{}",
-                target.id,
-                match (&dataset_id, delete_all) {
-                    (_, true) => String::new(),
-                    (Some(d), _) => format!(" with datasetId '{d}'"),
-                    (None, _) => " without datasetId".to_string(),
-                }
-            )));
-        }
-        Ok(())
+        let none = NgsiError::not_found(format!(
+            "temporal entity '{}' has no instances of attribute '{attr}'{}",
+            target.id,
+            match (&dataset_id, delete_all) {
+                (_, true) => String::new(),
+                (Some(d), _) => format!(" with datasetId '{d}'"),
+                (None, _) => " without datasetId".to_string(),
+            }
+        ));
+        self.edit_history(target, removal, Vec::new(), none).await
     }
 
     /// The stored record of one attribute instance.
@@ -325,12 +359,7 @@ impl Broker {
             .await?
             .into_iter()
             .find(|r| r.instance_id == instance_id && r.value.is_some())
-            .ok_or_else(|| {
-                NgsiError::not_found(format!(
-                    "attribute '{attr}' of temporal entity '{}' has no instance '{instance_id}'",
-                    target.id
-                ))
-            })
+            .ok_or_else(|| no_instance(target, attr, instance_id))
     }
 
     /// Modifies one attribute instance (5.6.15), keeping its instanceId.
@@ -356,10 +385,14 @@ impl Broker {
             attr: attr.to_string(),
             instance_id: instance_id.to_string(),
         };
-        self.store
-            .edit_history(&target.tenant, &target.id, removal, vec![record])
-            .await?;
-        Ok(())
+        // Patched concurrently or deleted since it was read: the record is replaced, or not found.
+        self.edit_history(
+            target,
+            removal,
+            vec![record],
+            no_instance(target, attr, instance_id),
+        )
+        .await
     }
 
     /// Deletes one attribute instance (5.6.14).
@@ -374,17 +407,8 @@ impl Broker {
             attr: attr.to_string(),
             instance_id: instance_id.to_string(),
         };
-        let removed = self
-            .store
-            .edit_history(&target.tenant, &target.id, removal, Vec::new())
-            .await?;
-        if removed == 0 {
-            return Err(NgsiError::not_found(format!(
-                "attribute '{attr}' of temporal entity '{}' has no instance '{instance_id}'",
-                target.id
-            )));
-        }
-        Ok(())
+        let none = no_instance(target, attr, instance_id);
+        self.edit_history(target, removal, Vec::new(), none).await
     }
 
     /// Retrieves the temporal evolution of one entity (5.7.3).

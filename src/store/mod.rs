@@ -35,14 +35,28 @@ pub enum Write {
 
 /// What a read-modify-write decided: the write, its result and, when the caller chooses them (the
 /// temporal API records instances with their own times), the history records; otherwise they
-/// are derived from the change (`history::records_of`).
+/// are derived from the change (`history::records_of`). The temporal API also removes history
+/// records (`removal`), in the same transaction as the rest of the decision.
 pub struct Decision<R> {
     /// The write.
     pub write: Write,
     /// The history records to keep instead of the derived ones.
     pub records: Option<Vec<history::InstanceChange>>,
+    /// History records of the entity to remove before `records` are added.
+    pub removal: Option<Removal>,
     /// What the caller gets back.
     pub result: R,
+}
+
+/// History records a decision removes (temporal instances replaced or deleted), and what the
+/// step answers when there were none: a temporal deletion of nothing is ResourceNotFound, known
+/// only once the store has looked, inside the transaction.
+pub struct Removal {
+    /// Which records.
+    pub which: history::HistoryRemoval,
+    /// The step's result instead of the decision's when no record was removed (what the step
+    /// wrote is committed all the same).
+    pub if_none: Option<NgsiError>,
 }
 
 impl<R> From<(Write, R)> for Decision<R> {
@@ -50,6 +64,7 @@ impl<R> From<(Write, R)> for Decision<R> {
         Decision {
             write,
             records: None,
+            removal: None,
             result,
         }
     }
@@ -64,8 +79,10 @@ pub type Step<R> = (String, Decide<R>);
 
 /// Runs the steps of a batch in order against a working copy of the entities they address
 /// (`load` gives the stored state of an id), and returns each step's result, the final state of
-/// every id that a step wrote (`None`: deleted) and the history records of every step. Both
-/// stores commit what this returns in one transaction.
+/// every id that a step wrote (`None`: deleted), the history records of every step and the
+/// history removals. A removal also takes the records of earlier steps of the batch that it
+/// selects, so the stores apply the removals to the stored records before adding the new ones.
+/// Both stores commit what this returns in one transaction.
 pub fn run_steps<R>(
     steps: Vec<Step<R>>,
     mut load: impl FnMut(&str) -> Option<Arc<Entity>>,
@@ -76,6 +93,7 @@ pub fn run_steps<R>(
         writes: indexmap::IndexMap::new(),
         before: HashMap::new(),
         history: Vec::new(),
+        removals: Vec::new(),
     };
     let now = chrono::Utc::now();
     for (id, decide) in steps {
@@ -88,32 +106,45 @@ pub fn run_steps<R>(
             .before
             .entry(id.clone())
             .or_insert_with(|| current.clone());
-        match decide(current.as_deref()) {
-            Err(e) => planned.results.push(Err(e)),
-            Ok(Decision {
-                write: Write::Keep,
-                result,
-                ..
-            }) => planned.results.push(Ok(result)),
-            Ok(Decision {
-                write,
-                records,
-                result: r,
-            }) => {
-                let records =
-                    records.unwrap_or_else(|| history::records_of(current.as_deref(), &write));
-                planned
-                    .history
-                    .extend(records.into_iter().map(|record| (id.clone(), record)));
-                let after = match write {
-                    Write::Put(e) => Some(Arc::new(e)),
-                    _ => None,
-                };
-                *current = after.clone();
-                planned.writes.insert(id, after);
-                planned.results.push(Ok(r));
+        let Decision {
+            write,
+            records,
+            removal,
+            result,
+        } = match decide(current.as_deref()) {
+            Ok(decision) => decision,
+            Err(e) => {
+                planned.results.push(Err(e));
+                continue;
             }
+        };
+        if let Some(Removal { which, if_none }) = removal {
+            let kept = planned.history.len();
+            planned
+                .history
+                .retain(|(of, r)| *of != id || !which.matches(r));
+            planned.removals.push(PlannedRemoval {
+                step: planned.results.len(),
+                id: id.clone(),
+                earlier: kept - planned.history.len(),
+                which,
+                if_none,
+            });
         }
+        let records = records.unwrap_or_else(|| history::records_of(current.as_deref(), &write));
+        planned
+            .history
+            .extend(records.into_iter().map(|record| (id.clone(), record)));
+        let after = match write {
+            Write::Keep => None,
+            Write::Put(e) => Some(Some(Arc::new(e))),
+            Write::Delete => Some(None),
+        };
+        if let Some(after) = after {
+            *current = after.clone();
+            planned.writes.insert(id, after);
+        }
+        planned.results.push(Ok(result));
     }
     planned
 }
@@ -128,6 +159,42 @@ pub struct Planned<R> {
     pub before: HashMap<String, Option<Arc<Entity>>>,
     /// The history records of every step, with the entity id they belong to.
     pub history: Vec<(String, history::InstanceChange)>,
+    /// The history removals of the steps, in step order: the stores apply them to the stored
+    /// records before adding `history`.
+    pub removals: Vec<PlannedRemoval>,
+}
+
+/// A [`Removal`] as planned by [`run_steps`].
+pub struct PlannedRemoval {
+    /// The index of the step that asked for it.
+    pub step: usize,
+    /// The entity whose records are removed.
+    pub id: String,
+    /// Which records.
+    pub which: history::HistoryRemoval,
+    /// How many records of earlier steps of the batch it took.
+    pub earlier: usize,
+    /// See [`Removal::if_none`].
+    pub if_none: Option<NgsiError>,
+}
+
+impl<R> Planned<R> {
+    /// Whether committing would change nothing (no write, no history record, no removal).
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.history.is_empty() && self.removals.is_empty()
+    }
+
+    /// The results of the steps once the store has applied the removals, `removed[i]` being how
+    /// many stored records `removals[i]` removed.
+    pub fn settle(self, removed: &[usize]) -> Vec<NgsiResult<R>> {
+        let mut results = self.results;
+        for (removal, stored) in self.removals.into_iter().zip(removed) {
+            if let (Some(e), 0) = (removal.if_none, removal.earlier + stored) {
+                results[removal.step] = Err(e);
+            }
+        }
+        results
+    }
 }
 
 /// A chunk of the ids of the entities that match a query, in the store's id order (see
@@ -396,16 +463,10 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, R)> + Send + 'static,
     {
-        let step: Step<R> = (
-            id.to_string(),
-            Box::new(move |current| decide(current).map(Decision::from)),
-        );
-        let mut results = self.modify_many(tenant, vec![step]).await?;
-        results.pop().unwrap_or_else(|| {
-            Err(crate::error::NgsiError::internal(
-                "the store answered a write without a result",
-            ))
+        self.modify_recorded(tenant, id, move |current| {
+            decide(current).map(Decision::from)
         })
+        .await
     }
 
     /// Read-modify-writes of several entities in one atomic, durable commit (a batch). The steps
@@ -452,6 +513,7 @@ impl Store {
                     decide(current).map(|d| Decision {
                         write: d.write,
                         records: d.records,
+                        removal: d.removal,
                         result: Box::new(d.result) as Erased,
                     })
                 });
@@ -538,26 +600,16 @@ impl Store {
         }
     }
 
-    /// Like [`Store::modify`], with the history records chosen by `decide` instead of derived from
-    /// the change (the temporal API records instances with their own times).
+    /// Like [`Store::modify`], with the whole [`Decision`] taken by `decide`: the temporal API
+    /// chooses the history records and removes some, with the entity, in one transaction.
     pub async fn modify_recorded<R, F>(&self, tenant: &str, id: &str, decide: F) -> NgsiResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(Option<&Entity>) -> NgsiResult<(Write, Vec<history::InstanceChange>, R)>
-            + Send
-            + 'static,
+        F: FnOnce(Option<&Entity>) -> NgsiResult<Decision<R>> + Send + 'static,
     {
-        let step: Step<R> = (
-            id.to_string(),
-            Box::new(move |current| {
-                decide(current).map(|(write, records, result)| Decision {
-                    write,
-                    records: Some(records),
-                    result,
-                })
-            }),
-        );
-        let mut results = self.modify_many(tenant, vec![step]).await?;
+        let mut results = self
+            .modify_many(tenant, vec![(id.to_string(), Box::new(decide))])
+            .await?;
         results.pop().unwrap_or_else(|| {
             Err(crate::error::NgsiError::internal(
                 "the store answered a write without a result",
@@ -581,22 +633,6 @@ impl Store {
                 Ok(out)
             }
             Backend::Postgres(s) => s.history_many(tenant, ids, query).await,
-        }
-    }
-
-    /// Removes the history records of one entity that `removal` selects and adds `add`, atomically
-    /// (temporal attribute and instance deletion and instance modification); returns how many
-    /// records were removed.
-    pub async fn edit_history(
-        &self,
-        tenant: &str,
-        id: &str,
-        removal: history::HistoryRemoval,
-        add: Vec<history::InstanceChange>,
-    ) -> NgsiResult<usize> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.edit_history(tenant, id, removal, add).await,
-            Backend::Postgres(s) => s.edit_history(tenant, id, removal, add).await,
         }
     }
 
@@ -873,4 +909,92 @@ impl Collection {
 
 fn undecodable(e: serde_json::Error) -> NgsiError {
     NgsiError::internal(format!("a stored record does not (de)serialize: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use history::{HistoryRemoval, InstanceChange};
+
+    const TEMP: &str = "https://example.org/temperature";
+
+    fn record(value: i64, minute: u32) -> InstanceChange {
+        let at =
+            chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2024, 5, 1, 12, minute, 0).unwrap();
+        let a = crate::model::Attribute {
+            kind: crate::model::AttrKind::Property,
+            value: serde_json::json!(value),
+            dataset_id: None,
+            observed_at: Some(crate::model::format_time(&at)),
+            unit_code: None,
+            object_type: None,
+            created_at: at,
+            modified_at: at,
+            expires_at: None,
+            sub: Default::default(),
+        };
+        history::written(TEMP, &a)
+    }
+
+    /// A step that keeps the entity, replaces the records observed at `minute` with one of
+    /// `value`, and answers `if_none` when there were none.
+    fn replace(value: i64, minute: u32, if_none: Option<NgsiError>) -> Step<i64> {
+        let r = record(value, minute);
+        let which =
+            HistoryRemoval::Observations(vec![(TEMP.to_string(), None, r.observed_at.unwrap())]);
+        let step: Decide<i64> = Box::new(move |_| {
+            Ok(Decision {
+                write: Write::Keep,
+                records: Some(vec![r]),
+                removal: Some(Removal { which, if_none }),
+                result: value,
+            })
+        });
+        ("urn:ngsi-ld:Sensor:1".to_string(), step)
+    }
+
+    #[test]
+    fn a_removal_takes_the_records_of_earlier_steps_it_selects() {
+        let planned = run_steps(
+            vec![
+                replace(1, 0, None),
+                replace(2, 1, None),
+                replace(3, 0, None),
+            ],
+            |_| None,
+        );
+        let values: Vec<_> = planned
+            .history
+            .iter()
+            .map(|(_, r)| r.num.unwrap())
+            .collect();
+        assert_eq!(values, vec![2.0, 3.0]);
+        let earlier: Vec<_> = planned.removals.iter().map(|r| r.earlier).collect();
+        assert_eq!(earlier, vec![0, 0, 1]);
+        assert!(planned.writes.is_empty() && !planned.is_empty());
+    }
+
+    #[test]
+    fn a_removal_of_nothing_answers_its_error_and_only_then() {
+        let missing = || Some(NgsiError::not_found("none"));
+        let planned = run_steps(
+            vec![
+                replace(1, 0, missing()),
+                replace(2, 0, missing()),
+                replace(3, 1, missing()),
+                replace(4, 2, None),
+            ],
+            |_| None,
+        );
+        // The store removed one stored record for the third step, none for the others.
+        let results: Vec<_> = planned
+            .settle(&[0, 0, 1, 0])
+            .into_iter()
+            .map(|r| r.map_err(|e| e.kind))
+            .collect();
+        assert_eq!(
+            results,
+            vec![Err(ErrorKind::ResourceNotFound), Ok(2), Ok(3), Ok(4)]
+        );
+    }
 }

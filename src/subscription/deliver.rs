@@ -7,6 +7,7 @@
 
 use super::model::{Endpoint, NotifyAs};
 use crate::ld::CORE_CONTEXT_V1_9;
+use crate::retry::Backoff;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -199,7 +200,8 @@ async fn post(http: &crate::outbound::Client, job: &Job, attempts: u32) -> Resul
         .timeout_ms
         .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
     let body = job.body.to_string();
-    let mut delay = Duration::from_millis(250);
+    // 250 ms, 1 s, 4 s, ... (each with jitter).
+    let mut backoff = Backoff::new(Duration::from_millis(250), 4.0, Duration::from_secs(60));
     let mut last = String::new();
     for attempt in 1..=attempts {
         if job.cancelled.load(Ordering::Relaxed) {
@@ -221,8 +223,7 @@ async fn post(http: &crate::outbound::Client, job: &Job, attempts: u32) -> Resul
             Err(e) => last = crate::store::postgres::with_causes(&e),
         }
         if attempt < attempts {
-            tokio::time::sleep(delay).await;
-            delay *= 4;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
     Err(last)

@@ -5,6 +5,7 @@
 //! counts as failed.
 
 use super::model::{Endpoint, MqttVersion};
+use crate::retry::Backoff;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -128,16 +129,19 @@ fn connect(e: &Endpoint) -> Connection {
             }
             let (client, mut events) = rumqttc::AsyncClient::new(options, 1_000);
             tokio::spawn(async move {
+                let mut backoff = Backoff::reconnect();
                 loop {
                     match events.poll().await {
                         Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                            flag.store(true, Ordering::Release)
+                            flag.store(true, Ordering::Release);
+                            backoff.reset();
                         }
                         Ok(_) => {}
                         Err(err) => {
                             flag.store(false, Ordering::Release);
-                            tracing::warn!(error = %err, "MQTT connection failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %err, "MQTT connection failed; retrying in {delay:?}");
+                            tokio::time::sleep(delay).await;
                         }
                     }
                 }
@@ -155,16 +159,19 @@ fn connect(e: &Endpoint) -> Connection {
             }
             let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 1_000);
             tokio::spawn(async move {
+                let mut backoff = Backoff::reconnect();
                 loop {
                     match events.poll().await {
                         Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::ConnAck(_))) => {
-                            flag.store(true, Ordering::Release)
+                            flag.store(true, Ordering::Release);
+                            backoff.reset();
                         }
                         Ok(_) => {}
                         Err(err) => {
                             flag.store(false, Ordering::Release);
-                            tracing::warn!(error = %err, "MQTT connection failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %err, "MQTT connection failed; retrying in {delay:?}");
+                            tokio::time::sleep(delay).await;
                         }
                     }
                 }

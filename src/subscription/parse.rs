@@ -11,7 +11,7 @@ use crate::error::NgsiResult;
 use crate::ld::ActiveContext;
 use crate::model::render::Format;
 use crate::model::{format_time, validate};
-use crate::query::{self, boolean, EntityQuery, Selector};
+use crate::query;
 use crate::store::Collection;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -203,32 +203,20 @@ fn entities(value: &Value, ctx: &ActiveContext) -> NgsiResult<Value> {
         .ok_or_else(|| bad("entities", "must be a non-empty array of EntitySelectors"))?;
     let mut out = Vec::new();
     for item in list {
-        let obj = item.as_object().ok_or_else(|| {
-            bad(
-                "entities",
-                format!("{item} is not an EntitySelector object"),
-            )
-        })?;
+        // Checked with the request's context as any EntitySelector is, then kept with the type
+        // names expanded (compile reads it back with the same reader).
+        query::json::selector(item, ctx).map_err(|e| bad("entities", e.detail))?;
         let mut selector = Map::new();
-        let types = obj
-            .get("type")
-            .ok_or_else(|| bad("entities", "every EntitySelector needs a type"))?;
-        let types = string(types, "entities type")?;
-        // Checks the expression with the request's context, then keeps it with IRIs.
-        query::parse_types(types, ctx).map_err(|e| bad("entities", e.detail))?;
+        for member in ["id", "idPattern"] {
+            if let Some(v) = item.get(member) {
+                selector.insert(member.into(), v.clone());
+            }
+        }
+        let types = item.get("type").and_then(Value::as_str).unwrap_or_default();
         selector.insert(
             "type".into(),
             Value::String(map_type_names(types, &|n| ctx.expand(n).into_owned())),
         );
-        if let Some(id) = obj.get("id") {
-            validate::uri("subscription entities id", string(id, "entities id")?)?;
-            selector.insert("id".into(), id.clone());
-        }
-        if let Some(p) = obj.get("idPattern") {
-            query::parse_id_pattern(string(p, "entities idPattern")?)
-                .map_err(|e| bad("entities", e.detail))?;
-            selector.insert("idPattern".into(), p.clone());
-        }
         out.push(Value::Object(selector));
     }
     Ok(Value::Array(out))
@@ -471,52 +459,11 @@ pub fn compile(
             "cannot be true with the keyValues format (it has no place for previous values)",
         ));
     }
-    let mut selectors = Vec::new();
-    for s in doc
-        .get("entities")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let types = s.get("type").and_then(Value::as_str).unwrap_or("*");
-        selectors.push(Selector {
-            ids: s
-                .get("id")
-                .and_then(Value::as_str)
-                .map(|i| vec![i.to_string()])
-                .unwrap_or_default(),
-            id_pattern: s
-                .get("idPattern")
-                .and_then(Value::as_str)
-                .map(query::parse_id_pattern)
-                .transpose()?,
-            types: if types.trim() == "*" {
-                None
-            } else {
-                Some(boolean::parse(types, "type", &|n| Ok(n.to_string()))?)
-            },
-        });
-    }
-    let query = EntityQuery {
-        selectors,
-        attrs: Vec::new(),
-        // q travels in a JSON body, yet subscribers often write it URL-encoded (%20 for a space)
-        // as in a query string: it is decoded the same way.
-        q: text("q")
-            .map(|q| query::q::parse(&percent_decoded(q), &ctx))
-            .transpose()
-            .map_err(|e| bad("q", e.detail))?,
-        geo: doc
-            .get("geoQ")
-            .map(|g| query::geo::from_json(g, &ctx))
-            .transpose()
-            .map_err(|e| bad("geoQ", e.detail))?,
-        scope: text("scopeQ")
-            .map(query::parse_scope)
-            .transpose()
-            .map_err(|e| bad("scopeQ", e.detail))?,
-        order: None,
-    };
+    // The stored type names are IRIs already, which the context leaves as they are.
+    let query = query::json::selection(doc, &ctx).map_err(|mut e| {
+        e.detail = format!("subscription {}", e.detail);
+        e
+    })?;
     if let Some(csf) = text("csf") {
         query::q::parse(csf, &ctx).map_err(|e| bad("csf", e.detail))?;
     }

@@ -564,6 +564,20 @@ async fn an_accept_header_with_nothing_offered_is_406() {
             .await;
         assert_eq!(status, 200, "Accept: {accept}");
     }
+    // Media types are case-insensitive (RFC 9110 8.3.1), and every Accept line of a request counts
+    // (5.3: a field given on several lines is one list).
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}"))
+        .header("Accept", "text/html")
+        .header(
+            "Accept",
+            "Application/LD+JSON;q=0.8, application/json;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/ld+json");
 }
 
 #[actix_web::test]

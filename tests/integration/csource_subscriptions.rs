@@ -709,11 +709,7 @@ async fn tenants_notifications_compaction_and_restart() {
 
 #[actix_web::test]
 async fn notifications_go_over_mqtt() {
-    let Ok(broker_url) = std::env::var("TWINLINK_TEST_MQTT_URL") else {
-        panic!("TWINLINK_TEST_MQTT_URL is needed (scripts/services.sh env sets it)");
-    };
-    let u = url::Url::parse(&broker_url).unwrap();
-    let (host, port) = (u.host_str().unwrap().to_string(), u.port().unwrap_or(1883));
+    let (host, port) = common::services::mqtt_host_port();
     let s = TestServer::start().await;
     let topic = format!("twinlink-test/{}/csub", uuid::Uuid::new_v4().simple());
     let mut rx = mqtt_listener(&host, port, &topic).await;

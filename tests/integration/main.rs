@@ -24,6 +24,7 @@ mod federation_sources;
 mod geometry_column;
 mod harness;
 mod history;
+mod history_differential;
 mod ld_reference;
 mod linked_entities;
 mod metrics;

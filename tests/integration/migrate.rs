@@ -4,18 +4,13 @@
 use crate::common;
 use std::process::{Command, Output};
 
-/// The test cluster's URL for database `name` (None: no test cluster and not under CI, skip).
-fn database_url(test: &str, name: &str) -> Option<String> {
-    match std::env::var("TWINLINK_TEST_DATABASE_URL") {
-        Ok(url) => Some(format!(
-            "{}/{name}",
-            url.rsplit_once('/').expect("URL ends in /db").0
-        )),
-        Err(_) => {
-            crate::common::service_missing(test, "TWINLINK_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
+/// The test cluster's URL for database `name`.
+fn database_url(name: &str) -> String {
+    let url = common::services::database_url();
+    format!(
+        "{}/{name}",
+        url.rsplit_once('/').expect("URL ends in /db").0
+    )
 }
 
 async fn sql(url: &str) -> tokio_postgres::Client {
@@ -63,10 +58,8 @@ fn versions_in_repo() -> Vec<i32> {
 #[actix_web::test]
 async fn concurrent_migrations_apply_each_version_once_and_reruns_are_no_ops() {
     let name = format!("tl_{}", uuid::Uuid::new_v4().simple());
-    let Some(admin) = database_url("migrate", "postgres") else {
-        return;
-    };
-    let url = database_url("migrate", &name).expect("same cluster");
+    let admin = database_url("postgres");
+    let url = database_url(&name);
     sql(&admin)
         .await
         .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))

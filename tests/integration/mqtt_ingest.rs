@@ -11,20 +11,8 @@ use crate::common;
 use common::{free_port, link, ContextServer, TestServer};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-/// The shared test Mosquitto's URL (None: not under scripts/test.sh and not CI, the test skips).
-fn mqtt_url(test: &str) -> Option<String> {
-    match std::env::var("TWINLINK_TEST_MQTT_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            crate::common::service_missing(test, "TWINLINK_TEST_MQTT_URL is not set");
-            None
-        }
-    }
-}
 
 fn unique(what: &str) -> String {
     format!("{what}{}", uuid::Uuid::new_v4().simple())
@@ -159,9 +147,7 @@ async fn until_ingesting(s: &TestServer, peer: &Peer, prefix: &str) {
 
 #[actix_web::test]
 async fn entities_and_attribute_fragments_published_over_mqtt_are_written() {
-    let Some(url) = mqtt_url("mqtt entities") else {
-        return;
-    };
+    let url = common::services::mqtt_url();
     let prefix = unique("t");
     let s = broker(&url, &prefix, Vec::new()).await;
     let peer = Peer::connect(&url).await;
@@ -245,9 +231,7 @@ async fn entities_and_attribute_fragments_published_over_mqtt_are_written() {
 
 #[actix_web::test]
 async fn a_bad_payload_goes_to_the_error_topic_and_ingestion_goes_on() {
-    let Some(url) = mqtt_url("mqtt errors") else {
-        return;
-    };
+    let url = common::services::mqtt_url();
     let prefix = unique("t");
     let s = broker(&url, &prefix, Vec::new()).await;
     let mut peer = Peer::connect(&url).await;
@@ -325,9 +309,7 @@ async fn a_bad_payload_goes_to_the_error_topic_and_ingestion_goes_on() {
 
 #[actix_web::test]
 async fn a_topic_prefix_with_its_own_context_expands_terms_with_it() {
-    let Some(url) = mqtt_url("mqtt context") else {
-        return;
-    };
+    let url = common::services::mqtt_url();
     let ctx = ContextServer::start();
     ctx.serve(
         "/city.jsonld",
@@ -365,14 +347,7 @@ struct OwnMosquitto {
 }
 
 impl OwnMosquitto {
-    fn start() -> Option<OwnMosquitto> {
-        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|b| Path::new(b).is_file());
-        let Some(bin) = bin else {
-            crate::common::service_missing("mqtt restart", "mosquitto is not installed");
-            return None;
-        };
+    fn start() -> OwnMosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -389,12 +364,12 @@ impl OwnMosquitto {
             port,
             child: None,
         };
-        m.run(bin);
-        Some(m)
+        m.run();
+        m
     }
 
-    fn run(&mut self, bin: &str) {
-        let child = Command::new(bin)
+    fn run(&mut self) {
+        let child = Command::new(common::services::mosquitto_bin())
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(std::process::Stdio::null())
@@ -436,13 +411,7 @@ impl Drop for OwnMosquitto {
 
 #[actix_web::test]
 async fn qos1_messages_published_across_an_mqtt_broker_restart_are_all_written() {
-    let Some(mut mosquitto) = OwnMosquitto::start() else {
-        return;
-    };
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|b| Path::new(b).is_file())
-        .expect("mosquitto");
+    let mut mosquitto = OwnMosquitto::start();
     let prefix = unique("t");
     let s = broker(&mosquitto.url(), &prefix, Vec::new()).await;
     let peer = Peer::connect(&mosquitto.url()).await;
@@ -452,7 +421,7 @@ async fn qos1_messages_published_across_an_mqtt_broker_restart_are_all_written()
     // The MQTT broker restarts; twinlink is disconnected. Messages published as soon as it is back
     // wait in twinlink's persistent session until twinlink has reconnected.
     mosquitto.stop();
-    mosquitto.run(bin);
+    mosquitto.run();
     let peer = Peer::connect(&mosquitto.url()).await;
     let n = 200;
     for i in 0..n {

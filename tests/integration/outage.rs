@@ -5,8 +5,8 @@
 //!
 //! The shared test cluster is never touched: every test runs its own private PostgreSQL cluster
 //! (initdb in a temp dir under /tmp, run as the `postgres` OS user when we are root, since
-//! PostgreSQL refuses to run as root) and stops and starts that one. Without the PostgreSQL binaries
-//! the tests print a line and pass, except under `CI`, where that is a failure.
+//! PostgreSQL refuses to run as root) and stops and starts that one, with the PostgreSQL programs
+//! that scripts/test.sh installs (`common::services::postgres_bin`).
 
 use crate::common;
 
@@ -18,9 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where Debian's postgresql-15 package (scripts/services.sh) puts the server binaries.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
 /// A private PostgreSQL cluster in a temp dir, on its own port; stopped (immediate) and removed when
 /// dropped, whatever the test did.
 struct PgCluster {
@@ -31,17 +28,8 @@ struct PgCluster {
 }
 
 impl PgCluster {
-    /// initdb's a new cluster (not started). None when the PostgreSQL binaries are absent and we
-    /// are not under CI (the caller skips); under CI their absence fails the test.
-    fn init(test: &str) -> Option<PgCluster> {
-        let bin = Path::new(PG_BIN);
-        if !bin.join("initdb").is_file() || !bin.join("pg_ctl").is_file() {
-            crate::common::service_missing(
-                test,
-                &format!("PostgreSQL binaries not found in {PG_BIN}"),
-            );
-            return None;
-        }
+    /// initdb's a new cluster (not started).
+    fn init() -> PgCluster {
         // PostgreSQL refuses to run as root: then everything runs as the postgres OS user.
         let as_postgres = std::fs::metadata("/proc/self")
             .map(|m| m.uid())
@@ -86,7 +74,7 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Some(cluster)
+        cluster
     }
 
     fn data(&self) -> PathBuf {
@@ -105,7 +93,7 @@ impl PgCluster {
     /// A PostgreSQL tool, run as the postgres OS user when we are root, from `/` (which that user
     /// can always reach), with no stdin.
     fn pg_command(&self, tool: &str) -> Command {
-        let tool = Path::new(PG_BIN).join(tool);
+        let tool = common::services::postgres_bin().join(tool);
         let mut c = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(tool);
@@ -240,9 +228,7 @@ fn building(n: usize, name: &str) -> Value {
 /// API requests get 503, and it becomes ready by itself once the cluster is started.
 #[actix_web::test]
 async fn start_up_waits_for_the_database_with_backoff() {
-    let Some(pg) = PgCluster::init("start_up_waits_for_the_database_with_backoff") else {
-        return;
-    };
+    let pg = PgCluster::init();
     let work = tempfile::tempdir().expect("temp dir");
     let stderr_path = work.path().join("twinlink.stderr");
     let port = free_port();
@@ -488,9 +474,7 @@ async fn assert_entities(s: &TestServer, expect: &[(usize, &str)]) {
 /// succeed again by themselves, every acknowledged write is there and no refused one is.
 #[actix_web::test]
 async fn database_lost_while_running_then_back() {
-    let Some(pg) = PgCluster::init("database_lost_while_running_then_back") else {
-        return;
-    };
+    let pg = PgCluster::init();
     pg.start();
     let url = pg.url();
     let s = TestServer::start_with(|settings| settings.database_url = Some(url)).await;

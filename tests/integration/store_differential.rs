@@ -8,12 +8,13 @@
 //! on its own: the rows its WHERE clause selects must include every match, and be exactly the
 //! matches when it says it is exact.
 //!
-//! Runs against `TWINLINK_TEST_DATABASE_URL` (scripts/test.sh sets it); without it the test is
-//! skipped, except under `CI=true`, where it fails. Seeded: the seed is printed, and
+//! Runs on a new database copied from the test database (`common::new_database`; scripts/test.sh
+//! starts it), kept when the test fails. Seeded: the seed is printed, and
 //! `TWINLINK_DIFF_SEED` replays it; `TWINLINK_DIFF_ENTITIES` and `TWINLINK_DIFF_QUERIES` change the
 //! size.
 
 use crate::common;
+use common::rng::{self, env_number, Rng};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -32,48 +33,15 @@ use twinlink::store::{Backend, Store, Write};
 const TENANT: &str = "diff";
 const NS: &str = "https://example.org/";
 
-/// SplitMix64: small, seedable, good enough to pick test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// A coordinate on a 0.05° grid (so that points coincide) or anywhere, in [lo, hi], in
+/// micro-degrees (see `micro`).
+fn coord(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    if rng.chance(0.5) {
+        let steps = ((hi - lo) / 0.05) as usize;
+        micro(lo + rng.below(steps + 1) as f64 * 0.05)
+    } else {
+        micro(lo + rng.unit() * (hi - lo))
     }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    /// A coordinate on a 0.05° grid (so that points coincide) or anywhere, in [lo, hi], in
-    /// micro-degrees (see `micro`).
-    fn coord(&mut self, lo: f64, hi: f64) -> f64 {
-        if self.chance(0.5) {
-            let steps = ((hi - lo) / 0.05) as usize;
-            micro(lo + self.below(steps + 1) as f64 * 0.05)
-        } else {
-            micro(lo + self.unit() * (hi - lo))
-        }
-    }
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
 const TYPES: [&str; 5] = ["Building", "Vehicle", "Sensor", "Park", "Street"];
@@ -149,14 +117,20 @@ fn ring(x: f64, y: f64, w: f64, h: f64, triangle: bool) -> Value {
 }
 
 fn point(rng: &mut Rng) -> Value {
-    json!([rng.coord(REGION.0, REGION.1), rng.coord(REGION.2, REGION.3)])
+    json!([
+        coord(rng, REGION.0, REGION.1),
+        coord(rng, REGION.2, REGION.3)
+    ])
 }
 
 /// An entity geometry. Edges span at most 0.45° of longitude: `near` measures to great-circle
 /// edges, whose poleward bulge the PostgreSQL prefilter allows for up to 0.5° (see
 /// `ENTITY_EDGE_BULGE` in src/store/postgres/sql.rs).
 fn geometry(rng: &mut Rng) -> Value {
-    let (x, y) = (rng.coord(REGION.0, REGION.1), rng.coord(REGION.2, REGION.3));
+    let (x, y) = (
+        coord(rng, REGION.0, REGION.1),
+        coord(rng, REGION.2, REGION.3),
+    );
     match rng.below(10) {
         0..=5 => json!({"type": "Point", "coordinates": [x, y]}),
         6 | 7 => {
@@ -597,7 +571,10 @@ fn geo_query(rng: &mut Rng, ctx: &ActiveContext, locations: &[Value]) -> (geo::G
     } else if rng.chance(0.5) {
         ("Point".to_string(), point(rng).to_string())
     } else {
-        let (x, y) = (rng.coord(REGION.0, REGION.1), rng.coord(REGION.2, REGION.3));
+        let (x, y) = (
+            coord(rng, REGION.0, REGION.1),
+            coord(rng, REGION.2, REGION.3),
+        );
         let (w, h) = (0.2 + rng.unit() * 4.0, 0.2 + rng.unit() * 4.0);
         ("Polygon".to_string(), ring(x, y, w, h, false).to_string())
     };
@@ -712,34 +689,6 @@ fn random_case(rng: &mut Rng, ctx: &ActiveContext, ids: &[String], locations: &[
 
 // ---- the test ----
 
-/// A new empty database copied from the one of `TWINLINK_TEST_DATABASE_URL` (which has PostGIS
-/// installed and nobody connected), with its name; None (the test is skipped) without that
-/// variable, outside CI.
-async fn fresh_database() -> Option<(String, String, String)> {
-    let Ok(template_url) = std::env::var("TWINLINK_TEST_DATABASE_URL") else {
-        crate::common::service_missing(
-            "store_differential",
-            "TWINLINK_TEST_DATABASE_URL is not set",
-        );
-        return None;
-    };
-    let (base, template) = template_url
-        .rsplit_once('/')
-        .expect("database URL ends in /<db>");
-    let name = format!("tl_{}", uuid::Uuid::new_v4().simple());
-    let admin = admin_client(base).await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-        .await
-        .expect("create a test database");
-    Some((format!("{base}/{name}"), base.to_string(), name))
-}
-
-async fn admin_client(base: &str) -> tokio_postgres::Client {
-    let client = common::sql_client(&format!("{base}/postgres")).await;
-    client
-}
-
 fn context() -> ActiveContext {
     let ctx = json!({
         "@vocab": NS,
@@ -775,18 +724,11 @@ fn describe(case: &Case, what: &str, expected: &[&str], got: &[&str], all: &[Ent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_stores_and_the_evaluator_agree() {
-    let Some((url, base, db_name)) = fresh_database().await else {
-        return;
-    };
+    let url = common::new_database().await;
     // scripts/test.sh runs the suite twice (embedded, then TWINLINK_TEST_STORE=postgres); the second
     // run is a smaller one with another seed.
     let second_pass = std::env::var("TWINLINK_TEST_STORE").as_deref() == Ok("postgres");
-    let seed = env_number("TWINLINK_DIFF_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = rng::seed();
     let scale = if second_pass { 4 } else { 1 };
     let n_entities = env_number("TWINLINK_DIFF_ENTITIES").unwrap_or(2000 / scale) as usize;
     let n_queries = env_number("TWINLINK_DIFF_QUERIES").unwrap_or(2000 / scale) as usize;
@@ -923,18 +865,7 @@ async fn both_stores_and_the_evaluator_agree() {
     );
     drop((embedded, postgres));
     let failures = tally.failures;
-    if failures.is_empty() {
-        let admin = admin_client(&base).await;
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-            .await;
-    }
-    assert!(
-        failures.is_empty(),
-        "seed {seed} (TWINLINK_DIFF_SEED={seed}); database {db_name} kept; {} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    rng::conclude(&url, seed, &failures);
     assert!(
         tally.nonempty * 4 >= n_queries,
         "the generated queries should match something often ({} of {n_queries})",

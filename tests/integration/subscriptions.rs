@@ -996,11 +996,7 @@ async fn batch_writes_and_tenants_notify_through_the_same_path() {
 
 #[actix_web::test]
 async fn mqtt_notifications_with_both_versions_and_qos() {
-    let Ok(broker_url) = std::env::var("TWINLINK_TEST_MQTT_URL") else {
-        panic!("TWINLINK_TEST_MQTT_URL is needed (scripts/services.sh env sets it)");
-    };
-    let u = url::Url::parse(&broker_url).unwrap();
-    let (host, port) = (u.host_str().unwrap().to_string(), u.port().unwrap_or(1883));
+    let (host, port) = common::services::mqtt_host_port();
     let s = TestServer::start().await;
     let cases = [
         ("v3q0", None, "0"),
@@ -1209,4 +1205,53 @@ async fn a_receiver_that_redirects_is_not_followed() {
     .await;
     elsewhere.nothing(2000).await;
     assert!(moved.hits("/notify") >= 1, "the receiver was asked");
+}
+
+/// A subscription's EntitySelectors are read as a query's (5.2.33): an id may be a list of URIs,
+/// and a selector that a query refuses is refused.
+#[actix_web::test]
+async fn entity_selectors_of_subscriptions_are_read_as_those_of_queries() {
+    let s = TestServer::start().await;
+    let mut rx = Receiver::ok().await;
+    let (a, b) = ("urn:ngsi-ld:Room:sel-a", "urn:ngsi-ld:Room:sel-b");
+    let selectors = json!([{"type": "Room", "id": [a, b]}]);
+    subscribe(
+        &s,
+        sub(
+            "urn:ngsi-ld:Subscription:ids",
+            &rx.url,
+            json!({"entities": selectors, "notificationTrigger": ["entityCreated"]}),
+        ),
+    )
+    .await;
+    for id in ["urn:ngsi-ld:Room:sel-c", b, a] {
+        create(&s, room(id, 20.0)).await;
+    }
+    let mut got = vec![rx.next(5).await.entity()["id"].clone()];
+    got.push(rx.next(5).await.entity()["id"].clone());
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(got, vec![json!(a), json!(b)]);
+    rx.nothing(300).await;
+
+    for bad in [
+        json!([{"type": "Room", "id": [1]}]),
+        json!([{"id": a}]),
+        json!([{"type": "Room", "idPattern": "a**"}]),
+    ] {
+        let query = json!({"type": "Query", "entities": bad});
+        let subscription = sub(
+            "urn:ngsi-ld:Subscription:bad",
+            &rx.url,
+            json!({"entities": bad}),
+        );
+        for (path, body) in [
+            ("/entityOperations/query", query),
+            ("/subscriptions", subscription),
+        ] {
+            let r = s
+                .send(reqwest::Method::POST, path, "application/json", &body)
+                .await;
+            assert_problem(r, 400, "BadRequestData").await;
+        }
+    }
 }

@@ -419,6 +419,26 @@ async fn queries_page_entities_and_cut_instances_with_content_range() {
 }
 
 /// The normalized temporal representation of an entity.
+/// Creates a temporal entity (5.6.11): 201.
+async fn create_temporal(s: &TestServer, body: &Value) {
+    let r = s
+        .send(Method::POST, "/temporal/entities", "application/json", body)
+        .await;
+    assert_status(r, 201).await;
+}
+
+/// Deletes a temporal entity (5.6.16), then finds it gone from both representations: its
+/// temporal retrieval and a second deletion are 404, and so is the entity.
+async fn delete_temporal_entity(s: &TestServer, id: &str) {
+    let path = format!("/temporal/entities/{id}");
+    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
+    for method in [Method::GET, Method::DELETE] {
+        let r = s.req(method, &path).send().await.unwrap();
+        assert_problem(r, 404, "ResourceNotFound").await;
+    }
+    s.assert_absent(id).await;
+}
+
 async fn all(s: &TestServer, id: &str) -> Value {
     get(s, &format!("/temporal/entities/{id}")).await.2
 }
@@ -436,17 +456,7 @@ async fn provision_deletes_and_patches_attributes_and_instances() {
         "id": id, "type": "Sensor",
         "temperature": model.iter().map(instance_json).collect::<Vec<_>>(),
     });
-    assert_status(
-        s.send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await,
-        201,
-    )
-    .await;
+    create_temporal(&s, &body).await;
     let temps = |b: &Value| pairs(&b["temperature"]);
 
     // Posting the representation again changes nothing but the values given anew.
@@ -533,15 +543,7 @@ async fn provision_deletes_and_patches_attributes_and_instances() {
         .await;
     assert_no_content(r).await;
     assert_eq!(temps(&all(&s, &id).await).len(), 2);
-    let path = format!("/temporal/entities/{id}");
-    assert_no_content(s.req(Method::DELETE, &path).send().await.unwrap()).await;
-    assert_problem(
-        s.req(Method::GET, &path).send().await.unwrap(),
-        404,
-        "ResourceNotFound",
-    )
-    .await;
-    s.assert_absent(&id).await;
+    delete_temporal_entity(&s, &id).await;
 }
 
 #[actix_web::test]
@@ -549,17 +551,7 @@ async fn bad_temporal_parameters_are_400_bad_request_data_with_a_reason() {
     let s = TestServer::start().await;
     let body = json!({"id": sensor_id(0), "type": "Sensor",
         "temperature": {"type": "Property", "value": 1, "observedAt": "2024-03-01T00:00:00Z"}});
-    assert_status(
-        s.send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await,
-        201,
-    )
-    .await;
+    create_temporal(&s, &body).await;
     let id = sensor_id(0);
     for (query, reason) in [
         ("timerel=after", "timeAt"),
@@ -627,15 +619,7 @@ async fn a_cut_response_covers_one_time_range_for_all_attributes_of_an_entity() 
         "fuel": series(day2, 9),
         "level": series(day1 + Duration::minutes(2), 9),
     });
-    let r = s
-        .send(
-            Method::POST,
-            "/temporal/entities",
-            "application/json",
-            &body,
-        )
-        .await;
-    assert_status(r, 201).await;
+    create_temporal(&s, &body).await;
     let minutes = |start: DateTime<Utc>, range: std::ops::Range<i64>| -> Vec<String> {
         range.map(|m| iso(start + Duration::minutes(m))).collect()
     };
@@ -1154,4 +1138,107 @@ async fn temporal_queries_take_expand_values_and_refuse_linked_filters() {
         .await
         .unwrap();
     assert_problem(r, 400, "BadRequestData").await;
+}
+
+/// On PostgreSQL, the transaction (xmin) that wrote entity `id`'s current row, and those of its
+/// history rows, in observedAt order, and of its latest change-feed row.
+async fn transactions_of(url: &str, id: &str) -> (String, Vec<String>, String) {
+    let client = common::sql_client(url).await;
+    let entity = client
+        .query_one("SELECT xmin::text FROM entities WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    let history = client
+        .query(
+            "SELECT xmin::text FROM attribute_instances WHERE entity_id = $1
+             ORDER BY observed_at",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let change = client
+        .query_one(
+            "SELECT xmin::text FROM entity_changes WHERE id = $1 ORDER BY seq DESC LIMIT 1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (entity, history, change)
+}
+
+#[actix_web::test]
+async fn temporal_provision_commits_the_entity_its_history_and_its_change_together() {
+    let s = TestServer::start().await;
+    let mut rx = common::receiver::Receiver::ok().await;
+    let r = s
+        .send(
+            Method::POST,
+            "/subscriptions",
+            "application/json",
+            &json!({"type": "Subscription", "entities": [{"type": "Sensor"}],
+                    "notificationTrigger": ["entityCreated", "attributeUpdated"],
+                    "notification": {"endpoint": {"uri": rx.url}}}),
+        )
+        .await;
+    assert_status(r, 201).await;
+    let id = sensor_id(0);
+    let at = |i: i64| iso(base() + Duration::minutes(i));
+    let instance = |i: i64| json!({"type": "Property", "value": i, "observedAt": at(i)});
+    let body = json!({"id": id, "type": "Sensor", "temperature": [instance(1), instance(2)]});
+    create_temporal(&s, &body).await;
+    // The current state takes the latest instance, and the change is notified.
+    assert_eq!(rx.next(10).await.entity()["temperature"]["value"], 2);
+    if let Some(url) = &s.database_url {
+        let (entity, history, change) = transactions_of(url, &id).await;
+        assert_eq!(history, vec![entity.clone(), entity.clone()]);
+        assert_eq!(change, entity);
+    }
+
+    // Adding instances: the new ones, the state and the change in one transaction; an instance
+    // given again replaces the recorded one of the same observedAt.
+    let r = s
+        .send(
+            Method::POST,
+            &format!("/temporal/entities/{id}/attrs"),
+            "application/json",
+            &json!({"temperature": [json!({"type": "Property", "value": 20, "observedAt": at(2)}),
+                                    instance(3)]}),
+        )
+        .await;
+    assert_no_content(r).await;
+    assert_eq!(rx.next(10).await.entity()["temperature"]["value"], 3);
+    let (_, _, got) = get(&s, &format!("/temporal/entities/{id}")).await;
+    assert_eq!(
+        pairs(&got["temperature"])
+            .into_iter()
+            .map(|(v, t, _)| (v, t))
+            .collect::<Vec<_>>(),
+        vec![(1.0, at(1)), (20.0, at(2)), (3.0, at(3))]
+    );
+    if let Some(url) = &s.database_url {
+        let (entity, history, change) = transactions_of(url, &id).await;
+        assert_ne!(history[0], entity, "the first instance was written before");
+        assert_eq!(history[1..], [entity.clone(), entity.clone()]);
+        assert_eq!(change, entity);
+    }
+
+    // Deleting the temporal entity removes the state and the whole history; then it is gone.
+    delete_temporal_entity(&s, &id).await;
+    if let Some(url) = &s.database_url {
+        let left: i64 = common::sql_client(url)
+            .await
+            .query_one(
+                "SELECT count(*) FROM attribute_instances WHERE entity_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+    }
 }

@@ -6,8 +6,8 @@ mod maps;
 
 use super::aggregate::{self, AggregateQuery, Bucket};
 use super::changes::{Change, ChangeFeed};
-use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
-use super::{run_steps, Collection, Step};
+use super::history::{HistoryQuery, InstanceChange, TimeProperty};
+use super::{run_steps, Collection, PlannedRemoval, Step};
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
 use crate::query::EntityQuery;
@@ -67,6 +67,31 @@ fn history_key(tenant: &str, id: &str, r: &InstanceChange) -> Vec<u8> {
     key.extend_from_slice(&time_bytes(r.modified_at));
     key.extend_from_slice(r.instance_id.as_bytes());
     key
+}
+
+/// Removes the records a planned removal selects from the history table of a write transaction;
+/// returns how many.
+fn remove_history(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    tenant: &str,
+    removal: &PlannedRemoval,
+) -> NgsiResult<usize> {
+    let prefix = history_prefix(tenant, &removal.id, removal.which.attr());
+    let mut doomed = Vec::new();
+    for row in table.range(prefix.as_slice()..).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        let r: InstanceChange = serde_json::from_slice(v.value()).map_err(storage)?;
+        if removal.which.matches(&r) {
+            doomed.push(k.value().to_vec());
+        }
+    }
+    for k in &doomed {
+        table.remove(k.as_slice()).map_err(storage)?;
+    }
+    Ok(doomed.len())
 }
 
 fn storage(e: impl std::fmt::Display) -> NgsiError {
@@ -238,54 +263,6 @@ impl EmbeddedStore {
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
-    /// Removes the history records of one entity that `removal` selects and adds `add`, in one
-    /// durable transaction; returns how many records were removed.
-    pub async fn edit_history(
-        &self,
-        tenant: &str,
-        id: &str,
-        removal: HistoryRemoval,
-        add: Vec<InstanceChange>,
-    ) -> NgsiResult<usize> {
-        let (db, writer) = (self.db.clone(), self.writer.clone());
-        let prefix = history_prefix(tenant, id, removal.attr());
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        tokio::task::spawn_blocking(move || {
-            let _guard = writer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let txn = db.begin_write().map_err(storage)?;
-            let removed = {
-                let mut table = txn.open_table(HISTORY).map_err(storage)?;
-                let mut doomed = Vec::new();
-                for row in table.range(prefix.as_slice()..).map_err(storage)? {
-                    let (k, v) = row.map_err(storage)?;
-                    if !k.value().starts_with(&prefix) {
-                        break;
-                    }
-                    let r: InstanceChange = serde_json::from_slice(v.value()).map_err(storage)?;
-                    if removal.matches(&r) {
-                        doomed.push(k.value().to_vec());
-                    }
-                }
-                for k in &doomed {
-                    table.remove(k.as_slice()).map_err(storage)?;
-                }
-                for r in &add {
-                    let bytes = serde_json::to_vec(r).map_err(storage)?;
-                    table
-                        .insert(history_key(&tenant, &id, r).as_slice(), bytes.as_slice())
-                        .map_err(storage)?;
-                }
-                doomed.len()
-            };
-            txn.commit().map_err(storage)?;
-            Ok(removed)
-        })
-        .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
-    }
-
     /// Aggregates the history of each of `ids` (see [`aggregate::aggregate`]), in Rust over the
     /// records of the time range.
     pub async fn aggregate(
@@ -330,15 +307,16 @@ impl EmbeddedStore {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let deleted_at = Utc::now();
-            let planned = {
+            let mut planned = {
                 let memory = memory.read().map_err(storage)?;
                 let stored = memory.get(&tenant);
                 run_steps(steps, |id| stored.and_then(|m| m.get(id)).cloned())
             };
-            if planned.writes.is_empty() {
+            if planned.is_empty() {
                 return Ok(planned.results);
             }
             let txn = db.begin_write().map_err(storage)?;
+            let mut removed = Vec::with_capacity(planned.removals.len());
             {
                 let mut entities = txn.open_table(ENTITIES).map_err(storage)?;
                 for (id, state) in &planned.writes {
@@ -362,6 +340,9 @@ impl EmbeddedStore {
                         .map_err(storage)?;
                 }
                 let mut table = txn.open_table(HISTORY).map_err(storage)?;
+                for removal in &planned.removals {
+                    removed.push(remove_history(&mut table, &tenant, removal)?);
+                }
                 for (id, r) in &planned.history {
                     let bytes = serde_json::to_vec(r).map_err(storage)?;
                     table
@@ -390,7 +371,7 @@ impl EmbeddedStore {
                 return Ok(planned.results);
             }
             // Still under the writer lock: the feed sees each entity's writes in commit order.
-            for (id, after) in planned.writes {
+            for (id, after) in std::mem::take(&mut planned.writes) {
                 let at = after.as_ref().map_or(deleted_at, |e| e.modified_at);
                 feed.publish(Change {
                     tenant: tenant.clone(),
@@ -400,7 +381,7 @@ impl EmbeddedStore {
                     at,
                 });
             }
-            Ok(planned.results)
+            Ok(planned.settle(&removed))
         })
         .await
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?

@@ -61,7 +61,7 @@ pub async fn run(
     alive: Weak<()>,
 ) {
     let mut last_seq: Option<i64> = None;
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = crate::retry::Backoff::reconnect();
     loop {
         let result = session(&config, &feed, &events, &mut claims, &mut last_seq, &alive).await;
         // Whatever happened, the session's locks are gone.
@@ -69,9 +69,9 @@ pub async fn run(
         match result {
             Ok(()) => return,
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, "change listener lost its connection; reconnecting in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -19,9 +19,10 @@ use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{expiry, AttrKind, Entity};
 use crate::query::geo::LOCATION;
 use crate::query::EntityQuery;
+use crate::retry::Backoff;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::future::{try_join, try_join3, try_join4};
+use futures_util::future::{try_join, try_join3, try_join4, try_join_all};
 use serde_json::Value;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,10 +52,10 @@ pub struct PgStore {
     cache: cache::EntityCache,
 }
 
-/// Applies migrations, retrying with exponential backoff (capped at 5 s) while the database is
+/// Applies migrations, retrying with backoff ([`Backoff::reconnect`]) while the database is
 /// unreachable; gives up after `max_attempts` when given.
 async fn migrate_with_retry(pool: &Pool, max_attempts: Option<u32>) -> Result<(), String> {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::reconnect();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -66,9 +67,9 @@ async fn migrate_with_retry(pool: &Pool, max_attempts: Option<u32>) -> Result<()
                 return Ok(());
             }
             Err(e) if max_attempts.is_none_or(|max| attempt < max) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(attempt, error = %e, "PostgreSQL not ready; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(format!("PostgreSQL stayed unreachable: {e}")),
         }
@@ -281,6 +282,55 @@ async fn copy_history(
     writer.finish().await
 }
 
+/// The statement that deletes the history records a removal selects from those of entity `$2` of
+/// tenant `$1`, and its parameters after those two.
+fn removal_statement(
+    removal: &HistoryRemoval,
+) -> (&'static str, Vec<Box<dyn ToSql + Sync + Send>>) {
+    match removal.clone() {
+        HistoryRemoval::Entity => (
+            "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2",
+            Vec::new(),
+        ),
+        HistoryRemoval::Attribute {
+            attr,
+            dataset_id: None,
+        } => (
+            "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3",
+            vec![Box::new(attr)],
+        ),
+        HistoryRemoval::Attribute {
+            attr,
+            dataset_id: Some(d),
+        } => (
+            "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3
+               AND dataset_id IS NOT DISTINCT FROM $4",
+            vec![Box::new(attr), Box::new(d)],
+        ),
+        HistoryRemoval::Observations(items) => {
+            let mut attrs = Vec::with_capacity(items.len());
+            let mut datasets = Vec::with_capacity(items.len());
+            let mut times = Vec::with_capacity(items.len());
+            for (attr, dataset_id, t) in items {
+                attrs.push(attr);
+                datasets.push(dataset_id);
+                times.push(t);
+            }
+            (
+                "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2 AND EXISTS (
+                   SELECT 1 FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS o(a, d, t)
+                   WHERE attr = o.a AND dataset_id IS NOT DISTINCT FROM o.d AND observed_at = o.t)",
+                vec![Box::new(attrs), Box::new(datasets), Box::new(times)],
+            )
+        }
+        HistoryRemoval::Instance { attr, instance_id } => (
+            "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3
+               AND instance_id = $4",
+            vec![Box::new(attr), Box::new(instance_id)],
+        ),
+    }
+}
+
 /// The row version of an entity (see [`cache::Version`]): the transaction that wrote it, as a
 /// bigint, and the modification time; two columns.
 const VERSION: &str = "xmin::text::bigint, modified_at";
@@ -442,7 +492,7 @@ async fn execute_if(
 }
 
 impl PgStore {
-    /// Connects and migrates, retrying with backoff (a log line per attempt) for up to about two
+    /// Connects and migrates, retrying with backoff (a log line per attempt) for two to four
     /// minutes while the database is unreachable; used where the caller needs the database now.
     pub async fn connect(url: &str, max_size: usize) -> Result<PgStore, String> {
         let store = Self::with_pool(url, max_size)?;
@@ -630,7 +680,7 @@ impl PgStore {
             stored.insert(row.get::<_, String>(0), Arc::new(decode(&row, 1)?));
         }
         let planned = run_steps(steps, |id| stored.get(id).cloned());
-        if planned.writes.is_empty() {
+        if planned.is_empty() {
             client.batch_execute("COMMIT").await.map_err(db_error)?;
             return Ok(planned.results);
         }
@@ -668,6 +718,15 @@ impl PgStore {
         .await
         .map(|((r, u, t), (d, c, p))| (r, u, t, d, c, p))
         .map_err(db_error)?;
+        let removals: Vec<_> = planned
+            .removals
+            .iter()
+            .map(|r| removal_statement(&r.which))
+            .collect();
+        let removal_statements =
+            try_join_all(removals.iter().map(|(sql, _)| client.prepare_cached(sql)))
+                .await
+                .map_err(db_error)?;
         // Every statement of the write, then COMMIT, pipelined in this order. A statement that
         // fails in the database aborts the transaction (COMMIT then rolls back); one that fails
         // before it is sent (encoding) ends the join before COMMIT is sent.
@@ -676,19 +735,37 @@ impl PgStore {
         let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
         let delete_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deleted];
         let put_params = puts.params(&tenant);
-        let record_changes = execute_if(client, watched, &record, &change_params);
+        let record_changes = execute_if(
+            client,
+            watched && !changed.is_empty(),
+            &record,
+            &change_params,
+        );
         let write = execute_if(client, !puts.id.is_empty(), &upsert, &put_params);
         let register_tenant = execute_if(client, new_tenant, &add_tenant, &tenant_param);
         let delete = execute_if(client, !deleted.is_empty(), &delete, &delete_params);
+        // Before the new records are copied in, so that a removal never takes one of them.
+        let remove_history = try_join_all(
+            planned
+                .removals
+                .iter()
+                .zip(&removals)
+                .zip(&removal_statements)
+                .map(|((r, (_, args)), statement)| {
+                    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &r.id];
+                    params.extend(args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)));
+                    async move { client.execute(statement, &params).await }
+                }),
+        );
         let record_history = async {
             if planned.history.is_empty() {
                 return Ok(0);
             }
             copy_history(client, &copy, &probe, tenant, &planned.history).await
         };
-        try_join3(
+        let (_, (_, removed, _), _) = try_join3(
             try_join3(record_changes, write, register_tenant),
-            try_join(delete, record_history),
+            try_join3(delete, remove_history, record_history),
             client.batch_execute("COMMIT"),
         )
         .await
@@ -697,7 +774,8 @@ impl PgStore {
             self.remember_tenant(tenant);
         }
         crate::telemetry::metrics::history_rows(planned.history.len());
-        Ok(planned.results)
+        let removed: Vec<usize> = removed.into_iter().map(|n| n as usize).collect();
+        Ok(planned.settle(&removed))
     }
 
     /// The tenants and ids of at most `limit` entities (of `tenant`, or of every tenant) with
@@ -1105,77 +1183,6 @@ impl PgStore {
             .iter()
             .map(|id| (id.clone(), by_id.remove(id).unwrap_or_default()))
             .collect())
-    }
-
-    /// Removes the history records of one entity that `removal` selects and adds `add`, in one
-    /// transaction; returns how many records were removed.
-    pub async fn edit_history(
-        &self,
-        tenant: &str,
-        id: &str,
-        removal: HistoryRemoval,
-        add: Vec<InstanceChange>,
-    ) -> NgsiResult<usize> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let base = "DELETE FROM attribute_instances WHERE tenant = $1 AND entity_id = $2";
-        let removed = match &removal {
-            HistoryRemoval::Entity => tx.execute(base, &[&tenant, &id]).await,
-            HistoryRemoval::Attribute {
-                attr,
-                dataset_id: None,
-            } => {
-                tx.execute(&format!("{base} AND attr = $3"), &[&tenant, &id, attr])
-                    .await
-            }
-            HistoryRemoval::Attribute {
-                attr,
-                dataset_id: Some(d),
-            } => {
-                tx.execute(
-                    &format!("{base} AND attr = $3 AND dataset_id IS NOT DISTINCT FROM $4"),
-                    &[&tenant, &id, attr, d],
-                )
-                .await
-            }
-            HistoryRemoval::Observations(items) => {
-                let attrs: Vec<&str> = items.iter().map(|(a, _, _)| a.as_str()).collect();
-                let datasets: Vec<Option<&str>> =
-                    items.iter().map(|(_, d, _)| d.as_deref()).collect();
-                let times: Vec<DateTime<Utc>> = items.iter().map(|(_, _, t)| *t).collect();
-                tx.execute(
-                    &format!(
-                        "{base} AND EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS o(a, d, t)
-                           WHERE attr = o.a AND dataset_id IS NOT DISTINCT FROM o.d AND observed_at = o.t)"
-                    ),
-                    &[&tenant, &id, &attrs, &datasets, &times],
-                )
-                .await
-            }
-            HistoryRemoval::Instance { attr, instance_id } => {
-                tx.execute(
-                    &format!("{base} AND attr = $3 AND instance_id = $4"),
-                    &[&tenant, &id, attr, instance_id],
-                )
-                .await
-            }
-        }
-        .map_err(db_error)?;
-        if !add.is_empty() {
-            let add: Vec<(String, InstanceChange)> =
-                add.into_iter().map(|r| (id.to_string(), r)).collect();
-            let (copy, probe) = try_join(
-                tx.prepare_cached(COPY_HISTORY),
-                tx.prepare_cached(GEOMETRY_PROBE),
-            )
-            .await
-            .map_err(db_error)?;
-            copy_history(tx.client(), &copy, &probe, tenant, &add)
-                .await
-                .map_err(db_error)?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(removed as usize)
     }
 
     /// Aggregates the history of each of `ids` in SQL: `date_bin` over the time property from the

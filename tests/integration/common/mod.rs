@@ -5,6 +5,8 @@
 pub mod jwt;
 pub mod logs;
 pub mod receiver;
+pub mod rng;
+pub mod services;
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -53,13 +55,11 @@ pub async fn fresh_database_url() -> Option<String> {
     Some(new_database().await)
 }
 
-/// A new empty PostGIS database copied from the one of `TWINLINK_TEST_DATABASE_URL`, whatever the
-/// store under test: for tests of what only PostgreSQL does (several instances on one
-/// database). Fails loudly when the test database is not configured (`scripts/test.sh` sets it).
+/// A new empty PostGIS database copied from the test database ([`services::database_url`]),
+/// whatever the store under test: for tests of what only PostgreSQL does (several instances on one
+/// database). The caller drops it ([`drop_database`]).
 pub async fn new_database() -> String {
-    let template_url = std::env::var("TWINLINK_TEST_DATABASE_URL").expect(
-        "this test needs a PostgreSQL test database: TWINLINK_TEST_DATABASE_URL (scripts/test.sh sets it)",
-    );
+    let template_url = services::database_url();
     let (base, template) = template_url
         .rsplit_once('/')
         .expect("database URL ends in /<db>");
@@ -609,25 +609,6 @@ pub fn vocab_context(vocab: &str, terms: &[&str]) -> (ContextServer, String) {
     server.serve("/ctx.jsonld", &serde_json::json!({ "@context": map }));
     let url = server.url("/ctx.jsonld");
     (server, url)
-}
-
-/// Whether the run must have every test service: the README's test command (`scripts/test.sh`)
-/// sets TWINLINK_REQUIRE_SERVICES=1, and CI runs that command.
-pub fn services_required() -> bool {
-    ["TWINLINK_REQUIRE_SERVICES", "CI"].iter().any(|name| {
-        std::env::var(name)
-            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-    })
-}
-
-/// Reports that `test` cannot run because `what` is missing: a failure under the test command,
-/// a printed SKIPPED on a developer's machine without the service.
-pub fn service_missing(test: &str, what: &str) {
-    assert!(
-        !services_required(),
-        "{test}: {what} (scripts/test.sh installs and starts every test service)"
-    );
-    eprintln!("{test}: SKIPPED, {what}");
 }
 
 impl TestServer {

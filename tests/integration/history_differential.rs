@@ -1,0 +1,325 @@
+//! Differential test of the history of the two stores: random histories (numbers, strings and
+//! both in one attribute, datasetIds, records without observedAt, deletion records, entity
+//! deletions, ties of time) are written to the embedded store and to PostgreSQL, then random
+//! history reads (attribute, time property, open, closed and half-open bounds, lastN) and random
+//! aggregations (time property, bounds, attributes, period lengths, every method) are asked of
+//! both. The answers must be the same: the same records in the same order (and those that
+//! `HistoryQuery::select` picks from the generated records), the same buckets with the same
+//! counts, times and (to 1e-9, relatively) numbers.
+//!
+//! Runs on a new database copied from the test database (`common::new_database`), kept when the
+//! test fails. Seeded: the seed is printed, and `TWINLINK_DIFF_SEED` replays it;
+//! `TWINLINK_DIFF_ENTITIES` and `TWINLINK_DIFF_QUERIES` change the size.
+
+use crate::common;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::rng::{self, env_number, Rng};
+use serde_json::{json, Value};
+use std::ops::Bound;
+use twinlink::model::{AttrKind, Attribute};
+use twinlink::store::aggregate::{AggrMethod, AggregateQuery, Bucket};
+use twinlink::store::embedded::EmbeddedStore;
+use twinlink::store::history::{self, HistoryQuery, InstanceChange, TimeProperty};
+use twinlink::store::postgres::PgStore;
+use twinlink::store::{Backend, Decision, Store, Write};
+
+const TENANT: &str = "history";
+const ATTRS: [&str; 3] = [
+    "https://example.org/temperature",
+    "https://example.org/status",
+    "https://example.org/mixed",
+];
+const DATASETS: [Option<&str>; 2] = [None, Some("urn:ngsi-ld:Dataset:a")];
+const STATUSES: [&str; 3] = ["ok", "warn", "fail"];
+const TIME_PROPERTIES: [TimeProperty; 4] = [
+    TimeProperty::ObservedAt,
+    TimeProperty::CreatedAt,
+    TimeProperty::ModifiedAt,
+    TimeProperty::DeletedAt,
+];
+/// Period lengths: the whole range (0), a quarter of an hour, an hour, a day, a week.
+const PERIODS: [i64; 5] = [
+    0,
+    900_000_000,
+    3_600_000_000,
+    86_400_000_000,
+    604_800_000_000,
+];
+
+fn base() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap()
+}
+
+/// A time within two days of [`base`]: on the minute (so that records tie) or to the microsecond.
+fn time(rng: &mut Rng) -> DateTime<Utc> {
+    let minute = rng.below(2 * 24 * 60) as i64;
+    let micros = if rng.chance(0.5) {
+        0
+    } else {
+        rng.below(60_000_000) as i64
+    };
+    base() + Duration::minutes(minute) + Duration::microseconds(micros)
+}
+
+fn value(rng: &mut Rng, attr: &str) -> Value {
+    let number = |rng: &mut Rng| json!(rng.below(200) as f64 / 4.0 - 10.0);
+    match attr {
+        "https://example.org/temperature" => number(rng),
+        "https://example.org/status" => json!(rng.pick(&STATUSES)),
+        _ if rng.chance(0.5) => json!(rng.below(5) as i64),
+        _ => json!(rng.pick(&STATUSES)),
+    }
+}
+
+/// One random history record of an attribute instance: written, or (one in ten) deleted.
+fn record(rng: &mut Rng) -> InstanceChange {
+    let attr = *rng.pick(&ATTRS);
+    let observed = time(rng);
+    let modified = observed + Duration::seconds(rng.below(600) as i64);
+    let a = Attribute {
+        kind: AttrKind::Property,
+        value: value(rng, attr),
+        dataset_id: rng.pick(&DATASETS).map(str::to_string),
+        observed_at: (!rng.chance(0.1)).then(|| twinlink::model::format_time(&observed)),
+        unit_code: None,
+        object_type: None,
+        created_at: base() - Duration::days(rng.below(3) as i64),
+        modified_at: modified,
+        // Some instances are transient (4.22): expired ones are served by neither store.
+        expires_at: rng.chance(0.1).then(|| {
+            let now = Utc::now();
+            if rng.chance(0.5) {
+                now - Duration::days(1)
+            } else {
+                now + Duration::days(1)
+            }
+        }),
+        sub: Default::default(),
+    };
+    let mut r = history::written(attr, &a);
+    if rng.chance(0.1) {
+        r.value = None;
+        r.num = None;
+        r.observed_at = None;
+        r.deleted_at = Some(r.modified_at);
+    }
+    r
+}
+
+/// The record of a deletion of the whole entity.
+fn entity_deletion(rng: &mut Rng) -> InstanceChange {
+    let at = time(rng);
+    InstanceChange {
+        attr: None,
+        dataset_id: None,
+        instance_id: history::fresh_instance_id(),
+        kind: None,
+        value: Some(history::JsonText::of(
+            &json!({"types": ["https://example.org/Sensor"], "scope": null}),
+        )),
+        num: None,
+        observed_at: None,
+        created_at: base(),
+        modified_at: at,
+        deleted_at: Some(at),
+        expires_at: None,
+    }
+}
+
+fn bound(rng: &mut Rng, times: &[DateTime<Utc>]) -> Bound<DateTime<Utc>> {
+    // Often exactly at a recorded time, to test the edges.
+    let t = if rng.chance(0.5) && !times.is_empty() {
+        *rng.pick(times)
+    } else {
+        time(rng)
+    };
+    match rng.below(3) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(t),
+        _ => Bound::Excluded(t),
+    }
+}
+
+fn history_query(rng: &mut Rng, times: &[DateTime<Utc>]) -> HistoryQuery {
+    let (a, b) = (bound(rng, times), bound(rng, times));
+    let start = |b: &Bound<DateTime<Utc>>| match b {
+        Bound::Included(t) | Bound::Excluded(t) => Some(*t),
+        Bound::Unbounded => None,
+    };
+    // Mostly from <= to; sometimes the other way round (an empty range).
+    let (from, to) = if rng.chance(0.9) && start(&a) > start(&b) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    HistoryQuery {
+        attr: rng.chance(0.6).then(|| rng.pick(&ATTRS).to_string()),
+        time_property: *rng.pick(&TIME_PROPERTIES),
+        from,
+        to,
+        last_n: rng.chance(0.3).then(|| 1 + rng.below(4)),
+    }
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        (a, b) => a == b,
+    }
+}
+
+/// Whether two stores' buckets agree: the same groups and counts exactly, the numbers closely.
+fn same_buckets(a: &[Bucket], b: &[Bucket]) -> bool {
+    let key = |x: &Bucket| (x.attr.clone(), x.dataset_id.clone(), x.start);
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_by_key(key);
+    b.sort_by_key(key);
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| {
+            key(x) == key(y)
+                && (x.first, x.last, x.total_count, x.distinct_count)
+                    == (y.first, y.last, y.total_count, y.distinct_count)
+                && [
+                    (x.sum, y.sum),
+                    (x.avg, y.avg),
+                    (x.min, y.min),
+                    (x.max, y.max),
+                    (x.stddev, y.stddev),
+                    (x.sumsq, y.sumsq),
+                ]
+                .into_iter()
+                .all(|(p, q)| close(p, q))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_read_and_aggregate_histories_alike() {
+    let url = common::new_database().await;
+    let seed = rng::seed();
+    let n_entities = env_number("TWINLINK_DIFF_ENTITIES").unwrap_or(40) as usize;
+    let n_queries = env_number("TWINLINK_DIFF_QUERIES").unwrap_or(600) as usize;
+    println!(
+        "history_differential: seed {seed} (replay with TWINLINK_DIFF_SEED={seed}), {n_entities} entities, {n_queries} queries"
+    );
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Store::new(Backend::Embedded(
+        EmbeddedStore::open(&dir.path().join("data")).expect("open the embedded store"),
+    ));
+    let postgres = Store::new(Backend::Postgres(
+        PgStore::connect(&url, 4)
+            .await
+            .expect("connect to the test database"),
+    ));
+
+    // The histories, written in a few writes per entity, the same records to both stores.
+    let ids: Vec<String> = (0..n_entities)
+        .map(|i| format!("urn:ngsi-ld:Sensor:h{i:03}"))
+        .collect();
+    let mut written: Vec<Vec<InstanceChange>> = Vec::new();
+    for id in &ids {
+        let mut mine = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let mut batch: Vec<InstanceChange> =
+                (0..rng.below(60)).map(|_| record(&mut rng)).collect();
+            if rng.chance(0.05) {
+                batch.push(entity_deletion(&mut rng));
+            }
+            for store in [&embedded, &postgres] {
+                let records = batch.clone();
+                store
+                    .modify_recorded(TENANT, id, move |_| {
+                        Ok(Decision {
+                            write: Write::Keep,
+                            records: Some(records),
+                            removal: None,
+                            result: (),
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("writing the history of {id}: {e}"));
+            }
+            mine.extend(batch);
+        }
+        written.push(mine);
+    }
+    let times: Vec<DateTime<Utc>> = written
+        .iter()
+        .flatten()
+        .flat_map(|r| {
+            [
+                r.observed_at,
+                Some(r.created_at),
+                Some(r.modified_at),
+                r.deleted_at,
+            ]
+        })
+        .flatten()
+        .collect();
+
+    let mut failures = Vec::new();
+    let (mut nonempty, mut buckets) = (0, 0);
+    for n in 0..n_queries {
+        let query = history_query(&mut rng, &times);
+        let e = rng.below(ids.len());
+        if n % 2 == 0 {
+            // A history read of one entity, and of a few at once.
+            let reference = query.select(written[e].clone());
+            let a = embedded.history(TENANT, &ids[e], &query).await.unwrap();
+            let b = postgres.history(TENANT, &ids[e], &query).await.unwrap();
+            nonempty += usize::from(!reference.is_empty());
+            if a != reference || b != reference {
+                failures.push(format!(
+                    "history of {} with {query:?}: {} records expected, embedded {}, PostgreSQL {}",
+                    ids[e],
+                    reference.len(),
+                    a.len(),
+                    b.len()
+                ));
+            }
+            let some: Vec<String> = ids[e..].iter().take(3).cloned().collect();
+            let a = embedded.history_many(TENANT, &some, &query).await.unwrap();
+            let b = postgres.history_many(TENANT, &some, &query).await.unwrap();
+            if a != b {
+                failures.push(format!("history of {some:?} with {query:?} differs"));
+            }
+        } else {
+            let attrs: Vec<String> = ATTRS
+                .iter()
+                .filter(|_| rng.chance(0.3))
+                .map(|a| a.to_string())
+                .collect();
+            let query = AggregateQuery {
+                history: HistoryQuery {
+                    attr: None,
+                    last_n: None,
+                    ..query
+                },
+                attrs,
+                period_micros: *rng.pick(&PERIODS),
+                methods: AggrMethod::ALL.to_vec(),
+            };
+            let some: Vec<String> = ids[e..].iter().take(2).cloned().collect();
+            let a = embedded.aggregate(TENANT, &some, &query).await.unwrap();
+            let b = postgres.aggregate(TENANT, &some, &query).await.unwrap();
+            buckets += a.iter().map(|(_, b)| b.len()).sum::<usize>();
+            let agree = a.len() == b.len()
+                && a.iter()
+                    .zip(&b)
+                    .all(|((x, xs), (y, ys))| x == y && same_buckets(xs, ys));
+            if !agree {
+                failures.push(format!(
+                    "aggregation of {some:?} with {query:?}:\n  embedded {a:?}\n  PostgreSQL {b:?}"
+                ));
+            }
+        }
+    }
+    println!(
+        "history_differential: {} records; {nonempty} non-empty history reads, {buckets} buckets",
+        written.iter().map(Vec::len).sum::<usize>()
+    );
+    rng::conclude(&url, seed, &failures);
+    // The generated queries must find something often, or the test proves little.
+    assert!(nonempty * 3 >= n_queries / 2, "{nonempty} non-empty reads");
+    assert!(buckets >= n_queries / 2, "{buckets} buckets");
+}
