@@ -249,7 +249,7 @@ pub fn written(name: &str, a: &Attribute) -> InstanceChange {
         created_at: micros(a.created_at),
         modified_at: micros(a.modified_at),
         deleted_at: None,
-        expires_at: a.expires_at,
+        expires_at: a.expires_at.map(micros),
     }
 }
 
