@@ -287,6 +287,10 @@ pub struct Subscription {
     pub query: EntityQuery,
     /// `watchedAttributes` (expanded); empty means every attribute.
     pub watched: Vec<String>,
+    /// `temporalQ`: an entity is notified only while one of its attribute instances has its time
+    /// property (observedAt unless `timeproperty` says otherwise) within the range, as a temporal
+    /// query selects entities (for registration subscriptions it selects registrations).
+    pub temporal: Option<crate::store::history::HistoryQuery>,
     /// The notification triggers.
     pub triggers: Vec<Trigger>,
     /// `timeInterval` in seconds: periodic notifications instead of change-driven ones.

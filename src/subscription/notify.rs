@@ -9,6 +9,7 @@ use crate::model::render::{self, Format, Projection, RenderOptions};
 use crate::model::{format_time, AttrKind, Attribute, Entity, NGSI_LD_NULL};
 use crate::query::EntityQuery;
 use crate::store::changes::Change;
+use crate::store::history::{HistoryQuery, TimeProperty};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
@@ -73,6 +74,11 @@ pub fn entity_for(
     if !query.matches(current) {
         return None;
     }
+    if let Some(range) = &sub.temporal {
+        if !in_time_range(range, current, change) {
+            return None;
+        }
+    }
     let watched = |name: &String| sub.watched.is_empty() || sub.watched.contains(name);
     let has = |set: &[Trigger], t: Trigger| set.contains(&t);
     let (trigger, nulled, changed): (Trigger, Vec<String>, Vec<String>) =
@@ -134,6 +140,28 @@ pub fn entity_for(
         trigger,
         show(sub, change, current, trigger, &nulled, &changed),
     ))
+}
+
+/// Whether the entity of a change has an attribute instance whose time property lies in the
+/// range of a subscription's temporalQ (for deletedAt: the time of a deletion).
+fn in_time_range(range: &HistoryQuery, e: &Entity, change: &Change) -> bool {
+    let time_of = |a: &Attribute| match range.time_property {
+        TimeProperty::ObservedAt => a
+            .observed_at
+            .as_deref()
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok()),
+        TimeProperty::CreatedAt => Some(a.created_at),
+        TimeProperty::ModifiedAt => Some(a.modified_at),
+        TimeProperty::DeletedAt => None,
+    };
+    if range.time_property == TimeProperty::DeletedAt {
+        return change.after.is_none() && range.contains(change.at);
+    }
+    e.attrs
+        .values()
+        .flatten()
+        .filter_map(time_of)
+        .any(|t| range.contains(t))
 }
 
 /// The NGSI-LD Null in the value member of an attribute kind.

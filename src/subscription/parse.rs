@@ -483,9 +483,11 @@ pub fn compile(
     let expires_at = text("expiresAt")
         .map(|t| validate::date_time("subscription expiresAt", t))
         .transpose()?;
+    let temporal = doc.get("temporalQ").map(temporal_q).transpose()?;
     Ok(Subscription {
         tenant: tenant.to_string(),
         query,
+        temporal,
         watched: set_of(doc.get("watchedAttributes"))
             .map(|s| s.into_iter().collect())
             .unwrap_or_default(),
@@ -543,10 +545,10 @@ pub fn compile_csource(
         .map(|csf| query::q::parse(&percent_decoded(csf), &ctx))
         .transpose()
         .map_err(|e| bad("csf", e.detail))?;
-    let time = record.doc.get("temporalQ").map(temporal_q).transpose()?;
     let mut sub = compile(tenant, record, ctx, notify_ctx)?;
     let mut query = std::mem::take(&mut sub.query);
     query.attrs = sub.watched.clone();
+    let time = sub.temporal.take();
     sub.csource = Some(crate::federation::Discovery { query, csf, time });
     Ok(sub)
 }

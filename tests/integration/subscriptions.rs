@@ -1255,3 +1255,44 @@ async fn entity_selectors_of_subscriptions_are_read_as_those_of_queries() {
         }
     }
 }
+
+#[actix_web::test]
+async fn a_temporal_query_notifies_only_changes_observed_within_its_range() {
+    let s = TestServer::start().await;
+    let mut rx = Receiver::ok().await;
+    subscribe(
+        &s,
+        sub(
+            "urn:ngsi-ld:Subscription:temporalq",
+            &rx.url,
+            json!({"temporalQ": {"timerel": "between", "timeAt": "2030-01-01T00:00:00Z",
+                                 "endTimeAt": "2030-01-02T00:00:00Z"}}),
+        ),
+    )
+    .await;
+    create(&s, room("urn:ngsi-ld:Room:tq", 20.0)).await;
+    let observed =
+        |t: &str, v: f64| json!({"temperature": {"type": "Property", "value": v, "observedAt": t}});
+    patch_attrs(
+        &s,
+        "urn:ngsi-ld:Room:tq",
+        observed("2029-12-31T23:00:00Z", 21.0),
+    )
+    .await;
+    rx.nothing(400).await;
+    patch_attrs(
+        &s,
+        "urn:ngsi-ld:Room:tq",
+        observed("2030-01-01T12:00:00Z", 22.0),
+    )
+    .await;
+    let n = rx.next(5).await;
+    assert_eq!(n.entity()["temperature"]["value"], 22.0, "{}", n.body);
+    patch_attrs(
+        &s,
+        "urn:ngsi-ld:Room:tq",
+        observed("2030-01-03T00:00:00Z", 23.0),
+    )
+    .await;
+    rx.nothing(400).await;
+}
