@@ -1,9 +1,10 @@
 //! `/metrics`: the counters and histograms move with the requests, writes, notifications and
-//! context fetches they measure; the pool gauges show on PostgreSQL; access is open or admin.
+//! context fetches they measure; the pool gauges show on PostgreSQL; access is open or admin;
+//! `promtool check metrics` accepts a scrape taken after that work.
 
 use crate::common::jwt::{self, claims, Signer};
 use crate::common::receiver::{dead_url, Receiver};
-use crate::common::{metric, vocab_context, TestServer};
+use crate::common::{metric, services, vocab_context, TestServer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -56,6 +57,7 @@ async fn requests_and_writes_move_their_counters() {
     assert!(delta("twinlink_store_commit_entities_sum", &[]) >= 3.0);
     // One history record per attribute of each created entity.
     assert!(delta("twinlink_history_rows_written_total", &[]) >= 3.0);
+    promtool_accepts(&after);
     let pool = metric(&after, "twinlink_db_pool_connections", &[("state", "max")]);
     if s.database_url.is_some() {
         assert_eq!(pool, 16.0, "the pool's size on PostgreSQL: {after}");
@@ -142,6 +144,34 @@ async fn notifications_are_counted_per_host_and_contexts_per_fetch() {
             "twinlink_context_cache_lookups_total",
             &[("result", "miss")]
         ) >= 1.0
+    );
+    promtool_accepts(&after);
+}
+
+/// `promtool check metrics` finds nothing wrong in a scrape (format, names, help texts): it exits
+/// non-zero on any problem, which fails the test with its report.
+fn promtool_accepts(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(services::promtool_bin())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("promtool reads the scrape");
+    let out = child.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n{scrape}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
