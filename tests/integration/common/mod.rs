@@ -404,6 +404,8 @@ struct Served {
     content_type: String,
     body: Vec<u8>,
     delay: std::time::Duration,
+    /// The `Location` header of a redirect.
+    location: Option<String>,
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 that serves fixed documents (JSON-LD contexts) by path and
@@ -466,10 +468,15 @@ impl ContextServer {
                         content_type: "text/plain".into(),
                         body: b"not found".to_vec(),
                         delay: std::time::Duration::ZERO,
+                        location: None,
                     });
                     std::thread::sleep(served.delay);
+                    let location = served
+                        .location
+                        .map(|l| format!("Location: {l}\r\n"))
+                        .unwrap_or_default();
                     let head = format!(
-                        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n",
                         served.status,
                         served.content_type,
                         served.body.len()
@@ -504,6 +511,21 @@ impl ContextServer {
                 content_type: content_type.to_string(),
                 body: body.into(),
                 delay: std::time::Duration::from_millis(delay_ms),
+                location: None,
+            },
+        );
+    }
+
+    /// Answers `path` with a 302 redirect to `location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.routes.lock().unwrap().insert(
+            path.to_string(),
+            Served {
+                status: 302,
+                content_type: "text/plain".into(),
+                body: Vec::new(),
+                delay: std::time::Duration::ZERO,
+                location: Some(location.to_string()),
             },
         );
     }
