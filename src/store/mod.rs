@@ -579,6 +579,15 @@ impl Store {
         }
     }
 
+    /// The entities of each tenant where the store knows them without a scan (the embedded
+    /// store's memory), for /metrics; None on PostgreSQL, where counting is a scan.
+    pub fn entity_counts(&self) -> Option<Vec<(String, usize)>> {
+        match &*self.backend {
+            Backend::Embedded(s) => Some(s.entity_counts()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Whether the store can serve requests (for /ready).
     pub async fn ready(&self) -> bool {
         match &*self.backend {
