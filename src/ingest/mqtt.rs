@@ -186,13 +186,14 @@ impl Writer {
                 items.into_iter().map(|it| (it.op, it.item)).collect();
             let (result, written) = audit::collect(self.write(&tenant, &ops, now)).await;
             if !written.is_empty() {
-                audit::record(&audit::Entry {
+                let entry = audit::Entry {
                     subject: "mqtt",
                     tenant: &tenant,
                     operation: "MQTT ingestion",
                     entity_ids: &written,
                     request_id: None,
-                });
+                };
+                audit::record(&entry, self.broker.audit_table.as_ref());
             }
             self.stats
                 .applied

@@ -122,9 +122,18 @@ impl TestServer {
     /// Starts a server on a new PostgreSQL database of its own (see [`new_database`]), whatever
     /// the store under test, which it drops when dropped.
     pub async fn start_on_postgres() -> TestServer {
+        Self::start_on_postgres_with(|_| {}).await
+    }
+
+    /// As [`Self::start_on_postgres`], after letting the test adjust the settings.
+    pub async fn start_on_postgres_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let url = new_database().await;
         let given = url.clone();
-        let mut server = Self::start_with(move |s| s.database_url = Some(given)).await;
+        let mut server = Self::start_with(move |s| {
+            s.database_url = Some(given);
+            adjust(s);
+        })
+        .await;
         server.own_database = Some(url);
         server
     }
