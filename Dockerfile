@@ -18,11 +18,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- run -----------------------------------------------------------------------------------
 FROM debian:trixie-slim
-# curl for the HEALTHCHECK; ca-certificates for https contexts, sources and JWKS.
+# curl for the HEALTHCHECK; ca-certificates for https contexts, sources and JWKS. Their versions
+# are those of the trixie release the base image names (pinning one would break the build at the
+# next security update, when the archive drops the pinned version).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --home-dir /var/lib/twinlink --create-home \
+    && groupadd --system --gid 10001 twinlink \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/twinlink --create-home \
        --shell /usr/sbin/nologin twinlink
 COPY --from=builder /usr/local/bin/twinlink /usr/local/bin/twinlink
 
@@ -35,10 +39,11 @@ ENV TWINLINK_BIND=0.0.0.0 \
     TWINLINK_LOG_FORMAT=json \
     TWINLINK_OUTBOUND=private=deny
 
-USER twinlink
+# Numeric, so that Kubernetes' runAsNonRoot can check it without reading /etc/passwd.
+USER 10001:10001
 WORKDIR /var/lib/twinlink
 VOLUME ["/var/lib/twinlink"]
 EXPOSE 1026
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD curl -fsS "http://127.0.0.1:${TWINLINK_PORT}/health" || exit 1
+    CMD ["/bin/sh", "-c", "curl -fsS \"http://127.0.0.1:${TWINLINK_PORT}/health\" || exit 1"]
 ENTRYPOINT ["/usr/local/bin/twinlink"]

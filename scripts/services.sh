@@ -102,6 +102,11 @@ tl_missing_packages() {
     if ! command -v curl >/dev/null; then
         echo curl
     fi
+    # promtool checks the text format of /metrics (tests/integration/metrics.rs); the package also
+    # brings a Prometheus server, which is not started (policy-rc.d below).
+    if ! command -v promtool >/dev/null; then
+        echo prometheus
+    fi
 }
 
 # Install the missing Debian packages (apt-get update only when needed) without
@@ -156,7 +161,7 @@ tl_install_packages() {
 
     # Belt and braces: if a service got started anyway under systemd, stop it.
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-        systemctl stop postgresql.service mosquitto.service >/dev/null 2>&1 || true
+        systemctl stop postgresql.service mosquitto.service prometheus.service >/dev/null 2>&1 || true
     fi
 
     local -a still

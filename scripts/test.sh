@@ -4,13 +4,14 @@
 #   scripts/test.sh [ARGS...]    ARGS go to the test runner, e.g.
 #   scripts/test.sh -E 'test(foo)'
 #
-# 1. installs/starts private PostgreSQL 15 + PostGIS and Mosquitto
-#    (scripts/services.sh; state, data and logs in $TWINLINK_TEST_STATE,
+# 1. installs/starts private PostgreSQL 15 + PostGIS and Mosquitto, and installs promtool
+#    (Debian prometheus) for the /metrics format check (scripts/services.sh; state, data and logs in $TWINLINK_TEST_STATE,
 #    default <repo>/target/test-services) and exports
 #    TWINLINK_TEST_DATABASE_URL and TWINLINK_TEST_MQTT_URL (a test that needs a service fails
 #    without it, never skips: tests/integration/common/services.rs);
 # 2. cargo fmt --check, cargo clippy -D warnings, the README's examples
-#    (scripts/readme-examples.sh), doc tests (if there is a lib);
+#    (scripts/readme-examples.sh), the Dockerfile and the Helm chart (scripts/check-deploy.sh),
+#    doc tests (if there is a lib);
 # 3. cargo nextest run (or cargo test if cargo-nextest is missing), last, so
 #    the output ends with the runner's summary and the exit code is its own.
 #
@@ -65,6 +66,14 @@ cargo clippy --all-targets -- -D warnings
 echo "==> scripts/readme-examples.sh"
 if ! bash "$REPO_ROOT/scripts/readme-examples.sh"; then
     echo "scripts/test.sh: a README example failed (see FAIL above)" >&2
+    exit 1
+fi
+
+# The deployment files: the Dockerfile linted, the Helm chart rendered and every manifest
+# validated (scripts/check-deploy.sh installs its pinned tools under target/deploy-tools).
+echo "==> scripts/check-deploy.sh"
+if ! bash "$REPO_ROOT/scripts/check-deploy.sh"; then
+    echo "scripts/test.sh: the deployment files failed their checks (see above)" >&2
     exit 1
 fi
 

@@ -149,6 +149,10 @@ pub struct Options {
     /// `splitEntities` parameter overrides it.
     #[arg(long, env = "TWINLINK_SPLIT_ENTITIES", global = true)]
     pub split_entities: Option<bool>,
+    /// Whether the audit log also goes into the PostgreSQL table `audit_log` (PostgreSQL store
+    /// only), to be queried by time and subject.
+    #[arg(long, env = "TWINLINK_AUDIT_TABLE", global = true)]
+    pub audit_table: Option<bool>,
     /// How long an entity map (5.14) lives when its request suggests no lifetime
     /// (`entityMapLifetime`), as an ISO 8601 duration such as PT1H.
     #[arg(long, env = "TWINLINK_ENTITY_MAP_LIFETIME", global = true)]
@@ -304,6 +308,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Who may read /metrics under authentication.
     pub metrics_access: MetricsAccess,
+    /// Whether audit events also go into the `audit_log` table (PostgreSQL store).
+    pub audit_table: bool,
     /// What outbound requests may reach.
     pub outbound: crate::outbound::Policy,
 }
@@ -347,6 +353,7 @@ impl Default for Settings {
             mqtt_client_id: "twinlink".into(),
             auth: AuthSettings::default(),
             metrics_access: MetricsAccess::Open,
+            audit_table: false,
             outbound: crate::outbound::Policy::default(),
         }
     }
@@ -479,6 +486,10 @@ impl Settings {
                 .metrics_access
                 .or(file.metrics_access)
                 .unwrap_or(d.metrics_access),
+            audit_table: options
+                .audit_table
+                .or(file.audit_table)
+                .unwrap_or(d.audit_table),
             outbound: crate::outbound::Policy::new(
                 options.outbound.or(file.outbound).as_deref(),
                 if options.outbound_allow.is_empty() {

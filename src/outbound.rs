@@ -32,6 +32,26 @@ const ADMIT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most redirects a client that follows them follows.
 const MAX_REDIRECTS: usize = 10;
 
+/// A redirect the policy refused to follow: its own error type, so that the caller can tell it
+/// (a client's URL leading to a refused address, 400) from a server that failed (504).
+#[derive(Debug)]
+pub struct RedirectRefused(pub String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+impl RedirectRefused {
+    /// The refusal behind a failed request, if a refused redirect made it fail.
+    pub fn of(error: &reqwest::Error) -> Option<&RedirectRefused> {
+        std::error::Error::source(error)?.downcast_ref()
+    }
+}
+
 /// The outbound policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -167,7 +187,11 @@ impl Client {
                 if attempt.previous().len() >= MAX_REDIRECTS {
                     attempt.error("too many redirects")
                 } else if let Err(why) = checker.check_literal(attempt.url()) {
-                    attempt.error(why)
+                    let refused = format!(
+                        "the redirect to {} is refused by the outbound policy: {why}",
+                        attempt.url()
+                    );
+                    attempt.error(RedirectRefused(refused))
                 } else {
                     attempt.follow()
                 }

@@ -40,7 +40,15 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
     let store = store(&settings, wait).await?;
     let contexts = ContextLoader::new(&settings)?;
     let notifier = crate::subscription::Notifier::new(&settings.outbound);
+    let audit_table = match (settings.audit_table, store.postgres_pool()) {
+        (false, _) => None,
+        (true, Some(pool)) => Some(crate::telemetry::audit::Table::start(pool)),
+        (true, None) => {
+            return Err("--audit-table needs the PostgreSQL store (--database-url)".into())
+        }
+    };
     Ok(Broker {
+        audit_table,
         sources: crate::federation::forward::Sources::new(&settings),
         store,
         contexts,

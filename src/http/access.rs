@@ -18,8 +18,9 @@ pub enum Route {
 use Operation::{Admin, Read, Subscribe, Write};
 
 /// Path patterns, first match wins: the class of GET and HEAD, the class of the other methods.
-/// `*` matches one segment, a trailing `**` the rest of the path (nothing included).
-const ROUTES: &[(&str, Operation, Operation)] = &[
+/// `*` matches one segment, a trailing `**` the rest of the path (nothing included). Public so
+/// that the black-box tests walk every route of it.
+pub const ROUTES: &[(&str, Operation, Operation)] = &[
     // A query with its parameters in a body.
     ("/ngsi-ld/v1/entityOperations/query", Read, Read),
     ("/ngsi-ld/v1/temporal/entityOperations/query", Read, Read),

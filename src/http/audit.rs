@@ -6,12 +6,13 @@ use super::access::{classify, tenant, Route};
 use super::request_id::RequestId;
 use crate::auth::grants::Operation;
 use crate::auth::Principal;
+use crate::service::Broker;
 use crate::telemetry::audit;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::HttpMessage;
+use actix_web::{web, HttpMessage};
 
 /// The middleware.
 pub async fn record(
@@ -32,6 +33,9 @@ pub async fn record(
         req.match_pattern()
             .unwrap_or_else(|| req.path().to_string())
     );
+    let table = req
+        .app_data::<web::Data<Broker>>()
+        .and_then(|b| b.audit_table.clone());
     let (response, entity_ids) = audit::collect(next.call(req)).await;
     let response = response?;
     if response.status().is_success() {
@@ -40,13 +44,14 @@ pub async fn record(
         let subject = extensions
             .get::<Principal>()
             .map_or("anonymous", |p| p.subject.as_str());
-        audit::record(&audit::Entry {
+        let entry = audit::Entry {
             subject,
             tenant: tenant(request.headers()),
             operation: &operation,
             entity_ids: &entity_ids,
             request_id: extensions.get::<RequestId>().map(|r| r.0.as_str()),
-        });
+        };
+        audit::record(&entry, table.as_ref());
     }
     Ok(response)
 }

@@ -41,5 +41,6 @@ pub async fn serve(broker: web::Data<Broker>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::telemetry::metrics::render(
             broker.store.pool_status(),
+            broker.store.entity_counts(),
         ))
 }

@@ -19,7 +19,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, Transport};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Most messages written in one store write.
@@ -85,7 +85,7 @@ pub fn start(broker: Arc<Broker>) -> Result<Arc<IngestStats>, String> {
     let scheme = Scheme::new(&settings.mqtt_topic_prefix, &settings.mqtt_contexts);
     let (client, mut eventloop) = AsyncClient::new(options, 4 * GROUP);
     let stats = Arc::new(IngestStats::default());
-    let (tx, rx) = mpsc::unbounded_channel::<Publish>();
+    let (tx, rx) = mpsc::unbounded_channel::<(Instant, Publish)>();
     let writer = Writer {
         broker: broker.clone(),
         client: client.clone(),
@@ -111,7 +111,7 @@ pub fn start(broker: Arc<Broker>) -> Result<Arc<IngestStats>, String> {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(p).is_err() {
+                    if tx.send((Instant::now(), p)).is_err() {
                         return;
                     }
                 }
@@ -145,28 +145,30 @@ struct Item {
 
 impl Writer {
     /// Takes the messages in groups and writes each group; acknowledges after the write.
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Publish>) {
+    /// Each message's arrival time gives the lag metric at its acknowledgement.
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<(Instant, Publish)>) {
         let mut group = Vec::with_capacity(GROUP);
         while rx.recv_many(&mut group, GROUP).await > 0 {
             self.stats
                 .received
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
             self.write_group(&group).await;
-            for publish in group.drain(..) {
+            for (arrived, publish) in group.drain(..) {
                 if publish.qos != QoS::AtMostOnce {
                     if let Err(e) = self.client.ack(&publish).await {
                         tracing::warn!(error = %e, "MQTT acknowledgement failed (the message will be redelivered)");
                     }
                 }
+                crate::telemetry::metrics::mqtt_acknowledged(arrived.elapsed().as_secs_f64());
             }
         }
     }
 
     /// Parses every message of the group and writes them, tenant by tenant, in arrival order.
-    async fn write_group(&self, group: &[Publish]) {
+    async fn write_group(&self, group: &[(Instant, Publish)]) {
         let now = Utc::now();
         let mut by_tenant: indexmap::IndexMap<String, Vec<Item>> = indexmap::IndexMap::new();
-        for (i, publish) in group.iter().enumerate() {
+        for (i, (_, publish)) in group.iter().enumerate() {
             let Some(route) = self.scheme.route(&publish.topic) else {
                 continue;
             };
@@ -184,13 +186,14 @@ impl Writer {
                 items.into_iter().map(|it| (it.op, it.item)).collect();
             let (result, written) = audit::collect(self.write(&tenant, &ops, now)).await;
             if !written.is_empty() {
-                audit::record(&audit::Entry {
+                let entry = audit::Entry {
                     subject: "mqtt",
                     tenant: &tenant,
                     operation: "MQTT ingestion",
                     entity_ids: &written,
                     request_id: None,
-                });
+                };
+                audit::record(&entry, self.broker.audit_table.as_ref());
             }
             self.stats
                 .applied
@@ -200,7 +203,7 @@ impl Writer {
                 let topic = places
                     .iter()
                     .find(|(_, pid)| pid == id)
-                    .map_or("", |(m, _)| group[*m].topic.as_str());
+                    .map_or("", |(m, _)| group[*m].1.topic.as_str());
                 self.reject(topic, Some(id), e).await;
             }
         }

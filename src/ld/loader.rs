@@ -220,7 +220,11 @@ impl ContextLoader {
             .header("Accept", "application/ld+json, application/json;q=0.9")
             .send()
             .await
-            .map_err(|e| unavailable(format!("the @context {url} could not be retrieved: {e}")))?;
+            .map_err(|e| match crate::outbound::RedirectRefused::of(&e) {
+                // Where the client's URL leads is the client's mistake, like the URL itself.
+                Some(refused) => NgsiError::bad_data(format!("the @context {url}: {refused}")),
+                None => unavailable(format!("the @context {url} could not be retrieved: {e}")),
+            })?;
         if !response.status().is_success() {
             return Err(unavailable(format!(
                 "the @context {url} could not be retrieved: its server answered {}",

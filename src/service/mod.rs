@@ -40,6 +40,8 @@ pub struct Broker {
     /// The base URL sources reach this broker at ([`crate::config::Settings::public_url_for`]),
     /// known once the listener is bound (the port may be picked then).
     pub public_url: std::sync::OnceLock<String>,
+    /// The audit table, with `--audit-table true`.
+    pub audit_table: Option<crate::telemetry::audit::Table>,
 }
 
 impl Broker {

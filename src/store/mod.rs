@@ -579,6 +579,23 @@ impl Store {
         }
     }
 
+    /// The PostgreSQL connection pool (None on the embedded store), for the audit table.
+    pub fn postgres_pool(&self) -> Option<deadpool_postgres::Pool> {
+        match &*self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Postgres(s) => Some(s.pool()),
+        }
+    }
+
+    /// The entities of each tenant where the store knows them without a scan (the embedded
+    /// store's memory), for /metrics; None on PostgreSQL, where counting is a scan.
+    pub fn entity_counts(&self) -> Option<Vec<(String, usize)>> {
+        match &*self.backend {
+            Backend::Embedded(s) => Some(s.entity_counts()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Whether the store can serve requests (for /ready).
     pub async fn ready(&self) -> bool {
         match &*self.backend {

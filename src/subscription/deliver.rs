@@ -116,9 +116,12 @@ impl Delivery {
                 .or_insert_with(|| self.worker())
                 .clone()
         };
+        // Counted before it is sent, so that the worker never takes it out of the gauge first.
+        crate::telemetry::metrics::notification_queued(host(&job.endpoint), true);
         match sender.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(job)) | Err(TrySendError::Closed(job)) => {
+                crate::telemetry::metrics::notification_queued(host(&job.endpoint), false);
                 tracing::warn!(destination = %key, "notification queue full; notification dropped");
                 crate::telemetry::metrics::notification(host(&job.endpoint), false);
                 let _ = self.outcomes.send(Outcome {
@@ -140,6 +143,7 @@ impl Delivery {
             // notifications get one attempt each, so that the queue behind it drains.
             let mut down = false;
             while let Some(job) = rx.recv().await {
+                crate::telemetry::metrics::notification_queued(host(&job.endpoint), false);
                 if job.cancelled.load(Ordering::Relaxed) {
                     continue;
                 }

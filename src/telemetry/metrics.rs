@@ -19,11 +19,14 @@ struct Metrics {
     history_rows: IntCounter,
     notifications_sent: IntCounterVec,
     notifications_failed: IntCounterVec,
+    notifications_queued: IntGaugeVec,
     mqtt_ingested: IntCounter,
+    mqtt_wait: Histogram,
     mqtt_rejected: IntCounter,
     context_cache: IntCounterVec,
     context_fetches: IntCounterVec,
     db_pool: IntGaugeVec,
+    entities: IntGaugeVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -101,6 +104,23 @@ impl Metrics {
                 "Notifications that failed after their retries or were dropped, by endpoint host",
                 &["host"],
             ),
+            notifications_queued: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "twinlink_notifications_queued",
+                        "Notifications waiting in their destination's queue, by endpoint host",
+                    ),
+                    &["host"],
+                )
+                .expect("valid metric"),
+            ),
+            mqtt_wait: histogram(
+                "twinlink_mqtt_message_wait_seconds",
+                "Time from an MQTT message's arrival to its acknowledgement, after its write \
+                 committed (the lag of ingestion)",
+                prometheus::exponential_buckets(0.0005, 2.0, 18).expect("valid buckets"),
+            ),
             mqtt_ingested: counter(
                 "twinlink_mqtt_messages_ingested_total",
                 "Entities and attribute fragments written from MQTT messages",
@@ -128,6 +148,17 @@ impl Metrics {
                          waiting (callers waiting for a connection)",
                     ),
                     &["state"],
+                )
+                .expect("valid metric"),
+            ),
+            entities: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "twinlink_entities",
+                        "Entities per tenant (embedded store only; \"\" is the default tenant)",
+                    ),
+                    &["tenant"],
                 )
                 .expect("valid metric"),
             ),
@@ -174,6 +205,21 @@ pub fn notification(host: &str, ok: bool) {
     .inc();
 }
 
+/// A notification to an endpoint at `host` entered its queue (`true`) or left it for delivery.
+pub fn notification_queued(host: &str, entered: bool) {
+    let gauge = METRICS.notifications_queued.with_label_values(&[host]);
+    if entered {
+        gauge.inc()
+    } else {
+        gauge.dec()
+    }
+}
+
+/// An MQTT message acknowledged `seconds` after it arrived.
+pub fn mqtt_acknowledged(seconds: f64) {
+    METRICS.mqtt_wait.observe(seconds);
+}
+
 /// Entities and fragments written from MQTT.
 pub fn mqtt_ingested(n: usize) {
     METRICS.mqtt_ingested.inc_by(n as u64);
@@ -201,9 +247,16 @@ pub fn context_fetch(ok: bool) {
 }
 
 /// The metrics in Prometheus' text format, with the state of the PostgreSQL pool when there is
-/// one (read now: a gauge of the moment of the scrape).
-pub fn render(pool: Option<deadpool_postgres::Status>) -> String {
+/// one and the entities per tenant when the store counts them without a scan (read now: gauges
+/// of the moment of the scrape).
+pub fn render(
+    pool: Option<deadpool_postgres::Status>,
+    entities: Option<Vec<(String, usize)>>,
+) -> String {
     let m = &*METRICS;
+    for (tenant, count) in entities.into_iter().flatten() {
+        m.entities.with_label_values(&[&tenant]).set(count as i64);
+    }
     if let Some(pool) = pool {
         for (state, value) in [
             ("max", pool.max_size),

@@ -1,9 +1,10 @@
 //! `/metrics`: the counters and histograms move with the requests, writes, notifications and
-//! context fetches they measure; the pool gauges show on PostgreSQL; access is open or admin.
+//! context fetches they measure; the pool gauges show on PostgreSQL; access is open or admin;
+//! `promtool check metrics` accepts a scrape taken after that work.
 
 use crate::common::jwt::{self, claims, Signer};
 use crate::common::receiver::{dead_url, Receiver};
-use crate::common::{metric, vocab_context, TestServer};
+use crate::common::{metric, services, vocab_context, TestServer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -56,11 +57,16 @@ async fn requests_and_writes_move_their_counters() {
     assert!(delta("twinlink_store_commit_entities_sum", &[]) >= 3.0);
     // One history record per attribute of each created entity.
     assert!(delta("twinlink_history_rows_written_total", &[]) >= 3.0);
+    promtool_accepts(&after);
     let pool = metric(&after, "twinlink_db_pool_connections", &[("state", "max")]);
+    // The embedded store counts a tenant's entities in memory; PostgreSQL would need a scan.
+    let entities = metric(&after, "twinlink_entities", &[("tenant", "")]);
     if s.database_url.is_some() {
         assert_eq!(pool, 16.0, "the pool's size on PostgreSQL: {after}");
+        assert!(!after.contains("twinlink_entities{"), "{after}");
     } else {
         assert!(!after.contains("twinlink_db_pool_connections{"), "{after}");
+        assert_eq!(entities, 3.0, "{after}");
     }
 }
 
@@ -142,6 +148,86 @@ async fn notifications_are_counted_per_host_and_contexts_per_fetch() {
             "twinlink_context_cache_lookups_total",
             &[("result", "miss")]
         ) >= 1.0
+    );
+    promtool_accepts(&after);
+}
+
+#[actix_web::test]
+async fn notifications_waiting_behind_a_failing_one_are_counted_as_queued() {
+    let s = TestServer::start().await;
+    let r = s
+        .send(
+            reqwest::Method::POST,
+            "/subscriptions",
+            "application/json",
+            &json!({
+                "type": "Subscription", "entities": [{"type": "Sensor"}],
+                "notification": {"endpoint": {"uri": dead_url()}}
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = s
+        .create(&json!({"id": "urn:ngsi-ld:Sensor:q", "type": "Sensor",
+                        "temperature": {"type": "Property", "value": 0}}))
+        .await;
+    assert_eq!(r.status(), 201);
+    // Three updates, three notifications to the dead endpoint: while the first is retried, the
+    // others wait in its queue.
+    for value in 1..=3 {
+        let r = s
+            .send(
+                reqwest::Method::PATCH,
+                "/entities/urn:ngsi-ld:Sensor:q/attrs",
+                "application/json",
+                &json!({"temperature": {"type": "Property", "value": value}}),
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+    }
+    let host = [("host", "127.0.0.1")];
+    let queued = |scrape: &str| metric(scrape, "twinlink_notifications_queued", &host);
+    let failed = |scrape: &str| metric(scrape, "twinlink_notifications_failed_total", &host);
+    let mut seen = 0.0f64;
+    let mut scrape = s.metrics().await;
+    // Until every delivery has ended (each retry takes a moment).
+    for _ in 0..200 {
+        seen = seen.max(queued(&scrape));
+        if failed(&scrape) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        scrape = s.metrics().await;
+    }
+    assert!(seen >= 1.0, "no notification was seen waiting: {scrape}");
+    assert_eq!(failed(&scrape), 3.0, "{scrape}");
+    assert_eq!(queued(&scrape), 0.0, "the queue is empty again: {scrape}");
+}
+
+/// `promtool check metrics` finds nothing wrong in a scrape (format, names, help texts): it exits
+/// non-zero on any problem, which fails the test with its report.
+fn promtool_accepts(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(services::promtool_bin())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("promtool reads the scrape");
+    let out = child.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}\n{scrape}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

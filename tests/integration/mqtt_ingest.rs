@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::{free_port, link, ContextServer, TestServer};
+use common::{free_port, link, metric, ContextServer, TestServer};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use std::process::{Child, Command};
@@ -152,6 +152,7 @@ async fn entities_and_attribute_fragments_published_over_mqtt_are_written() {
     let s = broker(&url, &prefix, Vec::new()).await;
     let peer = Peer::connect(&url).await;
     until_ingesting(&s, &peer, &prefix).await;
+    let before = s.metrics().await;
 
     // An array of normalized entities on the default tenant.
     peer.publish(
@@ -227,6 +228,23 @@ async fn entities_and_attribute_fragments_published_over_mqtt_are_written() {
     })
     .await;
     assert_eq!(m1["phase"]["value"], "L2");
+
+    // Each of the four messages is acknowledged after its write, its wait measured (the lag of
+    // ingestion); the last acknowledgement may follow the entity's visibility by a moment.
+    let waited = |scrape: &str, series: &str| {
+        let name = format!("twinlink_mqtt_message_wait_seconds_{series}");
+        metric(scrape, &name, &[]) - metric(&before, &name, &[])
+    };
+    let mut after = s.metrics().await;
+    for _ in 0..50 {
+        if waited(&after, "count") >= 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = s.metrics().await;
+    }
+    assert!(waited(&after, "count") >= 4.0, "{after}");
+    assert!(waited(&after, "sum") > 0.0, "{after}");
 }
 
 #[actix_web::test]

@@ -1,6 +1,6 @@
 //! The outbound-request guard: link-local and metadata endpoints are refused at creation in any
 //! mode; loopback ones under `--outbound private=deny` unless the allow-list names them; context
-//! URLs obey the same policy. No test sends anything to a refused address: each is refused
+//! URLs obey the same policy, also where a context redirects to. No test sends anything to a refused address: each is refused
 //! before a connection is made.
 
 use crate::common::receiver::Receiver;
@@ -50,8 +50,12 @@ async fn metadata_and_link_local_endpoints_are_refused_in_every_mode() {
     for s in [&local, &production] {
         for endpoint in [
             "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.0.1/",
             "http://[fe80::1]:8080/notify",
             "http://[::ffff:169.254.169.254]/",
+            "http://100.100.100.200/",
+            "http://192.0.0.192/",
+            "http://[fd00:ec2::254]/",
             "mqtt://169.254.169.254/notify",
         ] {
             assert_refused(post(s, "/subscriptions", &subscription(endpoint)).await).await;
@@ -104,13 +108,22 @@ async fn metadata_and_link_local_endpoints_are_refused_in_every_mode() {
 }
 
 #[actix_web::test]
-async fn loopback_is_refused_in_production_unless_allowed() {
+async fn loopback_and_private_ranges_are_refused_in_production_unless_allowed() {
     let s = production(&[]).await;
     for endpoint in [
         "http://127.0.0.1:9/notify",
         "http://localhost:9/notify",
         "http://[::1]:9/notify",
+        "http://0.0.0.0:9/notify",
         "http://10.0.0.8/notify",
+        "http://172.16.0.1/notify",
+        "http://172.31.255.254/notify",
+        "http://192.168.1.1/notify",
+        "http://100.64.0.1/notify",
+        "http://[fc00::1]/notify",
+        "http://[fd12:3456::1]/notify",
+        "http://[::ffff:192.168.1.1]/notify",
+        "mqtt://10.0.0.8/notify",
     ] {
         assert_refused(post(&s, "/subscriptions", &subscription(endpoint)).await).await;
     }
@@ -158,4 +171,44 @@ async fn loopback_is_refused_in_production_unless_allowed() {
     assert_eq!(r.status(), 204);
     let notification = receiver.next(5).await;
     assert_eq!(notification.entity()["id"], "urn:ngsi-ld:Sensor:2");
+}
+
+#[actix_web::test]
+async fn a_context_redirected_to_a_refused_address_is_refused() {
+    // The context server itself (127.0.0.1) is allowed; where it redirects to is checked again.
+    let s = production(&["127.0.0.1/32"]).await;
+    let (contexts, context) = vocab_context("https://vocab.test/", &["temperature"]);
+    let entity = |i: u32| {
+        json!({"id": format!("urn:ngsi-ld:Sensor:r{i}"), "type": "Sensor",
+               "temperature": {"type": "Property", "value": 1}})
+    };
+    let targets = [
+        "http://10.0.0.8/context.jsonld",
+        "http://[::1]:9/context.jsonld",
+        "http://169.254.169.254/context.jsonld",
+    ];
+    for (i, target) in targets.into_iter().enumerate() {
+        let path = format!("/redirect-{i}");
+        contexts.redirect(&path, target);
+        let r = s
+            .send_linked(Method::POST, "/entities", &contexts.url(&path), &entity(0))
+            .await;
+        assert_refused(r).await;
+        assert_eq!(
+            contexts.hits(&path),
+            1,
+            "{target}: the redirect was followed to it"
+        );
+    }
+    // A redirect to an allowed address is followed.
+    contexts.redirect("/redirect-ok", &context);
+    let r = s
+        .send_linked(
+            Method::POST,
+            "/entities",
+            &contexts.url("/redirect-ok"),
+            &entity(1),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
 }

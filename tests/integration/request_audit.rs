@@ -1,9 +1,10 @@
 //! Request ids (`X-Request-Id` taken or made, echoed, on the request's log lines) and the audit
-//! log (one `twinlink::audit` event per accepted write).
+//! log (one `twinlink::audit` event per accepted write, and with `--audit-table true` one row of
+//! the PostgreSQL table `audit_log`).
 
 use crate::common::jwt::{self, claims, Signer};
 use crate::common::logs::{capture, Logged};
-use crate::common::TestServer;
+use crate::common::{sql_client, TestServer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -146,4 +147,108 @@ async fn accepted_writes_are_audited_and_log_lines_name_their_request() {
         .expect("the refusal is logged");
     assert_eq!(refusal.spans["request_id"], "req-anonymous");
     assert_eq!(refusal.spans["path"], "/ngsi-ld/v1/entities");
+}
+
+#[actix_web::test]
+async fn the_audit_table_holds_accepted_writes_queryable_by_time_and_subject() {
+    let signer = Signer::of(Algorithm::ES256);
+    let auth = jwt::key_file_auth(signer.public_file.clone());
+    let s = TestServer::start_on_postgres_with(move |settings| {
+        settings.auth = auth;
+        settings.audit_table = true;
+    })
+    .await;
+    let db = sql_client(s.database_url.as_deref().expect("on PostgreSQL")).await;
+    let started = chrono::Utc::now();
+    let send = |subject: &str, method: reqwest::Method, path: &str, body: serde_json::Value| {
+        s.req(method, path)
+            .bearer_auth(signer.sign(&claims(subject)))
+            .header("NGSILD-Tenant", "city")
+            .header("X-Request-Id", format!("{subject}-{path}"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let building = |n: u32| json!({"id": format!("urn:ngsi-ld:Building:t{n}"), "type": "Building"});
+    for n in 1..=2 {
+        let r = send("alice", reqwest::Method::POST, "/entities", building(n));
+        assert_eq!(r.await.unwrap().status(), 201);
+    }
+    let r = send(
+        "bob",
+        reqwest::Method::PATCH,
+        "/entities/urn:ngsi-ld:Building:t1/attrs",
+        json!({"height": {"type": "Property", "value": 3}}),
+    );
+    assert_eq!(r.await.unwrap().status(), 204);
+    // Neither a failed write nor a read is a row.
+    let r = send("bob", reqwest::Method::POST, "/entities", building(1));
+    assert_eq!(r.await.unwrap().status(), 409);
+    let r = s
+        .req(reqwest::Method::GET, "/entities?type=Building")
+        .bearer_auth(signer.sign(&claims("bob")))
+        .header("NGSILD-Tenant", "city")
+        .send();
+    assert_eq!(r.await.unwrap().status(), 200);
+
+    // The rows are written after the writes, by a task of their own: three accepted writes.
+    let count = "SELECT count(*) FROM audit_log WHERE at >= $1";
+    for _ in 0..100 {
+        let rows: i64 = db.query_one(count, &[&started]).await.unwrap().get(0);
+        if rows >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let by_subject = "SELECT tenant, operation, entity_ids, request_id FROM audit_log
+                      WHERE subject = $1 AND at >= $2 AND at <= now() ORDER BY at, id";
+    let alice = db.query(by_subject, &[&"alice", &started]).await.unwrap();
+    let row = |r: &tokio_postgres::Row| {
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, Vec<String>>(2),
+            r.get::<_, Option<String>>(3),
+        )
+    };
+    let alice: Vec<_> = alice.iter().map(row).collect();
+    let created = |n: u32| {
+        (
+            "city".to_string(),
+            "POST /ngsi-ld/v1/entities".to_string(),
+            vec![format!("urn:ngsi-ld:Building:t{n}")],
+            Some("alice-/entities".to_string()),
+        )
+    };
+    assert_eq!(alice, vec![created(1), created(2)]);
+    let bob: Vec<_> = db
+        .query(by_subject, &[&"bob", &started])
+        .await
+        .unwrap()
+        .iter()
+        .map(row)
+        .collect();
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert_eq!(bob[0].1, "PATCH /ngsi-ld/v1/entities/{id}/attrs");
+    assert_eq!(bob[0].2, vec!["urn:ngsi-ld:Building:t1".to_string()]);
+    // A time window before the writes holds none of them.
+    let before: i64 = db
+        .query_one("SELECT count(*) FROM audit_log WHERE at < $1", &[&started])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, 0);
+}
+
+#[actix_web::test]
+async fn the_audit_table_needs_the_postgresql_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = twinlink::config::Settings {
+        data_dir: dir.path().to_path_buf(),
+        audit_table: true,
+        ..Default::default()
+    };
+    let refused = twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait).await;
+    let error = refused.err().expect("refused on the embedded store");
+    assert!(error.contains("--audit-table"), "{error}");
 }

@@ -63,6 +63,12 @@ impl TenantIndex {
         self.entities.get(id)
     }
 
+    /// How many entities the tenant has (transient ones not yet reaped included), without
+    /// reading them: for the metrics.
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+
     /// Every entity in id order.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Entity>> {
         self.entities.values()

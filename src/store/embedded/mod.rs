@@ -99,6 +99,15 @@ fn storage(e: impl std::fmt::Display) -> NgsiError {
 }
 
 impl EmbeddedStore {
+    /// The entities of each tenant, counted in memory ("" is the default tenant).
+    pub fn entity_counts(&self) -> Vec<(String, usize)> {
+        let memory = self.memory.read().unwrap_or_else(|p| p.into_inner());
+        memory
+            .iter()
+            .map(|(tenant, index)| (tenant.clone(), index.entity_count()))
+            .collect()
+    }
+
     /// Opens (or creates) the store in `dir` and loads it into memory.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, String> {
         std::fs::create_dir_all(dir)

@@ -215,6 +215,11 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
+    /// The connection pool, shared with writers outside the store (the audit table).
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
     /// The connection pool's size, idle connections and waiting callers (for /metrics).
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()

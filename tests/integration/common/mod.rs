@@ -122,9 +122,18 @@ impl TestServer {
     /// Starts a server on a new PostgreSQL database of its own (see [`new_database`]), whatever
     /// the store under test, which it drops when dropped.
     pub async fn start_on_postgres() -> TestServer {
+        Self::start_on_postgres_with(|_| {}).await
+    }
+
+    /// As [`Self::start_on_postgres`], after letting the test adjust the settings.
+    pub async fn start_on_postgres_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let url = new_database().await;
         let given = url.clone();
-        let mut server = Self::start_with(move |s| s.database_url = Some(given)).await;
+        let mut server = Self::start_with(move |s| {
+            s.database_url = Some(given);
+            adjust(s);
+        })
+        .await;
         server.own_database = Some(url);
         server
     }
@@ -404,6 +413,8 @@ struct Served {
     content_type: String,
     body: Vec<u8>,
     delay: std::time::Duration,
+    /// The `Location` header of a redirect.
+    location: Option<String>,
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 that serves fixed documents (JSON-LD contexts) by path and
@@ -466,10 +477,15 @@ impl ContextServer {
                         content_type: "text/plain".into(),
                         body: b"not found".to_vec(),
                         delay: std::time::Duration::ZERO,
+                        location: None,
                     });
                     std::thread::sleep(served.delay);
+                    let location = served
+                        .location
+                        .map(|l| format!("Location: {l}\r\n"))
+                        .unwrap_or_default();
                     let head = format!(
-                        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n",
                         served.status,
                         served.content_type,
                         served.body.len()
@@ -504,6 +520,21 @@ impl ContextServer {
                 content_type: content_type.to_string(),
                 body: body.into(),
                 delay: std::time::Duration::from_millis(delay_ms),
+                location: None,
+            },
+        );
+    }
+
+    /// Answers `path` with a 302 redirect to `location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.routes.lock().unwrap().insert(
+            path.to_string(),
+            Served {
+                status: 302,
+                content_type: "text/plain".into(),
+                body: Vec::new(),
+                delay: std::time::Duration::ZERO,
+                location: Some(location.to_string()),
             },
         );
     }

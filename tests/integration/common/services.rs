@@ -58,3 +58,11 @@ pub fn mosquitto_bin() -> &'static str {
         .find(|b| Path::new(b).is_file())
         .unwrap_or_else(|| missing("the mosquitto program (Debian package mosquitto)"))
 }
+
+/// Prometheus' `promtool`, which checks the text format of `/metrics`.
+pub fn promtool_bin() -> &'static str {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|b| Path::new(b).is_file())
+        .unwrap_or_else(|| missing("the promtool program (Debian package prometheus)"))
+}
