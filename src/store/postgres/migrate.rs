@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/0013_remote_subscriptions.sql"),
     ),
     (14, include_str!("../../../migrations/0014_expiry.sql")),
+    (
+        15,
+        include_str!("../../../migrations/0015_jsonld_contexts.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
