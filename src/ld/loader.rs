@@ -15,7 +15,8 @@ use quick_cache::sync::Cache;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const CORE_V1_9_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.9.jsonld");
@@ -41,7 +42,10 @@ pub struct CachedContext {
     pub created_at: DateTime<Utc>,
     /// Whether it is bundled with the broker rather than fetched (the core contexts).
     pub bundled: bool,
-    usage: Mutex<(u64, Option<DateTime<Utc>>)>,
+    /// Uses so far, and the time of the last one in milliseconds since the epoch (0: none):
+    /// atomics, as every request resolved with the document counts.
+    hits: AtomicU64,
+    last_used_ms: AtomicI64,
 }
 
 impl CachedContext {
@@ -52,20 +56,25 @@ impl CachedContext {
             document,
             created_at: Utc::now(),
             bundled,
-            usage: Mutex::new((0, None)),
+            hits: AtomicU64::new(0),
+            last_used_ms: AtomicI64::new(0),
         }
     }
 
     /// Counts one use of the cached copy (a request resolved with it, or it was served).
     pub fn touch(&self) {
-        let mut usage = self.usage.lock().expect("usage lock");
-        usage.0 += 1;
-        usage.1 = Some(Utc::now());
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms
+            .fetch_max(Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
 
     /// How often the cached copy was used (`numberOfHits`) and when last (`lastUsage`).
     pub fn usage(&self) -> (u64, Option<DateTime<Utc>>) {
-        *self.usage.lock().expect("usage lock")
+        let last = match self.last_used_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        };
+        (self.hits.load(Ordering::Relaxed), last)
     }
 }
 
@@ -469,5 +478,23 @@ fn refuse_scoped_contexts(local: &Value) -> NgsiResult<()> {
             }
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_document_counts_its_uses_and_the_last_one() {
+        let entry = CachedContext::new("https://a.example/c", Arc::new(Value::Null), false);
+        assert_eq!(entry.usage(), (0, None));
+        let before = Utc::now();
+        entry.touch();
+        entry.touch();
+        let (hits, last) = entry.usage();
+        assert_eq!(hits, 2);
+        assert!(last.is_some_and(|t| t.timestamp_millis() >= before.timestamp_millis()));
+        assert!(entry.local_id.starts_with("urn:ngsi-ld:CachedContext:"));
     }
 }
