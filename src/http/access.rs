@@ -38,6 +38,8 @@ pub const ROUTES: &[(&str, Operation, Operation)] = &[
     ("/ngsi-ld/v1/subscriptions/**", Subscribe, Subscribe),
     ("/ngsi-ld/v1/csourceSubscriptions/**", Subscribe, Subscribe),
     ("/ngsi-ld/v1/csourceRegistrations/**", Admin, Admin),
+    // Adding and deleting @contexts changes what every client's terms mean.
+    ("/ngsi-ld/v1/jsonldContexts/**", Read, Admin),
     // Context sources notifying this broker of their copies of subscriptions.
     (
         crate::subscription::remote::NOTIFY_PATH,
@@ -136,6 +138,10 @@ mod tests {
                 g(Subscribe),
             ),
             (Method::GET, "/ngsi-ld/v1/csourceRegistrations", g(Admin)),
+            (Method::GET, "/ngsi-ld/v1/jsonldContexts", g(Read)),
+            (Method::GET, "/ngsi-ld/v1/jsonldContexts/urn:c", g(Read)),
+            (Method::POST, "/ngsi-ld/v1/jsonldContexts", g(Admin)),
+            (Method::DELETE, "/ngsi-ld/v1/jsonldContexts/urn:c", g(Admin)),
             (Method::POST, "/ngsi-ld/ex/remote-notify", g(Subscribe)),
             (Method::GET, "/ngsi-ld/v1/nothing-here", g(Read)),
             (Method::POST, "/ngsi-ld/v1/entitiesX", g(Read)),

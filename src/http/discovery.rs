@@ -14,16 +14,6 @@ type Data = web::Data<Broker>;
 
 const OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 
-fn details(info: &RequestInfo) -> NgsiResult<bool> {
-    match info.param("details") {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(NgsiError::bad_data(format!(
-            "details={other} must be true or false"
-        ))),
-    }
-}
-
 /// The response, with an NGSILD-Warning for each source that failed.
 fn answer(info: &RequestInfo, body: Value, warnings: &[String]) -> HttpResponse {
     let mut response = json_body(info, body);
@@ -39,7 +29,7 @@ fn list_id(kind: &str) -> String {
 pub async fn types(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["details", "local", "via"])?;
     let ctx = info.context(&broker).await?;
-    let details = details(&info)?;
+    let details = info.flag("details")?;
     let ask = if details { Ask::Details } else { Ask::List };
     let merged = broker
         .entity_types_distributed(&info.tenant, ask, &info.reach())
@@ -101,7 +91,7 @@ pub async fn type_info(req: HttpRequest, broker: Data) -> NgsiResult<HttpRespons
 pub async fn attributes(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &["details", "local", "via"])?;
     let ctx = info.context(&broker).await?;
-    let details = details(&info)?;
+    let details = info.flag("details")?;
     let ask = if details { Ask::Details } else { Ask::List };
     let merged = broker
         .attributes_distributed(&info.tenant, ask, &info.reach())

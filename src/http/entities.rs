@@ -782,14 +782,6 @@ pub fn deletion_params(info: &RequestInfo) -> NgsiResult<(Option<String>, bool)>
     if let Some(d) = &dataset_id {
         crate::model::validate::uri("datasetId", d)?;
     }
-    let delete_all = match info.param("deleteAll") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-                "deleteAll={other} must be true or false"
-            )))
-        }
-    };
+    let delete_all = info.flag("deleteAll")?;
     Ok((dataset_id, delete_all))
 }

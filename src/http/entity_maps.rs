@@ -47,15 +47,7 @@ fn referenced_id(value: &str) -> String {
 /// Reads what a read asks of entity maps: the map its `NGSILD-EntityMap` header references,
 /// `entityMap` (true or false) and `entityMapLifetime` (an ISO 8601 duration).
 pub fn map_request(req: &HttpRequest, info: &RequestInfo) -> NgsiResult<MapRequest> {
-    let wanted = match info.param("entityMap") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-                "entityMap must be true or false, not '{other}'"
-            )))
-        }
-    };
+    let wanted = info.flag("entityMap")?;
     let lifetime = info
         .param("entityMapLifetime")
         .map(|text| crate::temporal::lifetime("entityMapLifetime", text))

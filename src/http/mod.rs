@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod batch;
+pub mod contexts;
 pub mod discovery;
 pub mod entities;
 pub mod entity_maps;
@@ -168,6 +169,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource("/temporal/entityMaps")
                     .route(web::get().to(entity_maps::create_temporal))
                     .route(web::post().to(entity_maps::create_temporal_from_body))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/jsonldContexts")
+                    .route(web::post().to(contexts::add))
+                    .route(web::get().to(contexts::list))
+                    .default_service(web::to(response::method_not_allowed)),
+            )
+            .service(
+                web::resource("/jsonldContexts/{id}")
+                    .route(web::get().to(contexts::serve))
+                    .route(web::delete().to(contexts::delete))
                     .default_service(web::to(response::method_not_allowed)),
             )
             .service(

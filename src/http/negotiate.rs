@@ -111,6 +111,18 @@ impl RequestInfo {
         })
     }
 
+    /// A boolean query parameter: absent or `false` is false, `true` is true, anything else a
+    /// BadRequestData naming it.
+    pub fn flag(&self, name: &str) -> NgsiResult<bool> {
+        match self.param(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(NgsiError::bad_data(format!(
+                "{name}={other} must be true or false"
+            ))),
+        }
+    }
+
     /// How far the request reaches: `local=true`, its @context and its Via chain.
     pub fn reach(&self) -> crate::federation::forward::Reach {
         crate::federation::forward::Reach {
@@ -346,11 +358,47 @@ pub async fn read_record(
 /// size limit, JSON syntax and where the @context may be.
 pub async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     info: &RequestInfo,
     limit: usize,
     merge_patch: bool,
 ) -> NgsiResult<Body> {
+    let (mut json, is_ld) = read_json(req, payload, limit, merge_patch).await?;
+    let body_context = json.as_object_mut().and_then(|o| o.remove("@context"));
+    if is_ld && info.link_context.is_some() {
+        return Err(NgsiError::bad_data(
+            "with Content-Type application/ld+json the @context belongs in the body, not in a Link header",
+        ));
+    }
+    let context = if is_ld && !json.is_object() {
+        // Not an entity or fragment (e.g. a batch delete's list of ids): nothing to expand.
+        None
+    } else if is_ld {
+        Some(body_context.ok_or_else(|| {
+            NgsiError::bad_data(
+                "with Content-Type application/ld+json the body needs an @context member",
+            )
+        })?)
+    } else {
+        if body_context.is_some() {
+            return Err(NgsiError::bad_data(
+                "with Content-Type application/json the @context goes in a Link header; use application/ld+json to send it in the body",
+            ));
+        }
+        info.link_context.clone().map(Value::String)
+    };
+    Ok(Body { json, context })
+}
+
+/// Reads a JSON body as it is: media type (`merge_patch` also allows
+/// application/merge-patch+json), size limit and JSON syntax. Returns it and whether it came as
+/// application/ld+json.
+pub async fn read_json(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    merge_patch: bool,
+) -> NgsiResult<(Value, bool)> {
     let content_type = req
         .headers()
         .get("Content-Type")
@@ -413,29 +461,5 @@ pub async fn read_body(
     let json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| NgsiError::invalid(format!("the request body is not valid JSON: {e}")))?;
     crate::model::validate::no_nul_character(&bytes)?;
-    let mut json = json;
-    let body_context = json.as_object_mut().and_then(|o| o.remove("@context"));
-    if is_ld && info.link_context.is_some() {
-        return Err(NgsiError::bad_data(
-            "with Content-Type application/ld+json the @context belongs in the body, not in a Link header",
-        ));
-    }
-    let context = if is_ld && !json.is_object() {
-        // Not an entity or fragment (e.g. a batch delete's list of ids): nothing to expand.
-        None
-    } else if is_ld {
-        Some(body_context.ok_or_else(|| {
-            NgsiError::bad_data(
-                "with Content-Type application/ld+json the body needs an @context member",
-            )
-        })?)
-    } else {
-        if body_context.is_some() {
-            return Err(NgsiError::bad_data(
-                "with Content-Type application/json the @context goes in a Link header; use application/ld+json to send it in the body",
-            ));
-        }
-        info.link_context.clone().map(Value::String)
-    };
-    Ok(Body { json, context })
+    Ok((json, is_ld))
 }

@@ -105,15 +105,7 @@ pub fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
             })
             .transpose()
     };
-    let count = match info.param("count") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-                "count={other} must be true or false"
-            )))
-        }
-    };
+    let count = info.flag("count")?;
     let limit = number("limit")?.unwrap_or(broker.settings.default_page_size);
     let max = broker.settings.max_page_size;
     if limit > max {

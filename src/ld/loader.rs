@@ -1,17 +1,22 @@
 //! Where @context documents come from: the bundled core contexts and Smart Data Models, an offline
 //! directory for air-gapped sites, URL-prefix rewrites to local mirrors, and remote HTTP(S) fetches
-//! with a timeout, a size cap and a cache. Processed contexts are cached too, so a request whose
-//! @context was seen before costs one map look-up.
+//! with a timeout, a size cap and a bounded cache (the kind Cached of 5.13, with its usage counts),
+//! and the @contexts this broker stores itself (`hosted`). Processed contexts are cached too
+//! (bounded), so a request whose @context was seen before costs one map look-up.
 
 use super::active::{ActiveContext, DocumentSource};
+use super::hosted::{self, HostedIndex};
 use super::{CORE_CONTEXT_ALIAS, CORE_CONTEXT_V1_6, CORE_CONTEXT_V1_8, CORE_CONTEXT_V1_9};
 use crate::config::Settings;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use quick_cache::sync::Cache;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const CORE_V1_9_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.9.jsonld");
@@ -19,8 +24,65 @@ const CORE_V1_8_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.
 const CORE_V1_6_DOC: &str = include_str!("../../context/ngsi-ld-core-context-v1.6.jsonld");
 const SMART_DATA_MODELS: &str = include_str!("../../smart-data-models/contexts.json");
 
-/// Cached processed contexts beyond this count are dropped (all at once: contexts are few in practice).
+/// At most this many processed contexts are kept (the least recently used go first).
 const ACTIVE_CACHE_LIMIT: usize = 4096;
+/// At most this many fetched documents are kept (the least recently used go first): a client
+/// sending ever new @context URLs cannot make the cache grow without bound.
+const REMOTE_CACHE_LIMIT: usize = 1024;
+
+/// A document fetched from its URL and kept (5.13.1 kind Cached), with how it has been used.
+pub struct CachedContext {
+    /// The URL the document was asked for (before any rewrite).
+    pub url: String,
+    /// The broker's own id of it (5.13.3 `localId`).
+    pub local_id: String,
+    /// The document, with its `@context` member.
+    pub document: Arc<Value>,
+    /// When it was retrieved (or, for a bundled core context, when the broker started).
+    pub created_at: DateTime<Utc>,
+    /// Whether it is bundled with the broker rather than fetched (the core contexts).
+    pub bundled: bool,
+    /// Uses so far, and the time of the last one in milliseconds since the epoch (0: none):
+    /// atomics, as every request resolved with the document counts.
+    hits: AtomicU64,
+    last_used_ms: AtomicI64,
+}
+
+impl CachedContext {
+    fn new(url: &str, document: Arc<Value>, bundled: bool) -> CachedContext {
+        CachedContext {
+            url: url.to_string(),
+            local_id: format!("urn:ngsi-ld:CachedContext:{}", uuid::Uuid::new_v4()),
+            document,
+            created_at: Utc::now(),
+            bundled,
+            hits: AtomicU64::new(0),
+            last_used_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts one use of the cached copy (a request resolved with it, or it was served).
+    pub fn touch(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms
+            .fetch_max(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// How often the cached copy was used (`numberOfHits`) and when last (`lastUsage`).
+    pub fn usage(&self) -> (u64, Option<DateTime<Utc>>) {
+        let last = match self.last_used_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        };
+        (self.hits.load(Ordering::Relaxed), last)
+    }
+}
+
+/// A processed context with the cached documents it was built from, whose use it counts.
+struct Built {
+    ctx: Arc<ActiveContext>,
+    cached: Vec<Arc<CachedContext>>,
+}
 
 /// Resolves @context values to active contexts, fetching what is needed once.
 pub struct ContextLoader {
@@ -29,9 +91,12 @@ pub struct ContextLoader {
     client: crate::outbound::Client,
     outbound: crate::outbound::Policy,
     max_bytes: usize,
-    remote: Mutex<HashMap<String, Arc<Value>>>,
-    active: Mutex<HashMap<String, Arc<ActiveContext>>>,
+    remote: Cache<String, Arc<CachedContext>>,
+    active: Cache<String, Arc<Built>>,
     core: Arc<ActiveContext>,
+    core_entries: Vec<Arc<CachedContext>>,
+    /// The @contexts stored by this broker (Hosted, ImplicitlyCreated), resolved without a fetch.
+    pub hosted: HostedIndex,
 }
 
 fn parse_bundled(text: &str) -> Arc<Value> {
@@ -75,16 +140,79 @@ impl ContextLoader {
             ActiveContext::build(&[&core_doc], &HashMap::<String, Arc<Value>>::new())
                 .map_err(|e| format!("the bundled core context does not process: {e}"))?,
         );
+        let core_entries = [
+            CORE_CONTEXT_V1_9,
+            CORE_CONTEXT_ALIAS,
+            CORE_CONTEXT_V1_8,
+            CORE_CONTEXT_V1_6,
+        ]
+        .iter()
+        .map(|url| Arc::new(CachedContext::new(url, preloaded[*url].clone(), true)))
+        .collect();
         Ok(ContextLoader {
             preloaded,
             rewrites: settings.context_rewrites.clone(),
             client,
             outbound: settings.outbound.clone(),
             max_bytes: settings.context_max_bytes,
-            remote: Mutex::new(HashMap::new()),
-            active: Mutex::new(HashMap::new()),
+            remote: Cache::new(REMOTE_CACHE_LIMIT),
+            active: Cache::new(ACTIVE_CACHE_LIMIT),
             core,
+            core_entries,
+            hosted: HostedIndex::default(),
         })
+    }
+
+    /// The cached documents (5.13 kind Cached): the core context in force, then every fetched
+    /// document still in the cache.
+    pub fn cached(&self) -> Vec<Arc<CachedContext>> {
+        let mut all = vec![self.core_entries[0].clone()];
+        let mut fetched: Vec<_> = self.remote.iter().map(|(_, c)| c).collect();
+        fetched.sort_by_key(|a| a.created_at);
+        all.extend(fetched);
+        all
+    }
+
+    /// The cached document named by its URL or its local id: a fetched one or a bundled core
+    /// context.
+    pub fn cached_entry(&self, id: &str) -> Option<Arc<CachedContext>> {
+        self.core_entries
+            .iter()
+            .find(|c| c.url == id || c.local_id == id)
+            .cloned()
+            .or_else(|| self.remote.get(&self.rewrite(id)))
+            .or_else(|| {
+                self.remote
+                    .iter()
+                    .find(|(_, c)| c.local_id == id)
+                    .map(|(_, c)| c)
+            })
+    }
+
+    /// Drops a fetched document from the cache, and every processed context built from it.
+    pub fn forget(&self, entry: &CachedContext) {
+        self.remote.remove(&self.rewrite(&entry.url));
+        self.stored_contexts_changed();
+    }
+
+    /// Fetches a cached document anew (5.13.5 `reload`); on failure the cached copy stays.
+    pub async fn reload(&self, entry: &CachedContext) -> NgsiResult<()> {
+        if entry.bundled {
+            // Bundled with the broker: there is nothing to fetch, and nothing can have changed.
+            return Ok(());
+        }
+        let target = self.rewrite(&entry.url);
+        let doc = self.fetch_document(&entry.url, &target).await?;
+        self.remote
+            .insert(target, Arc::new(CachedContext::new(&entry.url, doc, false)));
+        self.stored_contexts_changed();
+        Ok(())
+    }
+
+    /// Forgets every processed context, after a document they may have been built from changed
+    /// or went away (a rare administrative act).
+    pub fn stored_contexts_changed(&self) {
+        self.active.clear();
     }
 
     /// The active context of a request that gives no @context: the core context alone.
@@ -102,27 +230,35 @@ impl ContextLoader {
             Value::String(url) => url.clone(),
             other => other.to_string(),
         };
-        if let Some(hit) = self.active.lock().expect("cache lock").get(&key) {
+        if let Some(hit) = self.active.get(&key) {
             crate::telemetry::metrics::context_lookup(true);
-            return Ok(hit.clone());
+            hit.cached.iter().for_each(|c| c.touch());
+            return Ok(hit.ctx.clone());
         }
         crate::telemetry::metrics::context_lookup(false);
         refuse_scoped_contexts(local)?;
-        let docs = self.collect(local).await?;
+        let (docs, cached) = self.collect(local).await?;
         let core = self.preloaded[CORE_CONTEXT_V1_9].clone();
         let core_ctx = core.get("@context").unwrap_or(&Value::Null);
-        let built = Arc::new(ActiveContext::build(&[local, core_ctx], &docs)?);
-        let mut cache = self.active.lock().expect("cache lock");
-        if cache.len() >= ACTIVE_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, built.clone());
-        Ok(built)
+        let ctx = Arc::new(ActiveContext::build(&[local, core_ctx], &docs)?);
+        self.active.insert(
+            key,
+            Arc::new(Built {
+                ctx: ctx.clone(),
+                cached,
+            }),
+        );
+        Ok(ctx)
     }
 
-    /// Retrieves every document a context refers to, transitively.
-    async fn collect(&self, local: &Value) -> NgsiResult<HashMap<String, Arc<Value>>> {
+    /// Retrieves every document a context refers to, transitively, with the cached documents
+    /// among them.
+    async fn collect(
+        &self,
+        local: &Value,
+    ) -> NgsiResult<(HashMap<String, Arc<Value>>, Vec<Arc<CachedContext>>)> {
         let mut docs = HashMap::new();
+        let mut cached = Vec::new();
         let mut pending = Vec::new();
         referenced_urls(local, &mut pending)?;
         while let Some(url) = pending.pop() {
@@ -134,38 +270,49 @@ impl ContextLoader {
                     "the @context refers to more than 64 remote documents",
                 ));
             }
-            let doc = self.document(&url).await?;
+            let (doc, entry) = self.document(&url).await?;
             if let Some(inner) = doc.get("@context") {
                 referenced_urls(inner, &mut pending)?;
             }
+            cached.extend(entry);
             docs.insert(url, doc);
         }
-        Ok(docs)
+        Ok((docs, cached))
     }
 
-    /// One context document by URL: bundled or offline first, then rewritten, then fetched (cached).
-    pub async fn document(&self, url: &str) -> NgsiResult<Arc<Value>> {
+    /// One context document by URL: bundled or offline first, then one this broker stores, then
+    /// rewritten, then fetched (and cached). A document taken from the cache counts as a use of
+    /// it; a fetched one is returned with its new cache entry.
+    async fn document(&self, url: &str) -> NgsiResult<(Arc<Value>, Option<Arc<CachedContext>>)> {
         if let Some(doc) = self.known(url) {
-            return Ok(doc);
+            return Ok((doc, None));
+        }
+        if let Some(doc) = hosted::local_id(url).and_then(|id| self.hosted.get(&id)) {
+            return Ok((doc, None));
         }
         let target = self.rewrite(url);
         if let Some(doc) = self.known(&target) {
-            return Ok(doc);
+            return Ok((doc, None));
         }
-        if let Some(doc) = self.remote.lock().expect("cache lock").get(&target) {
-            return Ok(doc.clone());
+        if let Some(entry) = self.remote.get(&target) {
+            entry.touch();
+            return Ok((entry.document.clone(), Some(entry)));
         }
-        let doc = Arc::new(self.fetch(url, &target).await?);
+        let doc = self.fetch_document(url, &target).await?;
+        let entry = Arc::new(CachedContext::new(url, doc.clone(), false));
+        self.remote.insert(target, entry.clone());
+        Ok((doc, Some(entry)))
+    }
+
+    /// Fetches the document at `target` (`url` rewritten), which must be a context document.
+    async fn fetch_document(&self, url: &str, target: &str) -> NgsiResult<Arc<Value>> {
+        let doc = self.fetch(url, target).await?;
         if doc.get("@context").is_none() {
             return Err(NgsiError::bad_data(format!(
                 "the document at {url} has no @context member"
             )));
         }
-        self.remote
-            .lock()
-            .expect("cache lock")
-            .insert(target, doc.clone());
-        Ok(doc)
+        Ok(Arc::new(doc))
     }
 
     fn known(&self, url: &str) -> Option<Arc<Value>> {
@@ -335,5 +482,23 @@ fn refuse_scoped_contexts(local: &Value) -> NgsiResult<()> {
             }
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_document_counts_its_uses_and_the_last_one() {
+        let entry = CachedContext::new("https://a.example/c", Arc::new(Value::Null), false);
+        assert_eq!(entry.usage(), (0, None));
+        let before = Utc::now();
+        entry.touch();
+        entry.touch();
+        let (hits, last) = entry.usage();
+        assert_eq!(hits, 2);
+        assert!(last.is_some_and(|t| t.timestamp_millis() >= before.timestamp_millis()));
+        assert!(entry.local_id.starts_with("urn:ngsi-ld:CachedContext:"));
     }
 }

@@ -3,6 +3,7 @@
 //! on the way in and compacted on the way out with the caller's context.
 
 pub mod active;
+pub mod hosted;
 pub mod loader;
 
 pub use active::ActiveContext;

@@ -1,7 +1,8 @@
 //! The broker's background chores, run on every instance until the broker is dropped: expired
 //! entity maps are swept, expired registrations deleted (5.9.2.4), and what transient entities
-//! and attributes (4.22) left behind after their expiry is reaped from the current state. Each chore is a store operation that is safe
-//! to run on several instances sharing one database at once.
+//! and attributes (4.22) left behind after their expiry is reaped from the current state, and the
+//! stored @contexts (5.13) are reloaded for the context loader. Each chore is a store operation
+//! that is safe to run on several instances sharing one database at once.
 
 use super::Broker;
 use std::future::Future;
@@ -38,6 +39,12 @@ where
 
 /// Starts every chore.
 pub fn start(broker: &Arc<Broker>) {
+    every(
+        broker,
+        broker.settings.reap_every,
+        "stored @contexts changed",
+        |b| async move { b.reload_stored_contexts().await },
+    );
     every(
         broker,
         super::entity_maps::SWEEP_EVERY,

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod catalogue;
+pub mod contexts;
 pub mod distributed;
 pub mod entities;
 pub mod entity_maps;

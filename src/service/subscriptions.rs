@@ -45,8 +45,37 @@ impl Broker {
         reach: &Reach,
     ) -> NgsiResult<String> {
         let ctx = self.contexts.active(context.as_ref()).await?;
-        let doc = parse::normalize(body, &ctx, false)?;
+        let mut doc = parse::normalize(body, &ctx, false)?;
         let id = Record::id_from_body(body, "Subscription")?;
+        // A @context that is not one URL gets a URL of its own (5.13.1 ImplicitlyCreated), which
+        // the notifications name in their Link header.
+        let implicit = match &context {
+            Some(c) if !c.is_string() && !doc.contains_key("jsonldContext") => {
+                let url = self.implicit_context(tenant, c).await?;
+                doc.insert("jsonldContext".into(), Value::String(url.clone()));
+                Some(url)
+            }
+            _ => None,
+        };
+        let created = self
+            .store_subscription(collection, tenant, &id, doc, context, reach)
+            .await;
+        if let (Err(_), Some(url)) = (&created, implicit) {
+            self.drop_implicit_context(tenant, &url).await;
+        }
+        created.map(|()| id)
+    }
+
+    async fn store_subscription(
+        self: &Arc<Self>,
+        collection: Collection,
+        tenant: &str,
+        id: &str,
+        doc: serde_json::Map<String, Value>,
+        context: Option<Value>,
+        reach: &Reach,
+    ) -> NgsiResult<()> {
+        let id = id.to_string();
         let now = Utc::now();
         let record = Record {
             id: id.clone(),
@@ -85,7 +114,7 @@ impl Broker {
                 tracing::warn!(error = %e, subscription = %id, "giving the subscription to the sources failed");
             }
         }
-        Ok(id)
+        Ok(())
     }
 
     /// The stored subscription with up-to-date delivery statistics (5.8.3, 5.11.4).

@@ -879,15 +879,18 @@ pub enum Collection {
     /// The copies of entity subscriptions held by context sources (5.8.1.4): one record per
     /// copy, by the id the copy has at its source (see `crate::subscription::remote::Link`).
     RemoteSubscriptions,
+    /// The @contexts this broker stores (5.13, kinds Hosted and ImplicitlyCreated), by local id.
+    JsonldContexts,
 }
 
 impl Collection {
     /// Every collection (the embedded store creates their tables at start).
-    pub const ALL: [Collection; 4] = [
+    pub const ALL: [Collection; 5] = [
         Collection::Subscriptions,
         Collection::Registrations,
         Collection::CsourceSubscriptions,
         Collection::RemoteSubscriptions,
+        Collection::JsonldContexts,
     ];
 
     /// The table of the collection, in both stores.
@@ -897,6 +900,7 @@ impl Collection {
             Collection::Registrations => "registrations",
             Collection::CsourceSubscriptions => "csource_subscriptions",
             Collection::RemoteSubscriptions => "remote_subscriptions",
+            Collection::JsonldContexts => "jsonld_contexts",
         }
     }
 
@@ -920,6 +924,9 @@ impl Collection {
             Collection::CsourceSubscriptions => "twinlink_csource_subscriptions",
             // Nobody listens: every instance reads the copies from the table when it needs them.
             Collection::RemoteSubscriptions => "twinlink_remote_subscriptions",
+            // Nobody listens: every instance reloads the stored @contexts periodically
+            // (`service::contexts`), and the API reads them from the table.
+            Collection::JsonldContexts => "twinlink_jsonld_contexts",
         }
     }
 }

@@ -87,7 +87,8 @@ fn record(rng: &mut Rng) -> InstanceChange {
         modified_at: modified,
         // Some instances are transient (4.22): expired ones are served by neither store.
         expires_at: rng.chance(0.1).then(|| {
-            let now = Utc::now();
+            // To the microsecond, as the stores keep times (PostgreSQL's timestamptz).
+            let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
             if rng.chance(0.5) {
                 now - Duration::days(1)
             } else {

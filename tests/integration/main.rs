@@ -25,6 +25,7 @@ mod geometry_column;
 mod harness;
 mod history;
 mod history_differential;
+mod jsonld_contexts;
 mod ld_reference;
 mod linked_entities;
 mod metrics;

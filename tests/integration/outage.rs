@@ -199,7 +199,9 @@ fn strip_ansi(s: &str) -> String {
 fn retry_lines(log: &Path) -> Vec<String> {
     strip_ansi(&std::fs::read_to_string(log).unwrap_or_default())
         .lines()
-        .filter(|l| l.to_lowercase().contains("retrying"))
+        // The store's own line: the housekeeping chores also say "retrying" while the database
+        // is away, at their own pace.
+        .filter(|l| l.to_lowercase().contains("postgresql not ready; retrying"))
         .map(str::to_string)
         .collect()
 }

@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (14, include_str!("../../../migrations/0014_expiry.sql")),
     (15, include_str!("../../../migrations/0015_audit_log.sql")),
+    (
+        16,
+        include_str!("../../../migrations/0016_jsonld_contexts.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
