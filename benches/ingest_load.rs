@@ -67,7 +67,6 @@ use twinlink::config::Settings;
 use twinlink::service::Broker;
 use twinlink::store::embedded::EmbeddedStore;
 use twinlink::store::history::{HistoryQuery, InstanceChange};
-use twinlink::store::Backend;
 
 const BASE: &str = "/ngsi-ld/v1";
 /// Attributes of every generated entity; every upsert changes each, so each gets a history row.
@@ -959,8 +958,9 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         // The physical limit of the same rows, in batches of the same size.
         // (The raw redb file stays open for the single writes after the PATCH step.)
         let mut seen = HashSet::new();
-        let (raw_batches, raw_redb) = match (broker.store.backend(), &database_url) {
-            (Backend::Postgres(_), Some(url)) => {
+        let embedded = broker.store.backend_as::<EmbeddedStore>();
+        let (raw_batches, raw_redb) = match (embedded, &database_url) {
+            (None, Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
                 let mut runs = Vec::with_capacity(cfg.rounds);
                 for _ in 0..cfg.rounds {
@@ -970,7 +970,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
                 }
                 (Batched::median(runs), None)
             }
-            (Backend::Embedded(store), _) => {
+            (Some(store), _) => {
                 let batches = redb_snapshot(store, cfg.batch).await;
                 let (b, raw) = redb_raw_batches(dir.path(), batches);
                 b.print_beside("raw", &create);

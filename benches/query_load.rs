@@ -40,7 +40,6 @@ use twinlink::ld::ActiveContext;
 use twinlink::model::render::{self, RenderOptions};
 use twinlink::query::{self, EntityQuery, Selector};
 use twinlink::store::embedded::EmbeddedStore;
-use twinlink::store::Backend;
 
 const BASE: &str = "/ngsi-ld/v1";
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -889,8 +888,8 @@ fn main() {
 
     // Without HTTP: the broker's store query and rendering through the library.
     println!();
-    match broker.store.backend() {
-        Backend::Embedded(store) => {
+    match broker.store.backend_as::<EmbeddedStore>() {
+        Some(store) => {
             let ctx = broker.contexts.core();
             let rows = library_breakdown(store, &ctx, &kinds, &cfg, data.len());
             println!(
@@ -912,7 +911,7 @@ fn main() {
                 );
             }
         }
-        Backend::Postgres(_) => {
+        None => {
             println!("(the in-process breakdown is measured on the embedded store only)")
         }
     }

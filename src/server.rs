@@ -4,7 +4,7 @@
 use crate::config::Settings;
 use crate::ld::ContextLoader;
 use crate::service::Broker;
-use crate::store::{embedded::EmbeddedStore, postgres::PgStore, Backend, Store};
+use crate::store::{embedded::EmbeddedStore, postgres::PgStore, Store};
 use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
@@ -22,16 +22,16 @@ pub enum DatabaseWait {
 /// store otherwise.
 pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, String> {
     Ok(match (&settings.database_url, wait) {
-        (Some(url), DatabaseWait::Wait) => Store::new(Backend::Postgres(
+        (Some(url), DatabaseWait::Wait) => Store::new(
             PgStore::connect(url, settings.db_pool_size)
                 .await?
                 .with_entity_cache(settings.entity_cache),
-        )),
-        (Some(url), DatabaseWait::Background) => Store::new(Backend::Postgres(
+        ),
+        (Some(url), DatabaseWait::Background) => Store::new(
             PgStore::connect_in_background(url, settings.db_pool_size)?
                 .with_entity_cache(settings.entity_cache),
-        )),
-        (None, _) => Store::new(Backend::Embedded(EmbeddedStore::open(&settings.data_dir)?)),
+        ),
+        (None, _) => Store::new(EmbeddedStore::open(&settings.data_dir)?),
     })
 }
 

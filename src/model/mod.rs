@@ -18,6 +18,10 @@ use serde_json::Value;
 /// lookup and render, so it uses a fast (seeded) hasher rather than SipHash.
 pub type NameMap<V> = IndexMap<String, V, foldhash::fast::RandomState>;
 
+/// The expanded IRI under which the `scope` member is addressed as an attribute (updates, the
+/// temporal API and history records name it so).
+pub const SCOPE_IRI: &str = "https://uri.etsi.org/ngsi-ld/scope";
+
 /// The NGSI-LD Null: in an update, a value member equal to this deletes what it names.
 pub const NGSI_LD_NULL: &str = "urn:ngsi-ld:null";
 

@@ -6,7 +6,7 @@ use super::Broker;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::parse::{EntityInput, Nulls, Reader};
-use crate::model::{AttrKind, Attribute, Entity};
+use crate::model::{AttrKind, Attribute, Entity, SCOPE_IRI};
 use crate::query::EntityQuery;
 use crate::store::{Decide, Decision, Step, Write};
 use chrono::{DateTime, Utc};
@@ -67,9 +67,6 @@ pub enum Purged {
 /// are one statement on PostgreSQL, so that a purge of any size holds neither all its entities in
 /// memory nor one long transaction.
 const PURGE_CHUNK: usize = 1000;
-
-/// The expanded IRI under which the `scope` member is addressed as an attribute.
-pub const SCOPE_IRI: &str = "https://uri.etsi.org/ngsi-ld/scope";
 
 fn missing(id: &str) -> NgsiError {
     NgsiError::not_found(format!("there is no entity with id '{id}'"))

@@ -14,8 +14,8 @@
 
 pub use super::json_text::JsonText;
 use crate::model::validate::date_time;
+pub use crate::model::SCOPE_IRI;
 use crate::model::{format_time, AttrKind, Attribute, Entity};
-pub use crate::service::entities::SCOPE_IRI;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -3,8 +3,10 @@
 //! services can decide on the current state without races and nothing is half-applied.
 
 pub mod aggregate;
+pub mod backend;
 pub mod changes;
 pub mod combine;
+pub mod coordination;
 pub mod embedded;
 pub mod entity_maps;
 pub mod history;
@@ -13,8 +15,9 @@ pub mod postgres;
 
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{expiry, Entity};
+pub use backend::Backend;
 use combine::Combiner;
-use std::any::Any;
+use coordination::Coordination;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -207,14 +210,6 @@ pub struct IdPage {
     pub next: Option<String>,
 }
 
-/// The database behind the store.
-pub enum Backend {
-    /// redb-backed store under the data directory.
-    Embedded(embedded::EmbeddedStore),
-    /// PostgreSQL + PostGIS.
-    Postgres(postgres::PgStore),
-}
-
 /// Whether a write's changes go to the change feed (and so to subscriptions): every write of a
 /// client does; the reaper's removal of what expired does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,39 +218,6 @@ pub enum Announce {
     Changes,
     /// Publish nothing.
     Nothing,
-}
-
-impl Backend {
-    async fn modify_many<R: Send + 'static>(
-        &self,
-        tenant: &str,
-        steps: Vec<Step<R>>,
-        announce: Announce,
-    ) -> NgsiResult<Vec<NgsiResult<R>>> {
-        let (started, size) = (std::time::Instant::now(), steps.len());
-        let outcome = match self {
-            Backend::Embedded(s) => s.modify_many(tenant, steps, announce).await,
-            Backend::Postgres(s) => s.modify_many(tenant, steps, announce).await,
-        };
-        crate::telemetry::metrics::store_commit(
-            size,
-            started.elapsed().as_secs_f64(),
-            outcome.is_ok(),
-        );
-        outcome
-    }
-
-    /// The tenants and ids of at most `limit` entities with something expired at `now`.
-    async fn due(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-        limit: usize,
-    ) -> NgsiResult<Vec<(String, Vec<String>)>> {
-        match self {
-            Backend::Embedded(s) => Ok(s.due(now, limit)),
-            Backend::Postgres(s) => s.due(None, now, limit).await,
-        }
-    }
 }
 
 /// The steps that remove what has expired from the stored state of each of `ids`: the decision
@@ -284,44 +246,51 @@ const COMBINED_STEPS_MAX: usize = 64;
 /// The most jobs one combined write or read takes.
 const COMBINED_JOBS_MAX: usize = 256;
 
-/// Concurrent combined writes on PostgreSQL (each one transaction on its own connection); the
-/// embedded store commits one write at a time anyway.
-const POSTGRES_WRITE_LANES: usize = 4;
+/// Concurrent combined reads by id, where the backend combines them.
+const READ_LANES: usize = 4;
 
-/// Concurrent combined reads by id on PostgreSQL.
-const POSTGRES_READ_LANES: usize = 4;
-
-/// A step's result, its type erased so that the writes of different operations combine.
-type Erased = Box<dyn Any + Send>;
-
-/// Where a combined write's results go: one entry per step of the job, or the store's failure.
-type WriteReply = oneshot::Sender<NgsiResult<Vec<NgsiResult<Erased>>>>;
+/// Where a combined write's outcomes go: one entry per step of the job, or the store's failure.
+type WriteReply = oneshot::Sender<NgsiResult<Vec<NgsiResult<()>>>>;
 
 /// One caller's write, waiting to be combined.
 struct WriteJob {
     tenant: String,
-    steps: Vec<Step<Erased>>,
+    steps: Vec<Step<()>>,
     reply: WriteReply,
 }
 
-/// One caller's read of an entity by id, waiting to be combined (PostgreSQL).
+/// One caller's read of an entity by id, waiting to be combined.
 struct ReadJob {
     tenant: String,
     id: String,
     reply: oneshot::Sender<NgsiResult<Option<Arc<Entity>>>>,
 }
 
-/// The configured store: a backend, with concurrent small writes (and, on PostgreSQL, reads by
-/// id) combined into one database operation each (see [`combine`]).
+/// The configured store: a [`Backend`], with concurrent small writes (and, where the backend
+/// wants it, reads by id) combined into one database operation each (see [`combine`]), the live
+/// view of what expired, typed results and the audit of written ids.
 pub struct Store {
-    backend: Arc<Backend>,
+    backend: Arc<dyn Backend>,
     writes: Combiner<WriteJob>,
-    reads: Combiner<ReadJob>,
+    reads: Option<Combiner<ReadJob>>,
+}
+
+/// Commits a backend's write and records its size and latency for /metrics.
+async fn commit(
+    backend: &dyn Backend,
+    tenant: &str,
+    steps: Vec<Step<()>>,
+    announce: Announce,
+) -> NgsiResult<Vec<NgsiResult<()>>> {
+    let (started, size) = (std::time::Instant::now(), steps.len());
+    let outcome = backend.modify_many(tenant, steps, announce).await;
+    crate::telemetry::metrics::store_commit(size, started.elapsed().as_secs_f64(), outcome.is_ok());
+    outcome
 }
 
 /// Runs a group of combined writes: per tenant, every job's steps in arrival order as one
-/// [`Backend::modify_many`], and each job gets the results of its own steps.
-async fn write_group(backend: &Backend, jobs: Vec<WriteJob>) {
+/// commit, and each job gets the outcomes of its own steps.
+async fn write_group(backend: &dyn Backend, jobs: Vec<WriteJob>) {
     let mut by_tenant: indexmap::IndexMap<String, Vec<WriteJob>> = indexmap::IndexMap::new();
     for job in jobs {
         by_tenant.entry(job.tenant.clone()).or_default().push(job);
@@ -333,7 +302,7 @@ async fn write_group(backend: &Backend, jobs: Vec<WriteJob>) {
             replies.push((job.steps.len(), job.reply));
             steps.extend(job.steps);
         }
-        match backend.modify_many(&tenant, steps, Announce::Changes).await {
+        match commit(backend, &tenant, steps, Announce::Changes).await {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for (n, reply) in replies {
@@ -349,23 +318,15 @@ async fn write_group(backend: &Backend, jobs: Vec<WriteJob>) {
     }
 }
 
-/// Runs a group of combined reads by id: one statement per tenant.
-async fn read_group(backend: &Backend, jobs: Vec<ReadJob>) {
-    let Backend::Postgres(pg) = backend else {
-        for job in jobs {
-            let _ = job.reply.send(Err(NgsiError::internal(
-                "reads by id are combined on PostgreSQL only",
-            )));
-        }
-        return;
-    };
+/// Runs a group of combined reads by id: one read per tenant.
+async fn read_group(backend: &dyn Backend, jobs: Vec<ReadJob>) {
     let mut by_tenant: indexmap::IndexMap<String, Vec<ReadJob>> = indexmap::IndexMap::new();
     for job in jobs {
         by_tenant.entry(job.tenant.clone()).or_default().push(job);
     }
     for (tenant, jobs) in by_tenant {
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-        match pg.get_many(&tenant, &ids).await {
+        match backend.get_many(&tenant, &ids).await {
             Ok(found) => {
                 for job in jobs {
                     let _ = job.reply.send(Ok(found.get(&job.id).cloned()));
@@ -389,70 +350,123 @@ fn abandoned() -> NgsiError {
     )
 }
 
+/// Typed steps made into the backend's untyped ones: each step's result waits in its slot until
+/// the commit says whether the step took effect (see [`Typed::settle`]).
+struct Typed<R> {
+    slots: Arc<std::sync::Mutex<Vec<Option<R>>>>,
+}
+
+impl<R: Send + 'static> Typed<R> {
+    fn split(steps: Vec<Step<R>>) -> (Vec<Step<()>>, Typed<R>) {
+        let slots = Arc::new(std::sync::Mutex::new(
+            (0..steps.len()).map(|_| None).collect::<Vec<_>>(),
+        ));
+        let untyped = steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, decide))| {
+                let slots = slots.clone();
+                let untyped: Decide<()> = Box::new(move |current| {
+                    let d = decide(current)?;
+                    if let Ok(mut slots) = slots.lock() {
+                        slots[i] = Some(d.result);
+                    }
+                    Ok(Decision {
+                        write: d.write,
+                        records: d.records,
+                        removal: d.removal,
+                        result: (),
+                    })
+                });
+                (id, untyped)
+            })
+            .collect();
+        (untyped, Typed { slots })
+    }
+
+    /// Each step's result: its outcome, with the result its decision gave when it took effect.
+    fn settle(self, outcomes: Vec<NgsiResult<()>>) -> Vec<NgsiResult<R>> {
+        let mut slots = match self.slots.lock() {
+            Ok(mut slots) => std::mem::take(&mut *slots),
+            Err(_) => Vec::new(),
+        };
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, outcome)| {
+                outcome.and_then(|()| {
+                    slots.get_mut(i).and_then(Option::take).ok_or_else(|| {
+                        NgsiError::internal("the store answered a step without its result")
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
 impl Store {
     /// The store over this backend.
-    pub fn new(backend: Backend) -> Store {
-        let backend = Arc::new(backend);
-        let write_lanes = match *backend {
-            Backend::Embedded(_) => 1,
-            Backend::Postgres(_) => POSTGRES_WRITE_LANES,
-        };
-        let (for_writes, for_reads) = (backend.clone(), backend.clone());
-        Store {
-            writes: Combiner::new(
-                write_lanes,
-                COMBINED_JOBS_MAX,
-                Arc::new(move |jobs| {
-                    let backend = for_writes.clone();
-                    Box::pin(async move { write_group(&backend, jobs).await })
-                }),
-            ),
-            reads: Combiner::new(
-                POSTGRES_READ_LANES,
+    pub fn new(backend: impl Backend) -> Store {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let lanes = backend.lanes();
+        let for_writes = backend.clone();
+        let writes = Combiner::new(
+            lanes.writes,
+            COMBINED_JOBS_MAX,
+            Arc::new(move |jobs| {
+                let backend = for_writes.clone();
+                Box::pin(async move { write_group(&*backend, jobs).await })
+            }),
+        );
+        let reads = lanes.combine_reads.then(|| {
+            let for_reads = backend.clone();
+            Combiner::new(
+                READ_LANES,
                 COMBINED_JOBS_MAX,
                 Arc::new(move |jobs| {
                     let backend = for_reads.clone();
-                    Box::pin(async move { read_group(&backend, jobs).await })
+                    Box::pin(async move { read_group(&*backend, jobs).await })
                 }),
-            ),
+            )
+        });
+        Store {
             backend,
+            writes,
+            reads,
         }
     }
 
-    /// The database behind the store (for what only one backend does, such as PostgreSQL's
-    /// subscription ownership).
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    /// The database behind the store, as its own type (for benchmarks and differential tests
+    /// that compare it with its raw database).
+    pub fn backend_as<B: Backend>(&self) -> Option<&B> {
+        self.backend.as_any().downcast_ref()
+    }
+
+    /// How instances sharing the database share the subscriptions.
+    pub fn coordination(&self) -> &dyn Coordination {
+        self.backend.coordination()
     }
 
     /// The entity with this id in this tenant, as it stands now (see [`expiry::live`]).
     pub async fn get(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
-        let stored = self.get_stored(tenant, id).await?;
-        Ok(stored.and_then(|e| expiry::live(&e, chrono::Utc::now())))
-    }
-
-    /// The entity with this id as stored, expired parts included.
-    async fn get_stored(&self, tenant: &str, id: &str) -> NgsiResult<Option<Arc<Entity>>> {
-        match &*self.backend {
-            Backend::Embedded(s) => Ok(s.get(tenant, id)),
-            Backend::Postgres(_) => {
+        let stored = match &self.reads {
+            None => self.backend.get(tenant, id).await?,
+            Some(reads) => {
                 let (reply, answer) = oneshot::channel();
-                self.reads.submit(ReadJob {
+                reads.submit(ReadJob {
                     tenant: tenant.to_string(),
                     id: id.to_string(),
                     reply,
                 });
-                answer.await.map_err(|_| abandoned())?
+                answer.await.map_err(|_| abandoned())??
             }
-        }
+        };
+        Ok(stored.and_then(|e| expiry::live(&e, chrono::Utc::now())))
     }
 
     /// Whether the tenant has ever been written to (the default tenant always exists).
     pub async fn tenant_exists(&self, tenant: &str) -> NgsiResult<bool> {
-        match &*self.backend {
-            Backend::Embedded(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant)),
-            Backend::Postgres(s) => Ok(tenant == DEFAULT_TENANT || s.tenant_exists(tenant).await?),
-        }
+        Ok(tenant == DEFAULT_TENANT || self.backend.tenant_exists(tenant).await?)
     }
 
     /// Atomically reads the entity, lets `decide` choose a write, and commits it durably, together
@@ -482,61 +496,35 @@ impl Store {
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
         let audited = crate::telemetry::audit::collecting()
             .then(|| steps.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
-        let results = self.commit_steps(tenant, steps).await;
-        if let (Some(ids), Ok(results)) = (audited, &results) {
+        let (steps, typed) = Typed::split(steps);
+        let results = typed.settle(self.commit_steps(tenant, steps).await?);
+        if let Some(ids) = audited {
             crate::telemetry::audit::note(
                 ids.into_iter()
-                    .zip(results)
+                    .zip(&results)
                     .filter(|(_, r)| r.is_ok())
                     .map(|(id, _)| id),
             );
         }
-        results
+        Ok(results)
     }
 
     /// The commit of [`Store::modify_many`]: large batches on their own, small ones combined.
-    async fn commit_steps<R: Send + 'static>(
+    async fn commit_steps(
         &self,
         tenant: &str,
-        steps: Vec<Step<R>>,
-    ) -> NgsiResult<Vec<NgsiResult<R>>> {
+        steps: Vec<Step<()>>,
+    ) -> NgsiResult<Vec<NgsiResult<()>>> {
         if steps.len() > COMBINED_STEPS_MAX {
-            return self
-                .backend
-                .modify_many(tenant, steps, Announce::Changes)
-                .await;
+            return commit(&*self.backend, tenant, steps, Announce::Changes).await;
         }
-        let steps = steps
-            .into_iter()
-            .map(|(id, decide)| {
-                let erased: Decide<Erased> = Box::new(move |current| {
-                    decide(current).map(|d| Decision {
-                        write: d.write,
-                        records: d.records,
-                        removal: d.removal,
-                        result: Box::new(d.result) as Erased,
-                    })
-                });
-                (id, erased)
-            })
-            .collect();
         let (reply, answer) = oneshot::channel();
         self.writes.submit(WriteJob {
             tenant: tenant.to_string(),
             steps,
             reply,
         });
-        let results = answer.await.map_err(|_| abandoned())??;
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.and_then(|b| {
-                    b.downcast::<R>().map(|r| *r).map_err(|_| {
-                        NgsiError::internal("a combined write returned another type of result")
-                    })
-                })
-            })
-            .collect())
+        answer.await.map_err(|_| abandoned())?
     }
 
     /// A page of the entities matching `query` in id order, and how many matches were seen (all of
@@ -549,10 +537,9 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> NgsiResult<(Vec<Arc<Entity>>, usize)> {
-        match &*self.backend {
-            Backend::Embedded(s) => Ok(s.query(tenant, query, offset, limit, count)),
-            Backend::Postgres(s) => s.query(tenant, query, offset, limit, count).await,
-        }
+        self.backend
+            .query(tenant, query, offset, limit, count)
+            .await
     }
 
     /// The ids of at most `limit` entities matching `query` whose id comes after `after` in the
@@ -565,43 +552,28 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> NgsiResult<IdPage> {
-        match &*self.backend {
-            Backend::Embedded(s) => Ok(s.matching_ids(tenant, query, after, limit)),
-            Backend::Postgres(s) => s.matching_ids(tenant, query, after, limit).await,
-        }
+        self.backend.matching_ids(tenant, query, after, limit).await
     }
 
-    /// The state of the PostgreSQL connection pool (None on the embedded store), for /metrics.
+    /// The state of the connection pool, where there is one, for /metrics.
     pub fn pool_status(&self) -> Option<deadpool_postgres::Status> {
-        match &*self.backend {
-            Backend::Embedded(_) => None,
-            Backend::Postgres(s) => Some(s.pool_status()),
-        }
+        self.backend.pool_status()
     }
 
     /// The PostgreSQL connection pool (None on the embedded store), for the audit table.
     pub fn postgres_pool(&self) -> Option<deadpool_postgres::Pool> {
-        match &*self.backend {
-            Backend::Embedded(_) => None,
-            Backend::Postgres(s) => Some(s.pool()),
-        }
+        self.backend.postgres_pool()
     }
 
     /// The entities of each tenant where the store knows them without a scan (the embedded
     /// store's memory), for /metrics; None on PostgreSQL, where counting is a scan.
     pub fn entity_counts(&self) -> Option<Vec<(String, usize)>> {
-        match &*self.backend {
-            Backend::Embedded(s) => Some(s.entity_counts()),
-            Backend::Postgres(_) => None,
-        }
+        self.backend.entity_counts()
     }
 
     /// Whether the store can serve requests (for /ready).
     pub async fn ready(&self) -> bool {
-        match &*self.backend {
-            Backend::Embedded(_) => true,
-            Backend::Postgres(s) => s.ready().await,
-        }
+        self.backend.ready().await
     }
 
     /// The temporal history of one entity that `query` selects, ordered by its time property.
@@ -611,10 +583,7 @@ impl Store {
         id: &str,
         query: &history::HistoryQuery,
     ) -> NgsiResult<Vec<history::InstanceChange>> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.history(tenant, id, query).await,
-            Backend::Postgres(s) => s.history(tenant, id, query).await,
-        }
+        self.backend.history(tenant, id, query).await
     }
 
     /// Like [`Store::modify`], with the whole [`Decision`] taken by `decide`: the temporal API
@@ -641,16 +610,7 @@ impl Store {
         ids: &[String],
         query: &history::HistoryQuery,
     ) -> NgsiResult<Vec<(String, Vec<history::InstanceChange>)>> {
-        match &*self.backend {
-            Backend::Embedded(s) => {
-                let mut out = Vec::with_capacity(ids.len());
-                for id in ids {
-                    out.push((id.clone(), s.history(tenant, id, query).await?));
-                }
-                Ok(out)
-            }
-            Backend::Postgres(s) => s.history_many(tenant, ids, query).await,
-        }
+        self.backend.history_many(tenant, ids, query).await
     }
 
     /// Aggregates the history of each of `ids`, in order, where the data is: in SQL on
@@ -661,10 +621,7 @@ impl Store {
         ids: &[String],
         query: &aggregate::AggregateQuery,
     ) -> NgsiResult<Vec<(String, Vec<aggregate::Bucket>)>> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.aggregate(tenant, ids, query).await,
-            Backend::Postgres(s) => s.aggregate(tenant, ids, query).await,
-        }
+        self.backend.aggregate(tenant, ids, query).await
     }
 
     /// Removes from the current state what has expired (4.22), at most `limit` entities' worth:
@@ -677,29 +634,21 @@ impl Store {
         let mut reaped = 0;
         for (tenant, ids) in due {
             reaped += ids.len();
-            self.backend
-                .modify_many(&tenant, reap_steps(ids), Announce::Nothing)
-                .await?;
+            commit(&*self.backend, &tenant, reap_steps(ids), Announce::Nothing).await?;
         }
         Ok(reaped)
     }
 
     /// Every entity of a tenant as it stands now, in id order (for discovery).
     pub async fn entities(&self, tenant: &str) -> NgsiResult<Vec<Arc<Entity>>> {
-        let stored = match &*self.backend {
-            Backend::Embedded(s) => s.entities(tenant),
-            Backend::Postgres(s) => s.entities(tenant).await?,
-        };
+        let stored = self.backend.entities(tenant).await?;
         let now = chrono::Utc::now();
         Ok(stored.iter().filter_map(|e| expiry::live(e, now)).collect())
     }
 
     /// The feed of committed entity changes (see [`changes`]).
     pub fn feed(&self) -> &changes::ChangeFeed {
-        match &*self.backend {
-            Backend::Embedded(s) => s.feed(),
-            Backend::Postgres(s) => s.feed(),
-        }
+        self.backend.feed()
     }
 
     /// Stores a record of a collection; with `create`, only when the id is new (false
@@ -712,13 +661,9 @@ impl Store {
         record: &serde_json::Value,
         create: bool,
     ) -> NgsiResult<bool> {
-        match &*self.backend {
-            Backend::Embedded(s) => {
-                let bytes = serde_json::to_vec(record).map_err(undecodable)?;
-                s.put_record(collection, tenant, id, bytes, create).await
-            }
-            Backend::Postgres(s) => s.put_record(collection, tenant, id, record, create).await,
-        }
+        self.backend
+            .put_record(collection, tenant, id, record, create)
+            .await
     }
 
     /// Replaces one top-level member of a record (delivery statistics), leaving the rest as a
@@ -731,16 +676,9 @@ impl Store {
         member: &'static str,
         value: serde_json::Value,
     ) -> NgsiResult<()> {
-        match &*self.backend {
-            Backend::Embedded(s) => {
-                s.save_record_member(collection, tenant, id, member, value)
-                    .await
-            }
-            Backend::Postgres(s) => {
-                s.save_record_member(collection, tenant, id, member, &value)
-                    .await
-            }
-        }
+        self.backend
+            .save_record_member(collection, tenant, id, member, value)
+            .await
     }
 
     /// Removes a record of a collection; false when there was none.
@@ -750,10 +688,7 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> NgsiResult<bool> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.delete_record(collection, tenant, id).await,
-            Backend::Postgres(s) => s.delete_record(collection, tenant, id).await,
-        }
+        self.backend.delete_record(collection, tenant, id).await
     }
 
     /// One record of a collection.
@@ -763,14 +698,7 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> NgsiResult<Option<serde_json::Value>> {
-        match &*self.backend {
-            Backend::Embedded(s) => s
-                .record(collection, tenant, id)
-                .await?
-                .map(|b| serde_json::from_slice(&b).map_err(undecodable))
-                .transpose(),
-            Backend::Postgres(s) => s.record(collection, tenant, id).await,
-        }
+        self.backend.record(collection, tenant, id).await
     }
 
     /// Every record of a collection, of every tenant, as (tenant, record), in tenant and id order.
@@ -778,29 +706,16 @@ impl Store {
         &self,
         collection: Collection,
     ) -> NgsiResult<Vec<(String, serde_json::Value)>> {
-        match &*self.backend {
-            Backend::Embedded(s) => s
-                .records(collection)
-                .await?
-                .into_iter()
-                .map(|(t, b)| Ok((t, serde_json::from_slice(&b).map_err(undecodable)?)))
-                .collect(),
-            Backend::Postgres(s) => s.records(collection).await,
-        }
+        self.backend.records(collection).await
     }
-}
 
-impl Store {
     /// Stores a new entity map.
     pub async fn create_entity_map(
         &self,
         tenant: &str,
         map: &entity_maps::EntityMap,
     ) -> NgsiResult<()> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.create_entity_map(tenant, map).await,
-            Backend::Postgres(s) => s.create_entity_map(tenant, map).await,
-        }
+        self.backend.create_entity_map(tenant, map).await
     }
 
     /// The entity map with this id, unless it has expired at `now`: an expired map is never
@@ -811,10 +726,7 @@ impl Store {
         id: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> NgsiResult<Option<entity_maps::EntityMap>> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.entity_map(tenant, id, now).await,
-            Backend::Postgres(s) => s.entity_map(tenant, id, now).await,
-        }
+        self.backend.entity_map(tenant, id, now).await
     }
 
     /// Sets the expiry of an entity map that has not expired at `now`; false when there is none.
@@ -825,10 +737,9 @@ impl Store {
         expires_at: chrono::DateTime<chrono::Utc>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> NgsiResult<bool> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.set_entity_map_expiry(tenant, id, expires_at, now).await,
-            Backend::Postgres(s) => s.set_entity_map_expiry(tenant, id, expires_at, now).await,
-        }
+        self.backend
+            .set_entity_map_expiry(tenant, id, expires_at, now)
+            .await
     }
 
     /// Removes an entity map; false when there was none that had not expired at `now`.
@@ -838,10 +749,7 @@ impl Store {
         id: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> NgsiResult<bool> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.delete_entity_map(tenant, id, now).await,
-            Backend::Postgres(s) => s.delete_entity_map(tenant, id, now).await,
-        }
+        self.backend.delete_entity_map(tenant, id, now).await
     }
 
     /// Removes the entries of these entity ids from an entity map, keeping the order of the rest.
@@ -851,18 +759,12 @@ impl Store {
         id: &str,
         gone: Vec<String>,
     ) -> NgsiResult<()> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.prune_entity_map(tenant, id, gone).await,
-            Backend::Postgres(s) => s.prune_entity_map(tenant, id, gone).await,
-        }
+        self.backend.prune_entity_map(tenant, id, gone).await
     }
 
     /// Removes every entity map, of every tenant, that has expired at `now`; returns how many.
     pub async fn sweep_entity_maps(&self, now: chrono::DateTime<chrono::Utc>) -> NgsiResult<usize> {
-        match &*self.backend {
-            Backend::Embedded(s) => s.sweep_entity_maps(now).await,
-            Backend::Postgres(s) => s.sweep_entity_maps(now).await,
-        }
+        self.backend.sweep_entity_maps(now).await
     }
 }
 

@@ -18,8 +18,8 @@ use crate::error::NgsiResult;
 use crate::federation::Registration;
 use crate::service::Broker;
 use crate::store::changes::Change;
-use crate::store::postgres::listen::Event;
-use crate::store::{Backend, Collection};
+use crate::store::coordination::Event;
+use crate::store::Collection;
 use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
@@ -680,12 +680,13 @@ pub fn start(broker: Arc<Broker>) {
         .and_then(|mut o| o.take());
     // Background tasks hold the broker weakly, so that a stopped server releases its store.
     let weak = Arc::downgrade(&broker);
-    if let Backend::Postgres(pg) = broker.store.backend() {
+    let coordination = broker.store.coordination();
+    if coordination.shared() {
         if let Ok(mut owned) = broker.notifier.owned.write() {
             *owned = Some(HashSet::new());
         }
         let (tx, mut events) = unbounded_channel();
-        pg.listen(tx);
+        coordination.listen(tx);
         let w = weak.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
@@ -769,14 +770,12 @@ pub fn start(broker: Arc<Broker>) {
     });
 }
 
-/// On PostgreSQL, has the listener claim a subscription this instance just stored, so that it is
-/// notified for from the next write on (not only after the next claim round).
+/// Where instances share the subscriptions, claims a subscription this instance just stored, so
+/// that it is notified for from the next write on (not only after the next claim round).
 pub async fn claim_now(broker: &Broker) {
-    if let Backend::Postgres(pg) = broker.store.backend() {
-        if let Some(held) = pg.claim_now().await {
-            if let Ok(mut owned) = broker.notifier.owned.write() {
-                *owned = Some(held);
-            }
+    if let Some(held) = broker.store.coordination().claim_now().await {
+        if let Ok(mut owned) = broker.notifier.owned.write() {
+            *owned = Some(held);
         }
     }
 }

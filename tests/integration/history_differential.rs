@@ -21,7 +21,7 @@ use twinlink::store::aggregate::{AggrMethod, AggregateQuery, Bucket};
 use twinlink::store::embedded::EmbeddedStore;
 use twinlink::store::history::{self, HistoryQuery, InstanceChange, TimeProperty};
 use twinlink::store::postgres::PgStore;
-use twinlink::store::{Backend, Decision, Store, Write};
+use twinlink::store::{Decision, Store, Write};
 
 const TENANT: &str = "history";
 const ATTRS: [&str; 3] = [
@@ -204,14 +204,13 @@ async fn both_stores_read_and_aggregate_histories_alike() {
     );
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let embedded = Store::new(Backend::Embedded(
-        EmbeddedStore::open(&dir.path().join("data")).expect("open the embedded store"),
-    ));
-    let postgres = Store::new(Backend::Postgres(
+    let embedded =
+        Store::new(EmbeddedStore::open(&dir.path().join("data")).expect("open the embedded store"));
+    let postgres = Store::new(
         PgStore::connect(&url, 4)
             .await
             .expect("connect to the test database"),
-    ));
+    );
 
     // The histories, written in a few writes per entity, the same records to both stores.
     let ids: Vec<String> = (0..n_entities)

@@ -28,7 +28,7 @@ use twinlink::query::order::OrderingText;
 use twinlink::query::{self, geo, EntityQuery, Selector};
 use twinlink::store::embedded::EmbeddedStore;
 use twinlink::store::postgres::{sql, PgStore};
-use twinlink::store::{Backend, Store, Write};
+use twinlink::store::{Store, Write};
 
 const TENANT: &str = "diff";
 const NS: &str = "https://example.org/";
@@ -772,14 +772,14 @@ async fn both_stores_and_the_evaluator_agree() {
     let entity_ids: Vec<String> = all.iter().map(|e| e.id.clone()).collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let embedded = Arc::new(Store::new(Backend::Embedded(
+    let embedded = Arc::new(Store::new(
         EmbeddedStore::open(&dir.path().join("data")).expect("open the embedded store"),
-    )));
-    let postgres = Arc::new(Store::new(Backend::Postgres(
+    ));
+    let postgres = Arc::new(Store::new(
         PgStore::connect(&url, 4)
             .await
             .expect("connect to the test database"),
-    )));
+    ));
     // Decoys in another tenant, which no query of TENANT may see.
     for (i, e) in all.iter().take(50).enumerate() {
         let mut decoy = e.clone();

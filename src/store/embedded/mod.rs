@@ -1,13 +1,14 @@
 //! The embedded store: redb on disk for durability (every write is committed and fsynced before it
 //! is acknowledged), an in-memory index for reads. One writer at a time, as redb itself requires.
 
+mod backend;
 mod index;
 mod maps;
 
 use super::aggregate::{self, AggregateQuery, Bucket};
 use super::changes::{Change, ChangeFeed};
 use super::history::{HistoryQuery, InstanceChange, TimeProperty};
-use super::{run_steps, Collection, PlannedRemoval, Step};
+use super::{run_steps, undecodable, Collection, PlannedRemoval, Step};
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::Entity;
 use crate::query::EntityQuery;
@@ -408,9 +409,10 @@ impl EmbeddedStore {
         collection: Collection,
         tenant: &str,
         id: &str,
-        record: Vec<u8>,
+        record: &serde_json::Value,
         create: bool,
     ) -> NgsiResult<bool> {
+        let record = serde_json::to_vec(record).map_err(undecodable)?;
         let db = self.db.clone();
         let k = key(tenant, id);
         tokio::task::spawn_blocking(move || {
@@ -456,7 +458,10 @@ impl EmbeddedStore {
     }
 
     /// Every record of a collection, of every tenant, as (tenant, record), in tenant and id order.
-    pub async fn records(&self, collection: Collection) -> NgsiResult<Vec<(String, Vec<u8>)>> {
+    pub async fn records(
+        &self,
+        collection: Collection,
+    ) -> NgsiResult<Vec<(String, serde_json::Value)>> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
@@ -465,7 +470,8 @@ impl EmbeddedStore {
             for row in table.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
                 let tenant = k.value().split_once('\u{0}').map_or("", |(t, _)| t);
-                all.push((tenant.to_string(), v.value().to_vec()));
+                let record = serde_json::from_slice(v.value()).map_err(undecodable)?;
+                all.push((tenant.to_string(), record));
             }
             Ok(all)
         })
@@ -479,14 +485,15 @@ impl EmbeddedStore {
         collection: Collection,
         tenant: &str,
         id: &str,
-    ) -> NgsiResult<Option<Vec<u8>>> {
+    ) -> NgsiResult<Option<serde_json::Value>> {
         let db = self.db.clone();
         let k = key(tenant, id);
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(table_of(collection)).map_err(storage)?;
             let row = table.get(k.as_str()).map_err(storage)?;
-            Ok(row.map(|v| v.value().to_vec()))
+            row.map(|v| serde_json::from_slice(v.value()).map_err(undecodable))
+                .transpose()
         })
         .await
         .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?

@@ -12,6 +12,7 @@
 
 use super::with_causes;
 use crate::store::changes::{Change, ChangeFeed};
+use crate::store::coordination::Event;
 use crate::store::Collection;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -21,22 +22,6 @@ use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio_postgres::{AsyncMessage, NoTls};
-
-/// What the listener reports to the subscription registry.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Some instance created, changed or deleted this subscription: (tenant, id).
-    Changed(String, String),
-    /// Some instance created, changed or deleted this registration: (tenant, id).
-    RegistrationChanged(String, String),
-    /// Some instance created, changed or deleted this context source registration subscription:
-    /// (tenant, id).
-    CsourceSubscriptionChanged(String, String),
-    /// Subscriptions may have changed while the listener was away: reload them all.
-    ReloadAll,
-    /// The subscriptions (tenant, id) this instance now notifies for.
-    Owned(HashSet<(String, String)>),
-}
 
 /// First key of the advisory locks that say which instance owns a subscription (the second is a
 /// hash of tenant and id; a collision only puts two subscriptions with the same owner).

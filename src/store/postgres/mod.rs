@@ -10,6 +10,7 @@
 //! `impl PgStore` blocks that share this file's imports and helpers (`use super::*`).
 
 mod aggregate;
+mod backend;
 pub mod cache;
 pub mod ewkb;
 mod history;
@@ -215,16 +216,6 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// The connection pool, shared with writers outside the store (the audit table).
-    pub fn pool(&self) -> Pool {
-        self.pool.clone()
-    }
-
-    /// The connection pool's size, idle connections and waiting callers (for /metrics).
-    pub fn pool_status(&self) -> deadpool_postgres::Status {
-        self.pool.status()
-    }
-
     /// Whether the database answers a trivial query (for /ready).
     pub async fn ready(&self) -> bool {
         match self.client().await {
@@ -275,7 +266,7 @@ impl PgStore {
     /// Starts the listener that feeds committed changes of every instance into [`Self::feed`],
     /// reports subscriptions changed by any instance and which ones this instance owns. It ends
     /// when the store is dropped.
-    pub fn listen(&self, events: tokio::sync::mpsc::UnboundedSender<listen::Event>) {
+    pub fn listen(&self, events: tokio::sync::mpsc::UnboundedSender<super::coordination::Event>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         if self.claims.set(tx).is_err() {
             return;
@@ -292,7 +283,7 @@ impl PgStore {
     /// Asks the listener to claim unowned subscriptions at once (after this instance created
     /// one); returns those this instance now holds, or None when the listener does not answer
     /// within two seconds.
-    pub async fn claim_now(&self) -> Option<std::collections::HashSet<(String, String)>> {
+    pub async fn claim_now(&self) -> Option<super::coordination::Owned> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.claims.get()?.send(reply).ok()?;
         tokio::time::timeout(Duration::from_secs(2), answer)
