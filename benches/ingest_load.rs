@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use twinlink::config::Settings;
-use twinlink::service::Broker;
+use twinlink::service::AppState;
 use twinlink::store::embedded::EmbeddedStore;
 use twinlink::store::history::{HistoryQuery, InstanceChange};
 
@@ -411,7 +411,7 @@ async fn mqtt_load(
     cfg: &Config,
     url: &str,
     prefix: &str,
-    broker: &Broker,
+    broker: &AppState,
 ) -> MqttResult {
     let (publisher, mut eventloop) =
         rumqttc::AsyncClient::new(mqtt_options(url, &format!("{prefix}-pub")), 10_000);
@@ -492,7 +492,7 @@ async fn mqtt_load(
         ..HistoryQuery::default()
     };
     let recorded = broker
-        .store
+        .store()
         .history_many("", &ids, &query)
         .await
         .expect("history")
@@ -958,7 +958,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         // The physical limit of the same rows, in batches of the same size.
         // (The raw redb file stays open for the single writes after the PATCH step.)
         let mut seen = HashSet::new();
-        let embedded = broker.store.backend_as::<EmbeddedStore>();
+        let embedded = broker.store().backend_as::<EmbeddedStore>();
         let (raw_batches, raw_redb) = match (embedded, &database_url) {
             (None, Some(url)) => {
                 let batches = pg_snapshot(url, cfg.batch, &mut seen).await;
@@ -1037,7 +1037,7 @@ fn run_store(cfg: &Config, postgres: bool) -> StoreReport {
         // Every write recorded its history: count it all.
         let ids: Vec<String> = (0..cfg.entities).map(sensor_id).collect();
         let found: usize = broker
-            .store
+            .store()
             .history_many("", &ids, &HistoryQuery::default())
             .await
             .expect("history")

@@ -888,9 +888,9 @@ fn main() {
 
     // Without HTTP: the broker's store query and rendering through the library.
     println!();
-    match broker.store.backend_as::<EmbeddedStore>() {
+    match broker.store().backend_as::<EmbeddedStore>() {
         Some(store) => {
-            let ctx = broker.contexts.core();
+            let ctx = broker.contexts().core();
             let rows = library_breakdown(store, &ctx, &kinds, &cfg, data.len());
             println!(
                 "In-process, no HTTP (one thread, the broker's store after the server stopped):"

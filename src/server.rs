@@ -3,7 +3,7 @@
 
 use crate::config::Settings;
 use crate::ld::ContextLoader;
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::store::{embedded::EmbeddedStore, postgres::PgStore, Store};
 use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
@@ -35,11 +35,11 @@ pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, Str
     })
 }
 
-/// Opens the store and the context loader the settings describe.
-pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, String> {
+/// The application state the settings describe (store, context loader, audit table), built here
+/// and only here at start-up.
+pub async fn app_state(settings: Settings, wait: DatabaseWait) -> Result<AppState, String> {
     let store = store(&settings, wait).await?;
     let contexts = ContextLoader::new(&settings)?;
-    let notifier = crate::subscription::Notifier::new(&settings.outbound);
     let audit_table = match (settings.audit_table, store.postgres_pool()) {
         (false, _) => None,
         (true, Some(pool)) => Some(crate::telemetry::audit::Table::start(pool)),
@@ -47,16 +47,7 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
             return Err("--audit-table needs the PostgreSQL store (--database-url)".into())
         }
     };
-    Ok(Broker {
-        audit_table,
-        sources: crate::federation::forward::Sources::new(&settings),
-        store,
-        contexts,
-        settings,
-        notifier,
-        registry: Default::default(),
-        public_url: Default::default(),
-    })
+    Ok(AppState::new(store, contexts, settings, audit_table))
 }
 
 /// Binds the listener and builds the server (not yet awaited), the store ready. Returns the
@@ -72,7 +63,7 @@ pub async fn start_with(
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
-    let broker = web::Data::new(broker(settings, wait).await?);
+    let broker = web::Data::new(app_state(settings, wait).await?);
     serve(listener, broker)
 }
 
@@ -81,17 +72,17 @@ pub async fn start_with(
 /// when configured, MQTT ingestion (both need a running Tokio runtime). Returns the bound address.
 pub fn serve(
     listener: TcpListener,
-    broker: web::Data<Broker>,
+    broker: web::Data<AppState>,
 ) -> Result<(actix_web::dev::Server, SocketAddr), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let workers = broker.settings.workers;
+    let workers = broker.settings().workers;
     let gate = web::Data::new(crate::http::auth::Gate {
         authenticator: crate::auth::Authenticator::new(
-            &broker.settings.auth,
-            jwks_client(&broker.settings.outbound)?,
+            &broker.settings().auth,
+            jwks_client(&broker.settings().outbound)?,
         )?,
-        grants: crate::auth::grants::Grants::new(broker.settings.auth.grants.clone()),
-        metrics_open: broker.settings.metrics_access == crate::config::MetricsAccess::Open,
+        grants: crate::auth::grants::Grants::new(broker.settings().auth.grants.clone()),
+        metrics_open: broker.settings().metrics_access == crate::config::MetricsAccess::Open,
     });
     match (&gate.authenticator, gate.grants.is_empty()) {
         (Some(_), true) => tracing::warn!(
@@ -100,10 +91,10 @@ pub fn serve(
         (None, false) => tracing::warn!("[[grants]] are configured but ignored without --auth jwt"),
         _ => {}
     }
-    let _ = broker.public_url.set(broker.settings.public_url_for(addr));
+    broker.set_public_url(broker.settings().public_url_for(addr));
     crate::subscription::start(broker.clone().into_inner());
     crate::service::housekeeping::start(&broker.clone().into_inner());
-    if broker.settings.mqtt_url.is_some() {
+    if broker.settings().mqtt_url.is_some() {
         crate::ingest::mqtt::start(broker.clone().into_inner())?;
     }
     let server = HttpServer::new(move || {

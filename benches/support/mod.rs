@@ -6,7 +6,7 @@ use actix_web::web;
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use twinlink::config::Settings;
-use twinlink::service::Broker;
+use twinlink::service::AppState;
 
 /// A running twinlink on 127.0.0.1 and a random port.
 pub struct Server {
@@ -20,12 +20,12 @@ pub struct Server {
 impl Server {
     /// Opens the broker on `settings` (waiting for its database) and starts serving; returns once
     /// it listens, with the broker behind it (for timing its store without HTTP).
-    pub fn start(settings: Settings) -> (Server, web::Data<Broker>) {
+    pub fn start(settings: Settings) -> (Server, web::Data<AppState>) {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let broker = web::Data::new(
-                    twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait)
+                    twinlink::server::app_state(settings, twinlink::server::DatabaseWait::Wait)
                         .await
                         .expect("broker opens"),
                 );

@@ -6,7 +6,7 @@ use super::access::{classify, tenant, Route};
 use super::request_id::RequestId;
 use crate::auth::grants::Operation;
 use crate::auth::Principal;
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::telemetry::audit;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -34,8 +34,8 @@ pub async fn record(
             .unwrap_or_else(|| req.path().to_string())
     );
     let table = req
-        .app_data::<web::Data<Broker>>()
-        .and_then(|b| b.audit_table.clone());
+        .app_data::<web::Data<AppState>>()
+        .and_then(|b| b.audit_table().cloned());
     let (response, entity_ids) = audit::collect(next.call(req)).await;
     let response = response?;
     if response.status().is_success() {

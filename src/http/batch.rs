@@ -6,19 +6,19 @@ use super::negotiate::{read_body, Accepted, Body, RequestInfo};
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::forward::Reach;
 use crate::service::batch::{BatchItem, BatchOp, BatchResult, UpsertMode};
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{json, Value};
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 const OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 
 async fn read_array(
     req: &HttpRequest,
     payload: web::Payload,
-    broker: &Broker,
+    broker: &AppState,
     params: &[&str],
 ) -> NgsiResult<(RequestInfo, Vec<Value>, bool)> {
     let info = RequestInfo::read(req, OFFERS, params)?;
@@ -28,7 +28,7 @@ async fn read_array(
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| h.starts_with("application/ld+json"));
     let Body { json, .. } =
-        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
+        read_body(req, payload, &info, broker.settings().max_body_bytes, false).await?;
     let Value::Array(items) = json else {
         return Err(NgsiError::bad_data("a batch operation takes a JSON array"));
     };
@@ -37,13 +37,13 @@ async fn read_array(
             "the batch is empty; send at least one entity",
         ));
     }
-    if items.len() > broker.settings.max_batch {
+    if items.len() > broker.settings().max_batch {
         return Err(NgsiError::new(
             ErrorKind::PayloadTooLarge,
             format!(
                 "the batch has {} entities; this broker takes at most {}",
                 items.len(),
-                broker.settings.max_batch
+                broker.settings().max_batch
             ),
         ));
     }
@@ -52,7 +52,7 @@ async fn read_array(
 
 /// Parses each entity of a batch with its own context (body @context for JSON-LD, else the Link).
 async fn parse_items(
-    broker: &Broker,
+    broker: &AppState,
     info: &RequestInfo,
     items: Vec<Value>,
     is_ld: bool,

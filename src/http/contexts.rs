@@ -7,11 +7,11 @@ use super::negotiate::{read_json, Accepted, RequestInfo};
 use super::response::created;
 use crate::error::NgsiResult;
 use crate::service::contexts::Kind;
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 const OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 
@@ -28,7 +28,7 @@ pub async fn add(
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, OFFERS, &[])?;
-    let (document, _) = read_json(&req, payload, broker.settings.max_body_bytes, false).await?;
+    let (document, _) = read_json(&req, payload, broker.settings().max_body_bytes, false).await?;
     let id = broker.add_context(&info.tenant, document).await?;
     Ok(created("jsonldContexts", &id))
 }

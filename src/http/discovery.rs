@@ -6,11 +6,11 @@ use super::negotiate::{Accepted, RequestInfo};
 use super::response::{add_warnings, json_body};
 use crate::error::{NgsiError, NgsiResult};
 use crate::service::catalogue::Ask;
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 const OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 

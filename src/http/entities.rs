@@ -15,7 +15,7 @@ use crate::model::SCOPE_IRI;
 use crate::service::distributed::Retrieved;
 use crate::service::entities::{Purged, Target, UpdateResult};
 use crate::service::forwarding::Spread;
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -27,7 +27,7 @@ pub const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 /// Media types of reads (entities can be GeoJSON too).
 pub const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd, Accepted::GeoJson];
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 /// A write request read and resolved: its info, body and active context.
 pub struct Write {
@@ -85,7 +85,7 @@ const READ_PARAMS: &[&str] = &[
 pub async fn read_write(
     req: &HttpRequest,
     payload: web::Payload,
-    broker: &Broker,
+    broker: &AppState,
     merge_patch: bool,
     params: &[&str],
 ) -> NgsiResult<Write> {
@@ -94,11 +94,11 @@ pub async fn read_write(
         req,
         payload,
         &info,
-        broker.settings.max_body_bytes,
+        broker.settings().max_body_bytes,
         merge_patch,
     )
     .await?;
-    let ctx = broker.contexts.active(context.as_ref()).await?;
+    let ctx = broker.contexts().active(context.as_ref()).await?;
     let mut reach = info.reach();
     reach.context = super::negotiate::single_url(context.as_ref());
     Ok(Write {

@@ -9,7 +9,7 @@ use super::response::json_body;
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
 use crate::service::entity_maps::{MapRequest, MapUsed};
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::store::entity_maps::EntityMap;
 use crate::temporal::TemporalQuery;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -18,7 +18,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 use std::ops::Bound;
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 /// The header that references a map in a request and names the map used in the answer.
 const HEADER: &str = "NGSILD-EntityMap";
@@ -139,7 +139,7 @@ pub async fn create_from_body(
 /// Answers the creation of a map of an entity query read from a request.
 async fn create_query_map(
     req: &HttpRequest,
-    broker: &Broker,
+    broker: &AppState,
     (info, _, query, reach): super::query::ReadQuery,
 ) -> NgsiResult<HttpResponse> {
     let lifetime = map_request(req, &info)?.lifetime;
@@ -163,7 +163,7 @@ fn require_range(query: &TemporalQuery) -> NgsiResult<()> {
 /// Answers the creation of a map of a temporal query read from a request.
 async fn create_temporal_map(
     req: &HttpRequest,
-    broker: &Broker,
+    broker: &AppState,
     read: super::temporal::ReadQuery,
 ) -> NgsiResult<HttpResponse> {
     require_range(&read.query)?;
@@ -211,7 +211,7 @@ pub async fn update(
 ) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
     let (info, Body { json, .. }) =
-        read_record(&req, payload, broker.settings.max_body_bytes, true).await?;
+        read_record(&req, payload, broker.settings().max_body_bytes, true).await?;
     broker.update_entity_map(&info.tenant, &id, &json).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,14 +4,14 @@
 use super::negotiate::{Accepted, RequestInfo};
 use super::response::json_body;
 use crate::error::NgsiResult;
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// GET /info/sourceIdentity.
 pub async fn source_identity(
     req: HttpRequest,
-    broker: web::Data<Broker>,
+    broker: web::Data<AppState>,
 ) -> NgsiResult<HttpResponse> {
     let info = RequestInfo::read(&req, &[Accepted::Json, Accepted::JsonLd], &[])?;
-    Ok(json_body(&info, broker.sources.identity(&info.tenant)))
+    Ok(json_body(&info, broker.sources().identity(&info.tenant)))
 }

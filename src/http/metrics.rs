@@ -1,7 +1,7 @@
 //! The HTTP side of the metrics: the middleware that counts and times every request by its route
 //! pattern, and the `/metrics` endpoint that serves them in Prometheus' text format.
 
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -36,11 +36,11 @@ pub async fn record(
 }
 
 /// `GET /metrics`.
-pub async fn serve(broker: web::Data<Broker>) -> HttpResponse {
+pub async fn serve(broker: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::telemetry::metrics::render(
-            broker.store.pool_status(),
-            broker.store.entity_counts(),
+            broker.store().pool_status(),
+            broker.store().entity_counts(),
         ))
 }

@@ -5,7 +5,7 @@
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::ld::{ActiveContext, CORE_CONTEXT_V1_9};
 use crate::model::render::Format;
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::store::DEFAULT_TENANT;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
@@ -216,9 +216,9 @@ impl RequestInfo {
     }
 
     /// The active context of the request's Link header (or the core context).
-    pub async fn context(&self, broker: &Broker) -> NgsiResult<Arc<ActiveContext>> {
+    pub async fn context(&self, broker: &AppState) -> NgsiResult<Arc<ActiveContext>> {
         let link = self.link_context.clone().map(Value::String);
-        broker.contexts.active(link.as_ref()).await
+        broker.contexts().active(link.as_ref()).await
     }
 }
 

@@ -11,13 +11,13 @@ use crate::model::render::{self, RenderOptions};
 use crate::query::order::OrderingText;
 use crate::query::{self, EntityQuery, Selector};
 use crate::service::query::{Page, QueryResult};
-use crate::service::Broker;
+use crate::service::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 /// The parameters of GET /entities (Table 6.4.3.2-1), also those of GET /entityMaps (6.34.3.1).
 pub const QUERY_PARAMS: &[&str] = &[
@@ -95,7 +95,7 @@ fn query_reach(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Reach> {
 
 /// Reads `limit`, `offset` and `count` (5.5.9): limit within the configured maximum, limit=0 only
 /// with count=true.
-pub fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
+pub fn page(info: &RequestInfo, broker: &AppState) -> NgsiResult<(Page, bool)> {
     let number = |name: &str| -> NgsiResult<Option<usize>> {
         info.param(name)
             .map(|v| {
@@ -106,8 +106,8 @@ pub fn page(info: &RequestInfo, broker: &Broker) -> NgsiResult<(Page, bool)> {
             .transpose()
     };
     let count = info.flag("count")?;
-    let limit = number("limit")?.unwrap_or(broker.settings.default_page_size);
-    let max = broker.settings.max_page_size;
+    let limit = number("limit")?.unwrap_or(broker.settings().default_page_size);
+    let max = broker.settings().max_page_size;
     if limit > max {
         return Err(NgsiError::bad_data(format!(
             "limit={limit} is larger than this broker's maximum page size {max}"
@@ -356,7 +356,7 @@ pub type ReadQuery = (RequestInfo, Arc<ActiveContext>, EntityQuery, Reach);
 /// Reads a GET query of entities (GET /entities, GET /entityMaps) with the parameters `params`.
 pub async fn read_query(
     req: &HttpRequest,
-    broker: &Broker,
+    broker: &AppState,
     params: &[&str],
 ) -> NgsiResult<ReadQuery> {
     let info = RequestInfo::read(req, READ_OFFERS, params)?;
@@ -382,7 +382,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
 /// the page, its paging headers and the map's location (201 when the query created the map).
 async fn answer(
     req: &HttpRequest,
-    broker: &Broker,
+    broker: &AppState,
     (info, ctx, query, reach): ReadQuery,
 ) -> NgsiResult<HttpResponse> {
     let opts = render_options(&info, &ctx)?;
@@ -448,13 +448,13 @@ pub fn query_from_body(
 pub async fn read_post_query(
     req: &HttpRequest,
     payload: web::Payload,
-    broker: &Broker,
+    broker: &AppState,
     params: &[&str],
 ) -> NgsiResult<ReadQuery> {
     let mut info = RequestInfo::read(req, READ_OFFERS, params)?;
     let Body { json, context } =
-        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
-    let ctx = broker.contexts.active(context.as_ref()).await?;
+        read_body(req, payload, &info, broker.settings().max_body_bytes, false).await?;
+    let ctx = broker.contexts().active(context.as_ref()).await?;
     let (query, body) = query_from_body(&json, &ctx)?;
     require_restriction(&query, &info)?;
     // Members that shape the answer rather than select entities are read like their parameters.
@@ -555,7 +555,7 @@ fn page_link(
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     req: &HttpRequest,
-    broker: &Broker,
+    broker: &AppState,
     info: &RequestInfo,
     ctx: &ActiveContext,
     opts: &RenderOptions,

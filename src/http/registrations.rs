@@ -10,12 +10,12 @@ use crate::error::{NgsiError, NgsiResult};
 use crate::federation::{registration, Discovery};
 use crate::ld::ActiveContext;
 use crate::query::q;
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::temporal::{self, TemporalParams};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
@@ -54,7 +54,7 @@ pub async fn create(
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
     let (info, Body { json, context }) =
-        read_record(&req, payload, broker.settings.max_body_bytes, false).await?;
+        read_record(&req, payload, broker.settings().max_body_bytes, false).await?;
     let id = broker
         .clone()
         .into_inner()
@@ -145,7 +145,7 @@ pub async fn update(
 ) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
     let (info, Body { json, context }) =
-        read_record(&req, payload, broker.settings.max_body_bytes, true).await?;
+        read_record(&req, payload, broker.settings().max_body_bytes, true).await?;
     broker
         .clone()
         .into_inner()

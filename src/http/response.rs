@@ -143,8 +143,8 @@ pub async fn health() -> HttpResponse {
 }
 
 /// Readiness probe: the store (the database) answers.
-pub async fn ready(broker: actix_web::web::Data<crate::service::Broker>) -> HttpResponse {
-    if broker.store.ready().await {
+pub async fn ready(broker: actix_web::web::Data<crate::service::AppState>) -> HttpResponse {
+    if broker.store().ready().await {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         NgsiError::new(

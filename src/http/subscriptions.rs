@@ -8,7 +8,7 @@ use super::negotiate::{read_body, read_record, Accepted, Body, RequestInfo};
 use super::response::{created, json_body};
 use super::BASE;
 use crate::error::{NgsiError, NgsiResult};
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::store::Collection;
 use crate::subscription::parse;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -16,7 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::Value;
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 const WRITE_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
 const READ_OFFERS: &[Accepted] = &[Accepted::Json, Accepted::JsonLd];
@@ -57,8 +57,14 @@ pub async fn create(
         _ => &[],
     };
     let info = RequestInfo::read(&req, WRITE_OFFERS, params)?;
-    let Body { json, context } =
-        read_body(&req, payload, &info, broker.settings.max_body_bytes, false).await?;
+    let Body { json, context } = read_body(
+        &req,
+        payload,
+        &info,
+        broker.settings().max_body_bytes,
+        false,
+    )
+    .await?;
     let id = broker
         .clone()
         .into_inner()
@@ -75,7 +81,7 @@ pub async fn remote_notify(
     broker: Data,
 ) -> NgsiResult<HttpResponse> {
     let (_, Body { json, context }) =
-        read_record(&req, payload, broker.settings.max_body_bytes, false).await?;
+        read_record(&req, payload, broker.settings().max_body_bytes, false).await?;
     broker.remote_notification(&json, context).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -128,12 +134,12 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
             })
         })
     };
-    let limit = number("limit", broker.settings.default_page_size)?;
+    let limit = number("limit", broker.settings().default_page_size)?;
     let offset = number("offset", 0)?;
-    if limit > broker.settings.max_page_size {
+    if limit > broker.settings().max_page_size {
         return Err(NgsiError::bad_data(format!(
             "limit={limit} is larger than this broker's maximum page size {}",
-            broker.settings.max_page_size
+            broker.settings().max_page_size
         )));
     }
     let count = info.param("count") == Some("true");
@@ -189,7 +195,7 @@ pub async fn update(
 ) -> NgsiResult<HttpResponse> {
     let id = path_id(&req)?;
     let (info, Body { json, context }) =
-        read_record(&req, payload, broker.settings.max_body_bytes, true).await?;
+        read_record(&req, payload, broker.settings().max_body_bytes, true).await?;
     broker
         .clone()
         .into_inner()

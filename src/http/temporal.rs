@@ -23,7 +23,7 @@ use crate::query::q::QExpr;
 use crate::query::EntityQuery;
 use crate::service::entities::Target;
 use crate::service::temporal::Cut;
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::temporal::render::{self, instant, Content, TemporalEntity};
 use crate::temporal::{self as tq, Representation, TemporalParams, TemporalQuery};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -32,7 +32,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-type Data = web::Data<Broker>;
+type Data = web::Data<AppState>;
 
 /// The temporal parameters every read takes (5.7.3).
 const TEMPORAL_PARAMS: &[&str] = &[
@@ -296,7 +296,7 @@ pub struct ReadQuery {
 }
 
 /// Reads a GET temporal query (GET /temporal/entities, GET /temporal/entityMaps).
-pub async fn read_query(req: &HttpRequest, broker: &Broker) -> NgsiResult<ReadQuery> {
+pub async fn read_query(req: &HttpRequest, broker: &AppState) -> NgsiResult<ReadQuery> {
     let info = RequestInfo::read(req, &READ_OFFERS[..2], &params(QUERY_PARAMS))?;
     let ctx = info.context(broker).await?;
     let selection = entity_query(&info, &ctx)?;
@@ -326,7 +326,7 @@ pub async fn query(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
 /// instances cut short and the map's location (201 when the query created the map).
 async fn answer_query(
     req: &HttpRequest,
-    broker: &Broker,
+    broker: &AppState,
     read: ReadQuery,
 ) -> NgsiResult<HttpResponse> {
     let ReadQuery {
@@ -427,12 +427,12 @@ fn member_text(obj: &Map<String, Value>, name: &str) -> NgsiResult<Option<String
 pub async fn read_post_query(
     req: &HttpRequest,
     payload: web::Payload,
-    broker: &Broker,
+    broker: &AppState,
 ) -> NgsiResult<ReadQuery> {
     let mut info = RequestInfo::read(req, &READ_OFFERS[..2], POST_QUERY_PARAMS)?;
     let Body { mut json, context } =
-        read_body(req, payload, &info, broker.settings.max_body_bytes, false).await?;
-    let ctx = broker.contexts.active(context.as_ref()).await?;
+        read_body(req, payload, &info, broker.settings().max_body_bytes, false).await?;
+    let ctx = broker.contexts().active(context.as_ref()).await?;
     let temporal_q = json
         .as_object_mut()
         .and_then(|o| o.remove("temporalQ"))

@@ -12,7 +12,7 @@ use super::topics::{Route, Scheme, Target};
 use crate::error::{ErrorKind, NgsiError};
 use crate::retry::Backoff;
 use crate::service::batch::{BatchItem, BatchOp, UpsertMode};
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::telemetry::audit;
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, Transport};
@@ -75,8 +75,8 @@ pub fn options(url: &str, client_id: &str) -> Result<MqttOptions, String> {
 
 /// Starts MQTT ingestion for the broker's settings (`mqtt_url` must be set): connects in the
 /// background, reconnecting with backoff, and writes messages as they come.
-pub fn start(broker: Arc<Broker>) -> Result<Arc<IngestStats>, String> {
-    let settings = &broker.settings;
+pub fn start(broker: Arc<AppState>) -> Result<Arc<IngestStats>, String> {
+    let settings = &broker.settings();
     let url = settings
         .mqtt_url
         .as_deref()
@@ -129,7 +129,7 @@ pub fn start(broker: Arc<Broker>) -> Result<Arc<IngestStats>, String> {
 
 /// What the writer needs: the broker, the MQTT client (acks, error reports) and the scheme.
 struct Writer {
-    broker: Arc<Broker>,
+    broker: Arc<AppState>,
     client: AsyncClient,
     scheme: Scheme,
     stats: Arc<IngestStats>,
@@ -193,7 +193,7 @@ impl Writer {
                     entity_ids: &written,
                     request_id: None,
                 };
-                audit::record(&entry, self.broker.audit_table.as_ref());
+                audit::record(&entry, self.broker.audit_table());
             }
             self.stats
                 .applied
@@ -266,7 +266,7 @@ fn ops_clone(ops: &[(BatchOp, BatchItem)]) -> Vec<(BatchOp, BatchItem)> {
 
 /// The entities or fragment of one message.
 async fn read_message(
-    broker: &Broker,
+    broker: &AppState,
     route: &Route,
     payload: &[u8],
     now: chrono::DateTime<Utc>,

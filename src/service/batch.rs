@@ -3,7 +3,7 @@
 //! the outcome is reported per entity, so one bad entity never blocks or half-applies another.
 
 use super::entities::{append, change_existing, create, merge, new_entity, replace, Target};
-use super::Broker;
+use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::parse::{EntityInput, Nulls, Reader};
 use crate::model::Entity;
@@ -69,7 +69,7 @@ impl BatchOp {
     }
 }
 
-impl Broker {
+impl AppState {
     /// Reads one entity of a batch (or of a message) for `op` with its @context (`None`: the
     /// core context): the parsed entity, which must have an id.
     pub async fn read_batch_entity(
@@ -102,7 +102,7 @@ impl Broker {
         self.batch_ops(tenant, items, now).await
     }
 
-    /// [`Broker::batch`] with an operation per entity (message ingestion mixes upserts and
+    /// [`AppState::batch`] with an operation per entity (message ingestion mixes upserts and
     /// attribute appends in one write).
     pub async fn batch_ops(
         &self,

@@ -5,7 +5,7 @@
 //! it came with; counts add up, names, kinds and types are united.
 
 use super::query::{AttributeInfo, TypeInfo};
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiResult};
 use crate::federation::forward::{Answer, Call, Reach};
 use crate::federation::ops::Operation;
@@ -34,7 +34,7 @@ pub struct Merged<T> {
     pub warnings: Vec<String>,
 }
 
-impl Broker {
+impl AppState {
     /// The entity types here and at the sources (5.7.5–5.7.7).
     pub async fn entity_types_distributed(
         &self,

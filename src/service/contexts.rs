@@ -4,7 +4,7 @@
 //! (kind Cached) are listed, served, dropped and reloaded from its cache. Transport agnostic: the
 //! HTTP binding is `http::contexts`.
 
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::ld::hosted;
 use crate::ld::loader::CachedContext;
@@ -127,7 +127,7 @@ fn missing(id: &str) -> NgsiError {
     NgsiError::not_found(format!("there is no @context with id '{id}'"))
 }
 
-impl Broker {
+impl AppState {
     /// Adds a user @context (5.13.2): the body is a JSON-LD document with an `@context` member.
     /// The @context is processed first (the documents it refers to are fetched and cached), so
     /// that a broken one is refused rather than stored. Returns the new local id.
@@ -188,7 +188,7 @@ impl Broker {
     /// This broker's URL of a stored @context (local ids are URNs of characters a path segment
     /// may hold as they are).
     fn context_url(&self, local_id: &str) -> String {
-        let base = self.public_url.get().map_or("", String::as_str);
+        let base = self.public_url().unwrap_or("");
         format!("{base}{}{local_id}", hosted::PATH)
     }
 

@@ -10,7 +10,7 @@
 
 use super::entities::{new_entity, Target};
 use super::query::{Page, QueryResult};
-use super::Broker;
+use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
 use crate::federation::forward::{Answer, Call, Failure, Reach};
 use crate::federation::merge::merge;
@@ -26,7 +26,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-impl Broker {
+impl AppState {
     /// The live registrations of the tenant that serve `op` and pass `wanted`; none when the
     /// request stays local, has looped back here (its Via names this broker) or the tenant has
     /// no registrations.
@@ -157,7 +157,7 @@ impl Broker {
     }
 
     /// Runs a query (5.7.2) over the local store and the sources that may hold matching
-    /// entities (see [`Broker::gather`]), paged in id order.
+    /// entities (see [`AppState::gather`]), paged in id order.
     pub async fn query_distributed(
         &self,
         tenant: &str,
@@ -208,7 +208,7 @@ impl Broker {
     /// The matches of a query among the local store and the sources: candidates are the entities
     /// the selectors pick, here and at each source; they are assembled by id, then filtered by
     /// the whole query. Sources of whole entities run the query themselves for the first
-    /// `offset + limit` (see [`Broker::gather_whole`]).
+    /// `offset + limit` (see [`AppState::gather_whole`]).
     async fn gather(
         &self,
         tenant: &str,
@@ -597,7 +597,7 @@ pub struct Retrieved {
     pub places: Vec<String>,
 }
 
-/// What re-reading a candidate of an entity map found (see [`Broker::recheck`]).
+/// What re-reading a candidate of an entity map found (see [`AppState::recheck`]).
 pub(crate) enum Recheck {
     /// It still matches the query: the entity, assembled from its places.
     Matches(Entity),

@@ -2,7 +2,7 @@
 //! update, replace, merge) as read-modify-writes of one entity, with the per-attribute results that
 //! 207 responses report.
 
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::parse::{EntityInput, Nulls, Reader};
@@ -218,7 +218,7 @@ fn add_types(entity: &mut Entity, types: Vec<String>) {
     }
 }
 
-impl Broker {
+impl AppState {
     /// Creates an entity (5.6.1); AlreadyExists if the id is taken in the tenant.
     pub async fn create_entity(
         &self,
@@ -604,7 +604,7 @@ pub(crate) fn change_existing<R>(
     Ok((Write::Put(entity), result))
 }
 
-/// The change of an append (5.6.3), see [`Broker::append_attrs`].
+/// The change of an append (5.6.3), see [`AppState::append_attrs`].
 pub(crate) fn append(
     input: EntityInput,
     no_overwrite: bool,
@@ -641,7 +641,7 @@ pub(crate) fn append(
     }
 }
 
-/// The change of a merge (5.6.17), see [`Broker::merge_entity`].
+/// The change of a merge (5.6.17), see [`AppState::merge_entity`].
 pub(crate) fn merge(
     input: EntityInput,
     now: DateTime<Utc>,
@@ -674,7 +674,7 @@ pub(crate) fn merge(
 }
 
 /// The decision of a replace (5.6.18, and batch upsert with options=replace), see
-/// [`Broker::replace_entity`]: NotFound when the entity is missing or not of the target's types.
+/// [`AppState::replace_entity`]: NotFound when the entity is missing or not of the target's types.
 pub(crate) fn replace(
     target: &Target,
     current: Option<&Entity>,

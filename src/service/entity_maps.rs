@@ -11,7 +11,7 @@ use super::distributed::{Found, Recheck, LOCAL};
 use super::entities::Target;
 use super::query::{Page, QueryResult};
 use super::temporal::TemporalPage;
-use super::Broker;
+use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
 use crate::federation::forward::Reach;
 use crate::query::EntityQuery;
@@ -61,7 +61,7 @@ fn entry(found: &Found) -> MapEntry {
     MapEntry(found.entity.id.clone(), found.places.clone())
 }
 
-impl Broker {
+impl AppState {
     /// When a new map expires: after the suggested lifetime, or the configured default, and
     /// never later than the configured maximum (Table 6.4.3.2-1: the broker may override the
     /// suggestion).
@@ -132,7 +132,7 @@ impl Broker {
         Ok((map, warnings))
     }
 
-    /// A new map of a query's candidates (see [`Broker::create_query_map`]), with the
+    /// A new map of a query's candidates (see [`AppState::create_query_map`]), with the
     /// candidates as found.
     async fn map_of_query(
         &self,

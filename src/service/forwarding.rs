@@ -9,7 +9,7 @@
 
 use super::batch::{BatchItem, BatchOp, BatchResult};
 use super::entities::{Purged, Target, UpdateResult};
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::forward::{Answer, Call, Failure, Reach};
 use crate::federation::ops::Operation;
@@ -150,7 +150,7 @@ pub enum Shape<'a> {
     Empty,
 }
 
-impl Broker {
+impl AppState {
     /// Whether a write of the tenant may concern a source: it has registrations and the request
     /// is not local. Otherwise the local operation runs as it is, with no plan and no copies.
     fn federates(&self, tenant: &str, reach: &Reach) -> bool {
@@ -570,7 +570,7 @@ impl Broker {
     }
 }
 
-impl Broker {
+impl AppState {
     /// Creates an entity (5.6.1) here and at the sources registered for it: each gets the
     /// attributes it covers (all, when it holds whole entities); this broker keeps what no
     /// proxied registration takes.
@@ -790,9 +790,9 @@ impl SourceBatch {
     }
 }
 
-impl Broker {
+impl AppState {
     /// The target of a batch entity, its types learnt from the local copy when the body names
-    /// none (see [`Broker::spread_write`]).
+    /// none (see [`AppState::spread_write`]).
     async fn batch_target(&self, tenant: &str, id: &str, types: &[String]) -> Target {
         let mut target = Target {
             tenant: tenant.to_string(),

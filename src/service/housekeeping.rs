@@ -4,7 +4,7 @@
 //! stored @contexts (5.13) are reloaded for the context loader. Each chore is a store operation
 //! that is safe to run on several instances sharing one database at once.
 
-use super::Broker;
+use super::AppState;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +14,9 @@ const REAP_CHUNK: usize = 500;
 
 /// Runs `chore` every `period` while the broker lives; logs what it did (a count) or why it
 /// failed under `what`. Needs a running Tokio runtime.
-fn every<F, Fut>(broker: &Arc<Broker>, period: Duration, what: &'static str, chore: F)
+fn every<F, Fut>(broker: &Arc<AppState>, period: Duration, what: &'static str, chore: F)
 where
-    F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+    F: Fn(Arc<AppState>) -> Fut + Send + 'static,
     Fut: Future<Output = crate::error::NgsiResult<usize>> + Send,
 {
     let weak = Arc::downgrade(broker);
@@ -38,7 +38,7 @@ where
 }
 
 /// Starts every chore.
-pub fn start(broker: &Arc<Broker>) {
+pub fn start(broker: &Arc<AppState>) {
     every(
         broker,
         broker.settings.reap_every,

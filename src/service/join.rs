@@ -4,7 +4,7 @@
 //! implementation for retrievals and queries (the `join` parameters) and for notifications (the
 //! `join` members of a subscription's notification parameters).
 
-use super::Broker;
+use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::render::{self, Format, Projection, RenderOptions};
@@ -65,7 +65,7 @@ fn targets(value: &Value) -> Vec<String> {
 
 /// Renders `roots` with their linked entities joined as asked.
 pub async fn render(
-    broker: &Broker,
+    broker: &AppState,
     tenant: &str,
     roots: &[Arc<Entity>],
     join: Join,
@@ -93,7 +93,7 @@ pub async fn render(
 
 /// Fetches every entity reachable from `roots` within `join.level` links, breadth first.
 pub async fn linked(
-    broker: &Broker,
+    broker: &AppState,
     tenant: &str,
     roots: &[Arc<Entity>],
     join: Join,

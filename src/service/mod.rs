@@ -24,28 +24,90 @@ use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::ld::ContextLoader;
 use crate::store::Store;
 
-/// Everything an operation needs: the store, the context loader and the settings.
-pub struct Broker {
-    /// Where entities live.
-    pub store: Store,
-    /// Where @contexts come from.
-    pub contexts: ContextLoader,
-    /// The effective configuration.
-    pub settings: Settings,
-    /// Subscriptions and their notifications.
-    pub notifier: crate::subscription::Notifier,
-    /// The context source registrations of every tenant (federation).
-    pub registry: crate::federation::Registry,
-    /// The outbound client to context sources.
-    pub sources: crate::federation::forward::Sources,
-    /// The base URL sources reach this broker at ([`crate::config::Settings::public_url_for`]),
-    /// known once the listener is bound (the port may be picked then).
-    pub public_url: std::sync::OnceLock<String>,
-    /// The audit table, with `--audit-table true`.
-    pub audit_table: Option<crate::telemetry::audit::Table>,
+/// The application state: everything an operation needs, built once at start-up
+/// (`crate::server::app_state`). The services are `impl AppState` blocks in this module's
+/// children, which see its fields; every other layer goes through the accessors, so that what
+/// the state holds can change without reaching into its callers.
+pub struct AppState {
+    store: Store,
+    contexts: ContextLoader,
+    settings: Settings,
+    notifier: crate::subscription::Notifier,
+    registry: crate::federation::Registry,
+    sources: crate::federation::forward::Sources,
+    public_url: std::sync::OnceLock<String>,
+    audit_table: Option<crate::telemetry::audit::Table>,
 }
 
-impl Broker {
+impl AppState {
+    /// The state over an opened store and context loader: the notifier, the registry of
+    /// context sources and the outbound client to them start empty.
+    pub fn new(
+        store: Store,
+        contexts: ContextLoader,
+        settings: Settings,
+        audit_table: Option<crate::telemetry::audit::Table>,
+    ) -> AppState {
+        AppState {
+            notifier: crate::subscription::Notifier::new(&settings.outbound),
+            sources: crate::federation::forward::Sources::new(&settings),
+            registry: Default::default(),
+            public_url: Default::default(),
+            audit_table,
+            store,
+            contexts,
+            settings,
+        }
+    }
+
+    /// Where entities live.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Where @contexts come from.
+    pub fn contexts(&self) -> &ContextLoader {
+        &self.contexts
+    }
+
+    /// The effective configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Subscriptions and their notifications.
+    pub fn notifier(&self) -> &crate::subscription::Notifier {
+        &self.notifier
+    }
+
+    /// The context source registrations of every tenant (federation).
+    pub fn registry(&self) -> &crate::federation::Registry {
+        &self.registry
+    }
+
+    /// The outbound client to context sources.
+    pub fn sources(&self) -> &crate::federation::forward::Sources {
+        &self.sources
+    }
+
+    /// The base URL sources reach this broker at ([`Settings::public_url_for`]), once the
+    /// listener is bound (the port may be picked then).
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.get().map(String::as_str)
+    }
+
+    /// Records the base URL once the listener is bound (the first call wins).
+    pub fn set_public_url(&self, url: String) {
+        let _ = self.public_url.set(url);
+    }
+
+    /// The audit table, with `--audit-table true`.
+    pub fn audit_table(&self) -> Option<&crate::telemetry::audit::Table> {
+        self.audit_table.as_ref()
+    }
+}
+
+impl AppState {
     /// Fails with NonexistentTenant unless the tenant exists (reads never create tenants).
     pub async fn require_tenant(&self, tenant: &str) -> NgsiResult<()> {
         if self.store.tenant_exists(tenant).await? {

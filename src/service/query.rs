@@ -1,7 +1,7 @@
 //! Query and discovery operations (5.7.2, 5.7.5–5.7.10): select entities with the query engine and
 //! page through them in a stable (id) order; list the types and attributes in use.
 
-use super::Broker;
+use super::AppState;
 use crate::error::NgsiResult;
 use crate::model::{AttrKind, Entity};
 use crate::query::boolean::BoolExpr;
@@ -55,9 +55,9 @@ pub struct AttributeInfo {
     pub types: BTreeSet<String>,
 }
 
-impl Broker {
+impl AppState {
     /// Runs a query over a tenant's entities; `count` asks for the total number of matches.
-    /// Linked entity paths in q are resolved first (see [`Broker::resolve_links`]).
+    /// Linked entity paths in q are resolved first (see [`AppState::resolve_links`]).
     pub async fn query_entities(
         &self,
         tenant: &str,

@@ -2,7 +2,7 @@
 //! delete, discover), transport agnostic: they take the body and its @context, keep the store and
 //! the registry of this instance in step, and return stored records.
 
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::registration::{self, Mode, Record};
 use crate::federation::{Discovery, Registration};
@@ -28,7 +28,7 @@ fn encode(record: &Record) -> NgsiResult<Value> {
     serde_json::to_value(record).map_err(|e| NgsiError::internal(e.to_string()))
 }
 
-impl Broker {
+impl AppState {
     /// Registers a context source (5.9.2) from its body and @context; returns its id.
     pub async fn create_registration(
         self: &Arc<Self>,

@@ -6,7 +6,7 @@
 //! source answering slowly (or only once the subscriber has its answer) never holds the
 //! subscriber's request. See docs/federation.md.
 
-use super::Broker;
+use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
 use crate::federation::forward::{Answer, Call, Reach};
 use crate::federation::ops::Operation;
@@ -20,10 +20,10 @@ use chrono::Utc;
 use serde_json::Value;
 use std::sync::Arc;
 
-impl Broker {
+impl AppState {
     /// Where sources send the notifications of the copies.
     fn remote_notify_uri(&self) -> String {
-        let base = self.public_url.get().map_or("", String::as_str);
+        let base = self.public_url().unwrap_or("");
         format!("{base}{NOTIFY_PATH}")
     }
 

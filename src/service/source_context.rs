@@ -2,9 +2,9 @@
 //! contextSourceInfo names a `jsonldContext` gets every name of a forwarded request re-compacted
 //! from the caller's @context to that one (query parameters, attribute and type names in paths,
 //! and the members of bodies, never inside values), with that @context as the request's Link.
-//! Every request to a source goes through [`Broker::send_to_source`].
+//! Every request to a source goes through [`AppState::send_to_source`].
 
-use super::Broker;
+use super::AppState;
 use crate::federation::forward::{Answer, Call, Failure, Reach};
 use crate::federation::Registration;
 use crate::ld::ActiveContext;
@@ -45,7 +45,7 @@ const NAME_LISTS: &[&str] = &[
     "relationshipNames",
 ];
 
-impl Broker {
+impl AppState {
     /// Sends a request to a registration's source in the @context the registration asks for
     /// (`jsonldContext`), or as it is when it asks for none or for the caller's own.
     pub(crate) async fn send_to_source(

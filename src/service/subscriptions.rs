@@ -4,7 +4,7 @@
 //! and its @context, keep the store and the notifier's registry in step, and return stored
 //! records.
 
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::forward::Reach;
 use crate::store::Collection;
@@ -31,7 +31,7 @@ fn decode(id: &str, value: Value) -> NgsiResult<Record> {
         .map_err(|e| NgsiError::internal(format!("subscription {id} does not decode: {e}")))
 }
 
-impl Broker {
+impl AppState {
     /// Creates a subscription of a collection (5.8.1, 5.11.2) from its body and @context; returns
     /// its id. A registration subscription is then sent the registrations it selects already; an
     /// entity subscription not kept local (by the request's reach or its `localOnly`) is given to

@@ -13,7 +13,7 @@
 
 use super::entities::Target;
 use super::query::{Page, QueryResult};
-use super::Broker;
+use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
 use crate::federation::forward::Reach;
 use crate::model::parse::EntityInput;
@@ -178,7 +178,7 @@ fn patched(old: &Attribute, patch: Attribute, now: DateTime<Utc>) -> NgsiResult<
     Ok(a)
 }
 
-impl Broker {
+impl AppState {
     /// Creates a temporal entity or adds instances to it (5.6.11); true when it was created.
     pub async fn upsert_temporal(
         &self,

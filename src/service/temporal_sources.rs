@@ -10,7 +10,7 @@
 use super::entities::Target;
 use super::query::Page;
 use super::temporal::{Cut, TemporalPage};
-use super::Broker;
+use super::AppState;
 use crate::error::{ErrorKind, NgsiResult};
 use crate::federation::forward::{Answer, Call, Failure, Reach};
 use crate::federation::ops::Operation;
@@ -47,7 +47,7 @@ struct GatheredTemporal {
     warnings: Vec<String>,
 }
 
-impl Broker {
+impl AppState {
     /// Retrieves the temporal evolution of one entity here and at its sources (5.7.3).
     pub async fn retrieve_temporal_distributed(
         &self,

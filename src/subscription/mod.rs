@@ -16,7 +16,7 @@ pub mod remote;
 
 use crate::error::NgsiResult;
 use crate::federation::Registration;
-use crate::service::Broker;
+use crate::service::AppState;
 use crate::store::changes::Change;
 use crate::store::coordination::Event;
 use crate::store::Collection;
@@ -119,7 +119,7 @@ impl Notifier {
 
     /// Registers (or replaces) a compiled subscription; starts its periodic task if it has a
     /// timeInterval.
-    pub fn register(&self, broker: &Arc<Broker>, sub: Subscription) -> Arc<Live> {
+    pub fn register(&self, broker: &Arc<AppState>, sub: Subscription) -> Arc<Live> {
         let key = sub.key();
         let previous = self.get(&key.0, &key.1);
         let deleted = previous
@@ -173,7 +173,7 @@ impl Notifier {
     /// notifications. Never waits on the network; a subscription whose q follows linked entity
     /// paths (4.9) has them resolved in the store first, change by change, so that it sees the
     /// linked entities as they stand when the change is matched.
-    async fn on_change(&self, broker: &Broker, change: &Change) {
+    async fn on_change(&self, broker: &AppState, change: &Change) {
         let candidates: Vec<Arc<Live>> = match self.subs.read() {
             Ok(subs) => subs
                 .get(&change.tenant)
@@ -253,7 +253,7 @@ impl Notifier {
 
     /// Saves the statistics changed since the last flush (one store write per subscription, however
     /// many notifications it sent meanwhile).
-    async fn flush_stats(&self, broker: &Broker) {
+    async fn flush_stats(&self, broker: &AppState) {
         let keys: Vec<Key> = match self.dirty.lock() {
             Ok(mut dirty) => dirty.drain().collect(),
             Err(_) => return,
@@ -268,7 +268,7 @@ impl Notifier {
             let (collection, id) = (live.sub.collection(), &live.sub.record.id);
             let value = serde_json::to_value(&stats).unwrap_or_default();
             if let Err(e) = broker
-                .store
+                .store()
                 .save_record_member(collection, &tenant, id, "stats", value)
                 .await
             {
@@ -310,7 +310,7 @@ fn job(live: &Live, body: serde_json::Value) -> Job {
 /// entity with its linked ones inline, or followed by them (flat). When the linked entities cannot
 /// be read, the entity goes alone (and the failure is logged).
 async fn joined(
-    broker: &Broker,
+    broker: &AppState,
     sub: &model::Subscription,
     change: &Change,
     mut entity: serde_json::Map<String, serde_json::Value>,
@@ -342,7 +342,7 @@ async fn joined(
 /// Every `seconds`, notifies every entity (for a registration subscription, every registration)
 /// the subscription selects (timeInterval). Holds the broker and the subscription weakly: it ends
 /// with either.
-async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
+async fn periodic(broker: Weak<AppState>, live: Weak<Live>, seconds: f64) {
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(seconds));
     ticks.tick().await;
     loop {
@@ -351,16 +351,16 @@ async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
             return;
         };
         let sub = &live.sub;
-        if !sub.is_live(Utc::now()) || !broker.notifier.owns(&sub.key()) {
+        if !sub.is_live(Utc::now()) || !broker.notifier().owns(&sub.key()) {
             continue;
         }
         if sub.csource.is_some() {
             notify_matching(&broker, &live).await;
             continue;
         }
-        let limit = broker.settings.max_page_size;
+        let limit = broker.settings().max_page_size;
         let entities = match broker
-            .store
+            .store()
             .query(&sub.tenant, &sub.query, 0, limit, false)
             .await
         {
@@ -379,7 +379,7 @@ async fn periodic(broker: Weak<Broker>, live: Weak<Live>, seconds: f64) {
             .map(|e| crate::model::render::entity(e, &sub.ctx, &opts).into())
             .collect();
         let body = notify::envelope(sub, None, data, Utc::now());
-        broker.notifier.delivery.send(job(&live, body));
+        broker.notifier().delivery.send(job(&live, body));
     }
 }
 
@@ -404,7 +404,7 @@ fn registration_data(sub: &Subscription, registration: &Registration) -> serde_j
 /// Sends a registration subscription every registration it currently selects (newlyMatching),
 /// when it is active and some registration matches: the notification that follows its creation
 /// or update (5.11.2, 5.11.3) and each periodic one.
-pub async fn notify_matching(broker: &Broker, live: &Live) {
+pub async fn notify_matching(broker: &AppState, live: &Live) {
     let sub = &live.sub;
     let Some(discovery) = &sub.csource else {
         return;
@@ -430,7 +430,7 @@ pub async fn notify_matching(broker: &Broker, live: &Live) {
         .map(|r| registration_data(sub, &Registration::compile(r)))
         .collect();
     let body = notify::envelope(sub, Some(NEWLY_MATCHING), data, now);
-    broker.notifier.delivery.send(job(live, body));
+    broker.notifier().delivery.send(job(live, body));
 }
 
 /// The triggerReason of a registration change for a subscription (5.11.7) that selected the
@@ -452,7 +452,7 @@ fn trigger_reason(was: bool, is: bool) -> Option<&'static str> {
 /// the store; it first brings its registry in step with the stored subscriptions of the tenant,
 /// so that one just created on another instance is not missed.
 pub async fn registration_changed(
-    broker: &Arc<Broker>,
+    broker: &Arc<AppState>,
     tenant: &str,
     before: Option<Registration>,
     after: Option<Registration>,
@@ -493,18 +493,18 @@ pub async fn registration_changed(
             continue;
         }
         let body = notify::envelope(sub, Some(reason), vec![registration_data(sub, shown)], now);
-        broker.notifier.delivery.send(job(&live, body));
+        broker.notifier().delivery.send(job(&live, body));
     }
 }
 
 /// The registration subscriptions of a tenant as stored, each registered in this instance's
 /// registry (compiled again only when it changed since it was registered); forgets those no
 /// longer stored.
-async fn sync_csource(broker: &Arc<Broker>, tenant: &str) -> NgsiResult<Vec<Arc<Live>>> {
+async fn sync_csource(broker: &Arc<AppState>, tenant: &str) -> NgsiResult<Vec<Arc<Live>>> {
     let collection = Collection::CsourceSubscriptions;
     let mut out = Vec::new();
     let mut stored = HashSet::new();
-    for (t, value) in broker.store.records(collection).await? {
+    for (t, value) in broker.store().records(collection).await? {
         if t != tenant {
             continue;
         }
@@ -517,13 +517,13 @@ async fn sync_csource(broker: &Arc<Broker>, tenant: &str) -> NgsiResult<Vec<Arc<
         };
         stored.insert(collection.owner_key(&record.id));
         let known = broker
-            .notifier
+            .notifier()
             .get(tenant, &collection.owner_key(&record.id))
             .filter(|live| live.sub.record.modified_at == record.modified_at);
         let live = match known {
             Some(live) => live,
             None => match compile(broker, collection, tenant, record).await {
-                Ok(sub) => broker.notifier.register(broker, sub),
+                Ok(sub) => broker.notifier().register(broker, sub),
                 Err(e) => {
                     tracing::warn!(error = %e, "a stored registration subscription does not compile; skipped");
                     continue;
@@ -532,7 +532,7 @@ async fn sync_csource(broker: &Arc<Broker>, tenant: &str) -> NgsiResult<Vec<Arc<
         };
         out.push(live);
     }
-    let gone: Vec<String> = match broker.notifier.subs.read() {
+    let gone: Vec<String> = match broker.notifier().subs.read() {
         Ok(subs) => subs
             .get(tenant)
             .into_iter()
@@ -543,21 +543,21 @@ async fn sync_csource(broker: &Arc<Broker>, tenant: &str) -> NgsiResult<Vec<Arc<
         Err(_) => Vec::new(),
     };
     for id in gone {
-        broker.notifier.remove(collection, tenant, &id);
+        broker.notifier().remove(collection, tenant, &id);
     }
     Ok(out)
 }
 
 /// Compiles a stored record of a collection (loading its contexts).
 pub async fn compile(
-    broker: &Broker,
+    broker: &AppState,
     collection: Collection,
     tenant: &str,
     record: Record,
 ) -> NgsiResult<Subscription> {
-    let ctx = broker.contexts.active(record.context.as_ref()).await?;
+    let ctx = broker.contexts().active(record.context.as_ref()).await?;
     let notify_ctx = match record.doc.get("jsonldContext") {
-        Some(url) => Some(broker.contexts.active(Some(url)).await?),
+        Some(url) => Some(broker.contexts().active(Some(url)).await?),
         None => None,
     };
     match collection {
@@ -569,19 +569,19 @@ pub async fn compile(
 /// Loads one stored subscription of a collection into the registry (or forgets it when it is
 /// gone).
 async fn reload(
-    broker: &Arc<Broker>,
+    broker: &Arc<AppState>,
     collection: Collection,
     tenant: &str,
     id: &str,
 ) -> NgsiResult<()> {
-    match broker.store.record(collection, tenant, id).await? {
-        None => broker.notifier.remove(collection, tenant, id),
+    match broker.store().record(collection, tenant, id).await? {
+        None => broker.notifier().remove(collection, tenant, id),
         Some(value) => {
             let record: Record = serde_json::from_value(value).map_err(|e| {
                 crate::error::NgsiError::internal(format!("subscription {id} does not decode: {e}"))
             })?;
             let sub = compile(broker, collection, tenant, record).await?;
-            broker.notifier.register(broker, sub);
+            broker.notifier().register(broker, sub);
         }
     }
     Ok(())
@@ -589,14 +589,14 @@ async fn reload(
 
 /// Every stored subscription of both collections, retrying while the store is unavailable; with
 /// when the reading began.
-async fn read_all(broker: &Broker) -> (Instant, Vec<(Collection, String, serde_json::Value)>) {
+async fn read_all(broker: &AppState) -> (Instant, Vec<(Collection, String, serde_json::Value)>) {
     let mut delay = Duration::from_millis(200);
     loop {
         let read_at = Instant::now();
         let mut all = Vec::new();
         let mut failed = None;
         for collection in [Collection::Subscriptions, Collection::CsourceSubscriptions] {
-            match broker.store.records(collection).await {
+            match broker.store().records(collection).await {
                 Ok(records) => all.extend(records.into_iter().map(|(t, v)| (collection, t, v))),
                 Err(e) => failed = Some(e),
             }
@@ -613,7 +613,7 @@ async fn read_all(broker: &Broker) -> (Instant, Vec<(Collection, String, serde_j
 }
 
 /// Loads every stored subscription, retrying while the store is unavailable.
-async fn load_all(broker: &Arc<Broker>) {
+async fn load_all(broker: &Arc<AppState>) {
     let (read_at, all) = read_all(broker).await;
     let mut seen: HashSet<Key> = HashSet::new();
     for (collection, tenant, value) in all {
@@ -628,7 +628,7 @@ async fn load_all(broker: &Arc<Broker>) {
         match compile(broker, collection, &tenant, record).await {
             Ok(sub) => {
                 seen.insert((tenant, collection.owner_key(&id)));
-                broker.notifier.register(broker, sub);
+                broker.notifier().register(broker, sub);
             }
             Err(e) => {
                 tracing::warn!(error = %e, subscription = %id, "a stored subscription does not compile; skipped")
@@ -637,7 +637,7 @@ async fn load_all(broker: &Arc<Broker>) {
     }
     // Forget subscriptions deleted while this instance was not listening, but not one registered
     // (created on this instance) after the store was read: the read could not see it.
-    let stale = match broker.notifier.subs.read() {
+    let stale = match broker.notifier().subs.read() {
         Ok(subs) => unseen_before(
             subs.iter().flat_map(|(t, m)| {
                 m.iter()
@@ -648,7 +648,7 @@ async fn load_all(broker: &Arc<Broker>) {
         ),
         Err(_) => Vec::new(),
     };
-    broker.notifier.forget(&stale);
+    broker.notifier().forget(&stale);
 }
 
 /// The registered subscriptions (key, registration time) that a reload which read the store at
@@ -668,21 +668,21 @@ fn unseen_before(
 /// Starts the notification machinery of a broker: loads the stored subscriptions, consumes the
 /// change feed and delivery outcomes, and on PostgreSQL listens to other instances and keeps
 /// subscription leases.
-pub fn start(broker: Arc<Broker>) {
-    let Some(mut changes) = broker.store.feed().consume() else {
+pub fn start(broker: Arc<AppState>) {
+    let Some(mut changes) = broker.store().feed().consume() else {
         return;
     };
     let outcomes = broker
-        .notifier
+        .notifier()
         .outcomes
         .lock()
         .ok()
         .and_then(|mut o| o.take());
     // Background tasks hold the broker weakly, so that a stopped server releases its store.
     let weak = Arc::downgrade(&broker);
-    let coordination = broker.store.coordination();
+    let coordination = broker.store().coordination();
     if coordination.shared() {
-        if let Ok(mut owned) = broker.notifier.owned.write() {
+        if let Ok(mut owned) = broker.notifier().owned.write() {
             *owned = Some(HashSet::new());
         }
         let (tx, mut events) = unbounded_channel();
@@ -695,7 +695,7 @@ pub fn start(broker: Arc<Broker>) {
                 };
                 match event {
                     Event::Owned(held) => {
-                        if let Ok(mut owned) = b.notifier.owned.write() {
+                        if let Ok(mut owned) = b.notifier().owned.write() {
                             *owned = Some(held);
                         }
                     }
@@ -744,7 +744,7 @@ pub fn start(broker: Arc<Broker>) {
             let Some(b) = w.upgrade() else {
                 return;
             };
-            b.notifier.on_change(&b, &change).await;
+            b.notifier().on_change(&b, &change).await;
         }
     });
     if let Some(mut outcomes) = outcomes {
@@ -754,7 +754,7 @@ pub fn start(broker: Arc<Broker>) {
                 let Some(b) = w.upgrade() else {
                     return;
                 };
-                b.notifier.on_outcome(outcome);
+                b.notifier().on_outcome(outcome);
             }
         });
     }
@@ -765,16 +765,16 @@ pub fn start(broker: Arc<Broker>) {
             let Some(b) = weak.upgrade() else {
                 return;
             };
-            b.notifier.flush_stats(&b).await;
+            b.notifier().flush_stats(&b).await;
         }
     });
 }
 
 /// Where instances share the subscriptions, claims a subscription this instance just stored, so
 /// that it is notified for from the next write on (not only after the next claim round).
-pub async fn claim_now(broker: &Broker) {
-    if let Some(held) = broker.store.coordination().claim_now().await {
-        if let Ok(mut owned) = broker.notifier.owned.write() {
+pub async fn claim_now(broker: &AppState) {
+    if let Some(held) = broker.store().coordination().claim_now().await {
+        if let Ok(mut owned) = broker.notifier().owned.write() {
             *owned = Some(held);
         }
     }

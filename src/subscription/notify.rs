@@ -64,7 +64,7 @@ fn delta(before: &Entity, after: &Entity) -> Delta {
 /// The entity of a notification for `change`, with the trigger it answers, or None when the
 /// change does not concern the subscription.
 /// `query` is the subscription's query, its linked entity paths resolved (see
-/// [`crate::service::Broker::resolve_links`]).
+/// [`crate::service::AppState::resolve_links`]).
 pub fn entity_for(
     sub: &Subscription,
     query: &EntityQuery,

@@ -290,12 +290,12 @@ async fn lifetimes_are_capped_and_expired_maps_are_gone() {
 
     // The sweep removes what has expired by then.
     let later = Utc::now() + TimeDelta::hours(3);
-    let removed = broker.store.sweep_entity_maps(later).await.unwrap();
+    let removed = broker.store().sweep_entity_maps(later).await.unwrap();
     assert!(removed >= 3, "{removed} maps swept");
     let short_id = short["id"].as_str().unwrap();
     s.problem_of(Method::GET, &map_path(short_id), 404, "ResourceNotFound")
         .await;
-    assert_eq!(broker.store.sweep_entity_maps(later).await.unwrap(), 0);
+    assert_eq!(broker.store().sweep_entity_maps(later).await.unwrap(), 0);
 }
 
 #[actix_web::test]

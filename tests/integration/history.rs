@@ -18,7 +18,7 @@ const VOCAB: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
 const CORE: &str = "https://uri.etsi.org/ngsi-ld/";
 const DS_B: &str = "urn:ngsi-ld:Dataset:b";
 
-type Broker = actix_web::web::Data<twinlink::service::Broker>;
+type AppState = actix_web::web::Data<twinlink::service::AppState>;
 
 /// The short name of an attribute IRI of the default or core context.
 fn short(attr: &str) -> String {
@@ -80,15 +80,15 @@ fn entity_gone() -> Norm {
     (None, None, None, None, true)
 }
 
-async fn history(broker: &Broker, id: &str, query: HistoryQuery) -> Vec<InstanceChange> {
+async fn history(broker: &AppState, id: &str, query: HistoryQuery) -> Vec<InstanceChange> {
     broker
-        .store
+        .store()
         .history(DEFAULT_TENANT, id, &query)
         .await
         .expect("history reads")
 }
 
-async fn all(broker: &Broker, id: &str) -> Vec<InstanceChange> {
+async fn all(broker: &AppState, id: &str) -> Vec<InstanceChange> {
     history(broker, id, HistoryQuery::default()).await
 }
 
@@ -512,7 +512,7 @@ async fn both_stores_record_the_same_sequence() {
         json!(0.2)
     );
 
-    if let Some(url) = broker.settings.database_url.clone() {
+    if let Some(url) = broker.settings().database_url.clone() {
         // PostgreSQL keeps GeoProperty values as geometries.
         let client = common::sql_client(&url).await;
         let points: Vec<String> = client

@@ -326,7 +326,7 @@ async fn what_a_purge_removes_is_notified_and_kept_in_history() {
     // The history has the dropped attribute's deletion, then those of every other attribute, of
     // the scope and of the entity.
     let records = broker
-        .store
+        .store()
         .history(
             DEFAULT_TENANT,
             "urn:ngsi-ld:Building:b1",

@@ -248,7 +248,7 @@ async fn the_audit_table_needs_the_postgresql_store() {
         audit_table: true,
         ..Default::default()
     };
-    let refused = twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait).await;
+    let refused = twinlink::server::app_state(settings, twinlink::server::DatabaseWait::Wait).await;
     let error = refused.err().expect("refused on the embedded store");
     assert!(error.contains("--audit-table"), "{error}");
 }

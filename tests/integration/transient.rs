@@ -26,7 +26,10 @@ async fn wait_past(ms: i64) {
 }
 
 /// A server whose reaper does not run during the test (an hour between sweeps).
-async fn without_reaper() -> (TestServer, actix_web::web::Data<twinlink::service::Broker>) {
+async fn without_reaper() -> (
+    TestServer,
+    actix_web::web::Data<twinlink::service::AppState>,
+) {
     TestServer::start_with_broker(|s| s.reap_every = Duration::from_secs(3600)).await
 }
 
@@ -114,13 +117,13 @@ async fn an_expired_entity_is_never_served_even_before_the_reaper_runs() {
     )
     .await;
     // The reaper then finds nothing of the old entity to remove: the new one stays.
-    broker.store.reap(100).await.unwrap();
+    broker.store().reap(100).await.unwrap();
     assert_eq!(
         s.entity("urn:ngsi-ld:Vehicle:t1", "").await["speed"]["value"],
         10
     );
     assert_eq!(
-        broker.store.reap(100).await.unwrap(),
+        broker.store().reap(100).await.unwrap(),
         0,
         "nothing is due any more"
     );
@@ -170,9 +173,9 @@ async fn expired_attributes_instances_and_sub_attributes_vanish_and_their_siblin
     );
     // The reaper removes them from the stored state (on PostgreSQL the queries above, decided in
     // SQL, had it done already); what is served does not change.
-    broker.store.reap(100).await.unwrap();
+    broker.store().reap(100).await.unwrap();
     assert_eq!(s.entity("urn:ngsi-ld:Vehicle:a1", "").await, live);
-    assert_eq!(broker.store.reap(100).await.unwrap(), 0);
+    assert_eq!(broker.store().reap(100).await.unwrap(), 0);
 }
 
 #[actix_web::test]
@@ -188,7 +191,7 @@ async fn the_reaper_removes_what_expired_in_the_background() {
     wait_past(500).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        broker.store.reap(100).await.unwrap(),
+        broker.store().reap(100).await.unwrap(),
         0,
         "the background reaper has removed the expired entity already"
     );
@@ -329,7 +332,7 @@ async fn an_expired_instance_leaves_the_history_but_an_expired_entity_does_not_t
         let broker = broker.clone();
         async move {
             broker
-                .store
+                .store()
                 .history(DEFAULT_TENANT, id, &HistoryQuery::default())
                 .await
                 .unwrap()
@@ -342,7 +345,7 @@ async fn an_expired_instance_leaves_the_history_but_an_expired_entity_does_not_t
     wait_past(1200).await;
     assert_eq!(names(history("urn:ngsi-ld:Building:h1").await), ["steady"]);
     assert_eq!(names(history("urn:ngsi-ld:Vehicle:h2").await), ["speed"]);
-    broker.store.reap(100).await.unwrap();
+    broker.store().reap(100).await.unwrap();
     assert_eq!(
         names(history("urn:ngsi-ld:Vehicle:h2").await),
         ["speed"],
@@ -370,7 +373,7 @@ async fn notifications_never_carry_what_expired_and_reaping_notifies_nobody() {
     let first = rx.next(5).await;
     assert_eq!(first.entity()["temperature"]["value"], 21, "{}", first.body);
     wait_past(1000).await;
-    broker.store.reap(100).await.unwrap();
+    broker.store().reap(100).await.unwrap();
     rx.nothing(500).await;
     let patch = json!({"speed": {"type": "Property", "value": 12}});
     patched(&s, "/entities/urn:ngsi-ld:Vehicle:n1/attrs", &patch).await;

@@ -569,7 +569,10 @@ impl TestServer {
     /// the test can read while the server runs.
     pub async fn start_with_broker(
         adjust: impl FnOnce(&mut Settings),
-    ) -> (TestServer, actix_web::web::Data<twinlink::service::Broker>) {
+    ) -> (
+        TestServer,
+        actix_web::web::Data<twinlink::service::AppState>,
+    ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings {
             bind: "127.0.0.1".into(),
@@ -594,7 +597,7 @@ impl TestServer {
         let listener =
             std::net::TcpListener::bind((settings.bind.as_str(), settings.port)).expect("bind");
         let broker = actix_web::web::Data::new(
-            twinlink::server::broker(settings, twinlink::server::DatabaseWait::Wait)
+            twinlink::server::app_state(settings, twinlink::server::DatabaseWait::Wait)
                 .await
                 .expect("the broker opens its store"),
         );
