@@ -239,6 +239,10 @@ pub struct Options {
     pub outbound_allow: Vec<String>,
 }
 
+/// Decoded entities the PostgreSQL store keeps when the configuration does not say (about 3 KB
+/// each in memory for a sensor with a handful of attributes).
+pub const DEFAULT_ENTITY_CACHE: usize = 50_000;
+
 /// The effective configuration, every value decided.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -322,7 +326,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             db_pool_size: 16,
-            entity_cache: crate::store::postgres::cache::DEFAULT_CAPACITY,
+            entity_cache: DEFAULT_ENTITY_CACHE,
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
             default_page_size: 20,

@@ -180,3 +180,15 @@ impl std::error::Error for NgsiError {}
 
 /// The result type of every fallible operation that can reach a client.
 pub type NgsiResult<T> = Result<T, NgsiError>;
+
+/// An error with its causes ("error connecting to server: Connection refused ...").
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

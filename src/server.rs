@@ -92,7 +92,7 @@ pub fn serve(
         _ => {}
     }
     broker.set_public_url(broker.settings().public_url_for(addr));
-    crate::subscription::start(broker.clone().into_inner());
+    crate::service::notifier::start(broker.clone().into_inner());
     crate::service::housekeeping::start(&broker.clone().into_inner());
     if broker.settings().mqtt_url.is_some() {
         crate::ingest::mqtt::start(broker.clone().into_inner())?;

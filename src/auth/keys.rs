@@ -152,7 +152,7 @@ impl Jwks {
             .timeout(JWKS_TIMEOUT)
             .send()
             .await
-            .map_err(|e| crate::store::postgres::with_causes(&e))?;
+            .map_err(|e| crate::error::with_causes(&e))?;
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }

@@ -516,7 +516,7 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "no answer within the timeout".into()
     } else if e.is_connect() {
-        let causes = crate::store::postgres::with_causes(e);
+        let causes = crate::error::with_causes(e);
         match causes.find("refused by the outbound policy") {
             Some(at) => causes[at..].to_string(),
             None => "the connection failed".into(),

@@ -3,6 +3,7 @@
 //! back into the representation a client asked for, `validate` holds the rules both share.
 
 pub mod expiry;
+pub mod join;
 pub mod parse;
 pub mod proof;
 pub mod render;

@@ -5,7 +5,7 @@
 //! `join` members of a subscription's notification parameters).
 
 use super::AppState;
-use crate::error::{NgsiError, NgsiResult};
+use crate::error::NgsiResult;
 use crate::ld::ActiveContext;
 use crate::model::render::{self, Format, Projection, RenderOptions};
 use crate::model::{AttrKind, Entity};
@@ -13,35 +13,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// How linked entities are joined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Join {
-    /// `join=flat` (else inline).
-    pub flat: bool,
-    /// `joinLevel`: how many links deep.
-    pub level: u32,
-}
-
-impl Join {
-    /// The join that `join` (inline, flat or @none) and `joinLevel` (a positive integer, 1 when
-    /// absent) ask for; None for no join.
-    pub fn of(join: Option<&str>, level: Option<&str>) -> NgsiResult<Option<Join>> {
-        let level = match level {
-            None => 1,
-            Some(l) => l.parse::<u32>().ok().filter(|l| *l > 0).ok_or_else(|| {
-                NgsiError::bad_data(format!("joinLevel={l} must be a positive integer"))
-            })?,
-        };
-        match join {
-            None | Some("@none") => Ok(None),
-            Some("inline") => Ok(Some(Join { flat: false, level })),
-            Some("flat") => Ok(Some(Join { flat: true, level })),
-            Some(other) => Err(NgsiError::bad_data(format!(
-                "join={other} must be inline, flat or @none"
-            ))),
-        }
-    }
-}
+pub use crate::model::join::Join;
 
 /// The entities reachable from some roots within a join's level, by id, each with the projection
 /// of the first link that reached it (`pick=rel{…}`; whole entities otherwise).

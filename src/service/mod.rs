@@ -11,6 +11,7 @@ pub mod entity_maps;
 pub mod forwarding;
 pub mod housekeeping;
 pub mod join;
+pub mod notifier;
 pub mod query;
 pub mod registrations;
 pub mod remote_subscriptions;
@@ -32,7 +33,7 @@ pub struct AppState {
     store: Store,
     contexts: ContextLoader,
     settings: Settings,
-    notifier: crate::subscription::Notifier,
+    notifier: crate::service::notifier::Notifier,
     registry: crate::federation::Registry,
     sources: crate::federation::forward::Sources,
     public_url: std::sync::OnceLock<String>,
@@ -49,7 +50,7 @@ impl AppState {
         audit_table: Option<crate::telemetry::audit::Table>,
     ) -> AppState {
         AppState {
-            notifier: crate::subscription::Notifier::new(&settings.outbound),
+            notifier: crate::service::notifier::Notifier::new(&settings.outbound),
             sources: crate::federation::forward::Sources::new(&settings),
             registry: Default::default(),
             public_url: Default::default(),
@@ -76,7 +77,7 @@ impl AppState {
     }
 
     /// Subscriptions and their notifications.
-    pub fn notifier(&self) -> &crate::subscription::Notifier {
+    pub fn notifier(&self) -> &crate::service::notifier::Notifier {
         &self.notifier
     }
 

@@ -2,13 +2,13 @@
 //! delete, discover), transport agnostic: they take the body and its @context, keep the store and
 //! the registry of this instance in step, and return stored records.
 
+use super::notifier;
 use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::registration::{self, Mode, Record};
 use crate::federation::{Discovery, Registration};
 use crate::query::EntityQuery;
 use crate::store::Collection;
-use crate::subscription;
 use chrono::Utc;
 use serde_json::Value;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ impl AppState {
         }
         self.registry
             .put(tenant, Registration::compile(record.clone()));
-        subscription::registration_changed(self, tenant, None, Some(Registration::compile(record)))
+        notifier::registration_changed(self, tenant, None, Some(Registration::compile(record)))
             .await;
         Ok(id)
     }
@@ -213,7 +213,7 @@ impl AppState {
             .await?;
         self.registry
             .put(tenant, Registration::compile(record.clone()));
-        subscription::registration_changed(
+        notifier::registration_changed(
             self,
             tenant,
             Some(before),
@@ -240,8 +240,7 @@ impl AppState {
         }
         self.registry.remove(tenant, id);
         self.sources.forget(tenant, id);
-        subscription::registration_changed(self, tenant, before.map(Registration::compile), None)
-            .await;
+        notifier::registration_changed(self, tenant, before.map(Registration::compile), None).await;
         Ok(())
     }
 

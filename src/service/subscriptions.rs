@@ -4,12 +4,13 @@
 //! and its @context, keep the store and the notifier's registry in step, and return stored
 //! records.
 
+use super::notifier;
 use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::federation::forward::Reach;
 use crate::store::Collection;
 use crate::subscription::model::Record;
-use crate::subscription::{self, parse, remote};
+use crate::subscription::{parse, remote};
 use chrono::Utc;
 use serde_json::Value;
 use std::sync::Arc;
@@ -85,7 +86,7 @@ impl AppState {
             modified_at: now,
             stats: Default::default(),
         };
-        let sub = subscription::compile(self, collection, tenant, record.clone()).await?;
+        let sub = notifier::compile(self, collection, tenant, record.clone()).await?;
         self.settings
             .outbound
             .admit(sub.notification.endpoint.uri.as_str())
@@ -103,8 +104,8 @@ impl AppState {
             ));
         }
         let live = self.notifier.register(self, sub);
-        subscription::claim_now(self).await;
-        subscription::notify_matching(self, &live).await;
+        notifier::claim_now(self).await;
+        notifier::notify_matching(self, &live).await;
         let federated = collection == Collection::Subscriptions
             && !reach.local
             && !self.sources.looped(reach)
@@ -183,7 +184,7 @@ impl AppState {
         }
         let mut record = self.subscription(collection, tenant, id).await?;
         record.apply(changes, context, Utc::now());
-        let sub = subscription::compile(self, collection, tenant, record.clone()).await?;
+        let sub = notifier::compile(self, collection, tenant, record.clone()).await?;
         self.settings
             .outbound
             .admit(sub.notification.endpoint.uri.as_str())
@@ -194,7 +195,7 @@ impl AppState {
             .put_record(collection, tenant, id, &value, false)
             .await?;
         let live = self.notifier.register(self, sub);
-        subscription::notify_matching(self, &live).await;
+        notifier::notify_matching(self, &live).await;
         if collection == Collection::Subscriptions {
             if let Err(e) = self.update_at_sources(tenant, &record).await {
                 tracing::warn!(error = %e, subscription = %id, "updating the copies at the sources failed");

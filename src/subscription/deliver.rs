@@ -224,7 +224,7 @@ async fn post(http: &crate::outbound::Client, job: &Job, attempts: u32) -> Resul
                 return Err(format!("the receiver answered {}", r.status()))
             }
             Ok(r) => last = format!("the receiver answered {}", r.status()),
-            Err(e) => last = crate::store::postgres::with_causes(&e),
+            Err(e) => last = crate::error::with_causes(&e),
         }
         if attempt < attempts {
             tokio::time::sleep(backoff.next_delay()).await;

@@ -274,7 +274,7 @@ pub struct NotificationSpec {
     /// Where to send.
     pub endpoint: Endpoint,
     /// `join`/`joinLevel`: the linked entities that go with each notified entity (4.5.23).
-    pub join: Option<crate::service::join::Join>,
+    pub join: Option<crate::model::join::Join>,
 }
 
 /// A subscription compiled for matching and rendering.

@@ -514,7 +514,7 @@ pub fn compile(
                     .collect()
             }),
             endpoint: endpoint(endpoint_value)?,
-            join: crate::service::join::Join::of(
+            join: crate::model::join::Join::of(
                 notification.get("join").and_then(Value::as_str),
                 notification
                     .get("joinLevel")

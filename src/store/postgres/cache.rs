@@ -33,10 +33,6 @@ impl Version {
     }
 }
 
-/// Entities kept when the configuration does not say (about 3 KB each in memory for a sensor
-/// with a handful of attributes).
-pub const DEFAULT_CAPACITY: usize = 50_000;
-
 /// Entities by tenant and id, each with the row version it was decoded from; bounded (least
 /// recently and least frequently used entries go first).
 pub struct EntityCache {

@@ -31,7 +31,7 @@ use super::changes::{ChangeFeed, RECORD_SQL};
 use super::history::{HistoryQuery, HistoryRemoval, InstanceChange, TimeProperty};
 use super::json_text::JsonText;
 use super::{run_steps, Collection, Step};
-use crate::error::{ErrorKind, NgsiError, NgsiResult};
+use crate::error::{with_causes, ErrorKind, NgsiError, NgsiResult};
 use crate::model::{expiry, AttrKind, Entity};
 use crate::query::geo::LOCATION;
 use crate::query::EntityQuery;
@@ -90,18 +90,6 @@ async fn migrate_with_retry(pool: &Pool, max_attempts: Option<u32>) -> Result<()
             Err(e) => return Err(format!("PostgreSQL stayed unreachable: {e}")),
         }
     }
-}
-
-/// An error with its causes ("error connecting to server: Connection refused ...").
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Connection failures are the database being away (503); anything else is a bug (500).
@@ -195,11 +183,12 @@ impl PgStore {
             claims: std::sync::OnceLock::new(),
             migrated: Arc::new(AtomicBool::new(false)),
             known_tenants: Default::default(),
-            cache: cache::EntityCache::new(cache::DEFAULT_CAPACITY),
+            cache: cache::EntityCache::new(0),
         })
     }
 
-    /// The same store keeping at most `capacity` decoded entities (0: none), see [`cache`].
+    /// The same store keeping at most `capacity` decoded entities (0, as connected: none), see
+    /// [`cache`].
     pub fn with_entity_cache(mut self, capacity: usize) -> PgStore {
         self.cache = cache::EntityCache::new(capacity);
         self
