@@ -76,12 +76,29 @@ pub enum Rejection {
     Invalid(String),
 }
 
+/// Tokens verified recently, by their text: a client sends the same token with every request
+/// until it expires, and checking an RS256 or ES256 signature costs more than serving a read.
+/// The most kept; least recently used go first.
+const VERIFIED_TOKENS: usize = 10_000;
+
+/// A token whose signature, issuer and audience were verified, with what its use still depends
+/// on: the time (`exp`, `nbf`) and its key staying in the key set.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    key: std::sync::Arc<keys::VerifyKey>,
+    kid: Option<String>,
+    exp: i64,
+    nbf: Option<i64>,
+}
+
 /// Verifies the bearer tokens of requests.
 pub struct Authenticator {
     keys: keys::KeySource,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_seconds: u64,
+    verified: quick_cache::sync::Cache<String, Verified>,
 }
 
 impl Authenticator {
@@ -111,6 +128,7 @@ impl Authenticator {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway_seconds: settings.leeway_seconds,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         }))
     }
 
@@ -124,6 +142,11 @@ impl Authenticator {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(Rejection::Missing)?;
+        if let Some(known) = self.verified.get(token) {
+            if let Some(principal) = self.reuse(known).await? {
+                return Ok(principal);
+            }
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Rejection::Invalid(format!("unreadable token header: {e}")))?;
         let key = self
@@ -134,10 +157,48 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &self.validation(key.algorithm))
             .map_err(|e| Rejection::Invalid(format!("token not accepted: {e}")))?;
         let subject = data.claims["sub"].as_str().unwrap_or_default().to_string();
-        Ok(Principal {
+        let principal = Principal {
             subject,
             claims: data.claims,
-        })
+        };
+        // `exp` is required and was validated as a number; `nbf` is optional.
+        let time = |claim: &str| principal.claims[claim].as_f64().map(|t| t as i64);
+        if let Some(exp) = time("exp") {
+            let verified = Verified {
+                nbf: time("nbf"),
+                exp,
+                kid: header.kid,
+                key,
+                principal: principal.clone(),
+            };
+            self.verified.insert(token.to_string(), verified);
+        }
+        Ok(principal)
+    }
+
+    /// The principal of a token verified before, if it is still valid now (within the leeway)
+    /// and the key that verified it is still the one the key set gives for its key id; None
+    /// when the key set changed since (the token is verified again: a key removed from a JWKS
+    /// stops its tokens at once).
+    async fn reuse(&self, known: Verified) -> Result<Option<Principal>, Rejection> {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let leeway = self.leeway_seconds as i64;
+        if now > known.exp + leeway {
+            return Err(Rejection::Invalid(
+                "token not accepted: ExpiredSignature".into(),
+            ));
+        }
+        if known.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(Rejection::Invalid(
+                "token not accepted: ImmatureSignature".into(),
+            ));
+        }
+        let key = self
+            .keys
+            .key_for(known.kid.as_deref())
+            .await
+            .map_err(Rejection::Invalid)?;
+        Ok(std::sync::Arc::ptr_eq(&key, &known.key).then_some(known.principal))
     }
 
     /// What a token verified with a key of this algorithm must satisfy: exp (required) and nbf

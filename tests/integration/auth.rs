@@ -112,6 +112,26 @@ async fn the_probes_stay_open_and_the_api_is_closed() {
 }
 
 #[actix_web::test]
+async fn a_token_accepted_before_is_refused_once_it_expires() {
+    let signer = Signer::of(Algorithm::RS256);
+    let mut auth = jwt::key_file_auth(signer.public_file.clone());
+    auth.leeway_seconds = 0;
+    let server = TestServer::start_with(move |s| s.auth = auth).await;
+    let mut c = claims("alice");
+    c["exp"] = json!(now_plus(2));
+    let token = signer.sign(&c);
+    // Accepted twice (the second time from what the first verification remembered)...
+    assert_eq!(get_entities(&server, Some(&token)).await.0, 200);
+    assert_eq!(get_entities(&server, Some(&token)).await.0, 200);
+    // ... and refused, the same text, once its exp has passed.
+    let exp = c["exp"].as_i64().unwrap();
+    while now_plus(0) <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_unauthorized(&server, Some(&token)).await;
+}
+
+#[actix_web::test]
 async fn expired_early_and_foreign_tokens_are_refused() {
     let signer = Signer::of(Algorithm::RS256);
     let mut auth = jwt::key_file_auth(signer.public_file.clone());
@@ -173,6 +193,9 @@ async fn a_jwks_is_fetched_and_fetched_again_when_the_keys_rotate() {
         );
     };
     serve(&[&first]);
+    // One token used throughout, so that its verification is remembered: a removed key must
+    // still stop it.
+    let kept = first.sign(&claims("a"));
     let url = idp.url("/jwks.json");
     let server = TestServer::start_with(move |s| {
         s.auth = twinlink::auth::AuthSettings {
@@ -182,12 +205,8 @@ async fn a_jwks_is_fetched_and_fetched_again_when_the_keys_rotate() {
         }
     })
     .await;
-    assert_eq!(
-        get_entities(&server, Some(&first.sign(&claims("a"))))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(get_entities(&server, Some(&kept)).await.0, 200);
+    assert_eq!(get_entities(&server, Some(&kept)).await.0, 200);
     assert_eq!(
         get_entities(&server, Some(&first.sign(&claims("a"))))
             .await
@@ -207,6 +226,7 @@ async fn a_jwks_is_fetched_and_fetched_again_when_the_keys_rotate() {
     );
     assert_eq!(idp.hits("/jwks.json"), 2);
     assert_unauthorized(&server, Some(&first.sign(&claims("a")))).await;
+    assert_unauthorized(&server, Some(&kept)).await;
     // A made-up key id does not make the broker fetch at every request.
     let hits = idp.hits("/jwks.json");
     for kid in ["x1", "x2", "x3"] {
