@@ -46,7 +46,7 @@ impl ParseError {
     }
 
     /// A problem with the whole of `text`, the value of `input` (an unknown keyword, an empty
-    /// value), where no position would help.
+    /// value; an empty text for an input that is missing), where no position would help.
     pub fn whole(input: &'static str, text: &str, problem: impl Into<String>) -> ParseError {
         ParseError {
             input,

@@ -341,3 +341,38 @@ impl Ordering {
         keyed.into_iter().map(|(_, e)| e).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(order_by: &str, collation: Option<&str>) -> ParseError {
+        let text = OrderingText {
+            order_by: vec![order_by],
+            collation,
+            ..OrderingText::default()
+        };
+        parse(&text, &ActiveContext::default()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_span_the_offending_part_of_the_item() {
+        let e = error("name;upwards", None);
+        assert_eq!((e.input, e.span.clone()), ("orderBy", 5..12));
+        assert_eq!(
+            e.to_string(),
+            "orderBy: 'name;upwards': sorting style 'upwards' is not one of asc, desc, dist-asc, dist-desc at position 6"
+        );
+        let e = error("a[b;desc", None);
+        assert_eq!(e.span, 1..2);
+        assert!(
+            e.to_string()
+                .contains("not an attribute path: unclosed '['"),
+            "{e}"
+        );
+        assert_eq!(error("id;dist-asc", None).span, 0..2);
+        assert_eq!(error("name", Some("x-")).input, "collation");
+        let e = error("location;dist-asc", None);
+        assert_eq!(e.input, "orderFrom");
+    }
+}
