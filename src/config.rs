@@ -535,13 +535,13 @@ fn read_file(path: &Path) -> Result<Options, String> {
 
 /// A lifetime setting given as an ISO 8601 duration (`name` is its flag), or the default.
 fn setting_lifetime(
-    name: &str,
+    name: &'static str,
     given: Option<String>,
     default: chrono::TimeDelta,
 ) -> Result<chrono::TimeDelta, String> {
     match given {
         None => Ok(default),
-        Some(text) => crate::temporal::lifetime(name, &text).map_err(|e| e.detail),
+        Some(text) => crate::temporal::lifetime(name, &text).map_err(|e| e.to_string()),
     }
 }
 
@@ -599,7 +599,7 @@ mod tests {
             ..Options::default()
         })
         .unwrap_err();
-        assert!(bad.starts_with("entity-map-max-lifetime="), "{bad}");
+        assert!(bad.starts_with("entity-map-max-lifetime: "), "{bad}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod subscription;
+pub mod syntax;
 pub mod telemetry;
 pub mod temporal;
 

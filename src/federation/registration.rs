@@ -384,7 +384,7 @@ fn entities(value: &Value, ctx: &ActiveContext) -> NgsiResult<Value> {
                 }
                 "idPattern" => {
                     query::parse_id_pattern(string(v, "information.entities idPattern")?)
-                        .map_err(|e| bad(member, e.detail))?;
+                        .map_err(|e| bad(member, e.to_string()))?;
                     info.insert("idPattern".into(), v.clone());
                 }
                 other => {
@@ -474,7 +474,7 @@ fn key_values(value: &Value, member: &str) -> NgsiResult<Value> {
 fn scope(value: &Value) -> NgsiResult<Value> {
     let check = |v: &Value| -> NgsiResult<()> {
         let text = string(v, "scope")?;
-        let pattern = query::ScopePattern::parse(text).map_err(|e| bad("scope", e.detail))?;
+        let pattern = query::ScopePattern::parse(text).map_err(|why| bad("scope", why))?;
         if pattern.is_wildcard() {
             return Err(bad(
                 "scope",

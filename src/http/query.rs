@@ -85,9 +85,7 @@ fn query_reach(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Reach> {
         }
     };
     if let Some(csf) = info.param("csf") {
-        let parsed = crate::query::q::parse(csf, ctx).map_err(|e| {
-            NgsiError::bad_data(format!("csf={csf} is not a valid query: {}", e.detail))
-        })?;
+        let parsed = crate::query::q::parse(csf, ctx).map_err(|e| e.for_input("csf"))?;
         reach.csf = Some(std::sync::Arc::new(parsed));
     }
     Ok(reach)
@@ -139,9 +137,13 @@ fn geo_from_params(
     );
     match (georel, geometry, coordinates) {
         (None, None, None) => Ok(None),
-        (Some(r), Some(g), Some(c)) => {
-            query::geo::parse(r, g, c, info.param("geoproperty"), ctx).map(Some)
-        }
+        (Some(r), Some(g), Some(c)) => Ok(Some(query::geo::parse(
+            r,
+            g,
+            c,
+            info.param("geoproperty"),
+            ctx,
+        )?)),
         _ => Err(NgsiError::bad_data(
             "a geo-query needs georel, geometry and coordinates together",
         )),
@@ -169,7 +171,7 @@ pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Entit
     if let Some(csf) = info.param("csf") {
         // Context source filters share the q grammar (4.9); this broker has no sources to
         // filter, but a malformed filter is still refused.
-        query::q::parse(csf, ctx).map_err(|e| NgsiError::bad_data(format!("csf: {}", e.detail)))?;
+        query::q::parse(csf, ctx).map_err(|e| e.for_input("csf"))?;
     }
     if let Some(level) = info.param("joinLevel") {
         if !level.parse::<u32>().is_ok_and(|l| l > 0) {
@@ -185,10 +187,10 @@ pub fn entity_query(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Entit
             Vec::new()
         },
         attrs: attribute_names("attrs", info.list("attrs")?, ctx)?,
-        q: info
-            .param("q")
-            .map(|q| query::json::parse_q(q, info.list("expandValues")?, ctx))
-            .transpose()?,
+        q: match info.param("q") {
+            None => None,
+            Some(q) => Some(query::json::parse_q(q, info.list("expandValues")?, ctx)?),
+        },
         geo: geo_from_params(info, ctx)?,
         scope: info.param("scopeQ").map(query::parse_scope).transpose()?,
         order: order_from_params(info, ctx)?,
@@ -211,7 +213,7 @@ fn order_from_params(
         geometry: info.param("orderGeometry"),
         collation: info.param("collation"),
     };
-    query::order::parse(&text, ctx)
+    Ok(query::order::parse(&text, ctx)?)
 }
 
 /// Reads the `ordering` member (OrderingParams, 5.2.43) of a POST query body.
@@ -268,7 +270,7 @@ fn order_from_body(
         geometry: string("geometry")?,
         collation: string("collation")?,
     };
-    query::order::parse(&text, ctx)
+    Ok(query::order::parse(&text, ctx)?)
 }
 
 /// The attribute names of a list parameter (`param`, for the error), expanded; `id` and `type`

@@ -110,9 +110,7 @@ fn discovery(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<Discovery> {
     let query = entity_query(info, ctx)?;
     let csf = info
         .param("csf")
-        .map(|text| {
-            q::parse(text, ctx).map_err(|e| NgsiError::bad_data(format!("csf: {}", e.detail)))
-        })
+        .map(|text| q::parse(text, ctx).map_err(|e| NgsiError::from(e.for_input("csf"))))
         .transpose()?;
     let time = temporal::history_query(&TemporalParams {
         timerel: info.param("timerel"),

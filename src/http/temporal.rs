@@ -397,9 +397,7 @@ fn check_order_and_csf(info: &RequestInfo, ctx: &ActiveContext) -> NgsiResult<()
         }
     }
     if let Some(csf) = info.param("csf") {
-        crate::query::q::parse(csf, ctx).map_err(|e| {
-            NgsiError::bad_data(format!("csf={csf} is not a valid query: {}", e.detail))
-        })?;
+        crate::query::q::parse(csf, ctx).map_err(|e| e.for_input("csf"))?;
     }
     Ok(())
 }

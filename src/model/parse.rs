@@ -318,7 +318,7 @@ impl<'a> Reader<'a> {
             )));
         }
         if !attr.is_null() && !attr.value.is_null() {
-            self.check_value(name, &mut attr)?;
+            attr.value = self.checked_value(name, attr.kind, std::mem::take(&mut attr.value))?;
         }
         proof::check(name, iri, &attr)?;
         Ok(attr)
@@ -491,32 +491,36 @@ impl<'a> Reader<'a> {
         Ok(attr)
     }
 
-    /// Checks the value member against the kind and expands vocabulary terms.
-    fn check_value(&self, name: &str, attr: &mut Attribute) -> NgsiResult<()> {
-        let bad = |why: &str| Err(NgsiError::bad_data(format!("attribute '{name}': {why}")));
-        match attr.kind {
-            AttrKind::Property => {
-                if self.nulls != Nulls::Merge && contains_null(&attr.value) {
-                    return bad("a null inside a value is not allowed (NGSI-LD Null deletes whole attributes)");
-                }
-                Ok(())
+    /// The value member checked against the kind (`value` as given, or in the form the broker
+    /// keeps: a GeoJSON string read as its object, objectList members as `{"object": URI}`,
+    /// vocabulary terms expanded).
+    fn checked_value(&self, name: &str, kind: AttrKind, value: Value) -> NgsiResult<Value> {
+        let bad = |why: &str| -> NgsiResult<()> {
+            Err(NgsiError::bad_data(format!("attribute '{name}': {why}")))
+        };
+        let checked = match kind {
+            AttrKind::Property if self.nulls != Nulls::Merge && contains_null(&value) => {
+                bad("a null inside a value is not allowed (NGSI-LD Null deletes whole attributes)")
             }
-            AttrKind::JsonProperty => match &attr.value {
+            AttrKind::Property => Ok(()),
+            AttrKind::JsonProperty => match &value {
                 Value::Object(_) | Value::Array(_) => Ok(()),
                 _ => bad("a JsonProperty's json must be a JSON object or array"),
             },
             AttrKind::GeoProperty => {
-                if let Value::String(text) = &attr.value {
-                    attr.value = serde_json::from_str(text).map_err(|_| {
+                let value = match value {
+                    Value::String(text) => serde_json::from_str(&text).map_err(|_| {
                         NgsiError::bad_data(format!("attribute '{name}': the string value is not a GeoJSON geometry"))
-                    })?;
+                    })?,
+                    value => value,
+                };
+                if value.get("type").and_then(Value::as_str) == Some("GeometryCollection") {
+                    bad("a GeometryCollection is not an NGSI-LD geometry; use a Multi* geometry")?;
                 }
-                if attr.value.get("type").and_then(Value::as_str) == Some("GeometryCollection") {
-                    return bad("a GeometryCollection is not an NGSI-LD geometry; use a Multi* geometry");
-                }
-                validate::geometry(&format!("the value of '{name}'"), &attr.value)
+                validate::geometry(&format!("the value of '{name}'"), &value)?;
+                return Ok(value);
             }
-            AttrKind::Relationship => match &attr.value {
+            AttrKind::Relationship => match &value {
                 Value::String(s) => validate::uri(&format!("the object of '{name}'"), s),
                 Value::Array(items) if !items.is_empty() => items.iter().try_for_each(|i| match i.as_str() {
                     Some(s) => validate::uri(&format!("the object of '{name}'"), s),
@@ -524,7 +528,7 @@ impl<'a> Reader<'a> {
                 }),
                 _ => bad("a Relationship object must be a URI or an array of URIs"),
             },
-            AttrKind::ListRelationship => match &attr.value {
+            AttrKind::ListRelationship => match &value {
                 Value::Array(items) => {
                     let mut normalized = Vec::with_capacity(items.len());
                     for i in items {
@@ -534,19 +538,18 @@ impl<'a> Reader<'a> {
                                 validate::uri(&format!("an object in the objectList of '{name}'"), s)?;
                                 normalized.push(serde_json::json!({ "object": s }));
                             }
-                            None => return bad("an objectList holds URIs or {\"object\": URI} members"),
+                            None => bad("an objectList holds URIs or {\"object\": URI} members")?,
                         }
                     }
-                    attr.value = Value::Array(normalized);
-                    Ok(())
+                    return Ok(Value::Array(normalized));
                 }
                 _ => bad("a ListRelationship's objectList must be an array"),
             },
-            AttrKind::ListProperty => match &attr.value {
+            AttrKind::ListProperty => match &value {
                 Value::Array(_) => Ok(()),
                 _ => bad("a ListProperty's valueList must be an array"),
             },
-            AttrKind::LanguageProperty => match &attr.value {
+            AttrKind::LanguageProperty => match &value {
                 Value::Object(map) if !map.is_empty() => map.iter().try_for_each(|(lang, text)| {
                     let ok_text = text.is_string()
                         || text.as_array().is_some_and(|a| a.iter().all(Value::is_string));
@@ -560,11 +563,9 @@ impl<'a> Reader<'a> {
                 }),
                 _ => bad("a LanguageProperty's languageMap must be a non-empty object of language tags to strings"),
             },
-            AttrKind::VocabProperty => {
-                attr.value = self.vocab_terms(name, &attr.value)?;
-                Ok(())
-            }
-        }
+            AttrKind::VocabProperty => return self.vocab_terms(name, &value),
+        };
+        checked.map(|()| value)
     }
 
     /// Expands vocabulary terms (a string or an array of strings).

@@ -233,19 +233,32 @@ pub fn geometry_of_type(geometry_type: &str, coords: &Value) -> Result<Geometry<
                     .collect::<Result<_, _>>()?,
             ))
         }
-        other => {
-            let hint = COORDINATE_GEOMETRY_TYPES
-                .iter()
-                .find(|t| t.eq_ignore_ascii_case(other))
-                .map(|t| format!(" (did you mean {t}?)"))
-                .unwrap_or_default();
-            return Err(format!(
-                "geometry '{other}' is not supported{hint}; it must be one of {}",
-                COORDINATE_GEOMETRY_TYPES.join(", ")
-            ));
-        }
+        other => return Err(unsupported_geometry(other)),
     };
     Ok(g)
+}
+
+/// Checks that `geometry_type` is one given by coordinates (all but GeometryCollection), so that
+/// a geo-query can tell a bad type from bad coordinates; the error suggests the right spelling.
+pub fn coordinate_geometry_type(geometry_type: &str) -> Result<(), String> {
+    if COORDINATE_GEOMETRY_TYPES.contains(&geometry_type) {
+        Ok(())
+    } else {
+        Err(unsupported_geometry(geometry_type))
+    }
+}
+
+/// Why `geometry_type` is not one of the coordinate geometry types.
+fn unsupported_geometry(geometry_type: &str) -> String {
+    let hint = COORDINATE_GEOMETRY_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(geometry_type))
+        .map(|t| format!(" (did you mean {t}?)"))
+        .unwrap_or_default();
+    format!(
+        "geometry '{geometry_type}' is not supported{hint}; it must be one of {}",
+        COORDINATE_GEOMETRY_TYPES.join(", ")
+    )
 }
 
 fn non_empty_array<'a>(v: &'a Value, what: &str, items: &str) -> Result<&'a Vec<Value>, String> {

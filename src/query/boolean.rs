@@ -1,7 +1,7 @@
 //! The small boolean grammar that type expressions (4.17) and scopeQ (4.19) share: atoms joined by
 //! `;` (and), `|` or `,` (or), with parentheses; `;` binds tighter than `|`.
 
-use crate::error::{NgsiError, NgsiResult};
+use crate::syntax::{ParseError, ParseResult};
 
 /// A boolean combination of atoms.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,22 +57,22 @@ impl<T: std::fmt::Display> std::fmt::Display for BoolExpr<T> {
     }
 }
 
-/// Parses `text`; `atom` turns each atom's text into a value (or an error naming it). `what` names
-/// the parameter in error messages.
+/// Parses `text`, the value of `input`; `atom` turns each atom's text into a value or says what
+/// is wrong with it, and the error then spans the atom.
 pub fn parse<T>(
     text: &str,
-    what: &str,
-    atom: &dyn Fn(&str) -> NgsiResult<T>,
-) -> NgsiResult<BoolExpr<T>> {
+    input: &'static str,
+    atom: &dyn Fn(&str) -> Result<T, String>,
+) -> ParseResult<BoolExpr<T>> {
     let mut p = Parser {
         text,
         pos: 0,
-        what,
+        input,
         atom,
     };
     let expr = p.or()?;
     if p.pos < text.len() {
-        return Err(p.error("unexpected character"));
+        return Err(p.unexpected("';', '|', ',' or the end of the expression"));
     }
     Ok(expr)
 }
@@ -80,24 +80,20 @@ pub fn parse<T>(
 struct Parser<'a, T> {
     text: &'a str,
     pos: usize,
-    what: &'a str,
-    atom: &'a dyn Fn(&str) -> NgsiResult<T>,
+    input: &'static str,
+    atom: &'a dyn Fn(&str) -> Result<T, String>,
 }
 
 impl<T> Parser<'_, T> {
-    fn error(&self, why: &str) -> NgsiError {
-        let rest: String = self.text[self.pos..].chars().take(12).collect();
-        NgsiError::bad_data(format!(
-            "{}: {why} at position {} ('{rest}') in '{}'",
-            self.what, self.pos, self.text
-        ))
+    fn unexpected(&self, expected: &str) -> ParseError {
+        ParseError::unexpected(self.input, self.text, self.pos, expected)
     }
 
     fn peek(&self) -> Option<char> {
         self.text[self.pos..].chars().next()
     }
 
-    fn or(&mut self) -> NgsiResult<BoolExpr<T>> {
+    fn or(&mut self) -> ParseResult<BoolExpr<T>> {
         let mut items = vec![self.and()?];
         while matches!(self.peek(), Some('|') | Some(',')) {
             self.pos += 1;
@@ -110,7 +106,7 @@ impl<T> Parser<'_, T> {
         })
     }
 
-    fn and(&mut self) -> NgsiResult<BoolExpr<T>> {
+    fn and(&mut self) -> ParseResult<BoolExpr<T>> {
         let mut items = vec![self.primary()?];
         while self.peek() == Some(';') {
             self.pos += 1;
@@ -123,12 +119,12 @@ impl<T> Parser<'_, T> {
         })
     }
 
-    fn primary(&mut self) -> NgsiResult<BoolExpr<T>> {
+    fn primary(&mut self) -> ParseResult<BoolExpr<T>> {
         if self.peek() == Some('(') {
             self.pos += 1;
             let inner = self.or()?;
             if self.peek() != Some(')') {
-                return Err(self.error("expected ')'"));
+                return Err(self.unexpected("')'"));
             }
             self.pos += 1;
             return Ok(inner);
@@ -140,11 +136,15 @@ impl<T> Parser<'_, T> {
             }
             self.pos += c.len_utf8();
         }
-        let text = self.text[start..self.pos].trim();
+        let raw = &self.text[start..self.pos];
+        let text = raw.trim();
         if text.is_empty() {
-            return Err(self.error("expected a value"));
+            return Err(self.unexpected("a value"));
         }
-        Ok(BoolExpr::Atom((self.atom)(text)?))
+        let from = start + raw.len() - raw.trim_start().len();
+        (self.atom)(text).map(BoolExpr::Atom).map_err(|problem| {
+            ParseError::at(self.input, self.text, from..from + text.len(), problem)
+        })
     }
 }
 
@@ -152,7 +152,7 @@ impl<T> Parser<'_, T> {
 mod tests {
     use super::*;
 
-    fn p(text: &str) -> NgsiResult<BoolExpr<String>> {
+    fn p(text: &str) -> ParseResult<BoolExpr<String>> {
         parse(text, "type", &|a| Ok(a.to_string()))
     }
 
@@ -169,10 +169,26 @@ mod tests {
             p("(A|B);C").unwrap(),
             BoolExpr::And(vec![BoolExpr::Or(vec![a("A"), a("B")]), a("C")])
         );
-        assert!(p("(A|B").unwrap_err().detail.contains("expected ')'"));
-        assert!(p("A||B").is_err());
-        assert!(p("A)").is_err());
-        assert!(p("").is_err());
+        let span = |text: &str| p(text).unwrap_err().span;
+        assert_eq!(span("(A|B"), 4..4);
+        assert_eq!(
+            p("(A|B").unwrap_err().to_string(),
+            "type: unexpected end of input at position 5, expected ')'"
+        );
+        assert_eq!(span("A||B"), 2..3);
+        assert_eq!(span("A)"), 1..2);
+        assert_eq!(span(""), 0..0);
+        // An atom refused by its own reader is the span.
+        let e = parse("A; Bad |C", "type", &|a| {
+            (a != "Bad")
+                .then(|| a.to_string())
+                .ok_or(format!("'{a}' is bad"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            (e.span.clone(), e.to_string()),
+            (3..6, "type: 'Bad' is bad at position 4".into())
+        );
         let e = p("A|B;C").unwrap();
         assert!(e.eval(&|x: &String| x == "A"));
         assert!(!e.eval(&|x: &String| x == "B"));

@@ -29,6 +29,7 @@
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::active::ActiveContext;
 use crate::model::{validate, AttrKind, Entity};
+use crate::syntax::{ParseError, ParseResult};
 use geo::{
     BoundingRect, Closest, Coord, CoordsIter, Distance, Geometry, Haversine, HaversineClosestPoint,
     Intersects, Line, LinesIter, Point, Relate,
@@ -111,10 +112,6 @@ pub struct GeoQuery {
     pub geojson: Value,
 }
 
-fn bad(detail: impl Into<String>) -> NgsiError {
-    NgsiError::bad_data(detail)
-}
-
 /// Parses the query-parameter form of a geo-query (`georel`, `geometry`, `coordinates`,
 /// `geoproperty`); `coordinates` is the JSON array text, URL-decoded or not.
 pub fn parse(
@@ -123,15 +120,17 @@ pub fn parse(
     coordinates: &str,
     geoproperty: Option<&str>,
     ctx: &ActiveContext,
-) -> NgsiResult<GeoQuery> {
+) -> ParseResult<GeoQuery> {
     let rel = parse_georel(georel)?;
     let coords = parse_coordinates_text(coordinates)?;
-    build(rel, geometry, coords, geoproperty, ctx)
+    build(rel, geometry, coords, coordinates, geoproperty, ctx)
 }
 
 /// Parses the JSON form of a geo-query (the `geoQ` member of a query body or subscription):
 /// `{"georel": "...", "geometry": "Point", "coordinates": [..] or "[..]", "geoproperty": "..."}`.
+/// The shape of the JSON is checked here; its texts are parsed as the parameters are.
 pub fn from_json(geo_q: &Value, ctx: &ActiveContext) -> NgsiResult<GeoQuery> {
+    let bad = |detail: String| NgsiError::bad_data(detail);
     let Value::Object(map) = geo_q else {
         return Err(bad(format!(
             "geoQ must be a JSON object with georel, geometry and coordinates, not {geo_q}"
@@ -144,13 +143,13 @@ pub fn from_json(geo_q: &Value, ctx: &ActiveContext) -> NgsiResult<GeoQuery> {
             Some(other) => Err(bad(format!("geoQ {name} must be a string, not {other}"))),
         }
     };
-    let georel = text("georel")?.ok_or_else(|| bad("geoQ has no georel member"))?;
-    let geometry = text("geometry")?.ok_or_else(|| bad("geoQ has no geometry member"))?;
+    let georel = text("georel")?.ok_or_else(|| bad("geoQ has no georel member".into()))?;
+    let geometry = text("geometry")?.ok_or_else(|| bad("geoQ has no geometry member".into()))?;
     let geoproperty = text("geoproperty")?;
-    let coords = match map.get("coordinates") {
-        None | Some(Value::Null) => return Err(bad("geoQ has no coordinates member")),
-        Some(Value::String(s)) => parse_coordinates_text(s)?,
-        Some(v @ Value::Array(_)) => v.clone(),
+    let (coords, coordinates) = match map.get("coordinates") {
+        None | Some(Value::Null) => return Err(bad("geoQ has no coordinates member".into())),
+        Some(Value::String(s)) => (parse_coordinates_text(s)?, s.clone()),
+        Some(v @ Value::Array(_)) => (v.clone(), v.to_string()),
         Some(other) => {
             return Err(bad(format!(
                 "geoQ coordinates must be a JSON array (or its text), not {other}"
@@ -158,21 +157,32 @@ pub fn from_json(geo_q: &Value, ctx: &ActiveContext) -> NgsiResult<GeoQuery> {
         }
     };
     let rel = parse_georel(georel)?;
-    build(rel, geometry, coords, geoproperty, ctx)
+    Ok(build(
+        rel,
+        geometry,
+        coords,
+        &coordinates,
+        geoproperty,
+        ctx,
+    )?)
 }
 
+/// The geo-query of a georel, the geometry type, its coordinates (`coordinates` is their text,
+/// which errors span) and the geoproperty.
 fn build(
     rel: GeoRel,
     geometry_type: &str,
     coords: Value,
+    coordinates: &str,
     geoproperty: Option<&str>,
     ctx: &ActiveContext,
-) -> NgsiResult<GeoQuery> {
-    let geometry = validate::geometry_of_type(geometry_type, &coords).map_err(bad)?;
+) -> ParseResult<GeoQuery> {
+    let geometry = read_geometry(geometry_type, &coords, coordinates)?;
     let geoproperty = match geoproperty.map(str::trim) {
         None => LOCATION.to_string(),
         Some(name) => {
-            validate::name("geoproperty", name)?;
+            validate::name("geoproperty", name)
+                .map_err(|e| ParseError::whole("geoproperty", name, e.detail))?;
             ctx.expand(name).into_owned()
         }
     };
@@ -185,10 +195,31 @@ fn build(
     })
 }
 
-fn parse_georel(text: &str) -> NgsiResult<GeoRel> {
-    let mut parts = text.split(';').map(str::trim);
-    let name = parts.next().unwrap_or_default();
-    let modifiers: Vec<&str> = parts.collect();
+/// The geometry of a type (the `geometry` input, refused as a whole when unknown) and
+/// coordinates (refused as a whole when they do not make one; `coordinates` is their text).
+fn read_geometry(
+    geometry_type: &str,
+    coords: &Value,
+    coordinates: &str,
+) -> ParseResult<Geometry<f64>> {
+    validate::coordinate_geometry_type(geometry_type)
+        .map_err(|why| ParseError::whole("geometry", geometry_type, why))?;
+    validate::geometry_of_type(geometry_type, coords)
+        .map_err(|why| ParseError::whole("coordinates", coordinates, why))
+}
+
+/// Reads a georel: a relation name, and for `near` its `maxDistance==` or `minDistance==`
+/// modifier; an error spans the offending name or modifier.
+fn parse_georel(text: &str) -> ParseResult<GeoRel> {
+    let error =
+        |span: std::ops::Range<usize>, why: String| ParseError::at("georel", text, span, why);
+    // Each `;`-separated part, trimmed, with its byte range in the text.
+    let mut parts = text.split(';').scan(0, |from, part| {
+        let start = *from + part.len() - part.trim_start().len();
+        *from += part.len() + 1;
+        Some((part.trim(), start..start + part.trim().len()))
+    });
+    let (name, name_span) = parts.next().unwrap_or(("", 0..0));
     let simple = match name {
         "near" => None,
         "within" => Some(GeoRel::Within),
@@ -197,72 +228,87 @@ fn parse_georel(text: &str) -> NgsiResult<GeoRel> {
         "overlaps" => Some(GeoRel::Overlaps),
         "disjoint" => Some(GeoRel::Disjoint),
         "equals" => Some(GeoRel::Equals),
-        "" => return Err(bad(format!("georel is empty; it must be one of {GEORELS}"))),
+        "" => {
+            return Err(ParseError::whole(
+                "georel",
+                text,
+                format!("empty; it must be one of {GEORELS}"),
+            ))
+        }
         other => {
-            return Err(bad(format!(
-                "georel '{other}' is not known; it must be one of {GEORELS}"
-            )))
+            return Err(error(
+                name_span,
+                format!("'{other}' is not known; it must be one of {GEORELS}"),
+            ))
         }
     };
+    let modifiers: Vec<_> = parts.collect();
     if let Some(rel) = simple {
-        if !modifiers.is_empty() {
-            return Err(bad(format!(
-                "georel '{text}': only near takes maxDistance or minDistance; {name} takes no modifier"
-            )));
+        if let Some((_, span)) = modifiers.first() {
+            return Err(error(
+                span.clone(),
+                format!("only near takes maxDistance or minDistance; {name} takes no modifier"),
+            ));
         }
         return Ok(rel);
     }
     let (mut max_distance, mut min_distance) = (None, None);
-    for modifier in modifiers {
-        let (key, value) = modifier.split_once("==").ok_or_else(|| {
-            bad(format!(
-                "georel '{text}': the modifier '{modifier}' must be maxDistance==<metres> or minDistance==<metres>"
-            ))
-        })?;
-        let slot = match key.trim() {
+    for (modifier, span) in modifiers {
+        let Some((key, value)) = modifier.split_once("==") else {
+            return Err(error(
+                span,
+                format!("the modifier '{modifier}' must be maxDistance==<metres> or minDistance==<metres>"),
+            ));
+        };
+        let key = key.trim();
+        let slot = match key {
             "maxDistance" => &mut max_distance,
             "minDistance" => &mut min_distance,
             other => {
-                return Err(bad(format!(
-                    "georel '{text}': near knows maxDistance and minDistance, not '{other}'"
-                )))
+                return Err(error(
+                    span,
+                    format!("near knows maxDistance and minDistance, not '{other}'"),
+                ))
             }
         };
         if slot.is_some() {
-            return Err(bad(format!("georel '{text}' gives {} twice", key.trim())));
+            return Err(error(span, format!("{key} is given twice")));
         }
         let value = value.trim();
-        if value.is_empty() {
-            return Err(bad(format!(
-                "georel '{text}': {} has no value; give a distance in metres",
-                key.trim()
-            )));
-        }
-        let number: f64 = value
-            .parse()
-            .ok()
-            .filter(|n: &f64| n.is_finite())
-            .ok_or_else(|| {
-                bad(format!(
-                    "georel '{text}': {} '{value}' is not a number of metres",
-                    key.trim()
+        let number: f64 = match value.parse() {
+            _ if value.is_empty() => {
+                return Err(error(
+                    span,
+                    format!("{key} has no value; give a distance in metres"),
                 ))
-            })?;
+            }
+            Ok(n) if f64::is_finite(n) => n,
+            _ => {
+                return Err(error(
+                    span,
+                    format!("{key} '{value}' is not a number of metres"),
+                ))
+            }
+        };
         if number <= 0.0 {
-            return Err(bad(format!(
-                "georel '{text}': {} must be a positive number of metres, not {value}",
-                key.trim()
-            )));
+            return Err(error(
+                span,
+                format!("{key} must be a positive number of metres, not {value}"),
+            ));
         }
         *slot = Some(number);
     }
     match (max_distance, min_distance) {
-        (None, None) => Err(bad(format!(
-            "georel '{text}': near needs maxDistance==<metres> and/or minDistance==<metres>"
-        ))),
-        (Some(_), Some(_)) => Err(bad(format!(
-            "georel '{text}': near takes one of maxDistance or minDistance, not both"
-        ))),
+        (None, None) => Err(ParseError::whole(
+            "georel",
+            text,
+            "near needs maxDistance==<metres> and/or minDistance==<metres>",
+        )),
+        (Some(_), Some(_)) => Err(ParseError::whole(
+            "georel",
+            text,
+            "near takes one of maxDistance or minDistance, not both",
+        )),
         _ => Ok(GeoRel::Near {
             max_distance,
             min_distance,
@@ -270,40 +316,73 @@ fn parse_georel(text: &str) -> NgsiResult<GeoRel> {
     }
 }
 
-/// Reads the coordinates parameter (JSON text, already URL-decoded by the HTTP layer).
-fn parse_coordinates_text(text: &str) -> NgsiResult<Value> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(bad(
-            "coordinates are empty; give a JSON array such as [8.0,40.0]",
+/// Reads the coordinates parameter (JSON text, already URL-decoded by the HTTP layer); a syntax
+/// error spans the character where the JSON went wrong.
+fn parse_coordinates_text(text: &str) -> ParseResult<Value> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ParseError::whole(
+            "coordinates",
+            text,
+            "empty; give a JSON array such as [8.0,40.0]",
         ));
     }
-    let parsed = serde_json::from_str::<Value>(text);
-    match parsed {
+    match serde_json::from_str::<Value>(trimmed) {
         Ok(v @ Value::Array(_)) => Ok(v),
-        Ok(other) => Err(bad(format!(
-            "coordinates must be a JSON array such as [8.0,40.0], not {other}"
-        ))),
-        Err(e) => Err(bad(format!(
-            "coordinates '{text}' are not a valid JSON array: {e}"
-        ))),
+        Ok(other) => Err(ParseError::whole(
+            "coordinates",
+            text,
+            format!("must be a JSON array such as [8.0,40.0], not {other}"),
+        )),
+        Err(e) => {
+            let offset = text.len() - text.trim_start().len();
+            let at = offset + json_error_offset(trimmed, &e);
+            let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+            Err(ParseError::at(
+                "coordinates",
+                text,
+                at..end,
+                format!("'{trimmed}' is not a valid JSON array: {e}"),
+            ))
+        }
     }
+}
+
+/// The byte offset in `text` of the character a JSON syntax error reports (its line and column,
+/// both from 1), or the end of the text when it ended early.
+fn json_error_offset(text: &str, e: &serde_json::Error) -> usize {
+    if e.is_eof() {
+        return text.len();
+    }
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let line = &text[line_start..];
+    let column = line
+        .char_indices()
+        .nth(e.column().saturating_sub(1))
+        .map_or(line.len(), |(i, _)| i);
+    line_start + column
 }
 
 // ---- query geometry: validation with messages, and conversion ----
 
 /// A reference geometry given as a type and JSON coordinates (for distance ordering, 4.23.3).
-pub fn reference(geometry_type: &str, coordinates: &Value) -> NgsiResult<Geometry<f64>> {
-    let coords = match coordinates {
-        Value::String(text) => parse_coordinates_text(text)?,
-        Value::Array(_) => coordinates.clone(),
+pub fn reference(geometry_type: &str, coordinates: &Value) -> ParseResult<Geometry<f64>> {
+    let (coords, text) = match coordinates {
+        Value::String(text) => (parse_coordinates_text(text)?, text.clone()),
+        Value::Array(_) => (coordinates.clone(), coordinates.to_string()),
         other => {
-            return Err(bad(format!(
-                "coordinates must be a JSON array such as [8.0,40.0], not {other}"
-            )))
+            return Err(ParseError::whole(
+                "coordinates",
+                &other.to_string(),
+                format!("must be a JSON array such as [8.0,40.0], not {other}"),
+            ))
         }
     };
-    validate::geometry_of_type(geometry_type, &coords).map_err(bad)
+    read_geometry(geometry_type, &coords, &text)
 }
 
 // ---- entity geometries ----
@@ -603,7 +682,6 @@ pub fn arc_latitudes(a: Coord<f64>, b: Coord<f64>) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
     use crate::model::Attribute;
     use chrono::Utc;
     use rstar::Envelope;
@@ -628,9 +706,9 @@ mod tests {
     }
 
     fn err(georel: &str, geometry: &str, coordinates: &str) -> String {
-        let e = parse(georel, geometry, coordinates, None, &ctx()).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::BadRequestData);
-        e.detail
+        parse(georel, geometry, coordinates, None, &ctx())
+            .unwrap_err()
+            .to_string()
     }
 
     fn geo_attr(value: Value) -> Attribute {
@@ -1031,7 +1109,7 @@ mod tests {
         let e2 = parse("within", "Point", "[8,40]", Some("ex:spot"), &ctx()).unwrap();
         assert_eq!(e2.geoproperty, "https://example.org/spot");
         let bad = parse("within", "Point", "[8,40]", Some("a;b"), &ctx()).unwrap_err();
-        assert_eq!(bad.kind, ErrorKind::BadRequestData);
+        assert_eq!(bad.input, "geoproperty");
     }
 
     // ---- parse errors ----
@@ -1074,6 +1152,35 @@ mod tests {
         );
         assert!(err("within", "point", "[8,40]").contains("did you mean Point?"));
         assert!(err("within", "GeometryCollection", "[]").contains("not supported"));
+    }
+
+    #[test]
+    fn errors_name_the_input_and_span_the_offending_part() {
+        let error = |georel: &str, geometry: &str, coordinates: &str| {
+            let e = parse(georel, geometry, coordinates, None, &ctx()).unwrap_err();
+            let text = match e.input {
+                "georel" => georel,
+                "geometry" => geometry,
+                _ => coordinates,
+            };
+            (e.input, text[e.span.clone()].to_string(), e.to_string())
+        };
+        let (input, fragment, message) = error("near; maxDistance==abc", "Point", "[8,40]");
+        assert_eq!((input, fragment.as_str()), ("georel", "maxDistance==abc"));
+        assert_eq!(
+            message,
+            "georel: maxDistance 'abc' is not a number of metres at position 7"
+        );
+        assert_eq!(error("nearby", "Point", "[8,40]").0, "georel",);
+        assert_eq!(error("within;x", "Point", "[8,40]").1, "x");
+        // A JSON syntax error spans the character where the JSON went wrong.
+        let (input, fragment, message) = error("within", "Point", " [8,40x]");
+        assert_eq!((input, fragment.as_str()), ("coordinates", "x"));
+        assert!(message.ends_with("at position 7"), "{message}");
+        assert_eq!(error("within", "Point", "[8,40").1, "");
+        let (input, fragment, _) = error("within", "Point", "[8,95]");
+        assert_eq!((input, fragment.as_str()), ("coordinates", "[8,95]"));
+        assert_eq!(error("within", "Pointy", "[8,40]").0, "geometry");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use super::{geo, parse_id_pattern, parse_scope, parse_types, q, EntityQuery, Selector};
 use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
+use crate::syntax::ParseResult;
 use serde_json::{Map, Value};
 
 /// The string member `name` of `obj`, if given; `whose` starts the error's sentence.
@@ -79,7 +80,7 @@ pub fn parse_q(
     text: &str,
     expand_values: Option<Vec<String>>,
     ctx: &ActiveContext,
-) -> NgsiResult<q::QExpr> {
+) -> ParseResult<q::QExpr> {
     let mut q = q::parse(text, ctx)?;
     let attrs: Vec<String> = expand_values
         .unwrap_or_default()
@@ -126,7 +127,7 @@ pub fn selection(obj: &Map<String, Value>, ctx: &ActiveContext) -> NgsiResult<En
         None => None,
         Some(q) => {
             let q = percent_encoding::percent_decode_str(q).decode_utf8_lossy();
-            Some(parse_q(&q, string_list(obj.get("expandValues"))?, ctx).map_err(named("q"))?)
+            Some(parse_q(&q, string_list(obj.get("expandValues"))?, ctx)?)
         }
     };
     Ok(EntityQuery {
@@ -141,10 +142,7 @@ pub fn selection(obj: &Map<String, Value>, ctx: &ActiveContext) -> NgsiResult<En
             .map(|g| geo::from_json(g, ctx))
             .transpose()
             .map_err(named("geoQ"))?,
-        scope: text("scopeQ")?
-            .map(parse_scope)
-            .transpose()
-            .map_err(named("scopeQ"))?,
+        scope: text("scopeQ")?.map(parse_scope).transpose()?,
         order: None,
     })
 }

@@ -9,9 +9,9 @@ pub mod json;
 pub mod order;
 pub mod q;
 
-use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::Entity;
+use crate::syntax::{ParseError, ParseResult};
 use boolean::BoolExpr;
 use regex::Regex;
 
@@ -21,8 +21,9 @@ use regex::Regex;
 pub struct ScopePattern(Vec<String>);
 
 impl ScopePattern {
-    /// Parses one scope pattern such as `/Madrid/+/Parks` or `/Madrid/#`.
-    pub fn parse(text: &str) -> NgsiResult<ScopePattern> {
+    /// Parses one scope pattern such as `/Madrid/+/Parks` or `/Madrid/#`; the error says why it
+    /// is none.
+    pub fn parse(text: &str) -> Result<ScopePattern, String> {
         let segments: Vec<String> = text
             .strip_prefix('/')
             .unwrap_or("")
@@ -36,9 +37,9 @@ impl ScopePattern {
                 .enumerate()
                 .all(|(i, s)| s != "#" || i == segments.len() - 1);
         if !valid {
-            return Err(NgsiError::bad_data(format!(
-                "scopeQ: '{text}' is not a scope pattern such as /Madrid/Gardens, /Madrid/+ or /Madrid/#"
-            )));
+            return Err(format!(
+                "'{text}' is not a scope pattern such as /Madrid/Gardens, /Madrid/+ or /Madrid/#"
+            ));
         }
         Ok(ScopePattern(segments))
     }
@@ -193,44 +194,50 @@ const SYSTEM_ATTRIBUTES: [&str; 3] = [
 ];
 
 /// Parses a type expression (4.17) with names expanded by the context; `*` (every type) gives None.
-pub fn parse_types(text: &str, ctx: &ActiveContext) -> NgsiResult<Option<BoolExpr<String>>> {
+pub fn parse_types(text: &str, ctx: &ActiveContext) -> ParseResult<Option<BoolExpr<String>>> {
     if text.trim() == "*" {
         return Ok(None);
     }
     type_expression(text, ctx).map(Some)
 }
 
-fn type_expression(text: &str, ctx: &ActiveContext) -> NgsiResult<BoolExpr<String>> {
+fn type_expression(text: &str, ctx: &ActiveContext) -> ParseResult<BoolExpr<String>> {
     boolean::parse(text, "type", &|name| {
-        crate::model::validate::name("entity type", name)?;
+        crate::model::validate::name("entity type", name).map_err(|e| e.detail)?;
         Ok(ctx.expand(name).into_owned())
     })
 }
 
 /// Parses scopeQ (4.19). A space cannot occur in a scope pattern, so one is read as the `+`
 /// wildcard that form-decoding of a hand-written `scopeQ=/Madrid/+` turned into a space.
-pub fn parse_scope(text: &str) -> NgsiResult<BoolExpr<ScopePattern>> {
+pub fn parse_scope(text: &str) -> ParseResult<BoolExpr<ScopePattern>> {
     let text = text.replace(' ', "+");
     boolean::parse(&text, "scopeQ", &ScopePattern::parse)
 }
 
 /// Compiles idPattern (a regular expression, 5.7.2). A quantifier directly after another (`a**`) is
 /// refused as in POSIX EREs, though the regex crate would read it as nested repetition.
-pub fn parse_id_pattern(text: &str) -> NgsiResult<Regex> {
-    let chars: Vec<char> = text.chars().collect();
-    let stacked = chars.windows(2).enumerate().any(|(i, w)| {
-        let escaped = i > 0 && chars[i - 1] == '\\';
-        !escaped && matches!(w[0], '*' | '+' | '?') && matches!(w[1], '*' | '+')
+pub fn parse_id_pattern(text: &str) -> ParseResult<Regex> {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let stacked = chars.windows(2).enumerate().find(|&(i, w)| {
+        let escaped = i > 0 && chars[i - 1].1 == '\\';
+        !escaped && matches!(w[0].1, '*' | '+' | '?') && matches!(w[1].1, '*' | '+')
     });
-    if stacked {
-        return Err(NgsiError::bad_data(format!(
-            "idPattern '{text}' repeats a quantifier"
-        )));
+    if let Some((_, w)) = stacked {
+        let (at, quantifier) = w[1];
+        return Err(ParseError::at(
+            "idPattern",
+            text,
+            at..at + 1,
+            format!("'{text}' repeats a quantifier ('{quantifier}')"),
+        ));
     }
     Regex::new(text).map_err(|e| {
-        NgsiError::bad_data(format!(
-            "idPattern '{text}' is not a valid regular expression: {e}"
-        ))
+        ParseError::whole(
+            "idPattern",
+            text,
+            format!("'{text}' is not a valid regular expression: {e}"),
+        )
     })
 }
 
@@ -254,6 +261,12 @@ mod tests {
         assert!(ScopePattern::parse("Madrid").is_err());
         assert!(ScopePattern::parse("/Madrid//x").is_err());
         assert!(ScopePattern::parse("/#/x").is_err());
+        let e = parse_scope("/Madrid/#;Gardens").unwrap_err();
+        assert_eq!((e.input, e.span.clone()), ("scopeQ", 10..17));
+        assert_eq!(
+            e.to_string(),
+            "scopeQ: 'Gardens' is not a scope pattern such as /Madrid/Gardens, /Madrid/+ or /Madrid/# at position 11"
+        );
         let expr = parse_scope("/Madrid/#;/Madrid/Gardens,/Sevilla").unwrap();
         let has =
             |scopes: &[&str]| expr.eval(&|p: &ScopePattern| scopes.iter().any(|s| p.matches(s)));
@@ -262,5 +275,17 @@ mod tests {
         assert!(!has(&["/Madrid/Parks"]));
         // Printed as scopeQ, it reads back the same (a source gets it forwarded).
         assert_eq!(parse_scope(&expr.to_string()).unwrap(), expr);
+    }
+
+    #[test]
+    fn type_and_id_pattern_errors_span_the_offending_part() {
+        let ctx = ActiveContext::default();
+        let e = parse_types("Building;(Sensor|Bad Type)", &ctx).unwrap_err();
+        assert_eq!((e.input, e.span.clone()), ("type", 17..25));
+        assert!(e.to_string().ends_with("at position 18"), "{e}");
+        assert_eq!(parse_types("Building|", &ctx).unwrap_err().span, 9..9);
+        let e = parse_id_pattern("urn:a.**").unwrap_err();
+        assert_eq!((e.input, e.span), ("idPattern", 7..8));
+        assert_eq!(parse_id_pattern("urn:(").unwrap_err().span, 0..5);
     }
 }

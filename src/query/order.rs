@@ -5,9 +5,9 @@
 
 use super::geo;
 use super::q::{self, Path};
-use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::Entity;
+use crate::syntax::{ParseError, ParseResult};
 use chrono::{DateTime, Utc};
 use icu_collator::{options::CollatorOptions, CollatorBorrowed, CollatorPreferences};
 use icu_locale_core::Locale;
@@ -92,22 +92,19 @@ pub struct OrderingText<'a> {
     pub collation: Option<&'a str>,
 }
 
-fn bad(detail: impl Into<String>) -> NgsiError {
-    NgsiError::bad_data(detail.into())
-}
-
 /// Parses one collation tag; a tag that is not a well-formed locale identifier is refused.
-pub fn parse_collation(tag: &str) -> NgsiResult<Collation> {
+pub fn parse_collation(tag: &str) -> ParseResult<Collation> {
+    let bad = |why: String| ParseError::whole("collation", tag, why);
     let locale = Locale::try_from_str(tag).map_err(|e| {
         bad(format!(
-            "collation '{tag}' is not a valid IETF BCP 47 language tag ({e:?}); use e.g. und, de or de-u-co-phonebk"
+            "'{tag}' is not a valid IETF BCP 47 language tag ({e:?}); use e.g. und, de or de-u-co-phonebk"
         ))
     })?;
     let collator = CollatorBorrowed::try_new(
         CollatorPreferences::from(&locale),
         CollatorOptions::default(),
     )
-    .map_err(|e| bad(format!("collation '{tag}' cannot be honoured: {e}")))?;
+    .map_err(|e| bad(format!("'{tag}' cannot be honoured: {e}")))?;
     Ok(Collation {
         tag: tag.to_string(),
         collator,
@@ -116,7 +113,7 @@ pub fn parse_collation(tag: &str) -> NgsiResult<Collation> {
 
 /// Parses the ordering of a request; no orderBy gives `None` (the default id order), and the
 /// other ordering parameters are then still validated.
-pub fn parse(text: &OrderingText, ctx: &ActiveContext) -> NgsiResult<Option<Ordering>> {
+pub fn parse(text: &OrderingText, ctx: &ActiveContext) -> ParseResult<Option<Ordering>> {
     let collation = text
         .collation
         .map(parse_collation)
@@ -131,8 +128,10 @@ pub fn parse(text: &OrderingText, ctx: &ActiveContext) -> NgsiResult<Option<Orde
         .any(|k| matches!(k.direction, Direction::DistAsc | Direction::DistDesc));
     let from = match (&text.coordinates, by_distance) {
         (None, true) => {
-            return Err(bad(
-                "ordering by distance (dist-asc, dist-desc) needs the reference coordinates (orderFrom)",
+            return Err(ParseError::whole(
+                "orderFrom",
+                "",
+                "ordering by distance (dist-asc, dist-desc) needs the reference coordinates",
             ))
         }
         (None, false) => None,
@@ -155,7 +154,11 @@ pub fn parse(text: &OrderingText, ctx: &ActiveContext) -> NgsiResult<Option<Orde
     }))
 }
 
-fn parse_key(item: &str, ctx: &ActiveContext) -> NgsiResult<Key> {
+/// Reads one orderBy item (`name[;style]`); an error spans the offending part of the item.
+fn parse_key(item: &str, ctx: &ActiveContext) -> ParseResult<Key> {
+    let error = |span: std::ops::Range<usize>, why: String| {
+        ParseError::at("orderBy", item, span, format!("'{item}': {why}"))
+    };
     let (name, style) = item.split_once(';').unwrap_or((item, "asc"));
     let direction = match style.trim() {
         "asc" => Direction::Asc,
@@ -163,14 +166,19 @@ fn parse_key(item: &str, ctx: &ActiveContext) -> NgsiResult<Key> {
         "dist-asc" => Direction::DistAsc,
         "dist-desc" => Direction::DistDesc,
         other => {
-            return Err(bad(format!(
-                "orderBy '{item}': sorting style '{other}' is not one of asc, desc, dist-asc, dist-desc"
-            )))
+            return Err(error(
+                name.len() + 1..item.len(),
+                format!("sorting style '{other}' is not one of asc, desc, dist-asc, dist-desc"),
+            ))
         }
     };
     let name = name.trim();
     if name.is_empty() {
-        return Err(bad(format!("orderBy '{item}' names no member")));
+        return Err(ParseError::whole(
+            "orderBy",
+            item,
+            format!("'{item}' names no member"),
+        ));
     }
     let target = match name {
         "id" => Target::Id,
@@ -179,17 +187,19 @@ fn parse_key(item: &str, ctx: &ActiveContext) -> NgsiResult<Key> {
         "createdAt" => Target::CreatedAt,
         "modifiedAt" => Target::ModifiedAt,
         _ => Target::Attribute(q::parse_path(name, ctx).map_err(|e| {
-            bad(format!(
-                "orderBy '{item}' is not an attribute path: {}",
-                e.detail
-            ))
+            let mut why = format!("not an attribute path: {}", e.problem);
+            if let Some(expected) = e.expected {
+                why = format!("{why}, expected {expected}");
+            }
+            error(e.span, why)
         })?),
     };
     let by_distance = matches!(direction, Direction::DistAsc | Direction::DistDesc);
     if by_distance && !matches!(target, Target::Attribute(_)) {
-        return Err(bad(format!(
-            "orderBy '{item}': distance ordering needs a GeoProperty, not '{name}'"
-        )));
+        return Err(error(
+            0..name.len(),
+            format!("distance ordering needs a GeoProperty, not '{name}'"),
+        ));
     }
     Ok(Key { target, direction })
 }
@@ -329,5 +339,40 @@ impl Ordering {
                 .then_with(|| a.borrow().id.cmp(&b.borrow().id))
         });
         keyed.into_iter().map(|(_, e)| e).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(order_by: &str, collation: Option<&str>) -> ParseError {
+        let text = OrderingText {
+            order_by: vec![order_by],
+            collation,
+            ..OrderingText::default()
+        };
+        parse(&text, &ActiveContext::default()).unwrap_err()
+    }
+
+    #[test]
+    fn errors_span_the_offending_part_of_the_item() {
+        let e = error("name;upwards", None);
+        assert_eq!((e.input, e.span.clone()), ("orderBy", 5..12));
+        assert_eq!(
+            e.to_string(),
+            "orderBy: 'name;upwards': sorting style 'upwards' is not one of asc, desc, dist-asc, dist-desc at position 6"
+        );
+        let e = error("a[b;desc", None);
+        assert_eq!(e.span, 1..2);
+        assert!(
+            e.to_string()
+                .contains("not an attribute path: unclosed '['"),
+            "{e}"
+        );
+        assert_eq!(error("id;dist-asc", None).span, 0..2);
+        assert_eq!(error("name", Some("x-")).input, "collation");
+        let e = error("location;dist-asc", None);
+        assert_eq!(e.input, "orderFrom");
     }
 }

@@ -10,15 +10,16 @@
 //! double quotes (so that it may hold `;`, `|` or an unbalanced `)`). Linked-entity paths
 //! (`sensor{humidity}`, clause 4.5.23) are refused: they need other entities than the one evaluated.
 
-use crate::error::{NgsiError, NgsiResult};
 use crate::ld::active::ActiveContext;
 use crate::model::{format_time, AttrKind, Attribute, Entity};
+use crate::syntax::{ParseError, ParseResult};
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use regex::Regex;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::ops::Range;
 
 /// A parsed q expression; every attribute name in it is an expanded IRI.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,9 +192,9 @@ const OPERATORS: [Op; 8] = [
 /// How deep parentheses may nest, so that a hostile q cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 
-/// Parses a q string (4.9), expanding attribute names and string operands with `ctx`. Errors are
-/// BadRequestData naming the offending token and its position (characters counted from 1).
-pub fn parse(q: &str, ctx: &ActiveContext) -> NgsiResult<QExpr> {
+/// Parses a q string (4.9), expanding attribute names and string operands with `ctx`. Errors
+/// carry the span of the offending token.
+pub fn parse(q: &str, ctx: &ActiveContext) -> ParseResult<QExpr> {
     let mut p = Parser {
         src: q,
         pos: 0,
@@ -202,7 +203,7 @@ pub fn parse(q: &str, ctx: &ActiveContext) -> NgsiResult<QExpr> {
     };
     p.skip_ws();
     if p.peek().is_none() {
-        return Err(NgsiError::bad_data("q: the query is empty"));
+        return Err(ParseError::whole("q", q, "the query is empty"));
     }
     let expr = p.disjunction()?;
     p.skip_ws();
@@ -214,7 +215,7 @@ pub fn parse(q: &str, ctx: &ActiveContext) -> NgsiResult<QExpr> {
 
 /// Parses a lone attribute path (as in orderBy, 4.23): names expanded with `ctx`, sub-attributes
 /// and members after dots, a compound subitem in brackets.
-pub fn parse_path(text: &str, ctx: &ActiveContext) -> NgsiResult<Path> {
+pub fn parse_path(text: &str, ctx: &ActiveContext) -> ParseResult<Path> {
     let mut p = Parser {
         src: text,
         pos: 0,
@@ -269,40 +270,36 @@ impl<'a> Parser<'a> {
         &rest[..len]
     }
 
-    fn error(&self, at: usize, what: impl fmt::Display) -> NgsiError {
-        NgsiError::bad_data(format!("q: {what} at position {}", self.position(at)))
+    /// An error about the bytes `span` of the query.
+    fn error(&self, span: Range<usize>, what: impl fmt::Display) -> ParseError {
+        ParseError::at("q", self.src, span, what.to_string())
     }
 
-    fn unexpected(&self, expected: &str) -> NgsiError {
-        let found = self
-            .peek()
-            .map_or_else(|| "end of query".to_string(), |c| format!("'{c}'"));
-        NgsiError::bad_data(format!(
-            "q: unexpected {found} at position {}, expected {expected}",
-            self.position(self.pos)
-        ))
+    /// An error about the text from `at` to the current position.
+    fn error_since(&self, at: usize, what: impl fmt::Display) -> ParseError {
+        self.error(at..self.pos, what)
     }
 
-    fn position(&self, at: usize) -> usize {
-        self.src[..at].chars().count() + 1
+    fn unexpected(&self, expected: &str) -> ParseError {
+        ParseError::unexpected("q", self.src, self.pos, expected)
     }
 
     /// `a|b|…`, where `;` binds tighter.
-    fn disjunction(&mut self) -> NgsiResult<QExpr> {
+    fn disjunction(&mut self) -> ParseResult<QExpr> {
         self.sequence('|', Self::conjunction, QExpr::Or)
     }
 
     /// `a;b;…`.
-    fn conjunction(&mut self) -> NgsiResult<QExpr> {
+    fn conjunction(&mut self) -> ParseResult<QExpr> {
         self.sequence(';', Self::primary, QExpr::And)
     }
 
     fn sequence(
         &mut self,
         separator: char,
-        item: fn(&mut Self) -> NgsiResult<QExpr>,
+        item: fn(&mut Self) -> ParseResult<QExpr>,
         group: fn(Vec<QExpr>) -> QExpr,
-    ) -> NgsiResult<QExpr> {
+    ) -> ParseResult<QExpr> {
         let mut items = vec![item(self)?];
         loop {
             self.skip_ws();
@@ -320,7 +317,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A query term or a parenthesised expression.
-    fn primary(&mut self) -> NgsiResult<QExpr> {
+    fn primary(&mut self) -> ParseResult<QExpr> {
         self.skip_ws();
         let open = self.pos;
         if !self.eat("(") {
@@ -328,7 +325,7 @@ impl<'a> Parser<'a> {
         }
         if self.depth == MAX_DEPTH {
             return Err(self.error(
-                open,
+                open..open + 1,
                 format_args!("parentheses nest deeper than {MAX_DEPTH}"),
             ));
         }
@@ -339,13 +336,13 @@ impl<'a> Parser<'a> {
         if self.eat(")") {
             Ok(inner)
         } else if self.peek().is_none() {
-            Err(self.error(open, "unclosed '('"))
+            Err(self.error(open..open + 1, "unclosed '('"))
         } else {
             Err(self.unexpected("';', '|' or ')'"))
         }
     }
 
-    fn term(&mut self) -> NgsiResult<QExpr> {
+    fn term(&mut self) -> ParseResult<QExpr> {
         let negated = self.eat("!");
         let path = self.path()?;
         self.skip_ws();
@@ -358,7 +355,7 @@ impl<'a> Parser<'a> {
             });
         };
         if negated {
-            return Err(self.error(
+            return Err(self.error_since(
                 at,
                 format_args!("'{op}' cannot follow a non-existence test ('!')"),
             ));
@@ -372,7 +369,7 @@ impl<'a> Parser<'a> {
         Ok(QExpr::Compare { path, op, value })
     }
 
-    fn path(&mut self) -> NgsiResult<Path> {
+    fn path(&mut self) -> ParseResult<Path> {
         let mut names = self.names()?;
         let attr = names.remove(0);
         let compound = if self.peek() == Some('[') {
@@ -394,12 +391,12 @@ impl<'a> Parser<'a> {
     }
 
     /// `{[Type:]path}` after a Relationship name.
-    fn link(&mut self) -> NgsiResult<Link> {
+    fn link(&mut self) -> ParseResult<Link> {
         let open = self.pos;
         self.pos += 1;
         if self.depth == MAX_DEPTH {
             return Err(self.error(
-                open,
+                open..open + 1,
                 format_args!("linked entity paths nest deeper than {MAX_DEPTH}"),
             ));
         }
@@ -416,14 +413,14 @@ impl<'a> Parser<'a> {
         let path = self.path()?;
         self.depth -= 1;
         if !self.eat("}") {
-            return Err(self.error(open, "unclosed '{'"));
+            return Err(self.error(open..open + 1, "unclosed '{'"));
         }
         Ok(Link { hint, path })
     }
 
     /// A dot-separated list of one or more names, each bare (expanded with the context) or in `<…>`
     /// (taken as is).
-    fn names(&mut self) -> NgsiResult<Vec<String>> {
+    fn names(&mut self) -> ParseResult<Vec<String>> {
         let mut names = Vec::new();
         loop {
             let name = if self.peek() == Some('<') {
@@ -443,12 +440,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn bracketed(&mut self) -> NgsiResult<String> {
+    fn bracketed(&mut self) -> ParseResult<String> {
         let open = self.pos;
         self.pos += 1;
         let iri = self.take(|c, _| c == '>');
         if iri.is_empty() || !self.eat(">") {
-            return Err(self.error(open, "unclosed or empty '<…>'"));
+            return Err(self.error_since(open, "unclosed or empty '<…>'"));
         }
         Ok(iri.to_string())
     }
@@ -463,21 +460,21 @@ impl<'a> Parser<'a> {
     }
 
     /// `[a.b]`: member names, taken as written (compound values are not expanded).
-    fn compound(&mut self) -> NgsiResult<Vec<String>> {
+    fn compound(&mut self) -> ParseResult<Vec<String>> {
         let open = self.pos;
         self.pos += 1;
         let inner = self.take(|c, _| c == ']');
         if !self.eat("]") {
-            return Err(self.error(open, "unclosed '['"));
+            return Err(self.error(open..open + 1, "unclosed '['"));
         }
         if inner.split('.').any(str::is_empty) {
-            return Err(self.error(open, format_args!("empty member name in '[{inner}]'")));
+            return Err(self.error_since(open, format_args!("empty member name in '[{inner}]'")));
         }
         Ok(inner.split('.').map(str::to_string).collect())
     }
 
     /// After `==` or `!=`: a value, a range `lo..hi` or a list `a,b,c`.
-    fn equality_operand(&mut self) -> NgsiResult<QValue> {
+    fn equality_operand(&mut self) -> ParseResult<QValue> {
         let at = self.pos;
         let (first, first_word) = self.scalar()?;
         self.skip_ws();
@@ -486,7 +483,7 @@ impl<'a> Parser<'a> {
             let (last, last_word) = self.scalar()?;
             let same_kind = std::mem::discriminant(&first) == std::mem::discriminant(&last);
             if first_word || last_word || !same_kind || !comparable(&first) {
-                return Err(self.error(
+                return Err(self.error_since(
                     at,
                     format_args!(
                         "the range '{}' needs two numbers, quoted strings, dates or times of one kind",
@@ -509,11 +506,11 @@ impl<'a> Parser<'a> {
     }
 
     /// After `>`, `>=`, `<` or `<=`: one number, quoted string, date or time.
-    fn ordered_operand(&mut self, op: Op) -> NgsiResult<QValue> {
+    fn ordered_operand(&mut self, op: Op) -> ParseResult<QValue> {
         let at = self.pos;
         let (value, word) = self.scalar()?;
         if word || !comparable(&value) {
-            return Err(self.error(
+            return Err(self.error_since(
                 at,
                 format_args!(
                     "'{op}' compares with a number, a quoted string, a date or a time, not '{}'",
@@ -525,7 +522,7 @@ impl<'a> Parser<'a> {
     }
 
     /// One value; the flag tells an unquoted word (a URI or term) from the rest.
-    fn scalar(&mut self) -> NgsiResult<(QValue, bool)> {
+    fn scalar(&mut self) -> ParseResult<(QValue, bool)> {
         let at = self.pos;
         if self.peek() == Some('"') {
             let text = self.quoted()?;
@@ -541,7 +538,7 @@ impl<'a> Parser<'a> {
             }
             Some(c) if c.is_alphabetic() => Ok((QValue::Str(self.text(word.to_string())), true)),
             Some(_) => literal(word).map(|v| (v, false)).ok_or_else(|| {
-                self.error(
+                self.error_since(
                     at,
                     format_args!("'{word}' is not a number, date, time or quoted string"),
                 )
@@ -557,7 +554,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A JSON string (RFC 8259 escapes).
-    fn quoted(&mut self) -> NgsiResult<String> {
+    fn quoted(&mut self) -> ParseResult<String> {
         let open = self.pos;
         let mut escaped = false;
         let end = self.rest()[1..].char_indices().find(|&(_, c)| {
@@ -566,17 +563,17 @@ impl<'a> Parser<'a> {
             closing
         });
         let Some((end, _)) = end else {
-            return Err(self.error(open, "unterminated string"));
+            return Err(self.error(open..self.src.len(), "unterminated string"));
         };
         let literal = &self.src[open..open + end + 2];
         self.pos = open + literal.len();
         serde_json::from_str(literal)
-            .map_err(|e| self.error(open, format_args!("invalid string {literal} ({e})")))
+            .map_err(|e| self.error_since(open, format_args!("invalid string {literal} ({e})")))
     }
 
     /// After `~=` or `!~=`: a quoted string, or the text up to a `;`, `|` or `)` outside the
     /// expression's own groups and classes.
-    fn regex(&mut self) -> NgsiResult<QValue> {
+    fn regex(&mut self) -> ParseResult<QValue> {
         let at = self.pos;
         let source = if self.peek() == Some('"') {
             self.quoted()?
@@ -611,7 +608,7 @@ impl<'a> Parser<'a> {
                     .next_back()
                     .unwrap_or_default()
                     .to_string();
-                self.error(
+                self.error_since(
                     at,
                     format_args!("invalid regular expression {source:?} ({reason})"),
                 )
@@ -1127,7 +1124,6 @@ impl fmt::Display for QValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
     use proptest::prelude::*;
     use serde_json::json;
     use std::collections::HashMap;
@@ -1150,9 +1146,13 @@ mod tests {
     }
 
     fn err(s: &str) -> String {
+        parse(s, &CTX).expect_err(s).to_string()
+    }
+
+    /// The text the error's span covers.
+    fn fragment(s: &str) -> &str {
         let e = parse(s, &CTX).expect_err(s);
-        assert_eq!(e.kind, ErrorKind::BadRequestData);
-        e.detail
+        &s[e.span]
     }
 
     fn t0() -> DateTime<Utc> {
@@ -1783,10 +1783,10 @@ mod tests {
             ("(a==1", "q: unclosed '(' at position 1"),
             ("(a==1 b", "q: unexpected 'b' at position 7, expected ';', '|' or ')'"),
             ("a==1 b", "q: unexpected 'b' at position 6, expected ';', '|' or the end of the query"),
-            ("a==", "q: unexpected end of query at position 4, expected a value"),
+            ("a==", "q: unexpected end of input at position 4, expected a value"),
             ("a==;b", "q: unexpected ';' at position 4, expected a value"),
             ("a;;b", "q: unexpected ';' at position 3, expected an attribute name"),
-            ("a|", "q: unexpected end of query at position 3, expected an attribute name"),
+            ("a|", "q: unexpected end of input at position 3, expected an attribute name"),
             ("()", "q: unexpected ')' at position 2, expected an attribute name"),
             ("==1", "q: unexpected '=' at position 1, expected an attribute name"),
             ("a=1", "q: unexpected '=' at position 2, expected ';', '|' or the end of the query"),
@@ -1815,7 +1815,7 @@ mod tests {
             ("sensor{}==40", "q: unexpected '}' at position 8, expected an attribute name"),
             ("<urn:a", "q: unclosed or empty '<…>' at position 1"),
             ("<>==1", "q: unclosed or empty '<…>' at position 1"),
-            ("a~=", "q: unexpected end of query at position 4, expected a regular expression"),
+            ("a~=", "q: unexpected end of input at position 4, expected a regular expression"),
             ("a~= ;b", "q: unexpected ';' at position 5, expected a regular expression"),
             ("é==\"ü\")", "q: unexpected ')' at position 7, expected ';', '|' or the end of the query"),
         ];
@@ -1849,6 +1849,37 @@ mod tests {
             "q: parentheses nest deeper than 64 at position 65"
         );
         assert!(parse(&format!("{}a{}", "(".repeat(64), ")".repeat(64)), &CTX).is_ok());
+    }
+
+    #[test]
+    fn error_spans_cover_the_offending_token() {
+        let cases = [
+            ("temperature>>3", ">3"),
+            ("a==1)", ")"),
+            ("a==", ""),
+            ("(a==1", "("),
+            ("!a==1", "=="),
+            ("a<=abc", "abc"),
+            ("a==1..\"z\"", "1..\"z\""),
+            ("a==\"abc", "\"abc"),
+            ("a[]==1", "[]"),
+            ("sensor{humidity==40", "{"),
+            ("<urn:a", "<urn:a"),
+            ("a~=(x", "(x"),
+            ("é==\"ü\")", ")"),
+            ("  ", "  "),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(fragment(query), expected, "{query}");
+        }
+        let e = parse("temperature>>3", &CTX).unwrap_err();
+        assert_eq!(
+            (e.input, e.span.clone(), e.position()),
+            ("q", 12..14, Some(13))
+        );
+        // Positions count characters, spans bytes.
+        let e = parse("é==\"ü\")", &CTX).unwrap_err();
+        assert_eq!((e.span.clone(), e.position()), (8..9, Some(7)));
     }
 
     #[test]
@@ -2026,9 +2057,13 @@ mod tests {
                 ("a", vec![prop(json!({"b": [1, "x"]}))]),
                 ("b", vec![attr(AttrKind::LanguageProperty, json!({"en": "x"}))]),
             ]);
-            if let Ok(expr) = parse(&input, &CTX) {
-                expr.matches(&e);
-                prop_assert_eq!(parse(&expr.to_string(), &CTX), Ok(expr));
+            match parse(&input, &CTX) {
+                Ok(expr) => {
+                    expr.matches(&e);
+                    prop_assert_eq!(parse(&expr.to_string(), &CTX), Ok(expr));
+                }
+                // The span is a range of whole characters of the input.
+                Err(error) => prop_assert!(input.get(error.span).is_some()),
             }
         }
 

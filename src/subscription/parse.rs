@@ -465,7 +465,7 @@ pub fn compile(
         e
     })?;
     if let Some(csf) = text("csf") {
-        query::q::parse(csf, &ctx).map_err(|e| bad("csf", e.detail))?;
+        query::q::parse(csf, &ctx).map_err(|e| e.for_input("csf"))?;
     }
     let triggers = match doc.get("notificationTrigger").and_then(Value::as_array) {
         Some(list) => list
@@ -544,7 +544,7 @@ pub fn compile_csource(
     let csf = text("csf")
         .map(|csf| query::q::parse(&percent_decoded(csf), &ctx))
         .transpose()
-        .map_err(|e| bad("csf", e.detail))?;
+        .map_err(|e| e.for_input("csf"))?;
     let mut sub = compile(tenant, record, ctx, notify_ctx)?;
     let mut query = std::mem::take(&mut sub.query);
     query.attrs = sub.watched.clone();
@@ -573,7 +573,7 @@ fn temporal_q(value: &Value) -> NgsiResult<crate::store::history::HistoryQuery> 
         time_property: member("timeproperty")?,
         ..Default::default()
     })
-    .map_err(|e| bad("temporalQ", e.detail))
+    .map_err(|e| bad("temporalQ", e))
 }
 
 /// The subscription as a client sees it (5.2.12): the stored members with names compacted by the

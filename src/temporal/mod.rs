@@ -7,10 +7,10 @@
 pub mod render;
 pub mod scope;
 
-use crate::error::{NgsiError, NgsiResult};
 use crate::model::validate::date_time;
 use crate::store::aggregate::{AggrMethod, AggregateQuery};
 use crate::store::history::{HistoryQuery, TimeProperty};
+use crate::syntax::{ParseError, ParseResult};
 use std::collections::HashSet;
 use std::ops::Bound;
 
@@ -82,13 +82,15 @@ pub struct TemporalParams<'a> {
 
 /// Reads timerel, timeAt, endTimeAt, timeproperty and lastN (5.2.21, 4.11): after is inclusive,
 /// before exclusive, between is [timeAt, endTimeAt).
-pub fn history_query(p: &TemporalParams) -> NgsiResult<HistoryQuery> {
-    let time = |name: &str, v: Option<&str>| -> NgsiResult<Option<_>> {
+pub fn history_query(p: &TemporalParams) -> ParseResult<HistoryQuery> {
+    let time = |name: &'static str, v: Option<&str>| -> ParseResult<Option<_>> {
         v.map(|t| {
             date_time(name, t).map_err(|_| {
-                NgsiError::bad_data(format!(
-                    "{name}={t} is not an ISO 8601 DateTime such as 2024-05-01T12:00:00Z"
-                ))
+                ParseError::whole(
+                    name,
+                    t,
+                    format!("'{t}' is not an ISO 8601 DateTime such as 2024-05-01T12:00:00Z"),
+                )
             })
         })
         .transpose()
@@ -98,36 +100,48 @@ pub fn history_query(p: &TemporalParams) -> NgsiResult<HistoryQuery> {
     let (from, to) = match (p.timerel, at, end) {
         (None, None, None) => (Bound::Unbounded, Bound::Unbounded),
         (None, _, _) => {
-            return Err(NgsiError::bad_data(
-                "timeAt and endTimeAt need timerel (before, after or between)",
+            return Err(ParseError::whole(
+                "timerel",
+                "",
+                "missing; timeAt and endTimeAt need timerel (before, after or between)",
             ))
         }
         (Some(rel), None, _) => {
-            return Err(NgsiError::bad_data(format!(
-                "timerel={rel} needs timeAt, the DateTime it relates to"
-            )))
+            return Err(ParseError::whole(
+                "timeAt",
+                "",
+                format!("missing; timerel={rel} needs timeAt, the DateTime it relates to"),
+            ))
         }
         (Some("after"), Some(t), _) => (Bound::Included(t), Bound::Unbounded),
         (Some("before"), Some(t), _) => (Bound::Unbounded, Bound::Excluded(t)),
         (Some("between"), Some(_), None) => {
-            return Err(NgsiError::bad_data(
-                "timerel=between needs endTimeAt as well as timeAt",
+            return Err(ParseError::whole(
+                "endTimeAt",
+                "",
+                "missing; timerel=between needs endTimeAt as well as timeAt",
             ))
         }
         (Some("between"), Some(t), Some(e)) => {
             if e <= t {
-                return Err(NgsiError::bad_data(format!(
-                    "endTimeAt={} must be later than timeAt={}",
-                    p.end_time_at.unwrap_or_default(),
-                    p.time_at.unwrap_or_default()
-                )));
+                let end_text = p.end_time_at.unwrap_or_default();
+                return Err(ParseError::whole(
+                    "endTimeAt",
+                    end_text,
+                    format!(
+                        "'{end_text}' must be later than timeAt {}",
+                        p.time_at.unwrap_or_default()
+                    ),
+                ));
             }
             (Bound::Included(t), Bound::Excluded(e))
         }
         (Some(other), _, _) => {
-            return Err(NgsiError::bad_data(format!(
-                "timerel={other} is unknown; use before, after or between"
-            )))
+            return Err(ParseError::whole(
+                "timerel",
+                other,
+                format!("'{other}' is unknown; use before, after or between"),
+            ))
         }
     };
     let time_property = match p.time_property {
@@ -136,9 +150,11 @@ pub fn history_query(p: &TemporalParams) -> NgsiResult<HistoryQuery> {
         Some("modifiedAt") => TimeProperty::ModifiedAt,
         Some("deletedAt") => TimeProperty::DeletedAt,
         Some(other) => {
-            return Err(NgsiError::bad_data(format!(
-            "timeproperty={other} is unknown; use observedAt, createdAt, modifiedAt or deletedAt"
-        )))
+            return Err(ParseError::whole(
+                "timeproperty",
+                other,
+                format!("'{other}' is unknown; use observedAt, createdAt, modifiedAt or deletedAt"),
+            ))
         }
     };
     let last_n = p
@@ -148,7 +164,9 @@ pub fn history_query(p: &TemporalParams) -> NgsiResult<HistoryQuery> {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| NgsiError::bad_data(format!("lastN={n} must be a positive integer")))
+                .ok_or_else(|| {
+                    ParseError::whole("lastN", n, format!("'{n}' must be a positive integer"))
+                })
         })
         .transpose()?;
     Ok(HistoryQuery {
@@ -160,19 +178,33 @@ pub fn history_query(p: &TemporalParams) -> NgsiResult<HistoryQuery> {
     })
 }
 
-/// Reads `aggrMethods` (required, comma-separated) and `aggrPeriodDuration` (default PT0S).
-pub fn aggregation(p: &TemporalParams) -> NgsiResult<Representation> {
+/// Reads `aggrMethods` (required, comma-separated) and `aggrPeriodDuration` (default PT0S); an
+/// unknown method is the span.
+pub fn aggregation(p: &TemporalParams) -> ParseResult<Representation> {
     let names = p.aggr_methods.ok_or_else(|| {
-        NgsiError::bad_data("options=aggregatedValues needs aggrMethods (e.g. aggrMethods=avg,max)")
+        ParseError::whole(
+            "aggrMethods",
+            "",
+            "missing; options=aggregatedValues needs aggrMethods (e.g. aggrMethods=avg,max)",
+        )
     })?;
     let mut methods = Vec::new();
-    for name in names.split(',').map(str::trim) {
+    let mut from = 0;
+    for item in names.split(',') {
+        let name = item.trim();
+        let start = from + item.len() - item.trim_start().len();
+        from += item.len() + 1;
         let method = AggrMethod::from_name(name).ok_or_else(|| {
             let known: Vec<&str> = AggrMethod::ALL.iter().map(|m| m.name()).collect();
-            NgsiError::bad_data(format!(
-                "aggrMethods: '{name}' is not an aggregation method; use {}",
-                known.join(", ")
-            ))
+            ParseError::at(
+                "aggrMethods",
+                names,
+                start..start + name.len(),
+                format!(
+                    "'{name}' is not an aggregation method; use {}",
+                    known.join(", ")
+                ),
+            )
         })?;
         if !methods.contains(&method) {
             methods.push(method);
@@ -190,68 +222,78 @@ pub fn aggregation(p: &TemporalParams) -> NgsiResult<Representation> {
 
 /// Parses an ISO 8601 duration of fixed length (`P[nW][nD][T[nH][nM][n[.n]S]]`) to microseconds.
 /// Years and months have no fixed length and are refused.
-pub fn duration_micros(text: &str) -> NgsiResult<i64> {
+pub fn duration_micros(text: &str) -> ParseResult<i64> {
     parse_duration("aggrPeriodDuration", text, false)
 }
 
 /// Parses an ISO 8601 duration that only bounds how long something lives (`entityMapLifetime`
 /// and the settings of entity map lifetimes), which the broker caps anyway: years and months
 /// count as 365 and 30 days. `name` names it in errors.
-pub fn lifetime(name: &str, text: &str) -> NgsiResult<chrono::TimeDelta> {
+pub fn lifetime(name: &'static str, text: &str) -> ParseResult<chrono::TimeDelta> {
     parse_duration(name, text, true).map(chrono::TimeDelta::microseconds)
 }
 
 /// Parses an ISO 8601 duration (`P[nY][nM][nW][nD][T[nH][nM][n[.n]S]]`) to microseconds, `name`
-/// naming it in errors. Years and months have no fixed length: with `nominal` they count as 365
-/// and 30 days, otherwise they are refused.
-fn parse_duration(name: &str, text: &str, nominal: bool) -> NgsiResult<i64> {
-    let bad = |why: &str| {
-        NgsiError::bad_data(format!(
-            "{name}={text} is not a valid ISO 8601 duration such as PT1H, P1D or PT30M: {why}"
-        ))
+/// naming it in errors, which span the offending character. Years and months have no fixed
+/// length: with `nominal` they count as 365 and 30 days, otherwise they are refused.
+fn parse_duration(name: &'static str, text: &str, nominal: bool) -> ParseResult<i64> {
+    let bad = |span: std::ops::Range<usize>, why: &str| {
+        ParseError::at(
+            name,
+            text,
+            span,
+            format!("'{text}' is not a valid ISO 8601 duration such as PT1H, P1D or PT30M: {why}"),
+        )
     };
-    let rest = text
-        .strip_prefix('P')
-        .ok_or_else(|| bad("it must start with P"))?;
+    let Some(rest) = text.strip_prefix('P') else {
+        return Err(bad(
+            0..text.chars().next().map_or(0, char::len_utf8),
+            "it must start with P",
+        ));
+    };
     let (date, time) = match rest.split_once('T') {
-        Some((_, "")) => return Err(bad("nothing follows T")),
+        Some((_, "")) => return Err(bad(text.len() - 1..text.len(), "nothing follows T")),
         Some((d, t)) => (d, Some(t)),
         None => (rest, None),
     };
     if date.is_empty() && time.is_none() {
-        return Err(bad("it has no components"));
+        return Err(bad(0..1, "it has no components"));
     }
     let mut total: f64 = 0.0;
-    let mut parse = |part: &str, units: &[(char, f64)], in_time: bool| -> NgsiResult<()> {
+    // One part (the date, or the time after T) starting at byte `offset` of the text.
+    let mut parse = |part: &str, offset: usize, units: &[(char, f64)], in_time: bool| {
         let mut number = String::new();
         let mut last_unit = None;
-        for c in part.chars() {
+        for (i, c) in part.char_indices() {
             if c.is_ascii_digit() || c == '.' || c == ',' {
                 number.push(if c == ',' { '.' } else { c });
                 continue;
             }
+            let span = offset + i..offset + i + c.len_utf8();
             let pos =
                 units
                     .iter()
                     .position(|(u, _)| *u == c)
                     .ok_or_else(|| match (c, in_time) {
-                        ('Y', false) | ('M', false) if !nominal => {
-                            bad("years and months have no fixed length; use weeks, days or hours")
-                        }
-                        _ => bad(&format!("'{c}' is not a unit here")),
+                        ('Y', false) | ('M', false) if !nominal => bad(
+                            span.clone(),
+                            "years and months have no fixed length; use weeks, days or hours",
+                        ),
+                        _ => bad(span.clone(), &format!("'{c}' is not a unit here")),
                     })?;
             if last_unit.is_some_and(|l| l >= pos) {
-                return Err(bad("units are out of order or repeated"));
+                return Err(bad(span, "units are out of order or repeated"));
             }
             last_unit = Some(pos);
             let n: f64 = number
                 .parse()
-                .map_err(|_| bad(&format!("'{number}' before {c} is not a number")))?;
+                .map_err(|_| bad(span, &format!("'{number}' before {c} is not a number")))?;
             total += n * units[pos].1;
             number.clear();
         }
         if !number.is_empty() {
-            return Err(bad("a number has no unit"));
+            let end = offset + part.len();
+            return Err(bad(end - number.len()..end, "a number has no unit"));
         }
         Ok(())
     };
@@ -264,16 +306,17 @@ fn parse_duration(name: &str, text: &str, nominal: bool) -> NgsiResult<i64> {
         ('W', 7.0 * DAY),
         ('D', DAY),
     ];
-    parse(date, if nominal { &with_nominal } else { &fixed }, false)?;
+    parse(date, 1, if nominal { &with_nominal } else { &fixed }, false)?;
     if let Some(t) = time {
         parse(
             t,
+            date.len() + 2,
             &[('H', 3_600.0 * SECOND), ('M', 60.0 * SECOND), ('S', SECOND)],
             true,
         )?;
     }
     if !total.is_finite() || total > 1e17 {
-        return Err(bad("it is too long"));
+        return Err(bad(0..text.len(), "it is too long"));
     }
     Ok(total.round() as i64)
 }
@@ -296,6 +339,14 @@ mod tests {
         ] {
             assert!(duration_micros(bad).is_err(), "{bad}");
         }
+        // The error spans the offending character.
+        let span = |text: &str| duration_micros(text).unwrap_err().span;
+        assert_eq!(span("PT1M1H"), 5..6);
+        assert_eq!(span("P1Y"), 2..3);
+        assert_eq!(span("PT1"), 2..3);
+        assert_eq!(span("P1DT5X"), 5..6);
+        assert_eq!(span("1H"), 0..1);
+        assert_eq!(span(""), 0..0);
     }
 
     #[test]
@@ -310,7 +361,7 @@ mod tests {
         assert_eq!(lifetime("l", "P3650D").unwrap(), day * 3650);
         for bad in ["1hour", "P1M1Y", "PT1Y", ""] {
             let e = lifetime("entityMapLifetime", bad).unwrap_err();
-            assert!(e.detail.starts_with("entityMapLifetime="), "{}", e.detail);
+            assert!(e.to_string().starts_with("entityMapLifetime: "), "{e}");
         }
     }
 
@@ -326,7 +377,7 @@ mod tests {
         assert!(matches!(q.from, Bound::Included(_)));
         assert!(matches!(q.to, Bound::Excluded(_)));
         assert_eq!(q.time_property, TimeProperty::ObservedAt);
-        let err = |p: TemporalParams| history_query(&p).unwrap_err().detail;
+        let err = |p: TemporalParams| history_query(&p).unwrap_err().to_string();
         assert!(err(TemporalParams {
             timerel: Some("after"),
             ..Default::default()
@@ -351,10 +402,21 @@ mod tests {
             })
             .contains("positive integer"));
         }
-        assert!(aggregation(&TemporalParams {
-            aggr_methods: Some("avg,median"),
+        let e = aggregation(&TemporalParams {
+            aggr_methods: Some("avg, median"),
             ..Default::default()
         })
-        .is_err());
+        .unwrap_err();
+        assert_eq!((e.input, e.span), ("aggrMethods", 5..11));
+        let e = history_query(&TemporalParams {
+            timerel: Some("during"),
+            time_at: Some("2024-01-01T00:00:00Z"),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "timerel: 'during' is unknown; use before, after or between"
+        );
     }
 }

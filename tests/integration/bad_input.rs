@@ -824,3 +824,72 @@ async fn an_invalid_link_header_is_bad_request_data() {
     }
     s.assert_absent("urn:ngsi-ld:Building:lk").await;
 }
+
+// ------------------------------------------------------------------------------------------------
+// Query languages: the detail points at what is wrong
+// ------------------------------------------------------------------------------------------------
+
+/// GET /entities with the given parameters (values percent-encoded here) is refused with 400
+/// BadRequestData; its detail.
+async fn refused_query(s: &TestServer, params: &[(&str, &str)]) -> String {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let r = s
+        .req(Method::GET, &format!("/entities?{query}"))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(r, 400, "BadRequestData").await;
+    problem["detail"].as_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn a_bad_query_names_the_parameter_the_position_and_the_fragment() {
+    let s = with_entity().await;
+    let q = [("type", "Building"), ("q", "temperature>>3")];
+    assert_eq!(
+        refused_query(&s, &q).await,
+        "q: '>3' is not a number, date, time or quoted string at position 13"
+    );
+    assert_eq!(
+        refused_query(&s, &[("type", "Building"), ("q", "(name==\"Tower\"")]).await,
+        "q: unclosed '(' at position 1"
+    );
+    assert_eq!(
+        refused_query(&s, &[("type", "Building"), ("scopeQ", "/Madrid;Gardens")]).await,
+        "scopeQ: 'Gardens' is not a scope pattern such as /Madrid/Gardens, /Madrid/+ or /Madrid/# at position 9"
+    );
+    assert_eq!(
+        refused_query(&s, &[("type", "Building;(Bad Type)")]).await,
+        "type: the entity type 'Bad Type' contains the character ' ', which NGSI-LD names may not contain at position 11"
+    );
+    let geo = refused_query(
+        &s,
+        &[
+            ("type", "Building"),
+            ("georel", "near;maxDistance==far"),
+            ("geometry", "Point"),
+            ("coordinates", "[2.3,48.8]"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        geo,
+        "georel: maxDistance 'far' is not a number of metres at position 6"
+    );
+    // The same q in a query body says the same, once.
+    let r = s
+        .req(Method::POST, "/entityOperations/query")
+        .json(&json!({"type": "Query", "entities": [{"type": "Building"}], "q": "temperature>>3"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(r, 400, "BadRequestData").await;
+    assert_eq!(
+        problem["detail"],
+        "q: '>3' is not a number, date, time or quoted string at position 13"
+    );
+    // And nothing changed.
+    assert_eq!(s.entity(ID, "").await["name"]["value"], "Tower");
+}
