@@ -338,6 +338,9 @@ fn main() {
     let http_port = http_receiver(arrivals.clone());
     let prefix = format!("latency-bench/{}", std::process::id());
     let mut seq = 1u64;
+    // One MQTT subscriber for the whole run (a second one with its client id would make the
+    // MQTT broker drop the first).
+    let mut mqtt_listening = false;
     for store in stores.split(',').map(str::trim) {
         let database = match store {
             "embedded" => None,
@@ -376,9 +379,10 @@ fn main() {
                 .build()
                 .expect("HTTP client");
             runtime.block_on(async {
-                if receiver == "mqtt" {
+                if receiver == "mqtt" && !mqtt_listening {
                     let url = mqtt_url.as_deref().expect("checked above");
                     mqtt_receiver(url, &prefix, arrivals.clone()).await;
+                    mqtt_listening = true;
                 }
                 prepare(&client, &base, entities, &*endpoint).await;
                 // Creating a subscription notifies the current state (one per entity); let

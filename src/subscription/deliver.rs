@@ -1,7 +1,10 @@
 //! Delivery of notifications over HTTP(S) and MQTT. Each destination (an HTTP host:port, or an
-//! MQTT broker with its credentials and version) has its own bounded queue and worker, so a slow or
-//! unreachable receiver only delays its own notifications; a full queue refuses new notifications
-//! (counted as failures) instead of blocking the matcher, which never waits on the network.
+//! MQTT broker with its credentials and version) has its own lanes, each a bounded queue and a
+//! worker, so a slow or unreachable receiver only delays its own notifications; a full queue
+//! refuses new notifications (counted as failures) instead of blocking the matcher, which never
+//! waits on the network. The notifications of one subscription always take the same lane, so
+//! they arrive in order; different subscriptions to one destination are sent concurrently (one
+//! request at a time per destination would cap it at one notification per round trip).
 //! HTTP notifications are retried with backoff; MQTT connections are shared per broker and
 //! reconnect by themselves.
 
@@ -16,8 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::{channel, error::TrySendError, Sender, UnboundedSender};
 
-/// Notifications waiting per destination before new ones are refused.
+/// Notifications waiting per lane before new ones are refused.
 const QUEUE: usize = 1_000;
+/// Lanes per destination: notifications in flight at once to one receiver.
+const LANES: usize = 8;
 /// HTTP attempts per notification (the first and the retries).
 const ATTEMPTS: u32 = 3;
 /// Timeout of one HTTP attempt when the endpoint gives none.
@@ -55,7 +60,7 @@ pub struct Outcome {
 pub struct Delivery {
     http: crate::outbound::Client,
     policy: crate::outbound::Policy,
-    queues: Mutex<HashMap<String, Sender<Job>>>,
+    queues: Mutex<HashMap<String, Arc<[Sender<Job>]>>>,
     mqtt: Arc<super::mqtt::Connections>,
     outcomes: UnboundedSender<Outcome>,
 }
@@ -109,13 +114,14 @@ impl Delivery {
     /// Queues a notification without waiting; a full queue is reported as a failed delivery.
     pub fn send(&self, job: Job) {
         let key = destination(&job.endpoint);
-        let sender = {
+        let lanes = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             queues
                 .entry(key.clone())
-                .or_insert_with(|| self.worker())
+                .or_insert_with(|| (0..LANES).map(|_| self.worker()).collect())
                 .clone()
         };
+        let sender = &lanes[lane_of(&job.subscription)];
         // Counted before it is sent, so that the worker never takes it out of the gauge first.
         crate::telemetry::metrics::notification_queued(host(&job.endpoint), true);
         match sender.try_send(job) {
@@ -133,7 +139,8 @@ impl Delivery {
         }
     }
 
-    /// Starts the worker of one destination: jobs are sent one after the other, in order.
+    /// Starts the worker of one lane of a destination: its jobs are sent one after the other, in
+    /// order.
     fn worker(&self) -> Sender<Job> {
         let (tx, mut rx) = channel::<Job>(QUEUE);
         let (http, mqtt, outcomes) = (self.http.clone(), self.mqtt.clone(), self.outcomes.clone());
@@ -172,6 +179,14 @@ impl Delivery {
         });
         tx
     }
+}
+
+/// The lane of a destination that a subscription's notifications take.
+fn lane_of(subscription: &(String, String)) -> usize {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+    subscription.hash(&mut hasher);
+    (hasher.finish() % LANES as u64) as usize
 }
 
 /// The host of an endpoint, the label of its notification metrics.

@@ -877,6 +877,46 @@ async fn a_slow_receiver_does_not_delay_a_fast_one() {
 }
 
 #[actix_web::test]
+async fn subscriptions_sharing_a_slow_receiver_are_notified_side_by_side() {
+    let s = TestServer::start().await;
+    // Every answer takes 300 ms: sixteen notifications one after the other would take 4.8 s.
+    let mut slow = Receiver::start(200, Duration::from_millis(300)).await;
+    for i in 0..16 {
+        let entities =
+            json!({"entities": [{"id": format!("urn:ngsi-ld:Room:side{i}"), "type": "Room"}]});
+        subscribe(
+            &s,
+            sub(
+                &format!("urn:ngsi-ld:Subscription:side{i}"),
+                &slow.url,
+                entities,
+            ),
+        )
+        .await;
+        create(&s, room(&format!("urn:ngsi-ld:Room:side{i}"), 20.0)).await;
+    }
+    let started = std::time::Instant::now();
+    for i in 0..16 {
+        patch_attrs(
+            &s,
+            &format!("urn:ngsi-ld:Room:side{i}"),
+            json!({"temperature": {"type": "Property", "value": i}}),
+        )
+        .await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 16 {
+        let n = slow.next(5).await;
+        seen.insert(n.entity()["id"].as_str().unwrap().to_string());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "sixteen notifications to one receiver took {:?}: they were sent one at a time",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
 async fn throttling_and_time_interval() {
     let s = TestServer::start().await;
     let mut throttled = Receiver::ok().await;
