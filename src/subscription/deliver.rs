@@ -183,10 +183,9 @@ impl Delivery {
 
 /// The lane of a destination that a subscription's notifications take.
 fn lane_of(subscription: &(String, String)) -> usize {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
-    subscription.hash(&mut hasher);
-    (hasher.finish() % LANES as u64) as usize
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::default().hash_one(subscription);
+    (hash % LANES as u64) as usize
 }
 
 /// The host of an endpoint, the label of its notification metrics.
