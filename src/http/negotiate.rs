@@ -288,7 +288,7 @@ fn link_context(req: &HttpRequest) -> NgsiResult<Option<String>> {
 /// parsed by actix-web's typed `Accept` header; which offer it prefers is ours to say, since
 /// actix-web ranks the client's ranges but does not match them against offers.
 fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accepted> {
-    use actix_web::http::header::{Accept, Header, Quality, ACCEPT};
+    use actix_web::http::header::{Quality, ACCEPT};
     use actix_web::mime;
     let not_text = || NgsiError::invalid("the Accept header is not text");
     let lines: Vec<&str> = req
@@ -301,7 +301,7 @@ fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accept
         return Ok(offers[0]);
     }
     let header = lines.join(", ");
-    let ranges = Accept::parse(req).map_err(|_| not_text())?.0;
+    let ranges = media_ranges(&header);
     // Each offer takes the quality of the most specific range matching it (RFC 9110 12.5.1); ties
     // go to the order of `offers`, which lists the spec's preference.
     let quality = |offer: Accepted| -> Quality {
@@ -330,6 +330,27 @@ fn negotiate_accept(req: &HttpRequest, offers: &[Accepted]) -> NgsiResult<Accept
             ),
         )
     })
+}
+
+/// The media ranges of an Accept header, each parsed by actix-web's `QualityItem`. A range whose
+/// parameters do not parse (a `q` that is not a number) keeps its media type with the default
+/// weight: RFC 9110 gives no rule that ranks it last or drops it, and a client's typo should not
+/// turn a request it could be answered into a 406.
+fn media_ranges(header: &str) -> Vec<actix_web::http::header::QualityItem<actix_web::mime::Mime>> {
+    use actix_web::http::header::QualityItem;
+    header
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .filter_map(|r| {
+            r.parse::<QualityItem<actix_web::mime::Mime>>()
+                .ok()
+                .or_else(|| {
+                    let essence = r.split(';').next().unwrap_or_default().trim();
+                    essence.parse().ok().map(QualityItem::max)
+                })
+        })
+        .collect()
 }
 
 /// A parsed request body and the @context that applies to it.

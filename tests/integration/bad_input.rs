@@ -578,6 +578,19 @@ async fn an_accept_header_with_nothing_offered_is_406() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/ld+json");
+    // A weight that is not a number leaves the range at the default weight (RFC 9110 gives no
+    // rule that drops it), ahead of a range weighted below it.
+    let r = s
+        .req(Method::GET, &format!("/entities/{ID}"))
+        .header(
+            "Accept",
+            "application/ld+json;q=notanumber, application/json;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/ld+json");
 }
 
 #[actix_web::test]
