@@ -48,10 +48,15 @@ impl AppState {
         let ctx = self.contexts.active(context.as_ref()).await?;
         let mut doc = parse::normalize(body, &ctx, false)?;
         let id = Record::id_from_body(body, "Subscription")?;
-        // A @context that is not one URL gets a URL of its own (5.13.1 ImplicitlyCreated), which
-        // the notifications name in their Link header.
+        // A @context that is not one URL (alone or as the one member of an array) gets a URL of its
+        // own (5.13.1 ImplicitlyCreated), which the notifications name in their Link header.
+        let one_url = |c: &Value| match c {
+            Value::String(_) => true,
+            Value::Array(items) => matches!(items.as_slice(), [Value::String(_)]),
+            _ => false,
+        };
         let implicit = match &context {
-            Some(c) if !c.is_string() && !doc.contains_key("jsonldContext") => {
+            Some(c) if !one_url(c) && !doc.contains_key("jsonldContext") => {
                 let url = self.implicit_context(tenant, c).await?;
                 doc.insert("jsonldContext".into(), Value::String(url.clone()));
                 Some(url)

@@ -368,6 +368,26 @@ async fn a_subscription_whose_context_is_not_one_url_gets_an_implicitly_created_
         .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     assert_eq!(listed(&s, None, Some("ImplicitlyCreated")).await.len(), 1);
+    // So is one URL as the one member of an array, and the subscription reads as it was given.
+    let r = s
+        .send_ld(
+            Method::POST,
+            "/subscriptions",
+            &subscription(
+                "urn:ngsi-ld:Subscription:url-in-array",
+                json!([ctx.url("/ctx.jsonld")]),
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(listed(&s, None, Some("ImplicitlyCreated")).await.len(), 1);
+    let (_, got) = get(
+        &s,
+        None,
+        "/subscriptions/urn:ngsi-ld:Subscription:url-in-array",
+    )
+    .await;
+    assert!(got.get("jsonldContext").is_none(), "{got}");
     // A subscription that is refused leaves no @context behind.
     let mut refused = subscription("urn:ngsi-ld:Subscription:bad", inline);
     refused["notification"] = json!({});
