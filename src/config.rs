@@ -89,6 +89,10 @@ pub struct Options {
     /// Largest number of entities in one batch operation.
     #[arg(long, env = "TWINLINK_MAX_BATCH", global = true)]
     pub max_batch: Option<usize>,
+    /// Write requests served at once over HTTP; more are refused at once with 503 and
+    /// Retry-After (0: no limit).
+    #[arg(long, env = "TWINLINK_MAX_INFLIGHT_WRITES", global = true)]
+    pub max_inflight_writes: Option<usize>,
     /// Page size when a query gives no `limit`.
     #[arg(long, env = "TWINLINK_DEFAULT_PAGE_SIZE", global = true)]
     pub default_page_size: Option<usize>,
@@ -262,6 +266,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Batch size limit.
     pub max_batch: usize,
+    /// Write requests served at once over HTTP (0: no limit), see `http::admission`.
+    pub max_inflight_writes: usize,
     /// Default page size.
     pub default_page_size: usize,
     /// Maximum page size.
@@ -329,6 +335,7 @@ impl Default for Settings {
             entity_cache: DEFAULT_ENTITY_CACHE,
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
+            max_inflight_writes: 256,
             default_page_size: 20,
             max_page_size: 10_000,
             max_temporal_instances: 10_000,
@@ -414,6 +421,10 @@ impl Settings {
                 .or(file.max_body_bytes)
                 .unwrap_or(d.max_body_bytes),
             max_batch: options.max_batch.or(file.max_batch).unwrap_or(d.max_batch),
+            max_inflight_writes: options
+                .max_inflight_writes
+                .or(file.max_inflight_writes)
+                .unwrap_or(d.max_inflight_writes),
             default_page_size: options
                 .default_page_size
                 .or(file.default_page_size)

@@ -97,10 +97,16 @@ pub fn serve(
     if broker.settings().mqtt_url.is_some() {
         crate::ingest::mqtt::start(broker.clone().into_inner())?;
     }
+    let admission = web::Data::new(crate::http::admission::Admission::new(
+        broker.settings().max_inflight_writes,
+    ));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(broker.clone())
             .app_data(gate.clone())
+            .app_data(admission.clone())
+            // Innermost: a refused write is still authenticated, counted and given its tenant.
+            .wrap(actix_web::middleware::from_fn(crate::http::admission::admit))
             .wrap(actix_web::middleware::from_fn(crate::http::audit::record))
             .wrap(actix_web::middleware::from_fn(
                 crate::http::auth::authenticate,

@@ -2,6 +2,7 @@
 //! they read the request into typed input, call one service operation and render the result.
 
 pub mod access;
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod batch;

@@ -17,6 +17,7 @@ struct Metrics {
     store_commit_duration: Histogram,
     store_batch_size: Histogram,
     history_rows: IntCounter,
+    writes_refused: IntCounter,
     notifications_sent: IntCounterVec,
     notifications_failed: IntCounterVec,
     notifications_queued: IntGaugeVec,
@@ -93,6 +94,10 @@ impl Metrics {
             history_rows: counter(
                 "twinlink_history_rows_written_total",
                 "Attribute history records committed",
+            ),
+            writes_refused: counter(
+                "twinlink_http_writes_refused_total",
+                "Write requests refused with 503 because --max-inflight-writes were being served",
             ),
             notifications_sent: counters(
                 "twinlink_notifications_sent_total",
@@ -186,6 +191,11 @@ pub fn store_commit(steps: usize, seconds: f64, ok: bool) {
         .inc();
     m.store_commit_duration.observe(seconds);
     m.store_batch_size.observe(steps as f64);
+}
+
+/// A write request refused by admission control (`http::admission`).
+pub fn write_refused() {
+    METRICS.writes_refused.inc();
 }
 
 /// History records committed.

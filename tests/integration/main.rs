@@ -32,6 +32,7 @@ mod metrics;
 mod migrate;
 mod mqtt_ingest;
 mod outage;
+mod overload;
 mod outbound;
 mod proofs;
 mod purge;

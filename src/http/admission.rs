@@ -1,0 +1,83 @@
+//! Admission of writes under overload: at most `--max-inflight-writes` write requests (every
+//! class but read, as `access::classify` names them) are served at once. One more is refused at
+//! once with 503 ServiceUnavailable and `Retry-After`, before its body is read, so that a burst
+//! far above what the store sustains neither queues without bound in memory nor slows the
+//! writes already admitted; the client retries later. Reads are not limited here: they hold no
+//! store lock and their cost is bounded by the page size. MQTT ingestion is not an HTTP client
+//! to refuse: it acknowledges a message only after its write committed, so the MQTT broker holds
+//! what twinlink has not taken yet.
+
+use super::access::{classify, Route};
+use crate::auth::grants::Operation;
+use crate::error::{ErrorKind, NgsiError};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, ResponseError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Seconds a refused client is asked to wait: the store drains a full set of in-flight writes
+/// in well under a second.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The count of write requests being served, and the most allowed.
+pub struct Admission {
+    inflight: AtomicUsize,
+    limit: usize,
+}
+
+/// One admitted write; leaving makes room for the next.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    /// At most `limit` writes at once; 0 admits every write.
+    pub fn new(limit: usize) -> Admission {
+        Admission {
+            inflight: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A place for one more write, unless every place is taken.
+    fn enter(&self) -> Option<Admitted<'_>> {
+        let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(&self.inflight);
+        (self.limit == 0 || before < self.limit).then_some(admitted)
+    }
+}
+
+/// The middleware: writes take a place or are refused; other requests pass.
+pub async fn admit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let admission = req.app_data::<web::Data<Admission>>().cloned();
+    let writes = matches!(classify(req.method(), req.path()), Route::Guarded(op) if op != Operation::Read);
+    let Some(admission) = admission.filter(|_| writes) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let Some(_admitted) = admission.enter() else {
+        crate::telemetry::metrics::write_refused();
+        let mut response = NgsiError::new(
+            ErrorKind::ServiceUnavailable,
+            format!(
+                "twinlink is serving {} writes already, its limit (--max-inflight-writes); \
+                 retry after {RETRY_AFTER_SECONDS} s",
+                admission.limit
+            ),
+        )
+        .error_response();
+        response.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from(RETRY_AFTER_SECONDS),
+        );
+        return Ok(req.into_response(response));
+    };
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
