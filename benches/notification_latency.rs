@@ -89,6 +89,7 @@ async fn mqtt_receiver(url: &str, prefix: &str, arrivals: Arrivals) {
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = rumqttc::AsyncClient::new(options, 10_000);
+    events.set_network_options(twinlink::subscription::mqtt::socket_options());
     client
         .subscribe(format!("{prefix}/#"), rumqttc::QoS::AtMostOnce)
         .await

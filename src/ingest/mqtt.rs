@@ -84,6 +84,8 @@ pub fn start(broker: Arc<AppState>) -> Result<Arc<IngestStats>, String> {
     let options = options(url, &settings.mqtt_client_id)?;
     let scheme = Scheme::new(&settings.mqtt_topic_prefix, &settings.mqtt_contexts);
     let (client, mut eventloop) = AsyncClient::new(options, 4 * GROUP);
+    // Acknowledgements leave at once (see `subscription::mqtt::socket_options`).
+    eventloop.set_network_options(crate::subscription::mqtt::socket_options());
     let stats = Arc::new(IngestStats::default());
     let (tx, rx) = mpsc::unbounded_channel::<(Instant, Publish)>();
     let writer = Writer {

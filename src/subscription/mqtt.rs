@@ -108,6 +108,15 @@ impl Connections {
     }
 }
 
+/// The socket options of every MQTT connection: no Nagle delay, since a notification is one
+/// small write that should leave at once rather than wait for the previous one's ACK (with
+/// delayed ACKs on the other side, tens of milliseconds).
+pub fn socket_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
+}
+
 /// Creates the client and spawns its event loop.
 fn connect(e: &Endpoint) -> Connection {
     let id = format!("twinlink-{}", uuid::Uuid::new_v4().simple());
@@ -128,6 +137,7 @@ fn connect(e: &Endpoint) -> Connection {
                 options.set_transport(rumqttc::Transport::tls_with_default_config());
             }
             let (client, mut events) = rumqttc::AsyncClient::new(options, 1_000);
+            events.set_network_options(socket_options());
             tokio::spawn(async move {
                 let mut backoff = Backoff::reconnect();
                 loop {
@@ -157,6 +167,7 @@ fn connect(e: &Endpoint) -> Connection {
             if tls {
                 options.set_transport(rumqttc::Transport::tls_with_default_config());
             }
+            options.set_network_options(socket_options());
             let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 1_000);
             tokio::spawn(async move {
                 let mut backoff = Backoff::reconnect();
