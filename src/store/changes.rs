@@ -5,6 +5,7 @@
 //! delivered at commit by LISTEN/NOTIFY), so that every transport that writes entities triggers
 //! notifications the same way.
 
+use super::coordination;
 use crate::model::Entity;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, OnceLock};
@@ -23,26 +24,48 @@ pub struct Change {
     pub after: Option<Arc<Entity>>,
     /// When the write happened (the deletion time for deletions).
     pub at: DateTime<Utc>,
+    /// The PostgreSQL transaction that wrote it (see [`coordination::Position`]); None on the
+    /// embedded store.
+    pub xid: Option<u64>,
+}
+
+/// What the change feed carries, in order: committed changes and, where instances share the
+/// subscriptions, the news of ownership between them.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// One committed change.
+    Change(Change),
+    /// Ownership news (PostgreSQL).
+    News(coordination::News),
 }
 
 /// Where stores publish committed changes. Publishing never blocks (an unbounded channel whose
 /// consumer only matches and enqueues); before anyone consumes the feed, changes are dropped.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeFeed {
-    sender: Arc<OnceLock<UnboundedSender<Change>>>,
+    sender: Arc<OnceLock<UnboundedSender<Item>>>,
 }
 
 impl ChangeFeed {
     /// Publishes one committed change.
     pub fn publish(&self, change: Change) {
+        self.send(Item::Change(change));
+    }
+
+    /// Publishes ownership news, ordered with the changes.
+    pub fn tell(&self, news: coordination::News) {
+        self.send(Item::News(news));
+    }
+
+    fn send(&self, item: Item) {
         if let Some(sender) = self.sender.get() {
             // A closed receiver means the broker is shutting down: nothing left to notify.
-            let _ = sender.send(change);
+            let _ = sender.send(item);
         }
     }
 
     /// The receiving end; there is one consumer, so only the first call gets one.
-    pub fn consume(&self) -> Option<UnboundedReceiver<Change>> {
+    pub fn consume(&self) -> Option<UnboundedReceiver<Item>> {
         let (tx, rx) = unbounded_channel();
         self.sender.set(tx).ok().map(|_| rx)
     }
