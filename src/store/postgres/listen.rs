@@ -116,8 +116,8 @@ pub fn changes(rows: Vec<tokio_postgres::Row>) -> Vec<Change> {
     out
 }
 
-/// Reads the changes committed after `position`, publishes them followed by the new position,
-/// and moves `position` there.
+/// Reads the changes committed after `position`, publishes them followed by the new position
+/// (when there were any), and moves `position` there.
 async fn catch_up(
     client: &Client,
     fetch: &tokio_postgres::Statement,
@@ -139,8 +139,10 @@ async fn catch_up(
     for change in changes(rows) {
         feed.publish(change);
     }
-    if changed || next != **position {
-        *position = Arc::new(next);
+    *position = Arc::new(next);
+    // A position without changes is not worth telling: nothing committed between the last one
+    // told and this one (and every transaction, the saving of watermarks included, moves it).
+    if changed {
         feed.tell(News::Position(position.clone()));
     }
     Ok(())
