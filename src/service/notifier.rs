@@ -212,7 +212,6 @@ impl Notifier {
                 || sub.time_interval.is_some()
                 || !sub.is_live(now)
                 || !self.owns(&key)
-                || self.marks().covered(&key, change.xid)
             {
                 continue;
             }
@@ -235,7 +234,8 @@ impl Notifier {
             let Some((trigger, entity)) = notify::entity_for(sub, query, change) else {
                 continue;
             };
-            if !live.throttle() {
+            // Notified by the previous owner before this instance took the subscription over.
+            if self.marks().covered(&key, change.xid) || !live.throttle() {
                 continue;
             }
             let data = match sub.notification.join {
@@ -413,7 +413,7 @@ async fn drained(broker: &Weak<AppState>, keys: Option<&[Key]>, wait: Duration) 
 async fn release(broker: Weak<AppState>, keys: Vec<Key>) {
     drained(&broker, Some(&keys), RELEASE_WAIT).await;
     if let Some(b) = broker.upgrade() {
-        let marks = b.notifier().marks().remove(&keys);
+        let marks = b.notifier().marks().released(&keys);
         b.store().coordination().release(marks);
     }
 }

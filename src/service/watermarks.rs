@@ -85,6 +85,17 @@ impl Watermarks {
         marks
     }
 
+    /// Stops tracking those of these subscriptions that are still released (not claimed again
+    /// since); returns their watermarks, where processing stopped.
+    pub fn released(&mut self, keys: &[Key]) -> Vec<(Key, Arc<Position>)> {
+        let frozen: Vec<Key> = keys
+            .iter()
+            .filter(|k| self.subs.get(*k).is_some_and(|t| t.frozen))
+            .cloned()
+            .collect();
+        self.remove(&frozen)
+    }
+
     /// Stops tracking everything (ownership was lost).
     pub fn clear(&mut self) {
         self.subs.clear();
@@ -222,6 +233,10 @@ mod tests {
         w.claim(key(), None);
         w.freeze(&[key()]);
         w.advance(at("20:20:"));
-        assert_eq!(w.remove(&[key()]), vec![(key(), at("10:10:"))]);
+        assert_eq!(w.released(&[key()]), vec![(key(), at("10:10:"))]);
+        w.claim(key(), None);
+        w.freeze(&[key()]);
+        w.claim(key(), None);
+        assert_eq!(w.released(&[key()]), vec![], "claimed again meanwhile");
     }
 }
