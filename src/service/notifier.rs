@@ -393,7 +393,7 @@ fn job(live: &Live, body: serde_json::Value) -> Job {
 /// handed over anyway (the next owner then notifies those still pending again).
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
-/// Waits (at most `deadline`) until none of `keys` (all when None) has notifications pending.
+/// Waits (at most `wait`) until none of `keys` (all when None) has notifications pending.
 async fn drained(broker: &Weak<AppState>, keys: Option<&[Key]>, wait: Duration) {
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {

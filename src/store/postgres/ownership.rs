@@ -27,7 +27,7 @@ const KEEP_CHANGES: &str = "5 minutes";
 
 /// How long change rows are kept at most, however far behind a watermark is: the bound on what a
 /// subscription that nobody advances (every instance stopped) can keep.
-pub const KEEP_CHANGES_AT_MOST: &str = "1 hour";
+const KEEP_CHANGES_AT_MOST: &str = "1 hour";
 
 /// A watermark to save: the subscription and the position up to which it is done.
 pub type Mark = (Key, Arc<Position>);
