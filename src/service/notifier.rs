@@ -261,6 +261,14 @@ impl Notifier {
                 }
                 let mut marks: HashMap<Key, Arc<Position>> = HashMap::new();
                 for (key, mark) in subs {
+                    // One created a moment ago on another instance may not be loaded yet (its
+                    // reload runs beside the feed): the changes that follow need it.
+                    if self.get(&key.0, &key.1).is_none() {
+                        let (collection, id) = Collection::of_owner_key(&key.1);
+                        if let Err(e) = reload(broker, collection, &key.0, id).await {
+                            tracing::warn!(error = %e, subscription = %id, "loading a claimed subscription failed");
+                        }
+                    }
                     self.marks().claim(key.clone(), mark.clone());
                     marks.extend(mark.map(|m| (key, m)));
                 }

@@ -10,6 +10,7 @@
 use super::with_causes;
 use crate::store::changes::ChangeFeed;
 use crate::store::coordination::{Key, News, Position};
+use crate::store::Collection;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio_postgres::Client;
@@ -47,7 +48,7 @@ fn split(keys: &[Key]) -> (Vec<&str>, Vec<&str>) {
 /// Whether an owner key names an entity subscription (those have watermarks; registration
 /// subscriptions are not notified of entity changes).
 fn is_entity(key: &Key) -> bool {
-    !key.1.starts_with("csource ")
+    Collection::of_owner_key(&key.1).0 == Collection::Subscriptions
 }
 
 impl Owner {
