@@ -8,7 +8,8 @@ CREATE INDEX IF NOT EXISTS entity_changes_xid_idx ON entity_changes (xid);
 -- Per entity subscription, the point of the change feed up to which its notifications were
 -- delivered (or failed for good): every change visible in `position` is done. Saved in batches by
 -- the owning instance; an instance that takes the subscription over first notifies the changes not
--- visible in it. Rows of deleted subscriptions are removed by the change feed's pruning.
+-- visible in it. A subscription's row is deleted with it (and any left over by the change feed's
+-- pruning).
 CREATE TABLE IF NOT EXISTS subscription_watermarks (
     tenant   text        NOT NULL,
     id       text        COLLATE "C" NOT NULL,
