@@ -3,8 +3,10 @@
 //! with SIGKILL, or stopped with SIGTERM, while updates keep being committed through another; every
 //! committed change must still reach the receivers: at least once after a crash, with no more
 //! duplicates than docs/subscriptions.md allows, and exactly once after a clean stop. Ownership
-//! is spread evenly and follows instances as they join and leave. Only with
-//! `TWINLINK_TEST_STORE=postgres` (the embedded store is one instance by construction).
+//! is spread evenly and follows instances as they join and leave; the change feed keeps what the
+//! watermarks need, for an hour at most. The instances run only with `TWINLINK_TEST_STORE=postgres`
+//! (the embedded store is one instance by construction); the pruning test runs on a PostgreSQL
+//! database of its own whatever the store under test.
 
 use crate::common;
 use common::process::Broker;
@@ -250,4 +252,59 @@ async fn subscriptions_are_spread_evenly_and_follow_instances_that_join_and_leav
     wait_for_shares(&sql, &[4, 4, 4]).await;
     drop(c); // SIGKILL
     wait_for_shares(&sql, &[6, 6]).await;
+}
+
+#[actix_web::test]
+async fn the_change_feed_keeps_what_watermarks_need_for_an_hour_at_most() {
+    let server = common::TestServer::start_on_postgres().await;
+    let url = server.database_url.clone().expect("a database");
+    let rx = Receiver::ok().await;
+    let (status, _, body) = common::read(
+        server
+            .send(
+                Method::POST,
+                "/subscriptions",
+                "application/json",
+                &subscription(0, &rx.url),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let sql = common::sql_client(&url).await;
+    // Rows no watermark needs (a transaction long finished) and rows every watermark still
+    // needs (a transaction no snapshot sees yet), of several ages.
+    let (passed, needed) = ("1000", "1000000000000");
+    for (id, age, xid) in [
+        ("passed, 10 minutes old", "10 minutes", passed),
+        ("needed, 10 minutes old", "10 minutes", needed),
+        ("needed, 2 hours old", "2 hours", needed),
+        ("passed, 1 minute old", "1 minute", passed),
+    ] {
+        sql.execute(
+            "INSERT INTO entity_changes (tenant, id, at, xid)
+             VALUES ('', $1, now() - $2::text::interval, $3::text::xid8)",
+            &[&id, &age, &xid],
+        )
+        .await
+        .expect("a change row");
+    }
+    // A new listener prunes at once.
+    let _server = server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let rows = sql
+            .query(
+                "SELECT id FROM entity_changes WHERE id LIKE '%old' ORDER BY id",
+                &[],
+            )
+            .await
+            .expect("change rows");
+        let kept: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if kept.len() == 2 || Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(kept, ["needed, 10 minutes old", "passed, 1 minute old"]);
 }
