@@ -84,7 +84,7 @@ impl Owner {
             .map_err(|e| with_causes(&e))?
             .get(0);
         // Every subscription: whether it is new (an entity subscription without a watermark) and
-        // which session holds it, if any.
+        // whether no session holds it.
         let rows = client
             .query(
                 "WITH held AS (SELECT objid, pid FROM pg_locks WHERE locktype = 'advisory'
@@ -95,7 +95,7 @@ impl Owner {
                      WHERE w.tenant = s.tenant AND w.id = s.id) AS new FROM subscriptions s
                    UNION ALL
                    SELECT tenant, 'csource ' || id, false FROM csource_subscriptions)
-                 SELECT subs.tenant, subs.key, subs.new, held.pid = pg_backend_pid(), held.pid IS NULL
+                 SELECT subs.tenant, subs.key, subs.new, held.pid IS NULL
                  FROM subs LEFT JOIN held ON held.objid = hashtext(subs.tenant || '/' || subs.key)::oid
                  ORDER BY random()",
                 &[&OWNER_LOCK],
@@ -110,7 +110,7 @@ impl Owner {
         let share = present
             .len()
             .div_ceil(usize::try_from(instances).unwrap_or(1).max(1));
-        let keeping = self.held.len() - self.releasing.len();
+        let keeping = self.held.len().saturating_sub(self.releasing.len());
         if keeping > share {
             let mut surplus: Vec<Key> = self.held.difference(&self.releasing).cloned().collect();
             surplus.sort();
@@ -121,7 +121,7 @@ impl Owner {
         }
         let mut room = share - keeping;
         let mut wanted: Vec<Key> = Vec::new();
-        for row in rows.iter().filter(|r| r.get::<_, bool>(4)) {
+        for row in rows.iter().filter(|r| r.get::<_, bool>(3)) {
             let new: bool = row.get(2);
             if new || room > 0 {
                 room = room.saturating_sub(usize::from(!new));
