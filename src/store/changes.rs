@@ -1,9 +1,9 @@
 //! The change feed: one record per committed entity write (the entity before and after it), handed
 //! to whoever consumes it (the subscription notifier) in commit order per entity. Every write path
 //! of every store ends in [`ChangeFeed::publish`] (embedded, while the writer lock is still held)
-//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL,
-//! delivered at commit by LISTEN/NOTIFY), so that every transport that writes entities triggers
-//! notifications the same way.
+//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL, read by every instance's
+//! listener once committed), so that every transport that writes entities triggers notifications
+//! the same way.
 
 use super::coordination;
 use crate::model::Entity;
@@ -71,9 +71,10 @@ impl ChangeFeed {
     }
 }
 
-/// The PostgreSQL statement that records the changes of a write inside its transaction and
-/// announces them on the `twinlink_changes` channel; NOTIFY is delivered at commit, in commit order,
-/// to every listening instance. A write sends it only when its tenant has subscriptions, as read
+/// The PostgreSQL statement that records the changes of a write inside its transaction (each row
+/// with its transaction, `xid`, by which listeners read what committed after their position) and
+/// wakes every listening instance with one notification on the `twinlink_changes` channel,
+/// delivered at commit. A write sends it only when its tenant has subscriptions, as read
 /// in the write's first round trip (so a subscription committed by any instance counts from the
 /// next write that starts). It must run before the write's own statements: the bodies before are
 /// read from `entities`. Parameters: $1 tenant, $2 ids, $3 bodies after as JSON text (NULL for a
@@ -85,4 +86,4 @@ pub const RECORD_SQL: &str = "WITH c AS (
       LEFT JOIN entities e ON e.tenant = $1 AND e.id = u.id
     ORDER BY u.n
     RETURNING seq)
-  SELECT pg_notify('twinlink_changes', seq::text) FROM c ORDER BY seq";
+  SELECT pg_notify('twinlink_changes', max(seq)::text) FROM c";
