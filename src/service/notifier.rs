@@ -251,6 +251,14 @@ impl Notifier {
 
     /// Applies ownership news from the change feed.
     async fn on_news(&self, broker: &Arc<AppState>, news: News) {
+        self.apply_news(broker, news).await;
+        if let Ok(owned) = self.owned.read() {
+            crate::telemetry::metrics::subscriptions_owned(owned.as_ref().map_or(0, |o| o.len()));
+        }
+    }
+
+    /// The change each piece of news makes.
+    async fn apply_news(&self, broker: &Arc<AppState>, news: News) {
         match news {
             News::Position(position) => self.marks().advance(position),
             News::Claimed { subs, missed } => {
