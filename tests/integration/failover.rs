@@ -2,8 +2,9 @@
 //! binaries share one test database and its subscriptions. The instance that owns some is killed
 //! with SIGKILL, or stopped with SIGTERM, while updates keep being committed through another; every
 //! committed change must still reach the receivers: at least once after a crash, with no more
-//! duplicates than docs/subscriptions.md allows, and exactly once after a clean stop. Ownership
-//! is spread evenly and follows instances as they join and leave; the change feed keeps what the
+//! duplicates than docs/subscriptions.md allows, and exactly once after a clean stop or when an
+//! instance joins and takes its share. Ownership is spread evenly and follows instances as they
+//! join and leave; the change feed keeps what the
 //! watermarks need, for an hour at most. The instances run only with `TWINLINK_TEST_STORE=postgres`
 //! (the embedded store is one instance by construction); the pruning test runs on a PostgreSQL
 //! database of its own whatever the store under test.
@@ -82,25 +83,29 @@ fn subscription(n: usize, uri: &str) -> Value {
 
 const METER: &str = "urn:ngsi-ld:Meter:failover";
 
-/// How the owner of half the subscriptions leaves.
+/// What happens to the instances while updates are committed.
 #[derive(Clone, Copy, PartialEq)]
-enum Leave {
+enum Event {
+    /// A, the owner of half the subscriptions, is killed with SIGKILL.
     Kill,
+    /// A is stopped with SIGTERM.
     Terminate,
+    /// A third instance, C, starts and takes its share.
+    Join,
 }
 
 /// What the receivers got: per subscription, how many times each value arrived; the values
-/// written (1..=written); how many writes were acknowledged in the second before the owner left.
+/// written (1..=written); how many writes were acknowledged in the second before the event.
 struct Outcome {
     got: Vec<HashMap<i64, usize>>,
     written: i64,
     last_second: usize,
 }
 
-/// Two instances A and B, four subscriptions (each with its own receiver) spread over them; B
-/// commits an update every few milliseconds while A leaves; returns what arrived once every
+/// Two instances A and B, `subs` subscriptions (each with its own receiver) spread over them; B
+/// commits an update every few milliseconds while `event` happens; returns what arrived once every
 /// receiver has every value (or 20 s passed).
-async fn fail_over(leave: Leave) -> Option<Outcome> {
+async fn fail_over(event: Event, subs: usize) -> Option<Outcome> {
     let db = Database(common::fresh_database_url().await?);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut a = start(dir.path(), "a", &db).await;
@@ -109,14 +114,15 @@ async fn fail_over(leave: Leave) -> Option<Outcome> {
     let meter = json!({"id": METER, "type": "Meter", "count": {"type": "Property", "value": 0}});
     b.write(Method::POST, "/entities", None, &meter, 201).await;
     let mut receivers = Vec::new();
-    for n in 0..4 {
+    for n in 0..subs {
         let rx = Receiver::ok().await;
         let body = subscription(n, &rx.url);
         a.write(Method::POST, "/subscriptions", None, &body, 201)
             .await;
         receivers.push(rx);
     }
-    wait_for_shares(&sql, &[2, 2]).await;
+    let half = (subs / 2) as i64;
+    wait_for_shares(&sql, &[half, half]).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -136,16 +142,23 @@ async fn fail_over(leave: Leave) -> Option<Outcome> {
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let left = Instant::now();
-    match leave {
-        Leave::Kill => drop(a),
-        Leave::Terminate => {
+    let at = Instant::now();
+    let mut c = None;
+    match event {
+        Event::Kill => drop(a),
+        Event::Terminate => {
             let exit = a.terminate(Duration::from_secs(20)).await;
             assert_eq!(exit.code(), Some(0), "SIGTERM is a clean stop: {exit}");
         }
+        Event::Join => c = Some(start(dir.path(), "c", &db).await),
     }
-    // B takes A's subscriptions over while the updates go on.
-    wait_for_shares(&sql, &[4]).await;
+    // The subscriptions move while the updates go on.
+    let third = (subs / 3) as i64;
+    let after = match event {
+        Event::Join => vec![third, third, third],
+        _ => vec![subs as i64],
+    };
+    wait_for_shares(&sql, &after).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     let written = writer.await.expect("the writer ends");
@@ -153,7 +166,7 @@ async fn fail_over(leave: Leave) -> Option<Outcome> {
         .lock()
         .unwrap()
         .iter()
-        .filter(|t| **t <= left && left.duration_since(**t) <= Duration::from_secs(1))
+        .filter(|t| **t <= at && at.duration_since(**t) <= Duration::from_secs(1))
         .count();
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -171,6 +184,7 @@ async fn fail_over(leave: Leave) -> Option<Outcome> {
             *got.entry(v).or_insert(0) += 1;
         }
     }
+    drop(c);
     eprintln!(
         "written {written}, last second {last_second}, duplicates {:?}",
         got.iter().map(duplicates).collect::<Vec<_>>()
@@ -193,7 +207,7 @@ fn duplicates(got: &HashMap<i64, usize>) -> usize {
 
 #[actix_web::test]
 async fn after_sigkill_of_the_owner_every_committed_change_is_notified() {
-    let Some(out) = fail_over(Leave::Kill).await else {
+    let Some(out) = fail_over(Event::Kill, 4).await else {
         return;
     };
     assert!(out.written > 100, "updates went on: {}", out.written);
@@ -217,7 +231,23 @@ async fn after_sigkill_of_the_owner_every_committed_change_is_notified() {
 
 #[actix_web::test]
 async fn a_clean_stop_hands_over_without_loss_or_duplicate() {
-    let Some(out) = fail_over(Leave::Terminate).await else {
+    let Some(out) = fail_over(Event::Terminate, 4).await else {
+        return;
+    };
+    assert!(out.written > 100, "updates went on: {}", out.written);
+    for (n, got) in out.got.iter().enumerate() {
+        assert_eq!(
+            missing(got, out.written),
+            Vec::<i64>::new(),
+            "subscription {n}"
+        );
+        assert_eq!(duplicates(got), 0, "subscription {n}");
+    }
+}
+
+#[actix_web::test]
+async fn an_instance_joining_under_load_takes_its_share_without_loss_or_duplicate() {
+    let Some(out) = fail_over(Event::Join, 6).await else {
         return;
     };
     assert!(out.written > 100, "updates went on: {}", out.written);
