@@ -4,10 +4,10 @@
 //! committed change must still reach the receivers: at least once after a crash, with no more
 //! duplicates than docs/subscriptions.md allows, and exactly once after a clean stop or when an
 //! instance joins and takes its share. Ownership is spread evenly and follows instances as they
-//! join and leave; the change feed keeps what the
-//! watermarks need, for an hour at most. The instances run only with `TWINLINK_TEST_STORE=postgres`
-//! (the embedded store is one instance by construction); the pruning test runs on a PostgreSQL
-//! database of its own whatever the store under test.
+//! join and leave; the change feed keeps what the watermarks need, for an hour at most. The
+//! instances run only with `TWINLINK_TEST_STORE=postgres` (the embedded store is one instance by
+//! construction); the pruning test runs on a PostgreSQL database of its own whatever the store
+//! under test.
 
 use crate::common;
 use common::process::Broker;
