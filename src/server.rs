@@ -52,19 +52,41 @@ pub async fn app_state(settings: Settings, wait: DatabaseWait) -> Result<AppStat
 
 /// Binds the listener and builds the server (not yet awaited), the store ready. Returns the
 /// bound address.
-pub async fn start(settings: Settings) -> Result<(actix_web::dev::Server, SocketAddr), String> {
+pub async fn start(
+    settings: Settings,
+) -> Result<
+    (
+        impl std::future::Future<Output = std::io::Result<()>>,
+        SocketAddr,
+    ),
+    String,
+> {
     start_with(settings, DatabaseWait::Wait).await
 }
 
-/// As `start`, choosing whether to wait for the database.
+/// As `start`, choosing whether to wait for the database. The server, once stopped (SIGTERM,
+/// SIGINT), hands the subscriptions this instance notifies for over to the other instances (see
+/// `notifier::hand_over`) before it resolves.
 pub async fn start_with(
     settings: Settings,
     wait: DatabaseWait,
-) -> Result<(actix_web::dev::Server, SocketAddr), String> {
+) -> Result<
+    (
+        impl std::future::Future<Output = std::io::Result<()>>,
+        SocketAddr,
+    ),
+    String,
+> {
     let listener = TcpListener::bind((settings.bind.as_str(), settings.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.bind, settings.port))?;
     let broker = web::Data::new(app_state(settings, wait).await?);
-    serve(listener, broker)
+    let (server, addr) = serve(listener, broker.clone())?;
+    let run = async move {
+        let stopped = server.await;
+        crate::service::notifier::hand_over(&broker.into_inner()).await;
+        stopped
+    };
+    Ok((run, addr))
 }
 
 /// Builds the server for a broker on a bound listener (not yet awaited), for callers that keep a

@@ -19,6 +19,7 @@ pub mod source_context;
 pub mod subscriptions;
 pub mod temporal;
 pub mod temporal_sources;
+pub mod watermarks;
 
 use crate::config::Settings;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};

@@ -5,13 +5,15 @@
 //! change listener). Context source registration subscriptions (5.11) live in the same registry
 //! and share its delivery, statistics, throttling, periodic notifications and ownership; they are
 //! notified of registration changes by the instance that committed the change
-//! ([`registration_changed`]). See docs/subscriptions.md.
+//! ([`registration_changed`]). On PostgreSQL it also keeps the watermarks of the subscriptions it
+//! owns (`super::watermarks`), notifies what a subscription it takes over missed, and hands its
+//! subscriptions over on a clean stop ([`hand_over`]). See docs/subscriptions.md.
 
 use super::AppState;
 use crate::error::NgsiResult;
 use crate::federation::Registration;
-use crate::store::changes::Change;
-use crate::store::coordination::Event;
+use crate::store::changes::{Change, Item};
+use crate::store::coordination::{Event, News, Position};
 use crate::store::Collection;
 use crate::subscription::{deliver, model, notify, parse, remote};
 use chrono::Utc;
@@ -51,7 +53,8 @@ impl Drop for Live {
 
 type Key = (String, String);
 
-/// How often changed delivery statistics are saved to the store.
+/// How often changed delivery statistics and watermarks are saved to the store (the watermark
+/// save interval that bounds the duplicates after a crash, see docs/subscriptions.md).
 const STATS_FLUSH: Duration = Duration::from_millis(500);
 
 /// The subscriptions of this broker instance and their notification machinery.
@@ -63,6 +66,10 @@ pub struct Notifier {
     outcomes: Mutex<Option<UnboundedReceiver<Outcome>>>,
     /// Subscriptions whose statistics changed since the last flush.
     dirty: Mutex<HashSet<Key>>,
+    /// Up to where the owned subscriptions' notifications are done.
+    marks: Mutex<super::watermarks::Watermarks>,
+    /// Set by [`hand_over`]: the change feed is no longer processed.
+    stopping: AtomicBool,
 }
 
 impl Notifier {
@@ -75,6 +82,8 @@ impl Notifier {
             delivery: Delivery::new(tx, policy),
             outcomes: Mutex::new(Some(rx)),
             dirty: Mutex::new(HashSet::new()),
+            marks: Mutex::new(Default::default()),
+            stopping: AtomicBool::new(false),
         }
     }
 }
@@ -152,8 +161,14 @@ impl Notifier {
         self.forget(&[(tenant.to_string(), collection.owner_key(id))]);
     }
 
+    /// The watermarks, whatever a panicking holder left them as.
+    fn marks(&self) -> std::sync::MutexGuard<'_, super::watermarks::Watermarks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Forgets subscriptions by key, cancelling their pending notifications.
     fn forget(&self, keys: &[Key]) {
+        self.marks().remove(keys);
         if let Ok(mut subs) = self.subs.write() {
             for (tenant, key) in keys {
                 if let Some(live) = subs.get_mut(tenant).and_then(|t| t.remove(key)) {
@@ -166,8 +181,15 @@ impl Notifier {
     /// Matches one committed change against the tenant's subscriptions and queues the
     /// notifications. Never waits on the network; a subscription whose q follows linked entity
     /// paths (4.9) has them resolved in the store first, change by change, so that it sees the
-    /// linked entities as they stand when the change is matched.
-    async fn on_change(&self, broker: &AppState, change: &Change) {
+    /// linked entities as they stand when the change is matched. A change `missed` by
+    /// subscriptions just claimed (with their watermarks) is matched against those only, the ones
+    /// whose watermark does not cover it.
+    async fn on_change(
+        &self,
+        broker: &AppState,
+        change: &Change,
+        missed: Option<&HashMap<Key, Arc<Position>>>,
+    ) {
         let candidates: Vec<Arc<Live>> = match self.subs.read() {
             Ok(subs) => subs
                 .get(&change.tenant)
@@ -178,10 +200,18 @@ impl Notifier {
         let now = Utc::now();
         for live in candidates {
             let sub = &live.sub;
+            let key = sub.key();
+            let before = match missed {
+                None => None,
+                Some(missed) => match missed.get(&key) {
+                    Some(mark) if !change.xid.is_some_and(|x| mark.covers(x)) => Some(mark.clone()),
+                    _ => continue,
+                },
+            };
             if sub.csource.is_some()
                 || sub.time_interval.is_some()
                 || !sub.is_live(now)
-                || !self.owns(&sub.key())
+                || !self.owns(&key)
             {
                 continue;
             }
@@ -204,7 +234,8 @@ impl Notifier {
             let Some((trigger, entity)) = notify::entity_for(sub, query, change) else {
                 continue;
             };
-            if !live.throttle() {
+            // Notified by the previous owner before this instance took the subscription over.
+            if self.marks().covered(&key, change.xid) || !live.throttle() {
                 continue;
             }
             let data = match sub.notification.join {
@@ -212,12 +243,85 @@ impl Notifier {
                 Some(join) => joined(broker, sub, change, entity, join).await,
             };
             let body = notify::envelope(sub, Some(trigger.name()), data, now);
-            self.delivery.send(job(&live, body));
+            let mut job = job(&live, body);
+            job.batch = self.marks().queued(&key, before);
+            self.delivery.send(job);
+        }
+    }
+
+    /// Applies ownership news from the change feed.
+    async fn on_news(&self, broker: &Arc<AppState>, news: News) {
+        self.apply_news(broker, news).await;
+        if let Ok(owned) = self.owned.read() {
+            crate::telemetry::metrics::subscriptions_owned(owned.as_ref().map_or(0, |o| o.len()));
+        }
+    }
+
+    /// The change each piece of news makes.
+    async fn apply_news(&self, broker: &Arc<AppState>, news: News) {
+        match news {
+            News::Position(position) => self.marks().advance(position),
+            News::Claimed { subs, missed } => {
+                if let Ok(mut owned) = self.owned.write() {
+                    owned
+                        .get_or_insert_with(HashSet::new)
+                        .extend(subs.iter().map(|(k, _)| k.clone()));
+                }
+                let mut marks: HashMap<Key, Arc<Position>> = HashMap::new();
+                for (key, mark) in subs {
+                    // One created a moment ago on another instance may not be loaded yet (its
+                    // reload runs beside the feed): the changes that follow need it.
+                    if self.get(&key.0, &key.1).is_none() {
+                        let (collection, id) = Collection::of_owner_key(&key.1);
+                        if let Err(e) = reload(broker, collection, &key.0, id).await {
+                            tracing::warn!(error = %e, subscription = %id, "loading a claimed subscription failed");
+                        }
+                    }
+                    self.marks().claim(key.clone(), mark.clone());
+                    marks.extend(mark.map(|m| (key, m)));
+                }
+                for change in &missed {
+                    self.on_change(broker, change, Some(&marks)).await;
+                }
+            }
+            News::Releasing(keys) => {
+                if let Ok(mut owned) = self.owned.write() {
+                    if let Some(owned) = owned.as_mut() {
+                        for key in &keys {
+                            owned.remove(key);
+                        }
+                    }
+                }
+                self.marks().freeze(&keys);
+                tokio::spawn(release(Arc::downgrade(broker), keys));
+            }
+            News::Lost => {
+                if let Ok(mut owned) = self.owned.write() {
+                    *owned = Some(HashSet::new());
+                }
+                self.marks().clear();
+            }
+        }
+    }
+
+    /// Saves the watermarks that changed since the last save.
+    async fn save_marks(&self, broker: &AppState) {
+        let marks = self.marks().unsaved();
+        if marks.is_empty() {
+            return;
+        }
+        let keys: Vec<Key> = marks.iter().map(|(k, _)| k.clone()).collect();
+        if let Err(e) = broker.store().coordination().save(marks).await {
+            tracing::warn!(error = %e, "saving delivery watermarks failed");
+            self.marks().unsave(keys);
         }
     }
 
     /// Applies a delivery outcome to the statistics; they are saved by the next flush.
     fn on_outcome(&self, outcome: Outcome) {
+        if let Some(batch) = outcome.batch {
+            self.marks().done(&outcome.subscription, batch);
+        }
         let (tenant, id) = &outcome.subscription;
         let Some(live) = self.get(tenant, id) else {
             return;
@@ -297,7 +401,47 @@ fn job(live: &Live, body: serde_json::Value) -> Job {
         context: sub.notify_context.clone(),
         tenant: sub.tenant.clone(),
         cancelled: live.deleted.clone(),
+        batch: None,
     }
+}
+
+/// How long a released subscription's notifications may take to finish before its watermark is
+/// handed over anyway (the next owner then notifies those still pending again).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (at most `wait`) until none of `keys` (all when None) has notifications pending.
+async fn drained(broker: &Weak<AppState>, keys: Option<&[Key]>, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let pending = broker.upgrade().is_some_and(|b| {
+            let marks = b.notifier().marks();
+            keys.map_or_else(|| marks.any_pending(), |keys| marks.pending(keys))
+        });
+        if !pending {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Hands released subscriptions back to the coordination once their pending notifications are
+/// done, with their final watermarks.
+async fn release(broker: Weak<AppState>, keys: Vec<Key>) {
+    drained(&broker, Some(&keys), RELEASE_WAIT).await;
+    if let Some(b) = broker.upgrade() {
+        let marks = b.notifier().marks().released(&keys);
+        b.store().coordination().release(marks);
+    }
+}
+
+/// Stops notifying for the change feed, waits (a few seconds at most) for the pending
+/// notifications and saves the final watermarks, so that the instances taking the subscriptions
+/// over after this one stops continue exactly from there: called on a clean stop, before the
+/// process ends (and with it the session that holds the subscriptions).
+pub async fn hand_over(broker: &Arc<AppState>) {
+    broker.notifier().stopping.store(true, Ordering::Relaxed);
+    drained(&Arc::downgrade(broker), None, RELEASE_WAIT).await;
+    broker.notifier().save_marks(broker).await;
 }
 
 /// The data of a notification whose subscription joins linked entities (4.5.23): the notified
@@ -688,11 +832,6 @@ pub fn start(broker: Arc<AppState>) {
                     return;
                 };
                 match event {
-                    Event::Owned(held) => {
-                        if let Ok(mut owned) = b.notifier().owned.write() {
-                            *owned = Some(held);
-                        }
-                    }
                     Event::ReloadAll => {
                         load_all(&b).await;
                         if let Err(e) = b.load_registrations().await {
@@ -734,11 +873,17 @@ pub fn start(broker: Arc<AppState>) {
             }
             None => return,
         }
-        while let Some(change) = changes.recv().await {
+        while let Some(item) = changes.recv().await {
             let Some(b) = w.upgrade() else {
                 return;
             };
-            b.notifier().on_change(&b, &change).await;
+            if b.notifier().stopping.load(Ordering::Relaxed) {
+                continue;
+            }
+            match item {
+                Item::Change(change) => b.notifier().on_change(&b, &change, None).await,
+                Item::News(news) => b.notifier().on_news(&b, news).await,
+            }
         }
     });
     if let Some(mut outcomes) = outcomes {
@@ -760,6 +905,7 @@ pub fn start(broker: Arc<AppState>) {
                 return;
             };
             b.notifier().flush_stats(&b).await;
+            b.notifier().save_marks(&b).await;
         }
     });
 }
@@ -767,11 +913,7 @@ pub fn start(broker: Arc<AppState>) {
 /// Where instances share the subscriptions, claims a subscription this instance just stored, so
 /// that it is notified for from the next write on (not only after the next claim round).
 pub async fn claim_now(broker: &AppState) {
-    if let Some(held) = broker.store().coordination().claim_now().await {
-        if let Ok(mut owned) = broker.notifier().owned.write() {
-            *owned = Some(held);
-        }
-    }
+    broker.store().coordination().claim_now().await;
 }
 
 #[cfg(test)]

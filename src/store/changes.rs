@@ -1,10 +1,11 @@
 //! The change feed: one record per committed entity write (the entity before and after it), handed
 //! to whoever consumes it (the subscription notifier) in commit order per entity. Every write path
 //! of every store ends in [`ChangeFeed::publish`] (embedded, while the writer lock is still held)
-//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL,
-//! delivered at commit by LISTEN/NOTIFY), so that every transport that writes entities triggers
-//! notifications the same way.
+//! or in [`RECORD_SQL`] inside the write transaction (PostgreSQL, read by every instance's
+//! listener once committed), so that every transport that writes entities triggers notifications
+//! the same way.
 
+use super::coordination;
 use crate::model::Entity;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, OnceLock};
@@ -23,34 +24,57 @@ pub struct Change {
     pub after: Option<Arc<Entity>>,
     /// When the write happened (the deletion time for deletions).
     pub at: DateTime<Utc>,
+    /// The PostgreSQL transaction that wrote it (see [`coordination::Position`]); None on the
+    /// embedded store.
+    pub xid: Option<u64>,
+}
+
+/// What the change feed carries, in order: committed changes and, where instances share the
+/// subscriptions, the news of ownership between them.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// One committed change.
+    Change(Change),
+    /// Ownership news (PostgreSQL).
+    News(coordination::News),
 }
 
 /// Where stores publish committed changes. Publishing never blocks (an unbounded channel whose
 /// consumer only matches and enqueues); before anyone consumes the feed, changes are dropped.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeFeed {
-    sender: Arc<OnceLock<UnboundedSender<Change>>>,
+    sender: Arc<OnceLock<UnboundedSender<Item>>>,
 }
 
 impl ChangeFeed {
     /// Publishes one committed change.
     pub fn publish(&self, change: Change) {
+        self.send(Item::Change(change));
+    }
+
+    /// Publishes ownership news, ordered with the changes.
+    pub fn tell(&self, news: coordination::News) {
+        self.send(Item::News(news));
+    }
+
+    fn send(&self, item: Item) {
         if let Some(sender) = self.sender.get() {
             // A closed receiver means the broker is shutting down: nothing left to notify.
-            let _ = sender.send(change);
+            let _ = sender.send(item);
         }
     }
 
     /// The receiving end; there is one consumer, so only the first call gets one.
-    pub fn consume(&self) -> Option<UnboundedReceiver<Change>> {
+    pub fn consume(&self) -> Option<UnboundedReceiver<Item>> {
         let (tx, rx) = unbounded_channel();
         self.sender.set(tx).ok().map(|_| rx)
     }
 }
 
-/// The PostgreSQL statement that records the changes of a write inside its transaction and
-/// announces them on the `twinlink_changes` channel; NOTIFY is delivered at commit, in commit order,
-/// to every listening instance. A write sends it only when its tenant has subscriptions, as read
+/// The PostgreSQL statement that records the changes of a write inside its transaction (each row
+/// with its transaction, `xid`, by which listeners read what committed after their position) and
+/// wakes every listening instance with one notification on the `twinlink_changes` channel,
+/// delivered at commit. A write sends it only when its tenant has subscriptions, as read
 /// in the write's first round trip (so a subscription committed by any instance counts from the
 /// next write that starts). It must run before the write's own statements: the bodies before are
 /// read from `entities`. Parameters: $1 tenant, $2 ids, $3 bodies after as JSON text (NULL for a
@@ -62,4 +86,4 @@ pub const RECORD_SQL: &str = "WITH c AS (
       LEFT JOIN entities e ON e.tenant = $1 AND e.id = u.id
     ORDER BY u.n
     RETURNING seq)
-  SELECT pg_notify('twinlink_changes', seq::text) FROM c ORDER BY seq";
+  SELECT pg_notify('twinlink_changes', max(seq)::text) FROM c";

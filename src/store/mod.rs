@@ -817,6 +817,14 @@ impl Collection {
         }
     }
 
+    /// The collection and the id that an owner key names (the inverse of [`Self::owner_key`]).
+    pub fn of_owner_key(key: &str) -> (Collection, &str) {
+        match key.strip_prefix("csource ") {
+            Some(id) => (Collection::CsourceSubscriptions, id),
+            None => (Collection::Subscriptions, key),
+        }
+    }
+
     /// The PostgreSQL notification channel on which a change of a record is announced to every
     /// instance, with `[tenant, id]` as payload.
     pub fn channel(self) -> &'static str {

@@ -43,6 +43,9 @@ pub struct Job {
     /// Set when the subscription is deleted: a notification still queued or being retried is then
     /// dropped, so that a receiver hears nothing from a subscription after its deletion.
     pub cancelled: Arc<AtomicBool>,
+    /// The batch of the change feed this notification belongs to, for the subscription's
+    /// watermark (see `service::watermarks`); None for notifications not driven by the feed.
+    pub batch: Option<u64>,
 }
 
 /// How a notification ended, for the subscription's statistics.
@@ -54,6 +57,8 @@ pub struct Outcome {
     pub at: DateTime<Utc>,
     /// None when delivered, else why not.
     pub error: Option<String>,
+    /// The job's batch of the change feed.
+    pub batch: Option<u64>,
 }
 
 /// The queues and connections of every destination.
@@ -134,6 +139,7 @@ impl Delivery {
                     subscription: job.subscription,
                     at: Utc::now(),
                     error: Some(format!("the queue of {key} is full")),
+                    batch: job.batch,
                 });
             }
         }
@@ -174,6 +180,7 @@ impl Delivery {
                     subscription: job.subscription,
                     at,
                     error: result.err(),
+                    batch: job.batch,
                 });
             }
         });

@@ -3,8 +3,8 @@
 //! ingestion and the context loader), so that what is measured is found here.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -21,6 +21,7 @@ struct Metrics {
     notifications_sent: IntCounterVec,
     notifications_failed: IntCounterVec,
     notifications_queued: IntGaugeVec,
+    subscriptions_owned: IntGauge,
     mqtt_ingested: IntCounter,
     mqtt_wait: Histogram,
     mqtt_rejected: IntCounter,
@@ -117,6 +118,15 @@ impl Metrics {
                         "Notifications waiting in their destination's queue, by endpoint host",
                     ),
                     &["host"],
+                )
+                .expect("valid metric"),
+            ),
+            subscriptions_owned: registered(
+                &r,
+                IntGauge::new(
+                    "twinlink_subscriptions_owned",
+                    "Subscriptions this instance notifies for, among those instances on one \
+                     PostgreSQL database share",
                 )
                 .expect("valid metric"),
             ),
@@ -254,6 +264,11 @@ pub fn context_fetch(ok: bool) {
         .context_fetches
         .with_label_values(&[if ok { "ok" } else { "error" }])
         .inc();
+}
+
+/// This instance now owns `n` subscriptions (PostgreSQL, where instances share them).
+pub fn subscriptions_owned(n: usize) {
+    METRICS.subscriptions_owned.set(n as i64);
 }
 
 /// The metrics in Prometheus' text format, with the state of the PostgreSQL pool when there is

@@ -4,125 +4,10 @@
 
 use crate::common;
 
-use common::free_port;
+use common::process::Broker;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A running broker process; killed when dropped so that a failing test leaves nothing behind.
-struct Broker {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    /// Starts the binary on `data_dir`, or on the PostgreSQL database `database` when the tests
-    /// run against that store (the same database across restarts).
-    async fn start(data_dir: &Path, database: &Option<String>) -> Broker {
-        let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
-        if let Some(url) = database {
-            command.args(["--database-url", url]);
-        }
-        let child = command
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(["--workers", "2", "--log", "warn"])
-            .env_remove("TWINLINK_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the twinlink binary starts");
-        let mut broker = Broker {
-            child,
-            base: format!("http://127.0.0.1:{port}/ngsi-ld/v1"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = broker.child.try_wait().unwrap() {
-                panic!("twinlink exited before answering: {status}");
-            }
-            let ready = broker
-                .client
-                .get(format!("http://127.0.0.1:{port}/ready"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return broker;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "twinlink did not answer within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        tenant: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut b = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = tenant {
-            b = b.header("NGSILD-Tenant", t);
-        }
-        if let Some(body) = body {
-            b = b
-                .header("Content-Type", "application/json")
-                .body(body.to_string());
-        }
-        let r = b.send().await.expect("request");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn write(
-        &self,
-        method: Method,
-        path: &str,
-        tenant: Option<&str>,
-        body: &Value,
-        expected: u16,
-    ) {
-        let (status, answer) = self.send(method.clone(), path, tenant, Some(body)).await;
-        assert_eq!(status, expected, "{method} {path}: {answer}");
-    }
-
-    async fn get(&self, id: &str, tenant: Option<&str>, query: &str) -> (u16, Value) {
-        self.send(Method::GET, &format!("/entities/{id}{query}"), tenant, None)
-            .await
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
+use std::time::Duration;
 
 fn building(n: usize) -> Value {
     json!({
@@ -361,23 +246,7 @@ async fn sigterm_exits_zero_and_keeps_the_data() {
     let (expected, gone) = write_history(&b).await;
     let before = snapshot(&b, &expected, &gone).await;
 
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(b.pid().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let exit = loop {
-        if let Some(exit) = b.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "twinlink did not stop within 40 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = b.terminate(Duration::from_secs(40)).await;
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown: {exit}");
     drop(b);
 

@@ -19,6 +19,7 @@ mod durability;
 mod entities_api;
 mod entities_lifecycle;
 mod entity_maps;
+mod failover;
 mod federation;
 mod federation_sources;
 mod geometry_column;

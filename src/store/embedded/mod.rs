@@ -389,6 +389,7 @@ impl EmbeddedStore {
                     id,
                     after,
                     at,
+                    xid: None,
                 });
             }
             Ok(planned.settle(&removed))

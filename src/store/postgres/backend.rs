@@ -8,7 +8,7 @@ use crate::query::EntityQuery;
 use crate::store::aggregate::AggregateQuery;
 use crate::store::backend::{Aggregates, Backend, Due, Histories, Lanes};
 use crate::store::changes::ChangeFeed;
-use crate::store::coordination::{Coordination, Event, Owned};
+use crate::store::coordination::{Coordination, Event, Key, Position};
 use crate::store::entity_maps::EntityMap;
 use crate::store::history::{HistoryQuery, InstanceChange};
 use crate::store::{Announce, Collection, IdPage, Step};
@@ -252,7 +252,15 @@ impl Coordination for PgStore {
         PgStore::listen(self, events)
     }
 
-    fn claim_now(&self) -> BoxFuture<'_, Option<Owned>> {
+    fn claim_now(&self) -> BoxFuture<'_, ()> {
         Box::pin(PgStore::claim_now(self))
+    }
+
+    fn save(&self, marks: Vec<(Key, Arc<Position>)>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self.save_marks(marks))
+    }
+
+    fn release(&self, marks: Vec<(Key, Arc<Position>)>) {
+        self.release_marks(marks)
     }
 }

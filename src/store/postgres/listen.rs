@@ -1,56 +1,69 @@
 //! The PostgreSQL side of the change feed and of subscription replication: one dedicated
-//! connection per instance LISTENs on `twinlink_changes` (a committed entity write, by sequence
-//! number) and `twinlink_subscriptions` (a subscription created, changed or deleted by any
-//! instance). Changes are read back by sequence number and published to the local feed in the order
-//! the notifications arrive, which is commit order. On a lost connection the listener reconnects
-//! with backoff and catches up from the last sequence number it saw.
+//! connection per instance LISTENs on `twinlink_changes` (an entity write committed) and
+//! `twinlink_subscriptions` (a subscription created, changed or deleted by any instance). A
+//! notification only wakes the listener up: it reads every change committed since its position (a
+//! snapshot, see [`Position`]) and not before, in one statement that also takes the next position,
+//! and publishes them to the local feed followed by that position. Nothing is read twice or skipped,
+//! whatever the order of commits and notifications; on a lost connection the listener reconnects
+//! with backoff and continues from the same position.
 //!
-//! The same connection holds this instance's subscriptions: a session advisory lock per
-//! subscription, taken with pg_try_advisory_lock, so that exactly one live instance notifies for
-//! each. Locks go with the session, so the subscriptions of an instance that stops, crashes or loses
-//! the database are taken over by another within one claim round.
+//! The same connection holds this instance's share of the subscriptions (`ownership`), so that
+//! exactly one live instance notifies for each, and saves their watermarks. Locks go with the
+//! session, so the subscriptions of an instance that crashes or loses the database are taken over
+//! by another within one claim round, which first notifies the changes after their watermarks.
 
+use super::ownership::{self, Owner};
 use super::with_causes;
 use crate::store::changes::{Change, ChangeFeed};
-use crate::store::coordination::Event;
+use crate::store::coordination::{Event, News, Position};
 use crate::store::Collection;
 use futures_util::StreamExt;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-/// First key of the advisory locks that say which instance owns a subscription (the second is a
-/// hash of tenant and id; a collision only puts two subscriptions with the same owner).
-const OWNER_LOCK: i32 = 0x7473_7562; // "tsub"
+pub use ownership::Mark;
 
-/// How often unowned subscriptions are claimed (and whether the store still lives is checked).
+/// How often subscriptions are balanced among instances (and whether the store still lives is
+/// checked, and changes whose notification was missed are read).
 const CLAIM_EVERY: Duration = Duration::from_secs(2);
 
-/// How long change rows are kept for catching up after a reconnect.
-const KEEP_CHANGES: &str = "5 minutes";
+/// What the rest of the instance asks of the listener, which holds the subscriptions.
+pub enum Request {
+    /// Claim new subscriptions now; answered once the claim is in the change feed.
+    Claim(oneshot::Sender<()>),
+    /// Save these watermarks (of subscriptions still held).
+    Save(Vec<Mark>, oneshot::Sender<Result<(), String>>),
+    /// Save the final watermarks of subscriptions announced as releasing, then unlock them.
+    Release(Vec<Mark>),
+}
 
-/// A request to claim subscriptions now; answered with the subscriptions this instance holds.
-pub type ClaimRequest = oneshot::Sender<HashSet<(String, String)>>;
-
-/// Runs the listener until the store (`alive`) is gone: publishes changes to `feed` and
-/// subscription events to `events`, and answers claim requests.
+/// Runs the listener until the store (`alive`) is gone: publishes changes and ownership news to
+/// `feed`, subscription events to `events`, and serves requests.
 pub async fn run(
     config: Arc<tokio_postgres::Config>,
     feed: ChangeFeed,
     events: UnboundedSender<Event>,
-    mut claims: UnboundedReceiver<ClaimRequest>,
+    mut requests: UnboundedReceiver<Request>,
     alive: Weak<()>,
 ) {
-    let mut last_seq: Option<i64> = None;
+    let mut position: Option<Arc<Position>> = None;
     let mut backoff = crate::retry::Backoff::reconnect();
     loop {
-        let result = session(&config, &feed, &events, &mut claims, &mut last_seq, &alive).await;
+        let result = session(
+            &config,
+            &feed,
+            &events,
+            &mut requests,
+            &mut position,
+            &alive,
+        )
+        .await;
         // Whatever happened, the session's locks are gone.
-        let _ = events.send(Event::Owned(HashSet::new()));
+        feed.tell(News::Lost);
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -62,53 +75,94 @@ pub async fn run(
     }
 }
 
-/// Sequence numbers already published (bounded), so that a catch-up after a reconnect and a late
-/// notification never publish a change twice.
-#[derive(Default)]
-struct Seen {
-    order: BTreeSet<i64>,
-}
-
-impl Seen {
-    fn insert(&mut self, seq: i64) -> bool {
-        let fresh = self.order.insert(seq);
-        while self.order.len() > 100_000 {
-            self.order.pop_first();
+/// The changes of rows read from `entity_changes` (seq, tenant, id, before, after, at, xid as text,
+/// in this order; further columns are ignored); rows without a decodable entity are skipped (and
+/// logged).
+pub fn changes(rows: Vec<tokio_postgres::Row>) -> Vec<Change> {
+    let mut skipped = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let entity = |i: usize| -> Option<Arc<crate::model::Entity>> {
+            row.try_get::<_, Option<tokio_postgres::types::Json<crate::model::Entity>>>(i)
+                .ok()
+                .flatten()
+                .map(|b| Arc::new(b.0))
+        };
+        let (before, after) = (entity(3), entity(4));
+        let xid = row
+            .try_get::<_, Option<&str>>(6)
+            .ok()
+            .flatten()
+            .and_then(|x| x.parse().ok());
+        let fields = (row.try_get(1), row.try_get(2), row.try_get(5));
+        match (xid, fields, before.is_some() || after.is_some()) {
+            (Some(xid), (Ok(tenant), Ok(id), Ok(at)), true) => out.push(Change {
+                tenant,
+                id,
+                before,
+                after,
+                at,
+                xid: Some(xid),
+            }),
+            _ => skipped.push(row.try_get::<_, Option<i64>>(0).ok().flatten()),
         }
-        fresh
     }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            ?skipped,
+            "change rows without a decodable entity were skipped"
+        );
+    }
+    out
 }
 
-/// Claims every subscription (entity and context source registration subscriptions) not owned by
-/// a live instance; returns those this session holds, each named by its
-/// [`Collection::owner_key`].
-async fn claim(
-    client: &tokio_postgres::Client,
-    held: &HashSet<(String, String)>,
-) -> Result<HashSet<(String, String)>, String> {
-    let keys: Vec<String> = held.iter().map(|(t, i)| format!("{t}/{i}")).collect();
-    let rows = client
-        .query(
-            "SELECT tenant, id FROM subscriptions WHERE CASE
-               WHEN (tenant || '/' || id) = ANY($1) THEN true
-               ELSE pg_try_advisory_lock($2, hashtext(tenant || '/' || id)) END
-             UNION ALL
-             SELECT tenant, 'csource ' || id FROM csource_subscriptions WHERE CASE
-               WHEN (tenant || '/csource ' || id) = ANY($1) THEN true
-               ELSE pg_try_advisory_lock($2, hashtext(tenant || '/csource ' || id)) END",
-            &[&keys, &OWNER_LOCK],
-        )
+/// Reads the changes committed after `position`, publishes them followed by the new position
+/// (when there were any), and moves `position` there.
+async fn catch_up(
+    client: &Client,
+    fetch: &tokio_postgres::Statement,
+    feed: &ChangeFeed,
+    position: &mut Arc<Position>,
+) -> Result<(), String> {
+    let mut rows = client
+        .query(fetch, &[&position.text()])
         .await
         .map_err(|e| with_causes(&e))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let next = rows
+        .first()
+        .and_then(|r| r.try_get::<_, &str>(7).ok())
+        .and_then(Position::parse)
+        .ok_or("the change query answered no position")?;
+    // The row of the outer join when nothing changed.
+    rows.retain(|r| r.try_get::<_, Option<i64>>(0).ok().flatten().is_some());
+    let changed = !rows.is_empty();
+    for change in changes(rows) {
+        feed.publish(change);
+    }
+    *position = Arc::new(next);
+    // A position without changes is not worth telling: nothing committed between the last one
+    // told and this one (and every transaction, the saving of watermarks included, moves it).
+    if changed {
+        feed.tell(News::Position(position.clone()));
+    }
+    Ok(())
 }
+
+/// Reads the changes committed after the position $1 (and not before it) and, last, the position
+/// they bring the reader to (one row without a change when there is none).
+const FETCH: &str =
+    "SELECT c.seq, c.tenant, c.id, c.before, c.after, c.at, c.xid::text, s.now::text
+    FROM (SELECT pg_current_snapshot() AS now) s
+    LEFT JOIN entity_changes c ON c.xid >= pg_snapshot_xmin($1::text::pg_snapshot)
+      AND NOT pg_visible_in_snapshot(c.xid, $1::text::pg_snapshot)
+    ORDER BY c.seq";
 
 async fn session(
     config: &tokio_postgres::Config,
     feed: &ChangeFeed,
     events: &UnboundedSender<Event>,
-    requests: &mut UnboundedReceiver<ClaimRequest>,
-    last_seq: &mut Option<i64>,
+    requests: &mut UnboundedReceiver<Request>,
+    position: &mut Option<Arc<Position>>,
     alive: &Weak<()>,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| with_causes(&e))?;
@@ -143,38 +197,29 @@ async fn session(
         )
         .await
         .map_err(|e| with_causes(&e))?;
-    let fetch = client
-        .prepare(
-            "SELECT seq, tenant, id, before, after, at FROM entity_changes WHERE seq = ANY($1) ORDER BY seq",
-        )
-        .await
-        .map_err(|e| with_causes(&e))?;
-    let mut seen = Seen::default();
-    match *last_seq {
+    let fetch = client.prepare(FETCH).await.map_err(|e| with_causes(&e))?;
+    let mut at = match position.clone() {
         None => {
-            let max: i64 = client
-                .query_one("SELECT coalesce(max(seq), 0) FROM entity_changes", &[])
+            let now: String = client
+                .query_one("SELECT pg_current_snapshot()::text", &[])
                 .await
                 .map_err(|e| with_causes(&e))?
                 .get(0);
-            *last_seq = Some(max);
+            Arc::new(Position::parse(&now).ok_or_else(|| format!("not a snapshot: {now}"))?)
         }
-        Some(last) => {
-            // Catch up on what was committed while the connection was away.
-            let rows = client
-                .query(
-                    "SELECT seq, tenant, id, before, after, at FROM entity_changes WHERE seq > $1 ORDER BY seq",
-                    &[&last],
-                )
-                .await
-                .map_err(|e| with_causes(&e))?;
-            publish(rows, feed, &mut seen, last_seq);
-            // Subscriptions may have changed too: ask for a full reload.
+        Some(mut at) => {
+            // Catch up on what was committed while the connection was away; subscriptions may
+            // have changed too: ask for a full reload.
+            catch_up(&client, &fetch, feed, &mut at).await?;
             let _ = events.send(Event::ReloadAll);
+            at
         }
-    }
-    let mut held = claim(&client, &HashSet::new()).await?;
-    let _ = events.send(Event::Owned(held.clone()));
+    };
+    *position = Some(at.clone());
+    feed.tell(News::Position(at.clone()));
+    Owner::start(&client).await?;
+    let mut owner = Owner::default();
+    owner.balance(&client, &at, feed).await?;
     let mut prune = tokio::time::interval(Duration::from_secs(60));
     let mut claims = tokio::time::interval(CLAIM_EVERY);
     loop {
@@ -183,13 +228,13 @@ async fn session(
                 let Some(Some((channel, payload))) = message else {
                     return Err("the listening connection closed".into());
                 };
-                let mut wanted: Vec<i64> = Vec::new();
+                let mut changed = false;
                 let mut changed_subscriptions = false;
-                // Gather every notification already waiting, then read their rows at once.
+                // Gather every notification already waiting, then read the changes at once.
                 let mut next = Some((channel, payload));
                 while let Some((channel, payload)) = next.take() {
                     if channel == "twinlink_changes" {
-                        wanted.extend(payload.parse::<i64>());
+                        changed = true;
                     } else if let Ok(Value::Array(pair)) = serde_json::from_str::<Value>(&payload) {
                         let text = |i: usize| pair.get(i).and_then(Value::as_str).unwrap_or("").to_string();
                         if channel == Collection::Registrations.channel() {
@@ -204,89 +249,37 @@ async fn session(
                     }
                     next = rx.try_recv().ok().flatten();
                 }
+                if changed {
+                    catch_up(&client, &fetch, feed, &mut at).await?;
+                    *position = Some(at.clone());
+                }
                 if changed_subscriptions {
                     // A new subscription gets an owner at once, not at the next round.
-                    let now = claim(&client, &held).await?;
-                    if now != held {
-                        held = now;
-                        let _ = events.send(Event::Owned(held.clone()));
-                    }
+                    owner.balance(&client, &at, feed).await?;
                 }
-                if wanted.is_empty() {
-                    continue;
-                }
-                let order: Vec<i64> = wanted.clone();
-                let rows = client.query(&fetch, &[&wanted]).await.map_err(|e| with_causes(&e))?;
-                // Publish in notification (commit) order, not sequence order.
-                let mut by_seq: std::collections::HashMap<i64, tokio_postgres::Row> =
-                    rows.into_iter().map(|r| (r.get::<_, i64>(0), r)).collect();
-                let ordered: Vec<_> = order.iter().filter_map(|s| by_seq.remove(s)).collect();
-                publish(ordered, feed, &mut seen, last_seq);
             }
             request = requests.recv() => {
-                let Some(reply) = request else {
-                    return Ok(());
-                };
-                held = claim(&client, &held).await?;
-                let _ = events.send(Event::Owned(held.clone()));
-                let _ = reply.send(held.clone());
+                match request {
+                    None => return Ok(()),
+                    Some(Request::Claim(reply)) => {
+                        owner.balance(&client, &at, feed).await?;
+                        let _ = reply.send(());
+                    }
+                    Some(Request::Save(marks, reply)) => {
+                        let _ = reply.send(owner.save(&client, &marks).await);
+                    }
+                    Some(Request::Release(marks)) => owner.release(&client, &marks).await?,
+                }
             }
             _ = claims.tick() => {
                 if alive.upgrade().is_none() {
                     return Ok(());
                 }
-                let now = claim(&client, &held).await?;
-                if now != held {
-                    held = now;
-                    let _ = events.send(Event::Owned(held.clone()));
-                }
+                catch_up(&client, &fetch, feed, &mut at).await?;
+                *position = Some(at.clone());
+                owner.balance(&client, &at, feed).await?;
             }
-            _ = prune.tick() => {
-                let sql = format!("DELETE FROM entity_changes WHERE at < now() - interval '{KEEP_CHANGES}'");
-                if let Err(e) = client.execute(sql.as_str(), &[]).await {
-                    tracing::warn!(error = %e, "pruning entity_changes failed");
-                }
-            }
+            _ = prune.tick() => ownership::prune(&client).await,
         }
-    }
-}
-
-fn publish(
-    rows: Vec<tokio_postgres::Row>,
-    feed: &ChangeFeed,
-    seen: &mut Seen,
-    last_seq: &mut Option<i64>,
-) {
-    let mut skipped: HashSet<i64> = HashSet::new();
-    for row in rows {
-        let seq: i64 = row.get(0);
-        *last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
-        if !seen.insert(seq) {
-            continue;
-        }
-        let entity = |i: usize| -> Option<Arc<crate::model::Entity>> {
-            row.try_get::<_, Option<tokio_postgres::types::Json<crate::model::Entity>>>(i)
-                .ok()
-                .flatten()
-                .map(|b| Arc::new(b.0))
-        };
-        let (before, after) = (entity(3), entity(4));
-        if before.is_none() && after.is_none() {
-            skipped.insert(seq);
-            continue;
-        }
-        feed.publish(Change {
-            tenant: row.get(1),
-            id: row.get(2),
-            before,
-            after,
-            at: row.get(5),
-        });
-    }
-    if !skipped.is_empty() {
-        tracing::warn!(
-            ?skipped,
-            "change rows without a decodable entity were skipped"
-        );
     }
 }

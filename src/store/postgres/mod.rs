@@ -17,6 +17,7 @@ mod history;
 pub mod listen;
 mod maps;
 pub mod migrate;
+mod ownership;
 mod reads;
 mod records;
 pub mod sql;
@@ -57,8 +58,8 @@ pub struct PgStore {
     feed: ChangeFeed,
     /// Alive as long as the store: the listener ends (and its locks go) when the store is dropped.
     alive: Arc<()>,
-    /// Claim requests to the listener (set by [`Self::listen`]).
-    claims: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<listen::ClaimRequest>>,
+    /// Requests to the listener, which holds the subscriptions (set by [`Self::listen`]).
+    requests: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<listen::Request>>,
     /// Set once the schema is migrated; until then every operation is 503.
     migrated: Arc<AtomicBool>,
     /// Tenants this instance has seen in the `tenants` table (rows are never removed), so that a
@@ -180,7 +181,7 @@ impl PgStore {
             config: Arc::new(config),
             feed: ChangeFeed::default(),
             alive: Arc::new(()),
-            claims: std::sync::OnceLock::new(),
+            requests: std::sync::OnceLock::new(),
             migrated: Arc::new(AtomicBool::new(false)),
             known_tenants: Default::default(),
             cache: cache::EntityCache::new(0),
@@ -253,11 +254,11 @@ impl PgStore {
     }
 
     /// Starts the listener that feeds committed changes of every instance into [`Self::feed`],
-    /// reports subscriptions changed by any instance and which ones this instance owns. It ends
-    /// when the store is dropped.
+    /// reports subscriptions changed by any instance and holds this instance's share of them. It
+    /// ends when the store is dropped.
     pub fn listen(&self, events: tokio::sync::mpsc::UnboundedSender<super::coordination::Event>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        if self.claims.set(tx).is_err() {
+        if self.requests.set(tx).is_err() {
             return;
         }
         tokio::spawn(listen::run(
@@ -269,15 +270,36 @@ impl PgStore {
         ));
     }
 
-    /// Asks the listener to claim unowned subscriptions at once (after this instance created
-    /// one); returns those this instance now holds, or None when the listener does not answer
-    /// within two seconds.
-    pub async fn claim_now(&self) -> Option<super::coordination::Owned> {
+    /// Sends a request to the listener and waits (two seconds at most) for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> listen::Request,
+    ) -> Option<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.claims.get()?.send(reply).ok()?;
+        self.requests.get()?.send(request(reply)).ok()?;
         tokio::time::timeout(Duration::from_secs(2), answer)
             .await
             .ok()?
             .ok()
+    }
+
+    /// Asks the listener to claim new subscriptions at once (after this instance created one).
+    pub async fn claim_now(&self) {
+        self.ask(listen::Request::Claim).await;
+    }
+
+    /// Asks the listener to save watermarks of subscriptions it holds.
+    pub async fn save_marks(&self, marks: Vec<listen::Mark>) -> Result<(), String> {
+        self.ask(|reply| listen::Request::Save(marks, reply))
+            .await
+            .unwrap_or_else(|| Err("the change listener did not answer".into()))
+    }
+
+    /// Asks the listener to save the final watermarks of subscriptions it releases, then unlock
+    /// them.
+    pub fn release_marks(&self, marks: Vec<listen::Mark>) {
+        if let Some(requests) = self.requests.get() {
+            let _ = requests.send(listen::Request::Release(marks));
+        }
     }
 }

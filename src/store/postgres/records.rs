@@ -93,6 +93,15 @@ impl PgStore {
             collection.table()
         );
         let removed = tx.execute(&sql, &[&tenant, &id]).await.map_err(db_error)?;
+        if collection == Collection::Subscriptions {
+            // A subscription made again with this id starts afresh, not from this watermark.
+            tx.execute(
+                "DELETE FROM subscription_watermarks WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         announce(&tx, collection, tenant, id).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(removed > 0)

@@ -4,6 +4,7 @@
 
 pub mod jwt;
 pub mod logs;
+pub mod process;
 pub mod receiver;
 pub mod rng;
 pub mod services;

@@ -111,6 +111,14 @@ impl Receiver {
             .expect("receiver open")
     }
 
+    /// The next notification if one arrives within `ms` milliseconds.
+    pub async fn within(&mut self, ms: u64) -> Option<Received> {
+        tokio::time::timeout(Duration::from_millis(ms), self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Asserts that nothing arrives for `ms` milliseconds.
     pub async fn nothing(&mut self, ms: u64) {
         if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(ms), self.rx.recv()).await {

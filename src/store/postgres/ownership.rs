@@ -1,0 +1,282 @@
+//! Which instance notifies for which subscription, and the watermarks that let another continue
+//! where it stopped. The listener's connection (`listen`) holds a session advisory lock per owned
+//! subscription and one per instance, by which instances count each other. Each claim round aims
+//! at an even share, ceil(subscriptions / instances): an instance above it releases the surplus
+//! (after saving its watermarks), one below it takes unowned subscriptions, first notifying the
+//! changes committed since their watermarks (`News::Claimed`). A new subscription (without a
+//! watermark yet) is taken by the first instance that sees it whatever its share, and starts at
+//! that instance's position. See docs/subscriptions.md.
+
+use super::with_causes;
+use crate::store::changes::ChangeFeed;
+use crate::store::coordination::{Key, News, Position};
+use crate::store::Collection;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio_postgres::Client;
+
+/// First key of the advisory locks that say which instance owns a subscription (the second is a
+/// hash of tenant and owner key; a collision only puts two subscriptions with the same owner).
+const OWNER_LOCK: i32 = 0x7473_7562; // "tsub"
+
+/// First key of the advisory lock each instance's listener holds (the second is its process id),
+/// so that instances can count each other.
+const INSTANCE_LOCK: i32 = 0x7469_6e73; // "tins"
+
+/// How long change rows are kept at least (for listeners catching up after a reconnect).
+const KEEP_CHANGES: &str = "5 minutes";
+
+/// How long change rows are kept at most, however far behind a watermark is: the bound on what a
+/// subscription that nobody advances (every instance stopped) can keep.
+const KEEP_CHANGES_AT_MOST: &str = "1 hour";
+
+/// A watermark to save: the subscription and the position up to which it is done.
+pub type Mark = (Key, Arc<Position>);
+
+/// The subscriptions this session holds.
+#[derive(Default)]
+pub struct Owner {
+    held: HashSet<Key>,
+    /// Announced as released, waiting for their final watermarks.
+    releasing: HashSet<Key>,
+}
+
+fn split(keys: &[Key]) -> (Vec<&str>, Vec<&str>) {
+    keys.iter().map(|(t, k)| (t.as_str(), k.as_str())).unzip()
+}
+
+/// Whether an owner key names an entity subscription (those have watermarks; registration
+/// subscriptions are not notified of entity changes).
+fn is_entity(key: &Key) -> bool {
+    Collection::of_owner_key(&key.1).0 == Collection::Subscriptions
+}
+
+impl Owner {
+    /// Announces this session as an instance (its lock goes with the session).
+    pub async fn start(client: &Client) -> Result<(), String> {
+        client
+            .execute(
+                "SELECT pg_advisory_lock($1, pg_backend_pid())",
+                &[&INSTANCE_LOCK],
+            )
+            .await
+            .map_err(|e| with_causes(&e))?;
+        Ok(())
+    }
+
+    /// One claim round at `position` (everything up to it is published): gives up the locks of
+    /// deleted subscriptions, announces the surplus above an even share as releasing, and claims
+    /// new subscriptions and, up to the share, unowned ones.
+    pub async fn balance(
+        &mut self,
+        client: &Client,
+        position: &Arc<Position>,
+        feed: &ChangeFeed,
+    ) -> Result<(), String> {
+        let instances: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND classid = $1::int4::oid AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&INSTANCE_LOCK],
+            )
+            .await
+            .map_err(|e| with_causes(&e))?
+            .get(0);
+        // Every subscription: whether it is new (an entity subscription without a watermark) and
+        // whether no session holds it.
+        let rows = client
+            .query(
+                "WITH held AS (SELECT objid, pid FROM pg_locks WHERE locktype = 'advisory'
+                   AND granted AND classid = $1::int4::oid AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+                 subs AS (
+                   SELECT tenant, id AS key, NOT EXISTS (SELECT 1 FROM subscription_watermarks w
+                     WHERE w.tenant = s.tenant AND w.id = s.id) AS new FROM subscriptions s
+                   UNION ALL
+                   SELECT tenant, 'csource ' || id, false FROM csource_subscriptions)
+                 SELECT subs.tenant, subs.key, subs.new, held.pid IS NULL
+                 FROM subs LEFT JOIN held ON held.objid = hashtext(subs.tenant || '/' || subs.key)::oid
+                 ORDER BY random()",
+                &[&OWNER_LOCK],
+            )
+            .await
+            .map_err(|e| with_causes(&e))?;
+        let present: HashSet<Key> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let gone: Vec<Key> = self.held.difference(&present).cloned().collect();
+        if !gone.is_empty() {
+            self.unlock(client, &gone).await?;
+        }
+        let share = present
+            .len()
+            .div_ceil(usize::try_from(instances).unwrap_or(1).max(1));
+        let keeping = self.held.len().saturating_sub(self.releasing.len());
+        if keeping > share {
+            let mut surplus: Vec<Key> = self.held.difference(&self.releasing).cloned().collect();
+            surplus.sort();
+            let surplus = surplus.split_off(share);
+            self.releasing.extend(surplus.iter().cloned());
+            feed.tell(News::Releasing(surplus));
+            return Ok(());
+        }
+        let mut room = share - keeping;
+        let mut wanted: Vec<Key> = Vec::new();
+        for row in rows.iter().filter(|r| r.get::<_, bool>(3)) {
+            let new: bool = row.get(2);
+            if new || room > 0 {
+                room = room.saturating_sub(usize::from(!new));
+                wanted.push((row.get(0), row.get(1)));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let (tenants, keys) = split(&wanted);
+        let got: Vec<Key> = client
+            .query(
+                "SELECT t, k FROM unnest($2::text[], $3::text[]) AS u(t, k)
+                 WHERE pg_try_advisory_lock($1, hashtext(t || '/' || k))",
+                &[&OWNER_LOCK, &tenants, &keys],
+            )
+            .await
+            .map_err(|e| with_causes(&e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if got.is_empty() {
+            return Ok(());
+        }
+        self.held.extend(got.iter().cloned());
+        let news = claimed(client, position, got).await?;
+        feed.tell(news);
+        Ok(())
+    }
+
+    /// Saves watermarks of the subscriptions this session holds.
+    pub async fn save(&self, client: &Client, marks: &[Mark]) -> Result<(), String> {
+        let mine: Vec<&Mark> = marks
+            .iter()
+            .filter(|(key, _)| self.held.contains(key) && is_entity(key))
+            .collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let (tenants, ids): (Vec<&str>, Vec<&str>) = mine
+            .iter()
+            .map(|((t, i), _)| (t.as_str(), i.as_str()))
+            .unzip();
+        let positions: Vec<&str> = mine.iter().map(|(_, p)| p.text()).collect();
+        client
+            .execute(
+                "INSERT INTO subscription_watermarks (tenant, id, position, saved_at)
+                 SELECT t, i, p::pg_snapshot, now()
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, i, p)
+                 ON CONFLICT (tenant, id) DO UPDATE
+                   SET position = excluded.position, saved_at = excluded.saved_at",
+                &[&tenants, &ids, &positions],
+            )
+            .await
+            .map_err(|e| with_causes(&e))?;
+        Ok(())
+    }
+
+    /// Saves the final watermarks of released subscriptions, then gives them up.
+    pub async fn release(&mut self, client: &Client, marks: &[Mark]) -> Result<(), String> {
+        self.save(client, marks).await?;
+        let keys: Vec<Key> = marks
+            .iter()
+            .map(|(key, _)| key.clone())
+            .filter(|key| self.releasing.contains(key))
+            .collect();
+        self.unlock(client, &keys).await
+    }
+
+    async fn unlock(&mut self, client: &Client, keys: &[Key]) -> Result<(), String> {
+        let (tenants, ids) = split(keys);
+        client
+            .execute(
+                "SELECT pg_advisory_unlock($1, hashtext(t || '/' || k))
+                 FROM unnest($2::text[], $3::text[]) AS u(t, k)",
+                &[&OWNER_LOCK, &tenants, &ids],
+            )
+            .await
+            .map_err(|e| with_causes(&e))?;
+        for key in keys {
+            self.held.remove(key);
+            self.releasing.remove(key);
+        }
+        Ok(())
+    }
+}
+
+/// The news of subscriptions just locked at `position`: their watermarks (a new subscription's
+/// is set to `position`) and the changes committed after the oldest of them up to `position`.
+async fn claimed(client: &Client, position: &Arc<Position>, got: Vec<Key>) -> Result<News, String> {
+    let entity: Vec<Key> = got.iter().filter(|k| is_entity(k)).cloned().collect();
+    let (tenants, ids) = split(&entity);
+    let marks: Vec<(Key, Arc<Position>)> = client
+        .query(
+            "SELECT w.tenant, w.id, w.position::text FROM subscription_watermarks w
+             JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON w.tenant = u.t AND w.id = u.i",
+            &[&tenants, &ids],
+        )
+        .await
+        .map_err(|e| with_causes(&e))?
+        .iter()
+        .filter_map(|r| Some(((r.get(0), r.get(1)), Arc::new(Position::parse(r.get(2))?))))
+        .collect();
+    // A subscription without a watermark starts here.
+    client
+        .execute(
+            "INSERT INTO subscription_watermarks (tenant, id, position)
+             SELECT t, i, $3::text::pg_snapshot FROM unnest($1::text[], $2::text[]) AS u(t, i)
+             ON CONFLICT DO NOTHING",
+            &[&tenants, &ids, &position.text()],
+        )
+        .await
+        .map_err(|e| with_causes(&e))?;
+    let oldest = marks.iter().map(|(_, p)| p.oldest()).min();
+    let missed = match oldest {
+        None => Vec::new(),
+        Some(oldest) => {
+            let tenants: Vec<&str> = marks.iter().map(|((t, _), _)| t.as_str()).collect();
+            let rows = client
+                .query(
+                    "SELECT seq, tenant, id, before, after, at, xid::text FROM entity_changes
+                     WHERE tenant = ANY($1) AND xid >= $2::text::xid8
+                       AND pg_visible_in_snapshot(xid, $3::text::pg_snapshot)
+                     ORDER BY seq",
+                    &[&tenants, &oldest.to_string(), &position.text()],
+                )
+                .await
+                .map_err(|e| with_causes(&e))?;
+            super::listen::changes(rows)
+        }
+    };
+    let mut marked: std::collections::HashMap<Key, Arc<Position>> = marks.into_iter().collect();
+    let subs = got
+        .into_iter()
+        .map(|key| {
+            let mark = marked.remove(&key);
+            (key, mark)
+        })
+        .collect();
+    Ok(News::Claimed { subs, missed })
+}
+
+/// Deletes the watermarks of deleted subscriptions, and the change rows no watermark needs any
+/// more: older than [`KEEP_CHANGES`] and either before every watermark or older than
+/// [`KEEP_CHANGES_AT_MOST`].
+pub async fn prune(client: &Client) {
+    let sql = format!(
+        "DELETE FROM subscription_watermarks w WHERE NOT EXISTS
+           (SELECT 1 FROM subscriptions s WHERE s.tenant = w.tenant AND s.id = w.id);
+         DELETE FROM entity_changes WHERE at < now() - interval '{KEEP_CHANGES}'
+           AND (at < now() - interval '{KEEP_CHANGES_AT_MOST}'
+             OR NOT EXISTS (SELECT 1 FROM subscription_watermarks)
+             OR xid < (SELECT min(pg_snapshot_xmin(position)) FROM subscription_watermarks))"
+    );
+    if let Err(e) = client.batch_execute(&sql).await {
+        tracing::warn!(error = %with_causes(&e), "pruning entity_changes failed");
+    }
+}
