@@ -128,7 +128,9 @@ pub fn serve(
             .app_data(gate.clone())
             .app_data(admission.clone())
             // Innermost: a refused write is still authenticated, counted and given its tenant.
-            .wrap(actix_web::middleware::from_fn(crate::http::admission::admit))
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::admission::admit,
+            ))
             .wrap(actix_web::middleware::from_fn(crate::http::audit::record))
             .wrap(actix_web::middleware::from_fn(
                 crate::http::auth::authenticate,

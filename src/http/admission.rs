@@ -58,7 +58,8 @@ pub async fn admit(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let admission = req.app_data::<web::Data<Admission>>().cloned();
-    let writes = matches!(classify(req.method(), req.path()), Route::Guarded(op) if op != Operation::Read);
+    let writes =
+        matches!(classify(req.method(), req.path()), Route::Guarded(op) if op != Operation::Read);
     let Some(admission) = admission.filter(|_| writes) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };

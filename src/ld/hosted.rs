@@ -15,42 +15,59 @@ pub const PATH: &str = "/ngsi-ld/v1/jsonldContexts/";
 /// Local id to document of every Hosted and ImplicitlyCreated @context, of every tenant.
 #[derive(Default)]
 pub struct HostedIndex {
-    documents: RwLock<HashMap<String, Arc<Value>>>,
+    inner: RwLock<Indexed>,
+}
+
+/// The map, and how many local changes (an add, a delete) it has seen: a reload read before a
+/// local change must not overwrite it.
+#[derive(Default)]
+struct Indexed {
+    documents: HashMap<String, Arc<Value>>,
+    changes: u64,
 }
 
 impl HostedIndex {
     /// The document with this local id.
     pub fn get(&self, local_id: &str) -> Option<Arc<Value>> {
-        self.documents
+        self.inner
             .read()
             .expect("index lock")
+            .documents
             .get(local_id)
             .cloned()
     }
 
-    /// Adds or replaces one document.
+    /// Adds or replaces one document (an add through the API).
     pub fn insert(&self, local_id: String, document: Arc<Value>) {
-        self.documents
-            .write()
-            .expect("index lock")
-            .insert(local_id, document);
+        let mut inner = self.inner.write().expect("index lock");
+        inner.documents.insert(local_id, document);
+        inner.changes += 1;
     }
 
     /// Removes one document; whether there was one.
     pub fn remove(&self, local_id: &str) -> bool {
-        self.documents
-            .write()
-            .expect("index lock")
-            .remove(local_id)
-            .is_some()
+        let mut inner = self.inner.write().expect("index lock");
+        inner.changes += 1;
+        inner.documents.remove(local_id).is_some()
     }
 
-    /// Replaces the whole map (a reload from the store); whether its set of ids changed.
-    pub fn replace(&self, documents: HashMap<String, Arc<Value>>) -> bool {
-        let mut current = self.documents.write().expect("index lock");
-        let changed =
-            current.len() != documents.len() || documents.keys().any(|k| !current.contains_key(k));
-        *current = documents;
+    /// How many local changes the index has seen: taken before a reload reads the store, and
+    /// given back to [`HostedIndex::replace`].
+    pub fn changes(&self) -> u64 {
+        self.inner.read().expect("index lock").changes
+    }
+
+    /// Replaces the whole map with a reload from the store read when the index had seen
+    /// `changes_before` local changes; a reload that a local change overtook is dropped (the next
+    /// one reads it). Whether the set of ids changed.
+    pub fn replace(&self, documents: HashMap<String, Arc<Value>>, changes_before: u64) -> bool {
+        let mut inner = self.inner.write().expect("index lock");
+        if inner.changes != changes_before {
+            return false;
+        }
+        let changed = inner.documents.len() != documents.len()
+            || documents.keys().any(|k| !inner.documents.contains_key(k));
+        inner.documents = documents;
         changed
     }
 }
@@ -100,9 +117,25 @@ mod tests {
     fn a_reload_says_whether_the_set_of_contexts_changed() {
         let index = HostedIndex::default();
         let doc = Arc::new(serde_json::json!({"@context": {}}));
-        assert!(index.replace(HashMap::from([("a".to_string(), doc.clone())])));
-        assert!(!index.replace(HashMap::from([("a".to_string(), doc.clone())])));
-        assert!(index.replace(HashMap::from([("b".to_string(), doc)])));
+        assert!(index.replace(HashMap::from([("a".to_string(), doc.clone())]), 0));
+        assert!(!index.replace(HashMap::from([("a".to_string(), doc.clone())]), 0));
+        assert!(index.replace(HashMap::from([("b".to_string(), doc)]), 0));
         assert!(index.get("b").is_some() && index.get("a").is_none());
+    }
+
+    #[test]
+    fn a_reload_read_before_an_add_does_not_undo_it() {
+        let index = HostedIndex::default();
+        let doc = Arc::new(serde_json::json!({"@context": {}}));
+        // The reload reads the store, an add lands meanwhile, then the reload would replace.
+        let before = index.changes();
+        index.insert("new".to_string(), doc.clone());
+        assert!(!index.replace(HashMap::new(), before));
+        assert!(index.get("new").is_some());
+        // The next reload, read after the add, applies.
+        let before = index.changes();
+        let stored = HashMap::from([("new".to_string(), doc.clone()), ("other".to_string(), doc)]);
+        assert!(index.replace(stored, before));
+        assert!(index.get("other").is_some());
     }
 }

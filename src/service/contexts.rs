@@ -292,12 +292,13 @@ impl AppState {
     /// deleted by another instance on the same database resolves (or no longer does) here too.
     /// Returns 1 when the set changed, 0 otherwise.
     pub async fn reload_stored_contexts(&self) -> NgsiResult<usize> {
+        let changes_before = self.contexts.hosted.changes();
         let mut documents = HashMap::new();
         for (_, value) in self.store.records(Collection::JsonldContexts).await? {
             let stored = decode(value)?;
             documents.insert(stored.local_id, Arc::new(stored.body));
         }
-        if self.contexts.hosted.replace(documents) {
+        if self.contexts.hosted.replace(documents, changes_before) {
             self.contexts.stored_contexts_changed();
             return Ok(1);
         }

@@ -27,7 +27,10 @@ async fn writes_beyond_the_limit_are_refused_at_once_and_change_nothing() {
         async move { request.send().await.expect("a response").status().as_u16() }
     });
     let (writes, reads) = futures_util::join!(join_all(writes), join_all(reads));
-    assert!(reads.iter().all(|&s| s == 200), "reads are never refused: {reads:?}");
+    assert!(
+        reads.iter().all(|&s| s == 200),
+        "reads are never refused: {reads:?}"
+    );
     let (mut admitted, mut refused) = (Vec::new(), 0);
     for (i, r) in writes {
         match r.status().as_u16() {
@@ -37,19 +40,24 @@ async fn writes_beyond_the_limit_are_refused_at_once_and_change_nothing() {
                 assert_eq!(r.headers()["retry-after"], "1");
                 let body: Value = r.json().await.unwrap();
                 assert_eq!(
-                    body["type"],
-                    "https://uri.etsi.org/ngsi-ld/errors/InternalError",
+                    body["type"], "https://uri.etsi.org/ngsi-ld/errors/InternalError",
                     "{body}"
                 );
                 assert!(
-                    body["detail"].as_str().unwrap().contains("--max-inflight-writes"),
+                    body["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("--max-inflight-writes"),
                     "{body}"
                 );
             }
             other => panic!("write a{i} answered {other}"),
         }
     }
-    assert!(refused > 0, "a burst of 100 writes against a limit of 1 refused none");
+    assert!(
+        refused > 0,
+        "a burst of 100 writes against a limit of 1 refused none"
+    );
     assert!(!admitted.is_empty(), "every write was refused");
     // Exactly the admitted writes are in the entity.
     let entity = s.entity(ID, "").await;
