@@ -841,7 +841,8 @@ impl Collection {
     }
 }
 
-fn undecodable(e: serde_json::Error) -> NgsiError {
+/// A stored value that does not (de)serialize: a bug or a damaged store, never the client's fault.
+pub(crate) fn undecodable(e: serde_json::Error) -> NgsiError {
     NgsiError::internal(format!("a stored record does not (de)serialize: {e}"))
 }
 

@@ -20,11 +20,11 @@ struct Stored {
 }
 
 fn decode(bytes: &[u8]) -> NgsiResult<Stored> {
-    serde_json::from_slice(bytes).map_err(storage)
+    serde_json::from_slice(bytes).map_err(crate::store::undecodable)
 }
 
 fn encode(stored: &Stored) -> NgsiResult<Vec<u8>> {
-    serde_json::to_vec(stored).map_err(storage)
+    serde_json::to_vec(stored).map_err(crate::store::undecodable)
 }
 
 /// What a change does to the stored map it is shown (None: there is none): the new value to

@@ -9,7 +9,7 @@ use super::aggregate::{self, AggregateQuery, Bucket};
 use super::changes::{Change, ChangeFeed};
 use super::history::{HistoryQuery, InstanceChange, TimeProperty};
 use super::{run_steps, undecodable, Collection, PlannedRemoval, Step};
-use crate::error::{NgsiError, NgsiResult};
+use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::Entity;
 use crate::query::EntityQuery;
 use chrono::DateTime;
@@ -84,7 +84,7 @@ fn remove_history(
         if !k.value().starts_with(&prefix) {
             break;
         }
-        let r: InstanceChange = serde_json::from_slice(v.value()).map_err(storage)?;
+        let r: InstanceChange = serde_json::from_slice(v.value()).map_err(undecodable)?;
         if removal.which.matches(&r) {
             doomed.push(k.value().to_vec());
         }
@@ -95,8 +95,25 @@ fn remove_history(
     Ok(doomed.len())
 }
 
-fn storage(e: impl std::fmt::Display) -> NgsiError {
-    NgsiError::internal(format!("the embedded store failed: {e}"))
+fn storage(e: impl Into<redb::Error>) -> NgsiError {
+    match e.into() {
+        // A full disk (or quota, or file size limit): nothing was written; the client may retry
+        // once space is freed. redb refuses every later write until the file is reopened.
+        redb::Error::Io(e) => NgsiError::new(
+            ErrorKind::ServiceUnavailable,
+            format!(
+                "the embedded store could not write its file ({e}); nothing of this request was \
+                 written. Free space on the disk of the data directory, then restart twinlink"
+            ),
+        ),
+        redb::Error::PreviousIo => NgsiError::new(
+            ErrorKind::ServiceUnavailable,
+            "the embedded store stopped writing after an I/O error of its file (a full disk?); \
+             reads go on and everything acknowledged is kept: free space on the disk of the data \
+             directory, then restart twinlink",
+        ),
+        e => NgsiError::internal(format!("the embedded store failed: {e}")),
+    }
 }
 
 impl EmbeddedStore {
@@ -265,7 +282,7 @@ impl EmbeddedStore {
                         break;
                     }
                 }
-                records.push(serde_json::from_slice(v.value()).map_err(storage)?);
+                records.push(serde_json::from_slice(v.value()).map_err(undecodable)?);
             }
             Ok(query.select(records))
         })
@@ -333,7 +350,7 @@ impl EmbeddedStore {
                     let k = key(&tenant, id);
                     match state {
                         Some(entity) => {
-                            let bytes = serde_json::to_vec(entity.as_ref()).map_err(storage)?;
+                            let bytes = serde_json::to_vec(entity.as_ref()).map_err(undecodable)?;
                             entities
                                 .insert(k.as_str(), bytes.as_slice())
                                 .map_err(storage)?;
@@ -354,7 +371,7 @@ impl EmbeddedStore {
                     removed.push(remove_history(&mut table, &tenant, removal)?);
                 }
                 for (id, r) in &planned.history {
-                    let bytes = serde_json::to_vec(r).map_err(storage)?;
+                    let bytes = serde_json::to_vec(r).map_err(undecodable)?;
                     table
                         .insert(history_key(&tenant, id, r).as_slice(), bytes.as_slice())
                         .map_err(storage)?;
@@ -524,9 +541,9 @@ impl EmbeddedStore {
                     return Ok(());
                 };
                 let mut record: serde_json::Value =
-                    serde_json::from_slice(&current).map_err(storage)?;
+                    serde_json::from_slice(&current).map_err(undecodable)?;
                 record[member] = value;
-                let bytes = serde_json::to_vec(&record).map_err(storage)?;
+                let bytes = serde_json::to_vec(&record).map_err(undecodable)?;
                 table
                     .insert(k.as_str(), bytes.as_slice())
                     .map_err(storage)?;

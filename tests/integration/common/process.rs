@@ -27,8 +27,29 @@ impl Broker {
     /// Starts the binary on `data_dir`, or on the PostgreSQL database `database` when the tests
     /// run against that store (the same database across restarts).
     pub async fn start(data_dir: &Path, database: &Option<String>) -> Broker {
+        Broker::launch(
+            Command::new(env!("CARGO_BIN_EXE_twinlink")),
+            data_dir,
+            database,
+        )
+        .await
+    }
+
+    /// Starts the binary on the embedded store at `data_dir` with SIGXFSZ ignored (through a
+    /// shell that ignores it and execs the binary), so that a file size limit set later on the
+    /// process (`prlimit --fsize`) makes its writes fail as on a full disk, instead of killing it.
+    pub async fn start_without_file_size_signal(data_dir: &Path) -> Broker {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "trap '' XFSZ; exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_twinlink"),
+        ]);
+        Broker::launch(command, data_dir, &None).await
+    }
+
+    async fn launch(mut command: Command, data_dir: &Path, database: &Option<String>) -> Broker {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
         if let Some(url) = database {
             command.args(["--database-url", url]);
         }
