@@ -31,6 +31,12 @@ pub enum Command {
     Migrate,
     /// Print the version and exit.
     Version,
+    /// List the bundled Smart Data Models (name, version, attributes with rules, required
+    /// attributes), or print the rules of one model as the checks read them.
+    Models {
+        /// A model, as `<subject>/<model>` or by its name alone when that is unambiguous.
+        model: Option<String>,
+    },
 }
 
 /// Output format of the logs.
