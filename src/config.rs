@@ -225,6 +225,11 @@ pub struct Options {
     #[arg(skip)]
     #[serde(default)]
     pub grants: Vec<crate::auth::grants::Grant>,
+    /// Which entities are checked against which data model: `[[data-models]]` tables of the
+    /// configuration file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub data_models: Vec<crate::model::conformance::Binding>,
     /// Who may read /metrics under `--auth jwt`: `open` (anyone) or `admin`.
     #[arg(long, env = "TWINLINK_METRICS_ACCESS", global = true, value_enum)]
     pub metrics_access: Option<MetricsAccess>,
@@ -318,6 +323,8 @@ pub struct Settings {
     pub audit_table: bool,
     /// What outbound requests may reach.
     pub outbound: crate::outbound::Policy,
+    /// The data-model checks: which entities are checked against which model.
+    pub data_models: Vec<crate::model::conformance::Binding>,
 }
 
 impl Default for Settings {
@@ -361,6 +368,7 @@ impl Default for Settings {
             metrics_access: MetricsAccess::Open,
             audit_table: false,
             outbound: crate::outbound::Policy::default(),
+            data_models: Vec::new(),
         }
     }
 }
@@ -504,6 +512,7 @@ impl Settings {
                     &options.outbound_allow
                 },
             )?,
+            data_models: file.data_models,
         })
     }
 }

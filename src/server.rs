@@ -47,8 +47,10 @@ pub async fn broker(settings: Settings, wait: DatabaseWait) -> Result<Broker, St
             return Err("--audit-table needs the PostgreSQL store (--database-url)".into())
         }
     };
+    let checks = std::sync::Arc::new(crate::service::conformance::Checks::new(&settings)?);
     Ok(Broker {
         audit_table,
+        checks,
         sources: crate::federation::forward::Sources::new(&settings),
         store,
         contexts,

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod catalogue;
+pub mod conformance;
 pub mod contexts;
 pub mod distributed;
 pub mod entities;
@@ -41,6 +42,8 @@ pub struct Broker {
     /// The base URL sources reach this broker at ([`crate::config::Settings::public_url_for`]),
     /// known once the listener is bound (the port may be picked then).
     pub public_url: std::sync::OnceLock<String>,
+    /// The data-model checks every write passes.
+    pub checks: std::sync::Arc<conformance::Checks>,
     /// The audit table, with `--audit-table true`.
     pub audit_table: Option<crate::telemetry::audit::Table>,
 }

@@ -22,6 +22,26 @@ pub enum Mode {
     Flag,
 }
 
+/// One `[[data-models]]` table of the configuration: the entities of a tenant and type that are
+/// checked against a model, and what a finding does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Binding {
+    /// The tenant ("" the default one, "*" every tenant).
+    #[serde(default)]
+    pub tenant: String,
+    /// The bundled model, as `<subject>/<model>` or by its name alone when unambiguous.
+    pub model: String,
+    /// The expanded entity type checked; the model's own type when not given.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_iri: Option<String>,
+    /// Refuse or flag what breaks the rules.
+    pub mode: Mode,
+    /// A JSON Schema file the entity (in keyValues form, with expanded names) must also satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<std::path::PathBuf>,
+}
+
 /// The rule a finding is about, named in messages, in the recorded findings and in the metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -73,8 +93,11 @@ pub struct Finding {
     /// The attribute, by its name in the model (the term a client of the model's @context
     /// writes), or its expanded IRI when the rule has no model.
     pub attribute: String,
-    /// Where the rule comes from: `<subject>/<model> <version>`, or the check's name.
-    pub source: String,
+    /// Where the rule comes from: the model (`<subject>/<model>`), or the check's name
+    /// (`schema`, `territory`).
+    pub model: String,
+    /// The model's version; empty for a check without one.
+    pub version: String,
     /// What is wrong.
     pub detail: String,
 }
@@ -82,19 +105,22 @@ pub struct Finding {
 impl Finding {
     /// The sentence a ProblemDetails `detail` carries for it.
     pub fn message(&self) -> String {
+        let source = match self.version.as_str() {
+            "" => format!("the {} check", self.model),
+            v => format!("data model {} {v}", self.model),
+        };
         format!(
-            "attribute '{}' breaks the '{}' rule of {}: {}",
+            "attribute '{}' breaks the '{}' rule of {source}: {}",
             self.attribute,
             self.rule.name(),
-            self.source,
             self.detail
         )
     }
 
     /// The finding as recorded on a flagged entity.
     pub fn record(&self) -> Value {
-        json!({"rule": self.rule.name(), "attribute": self.attribute, "source": self.source,
-               "detail": self.detail})
+        json!({"rule": self.rule.name(), "attribute": self.attribute, "model": self.model,
+               "version": self.version, "detail": self.detail})
     }
 }
 
@@ -127,7 +153,6 @@ pub fn check_model(
     scope: Scope,
     out: &mut Vec<Finding>,
 ) {
-    let source = || format!("data model {name} {}", model.version);
     let term = |iri: &str| {
         model
             .attributes
@@ -139,27 +164,37 @@ pub fn check_model(
             out.push(Finding {
                 rule: Rule::Required,
                 attribute: term(iri),
-                source: source(),
+                model: name.to_string(),
+                version: model.version.clone(),
                 detail: "the model requires it and the entity has none".into(),
             });
         }
     }
     for (iri, instances) in &entity.attrs {
-        let Some(rule) = model.attributes.get(iri) else {
-            continue;
-        };
-        if !scope.covers(entity, iri) {
-            continue;
-        }
-        if let Some((broken, detail)) = instances.iter().find_map(|a| value::check(rule, a)) {
-            out.push(Finding {
-                rule: broken,
-                attribute: rule.term.clone(),
-                source: source(),
-                detail,
-            });
+        if scope.covers(entity, iri) {
+            out.extend(check_instances(name, model, iri, instances));
         }
     }
+}
+
+/// The finding of the first of an attribute's instances that breaks the attribute's rule in a
+/// model (none when the model has no rule for it): for the instances of an entity, and for the
+/// instances temporal provision records in the history.
+pub fn check_instances(
+    name: &str,
+    model: &ModelRules,
+    iri: &str,
+    instances: &[crate::model::Attribute],
+) -> Option<Finding> {
+    let rule = model.attributes.get(iri)?;
+    let (broken, detail) = instances.iter().find_map(|a| value::check(rule, a))?;
+    Some(Finding {
+        rule: broken,
+        attribute: rule.term.clone(),
+        model: name.to_string(),
+        version: model.version.clone(),
+        detail,
+    })
 }
 
 #[cfg(test)]
