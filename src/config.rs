@@ -230,6 +230,11 @@ pub struct Options {
     #[arg(skip)]
     #[serde(default)]
     pub data_models: Vec<crate::model::conformance::Binding>,
+    /// The space-time checks (territory, clock skew, unit codes): `[[territory]]` tables of the
+    /// configuration file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub territory: Vec<crate::model::conformance::spacetime::TerritoryConfig>,
     /// Who may read /metrics under `--auth jwt`: `open` (anyone) or `admin`.
     #[arg(long, env = "TWINLINK_METRICS_ACCESS", global = true, value_enum)]
     pub metrics_access: Option<MetricsAccess>,
@@ -325,6 +330,8 @@ pub struct Settings {
     pub outbound: crate::outbound::Policy,
     /// The data-model checks: which entities are checked against which model.
     pub data_models: Vec<crate::model::conformance::Binding>,
+    /// The space-time checks.
+    pub territory: Vec<crate::model::conformance::spacetime::TerritoryConfig>,
 }
 
 impl Default for Settings {
@@ -369,6 +376,7 @@ impl Default for Settings {
             audit_table: false,
             outbound: crate::outbound::Policy::default(),
             data_models: Vec::new(),
+            territory: Vec::new(),
         }
     }
 }
@@ -513,6 +521,7 @@ impl Settings {
                 },
             )?,
             data_models: file.data_models,
+            territory: file.territory,
         })
     }
 }

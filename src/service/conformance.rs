@@ -1,5 +1,5 @@
-//! The data-model checks of every write: the one door each entity a service writes passes
-//! before the store commits it, whatever the transport (HTTP single and batch writes, MQTT
+//! The data-model and space-time checks of every write: the one door each entity a service
+//! writes passes before the store commits it, whatever the transport (HTTP single and batch writes, MQTT
 //! ingestion, temporal provision). A finding of a `reject` binding fails the entity's write
 //! with 400 BadRequestData; those of `flag` bindings are recorded on the entity (the
 //! [`FINDINGS_IRI`] attribute) and counted in `twinlink_data_model_findings_total`.
@@ -8,54 +8,153 @@ use super::Broker;
 use crate::config::Settings;
 use crate::error::{NgsiError, NgsiResult};
 use crate::model::conformance::rules::{self, ModelRules};
-use crate::model::conformance::{check_instances, check_model, Finding, Mode, Scope};
+use crate::model::conformance::schema::UserSchema;
+use crate::model::conformance::spacetime::Territory;
+use crate::model::conformance::{check_instances, check_model, Binding, Finding, Mode, Scope};
 use crate::model::{AttrKind, Attribute, Entity};
 use crate::store::history::InstanceChange;
 use crate::store::{Decide, Decision, Step, Write};
+use chrono::Utc;
 use serde_json::Value;
+use std::sync::{Arc, RwLock};
 
 /// The attribute a flagged entity carries its findings in (a Property whose value lists them),
 /// so that `q=dataModelFindings` finds the flagged entities.
 pub const FINDINGS_IRI: &str = "https://uri.etsi.org/ngsi-ld/default-context/dataModelFindings";
 
-/// A configured binding, its model looked up.
+/// What a configured check runs.
+#[derive(Debug)]
+enum Check {
+    /// The rules of a bundled model, and the user's schema for it, if any.
+    Model(&'static str, &'static ModelRules, Option<UserSchema>),
+    /// The space-time checks.
+    Territory(Territory),
+}
+
+impl Check {
+    fn entity(&self, entity: &Entity, scope: Scope, out: &mut Vec<Finding>) {
+        match self {
+            Check::Model(name, rules, schema) => {
+                check_model(name, rules, entity, scope, out);
+                if let Some(schema) = schema {
+                    schema.check(name, rules, entity, out);
+                }
+            }
+            Check::Territory(t) => t.check(entity, scope, Utc::now(), out),
+        }
+    }
+
+    fn instance(&self, iri: &str, instance: &Attribute) -> Option<Finding> {
+        let one = std::slice::from_ref(instance);
+        match self {
+            Check::Model(name, rules, _) => check_instances(name, rules, iri, one),
+            Check::Territory(t) => t.check_instances(iri, one, Utc::now()),
+        }
+    }
+}
+
+/// A configured check and the entities it applies to.
 #[derive(Debug)]
 struct Bound {
     tenant: String,
-    model: &'static str,
-    rules: &'static ModelRules,
-    type_iri: String,
+    /// The expanded type checked; `None`: every entity.
+    type_iri: Option<String>,
+    check: Check,
     mode: Mode,
 }
 
-/// Every check configured, resolved once at start.
+impl Bound {
+    /// The check of a data-model binding of `tenant`.
+    fn model(tenant: &str, b: &Binding) -> Result<Bound, String> {
+        let (model, rules) = rules::find(&b.model)?;
+        let schema = b.schema.as_deref().map(UserSchema::load).transpose()?;
+        Ok(Bound {
+            tenant: tenant.to_string(),
+            type_iri: Some(b.type_iri.clone().unwrap_or_else(|| rules.type_iri.clone())),
+            check: Check::Model(model, rules, schema),
+            mode: b.mode,
+        })
+    }
+
+    fn applies(&self, tenant: &str, entity: &Entity) -> bool {
+        (self.tenant == "*" || self.tenant == tenant)
+            && self
+                .type_iri
+                .as_ref()
+                .is_none_or(|t| entity.types.contains(t))
+    }
+}
+
+/// The bindings set through the admin API, as last read from the store.
+#[derive(Debug, Default)]
+struct Stored {
+    /// The records, by tenant, as read (to tell whether a reload changed anything).
+    records: Vec<(String, Value)>,
+    bounds: Vec<Bound>,
+}
+
+/// Every check: those of the configuration, resolved once at start, and those of the admin API,
+/// reloaded from the store.
 #[derive(Debug, Default)]
 pub struct Checks {
-    bindings: Vec<Bound>,
+    configured: Vec<Bound>,
+    stored: RwLock<Arc<Stored>>,
 }
 
 impl Checks {
-    /// The checks the settings configure; an error names a binding whose model is unknown.
+    /// The checks the settings configure; an error names a binding whose model is unknown or
+    /// a territory that is not one.
     pub fn new(settings: &Settings) -> Result<Checks, String> {
-        let bindings = settings
+        let models = settings
             .data_models
             .iter()
-            .map(|b| {
-                let (model, rules) = rules::find(&b.model)?;
-                Ok(Bound {
-                    tenant: b.tenant.clone(),
-                    model,
-                    rules,
-                    type_iri: b.type_iri.clone().unwrap_or_else(|| rules.type_iri.clone()),
-                    mode: b.mode,
-                })
+            .map(|b| Bound::model(&b.tenant, b));
+        let territories = settings.territory.iter().map(|t| {
+            Ok(Bound {
+                tenant: t.tenant.clone(),
+                type_iri: t.type_iri.clone(),
+                check: Check::Territory(Territory::new(t)?),
+                mode: t.mode,
             })
-            .collect::<Result<_, String>>()?;
-        Ok(Checks { bindings })
+        });
+        let configured = models.chain(territories).collect::<Result<_, String>>()?;
+        Ok(Checks {
+            configured,
+            stored: RwLock::default(),
+        })
+    }
+
+    fn stored(&self) -> Arc<Stored> {
+        // A poisoned lock still holds a whole snapshot: writers only swap the Arc.
+        let guard = self.stored.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&guard)
+    }
+
+    /// Takes the stored bindings' records (tenant, record) as the API bindings; false when they
+    /// are those in force already. A record that no longer binds (its model unknown) is left
+    /// out, with a warning.
+    pub(crate) fn reload(&self, records: Vec<(String, Value)>) -> bool {
+        if self.stored().records == records {
+            return false;
+        }
+        let bounds = records
+            .iter()
+            .filter_map(|(tenant, record)| {
+                let bound = stored_binding(record).and_then(|b| Bound::model(tenant, &b));
+                bound
+                    .inspect_err(
+                        |e| tracing::warn!(%tenant, %record, "data-model binding left out: {e}"),
+                    )
+                    .ok()
+            })
+            .collect();
+        let fresh = Arc::new(Stored { records, bounds });
+        *self.stored.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        true
     }
 
     fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+        self.configured.is_empty() && self.stored().bounds.is_empty()
     }
 
     /// Checks an entity about to be written over `before` (the stored state, if any): fails
@@ -73,17 +172,17 @@ impl Checks {
     ) -> NgsiResult<()> {
         let scope = before.map_or(Scope::Whole, Scope::ChangedSince);
         let (mut refused, mut flagged, mut flagging) = (Vec::new(), Vec::new(), false);
-        for b in self.bindings.iter().filter(|b| {
-            (b.tenant == "*" || b.tenant == tenant) && entity.types.contains(&b.type_iri)
-        }) {
+        let stored = self.stored();
+        let bindings = self.configured.iter().chain(&stored.bounds);
+        for b in bindings.filter(|b| b.applies(tenant, entity)) {
             match b.mode {
                 Mode::Reject => {
-                    check_model(b.model, b.rules, entity, scope, &mut refused);
+                    b.check.entity(entity, scope, &mut refused);
                     refused.extend(recorded_findings(b, recorded));
                 }
                 Mode::Flag => {
                     flagging = true;
-                    check_model(b.model, b.rules, entity, Scope::Whole, &mut flagged);
+                    b.check.entity(entity, Scope::Whole, &mut flagged);
                 }
             }
         }
@@ -100,6 +199,14 @@ impl Checks {
     }
 }
 
+/// The binding of a stored record (`{"id": ..., "model": ..., "mode": ...}`); its tenant is the
+/// record's.
+pub(crate) fn stored_binding(record: &Value) -> Result<Binding, String> {
+    let mut fields = record.as_object().cloned().unwrap_or_default();
+    fields.remove("id");
+    serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
+}
+
 /// The findings of a binding on the attribute instances of history records.
 fn recorded_findings<'a>(
     b: &'a Bound,
@@ -108,7 +215,7 @@ fn recorded_findings<'a>(
     recorded.iter().filter_map(move |r| {
         let (iri, text) = (r.attr.as_deref()?, r.value.as_ref()?);
         let instance: Attribute = serde_json::from_str(text.text()).ok()?;
-        check_instances(b.model, b.rules, iri, std::slice::from_ref(&instance))
+        b.check.instance(iri, &instance)
     })
 }
 
@@ -140,7 +247,7 @@ impl Broker {
             return steps;
         }
         let guard = |decide: Decide<R>| -> Decide<R> {
-            let (checks, tenant) = (std::sync::Arc::clone(&self.checks), tenant.to_string());
+            let (checks, tenant) = (Arc::clone(&self.checks), tenant.to_string());
             Box::new(move |current| {
                 let mut decision = decide(current)?;
                 if let Write::Put(entity) = &mut decision.write {

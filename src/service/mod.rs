@@ -6,6 +6,7 @@ pub mod batch;
 pub mod catalogue;
 pub mod conformance;
 pub mod contexts;
+pub mod data_models;
 pub mod distributed;
 pub mod entities;
 pub mod entity_maps;

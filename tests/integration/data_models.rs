@@ -369,3 +369,161 @@ async fn a_refused_mqtt_message_goes_to_the_error_topic_with_its_problem() {
     crate::mqtt_ingest::eventually(&s, &format!("/entities/{good}"), &[], |_| true).await;
     s.assert_absent(bad).await;
 }
+
+#[actix_web::test]
+async fn space_time_checks_refuse_what_lies_outside_the_twin() {
+    let territory: twinlink::model::conformance::spacetime::TerritoryConfig = toml::from_str(
+        r#"bbox = [-3.9, 40.3, -3.5, 40.6]
+           max-future-seconds = 300
+           unit-codes = true
+           mode = "reject""#,
+    )
+    .expect("a territory");
+    let s = TestServer::start_with(move |s| s.territory = vec![territory]).await;
+    let id = "urn:ngsi-ld:AirQualityObserved:Madrid-spacetime";
+    let r = s
+        .send_linked(Method::POST, "/entities", ENV, &madrid(id))
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let future = (chrono::Utc::now() + chrono::TimeDelta::hours(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let cases = [
+        (
+            json!({"location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.17, 41.38]}}}),
+            "https://uri.etsi.org/ngsi-ld/location",
+            "territory",
+        ),
+        (
+            json!({"no2": {"type": "Property", "value": 70, "observedAt": future}}),
+            "https://smartdatamodels.org/dataModel.Environment/no2",
+            "observedAt",
+        ),
+        (
+            json!({"no2": {"type": "Property", "value": 70, "unitCode": "ug/m3"}}),
+            "https://smartdatamodels.org/dataModel.Environment/no2",
+            "unitCode",
+        ),
+    ];
+    for (patch, attr, rule) in cases {
+        let r = s
+            .send_linked(Method::PATCH, &format!("/entities/{id}/attrs"), ENV, &patch)
+            .await;
+        let problem = assert_problem(r, 400, "BadRequestData").await;
+        let expected =
+            format!("attribute '{attr}' breaks the '{rule}' rule of the territory check");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&expected),
+            "{expected} in {problem}"
+        );
+    }
+    let stored = s.entity(id, "").await;
+    assert_eq!(
+        stored["https://smartdatamodels.org/dataModel.Environment/no2"]["value"], 69,
+        "{stored}"
+    );
+}
+
+#[actix_web::test]
+async fn a_users_json_schema_is_checked_on_the_key_values_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aqo.schema.json");
+    let schema = json!({
+        "type": "object",
+        "required": ["id", "type", "no2"],
+        "properties": {"type": {"const": "AirQualityObserved"},
+                       "no2": {"type": "number", "maximum": 400}}
+    });
+    std::fs::write(&file, schema.to_string()).unwrap();
+    let s = TestServer::start_with(move |s| {
+        let mut b = binding("", Mode::Reject);
+        b.schema = Some(file);
+        s.data_models = vec![b];
+    })
+    .await;
+    let id = "urn:ngsi-ld:AirQualityObserved:schema";
+    let mut e = madrid(id);
+    e["no2"]["value"] = json!(450);
+    let r = s.send_linked(Method::POST, "/entities", ENV, &e).await;
+    let problem = assert_problem(r, 400, "BadRequestData").await;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("attribute 'no2' breaks the 'schema' rule of the schema "),
+        "{problem}"
+    );
+    assert!(detail.contains("450"), "{problem}");
+    s.assert_absent(id).await;
+    let r = s
+        .send_linked(Method::POST, "/entities", ENV, &madrid(id))
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+#[actix_web::test]
+async fn bindings_set_through_the_admin_api_apply_to_their_tenant_until_deleted() {
+    let s = TestServer::start().await;
+    let api = format!("{}/ngsi-ld/ex/dataModels", s.root());
+    let post = |body: Value| {
+        s.client
+            .post(&api)
+            .header("Content-Type", "application/json")
+            .header("NGSILD-Tenant", "city")
+            .body(body.to_string())
+            .send()
+    };
+    let r = post(json!({"model": "NoSuchModel", "mode": "reject"}))
+        .await
+        .unwrap();
+    assert_problem(r, 400, "BadRequestData").await;
+    let r = post(json!({"model": "AirQualityObserved", "mode": "reject"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let location = r.headers()["Location"].to_str().unwrap().to_string();
+    let listed: Value = s
+        .client
+        .get(&api)
+        .header("NGSILD-Tenant", "city")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed[0]["model"], "dataModel.Environment/AirQualityObserved",
+        "{listed}"
+    );
+    assert_eq!(listed[0]["source"], "api");
+    assert!(
+        location.ends_with(listed[0]["id"].as_str().unwrap()),
+        "{location} {listed}"
+    );
+    let bad = || {
+        let mut e = mutations("urn:ngsi-ld:AirQualityObserved:api").remove(0).0;
+        e["id"] = json!("urn:ngsi-ld:AirQualityObserved:api");
+        e
+    };
+    let create = |tenant: &'static str| {
+        s.req(Method::POST, "/entities")
+            .header("Content-Type", "application/json")
+            .header("Link", common::link(ENV))
+            .header("NGSILD-Tenant", tenant)
+            .body(bad().to_string())
+            .send()
+    };
+    assert_refused(create("city").await.unwrap(), "no2", "type").await;
+    assert_eq!(create("elsewhere").await.unwrap().status(), 201);
+    let r = s
+        .client
+        .delete(format!("{}{location}", s.root()))
+        .header("NGSILD-Tenant", "city")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(create("city").await.unwrap().status(), 201);
+}

@@ -5,6 +5,8 @@
 //! ([`Mode`]).
 
 pub mod rules;
+pub mod schema;
+pub mod spacetime;
 pub mod value;
 
 use crate::model::Entity;

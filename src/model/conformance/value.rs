@@ -45,12 +45,8 @@ pub fn check(rule: &AttrRule, a: &Attribute) -> Option<(Rule, String)> {
             ));
         }
     }
-    let items: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        v => vec![v],
-    };
     if let Some(format) = rule.format.as_deref() {
-        if let Some(bad) = items.iter().find(|v| !format_fits(format, v)) {
+        if let Some(bad) = first_bad(value, |v| format_fits(format, v)) {
             return Some((
                 Rule::Format,
                 format!("its value {bad} is not in the format {format}"),
@@ -58,7 +54,7 @@ pub fn check(rule: &AttrRule, a: &Attribute) -> Option<(Rule, String)> {
         }
     }
     if let Some(allowed) = &rule.r#enum {
-        if let Some(bad) = items.iter().find(|v| !allowed.contains(v)) {
+        if let Some(bad) = first_bad(value, |v| allowed.contains(v)) {
             let listed: Vec<String> = allowed.iter().map(Value::to_string).collect();
             return Some((
                 Rule::Enum,
@@ -67,6 +63,14 @@ pub fn check(rule: &AttrRule, a: &Attribute) -> Option<(Rule, String)> {
         }
     }
     None
+}
+
+/// The value (or, for an array, the first element) that `ok` refuses.
+fn first_bad(value: &Value, ok: impl Fn(&Value) -> bool) -> Option<&Value> {
+    match value {
+        Value::Array(items) => items.iter().find(|v| !ok(v)),
+        v => (!ok(v)).then_some(v),
+    }
 }
 
 /// Whether an attribute of `kind` is what the model's `typeNGSI` names: the Property subtypes

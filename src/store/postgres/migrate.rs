@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         16,
         include_str!("../../../migrations/0016_jsonld_contexts.sql"),
     ),
+    (17, include_str!("../../../migrations/0017_data_models.sql")),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
