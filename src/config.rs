@@ -634,6 +634,39 @@ mod tests {
     }
 
     #[test]
+    fn data_model_bindings_and_territories_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        let text = r#"
+            [[data-models]]
+            model = "AirQualityObserved"
+            mode = "flag"
+
+            [[territory]]
+            tenant = "*"
+            bbox = [-3.9, 40.3, -3.5, 40.6]
+            max-future-seconds = 300
+            mode = "reject"
+        "#;
+        std::fs::write(&file, text).unwrap();
+        let s = Settings::load(Options {
+            config: Some(file.clone()),
+            ..Options::default()
+        })
+        .unwrap();
+        assert_eq!(s.data_models.len(), 1);
+        assert_eq!(s.data_models[0].tenant, "");
+        assert_eq!(s.data_models[0].mode, crate::model::conformance::Mode::Flag);
+        assert_eq!(s.territory[0].max_future_seconds, Some(300));
+        std::fs::write(&file, "[[data-models]]\nmodel = \"X\"\nmode = \"warn\"\n").unwrap();
+        assert!(Settings::load(Options {
+            config: Some(file),
+            ..Options::default()
+        })
+        .is_err());
+    }
+
+    #[test]
     fn a_bad_rewrite_or_unknown_key_is_refused() {
         assert!(parse_pairs(&["nothing".into()], "context rewrite").is_err());
         let dir = tempfile::tempdir().unwrap();

@@ -292,3 +292,35 @@ impl Broker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_unknown_model_or_a_bad_territory_stops_the_start() {
+        let mut settings = Settings::default();
+        settings.data_models =
+            vec![toml::from_str("model = \"NoSuchModel\"\nmode = \"reject\"").unwrap()];
+        let e = Checks::new(&settings).unwrap_err();
+        assert!(e.contains("NoSuchModel"), "{e}");
+        settings.data_models.clear();
+        settings.territory =
+            vec![toml::from_str("polygon = [[0.0, 0.0]]\nmode = \"flag\"").unwrap()];
+        assert!(Checks::new(&settings).unwrap_err().contains("polygon"));
+    }
+
+    #[test]
+    fn stored_bindings_are_taken_once_and_a_bad_one_left_out() {
+        let checks = Checks::default();
+        assert!(checks.is_empty());
+        let good = json!({"id": "urn:b:1", "model": "AirQualityObserved", "mode": "reject"});
+        let bad = json!({"id": "urn:b:2", "model": "NoSuchModel", "mode": "reject"});
+        let records = vec![("t".to_string(), good), ("t".to_string(), bad)];
+        assert!(checks.reload(records.clone()));
+        assert!(!checks.reload(records));
+        assert_eq!(checks.stored().bounds.len(), 1);
+        assert!(!checks.is_empty());
+    }
+}
