@@ -300,15 +300,17 @@ mod tests {
 
     #[test]
     fn an_unknown_model_or_a_bad_territory_stops_the_start() {
-        let mut settings = Settings::default();
-        settings.data_models =
-            vec![toml::from_str("model = \"NoSuchModel\"\nmode = \"reject\"").unwrap()];
-        let e = Checks::new(&settings).unwrap_err();
+        let unknown = Settings {
+            data_models: vec![toml::from_str("model = \"NoSuchModel\"\nmode = \"reject\"").unwrap()],
+            ..Settings::default()
+        };
+        let e = Checks::new(&unknown).unwrap_err();
         assert!(e.contains("NoSuchModel"), "{e}");
-        settings.data_models.clear();
-        settings.territory =
-            vec![toml::from_str("polygon = [[0.0, 0.0]]\nmode = \"flag\"").unwrap()];
-        assert!(Checks::new(&settings).unwrap_err().contains("polygon"));
+        let bad = Settings {
+            territory: vec![toml::from_str("polygon = [[0.0, 0.0]]\nmode = \"flag\"").unwrap()],
+            ..Settings::default()
+        };
+        assert!(Checks::new(&bad).unwrap_err().contains("polygon"));
     }
 
     #[test]
