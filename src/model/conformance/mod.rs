@@ -9,7 +9,7 @@ pub mod schema;
 pub mod spacetime;
 pub mod value;
 
-use crate::model::Entity;
+use crate::model::{Attribute, Entity};
 use rules::ModelRules;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -137,11 +137,12 @@ pub enum Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// Whether the check looks at the attribute `iri` of `entity`.
-    pub fn covers(&self, entity: &Entity, iri: &str) -> bool {
+    /// Whether the check looks at the attribute `iri`, whose instances are now `instances`
+    /// (`None`: the entity has none).
+    pub fn covers(&self, iri: &str, instances: Option<&[Attribute]>) -> bool {
         match self {
             Scope::Whole => true,
-            Scope::ChangedSince(before) => before.attrs.get(iri) != entity.attrs.get(iri),
+            Scope::ChangedSince(before) => before.attrs.get(iri).map(Vec::as_slice) != instances,
         }
     }
 }
@@ -162,7 +163,7 @@ pub fn check_model(
             .map_or(iri.to_string(), |r| r.term.clone())
     };
     for iri in &model.required {
-        if !entity.attrs.contains_key(iri) && scope.covers(entity, iri) {
+        if !entity.attrs.contains_key(iri) && scope.covers(iri, None) {
             out.push(Finding {
                 rule: Rule::Required,
                 attribute: term(iri),
@@ -173,7 +174,7 @@ pub fn check_model(
         }
     }
     for (iri, instances) in &entity.attrs {
-        if scope.covers(entity, iri) {
+        if scope.covers(iri, Some(instances)) {
             out.extend(check_instances(name, model, iri, instances));
         }
     }
@@ -186,7 +187,7 @@ pub fn check_instances(
     name: &str,
     model: &ModelRules,
     iri: &str,
-    instances: &[crate::model::Attribute],
+    instances: &[Attribute],
 ) -> Option<Finding> {
     let rule = model.attributes.get(iri)?;
     let (broken, detail) = instances.iter().find_map(|a| value::check(rule, a))?;
@@ -202,7 +203,7 @@ pub fn check_instances(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttrKind, Attribute};
+    use crate::model::AttrKind;
     use serde_json::json;
 
     const AQO: &str = "dataModel.Environment/AirQualityObserved";

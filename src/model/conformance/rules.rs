@@ -21,8 +21,9 @@ pub struct ModelRules {
     pub type_iri: String,
     /// Expanded IRIs of the attributes an entity of the model must have (`id` and `type` aside).
     pub required: Vec<String>,
-    /// The rules of the model's top-level attributes, by expanded IRI.
-    pub attributes: BTreeMap<String, AttrRule>,
+    /// The rules of the model's top-level attributes, by expanded IRI (in IRI order, as
+    /// generated; hashed, since every checked attribute is looked up here).
+    pub attributes: crate::model::NameMap<AttrRule>,
 }
 
 /// What a model says of one attribute; a member the package does not give is not checked.

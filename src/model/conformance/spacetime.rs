@@ -92,7 +92,7 @@ impl Territory {
     /// The findings on the attributes of an entity within `scope`, at time `now`.
     pub fn check(&self, entity: &Entity, scope: Scope, now: DateTime<Utc>, out: &mut Vec<Finding>) {
         for (iri, instances) in &entity.attrs {
-            if scope.covers(entity, iri) {
+            if scope.covers(iri, Some(instances)) {
                 out.extend(self.check_instances(iri, instances, now));
             }
         }
