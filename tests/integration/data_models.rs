@@ -527,3 +527,39 @@ async fn bindings_set_through_the_admin_api_apply_to_their_tenant_until_deleted(
     assert_eq!(r.status(), 204);
     assert_eq!(create("city").await.unwrap().status(), 201);
 }
+
+/// Two instances on one PostgreSQL database (whatever the store under test): a binding added
+/// through one is applied by the other within its reload period.
+#[actix_web::test]
+async fn a_binding_added_through_one_instance_applies_on_the_other() {
+    let a = TestServer::start_on_postgres().await;
+    let url = a.database_url.clone().expect("a PostgreSQL server");
+    let b = TestServer::start_with(|s| s.database_url = Some(url.clone())).await;
+    let r = a
+        .client
+        .post(format!("{}/ngsi-ld/ex/dataModels", a.root()))
+        .header("Content-Type", "application/json")
+        .body(json!({"model": "AirQualityObserved", "mode": "reject"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut status = 0;
+    for i in 0..50 {
+        let mut e = mutations("urn:ngsi-ld:AirQualityObserved:other")
+            .remove(0)
+            .0;
+        e["id"] = json!(format!("urn:ngsi-ld:AirQualityObserved:other-{i}"));
+        let r = b.send_linked(Method::POST, "/entities", ENV, &e).await;
+        status = r.status().as_u16();
+        if status == 400 {
+            assert_refused(r, "no2", "type").await;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 400,
+        "the other instance applies the binding within seconds"
+    );
+}
