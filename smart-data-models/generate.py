@@ -41,6 +41,13 @@ Usage:
     python3 smart-data-models/generate.py                 # downloads the pinned wheel with pip
     python3 smart-data-models/generate.py --wheel path/to/pysmartdatamodels-X-py3-none-any.whl
 
+The same run writes rules.json.gz, the rules twinlink checks entities against
+(see README.md, "Rules"): per model <subject>/<model>, its version, the expanded
+type IRI, the expanded IRIs of its required attributes and, per top-level
+attribute (keyed by the IRI the subject's context expands it to), the NGSI-LD
+kind, JSON type, format, enum and unit text of the package's record, with the
+UN/CEFACT codes that units.json (written by hand) gives that unit text.
+
 Only the Python standard library is used (plus pip, to download the wheel).
 """
 
@@ -60,6 +67,14 @@ PINNED_VERSION = "0.8.2.0"
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUTPUT = os.path.join(HERE, "contexts.json")
 DEFAULT_CORE = os.path.join(HERE, "..", "context", "ngsi-ld-core-context-v1.9.jsonld")
+DEFAULT_RULES = os.path.join(HERE, "rules.json.gz")
+DEFAULT_UNITS = os.path.join(HERE, "units.json")
+
+# Record members copied into an attribute rule, and the names they get there.
+RULE_MEMBERS = (("typeNGSI", "kind"), ("type", "json"), ("format", "format"), ("enum", "enum"),
+                ("units", "units"))
+# Records of GeoJSON members (the oneOf branches of location) are not attributes.
+GEOJSON_VOCAB = "https://purl.org/geojson/vocab#"
 
 NGSI_LD_PREFIX = "https://uri.etsi.org/ngsi-ld/"
 SDM_BASE = "https://smartdatamodels.org/"
@@ -214,6 +229,75 @@ def build(official, metadata, records, core):
     return subjects, docs, urls, stats
 
 
+def unit_key(text):
+    """The form of a unit text that units.json is keyed by."""
+    return " ".join(text.lower().split())
+
+
+def build_rules(metadata, records, docs, units):
+    """The rules of every model: {"<subject>/<model>": {"version", "type", "required",
+    "attributes": {"<IRI>": {"term", "kind", "json", "format", "enum", "units", "unitCodes"}}}},
+    members without a value left out."""
+    attributes = {}
+    for rec in records:
+        iri = rec.get("context")
+        if rec.get("parentId") or not isinstance(iri, str) or iri.startswith("@") \
+                or iri.startswith(GEOJSON_VOCAB):
+            continue
+        subject, term = rec["repoName"], rec["property"]
+        if subject not in docs:
+            continue
+        # The IRI a client's entity carries: the subject context's expansion of the term.
+        iri = definition_iri(docs[subject]["@context"].get(term, iri))
+        attrs = attributes.setdefault((subject, rec["dataModel"]), {})
+        if iri in attrs:
+            continue  # first record wins, as in the contexts
+        rule = {"term": term}
+        for member, name in RULE_MEMBERS:
+            if rec.get(member) is not None:
+                rule[name] = rec[member]
+        codes = units.get(unit_key(rec["units"])) if isinstance(rec.get("units"), str) else None
+        if codes:
+            rule["unitCodes"] = codes
+        attrs[iri] = rule
+
+    rules, stats = {}, {"required_unknown": 0, "unit_texts_mapped": 0}
+    for m in metadata:
+        subject, name = m.get("subject"), m.get("dataModel")
+        attrs = attributes.get((subject, name))
+        if attrs is None:
+            continue  # the package has no attribute records for it
+        by_term = {rule["term"]: iri for iri, rule in attrs.items()}
+        ctx = docs[subject]["@context"]
+        required = []
+        for term in m.get("required") or []:
+            if term in ("id", "type"):
+                continue
+            iri = by_term.get(term) or definition_iri(ctx.get(term))
+            if iri:
+                required.append(iri)
+            else:
+                stats["required_unknown"] += 1
+        rules["%s/%s" % (subject, name)] = {
+            "version": m.get("version"),
+            "type": definition_iri(ctx.get(name, SDM_BASE + subject + "/" + name)),
+            "required": sorted(required),
+            "attributes": attrs,
+        }
+    stats["unit_texts_mapped"] = sum(1 for a in attributes.values() for r in a.values() if "unitCodes" in r)
+    return rules, stats
+
+
+def write_gzip_json(path, value):
+    """Compact, key-sorted JSON, gzipped without a name or time in the header, so that the same
+    input gives the same bytes (with the same zlib). Returns (json bytes, file bytes)."""
+    text = (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+    with open(path, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
+            gz.write(text)
+    return len(text), os.path.getsize(path)
+
+
 def build_union(subjects, docs, mode):
     first = {}          # term -> definition from the first subject defining it
     conflicting = set()
@@ -244,6 +328,11 @@ def main():
     ap.add_argument("--core-context", default=DEFAULT_CORE,
                     help="NGSI-LD core context used for core term definitions "
                          "(default: context/ngsi-ld-core-context-v1.9.jsonld in this repository)")
+    ap.add_argument("--rules-output", default=DEFAULT_RULES,
+                    help="rules file (default: rules.json.gz beside this script)")
+    ap.add_argument("--units", default=DEFAULT_UNITS,
+                    help="unit texts of the package mapped to UN/CEFACT codes (default: units.json "
+                         "beside this script)")
     ap.add_argument("--union-conflicts", choices=("first", "drop"), default="first",
                     help="union context: keep the first subject's definition of a conflicting term "
                          "(default) or leave the term out like the upstream merge tool")
@@ -279,6 +368,16 @@ def main():
         % (len(union["@context"]), conflicts, conflicting_terms, args.union_conflicts, len(invalid),
            ", ".join("%s (%s)" % (t, s) for s, t in invalid) or "none"))
     log("wrote %d URLs, %d bytes to %s" % (len(out), len(text.encode("utf-8")), os.path.relpath(args.output)))
+
+    with open(args.units, encoding="utf-8") as f:
+        units = {unit_key(k): v for k, v in json.load(f).items() if not k.startswith("_")}
+    rules, rule_stats = build_rules(metadata, records, docs, units)
+    plain, packed = write_gzip_json(args.rules_output, rules)
+    log("rules: %d models, %d attributes (%d with unit codes), %d required terms without an IRI; "
+        "wrote %d bytes (%d uncompressed) to %s"
+        % (len(rules), sum(len(r["attributes"]) for r in rules.values()),
+           rule_stats["unit_texts_mapped"], rule_stats["required_unknown"], packed, plain,
+           os.path.relpath(args.rules_output)))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ pub enum Command {
     Migrate,
     /// Print the version and exit.
     Version,
+    /// List the bundled Smart Data Models (name, version, attributes with rules, required
+    /// attributes), or print the rules of one model as the checks read them.
+    Models {
+        /// A model, as `<subject>/<model>` or by its name alone when that is unambiguous.
+        model: Option<String>,
+    },
 }
 
 /// Output format of the logs.
@@ -223,6 +229,16 @@ pub struct Options {
     #[arg(skip)]
     #[serde(default)]
     pub grants: Vec<crate::auth::grants::Grant>,
+    /// Which entities are checked against which data model: `[[data-models]]` tables of the
+    /// configuration file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub data_models: Vec<crate::model::conformance::Binding>,
+    /// The space-time checks (territory, clock skew, unit codes): `[[territory]]` tables of the
+    /// configuration file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub territory: Vec<crate::model::conformance::spacetime::TerritoryConfig>,
     /// Who may read /metrics under `--auth jwt`: `open` (anyone) or `admin`.
     #[arg(long, env = "TWINLINK_METRICS_ACCESS", global = true, value_enum)]
     pub metrics_access: Option<MetricsAccess>,
@@ -322,6 +338,10 @@ pub struct Settings {
     pub audit_table: bool,
     /// What outbound requests may reach.
     pub outbound: crate::outbound::Policy,
+    /// The data-model checks: which entities are checked against which model.
+    pub data_models: Vec<crate::model::conformance::Binding>,
+    /// The space-time checks.
+    pub territory: Vec<crate::model::conformance::spacetime::TerritoryConfig>,
 }
 
 impl Default for Settings {
@@ -366,6 +386,8 @@ impl Default for Settings {
             metrics_access: MetricsAccess::Open,
             audit_table: false,
             outbound: crate::outbound::Policy::default(),
+            data_models: Vec::new(),
+            territory: Vec::new(),
         }
     }
 }
@@ -513,6 +535,8 @@ impl Settings {
                     &options.outbound_allow
                 },
             )?,
+            data_models: file.data_models,
+            territory: file.territory,
         })
     }
 }
@@ -622,6 +646,39 @@ mod tests {
         assert_eq!(s.public_url_for(v6), "http://[::1]:80");
         s.public_url = Some("https://broker.example.org/".into());
         assert_eq!(s.public_url_for(any), "https://broker.example.org");
+    }
+
+    #[test]
+    fn data_model_bindings_and_territories_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        let text = r#"
+            [[data-models]]
+            model = "AirQualityObserved"
+            mode = "flag"
+
+            [[territory]]
+            tenant = "*"
+            bbox = [-3.9, 40.3, -3.5, 40.6]
+            max-future-seconds = 300
+            mode = "reject"
+        "#;
+        std::fs::write(&file, text).unwrap();
+        let s = Settings::load(Options {
+            config: Some(file.clone()),
+            ..Options::default()
+        })
+        .unwrap();
+        assert_eq!(s.data_models.len(), 1);
+        assert_eq!(s.data_models[0].tenant, "");
+        assert_eq!(s.data_models[0].mode, crate::model::conformance::Mode::Flag);
+        assert_eq!(s.territory[0].max_future_seconds, Some(300));
+        std::fs::write(&file, "[[data-models]]\nmodel = \"X\"\nmode = \"warn\"\n").unwrap();
+        assert!(Settings::load(Options {
+            config: Some(file),
+            ..Options::default()
+        })
+        .is_err());
     }
 
     #[test]

@@ -10,6 +10,9 @@ async fn main() -> std::process::ExitCode {
         println!("twinlink {}", env!("CARGO_PKG_VERSION"));
         return std::process::ExitCode::SUCCESS;
     }
+    if let Some(Command::Models { model }) = &cli.command {
+        return models(model.as_deref());
+    }
     let settings = match Settings::load(cli.options) {
         Ok(s) => s,
         Err(e) => {
@@ -57,4 +60,34 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `twinlink models [MODEL]`: what the data-model checks know, for an integrator to see what a
+/// binding will check.
+fn models(name: Option<&str>) -> std::process::ExitCode {
+    use std::fmt::Write as _;
+    use twinlink::model::conformance::rules;
+    let mut out = String::new();
+    match name {
+        None => {
+            out.push_str("model\tversion\tattributes\trequired\n");
+            for (key, m) in rules::bundled() {
+                let (n, required) = (m.attributes.len(), m.required.len());
+                let _ = writeln!(out, "{key}\t{}\t{n}\t{required}", m.version);
+            }
+        }
+        Some(name) => match rules::find(name) {
+            Ok((key, m)) => {
+                let shown = serde_json::json!({"model": key, "rules": m});
+                let _ = writeln!(out, "{:#}", shown);
+            }
+            Err(e) => {
+                eprintln!("twinlink models: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    }
+    // A closed pipe (`twinlink models | head`) ends the listing, as for any command-line tool.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    std::process::ExitCode::SUCCESS
 }

@@ -47,7 +47,14 @@ pub async fn app_state(settings: Settings, wait: DatabaseWait) -> Result<AppStat
             return Err("--audit-table needs the PostgreSQL store (--database-url)".into())
         }
     };
-    Ok(AppState::new(store, contexts, settings, audit_table))
+    let checks = std::sync::Arc::new(crate::service::conformance::Checks::new(&settings)?);
+    Ok(AppState::new(
+        store,
+        contexts,
+        settings,
+        audit_table,
+        checks,
+    ))
 }
 
 /// Binds the listener and builds the server (not yet awaited), the store ready. Returns the

@@ -40,6 +40,8 @@ pub const ROUTES: &[(&str, Operation, Operation)] = &[
     ("/ngsi-ld/v1/csourceRegistrations/**", Admin, Admin),
     // Adding and deleting @contexts changes what every client's terms mean.
     ("/ngsi-ld/v1/jsonldContexts/**", Read, Admin),
+    // Data-model bindings decide which writes are refused.
+    ("/ngsi-ld/ex/dataModels/**", Read, Admin),
     // Context sources notifying this broker of their copies of subscriptions.
     (
         crate::subscription::remote::NOTIFY_PATH,

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod contexts;
+pub mod data_models;
 pub mod discovery;
 pub mod entities;
 pub mod entity_maps;
@@ -193,6 +194,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         crate::subscription::remote::NOTIFY_PATH,
         web::post().to(subscriptions::remote_notify),
+    )
+    .service(
+        web::resource(crate::service::data_models::PATH)
+            .route(web::post().to(data_models::add))
+            .route(web::get().to(data_models::list))
+            .default_service(web::to(response::method_not_allowed)),
+    )
+    .service(
+        web::resource(format!("{}/{{id}}", crate::service::data_models::PATH))
+            .route(web::delete().to(data_models::delete))
+            .default_service(web::to(response::method_not_allowed)),
     )
     .route(metrics::PATH, web::get().to(metrics::serve))
     .route("/health", web::get().to(response::health))

@@ -2,6 +2,7 @@
 //! store keeps and every operation works on. `parse` turns request JSON into it, `render` turns it
 //! back into the representation a client asked for, `validate` holds the rules both share.
 
+pub mod conformance;
 pub mod expiry;
 pub mod join;
 pub mod parse;

@@ -164,7 +164,7 @@ impl AppState {
             .map(|(i, (id, decide))| ((i, id.clone()), (id, decide)))
             .unzip();
         if !steps.is_empty() {
-            let results = match self.store.modify_many(tenant, steps).await {
+            let results = match self.write_many(tenant, steps).await {
                 Ok(results) => results,
                 Err(e) => places.iter().map(|_| Err(e.clone())).collect(),
             };

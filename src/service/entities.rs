@@ -228,9 +228,10 @@ impl AppState {
     ) -> NgsiResult<String> {
         let entity = new_entity(input, now)?;
         let id = entity.id.clone();
-        self.store
-            .modify(tenant, &id, move |current| create(current, entity))
-            .await?;
+        self.write_one(tenant, &id, move |current| {
+            create(current, entity).map(Decision::from)
+        })
+        .await?;
         Ok(id)
     }
 
@@ -321,11 +322,10 @@ impl AppState {
     {
         self.require_tenant(&target.tenant).await?;
         let t = target.clone();
-        self.store
-            .modify(&target.tenant, &target.id, move |current| {
-                decide(&t, current)
-            })
-            .await
+        self.write_one(&target.tenant, &target.id, move |current| {
+            decide(&t, current).map(Decision::from)
+        })
+        .await
     }
 
     /// Appends attributes (5.6.3): new ones are added, existing ones replaced unless `no_overwrite`,

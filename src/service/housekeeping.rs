@@ -1,7 +1,8 @@
 //! The broker's background chores, run on every instance until the broker is dropped: expired
 //! entity maps are swept, expired registrations deleted (5.9.2.4), and what transient entities
 //! and attributes (4.22) left behind after their expiry is reaped from the current state, and the
-//! stored @contexts (5.13) are reloaded for the context loader. Each chore is a store operation
+//! stored @contexts (5.13) are reloaded for the context loader, the stored data-model bindings for
+//! the checks. Each chore is a store operation
 //! that is safe to run on several instances sharing one database at once.
 
 use super::AppState;
@@ -44,6 +45,12 @@ pub fn start(broker: &Arc<AppState>) {
         broker.settings.reap_every,
         "stored @contexts changed",
         |b| async move { b.reload_stored_contexts().await },
+    );
+    every(
+        broker,
+        broker.settings.reap_every,
+        "stored data-model bindings changed",
+        |b| async move { b.reload_data_model_bindings().await },
     );
     every(
         broker,

@@ -4,7 +4,9 @@
 
 pub mod batch;
 pub mod catalogue;
+pub mod conformance;
 pub mod contexts;
+pub mod data_models;
 pub mod distributed;
 pub mod entities;
 pub mod entity_maps;
@@ -39,6 +41,7 @@ pub struct AppState {
     sources: crate::federation::forward::Sources,
     public_url: std::sync::OnceLock<String>,
     audit_table: Option<crate::telemetry::audit::Table>,
+    checks: std::sync::Arc<conformance::Checks>,
 }
 
 impl AppState {
@@ -49,8 +52,10 @@ impl AppState {
         contexts: ContextLoader,
         settings: Settings,
         audit_table: Option<crate::telemetry::audit::Table>,
+        checks: std::sync::Arc<conformance::Checks>,
     ) -> AppState {
         AppState {
+            checks,
             notifier: crate::service::notifier::Notifier::new(&settings.outbound),
             sources: crate::federation::forward::Sources::new(&settings),
             registry: Default::default(),
@@ -106,6 +111,11 @@ impl AppState {
     /// The audit table, with `--audit-table true`.
     pub fn audit_table(&self) -> Option<&crate::telemetry::audit::Table> {
         self.audit_table.as_ref()
+    }
+
+    /// The data-model checks every write passes.
+    pub fn checks(&self) -> &conformance::Checks {
+        &self.checks
     }
 }
 

@@ -193,54 +193,53 @@ impl AppState {
         let attrs_for_history = attrs.clone();
         let scope_instances = attrs.shift_remove(history::SCOPE_IRI);
         let id_owned = id.clone();
-        self.store
-            .modify_recorded(tenant, &id, move |current| {
-                let created = current.is_none();
-                let mut entity = match current {
-                    Some(e) => e.clone(),
-                    None if types.is_empty() => {
-                        return Err(NgsiError::bad_data(
-                            "the temporal entity has no type (needed to create it)",
-                        ))
-                    }
-                    None => Entity {
-                        id: id_owned,
-                        types: Vec::new(),
-                        scope: None,
-                        attrs: Default::default(),
-                        created_at: now,
-                        modified_at: now,
-                        expires_at: None,
-                    },
-                };
-                for t in types {
-                    if !entity.types.contains(&t) {
-                        entity.types.push(t);
-                    }
+        self.write_one(tenant, &id, move |current| {
+            let created = current.is_none();
+            let mut entity = match current {
+                Some(e) => e.clone(),
+                None if types.is_empty() => {
+                    return Err(NgsiError::bad_data(
+                        "the temporal entity has no type (needed to create it)",
+                    ))
                 }
-                apply_latest(&mut entity, &attrs);
-                entity.modified_at = now;
-                // Scope instances are recorded as given (below); a plain scope is a change
-                // made now, recorded like one from the Core API.
-                let records = match (scope_instances.as_deref(), scope) {
-                    (Some(given), _) => {
-                        entity.scope = latest_scope(given).or(entity.scope);
-                        Vec::new()
-                    }
-                    (None, Some(scope)) => {
-                        entity.scope = Some(scope);
-                        history::scope_changes(current, Some(&entity), now)
-                    }
-                    (None, None) => Vec::new(),
-                };
-                Ok(instances_recorded(
-                    Write::Put(entity),
-                    records,
-                    &attrs_for_history,
-                    created,
-                ))
-            })
-            .await
+                None => Entity {
+                    id: id_owned,
+                    types: Vec::new(),
+                    scope: None,
+                    attrs: Default::default(),
+                    created_at: now,
+                    modified_at: now,
+                    expires_at: None,
+                },
+            };
+            for t in types {
+                if !entity.types.contains(&t) {
+                    entity.types.push(t);
+                }
+            }
+            apply_latest(&mut entity, &attrs);
+            entity.modified_at = now;
+            // Scope instances are recorded as given (below); a plain scope is a change
+            // made now, recorded like one from the Core API.
+            let records = match (scope_instances.as_deref(), scope) {
+                (Some(given), _) => {
+                    entity.scope = latest_scope(given).or(entity.scope);
+                    Vec::new()
+                }
+                (None, Some(scope)) => {
+                    entity.scope = Some(scope);
+                    history::scope_changes(current, Some(&entity), now)
+                }
+                (None, None) => Vec::new(),
+            };
+            Ok(instances_recorded(
+                Write::Put(entity),
+                records,
+                &attrs_for_history,
+                created,
+            ))
+        })
+        .await
     }
 
     /// Adds attribute instances to an existing temporal entity (5.6.12).
@@ -252,43 +251,41 @@ impl AppState {
     ) -> NgsiResult<()> {
         self.require_tenant(&target.tenant).await?;
         let id = target.id.clone();
-        self.store
-            .modify_recorded(&target.tenant, &target.id, move |current| {
-                let mut entity = current.cloned().ok_or_else(|| missing(&id))?;
-                apply_latest(&mut entity, &attrs);
-                entity.modified_at = now;
-                Ok(instances_recorded(
-                    Write::Put(entity),
-                    Vec::new(),
-                    &attrs,
-                    (),
-                ))
-            })
-            .await
+        self.write_one(&target.tenant, &target.id, move |current| {
+            let mut entity = current.cloned().ok_or_else(|| missing(&id))?;
+            apply_latest(&mut entity, &attrs);
+            entity.modified_at = now;
+            Ok(instances_recorded(
+                Write::Put(entity),
+                Vec::new(),
+                &attrs,
+                (),
+            ))
+        })
+        .await
     }
 
     /// Deletes a temporal entity (5.6.16): its history and its current representation.
     pub async fn delete_temporal(&self, target: &Target) -> NgsiResult<()> {
         self.require_tenant(&target.tenant).await?;
         let id = target.id.clone();
-        self.store
-            .modify_recorded(&target.tenant, &target.id, move |current| {
-                // Without a current entity, it exists as a temporal entity if it has a history.
-                let (write, if_none) = match current {
-                    Some(_) => (Write::Delete, None),
-                    None => (Write::Keep, Some(missing(&id))),
-                };
-                Ok(Decision {
-                    write,
-                    records: Some(Vec::new()),
-                    removal: Some(Removal {
-                        which: HistoryRemoval::Entity,
-                        if_none,
-                    }),
-                    result: (),
-                })
+        self.write_one(&target.tenant, &target.id, move |current| {
+            // Without a current entity, it exists as a temporal entity if it has a history.
+            let (write, if_none) = match current {
+                Some(_) => (Write::Delete, None),
+                None => (Write::Keep, Some(missing(&id))),
+            };
+            Ok(Decision {
+                write,
+                records: Some(Vec::new()),
+                removal: Some(Removal {
+                    which: HistoryRemoval::Entity,
+                    if_none,
+                }),
+                result: (),
             })
-            .await
+        })
+        .await
     }
 
     /// Edits the history of one entity only (temporal attribute and instance deletion and
@@ -301,19 +298,18 @@ impl AppState {
         add: Vec<InstanceChange>,
         if_none: NgsiError,
     ) -> NgsiResult<()> {
-        self.store
-            .modify_recorded(&target.tenant, &target.id, move |_| {
-                Ok(Decision {
-                    write: Write::Keep,
-                    records: Some(add),
-                    removal: Some(Removal {
-                        which,
-                        if_none: Some(if_none),
-                    }),
-                    result: (),
-                })
+        self.write_one(&target.tenant, &target.id, move |_| {
+            Ok(Decision {
+                write: Write::Keep,
+                records: Some(add),
+                removal: Some(Removal {
+                    which,
+                    if_none: Some(if_none),
+                }),
+                result: (),
             })
-            .await
+        })
+        .await
     }
 
     /// Deletes the history of an attribute (5.6.13): of one datasetId (`None`: the default

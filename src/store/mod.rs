@@ -783,16 +783,19 @@ pub enum Collection {
     RemoteSubscriptions,
     /// The @contexts this broker stores (5.13, kinds Hosted and ImplicitlyCreated), by local id.
     JsonldContexts,
+    /// The data-model bindings set through the admin API (`service::data_models`), by id.
+    DataModels,
 }
 
 impl Collection {
     /// Every collection (the embedded store creates their tables at start).
-    pub const ALL: [Collection; 5] = [
+    pub const ALL: [Collection; 6] = [
         Collection::Subscriptions,
         Collection::Registrations,
         Collection::CsourceSubscriptions,
         Collection::RemoteSubscriptions,
         Collection::JsonldContexts,
+        Collection::DataModels,
     ];
 
     /// The table of the collection, in both stores.
@@ -803,6 +806,7 @@ impl Collection {
             Collection::CsourceSubscriptions => "csource_subscriptions",
             Collection::RemoteSubscriptions => "remote_subscriptions",
             Collection::JsonldContexts => "jsonld_contexts",
+            Collection::DataModels => "data_models",
         }
     }
 
@@ -837,6 +841,8 @@ impl Collection {
             // Nobody listens: every instance reloads the stored @contexts periodically
             // (`service::contexts`), and the API reads them from the table.
             Collection::JsonldContexts => "twinlink_jsonld_contexts",
+            // Nobody listens: every instance reloads the bindings periodically.
+            Collection::DataModels => "twinlink_data_models",
         }
     }
 }

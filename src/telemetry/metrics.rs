@@ -27,6 +27,7 @@ struct Metrics {
     mqtt_rejected: IntCounter,
     context_cache: IntCounterVec,
     context_fetches: IntCounterVec,
+    data_model_findings: IntCounterVec,
     db_pool: IntGaugeVec,
     entities: IntGaugeVec,
 }
@@ -149,6 +150,11 @@ impl Metrics {
                 "Look-ups of a request's @context in the cache of processed contexts (hit, miss)",
                 &["result"],
             ),
+            data_model_findings: counters(
+                "twinlink_data_model_findings_total",
+                "Rules broken by written entities, by the model or check they come from, the rule and what the write did (reject or flag)",
+                &["model", "rule", "mode"],
+            ),
             context_fetches: counters(
                 "twinlink_context_fetches_total",
                 "Remote @context documents fetched over HTTP, by outcome (ok, error)",
@@ -248,6 +254,14 @@ pub fn mqtt_ingested(n: usize) {
 /// An MQTT message, entity or fragment rejected.
 pub fn mqtt_rejected() {
     METRICS.mqtt_rejected.inc();
+}
+
+/// A rule broken by an entity a write brought (`mode`: whether the write was refused or flagged).
+pub fn data_model_finding(model: &str, rule: &str, mode: &str) {
+    METRICS
+        .data_model_findings
+        .with_label_values(&[model, rule, mode])
+        .inc();
 }
 
 /// A look-up of a request's @context among the processed ones.

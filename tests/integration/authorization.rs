@@ -382,6 +382,7 @@ async fn every_route_of_the_table_refuses_bad_tokens_and_writes_nothing() {
                     "/ngsi-ld/v1/entityOperations",
                     "/ngsi-ld/v1/entityMaps/",
                     "/ngsi-ld/v1/jsonldContexts",
+                    "/ngsi-ld/ex/dataModels",
                 ];
                 let subscribe_or_admin = [
                     "/ngsi-ld/v1/subscriptions",

@@ -15,6 +15,7 @@ mod batch_api;
 mod concurrent_writes;
 mod contexts;
 mod csource_subscriptions;
+mod data_models;
 mod disk_full;
 mod durability;
 mod entities_api;

@@ -14,18 +14,18 @@ use serde_json::{json, Value};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     format!("{what}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A test-side MQTT client: publishes, and collects what arrives on its subscriptions.
-struct Peer {
+pub(crate) struct Peer {
     client: AsyncClient,
     received: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
 }
 
 impl Peer {
-    async fn connect(url: &str) -> Peer {
+    pub(crate) async fn connect(url: &str) -> Peer {
         let parsed = url::Url::parse(url).expect("MQTT URL");
         let mut options = MqttOptions::new(
             unique("peer"),
@@ -39,14 +39,14 @@ impl Peer {
         Peer { client, received }
     }
 
-    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+    pub(crate) async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload.into())
             .await
             .expect("publish");
     }
 
-    async fn subscribe(&self, topic: &str) {
+    pub(crate) async fn subscribe(&self, topic: &str) {
         self.client
             .subscribe(topic, QoS::AtLeastOnce)
             .await
@@ -54,7 +54,7 @@ impl Peer {
     }
 
     /// The next message received, within 10 s.
-    async fn next(&mut self) -> (String, Value) {
+    pub(crate) async fn next(&mut self) -> (String, Value) {
         tokio::time::timeout(Duration::from_secs(10), self.received.recv())
             .await
             .expect("a message on the error topic within 10 s")
@@ -79,19 +79,28 @@ async fn drive(mut eventloop: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<
 
 /// A broker ingesting `prefix` from the MQTT broker at `url`.
 async fn broker(url: &str, prefix: &str, contexts: Vec<(String, String)>) -> TestServer {
+    broker_with(url, prefix, move |s| s.mqtt_contexts = contexts).await
+}
+
+/// A broker ingesting `prefix` from the MQTT broker at `url`, its settings adjusted.
+pub(crate) async fn broker_with(
+    url: &str,
+    prefix: &str,
+    adjust: impl FnOnce(&mut twinlink::config::Settings),
+) -> TestServer {
     let (url, prefix) = (url.to_string(), prefix.to_string());
     TestServer::start_with(move |s| {
         s.mqtt_url = Some(url);
         s.mqtt_client_id = unique("twinlink");
         s.mqtt_error_topic = format!("{prefix}/errors");
         s.mqtt_topic_prefix = prefix;
-        s.mqtt_contexts = contexts;
+        adjust(s);
     })
     .await
 }
 
 /// GETs the entity until `ready` holds for it (10 s at most); publishing goes on in the background.
-async fn eventually(
+pub(crate) async fn eventually(
     s: &TestServer,
     path: &str,
     headers: &[(&str, &str)],
@@ -119,7 +128,7 @@ async fn eventually(
 }
 
 /// Publishes a probe entity until the broker has written it: then twinlink is subscribed.
-async fn until_ingesting(s: &TestServer, peer: &Peer, prefix: &str) {
+pub(crate) async fn until_ingesting(s: &TestServer, peer: &Peer, prefix: &str) {
     let id = unique("urn:ngsi-ld:Probe:");
     let started = Instant::now();
     loop {

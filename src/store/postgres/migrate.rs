@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         17,
         include_str!("../../../migrations/0017_delivery_watermarks.sql"),
     ),
+    (18, include_str!("../../../migrations/0018_data_models.sql")),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.
