@@ -11,7 +11,7 @@
 #    without it, never skips: tests/integration/common/services.rs);
 # 2. cargo fmt --check, cargo clippy -D warnings, the README's examples
 #    (scripts/readme-examples.sh), the Dockerfile and the Helm chart (scripts/check-deploy.sh),
-#    doc tests (if there is a lib);
+#    a fuzz smoke of the parsers (scripts/fuzz.sh smoke), doc tests (if there is a lib);
 # 3. cargo nextest run (or cargo test if cargo-nextest is missing), last, so
 #    the output ends with the runner's summary and the exit code is its own.
 #
@@ -74,6 +74,14 @@ fi
 echo "==> scripts/check-deploy.sh"
 if ! bash "$REPO_ROOT/scripts/check-deploy.sh"; then
     echo "scripts/test.sh: the deployment files failed their checks (see above)" >&2
+    exit 1
+fi
+
+# The parsers' fuzz targets, briefly (scripts/fuzz.sh: cargo-fuzz on the nightly toolchain, each
+# target a few seconds; docs/fuzzing.md has the long runs).
+echo "==> scripts/fuzz.sh smoke"
+if ! bash "$REPO_ROOT/scripts/fuzz.sh" smoke; then
+    echo "scripts/test.sh: a fuzz target failed (see above; the input is under fuzz/artifacts/)" >&2
     exit 1
 fi
 

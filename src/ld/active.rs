@@ -50,25 +50,59 @@ pub trait DocumentSource {
 }
 
 const MAX_DEPTH: usize = 32;
+/// How many context entries and term definitions one @context may take to process. Remote
+/// documents are fetched once each, but a document may name another many times, each naming the
+/// next many times again: without a bound, a few small documents would take years to process. The
+/// largest real context bundled (all Smart Data Models) takes about 8,000.
+const MAX_STEPS: usize = 100_000;
+/// How long a chain of terms each defined with the next (`"a": "b:x"`, `"b": "c:x"`, ...) may be,
+/// so that the recursion through such a chain cannot exhaust the stack.
+const MAX_CHAIN: usize = 32;
+
+/// Takes `n` from the `steps` left of [`MAX_STEPS`], or refuses the @context once they run out.
+fn charge(steps: &mut usize, n: usize) -> NgsiResult<()> {
+    *steps = steps.checked_sub(n).ok_or_else(|| {
+        NgsiError::bad_data(format!(
+            "the @context takes more than {MAX_STEPS} context entries and term definitions to \
+             process (a remote context named many times over?)"
+        ))
+    })?;
+    Ok(())
+}
 
 impl ActiveContext {
     /// Processes `local` on top of an empty context, fetching nothing: every URL it names must be in
     /// `docs`.
     pub fn build(contexts: &[&Value], docs: &dyn DocumentSource) -> NgsiResult<ActiveContext> {
         let mut ctx = ActiveContext::default();
+        let mut steps = MAX_STEPS;
         for local in contexts {
-            ctx.apply(local, docs, 0)?;
+            ctx.apply(local, docs, 0, &mut steps)?;
         }
         ctx.finish();
         Ok(ctx)
     }
 
-    fn apply(&mut self, local: &Value, docs: &dyn DocumentSource, depth: usize) -> NgsiResult<()> {
+    /// Applies one context entry; `steps` is what is left of [`MAX_STEPS`].
+    fn apply(
+        &mut self,
+        local: &Value,
+        docs: &dyn DocumentSource,
+        depth: usize,
+        steps: &mut usize,
+    ) -> NgsiResult<()> {
         if depth > MAX_DEPTH {
             return Err(NgsiError::bad_data(
                 "the @context nests more than 32 levels of remote contexts (a cycle?)",
             ));
         }
+        charge(
+            steps,
+            match local {
+                Value::Object(map) => map.len().max(1),
+                _ => 1,
+            },
+        )?;
         match local {
             Value::Null => {
                 self.terms.clear();
@@ -80,12 +114,12 @@ impl ActiveContext {
                 let inner = doc.get("@context").ok_or_else(|| {
                     NgsiError::bad_data(format!("the document at {url} has no @context member"))
                 })?;
-                self.apply(inner, docs, depth + 1)
+                self.apply(inner, docs, depth + 1, steps)
             }
             Value::Array(items) => items
                 .iter()
-                .try_for_each(|i| self.apply(i, docs, depth + 1)),
-            Value::Object(map) => self.apply_object(map, docs, depth),
+                .try_for_each(|i| self.apply(i, docs, depth + 1, steps)),
+            Value::Object(map) => self.apply_object(map, docs, steps),
             other => Err(NgsiError::bad_data(format!(
                 "an @context entry must be a URL string, an object or an array, not {other}"
             ))),
@@ -96,7 +130,7 @@ impl ActiveContext {
         &mut self,
         map: &Map<String, Value>,
         docs: &dyn DocumentSource,
-        depth: usize,
+        steps: &mut usize,
     ) -> NgsiResult<()> {
         let imported;
         let map = match map.get("@import") {
@@ -113,6 +147,7 @@ impl ActiveContext {
                         .filter(|(k, _)| *k != "@import")
                         .map(|(k, v)| (k.clone(), v.clone())),
                 );
+                charge(steps, inner.len())?;
                 imported = merged;
                 &imported
             }
@@ -123,12 +158,11 @@ impl ActiveContext {
             }
             None => map,
         };
-        let _ = depth;
         if let Some(v) = map.get("@vocab") {
             self.vocab = match v {
                 Value::Null => None,
                 Value::String(s) => {
-                    Some(self.expand_in_definition(s, map, &mut HashMap::new(), "@vocab")?)
+                    Some(self.expand_in_definition(s, map, &mut HashMap::new(), "@vocab", 0)?)
                 }
                 other => {
                     return Err(NgsiError::bad_data(format!(
@@ -140,18 +174,26 @@ impl ActiveContext {
         let mut state: HashMap<String, bool> = HashMap::new();
         for term in map.keys() {
             if !term.starts_with('@') {
-                self.define(term, map, &mut state)?;
+                self.define(term, map, &mut state, 0)?;
             }
         }
         Ok(())
     }
 
+    /// Defines `term` of `local`, first the terms its definition uses: `chain` of them are being
+    /// defined around it.
     fn define(
         &mut self,
         term: &str,
         local: &Map<String, Value>,
         state: &mut HashMap<String, bool>,
+        chain: usize,
     ) -> NgsiResult<()> {
+        if chain > MAX_CHAIN {
+            return Err(NgsiError::bad_data(format!(
+                "the definition of '{term}' depends on a chain of more than {MAX_CHAIN} other terms"
+            )));
+        }
         match state.get(term) {
             Some(true) => return Ok(()),
             Some(false) => {
@@ -193,7 +235,7 @@ impl ActiveContext {
                         "@json" => Coercion::Json,
                         "@none" => Coercion::None,
                         other => Coercion::Datatype(
-                            self.expand_in_definition(other, local, state, term)?,
+                            self.expand_in_definition(other, local, state, term, chain)?,
                         ),
                     },
                     Some(other) => {
@@ -213,8 +255,10 @@ impl ActiveContext {
         };
         let iri = match id {
             Some(id) if id.starts_with('@') => id.to_string(),
-            Some(id) => self.expand_in_definition(id, local, state, term)?,
-            None if term.contains(':') => self.expand_in_definition(term, local, state, term)?,
+            Some(id) => self.expand_in_definition(id, local, state, term, chain)?,
+            None if term.contains(':') => {
+                self.expand_in_definition(term, local, state, term, chain)?
+            }
             None => match &self.vocab {
                 Some(v) => format!("{v}{term}"),
                 None => {
@@ -249,6 +293,7 @@ impl ActiveContext {
         local: &Map<String, Value>,
         state: &mut HashMap<String, bool>,
         current: &str,
+        chain: usize,
     ) -> NgsiResult<String> {
         if value.starts_with('@') {
             return Ok(value.to_string());
@@ -258,7 +303,7 @@ impl ActiveContext {
                 return Ok(value.to_string());
             }
             if local.contains_key(prefix) && prefix != current {
-                self.define(prefix, local, state)?;
+                self.define(prefix, local, state, chain + 1)?;
             }
             return Ok(match self.terms.get(prefix) {
                 Some(t) if t.prefix => format!("{}{suffix}", t.iri),
@@ -266,7 +311,7 @@ impl ActiveContext {
             });
         }
         if local.contains_key(value) && value != current {
-            self.define(value, local, state)?;
+            self.define(value, local, state, chain + 1)?;
         }
         if let Some(t) = self.terms.get(value) {
             return Ok(t.iri.clone());
@@ -395,6 +440,64 @@ mod tests {
         assert_eq!(a.compact("https://vocab.example/free"), "free");
         assert_eq!(a.compact("http://nowhere/x"), "http://nowhere/x");
         assert_eq!(a.term("rel").unwrap().coercion, Coercion::Id);
+    }
+
+    /// Found in review for the fuzzing of issue 20: documents that each name the next 50 times
+    /// took 50^4 passes over the last one (minutes); now the work is bounded.
+    #[test]
+    fn contexts_named_many_times_over_are_refused_not_processed() {
+        let url = |i: usize| format!("https://ctx.example/{i}");
+        let names = |i: usize| Value::Array(vec![Value::String(url(i)); 50]);
+        let terms: Map<String, Value> = (0..10)
+            .map(|t| (format!("t{t}"), json!(format!("urn:t:{t}"))))
+            .collect();
+        let mut docs: HashMap<String, Arc<Value>> = (0..3)
+            .map(|i| (url(i), Arc::new(json!({"@context": names(i + 1)}))))
+            .collect();
+        docs.insert(url(3), Arc::new(json!({ "@context": terms })));
+        let started = std::time::Instant::now();
+        let e = ActiveContext::build(&[&names(0)], &docs).unwrap_err();
+        assert!(e.detail.contains("more than 100000"), "{}", e.detail);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The same documents named a few times each are processed.
+        let docs: HashMap<String, Arc<Value>> = (0..3)
+            .map(|i| {
+                (
+                    url(i),
+                    Arc::new(json!({"@context": [url(i + 1), url(i + 1)]})),
+                )
+            })
+            .chain([(url(3), Arc::new(json!({ "@context": {"t": "urn:t"} })))])
+            .collect();
+        let a = ActiveContext::build(&[&json!([url(0), url(0)])], &docs).unwrap();
+        assert_eq!(a.expand("t"), "urn:t");
+    }
+
+    /// Found in review for the fuzzing of issue 20: a chain of terms each defined with the next
+    /// recursed once per term, and a long one overflowed the stack.
+    #[test]
+    fn long_chains_of_term_definitions_are_refused_not_recursed() {
+        let chain = |n: usize| -> Value {
+            let mut map: Map<String, Value> = (0..n)
+                .map(|i| (format!("t{i}"), json!(format!("t{}:x/", i + 1))))
+                .collect();
+            map.insert(format!("t{n}"), json!("urn:end:"));
+            Value::Object(map)
+        };
+        let a = ActiveContext::build(&[&chain(MAX_CHAIN)], &NoDocs).unwrap();
+        assert_eq!(
+            a.expand("t0"),
+            format!("urn:end:{}", "x/".repeat(MAX_CHAIN))
+        );
+        assert!(ActiveContext::build(&[&chain(MAX_CHAIN + 1)], &NoDocs).is_err());
+        let long = chain(20_000);
+        let e = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || ActiveContext::build(&[&long], &NoDocs).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(e.detail.contains("chain of more than 32"), "{}", e.detail);
     }
 
     #[test]

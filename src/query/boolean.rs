@@ -57,6 +57,9 @@ impl<T: std::fmt::Display> std::fmt::Display for BoolExpr<T> {
     }
 }
 
+/// How deep parentheses may nest, so that a hostile expression cannot exhaust the stack (as in q).
+const MAX_DEPTH: usize = 64;
+
 /// Parses `text`, the value of `input`; `atom` turns each atom's text into a value or says what
 /// is wrong with it, and the error then spans the atom.
 pub fn parse<T>(
@@ -67,6 +70,7 @@ pub fn parse<T>(
     let mut p = Parser {
         text,
         pos: 0,
+        depth: 0,
         input,
         atom,
     };
@@ -80,6 +84,8 @@ pub fn parse<T>(
 struct Parser<'a, T> {
     text: &'a str,
     pos: usize,
+    /// The parentheses open at `pos`.
+    depth: usize,
     input: &'static str,
     atom: &'a dyn Fn(&str) -> Result<T, String>,
 }
@@ -121,8 +127,15 @@ impl<T> Parser<'_, T> {
 
     fn primary(&mut self) -> ParseResult<BoolExpr<T>> {
         if self.peek() == Some('(') {
+            if self.depth == MAX_DEPTH {
+                let at = self.pos;
+                let problem = format!("parentheses nest deeper than {MAX_DEPTH}");
+                return Err(ParseError::at(self.input, self.text, at..at + 1, problem));
+            }
             self.pos += 1;
+            self.depth += 1;
             let inner = self.or()?;
+            self.depth -= 1;
             if self.peek() != Some(')') {
                 return Err(self.unexpected("')'"));
             }
@@ -193,6 +206,31 @@ mod tests {
         assert!(e.eval(&|x: &String| x == "A"));
         assert!(!e.eval(&|x: &String| x == "B"));
         assert!(e.eval(&|x: &String| x == "B" || x == "C"));
+    }
+
+    /// Found in review for the fuzzing of issue 20: without a limit each '(' took three frames, and
+    /// a type or scopeQ parameter of some thousand of them overflowed a worker's stack.
+    #[test]
+    fn deep_parentheses_are_refused_not_recursed() {
+        let nested = |n: usize| format!("{}A{}", "(".repeat(n), ")".repeat(n));
+        assert!(p(&nested(MAX_DEPTH)).is_ok());
+        let e = p(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(
+            (e.span.clone(), e.to_string()),
+            (
+                64..65,
+                "type: parentheses nest deeper than 64 at position 65".into()
+            )
+        );
+        // A small stack is enough however deep the input nests.
+        let deep = nested(100_000);
+        let e = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || p(&deep).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(e.span, 64..65);
     }
 
     #[test]

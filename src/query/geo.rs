@@ -178,11 +178,13 @@ fn build(
     ctx: &ActiveContext,
 ) -> ParseResult<GeoQuery> {
     let geometry = read_geometry(geometry_type, &coords, coordinates)?;
-    let geoproperty = match geoproperty.map(str::trim) {
+    let geoproperty = match geoproperty {
         None => LOCATION.to_string(),
-        Some(name) => {
+        Some(text) => {
+            // The error is the parameter's as given: a span of the trimmed name would be off.
+            let name = text.trim();
             validate::name("geoproperty", name)
-                .map_err(|e| ParseError::whole("geoproperty", name, e.detail))?;
+                .map_err(|e| ParseError::whole("geoproperty", text, e.detail))?;
             ctx.expand(name).into_owned()
         }
     };
@@ -785,6 +787,20 @@ mod tests {
     const BIG: &str = "[[[-1,-1],[11,-1],[11,11],[-1,11],[-1,-1]]]";
 
     // ---- near ----
+
+    /// Found by the fuzz target geoq (issue 20): a geoproperty with a leading control character
+    /// was refused with the span of the trimmed name, which fell inside a character of the
+    /// parameter as given.
+    #[test]
+    fn a_refused_geoproperty_spans_the_parameter_as_given() {
+        let text = "\r\0ithinb[[[0\u{504}";
+        let e = parse("disjoint", "Point", "[1,2]", Some(text), &ctx()).unwrap_err();
+        assert_eq!((e.input, e.span), ("geoproperty", 0..text.len()));
+        let e = parse("within", "Point", "[1,2]", Some(" a b "), &ctx()).unwrap_err();
+        assert_eq!(e.span, 0..5);
+        let q = parse("within", "Point", "[1,2]", Some(" area "), &ctx()).unwrap();
+        assert_eq!(q.geoproperty, "https://example.org/area");
+    }
 
     #[test]
     fn near_points_one_degree_of_latitude() {
