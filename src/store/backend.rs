@@ -12,6 +12,7 @@ use super::changes::ChangeFeed;
 use super::coordination::Coordination;
 use super::entity_maps::EntityMap;
 use super::history::{HistoryQuery, InstanceChange};
+use super::rollup::{Plan, RollupRow};
 use super::{Announce, Collection, IdPage, Step};
 use crate::error::NgsiResult;
 use crate::model::Entity;
@@ -31,6 +32,9 @@ pub type Histories = Vec<(String, Vec<InstanceChange>)>;
 
 /// The aggregated history of several entities, by id (see [`Backend::aggregate`]).
 pub type Aggregates = Vec<(String, Vec<Bucket>)>;
+
+/// The roll-up rows of several entities, by id (see [`Backend::rollups`]).
+pub type Rollups = Vec<(String, Vec<RollupRow>)>;
 
 /// How a backend wants concurrent work combined (see `store::combine`).
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +137,16 @@ pub trait Backend: Send + Sync + Any {
         ids: &'a [String],
         query: &'a AggregateQuery,
     ) -> BoxFuture<'a, NgsiResult<Aggregates>>;
+
+    /// The roll-up rows of each of `ids`, in order, of the plan's grain and bounds, for the
+    /// attributes `attrs` (all when empty); see [`super::rollup`].
+    fn rollups<'a>(
+        &'a self,
+        tenant: &'a str,
+        ids: &'a [String],
+        attrs: &'a [String],
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, NgsiResult<Rollups>>;
 
     /// The feed of committed entity changes.
     fn feed(&self) -> &ChangeFeed;

@@ -12,6 +12,7 @@ pub mod entity_maps;
 pub mod history;
 pub mod json_text;
 pub mod postgres;
+pub mod rollup;
 
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
 use crate::model::{expiry, Entity};
@@ -613,15 +614,66 @@ impl Store {
         self.backend.history_many(tenant, ids, query).await
     }
 
-    /// Aggregates the history of each of `ids`, in order, where the data is: in SQL on
-    /// PostgreSQL, in Rust on the embedded store.
+    /// Aggregates the history of each of `ids`, in order: from the roll-ups where the request
+    /// and the entity's records allow it ([`Store::aggregate_from_rollups`]), from the records
+    /// otherwise, where the data is (in SQL on PostgreSQL, in Rust on the embedded store).
     pub async fn aggregate(
         &self,
         tenant: &str,
         ids: &[String],
         query: &aggregate::AggregateQuery,
     ) -> NgsiResult<Vec<(String, Vec<aggregate::Bucket>)>> {
-        self.backend.aggregate(tenant, ids, query).await
+        let Some(mut answered) = self.aggregate_from_rollups(tenant, ids, query).await? else {
+            crate::telemetry::metrics::aggregations("records", ids.len());
+            return self.backend.aggregate(tenant, ids, query).await;
+        };
+        let left: Vec<String> = answered
+            .iter()
+            .filter(|(_, b)| b.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        crate::telemetry::metrics::aggregations("rollups", ids.len() - left.len());
+        crate::telemetry::metrics::aggregations("records", left.len());
+        let mut computed = if left.is_empty() {
+            Vec::new()
+        } else {
+            self.backend.aggregate(tenant, &left, query).await?
+        }
+        .into_iter();
+        Ok(answered
+            .iter_mut()
+            .map(|(id, b)| {
+                let buckets = match b.take() {
+                    Some(b) => b,
+                    None => computed.next().map(|(_, b)| b).unwrap_or_default(),
+                };
+                (std::mem::take(id), buckets)
+            })
+            .collect())
+    }
+
+    /// The aggregation of each of `ids`, in order, from the roll-ups: `None` when the request
+    /// does not allow it ([`rollup::plan`]), and `None` for an entity whose periods hold a record
+    /// that will expire. Exists apart from [`Store::aggregate`] so that a test can tell that the
+    /// roll-ups answered, and compare their answer with the records'.
+    pub async fn aggregate_from_rollups(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        query: &aggregate::AggregateQuery,
+    ) -> NgsiResult<Option<Vec<(String, Option<Vec<aggregate::Bucket>>)>>> {
+        let Some(plan) = rollup::plan(query) else {
+            return Ok(None);
+        };
+        let rows = self
+            .backend
+            .rollups(tenant, ids, &query.attrs, &plan)
+            .await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|(id, rows)| (id, rollup::buckets(query, &plan, &rows)))
+                .collect(),
+        ))
     }
 
     /// Removes from the current state what has expired (4.22), at most `limit` entities' worth:

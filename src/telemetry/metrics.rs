@@ -17,6 +17,7 @@ struct Metrics {
     store_commit_duration: Histogram,
     store_batch_size: Histogram,
     history_rows: IntCounter,
+    aggregations: IntCounterVec,
     writes_refused: IntCounter,
     notifications_sent: IntCounterVec,
     notifications_failed: IntCounterVec,
@@ -96,6 +97,12 @@ impl Metrics {
             history_rows: counter(
                 "twinlink_history_rows_written_total",
                 "Attribute history records committed",
+            ),
+            aggregations: counters(
+                "twinlink_history_aggregations_total",
+                "Entity histories aggregated, by source: the roll-ups, or the records when the \
+                 request or an expiring record does not allow roll-ups",
+                &["source"],
             ),
             writes_refused: counter(
                 "twinlink_http_writes_refused_total",
@@ -217,6 +224,16 @@ pub fn write_refused() {
 /// History records committed.
 pub fn history_rows(n: usize) {
     METRICS.history_rows.inc_by(n as u64);
+}
+
+/// `n` entity histories aggregated from `source` (`rollups` or `records`).
+pub fn aggregations(source: &str, n: usize) {
+    if n > 0 {
+        METRICS
+            .aggregations
+            .with_label_values(&[source])
+            .inc_by(n as u64);
+    }
 }
 
 /// A notification to an endpoint at `host` delivered (`ok`) or failed.

@@ -323,3 +323,360 @@ async fn both_stores_read_and_aggregate_histories_alike() {
     assert!(nonempty * 3 >= n_queries / 2, "{nonempty} non-empty reads");
     assert!(buckets >= n_queries / 2, "{buckets} buckets");
 }
+
+/// The buckets with only the values of `methods` (a store may leave the others out).
+fn only(methods: &[AggrMethod], buckets: &[Bucket]) -> Vec<Bucket> {
+    let asked = |m: AggrMethod| methods.contains(&m);
+    buckets
+        .iter()
+        .map(|b| {
+            let keep = |m: AggrMethod, v: Option<f64>| v.filter(|_| asked(m));
+            Bucket {
+                total_count: if asked(AggrMethod::TotalCount) {
+                    b.total_count
+                } else {
+                    0
+                },
+                distinct_count: if asked(AggrMethod::DistinctCount) {
+                    b.distinct_count
+                } else {
+                    0
+                },
+                sum: keep(AggrMethod::Sum, b.sum),
+                avg: keep(AggrMethod::Avg, b.avg),
+                min: keep(AggrMethod::Min, b.min),
+                max: keep(AggrMethod::Max, b.max),
+                stddev: keep(AggrMethod::Stddev, b.stddev),
+                sumsq: keep(AggrMethod::Sumsq, b.sumsq),
+                ..b.clone()
+            }
+        })
+        .collect()
+}
+
+/// A removal of some of an entity's records, picked among `records` (those written so far).
+fn removal(rng: &mut Rng, records: &[InstanceChange]) -> Option<history::HistoryRemoval> {
+    let r = records
+        .iter()
+        .filter(|r| r.attr.is_some())
+        .nth(rng.below(records.len().max(1)))?;
+    let attr = r.attr.clone()?;
+    Some(match rng.below(3) {
+        0 => history::HistoryRemoval::Instance {
+            attr,
+            instance_id: r.instance_id.clone(),
+        },
+        1 => history::HistoryRemoval::Observations(vec![(
+            attr,
+            r.dataset_id.clone(),
+            r.observed_at?,
+        )]),
+        _ => history::HistoryRemoval::Attribute {
+            attr,
+            dataset_id: rng.chance(0.5).then(|| r.dataset_id.clone()),
+        },
+    })
+}
+
+/// An aggregation roll-ups can answer: bounds on the hour (or none, for one period), a period of
+/// whole hours or days, any methods but distinctCount (asked for now and then, which the records
+/// must answer).
+fn rollup_query(rng: &mut Rng) -> AggregateQuery {
+    const HOUR: i64 = 3_600_000_000;
+    let period = *rng.pick(&[0, HOUR, 2 * HOUR, 6 * HOUR, 24 * HOUR, 48 * HOUR]);
+    let hours = |rng: &mut Rng| base() + Duration::hours(rng.below(50) as i64 - 1);
+    let from = if period == 0 && rng.chance(0.3) {
+        Bound::Unbounded
+    } else {
+        Bound::Included(hours(rng))
+    };
+    let to = if rng.chance(0.3) {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(hours(rng))
+    };
+    let mut methods: Vec<AggrMethod> = AggrMethod::ALL
+        .into_iter()
+        .filter(|m| *m != AggrMethod::DistinctCount && rng.chance(0.5))
+        .collect();
+    if methods.is_empty() || rng.chance(0.05) {
+        methods.push(*rng.pick(&AggrMethod::ALL));
+    }
+    AggregateQuery {
+        history: HistoryQuery {
+            attr: None,
+            time_property: TimeProperty::ObservedAt,
+            from,
+            to,
+            last_n: None,
+        },
+        attrs: ATTRS
+            .iter()
+            .filter(|_| rng.chance(0.3))
+            .map(|a| a.to_string())
+            .collect(),
+        period_micros: period,
+        methods,
+    }
+}
+
+/// Roll-ups against the records (issue 20 item 3): random histories, some with records that will
+/// expire and with removals of instances, observations and attributes among the writes, are
+/// written to both stores; then random aggregations that roll-ups can answer are asked of the
+/// roll-ups and computed from the records the test wrote (the reference, `aggregate::aggregate`).
+/// The roll-ups must answer every entity whose periods hold no record that will expire, exactly
+/// as the records do (numbers to 1e-9, relatively); the store's answer (roll-ups or records) must
+/// be the reference's for every entity. An embedded store written before roll-ups existed builds
+/// them when it opens (checked by dropping the table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_answer_aggregations_as_the_records_do() {
+    let url = common::new_database().await;
+    let seed = rng::seed();
+    let n_entities = env_number("TWINLINK_DIFF_ENTITIES").unwrap_or(30) as usize;
+    let n_queries = env_number("TWINLINK_DIFF_QUERIES").unwrap_or(300) as usize;
+    println!(
+        "rollup differential: seed {seed} (replay with TWINLINK_DIFF_SEED={seed}), {n_entities} entities, {n_queries} queries"
+    );
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let embedded = Store::new(EmbeddedStore::open(&data).expect("open the embedded store"));
+    let postgres = Store::new(
+        PgStore::connect(&url, 4)
+            .await
+            .expect("connect to the test database"),
+    );
+    let ids: Vec<String> = (0..n_entities)
+        .map(|i| format!("urn:ngsi-ld:Sensor:r{i:03}"))
+        .collect();
+    let mut kept: Vec<Vec<InstanceChange>> = Vec::new();
+    for id in &ids {
+        // Most entities have no record that will expire, so that roll-ups answer for them.
+        let transient = rng.chance(0.3);
+        let mut mine: Vec<InstanceChange> = Vec::new();
+        for _ in 0..1 + rng.below(5) {
+            let batch: Vec<InstanceChange> = (0..rng.below(80))
+                .map(|_| {
+                    let mut r = record(&mut rng);
+                    if !transient {
+                        r.expires_at = None;
+                    }
+                    r
+                })
+                .collect();
+            let which = if rng.chance(0.4) {
+                removal(&mut rng, &mine)
+            } else {
+                None
+            };
+            for store in [&embedded, &postgres] {
+                let (records, which) = (batch.clone(), which.clone());
+                store
+                    .modify_recorded(TENANT, id, move |_| {
+                        Ok(Decision {
+                            write: Write::Keep,
+                            records: Some(records),
+                            removal: which.map(|which| twinlink::store::Removal {
+                                which,
+                                if_none: None,
+                            }),
+                            result: (),
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("writing the history of {id}: {e}"));
+            }
+            // Removals take records written before, never those of their own write.
+            if let Some(which) = &which {
+                mine.retain(|r| !which.matches(r));
+            }
+            mine.extend(batch);
+        }
+        kept.push(mine);
+    }
+
+    // The migration's building of the rows of an older history gives the rows the writes kept.
+    let sql = common::sql_client(&url).await;
+    let migration = include_str!("../../migrations/0019_history_rollups.sql");
+    let (_, build) = migration
+        .split_once("-- The rows of the history written before this version.")
+        .expect("the migration builds the rows of older history");
+    sql.batch_execute(&format!(
+        "CREATE TEMP TABLE kept AS SELECT * FROM history_rollups; DELETE FROM history_rollups; {build}"
+    ))
+    .await
+    .expect("building the roll-ups of the history");
+    let differing: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM kept k FULL JOIN history_rollups r
+               USING (tenant, entity_id, grain, attr, dataset_id, start)
+             WHERE (k.n, k.n_num, k.min, k.max, k.first, k.last, k.expiring)
+                   IS DISTINCT FROM (r.n, r.n_num, r.min, r.max, r.first, r.last, r.expiring)
+                OR abs(k.sum - r.sum) > 1e-9 * greatest(abs(k.sum), abs(r.sum), 1)
+                OR abs(k.sumsq - r.sumsq) > 1e-9 * greatest(abs(k.sumsq), abs(r.sumsq), 1)
+                OR abs(k.m2 - r.m2) > 1e-9 * greatest(abs(k.m2), abs(r.m2), 1)",
+            &[],
+        )
+        .await
+        .expect("comparing the roll-ups")
+        .get(0);
+    assert_eq!(
+        differing, 0,
+        "rows built by the migration differ from those kept by the writes"
+    );
+
+    let (mut counts, mut failures) = (RollupCounts::default(), Vec::new());
+    let stores = [("embedded", &embedded), ("PostgreSQL", &postgres)];
+    compare_rollups(
+        &mut rng,
+        stores,
+        &ids,
+        &kept,
+        n_queries / 2,
+        &mut counts,
+        &mut failures,
+    )
+    .await;
+    // An embedded store from before roll-ups: the table dropped, then the store reopened.
+    drop(embedded);
+    {
+        // The store's write lanes let go of the file as their tasks see it dropped.
+        let mut tries = 0;
+        let db = loop {
+            match redb::Database::create(data.join("twinlink.redb")) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the redb file: {e}"),
+            }
+        };
+        let txn = db.begin_write().unwrap();
+        let table: redb::TableDefinition<&[u8], &[u8]> =
+            redb::TableDefinition::new("history_rollups");
+        assert!(txn.delete_table(table).unwrap(), "a roll-up table to drop");
+        txn.commit().unwrap();
+    }
+    let embedded = Store::new(EmbeddedStore::open(&data).expect("reopen the embedded store"));
+
+    let stores = [
+        ("embedded, roll-ups built on opening", &embedded),
+        ("PostgreSQL", &postgres),
+    ];
+    compare_rollups(
+        &mut rng,
+        stores,
+        &ids,
+        &kept,
+        n_queries / 2,
+        &mut counts,
+        &mut failures,
+    )
+    .await;
+    println!(
+        "rollup differential: {} records kept; {} answers from roll-ups ({} buckets), {} from records",
+        kept.iter().map(Vec::len).sum::<usize>(),
+        counts.from_rollups,
+        counts.buckets,
+        counts.from_records
+    );
+    rng::conclude(&url, seed, &failures);
+    // The roll-ups must answer often, with buckets, or the test proves little.
+    assert!(
+        counts.from_rollups >= n_queries,
+        "{} answers from roll-ups",
+        counts.from_rollups
+    );
+    assert!(
+        counts.buckets >= n_queries,
+        "{} buckets from roll-ups",
+        counts.buckets
+    );
+}
+
+/// Counts of [`compare_rollups`]: entity answers from roll-ups, their buckets, and entity
+/// answers the roll-ups left to the records.
+#[derive(Default)]
+struct RollupCounts {
+    from_rollups: usize,
+    buckets: usize,
+    from_records: usize,
+}
+
+/// Asks `n_queries` random aggregations of roll-ups and of the stores, and compares them with the
+/// records kept (see [`rollups_answer_aggregations_as_the_records_do`]).
+async fn compare_rollups(
+    rng: &mut Rng,
+    stores: [(&str, &Store); 2],
+    ids: &[String],
+    kept: &[Vec<InstanceChange>],
+    n_queries: usize,
+    counts: &mut RollupCounts,
+    failures: &mut Vec<String>,
+) {
+    for _ in 0..n_queries {
+        let query = rollup_query(rng);
+        let e = rng.below(ids.len());
+        let some: Vec<String> = ids[e..].iter().take(3).cloned().collect();
+        let reference: Vec<Vec<Bucket>> = (e..e + some.len())
+            .map(|i| {
+                let all = twinlink::store::aggregate::aggregate(
+                    &query,
+                    &query.history.select(kept[i].clone()),
+                );
+                only(&query.methods, &all)
+            })
+            .collect();
+        let distinct = query.methods.contains(&AggrMethod::DistinctCount);
+        for (name, store) in stores {
+            let rolled = store
+                .aggregate_from_rollups(TENANT, &some, &query)
+                .await
+                .unwrap();
+            match (rolled, distinct) {
+                (None, true) => {}
+                (Some(_), true) | (None, false) => failures.push(format!(
+                    "{name}: roll-ups {} for {query:?}",
+                    if distinct { "answered" } else { "declined" }
+                )),
+                (Some(answers), false) => {
+                    for (i, (id, answer)) in answers.iter().enumerate() {
+                        let expiring = kept[e + i].iter().any(|r| {
+                            r.expires_at.is_some()
+                                && r.value.is_some()
+                                && r.attr.as_ref().is_some_and(|a| {
+                                    query.attrs.is_empty() || query.attrs.contains(a)
+                                })
+                                && r.observed_at.is_some_and(|t| query.history.contains(t))
+                        });
+                        match answer {
+                            Some(b)
+                                if !expiring
+                                    && same_buckets(&only(&query.methods, b), &reference[i]) =>
+                            {
+                                counts.from_rollups += 1;
+                                counts.buckets += b.len();
+                            }
+                            None if expiring => counts.from_records += 1,
+                            _ => failures.push(format!(
+                                "{name}: roll-ups of {id} with {query:?} (a record that will \
+                                 expire: {expiring}):\n  got {answer:?}\n  records give {:?}",
+                                reference[i]
+                            )),
+                        }
+                    }
+                }
+            }
+            let answered = store.aggregate(TENANT, &some, &query).await.unwrap();
+            for ((id, got), want) in answered.iter().zip(&reference) {
+                let got = only(&query.methods, got);
+                if !same_buckets(&got, want) {
+                    failures.push(format!(
+                        "{name}: aggregation of {id} with {query:?}:\n  got {got:?}\n  records give {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+}

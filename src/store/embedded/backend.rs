@@ -6,11 +6,12 @@ use crate::error::NgsiResult;
 use crate::model::Entity;
 use crate::query::EntityQuery;
 use crate::store::aggregate::AggregateQuery;
-use crate::store::backend::{Aggregates, Backend, Due, Lanes};
+use crate::store::backend::{Aggregates, Backend, Due, Lanes, Rollups};
 use crate::store::changes::ChangeFeed;
 use crate::store::coordination::{Alone, Coordination};
 use crate::store::entity_maps::EntityMap;
 use crate::store::history::{HistoryQuery, InstanceChange};
+use crate::store::rollup::Plan;
 use crate::store::{Announce, Collection, IdPage, Step};
 use chrono::{DateTime, Utc};
 use futures_util::future::{ready, BoxFuture};
@@ -108,6 +109,16 @@ impl Backend for EmbeddedStore {
         query: &'a AggregateQuery,
     ) -> BoxFuture<'a, NgsiResult<Aggregates>> {
         Box::pin(EmbeddedStore::aggregate(self, tenant, ids, query))
+    }
+
+    fn rollups<'a>(
+        &'a self,
+        tenant: &'a str,
+        ids: &'a [String],
+        attrs: &'a [String],
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, NgsiResult<Rollups>> {
+        Box::pin(EmbeddedStore::rollups(self, tenant, ids, attrs, plan))
     }
 
     fn feed(&self) -> &ChangeFeed {

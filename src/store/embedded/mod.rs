@@ -4,6 +4,7 @@
 mod backend;
 mod index;
 mod maps;
+mod rollups;
 
 use super::aggregate::{self, AggregateQuery, Bucket};
 use super::changes::{Change, ChangeFeed};
@@ -15,7 +16,7 @@ use crate::query::EntityQuery;
 use chrono::DateTime;
 use chrono::Utc;
 use index::TenantIndex;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -70,12 +71,13 @@ fn history_key(tenant: &str, id: &str, r: &InstanceChange) -> Vec<u8> {
     key
 }
 
-/// Removes the records a planned removal selects from the history table of a write transaction;
-/// returns how many.
+/// Removes the records a planned removal selects from the history table of a write transaction,
+/// and adds them (with the entity id) to `removed`; returns how many.
 fn remove_history(
     table: &mut redb::Table<&[u8], &[u8]>,
     tenant: &str,
     removal: &PlannedRemoval,
+    removed: &mut Vec<(String, InstanceChange)>,
 ) -> NgsiResult<usize> {
     let prefix = history_prefix(tenant, &removal.id, removal.which.attr());
     let mut doomed = Vec::new();
@@ -86,11 +88,12 @@ fn remove_history(
         }
         let r: InstanceChange = serde_json::from_slice(v.value()).map_err(undecodable)?;
         if removal.which.matches(&r) {
-            doomed.push(k.value().to_vec());
+            doomed.push((k.value().to_vec(), r));
         }
     }
-    for k in &doomed {
+    for (k, r) in doomed.iter() {
         table.remove(k.as_slice()).map_err(storage)?;
+        removed.push((removal.id.clone(), r.clone()));
     }
     Ok(doomed.len())
 }
@@ -142,6 +145,15 @@ impl EmbeddedStore {
                 txn.open_table(table_of(collection))?;
             }
             txn.open_table(maps::ENTITY_MAPS)?;
+            // A store written before roll-ups existed gets them built once.
+            let had_rollups = txn
+                .list_tables()?
+                .any(|t| t.name() == rollups::ROLLUPS.name());
+            if !had_rollups {
+                let history = txn.open_table(HISTORY)?;
+                rollups::build_all(&mut txn.open_table(rollups::ROLLUPS)?, &history)
+                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            }
             txn.commit()?;
             let mut tenants: Tenants = HashMap::new();
             let read = db.begin_read()?;
@@ -367,15 +379,21 @@ impl EmbeddedStore {
                         .map_err(storage)?;
                 }
                 let mut table = txn.open_table(HISTORY).map_err(storage)?;
+                let mut summaries = txn.open_table(rollups::ROLLUPS).map_err(storage)?;
+                let mut gone = Vec::new();
                 for removal in &planned.removals {
-                    removed.push(remove_history(&mut table, &tenant, removal)?);
+                    removed.push(remove_history(&mut table, &tenant, removal, &mut gone)?);
                 }
+                // The roll-ups follow the history in the same transaction: the periods that lost
+                // records are computed again before the new records are merged in.
+                rollups::recompute(&mut summaries, &table, &tenant, &gone)?;
                 for (id, r) in &planned.history {
                     let bytes = serde_json::to_vec(r).map_err(undecodable)?;
                     table
                         .insert(history_key(&tenant, id, r).as_slice(), bytes.as_slice())
                         .map_err(storage)?;
                 }
+                rollups::add(&mut summaries, &tenant, &planned.history)?;
             }
             txn.commit().map_err(storage)?;
             crate::telemetry::metrics::history_rows(planned.history.len());

@@ -6,11 +6,12 @@ use crate::error::NgsiResult;
 use crate::model::Entity;
 use crate::query::EntityQuery;
 use crate::store::aggregate::AggregateQuery;
-use crate::store::backend::{Aggregates, Backend, Due, Histories, Lanes};
+use crate::store::backend::{Aggregates, Backend, Due, Histories, Lanes, Rollups};
 use crate::store::changes::ChangeFeed;
 use crate::store::coordination::{Coordination, Event, Key, Position};
 use crate::store::entity_maps::EntityMap;
 use crate::store::history::{HistoryQuery, InstanceChange};
+use crate::store::rollup::Plan;
 use crate::store::{Announce, Collection, IdPage, Step};
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -117,6 +118,16 @@ impl Backend for PgStore {
         query: &'a AggregateQuery,
     ) -> BoxFuture<'a, NgsiResult<Aggregates>> {
         Box::pin(PgStore::aggregate(self, tenant, ids, query))
+    }
+
+    fn rollups<'a>(
+        &'a self,
+        tenant: &'a str,
+        ids: &'a [String],
+        attrs: &'a [String],
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, NgsiResult<Rollups>> {
+        Box::pin(PgStore::rollups(self, tenant, ids, attrs, plan))
     }
 
     fn feed(&self) -> &ChangeFeed {

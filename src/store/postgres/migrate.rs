@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../migrations/0017_delivery_watermarks.sql"),
     ),
     (18, include_str!("../../../migrations/0018_data_models.sql")),
+    (
+        19,
+        include_str!("../../../migrations/0019_history_rollups.sql"),
+    ),
 ];
 
 /// Arbitrary key of the advisory lock that serialises migrations across instances.

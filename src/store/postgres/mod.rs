@@ -20,6 +20,7 @@ pub mod migrate;
 mod ownership;
 mod reads;
 mod records;
+mod rollups;
 pub mod sql;
 mod transient;
 mod writes;

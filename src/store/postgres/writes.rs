@@ -382,6 +382,11 @@ impl PgStore {
             .iter()
             .map(|r| removal_statement(&r.which))
             .collect();
+        let rollups = super::rollups::RollupColumns::of(&planned.history);
+        let upsert_rollups = client
+            .prepare_cached(super::rollups::UPSERT_ROLLUPS)
+            .await
+            .map_err(db_error)?;
         let removal_statements =
             try_join_all(removals.iter().map(|(sql, _)| client.prepare_cached(sql)))
                 .await
@@ -422,9 +427,14 @@ impl PgStore {
             }
             copy_history(client, &copy, &probe, tenant, &planned.history).await
         };
-        let (_, (_, removed, _), _) = try_join3(
+        // After the copy: the removals' trigger computes the periods that lost records from
+        // the records left, and the new records' summaries are then merged in.
+        let rollup_params = rollups.params(&tenant);
+        let merge_rollups =
+            execute_if(client, !rollups.is_empty(), &upsert_rollups, &rollup_params);
+        let (_, (_, removed, _, _), _) = try_join3(
             try_join3(record_changes, write, register_tenant),
-            try_join3(delete, remove_history, record_history),
+            try_join4(delete, remove_history, record_history, merge_rollups),
             client.batch_execute("COMMIT"),
         )
         .await
