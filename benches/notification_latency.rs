@@ -24,7 +24,7 @@
 //! (defaults in brackets): NOTIFY_LATENCY_SUBSCRIPTIONS [1000], NOTIFY_LATENCY_RATES [2000,5000]
 //! (updates/s), NOTIFY_LATENCY_SECONDS [10] per rate, NOTIFY_LATENCY_TICK_MS [10],
 //! NOTIFY_LATENCY_RECEIVERS [http,mqtt], NOTIFY_LATENCY_STORES [embedded,postgres],
-//! NOTIFY_LATENCY_WORKERS [2] (twinlink's HTTP workers).
+//! NOTIFY_LATENCY_WORKERS [2] (twinlink's HTTP workers), NOTIFY_LATENCY_CONCURRENCY [32] (`--notification-concurrency`; several, e.g. `8,32`, run one after the other).
 
 mod support;
 
@@ -272,13 +272,14 @@ async fn prepare(
     }
 }
 
-fn settings(dir: &std::path::Path, database: Option<String>) -> Settings {
+fn settings(dir: &std::path::Path, database: Option<String>, lanes: usize) -> Settings {
     Settings {
         bind: "127.0.0.1".into(),
         port: 0,
         data_dir: dir.to_path_buf(),
         database_url: database,
         workers: env_or("NOTIFY_LATENCY_WORKERS", 2),
+        notification_concurrency: lanes,
         ..Settings::default()
     }
 }
@@ -318,6 +319,15 @@ fn main() {
         .or_else(|_| std::env::var("TWINLINK_TEST_MQTT_URL"))
         .ok();
     let database_url = std::env::var("NOTIFY_LATENCY_DATABASE_URL").ok();
+    // Notifications in flight per receiver (`--notification-concurrency`), each in its own run.
+    let concurrencies: Vec<usize> = env_or("NOTIFY_LATENCY_CONCURRENCY", "32".to_string())
+        .split(',')
+        .map(|r| {
+            r.trim()
+                .parse()
+                .expect("NOTIFY_LATENCY_CONCURRENCY: numbers")
+        })
+        .collect();
     println!(
         "notification_latency: {entities} subscriptions (one per entity), rates {rates:?} \
          updates/s for {seconds} s each, a batch every {} ms; {} cores; load {}",
@@ -328,8 +338,8 @@ fn main() {
             .trim()
     );
     println!();
-    println!("| store | receiver | rate asked | rate sent | notifications | p50 ms | p99 ms | max ms | p99 after send ms |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| store | receiver | in flight | rate asked | rate sent | notifications | p50 ms | p99 ms | max ms | p99 after send ms |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -369,17 +379,18 @@ fn main() {
                 },
                 other => panic!("NOTIFY_LATENCY_RECEIVERS: unknown receiver {other}"),
             };
-            if let Some(url) = &database {
-                runtime.block_on(empty_database(url));
-            }
-            let dir = tempfile::tempdir().expect("a data directory");
-            let (server, _) = Server::start(settings(dir.path(), database.clone()));
-            let base = format!("http://{}/ngsi-ld/v1", server.addr);
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .build()
-                .expect("HTTP client");
-            runtime.block_on(async {
+            for &lanes in &concurrencies {
+                if let Some(url) = &database {
+                    runtime.block_on(empty_database(url));
+                }
+                let dir = tempfile::tempdir().expect("a data directory");
+                let (server, _) = Server::start(settings(dir.path(), database.clone(), lanes));
+                let base = format!("http://{}/ngsi-ld/v1", server.addr);
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(64)
+                    .build()
+                    .expect("HTTP client");
+                runtime.block_on(async {
                 if receiver == "mqtt" && !mqtt_listening {
                     let url = mqtt_url.as_deref().expect("checked above");
                     mqtt_receiver(url, &prefix, arrivals.clone()).await;
@@ -402,7 +413,7 @@ fn main() {
                     let run = load.drive(rate, seconds, seq).await;
                     seq += run.sent as u64;
                     println!(
-                        "| {store} | {receiver} | {rate} | {:.0} | {} of {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                        "| {store} | {receiver} | {lanes} | {rate} | {:.0} | {} of {} | {:.2} | {:.2} | {:.2} | {:.2} |",
                         run.achieved_rate,
                         run.sent - run.missing,
                         run.sent,
@@ -413,8 +424,9 @@ fn main() {
                     );
                 }
             });
-            runtime.block_on(server.handle.stop(true));
-            server.join();
+                runtime.block_on(server.handle.stop(true));
+                server.join();
+            }
         }
     }
 }

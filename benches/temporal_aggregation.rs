@@ -244,7 +244,10 @@ fn main() {
         for (mix, sensors) in [
             ("day-100k", (0, 1, 0)),
             ("day-of-many", (1, 100, 0)),
-            ("day-100k from the records (bounds 1 µs off the hour)", (0, 1, 1)),
+            (
+                "day-100k from the records (bounds 1 µs off the hour)",
+                (0, 1, 1),
+            ),
         ] {
             let (n, lat) = run_mix(&client, &base, sensors, seconds, warmup, concurrency).await;
             let pct =

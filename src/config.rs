@@ -99,6 +99,9 @@ pub struct Options {
     /// Retry-After (0: no limit).
     #[arg(long, env = "TWINLINK_MAX_INFLIGHT_WRITES", global = true)]
     pub max_inflight_writes: Option<usize>,
+    /// Notifications in flight at once to one receiver (host and port, or MQTT broker).
+    #[arg(long, env = "TWINLINK_NOTIFICATION_CONCURRENCY", global = true)]
+    pub notification_concurrency: Option<usize>,
     /// Page size when a query gives no `limit`.
     #[arg(long, env = "TWINLINK_DEFAULT_PAGE_SIZE", global = true)]
     pub default_page_size: Option<usize>,
@@ -284,6 +287,8 @@ pub struct Settings {
     pub max_batch: usize,
     /// Write requests served at once over HTTP (0: no limit), see `http::admission`.
     pub max_inflight_writes: usize,
+    /// Notifications in flight at once to one receiver, see `subscription::deliver`.
+    pub notification_concurrency: usize,
     /// Default page size.
     pub default_page_size: usize,
     /// Maximum page size.
@@ -356,6 +361,7 @@ impl Default for Settings {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
             max_inflight_writes: 256,
+            notification_concurrency: 32,
             default_page_size: 20,
             max_page_size: 10_000,
             max_temporal_instances: 10_000,
@@ -447,6 +453,11 @@ impl Settings {
                 .max_inflight_writes
                 .or(file.max_inflight_writes)
                 .unwrap_or(d.max_inflight_writes),
+            notification_concurrency: options
+                .notification_concurrency
+                .or(file.notification_concurrency)
+                .unwrap_or(d.notification_concurrency)
+                .max(1),
             default_page_size: options
                 .default_page_size
                 .or(file.default_page_size)

@@ -56,7 +56,10 @@ impl AppState {
     ) -> AppState {
         AppState {
             checks,
-            notifier: crate::service::notifier::Notifier::new(&settings.outbound),
+            notifier: crate::service::notifier::Notifier::new(
+                &settings.outbound,
+                settings.notification_concurrency,
+            ),
             sources: crate::federation::forward::Sources::new(&settings),
             registry: Default::default(),
             public_url: Default::default(),

@@ -73,13 +73,14 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// The notifier of a broker whose notifications obey this outbound policy.
-    pub fn new(policy: &crate::outbound::Policy) -> Self {
+    /// The notifier of a broker whose notifications obey this outbound policy, with `lanes`
+    /// notifications in flight at once per receiver.
+    pub fn new(policy: &crate::outbound::Policy, lanes: usize) -> Self {
         let (tx, rx) = unbounded_channel();
         Notifier {
             subs: RwLock::new(HashMap::new()),
             owned: RwLock::new(None),
-            delivery: Delivery::new(tx, policy),
+            delivery: Delivery::new(tx, policy, lanes),
             outcomes: Mutex::new(Some(rx)),
             dirty: Mutex::new(HashSet::new()),
             marks: Mutex::new(Default::default()),

@@ -21,8 +21,6 @@ use tokio::sync::mpsc::{channel, error::TrySendError, Sender, UnboundedSender};
 
 /// Notifications waiting per lane before new ones are refused.
 const QUEUE: usize = 1_000;
-/// Lanes per destination: notifications in flight at once to one receiver.
-const LANES: usize = 8;
 /// HTTP attempts per notification (the first and the retries).
 const ATTEMPTS: u32 = 3;
 /// Timeout of one HTTP attempt when the endpoint gives none.
@@ -66,6 +64,8 @@ pub struct Delivery {
     http: crate::outbound::Client,
     policy: crate::outbound::Policy,
     queues: Mutex<HashMap<String, Arc<[Sender<Job>]>>>,
+    /// Lanes per destination: notifications in flight at once to one receiver.
+    lanes: usize,
     mqtt: Arc<super::mqtt::Connections>,
     outcomes: UnboundedSender<Outcome>,
 }
@@ -96,9 +96,13 @@ fn headers(job: &Job) -> Vec<(String, String)> {
 }
 
 impl Delivery {
-    /// Builds the delivery side, every notification under the outbound `policy`; outcomes are
-    /// reported on `outcomes`.
-    pub fn new(outcomes: UnboundedSender<Outcome>, policy: &crate::outbound::Policy) -> Delivery {
+    /// Builds the delivery side, every notification under the outbound `policy`, with `lanes`
+    /// notifications in flight at once per destination; outcomes are reported on `outcomes`.
+    pub fn new(
+        outcomes: UnboundedSender<Outcome>,
+        policy: &crate::outbound::Policy,
+        lanes: usize,
+    ) -> Delivery {
         // Title-case header names (Link, Content-Type, receiverInfo keys as given): receivers
         // that compare header names case-sensitively still find them.
         // Redirects are not followed: a receiver that moves is a failed delivery, rather than
@@ -111,6 +115,7 @@ impl Delivery {
                 .expect("the notification client builds"),
             policy: policy.clone(),
             queues: Mutex::new(HashMap::new()),
+            lanes: lanes.max(1),
             mqtt: Arc::new(super::mqtt::Connections::default()),
             outcomes,
         }
@@ -123,10 +128,10 @@ impl Delivery {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             queues
                 .entry(key.clone())
-                .or_insert_with(|| (0..LANES).map(|_| self.worker()).collect())
+                .or_insert_with(|| (0..self.lanes).map(|_| self.worker()).collect())
                 .clone()
         };
-        let sender = &lanes[lane_of(&job.subscription)];
+        let sender = &lanes[lane_of(&job.subscription, lanes.len())];
         // Counted before it is sent, so that the worker never takes it out of the gauge first.
         crate::telemetry::metrics::notification_queued(host(&job.endpoint), true);
         match sender.try_send(job) {
@@ -189,10 +194,10 @@ impl Delivery {
 }
 
 /// The lane of a destination that a subscription's notifications take.
-fn lane_of(subscription: &(String, String)) -> usize {
+fn lane_of(subscription: &(String, String), lanes: usize) -> usize {
     use std::hash::BuildHasher;
     let hash = foldhash::fast::FixedState::default().hash_one(subscription);
-    (hash % LANES as u64) as usize
+    (hash % lanes as u64) as usize
 }
 
 /// The host of an endpoint, the label of its notification metrics.

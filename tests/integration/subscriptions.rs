@@ -876,10 +876,10 @@ async fn a_slow_receiver_does_not_delay_a_fast_one() {
     assert_eq!(slow.next(5).await.entity()["temperature"]["value"], 1);
 }
 
-#[actix_web::test]
-async fn subscriptions_sharing_a_slow_receiver_are_notified_side_by_side() {
-    let s = TestServer::start().await;
-    // Every answer takes 300 ms: sixteen notifications one after the other would take 4.8 s.
+/// Sixteen subscriptions to one receiver that takes 300 ms to answer, on a broker with
+/// `concurrency` notifications in flight per receiver: how long their sixteen notifications take.
+async fn sixteen_notifications_to_a_slow_receiver(concurrency: usize) -> Duration {
+    let s = TestServer::start_with(|st| st.notification_concurrency = concurrency).await;
     let mut slow = Receiver::start(200, Duration::from_millis(300)).await;
     for i in 0..16 {
         let entities =
@@ -906,13 +906,28 @@ async fn subscriptions_sharing_a_slow_receiver_are_notified_side_by_side() {
     }
     let mut seen = std::collections::HashSet::new();
     while seen.len() < 16 {
-        let n = slow.next(5).await;
+        let n = slow.next(10).await;
         seen.insert(n.entity()["id"].as_str().unwrap().to_string());
     }
+    started.elapsed()
+}
+
+#[actix_web::test]
+async fn subscriptions_sharing_a_slow_receiver_are_notified_side_by_side() {
+    // One after the other, sixteen would take 4.8 s.
+    let took = sixteen_notifications_to_a_slow_receiver(32).await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "sixteen notifications to one receiver took {:?}: they were sent one at a time",
-        started.elapsed()
+        took < Duration::from_secs(3),
+        "sixteen notifications to one receiver took {took:?}: they were sent one at a time"
+    );
+}
+
+#[actix_web::test]
+async fn notification_concurrency_one_sends_to_a_receiver_one_at_a_time() {
+    let took = sixteen_notifications_to_a_slow_receiver(1).await;
+    assert!(
+        took >= Duration::from_millis(16 * 300 - 100),
+        "sixteen notifications took {took:?} with --notification-concurrency 1"
     );
 }
 
