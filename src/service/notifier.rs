@@ -15,6 +15,7 @@ use crate::federation::Registration;
 use crate::store::changes::{Change, Item};
 use crate::store::coordination::{Event, News, Position};
 use crate::store::Collection;
+use crate::subscription::index::{anchors, Index};
 use crate::subscription::{deliver, model, notify, parse, remote};
 use chrono::Utc;
 use deliver::{Delivery, Job, Outcome};
@@ -59,7 +60,8 @@ const STATS_FLUSH: Duration = Duration::from_millis(500);
 
 /// The subscriptions of this broker instance and their notification machinery.
 pub struct Notifier {
-    subs: RwLock<HashMap<String, HashMap<String, Arc<Live>>>>,
+    /// The live subscriptions by tenant, indexed by the entities they can concern.
+    subs: RwLock<HashMap<String, Index<Arc<Live>>>>,
     /// The subscriptions this instance notifies for; None: all of them (one instance, embedded).
     owned: RwLock<Option<HashSet<Key>>>,
     delivery: Delivery,
@@ -152,7 +154,9 @@ impl Notifier {
             }
         }
         if let Ok(mut subs) = self.subs.write() {
-            subs.entry(key.0).or_default().insert(key.1, live.clone());
+            subs.entry(key.0)
+                .or_default()
+                .insert(key.1, anchors(&live.sub.query), live.clone());
         }
         live
     }
@@ -191,10 +195,13 @@ impl Notifier {
         change: &Change,
         missed: Option<&HashMap<Key, Arc<Position>>>,
     ) {
+        let Some(current) = change.after.as_deref().or(change.before.as_deref()) else {
+            return;
+        };
         let candidates: Vec<Arc<Live>> = match self.subs.read() {
             Ok(subs) => subs
                 .get(&change.tenant)
-                .map(|t| t.values().cloned().collect())
+                .map(|t| t.candidates(&current.id, &current.types))
                 .unwrap_or_default(),
             Err(_) => return,
         };
