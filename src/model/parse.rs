@@ -809,3 +809,6 @@ pub fn scopes(value: &Value) -> BodyResult<Vec<String>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
