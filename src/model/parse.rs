@@ -1,6 +1,8 @@
 //! Request JSON (normalized or concise, with the caller's context) to expanded entities and
 //! attributes. Everything is checked here, before any store is touched, so that a bad request
-//! changes nothing.
+//! changes nothing. A refusal is a [`BodyError`] pointing at the member at fault, relative to the
+//! JSON each reader was given (each puts its own member in front on the way out), with the member
+//! names as the client wrote them.
 
 use super::{proof, validate};
 use super::{AttrKind, Attribute, ATTRIBUTE_MEMBERS, ENTITY_MEMBERS, NGSI_LD_NULL};

@@ -1,5 +1,6 @@
 //! Validation rules shared by every operation: what a valid entity id, name, timestamp and geometry
-//! are. Each returns a BadRequestData error naming the offending input.
+//! are. Each returns a BadRequestData error naming the offending input; the geometry reader's
+//! also points at the member at fault (a [`BodyError`]), as a geometry is JSON.
 
 use crate::error::{NgsiError, NgsiResult};
 use crate::syntax::body::{BodyError, BodyResult};

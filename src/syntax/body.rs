@@ -1,8 +1,8 @@
 //! The error of the JSON body readers (entities, attributes, GeoJSON geometries, the JSON geoQ):
 //! what is wrong and where, as a JSON Pointer to the member at fault. It is the body's analogue of
-//! [`ParseError`](super::ParseError): readers return it so that callers and tests see the location
-//! as data, each reader putting its own member in front on the way out, and it becomes the
-//! NGSI-LD ProblemDetails error only at the edge, by the one `From` conversion below.
+//! [`ParseError`]: readers return it so that callers and tests see the location as data, each
+//! reader putting its own member in front on the way out, and it becomes the NGSI-LD
+//! ProblemDetails error only at the edge, by the one `From` conversion below.
 
 use super::pointer::JsonPointer;
 use super::ParseError;
