@@ -24,6 +24,7 @@ use crate::query::EntityQuery;
 use crate::service::entities::Target;
 use crate::service::temporal::Cut;
 use crate::service::AppState;
+use crate::syntax::body::BodyError;
 use crate::syntax::pointer::JsonPointer;
 use crate::temporal::render::{self, instant, Content, TemporalEntity};
 use crate::temporal::{self as tq, Representation, TemporalParams, TemporalQuery};
@@ -571,14 +572,19 @@ fn temporal_scope(reader: &Reader, scope: &Value, input: &mut EntityInput) -> Ng
     let mut instances = reader
         .attribute("scope", SCOPE_IRI, scope)
         .map_err(|e| e.under("scope"))?;
+    // Instance `i`: an element of the array, or the one instance given alone.
+    let at = |i: usize| match scope {
+        Value::Array(_) => JsonPointer::to("scope").child(i),
+        _ => JsonPointer::to("scope"),
+    };
     for (i, a) in instances.iter_mut().enumerate() {
         if a.kind != AttrKind::Property || a.dataset_id.is_some() {
-            return Err(NgsiError::bad_data(
-                "the scope instances of a temporal representation are Properties without datasetId",
-            ));
+            let why =
+                "the scope instances of a temporal representation are Properties without datasetId";
+            return Err(BodyError::at(at(i), why).into());
         }
-        let at = || JsonPointer::to("scope").child(i).child("value");
-        a.value = Value::from(scopes(&a.value).map_err(|e| e.within(&at()))?);
+        let values = scopes(&a.value).map_err(|e| e.within(&at(i).child("value")))?;
+        a.value = Value::from(values);
     }
     input.attrs.insert(SCOPE_IRI.to_string(), instances);
     Ok(())

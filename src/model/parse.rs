@@ -140,7 +140,7 @@ impl<'a> Reader<'a> {
             BodyError::whole("the entity must be a JSON object").of_kind(ErrorKind::InvalidRequest)
         })?;
         let mut input = EntityInput::default();
-        match member(obj, "id") {
+        match core_member(obj, "id") {
             Some((key, Value::String(id))) => {
                 validate::entity_id("the entity id", id).at(key)?;
                 input.id = Some(id.clone());
@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
             }
             None => {}
         }
-        match member(obj, "type") {
+        match core_member(obj, "type") {
             Some((key, t)) => input.types = self.types(t).map_err(|e| e.under(key))?,
             None if require_id_and_type => {
                 return Err(BodyError::member("type", "the entity has no type"))
@@ -685,7 +685,10 @@ impl<'a> Reader<'a> {
 }
 
 /// The member `name` of an entity object, or its JSON-LD keyword `@name`, with the key as written.
-fn member<'v>(obj: &'v Map<String, Value>, name: &'static str) -> Option<(&'v str, &'v Value)> {
+fn core_member<'v>(
+    obj: &'v Map<String, Value>,
+    name: &'static str,
+) -> Option<(&'v str, &'v Value)> {
     obj.get_key_value(name)
         .or_else(|| obj.get_key_value(&format!("@{name}")))
         .map(|(k, v)| (k.as_str(), v))
