@@ -1,6 +1,7 @@
 //! NGSI-LD errors as ProblemDetails (RFC 7807), the one error type every layer returns so that a
 //! failure anywhere reaches the client with the right NGSI-LD error type, status and a readable detail.
 
+use crate::syntax::pointer::JsonPointer;
 use serde_json::{json, Value};
 use std::fmt;
 
@@ -105,6 +106,9 @@ pub struct NgsiError {
     /// NGSILD-Warning values (6.3.17) of the context sources that failed while the operation
     /// ran: a distributed retrieve can end in 404 because a source failed, and says so.
     pub warnings: Vec<String>,
+    /// The member of the request body at fault (RFC 6901), when a body reader located it: shown
+    /// in the ProblemDetails so that a client can find it in what it sent.
+    pub pointer: Option<JsonPointer>,
 }
 
 impl NgsiError {
@@ -114,7 +118,14 @@ impl NgsiError {
             kind,
             detail: detail.into(),
             warnings: Vec::new(),
+            pointer: None,
         }
+    }
+
+    /// The error located at a member of the request body.
+    pub fn with_pointer(mut self, pointer: JsonPointer) -> Self {
+        self.pointer = Some(pointer);
+        self
     }
 
     /// The error with the warnings of the context sources that failed meanwhile.
@@ -139,14 +150,19 @@ impl NgsiError {
         Self::new(ErrorKind::InternalError, detail)
     }
 
-    /// The ProblemDetails body (RFC 7807) for this error.
+    /// The ProblemDetails body (RFC 7807) for this error; a located error has the extension
+    /// member `pointer`, the JSON Pointer of the member at fault (the detail names it too).
     pub fn problem_details(&self) -> Value {
-        json!({
+        let mut body = json!({
             "type": self.kind.type_uri(),
             "title": title(self.kind),
             "status": self.kind.status(),
             "detail": self.detail,
-        })
+        });
+        if let Some(pointer) = &self.pointer {
+            body["pointer"] = Value::String(pointer.to_string());
+        }
+        body
     }
 }
 

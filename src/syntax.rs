@@ -3,6 +3,12 @@
 //! into it), what is wrong and what was expected. Parsers return it so that their callers and tests
 //! can see the position as data; it becomes the NGSI-LD ProblemDetails error only at the edge, by
 //! the one `From` conversion below, which the HTTP and service layers use through `?`.
+//!
+//! JSON bodies have their own error, [`body::BodyError`], located by a [`pointer::JsonPointer`]
+//! instead of a span, and converted at the edge the same way.
+
+pub mod body;
+pub mod pointer;
 
 use crate::error::{ErrorKind, NgsiError};
 use std::fmt;
@@ -91,18 +97,27 @@ impl ParseError {
     }
 }
 
-/// `q: unexpected ')' at position 5, expected ';', '|' or the end of the query`: the input, the
-/// problem (quoting the fragment), the position of the span and what was expected.
+/// `q: unexpected ')' at position 5, expected ';', '|' or the end of the query`: the input, then
+/// [`ParseError::message`].
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.input, self.problem)?;
+        write!(f, "{}: {}", self.input, self.message())
+    }
+}
+
+impl ParseError {
+    /// The problem (quoting the fragment), the position of the span and what was expected,
+    /// without the input's name: what a JSON body shows after the pointer to the member that
+    /// held the text (`/geoQ/georel: ...`).
+    pub fn message(&self) -> String {
+        let mut text = self.problem.clone();
         if let Some(position) = self.position {
-            write!(f, " at position {position}")?;
+            text.push_str(&format!(" at position {position}"));
         }
         if let Some(expected) = &self.expected {
-            write!(f, ", expected {expected}")?;
+            text.push_str(&format!(", expected {expected}"));
         }
-        Ok(())
+        text
     }
 }
 

@@ -7,7 +7,7 @@
 //! compacted with the caller's context.
 
 use super::ops::Operation;
-use crate::error::NgsiResult;
+use crate::error::{NgsiError, NgsiResult};
 use crate::ld::ActiveContext;
 use crate::model::{format_time, validate};
 use crate::query;
@@ -153,7 +153,7 @@ pub fn normalize(
             "observationInterval" | "managementInterval" => interval(value, name)?,
             "location" | "observationSpace" | "operationSpace" => {
                 validate::geometry(&format!("the registration's {name}"), value)
-                    .map_err(|e| bad(name, e.detail))?;
+                    .map_err(|e| NgsiError::from(e.under(name)))?;
                 value.clone()
             }
             "expiresAt" => {

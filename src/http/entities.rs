@@ -586,7 +586,7 @@ pub async fn purge(req: HttpRequest, broker: Data) -> NgsiResult<HttpResponse> {
 }
 
 fn fragment(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
-    Reader::new(&w.ctx, Utc::now(), nulls).entity(&w.body, false)
+    Ok(Reader::new(&w.ctx, Utc::now(), nulls).entity(&w.body, false)?)
 }
 
 /// PATCH /entities/{id} (merge, 5.6.17).
@@ -633,10 +633,14 @@ fn attrs_body(w: &Write, nulls: Nulls) -> NgsiResult<EntityInput> {
         .ok_or_else(|| NgsiError::invalid("the body must be a JSON object of attributes"))?;
     let reader = Reader::new(&w.ctx, Utc::now(), nulls);
     let types = match obj.get("type") {
-        Some(t) => reader.types(t)?,
+        Some(t) => reader.types(t).map_err(|e| e.under("type"))?,
         None => Vec::new(),
     };
-    let scope = obj.get("scope").map(scopes).transpose()?;
+    let scope = obj
+        .get("scope")
+        .map(scopes)
+        .transpose()
+        .map_err(|e| e.under("scope"))?;
     let expires_at = reader.entity_expiry(obj)?;
     Ok(EntityInput {
         id: None,

@@ -24,6 +24,8 @@ use crate::query::EntityQuery;
 use crate::service::entities::Target;
 use crate::service::temporal::Cut;
 use crate::service::AppState;
+use crate::syntax::body::BodyError;
+use crate::syntax::pointer::JsonPointer;
 use crate::temporal::render::{self, instant, Content, TemporalEntity};
 use crate::temporal::{self as tq, Representation, TemporalParams, TemporalQuery};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -564,17 +566,25 @@ fn temporal_scope(reader: &Reader, scope: &Value, input: &mut EntityInput) -> Ng
         other => other.is_string(),
     };
     if plain {
-        input.scope = Some(scopes(scope)?);
+        input.scope = Some(scopes(scope).map_err(|e| e.under("scope"))?);
         return Ok(());
     }
-    let mut instances = reader.attribute("scope", SCOPE_IRI, scope)?;
-    for a in &mut instances {
+    let mut instances = reader
+        .attribute("scope", SCOPE_IRI, scope)
+        .map_err(|e| e.under("scope"))?;
+    // Instance `i`: an element of the array, or the one instance given alone.
+    let at = |i: usize| match scope {
+        Value::Array(_) => JsonPointer::to("scope").child(i),
+        _ => JsonPointer::to("scope"),
+    };
+    for (i, a) in instances.iter_mut().enumerate() {
         if a.kind != AttrKind::Property || a.dataset_id.is_some() {
-            return Err(NgsiError::bad_data(
-                "the scope instances of a temporal representation are Properties without datasetId",
-            ));
+            let why =
+                "the scope instances of a temporal representation are Properties without datasetId";
+            return Err(BodyError::at(at(i), why).into());
         }
-        a.value = Value::from(scopes(&a.value)?);
+        let values = scopes(&a.value).map_err(|e| e.within(&at(i).child("value")))?;
+        a.value = Value::from(values);
     }
     input.attrs.insert(SCOPE_IRI.to_string(), instances);
     Ok(())
@@ -651,9 +661,17 @@ pub async fn patch_instance(
         info, body, ctx, ..
     } = read_write(&req, payload, &broker, false, &["local", "type"]).await?;
     let (target, name, iri, instance_id) = instance_path(&req, &info, &ctx)?;
-    let fragment = body.as_object().and_then(|o| o.get(&name)).unwrap_or(&body);
-    let mut instances =
-        Reader::new(&ctx, Utc::now(), Nulls::Forbidden).attribute(&name, &iri, fragment)?;
+    // The instance alone, or under its attribute's name (then errors point under the name).
+    let (fragment, under) = match body.as_object().and_then(|o| o.get(&name)) {
+        Some(fragment) => (fragment, Some(name.as_str())),
+        None => (&body, None),
+    };
+    let mut instances = Reader::new(&ctx, Utc::now(), Nulls::Forbidden)
+        .attribute(&name, &iri, fragment)
+        .map_err(|e| match under {
+            Some(name) => e.under(name),
+            None => e,
+        })?;
     let patch = match (instances.pop(), instances.is_empty()) {
         (Some(p), true) => p,
         _ => {

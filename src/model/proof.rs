@@ -6,7 +6,7 @@
 //! Verifying a proof is not done here; `docs/proofs.md` says what it would take.
 
 use super::{AttrKind, Attribute};
-use crate::error::{NgsiError, NgsiResult};
+use crate::syntax::body::{BodyError, BodyResult};
 
 /// The expanded name of the proof Property.
 pub const PROOF: &str = "https://uri.etsi.org/ngsi-ld/ngsildproof";
@@ -23,12 +23,13 @@ pub fn is_sealed_member(iri: &str) -> bool {
 }
 
 /// Checks the rules of 4.5.2.2 on a parsed attribute named `name` (expanded `iri`): the sealed
-/// members only on `ngsildproof`, which is a Property whose value is an object (the proof).
-pub fn check(name: &str, iri: &str, attr: &Attribute) -> NgsiResult<()> {
+/// members only on `ngsildproof`, which is a Property whose value is an object (the proof). An
+/// error points into the attribute (at the sealed member, when that is the fault).
+pub fn check(name: &str, iri: &str, attr: &Attribute) -> BodyResult<()> {
     if iri != PROOF {
         if let Some(member) = attr.sub.keys().find(|k| is_sealed_member(k)) {
             let member = member.rsplit('/').next().unwrap_or(member);
-            return Err(NgsiError::bad_data(format!(
+            return Err(BodyError::member(member, format!(
                 "attribute '{name}' has a '{member}' member, which only the ngsildproof Property may have (4.5.2.2)"
             )));
         }
@@ -38,7 +39,7 @@ pub fn check(name: &str, iri: &str, attr: &Attribute) -> NgsiResult<()> {
         return Ok(());
     }
     if attr.kind != AttrKind::Property || !attr.value.is_object() {
-        return Err(NgsiError::bad_data(format!(
+        return Err(BodyError::whole(format!(
             "'{name}' is the entity's proof: a Property whose value is a W3C Data Integrity proof object (4.5.2.2), not a {} with value {}",
             attr.kind.name(),
             attr.value

@@ -1,7 +1,9 @@
 //! Validation rules shared by every operation: what a valid entity id, name, timestamp and geometry
-//! are. Each returns a BadRequestData error naming the offending input.
+//! are. Each returns a BadRequestData error naming the offending input; the geometry reader's
+//! also points at the member at fault (a [`BodyError`]), as a geometry is JSON.
 
 use crate::error::{NgsiError, NgsiResult};
+use crate::syntax::body::{BodyError, BodyResult};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use geo::{
     Coord, Geometry, GeometryCollection, LineString, MultiLineString, MultiPoint, MultiPolygon,
@@ -166,43 +168,56 @@ pub const GEOMETRY_TYPES: [&str; 7] = [
 const COORDINATE_GEOMETRY_TYPES: &[&str] = GEOMETRY_TYPES.split_last().expect("not empty").1;
 
 /// Checks that `value` is a GeoJSON geometry object NGSI-LD accepts (see [`geometry_of_type`];
-/// a GeometryCollection's geometries each).
-pub fn geometry(what: &str, value: &Value) -> NgsiResult<()> {
-    geometry_object(value).map(drop).map_err(|why| {
-        NgsiError::bad_data(format!("{what} is not a valid GeoJSON geometry: {why}"))
+/// a GeometryCollection's geometries each). `what` names the value in the problem; the pointer
+/// is relative to the geometry object (`/coordinates/0/1`).
+pub fn geometry(what: &str, value: &Value) -> BodyResult<()> {
+    geometry_object(value).map(drop).map_err(|e| BodyError {
+        problem: format!("{what} is not a valid GeoJSON geometry: {}", e.problem),
+        ..e
     })
 }
 
-fn geometry_object(value: &Value) -> Result<Geometry<f64>, String> {
+fn geometry_object(value: &Value) -> BodyResult<Geometry<f64>> {
     let Value::Object(obj) = value else {
-        return Err(format!("it must be a JSON object, not {value}"));
+        return Err(BodyError::whole(format!(
+            "it must be a JSON object, not {value}"
+        )));
     };
     let geometry_type = obj
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| "it has no type member naming the geometry".to_string())?;
+        .ok_or_else(|| BodyError::member("type", "it has no type member naming the geometry"))?;
     if geometry_type == "GeometryCollection" {
         let Some(Value::Array(members)) = obj.get("geometries") else {
-            return Err("a GeometryCollection needs an array of geometries".into());
+            return Err(BodyError::member(
+                "geometries",
+                "a GeometryCollection needs an array of geometries",
+            ));
         };
         return members
             .iter()
-            .map(geometry_object)
+            .enumerate()
+            .map(|(i, g)| geometry_object(g).map_err(|e| e.under(i).under("geometries")))
             .collect::<Result<_, _>>()
             .map(|g| Geometry::GeometryCollection(GeometryCollection(g)));
     }
-    let coords = obj
-        .get("coordinates")
-        .ok_or_else(|| format!("the {geometry_type} has no coordinates member"))?;
-    geometry_of_type(geometry_type, coords)
+    coordinate_geometry_type(geometry_type).map_err(|why| BodyError::member("type", why))?;
+    let coords = obj.get("coordinates").ok_or_else(|| {
+        BodyError::member(
+            "coordinates",
+            format!("the {geometry_type} has no coordinates member"),
+        )
+    })?;
+    geometry_of_type(geometry_type, coords).map_err(|e| e.under("coordinates"))
 }
 
 /// Reads a geometry given as its GeoJSON type and coordinates (a geo-query, a reference point of
 /// distance ordering, the coordinates of a GeoJSON object): positions of 2 or 3 numbers within
 /// longitude -180..180 and latitude -90..90, LineStrings of 2 positions or more, Polygon rings
 /// closed and of 4 positions or more, Multi- geometries not empty. The one geometry reader of the
-/// broker; the message says what is wrong, and where.
-pub fn geometry_of_type(geometry_type: &str, coords: &Value) -> Result<Geometry<f64>, String> {
+/// broker; the problem says what is wrong in words, the pointer where, relative to the
+/// coordinates (`/0/2/1`: the latitude of the third position of the first ring).
+pub fn geometry_of_type(geometry_type: &str, coords: &Value) -> BodyResult<Geometry<f64>> {
     let g = match geometry_type {
         "Point" => Geometry::Point(Point(position(coords, "the Point")?)),
         "MultiPoint" => Geometry::MultiPoint(MultiPoint(
@@ -212,28 +227,20 @@ pub fn geometry_of_type(geometry_type: &str, coords: &Value) -> Result<Geometry<
                 .collect(),
         )),
         "LineString" => Geometry::LineString(line_string(coords, "the LineString")?),
-        "MultiLineString" => {
-            let lines = non_empty_array(coords, "the MultiLineString", "LineStrings")?;
-            Geometry::MultiLineString(MultiLineString(
-                lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| line_string(l, &format!("LineString {i} of the MultiLineString")))
-                    .collect::<Result<_, _>>()?,
-            ))
-        }
+        "MultiLineString" => Geometry::MultiLineString(MultiLineString(each(
+            coords,
+            "the MultiLineString",
+            "LineStrings",
+            |i, l| line_string(l, &format!("LineString {i} of the MultiLineString")),
+        )?)),
         "Polygon" => Geometry::Polygon(polygon(coords, "the Polygon")?),
-        "MultiPolygon" => {
-            let polygons = non_empty_array(coords, "the MultiPolygon", "Polygons")?;
-            Geometry::MultiPolygon(MultiPolygon(
-                polygons
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| polygon(p, &format!("Polygon {i} of the MultiPolygon")))
-                    .collect::<Result<_, _>>()?,
-            ))
-        }
-        other => return Err(unsupported_geometry(other)),
+        "MultiPolygon" => Geometry::MultiPolygon(MultiPolygon(each(
+            coords,
+            "the MultiPolygon",
+            "Polygons",
+            |i, p| polygon(p, &format!("Polygon {i} of the MultiPolygon")),
+        )?)),
+        other => return Err(BodyError::whole(unsupported_geometry(other))),
     };
     Ok(g)
 }
@@ -261,99 +268,111 @@ fn unsupported_geometry(geometry_type: &str) -> String {
     )
 }
 
-fn non_empty_array<'a>(v: &'a Value, what: &str, items: &str) -> Result<&'a Vec<Value>, String> {
+/// The items of a non-empty array, each read by `read` (given its index), errors under it.
+fn each<T>(
+    v: &Value,
+    what: &str,
+    items: &str,
+    read: impl Fn(usize, &Value) -> BodyResult<T>,
+) -> BodyResult<Vec<T>> {
     match v {
-        Value::Array(a) if !a.is_empty() => Ok(a),
-        Value::Array(_) => Err(format!(
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .enumerate()
+            .map(|(i, item)| read(i, item).map_err(|e| e.under(i)))
+            .collect(),
+        Value::Array(_) => Err(BodyError::whole(format!(
             "the coordinates of {what} are empty; it needs at least one of its {items}"
-        )),
-        other => Err(format!(
+        ))),
+        other => Err(BodyError::whole(format!(
             "the coordinates of {what} must be an array of {items}, not {other}"
-        )),
+        ))),
     }
 }
 
-fn position(v: &Value, what: &str) -> Result<Coord<f64>, String> {
+fn position(v: &Value, what: &str) -> BodyResult<Coord<f64>> {
     let Value::Array(items) = v else {
-        return Err(format!(
+        return Err(BodyError::whole(format!(
             "{what}: a position must be an array [longitude, latitude], not {v}"
-        ));
+        )));
     };
-    let numbers: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
-    let Some(numbers) = numbers.filter(|n| (2..=3).contains(&n.len())) else {
-        return Err(format!(
+    if let Some(i) = items.iter().position(|n| !n.is_number()) {
+        return Err(BodyError::member(
+            i,
+            format!("{what}: a position must be 2 or 3 numbers [longitude, latitude(, altitude)], not {v}"),
+        ));
+    }
+    if !(2..=3).contains(&items.len()) {
+        return Err(BodyError::whole(format!(
             "{what}: a position must be 2 or 3 numbers [longitude, latitude(, altitude)], not {v}"
-        ));
-    };
-    let (lon, lat) = (numbers[0], numbers[1]);
+        )));
+    }
+    let (lon, lat) = (items[0].as_f64(), items[1].as_f64());
+    let (lon, lat) = (lon.unwrap_or(f64::NAN), lat.unwrap_or(f64::NAN));
     if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
-        return Err(format!(
-            "{what}: the position {v} has longitude {lon}, outside -180..180"
+        return Err(BodyError::member(
+            0,
+            format!("{what}: the position {v} has longitude {lon}, outside -180..180"),
         ));
     }
     if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-        return Err(format!(
-            "{what}: the position {v} has latitude {lat}, outside -90..90"
+        return Err(BodyError::member(
+            1,
+            format!("{what}: the position {v} has latitude {lat}, outside -90..90"),
         ));
     }
     Ok(Coord { x: lon, y: lat })
 }
 
-fn positions(v: &Value, min: usize, what: &str) -> Result<Vec<Coord<f64>>, String> {
+fn positions(v: &Value, min: usize, what: &str) -> BodyResult<Vec<Coord<f64>>> {
     let Value::Array(items) = v else {
-        return Err(format!(
+        return Err(BodyError::whole(format!(
             "the coordinates of {what} must be an array of positions, not {v}"
-        ));
+        )));
     };
     if items.len() < min {
-        return Err(format!(
+        return Err(BodyError::whole(format!(
             "{what} has {} position(s); it needs at least {min}",
             items.len()
-        ));
+        )));
     }
-    items.iter().map(|p| position(p, what)).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, p)| position(p, what).map_err(|e| e.under(i)))
+        .collect()
 }
 
-fn line_string(v: &Value, what: &str) -> Result<LineString<f64>, String> {
+fn line_string(v: &Value, what: &str) -> BodyResult<LineString<f64>> {
     Ok(LineString(positions(v, 2, what)?))
 }
 
-fn polygon(v: &Value, what: &str) -> Result<Polygon<f64>, String> {
-    let rings = non_empty_array(v, what, "linear rings")?;
-    let mut out = Vec::with_capacity(rings.len());
-    for (i, ring) in rings.iter().enumerate() {
+fn polygon(v: &Value, what: &str) -> BodyResult<Polygon<f64>> {
+    let mut rings = each(v, what, "linear rings", |i, ring| {
         let name = if i == 0 {
             format!("the exterior ring of {what}")
         } else {
             format!("hole {i} of {what}")
         };
         let coords = positions(ring, 4, &name)?;
+        let (first, last) = (coords[0], coords[coords.len() - 1]);
         let items = ring.as_array().map(Vec::as_slice).unwrap_or_default();
-        let (first, last) = (&items[0], &items[items.len() - 1]);
-        let same = |a: &Value, b: &Value| {
-            let a: Vec<f64> = a
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect();
-            let b: Vec<f64> = b
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect();
-            a == b
-        };
-        if !same(first, last) {
-            return Err(format!(
-                "{name} is not closed: it starts at {first} but ends at {last}"
+        // The third number (altitude) must match too.
+        let altitude = |p: &Value| p.get(2).and_then(Value::as_f64);
+        if first != last || altitude(&items[0]) != altitude(&items[items.len() - 1]) {
+            return Err(BodyError::member(
+                items.len() - 1,
+                format!(
+                    "{name} is not closed: it starts at {} but ends at {}",
+                    items[0],
+                    items[items.len() - 1]
+                ),
             ));
         }
-        out.push(LineString(coords));
-    }
-    let exterior = out.remove(0);
-    Ok(Polygon::new(exterior, out))
+        Ok(LineString(coords))
+    })?;
+    let exterior = rings.remove(0);
+    Ok(Polygon::new(exterior, rings))
 }
 
 #[cfg(test)]
@@ -407,11 +426,14 @@ mod tests {
         let collection = json!({"type": "GeometryCollection", "geometries": [point, closed]});
         assert!(geometry("location", &collection).is_ok());
         let collection = json!({"type": "GeometryCollection", "geometries": [point, open]});
-        let why = geometry("location", &collection).unwrap_err().detail;
-        assert!(why.contains("is not closed"), "{why}");
+        let why = geometry("location", &collection).unwrap_err();
+        assert!(why.problem.contains("is not closed"), "{why}");
+        assert_eq!(why.pointer.to_string(), "/geometries/1/coordinates/0/3");
         // A geo-query takes every geometry type but GeometryCollection.
         assert!(geometry_of_type("GeometryCollection", &json!([])).is_err());
         let why = geometry_of_type("point", &json!([1, 2])).unwrap_err();
-        assert!(why.contains("did you mean Point?"), "{why}");
+        assert!(why.problem.contains("did you mean Point?"), "{why}");
+        let why = geometry("location", &json!({"type": "point", "coordinates": [1, 2]}));
+        assert_eq!(why.unwrap_err().pointer.to_string(), "/type");
     }
 }

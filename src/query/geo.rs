@@ -26,9 +26,9 @@
 //! of the six geometries, both distance modifiers may be combined, a self-intersecting query
 //! polygon is not refused.
 
-use crate::error::{NgsiError, NgsiResult};
 use crate::ld::active::ActiveContext;
 use crate::model::{validate, AttrKind, Entity};
+use crate::syntax::body::{BodyError, BodyResult};
 use crate::syntax::{ParseError, ParseResult};
 use geo::{
     BoundingRect, Closest, Coord, CoordsIter, Distance, Geometry, Haversine, HaversineClosestPoint,
@@ -123,82 +123,87 @@ pub fn parse(
 ) -> ParseResult<GeoQuery> {
     let rel = parse_georel(georel)?;
     let coords = parse_coordinates_text(coordinates)?;
-    build(rel, geometry, coords, coordinates, geoproperty, ctx)
+    let shape = read_geometry(geometry, &coords, coordinates)?;
+    let geoproperty = geoproperty.map(|g| parse_geoproperty(g, ctx)).transpose()?;
+    Ok(build(rel, geometry, shape, coords, geoproperty))
 }
 
 /// Parses the JSON form of a geo-query (the `geoQ` member of a query body or subscription):
 /// `{"georel": "...", "geometry": "Point", "coordinates": [..] or "[..]", "geoproperty": "..."}`.
-/// The shape of the JSON is checked here; its texts are parsed as the parameters are.
-pub fn from_json(geo_q: &Value, ctx: &ActiveContext) -> NgsiResult<GeoQuery> {
-    let bad = |detail: String| NgsiError::bad_data(detail);
+/// The shape of the JSON is checked here; its texts are parsed as the parameters are. An error
+/// points at the member of the geoQ object at fault (`/coordinates/0/1`).
+pub fn from_json(geo_q: &Value, ctx: &ActiveContext) -> BodyResult<GeoQuery> {
     let Value::Object(map) = geo_q else {
-        return Err(bad(format!(
+        return Err(BodyError::whole(format!(
             "geoQ must be a JSON object with georel, geometry and coordinates, not {geo_q}"
         )));
     };
-    let text = |name: &str| -> NgsiResult<Option<&str>> {
+    let text = |name: &str| -> BodyResult<Option<&str>> {
         match map.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(bad(format!("geoQ {name} must be a string, not {other}"))),
+            Some(other) => Err(BodyError::member(
+                name,
+                format!("geoQ {name} must be a string, not {other}"),
+            )),
         }
     };
-    let georel = text("georel")?.ok_or_else(|| bad("geoQ has no georel member".into()))?;
-    let geometry = text("geometry")?.ok_or_else(|| bad("geoQ has no geometry member".into()))?;
+    let missing = |name: &str| BodyError::member(name, format!("geoQ has no {name} member"));
+    let georel = text("georel")?.ok_or_else(|| missing("georel"))?;
+    let geometry = text("geometry")?.ok_or_else(|| missing("geometry"))?;
     let geoproperty = text("geoproperty")?;
-    let (coords, coordinates) = match map.get("coordinates") {
-        None | Some(Value::Null) => return Err(bad("geoQ has no coordinates member".into())),
-        Some(Value::String(s)) => (parse_coordinates_text(s)?, s.clone()),
-        Some(v @ Value::Array(_)) => (v.clone(), v.to_string()),
+    let rel = parse_georel(georel).map_err(|e| BodyError::parsing("georel", &e))?;
+    validate::coordinate_geometry_type(geometry)
+        .map_err(|why| BodyError::member("geometry", why))?;
+    let (coords, shape) = match map.get("coordinates") {
+        None | Some(Value::Null) => return Err(missing("coordinates")),
+        Some(Value::String(s)) => {
+            let coords =
+                parse_coordinates_text(s).map_err(|e| BodyError::parsing("coordinates", &e))?;
+            // Inside a text no pointer reaches: the member, and the problem in words.
+            let shape = validate::geometry_of_type(geometry, &coords)
+                .map_err(|e| BodyError::member("coordinates", e.problem))?;
+            (coords, shape)
+        }
+        Some(v @ Value::Array(_)) => {
+            let shape =
+                validate::geometry_of_type(geometry, v).map_err(|e| e.under("coordinates"))?;
+            (v.clone(), shape)
+        }
         Some(other) => {
-            return Err(bad(format!(
-                "geoQ coordinates must be a JSON array (or its text), not {other}"
-            )))
+            return Err(BodyError::member(
+                "coordinates",
+                format!("geoQ coordinates must be a JSON array (or its text), not {other}"),
+            ))
         }
     };
-    let rel = parse_georel(georel)?;
-    Ok(build(
-        rel,
-        geometry,
-        coords,
-        &coordinates,
-        geoproperty,
-        ctx,
-    )?)
+    let geoproperty = geoproperty
+        .map(|g| parse_geoproperty(g, ctx))
+        .transpose()
+        .map_err(|e| BodyError::parsing("geoproperty", &e))?;
+    Ok(build(rel, geometry, shape, coords, geoproperty))
 }
 
-/// The geo-query of a georel, the geometry type, its coordinates (`coordinates` is their text,
-/// which errors span) and the geoproperty.
+/// The geo-query of a georel, a geometry read from its type and coordinates, and the
+/// geoproperty's IRI ([`LOCATION`] when none is given).
 fn build(
     rel: GeoRel,
     geometry_type: &str,
+    geometry: Geometry<f64>,
     coords: Value,
-    coordinates: &str,
-    geoproperty: Option<&str>,
-    ctx: &ActiveContext,
-) -> ParseResult<GeoQuery> {
-    let geometry = read_geometry(geometry_type, &coords, coordinates)?;
-    let geoproperty = match geoproperty {
-        None => LOCATION.to_string(),
-        Some(text) => {
-            // The error is the parameter's as given: a span of the trimmed name would be off.
-            let name = text.trim();
-            validate::name("geoproperty", name)
-                .map_err(|e| ParseError::whole("geoproperty", text, e.detail))?;
-            ctx.expand(name).into_owned()
-        }
-    };
-    let geojson = json!({"type": geometry_type, "coordinates": coords});
-    Ok(GeoQuery {
+    geoproperty: Option<String>,
+) -> GeoQuery {
+    GeoQuery {
         rel,
         geometry,
-        geoproperty,
-        geojson,
-    })
+        geoproperty: geoproperty.unwrap_or_else(|| LOCATION.to_string()),
+        geojson: json!({"type": geometry_type, "coordinates": coords}),
+    }
 }
 
 /// The geometry of a type (the `geometry` input, refused as a whole when unknown) and
-/// coordinates (refused as a whole when they do not make one; `coordinates` is their text).
+/// coordinates (refused as a whole when they do not make one, the problem saying where in words;
+/// `coordinates` is their text).
 fn read_geometry(
     geometry_type: &str,
     coords: &Value,
@@ -207,7 +212,15 @@ fn read_geometry(
     validate::coordinate_geometry_type(geometry_type)
         .map_err(|why| ParseError::whole("geometry", geometry_type, why))?;
     validate::geometry_of_type(geometry_type, coords)
-        .map_err(|why| ParseError::whole("coordinates", coordinates, why))
+        .map_err(|e| ParseError::whole("coordinates", coordinates, e.problem))
+}
+
+/// A geoproperty name, expanded; refused as given (a span of the trimmed name would be off).
+fn parse_geoproperty(text: &str, ctx: &ActiveContext) -> ParseResult<String> {
+    let name = text.trim();
+    validate::name("geoproperty", name)
+        .map_err(|e| ParseError::whole("geoproperty", text, e.detail))?;
+    Ok(ctx.expand(name).into_owned())
 }
 
 /// Reads a georel: a relation name, and for `near` its `maxDistance==` or `minDistance==`
@@ -1259,7 +1272,7 @@ mod tests {
         assert_eq!(a, b);
         let area = from_json(&json!({"georel": "within", "geometry": "Polygon", "coordinates": [[[0,0],[1,0],[1,1],[0,0]]], "geoproperty": "area"}), &c).unwrap();
         assert_eq!(area.geoproperty, "https://example.org/area");
-        let e = |v: Value| from_json(&v, &c).unwrap_err().detail;
+        let e = |v: Value| from_json(&v, &c).unwrap_err().to_string();
         assert!(e(json!({"geometry": "Point", "coordinates": [8, 40]})).contains("no georel"));
         assert!(e(json!({"georel": "within", "coordinates": [8, 40]})).contains("no geometry"));
         assert!(e(json!({"georel": "within", "geometry": "Point"})).contains("no coordinates"));
@@ -1275,6 +1288,36 @@ mod tests {
         assert!(
             e(json!({"georel": "within", "geometry": "Point", "coordinates": [8, 100]}))
                 .contains("latitude 100")
+        );
+        // Each error points at the member at fault, into the coordinates when they are JSON.
+        let at = |v: Value| from_json(&v, &c).unwrap_err().pointer.to_string();
+        let ring = json!([
+            [[0, 0], [1, 0], [1, 1], [0, 0]],
+            [[0.2, 0.2], [0.5, 0.2], [0.5, 95], [0.2, 0.2]]
+        ]);
+        assert_eq!(
+            at(json!({"georel": "within", "geometry": "Polygon", "coordinates": ring})),
+            "/coordinates/1/2/1"
+        );
+        assert_eq!(
+            at(json!({"georel": "within", "geometry": "Polygon", "coordinates": ring.to_string()})),
+            "/coordinates"
+        );
+        assert_eq!(
+            at(json!({"georel": "near;far", "geometry": "Point", "coordinates": [8, 40]})),
+            "/georel"
+        );
+        assert_eq!(
+            at(json!({"georel": "within", "geometry": "Circle", "coordinates": [8, 40]})),
+            "/geometry"
+        );
+        assert_eq!(
+            at(json!({"georel": "within", "geometry": "Point"})),
+            "/coordinates"
+        );
+        assert_eq!(
+            e(json!({"georel": "within", "geometry": "Point", "coordinates": [8, 40], "geoproperty": "a b"})),
+            "/geoproperty: the geoproperty 'a b' contains the character ' ', which NGSI-LD names may not contain"
         );
     }
 

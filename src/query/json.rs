@@ -141,7 +141,7 @@ pub fn selection(obj: &Map<String, Value>, ctx: &ActiveContext) -> NgsiResult<En
             .get("geoQ")
             .map(|g| geo::from_json(g, ctx))
             .transpose()
-            .map_err(named("geoQ"))?,
+            .map_err(|e| NgsiError::from(e.under("geoQ")))?,
         scope: text("scopeQ")?.map(parse_scope).transpose()?,
         order: None,
     })

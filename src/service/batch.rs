@@ -8,6 +8,7 @@ use crate::error::{NgsiError, NgsiResult};
 use crate::model::parse::{EntityInput, Nulls, Reader};
 use crate::model::Entity;
 use crate::store::{Decide, Decision, Step, Write};
+use crate::syntax::body::BodyError;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -84,7 +85,7 @@ impl AppState {
         let input = Reader::new(&ctx, now, nulls).entity(entity, full)?;
         match &input.id {
             Some(_) => Ok(input),
-            None => Err(NgsiError::bad_data("the entity has no id")),
+            None => Err(BodyError::member("id", "the entity has no id").into()),
         }
     }
 

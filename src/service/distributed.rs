@@ -556,9 +556,7 @@ impl AppState {
                 .map_err(|e| e.detail)?;
             let input = Reader::new(&ctx, now, Nulls::Forbidden)
                 .entity(&item, true)
-                .map_err(|e| {
-                    format!("an entity of the answer is not valid NGSI-LD: {}", e.detail)
-                })?;
+                .map_err(|e| format!("an entity of the answer is not valid NGSI-LD: {e}"))?;
             out.push(new_entity(input, now).map_err(|e| e.detail)?);
         }
         Ok(out)

@@ -364,7 +364,7 @@ fn temporal_entity(
         .ok_or("it has no id")?
         .to_string();
     let types = match obj.get("type") {
-        Some(t) => reader.types(t).map_err(|e| e.detail)?,
+        Some(t) => reader.types(t).map_err(|e| e.under("type").to_string())?,
         None => Vec::new(),
     };
     let mut records = Vec::new();
@@ -399,7 +399,7 @@ fn temporal_entity(
             let modified = time(own.remove("modifiedAt"));
             for mut a in reader
                 .attribute(name, &iri, &instance)
-                .map_err(|e| e.detail)?
+                .map_err(|e| e.under(name).to_string())?
             {
                 a.created_at = created.unwrap_or(now);
                 a.modified_at = modified.unwrap_or(a.created_at);

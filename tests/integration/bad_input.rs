@@ -906,3 +906,101 @@ async fn a_bad_query_names_the_parameter_the_position_and_the_fragment() {
     // And nothing changed.
     assert_eq!(s.entity(ID, "").await["name"]["value"], "Tower");
 }
+
+// ------------------------------------------------------------------------------------------------
+// JSON bodies: the ProblemDetails point at the member at fault
+// ------------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn a_bad_body_names_the_json_pointer_of_the_member_at_fault() {
+    let s = with_entity().await;
+    let second_instance = entity_with(
+        "name",
+        json!([
+            {"type": "Property", "value": "Tower"},
+            {"type": "Property", "value": "Torre", "datasetId": "not a uri"}
+        ]),
+    );
+    let cases = [
+        (second_instance, "/name/1/datasetId"),
+        (
+            entity_with(
+                "location",
+                json!({"type": "GeoProperty", "value": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 91], [0, 0]]]}}),
+            ),
+            "/location/value/coordinates/0/2/1",
+        ),
+        (
+            entity_with("refRoom", json!({"type": "Relationship"})),
+            "/refRoom/object",
+        ),
+        (
+            entity_with(
+                "name",
+                json!({"type": "Property", "value": "x", "observedAt": "noon"}),
+            ),
+            "/name/observedAt",
+        ),
+    ];
+    for (mut entity, pointer) in cases {
+        entity["id"] = json!("urn:ngsi-ld:Building:pointed");
+        let problem = assert_problem(s.create(&entity).await, 400, "BadRequestData").await;
+        assert_eq!(problem["pointer"], pointer, "{problem}");
+        assert_eq!(
+            problem["title"],
+            "The request contains invalid NGSI-LD data"
+        );
+        assert_eq!(problem["status"], 400);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with(&format!("{pointer}: ")), "{detail}");
+        s.assert_absent("urn:ngsi-ld:Building:pointed").await;
+    }
+    // An error of the body as a whole has the empty pointer.
+    let problem = assert_problem(s.create(&json!([1])).await, 400, "InvalidRequest").await;
+    assert_eq!(problem["pointer"], "", "{problem}");
+    // A query error keeps its position and has no pointer.
+    let r = s
+        .req(Method::GET, "/entities?type=Building&q=a>>1")
+        .send()
+        .await
+        .unwrap();
+    assert!(assert_problem(r, 400, "BadRequestData")
+        .await
+        .get("pointer")
+        .is_none());
+}
+
+#[actix_web::test]
+async fn a_batch_points_into_each_refused_entity() {
+    let s = with_entity().await;
+    let ok = good("urn:ngsi-ld:Building:batch-ok");
+    let mut bad = good("urn:ngsi-ld:Building:batch-bad");
+    bad["name"] = json!({"type": "Property", "value": "x", "unitCode": 5});
+    let r = s
+        .send(
+            Method::POST,
+            "/entityOperations/create",
+            "application/json",
+            &json!([ok, bad]),
+        )
+        .await;
+    assert_eq!(r.status(), 207);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["success"], json!(["urn:ngsi-ld:Building:batch-ok"]));
+    let error = &body["errors"][0];
+    assert_eq!(error["entityId"], "urn:ngsi-ld:Building:batch-bad");
+    // Relative to the entity, not to the array of the batch.
+    assert_eq!(error["error"]["pointer"], "/name/unitCode", "{body}");
+    assert_eq!(
+        error["error"]["type"],
+        "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    );
+    assert!(
+        error["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("/name/unitCode: "),
+        "{body}"
+    );
+    s.assert_absent("urn:ngsi-ld:Building:batch-bad").await;
+}

@@ -309,6 +309,8 @@ async fn a_bad_payload_goes_to_the_error_topic_and_ingestion_goes_on() {
         "{reports:?}"
     );
     assert_eq!(reports[1].1["entityId"], "urn:ngsi-ld:Thing:untyped");
+    // The ProblemDetails point at the member at fault, as over HTTP.
+    assert_eq!(reports[1].1["error"]["pointer"], "/type", "{reports:?}");
     assert!(reports[1].1["error"]["detail"]
         .as_str()
         .is_some_and(|d| !d.is_empty()));
