@@ -183,13 +183,19 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(sorted(index.candidates("urn:a", &["T".into()])), vec![1, 2, 3]);
+        assert_eq!(
+            sorted(index.candidates("urn:a", &["T".into()])),
+            vec![1, 2, 3]
+        );
         assert_eq!(sorted(index.candidates("urn:b", &["U".into()])), vec![3]);
         index.insert("by-id".into(), vec![Anchor::Type("U".into())], 4);
         assert_eq!(sorted(index.candidates("urn:a", &["U".into()])), vec![3, 4]);
         assert_eq!(index.remove("any"), Some(3));
         assert_eq!(index.remove("by-id"), Some(4));
-        assert_eq!(sorted(index.candidates("urn:a", &["U".into(), "T".into()])), vec![2]);
+        assert_eq!(
+            sorted(index.candidates("urn:a", &["U".into(), "T".into()])),
+            vec![2]
+        );
         assert!(index.by_id.is_empty() && index.any.is_empty());
     }
 }
