@@ -36,6 +36,8 @@ const WRITERS: usize = 4;
 const CREATE_EVERY: i64 = 8;
 /// Pause between two MQTT publishes (about 200 messages a second).
 const MQTT_PACE: Duration = Duration::from_millis(5);
+/// How long twinlink stays down before it is started again.
+const DOWN_FOR: Duration = Duration::from_secs(1);
 /// Most messages published while twinlink is down: the MQTT broker queues them for twinlink's
 /// session, up to its `max_queued_messages` (1000 by default in Mosquitto, beyond which it drops
 /// them, which would be the MQTT broker's loss and not twinlink's).
@@ -297,12 +299,18 @@ async fn sigkill_during_sustained_http_and_mqtt_ingest_loses_no_acknowledged_wri
     for w in writers {
         ledgers.push(w.await.expect("writer"));
     }
+    // twinlink stays down a while, as after a crash noticed by a supervisor: MQTT messages go on
+    // arriving at the MQTT broker and wait in twinlink's session.
+    tokio::time::sleep(DOWN_FOR).await;
     let down_since = Instant::now();
-
     let b = Broker::start_with_args(&data, &database, &args).await;
     let restart = down_since.elapsed();
     mqtt_stop.store(true, Ordering::Relaxed);
     let while_down = mqtt.await.expect("publisher");
+    assert!(
+        while_down > 0,
+        "MQTT messages were published while twinlink was down"
+    );
     let published: Vec<i64> = published.lock().unwrap().clone();
 
     // HTTP: every acknowledged write is in the current state and, once, in the history.
@@ -405,7 +413,7 @@ async fn sigkill_during_sustained_http_and_mqtt_ingest_loses_no_acknowledged_wri
     )
     .await;
     println!(
-        "crash under load ({:.1} s, restart {restart:.1?}): HTTP {acked_total} updates and \
+        "crash under load ({:.1} s, then down {DOWN_FOR:?} and started in {restart:.1?}): HTTP {acked_total} updates and \
          {created_total} creations acknowledged, 0 lost; MQTT {} messages PUBACKed ({while_down} \
          while twinlink was down), 0 lost, {duplicates} history rows written again",
         load_seconds(),
