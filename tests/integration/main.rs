@@ -1,5 +1,5 @@
 //! twinlink's integration tests, in one test binary: the black-box API suites (each starts the real
-//! server on a random loopback port), the `twinlink` binary's own tests (durability, migrate,
+//! server on a random loopback port), the `twinlink` binary's own tests (durability, crash under load, migrate,
 //! outage) and the JSON-LD reference and store differential checks. One binary instead of one per
 //! file keeps linking time and disk use of a test build small (a debug test binary links all of
 //! twinlink and its dependencies). Run on the embedded store by default and on PostgreSQL with
