@@ -1,5 +1,5 @@
 //! twinlink's integration tests, in one test binary: the black-box API suites (each starts the real
-//! server on a random loopback port), the `twinlink` binary's own tests (durability, migrate,
+//! server on a random loopback port), the `twinlink` binary's own tests (durability, crash under load, migrate,
 //! outage) and the JSON-LD reference and store differential checks. One binary instead of one per
 //! file keeps linking time and disk use of a test build small (a debug test binary links all of
 //! twinlink and its dependencies). Run on the embedded store by default and on PostgreSQL with
@@ -14,6 +14,7 @@ mod bad_input;
 mod batch_api;
 mod concurrent_writes;
 mod contexts;
+mod crash_under_load;
 mod csource_subscriptions;
 mod data_models;
 mod disk_full;
@@ -40,6 +41,7 @@ mod overload;
 mod proofs;
 mod purge;
 mod query_api;
+mod receiver_outage;
 mod registrations;
 mod remote_subscriptions;
 mod request_audit;

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn subscribe(s: &TestServer, sub: Value) -> String {
+/// Creates a subscription and returns its id (from the Location header).
+pub(crate) async fn subscribe(s: &TestServer, sub: Value) -> String {
     let r = s
         .send(
             reqwest::Method::POST,
@@ -28,7 +29,8 @@ async fn subscribe(s: &TestServer, sub: Value) -> String {
     location.rsplit('/').next().unwrap().to_string()
 }
 
-fn sub(id: &str, url: &str, extra: Value) -> Value {
+/// A subscription to every Room notifying `url`, with the members of `extra` added.
+pub(crate) fn sub(id: &str, url: &str, extra: Value) -> Value {
     let mut s = json!({
         "id": id,
         "type": "Subscription",
@@ -41,7 +43,8 @@ fn sub(id: &str, url: &str, extra: Value) -> Value {
     s
 }
 
-fn room(id: &str, temp: f64) -> Value {
+/// A Room with a temperature and a name.
+pub(crate) fn room(id: &str, temp: f64) -> Value {
     json!({
         "id": id,
         "type": "Room",
@@ -50,7 +53,8 @@ fn room(id: &str, temp: f64) -> Value {
     })
 }
 
-async fn patch_attrs(s: &TestServer, id: &str, body: Value) {
+/// Updates attributes of an entity, asserting 204.
+pub(crate) async fn patch_attrs(s: &TestServer, id: &str, body: Value) {
     let r = s
         .send(
             reqwest::Method::PATCH,
@@ -62,7 +66,8 @@ async fn patch_attrs(s: &TestServer, id: &str, body: Value) {
     assert_status(r, 204).await;
 }
 
-async fn create(s: &TestServer, e: Value) {
+/// Creates an entity, asserting 201.
+pub(crate) async fn create(s: &TestServer, e: Value) {
     assert_status(s.create(&e).await, 201).await;
 }
 

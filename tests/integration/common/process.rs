@@ -1,6 +1,6 @@
 //! The real `twinlink` binary as a child process, for the tests of what only a process shows:
-//! durability across SIGKILL and SIGTERM, and several instances on one database taking each
-//! other's subscriptions over.
+//! durability across SIGKILL and SIGTERM (also in the middle of sustained ingest), and several
+//! instances on one database taking each other's subscriptions over.
 
 use super::free_port;
 use reqwest::Method;
@@ -27,12 +27,19 @@ impl Broker {
     /// Starts the binary on `data_dir`, or on the PostgreSQL database `database` when the tests
     /// run against that store (the same database across restarts).
     pub async fn start(data_dir: &Path, database: &Option<String>) -> Broker {
-        Broker::launch(
-            Command::new(env!("CARGO_BIN_EXE_twinlink")),
-            data_dir,
-            database,
-        )
-        .await
+        Broker::start_with_args(data_dir, database, &[]).await
+    }
+
+    /// As [`Broker::start`], with more command-line options (`--mqtt-url ...`,
+    /// `--max-temporal-instances ...`) for the tests that need a setting the default run lacks.
+    pub async fn start_with_args(
+        data_dir: &Path,
+        database: &Option<String>,
+        extra: &[String],
+    ) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
+        command.args(extra);
+        Broker::launch(command, data_dir, database).await
     }
 
     /// Starts the binary on the embedded store at `data_dir` with SIGXFSZ ignored (through a
@@ -139,6 +146,18 @@ impl Broker {
     pub async fn get(&self, id: &str, tenant: Option<&str>, query: &str) -> (u16, Value) {
         self.send(Method::GET, &format!("/entities/{id}{query}"), tenant, None)
             .await
+    }
+
+    /// The full URL of an API path such as `/entities`, for load generators that send from tasks
+    /// of their own (with their own client) while the process is killed under them.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush or close anything) and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL reaches twinlink");
+        self.child.wait().expect("twinlink is reaped");
     }
 
     /// The process id.

@@ -2,8 +2,9 @@
 //! records every POST, and a listener on the test Mosquitto.
 
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -14,6 +15,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The JSON body (Null when it is not JSON).
     pub body: Value,
+    /// When the request had been read, for tests that bound how late a notification is.
+    pub at: Instant,
 }
 
 impl Received {
@@ -37,6 +40,14 @@ pub struct Receiver {
     /// The URL notifications are to be POSTed to.
     pub url: String,
     rx: UnboundedReceiver<Received>,
+    outage: Arc<Outage>,
+}
+
+/// Whether a receiver is down, and the connections it dropped meanwhile.
+#[derive(Default)]
+struct Outage {
+    down: AtomicBool,
+    dropped: Mutex<Vec<Instant>>,
 }
 
 impl Receiver {
@@ -45,11 +56,18 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = unbounded_channel();
+        let outage = Arc::new(Outage::default());
+        let state = outage.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
+                if state.down.load(Ordering::SeqCst) {
+                    state.dropped.lock().unwrap().push(Instant::now());
+                    drop(stream);
+                    continue;
+                }
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -83,8 +101,9 @@ impl Receiver {
                     }
                     let body = serde_json::from_slice(&buf[head_end..head_end + length])
                         .unwrap_or(Value::Null);
+                    let at = Instant::now();
                     tokio::time::sleep(delay).await;
-                    let _ = tx.send(Received { headers, body });
+                    let _ = tx.send(Received { headers, body, at });
                     let answer = format!(
                         "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     );
@@ -95,7 +114,25 @@ impl Receiver {
         Receiver {
             url: format!("http://127.0.0.1:{port}/notify"),
             rx,
+            outage,
         }
+    }
+
+    /// Takes the receiver down: from now on it closes every connection as soon as it is
+    /// accepted, without reading or answering (to the notifier, a connection error as from a
+    /// receiver that is away), and notes when, so that a test can count the notifier's attempts.
+    pub fn go_down(&self) {
+        self.outage.down.store(true, Ordering::SeqCst);
+    }
+
+    /// Brings the receiver back on the same URL after [`Receiver::go_down`].
+    pub fn come_back(&self) {
+        self.outage.down.store(false, Ordering::SeqCst);
+    }
+
+    /// When each connection was dropped while the receiver was down.
+    pub fn dropped(&self) -> Vec<Instant> {
+        self.outage.dropped.lock().unwrap().clone()
     }
 
     /// Starts a receiver that answers 200 at once.

@@ -1,0 +1,422 @@
+//! Overload at 10× the sustainable write rate (issue 20, item 5): what admission control
+//! (`--max-inflight-writes`, src/http/admission.rs) keeps when far more writes arrive than the
+//! store takes.
+//!
+//! The bench starts the release `twinlink` binary as a child process (so that its memory is its
+//! own: the peak resident set is read from `/proc/<pid>/status` VmHWM), creates `entities` Meter
+//! entities, then:
+//!
+//! 1. sustainable rate: `concurrency` writers in a closed loop (each sends its next write when the
+//!    last one is answered), PATCH /entities/{id}/attrs of one attribute on a random entity, for
+//!    `seconds` after a warm-up; the rate of 204 answers is the sustainable rate R;
+//! 2. overload: writes offered open-loop at `factor` × R for `seconds` (each sent at its scheduled
+//!    instant, whether or not earlier ones were answered), against `--max-inflight-writes`
+//!    `limit`. Reported: admitted throughput (204/s) and its ratio to R, the refused share, the
+//!    latency of refusals and of admitted writes (p50/p99, from sending to the answer), that
+//!    every refusal is a 503 with Retry-After, anything else (errors, timeouts, other statuses),
+//!    and the peak RSS of twinlink beside its RSS after phase 1.
+//!
+//! The client runs on `client_threads` tokio threads of the bench process; with its sends at most
+//! `max_outstanding` at once (a send beyond that is counted as not sent: the client, not
+//! twinlink, was the limit). Retry-After is not followed: an overloaded client that retried at
+//! once would only add offered load.
+//!
+//! Run: `cargo bench --bench overload`; OVERLOAD_DATABASE_URL=postgres://... for PostgreSQL
+//! instead of the embedded store (a database of its own: twinlink's tables there are written
+//! to). Environment overrides (defaults in brackets): OVERLOAD_SECONDS [10], OVERLOAD_WARMUP [2],
+//! OVERLOAD_CONCURRENCY [32], OVERLOAD_FACTOR [10], OVERLOAD_LIMIT [64] (--max-inflight-writes),
+//! OVERLOAD_ENTITIES [1000], OVERLOAD_WORKERS [2] (twinlink's HTTP workers),
+//! OVERLOAD_CLIENT_THREADS [2], OVERLOAD_MAX_OUTSTANDING [20000], OVERLOAD_DATA_PARENT [TMPDIR].
+
+// The in-process server of `support` is not used: twinlink runs as a child process here, so that
+// its peak memory is its own.
+#[allow(dead_code)]
+mod support;
+
+use support::env_or;
+
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Config {
+    seconds: f64,
+    warmup: f64,
+    concurrency: usize,
+    factor: f64,
+    limit: usize,
+    entities: usize,
+    workers: usize,
+    client_threads: usize,
+    max_outstanding: usize,
+    database_url: Option<String>,
+    data_parent: PathBuf,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        Config {
+            seconds: env_or("OVERLOAD_SECONDS", 10.0),
+            warmup: env_or("OVERLOAD_WARMUP", 2.0),
+            concurrency: env_or("OVERLOAD_CONCURRENCY", 32usize).max(1),
+            factor: env_or("OVERLOAD_FACTOR", 10.0),
+            limit: env_or("OVERLOAD_LIMIT", 64usize).max(1),
+            entities: env_or("OVERLOAD_ENTITIES", 1000usize).max(1),
+            workers: env_or("OVERLOAD_WORKERS", 2),
+            client_threads: env_or("OVERLOAD_CLIENT_THREADS", 2usize).max(1),
+            max_outstanding: env_or("OVERLOAD_MAX_OUTSTANDING", 20_000),
+            database_url: std::env::var("OVERLOAD_DATABASE_URL").ok(),
+            data_parent: std::env::var_os("OVERLOAD_DATA_PARENT")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+        }
+    }
+}
+
+/// twinlink as a child process, killed when dropped.
+struct Twinlink {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Twinlink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Twinlink {
+    /// Starts the binary on a free loopback port and waits until it answers /ready.
+    async fn start(cfg: &Config, data_dir: &std::path::Path) -> Twinlink {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
+        if let Some(url) = &cfg.database_url {
+            command.args(["--database-url", url]);
+        }
+        let child = command
+            .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--workers", &cfg.workers.to_string()])
+            .args(["--max-inflight-writes", &cfg.limit.to_string()])
+            .args(["--log", "error"])
+            .env_remove("TWINLINK_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the twinlink binary starts");
+        let mut t = Twinlink {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = t.child.try_wait().expect("child status") {
+                panic!("twinlink exited before answering: {status}");
+            }
+            let ready = client.get(format!("{}/ready", t.base)).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "twinlink not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A memory figure of the process from /proc/<pid>/status (VmHWM: peak resident set;
+    /// VmRSS: current), in MiB.
+    fn memory_mib(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
+        kb / 1024.0
+    }
+}
+
+fn meter_id(i: usize) -> String {
+    format!("urn:ngsi-ld:Meter:{i:06}")
+}
+
+/// A small deterministic generator of entity indexes (xorshift), one per writer.
+struct Pick(u64);
+
+impl Pick {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// One write: PATCH of the `reading` attribute of entity `i`.
+fn write(client: &reqwest::Client, base: &str, i: usize, value: u64) -> reqwest::RequestBuilder {
+    client
+        .patch(format!("{base}/ngsi-ld/v1/entities/{}/attrs", meter_id(i)))
+        .header("Content-Type", "application/json")
+        .body(json!({"reading": {"type": "Property", "value": value}}).to_string())
+}
+
+/// The value at quantile `p` of sorted durations, in milliseconds.
+fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// The answers of one phase.
+#[derive(Default)]
+struct Outcomes {
+    admitted: Vec<Duration>,
+    refused: Vec<Duration>,
+    refused_without_retry_after: usize,
+    other: Vec<String>,
+}
+
+/// Phase 1: `concurrency` writers in a closed loop; returns the rate of 204s and their latencies.
+async fn closed_loop(cfg: &Config, client: &reqwest::Client, base: &str) -> (f64, Outcomes) {
+    let run = |seconds: f64| {
+        let writers: Vec<_> = (0..cfg.concurrency)
+            .map(|w| {
+                let (client, base, entities) = (client.clone(), base.to_string(), cfg.entities);
+                tokio::spawn(async move {
+                    let mut pick = Pick(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+                    let mut out = Outcomes::default();
+                    let end = Instant::now() + Duration::from_secs_f64(seconds);
+                    let mut value = 0;
+                    while Instant::now() < end {
+                        value += 1;
+                        let started = Instant::now();
+                        let r = write(&client, &base, pick.next(entities), value)
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status() == 204 => out.admitted.push(started.elapsed()),
+                            Ok(r) => out.other.push(r.status().to_string()),
+                            Err(e) => out.other.push(e.to_string()),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        async move {
+            let mut all = Outcomes::default();
+            for w in writers {
+                let out = w.await.expect("writer");
+                all.admitted.extend(out.admitted);
+                all.other.extend(out.other);
+            }
+            all
+        }
+    };
+    run(cfg.warmup).await;
+    let started = Instant::now();
+    let mut out = run(cfg.seconds).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    out.admitted.sort();
+    (out.admitted.len() as f64 / elapsed, out)
+}
+
+/// Phase 2: writes offered at `rate` per second open-loop for the configured time.
+async fn open_loop(
+    cfg: &Config,
+    client: &reqwest::Client,
+    base: &str,
+    rate: f64,
+) -> (f64, usize, usize, Outcomes) {
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let mut not_sent = 0;
+    let mut pick = Pick(0x2545_f491_4f6c_dd1d);
+    let started = Instant::now();
+    let total = (rate * cfg.seconds).round() as usize;
+    let mut tasks = Vec::with_capacity(total);
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        if outstanding.load(Ordering::Relaxed) >= cfg.max_outstanding {
+            not_sent += 1;
+            continue;
+        }
+        outstanding.fetch_add(1, Ordering::Relaxed);
+        let request = write(client, base, pick.next(cfg.entities), n as u64);
+        let (outcomes, outstanding) = (outcomes.clone(), outstanding.clone());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = request.send().await;
+            let took = sent.elapsed();
+            let mut o = outcomes.lock().unwrap();
+            match r {
+                Ok(r) if r.status() == 204 => o.admitted.push(took),
+                Ok(r) if r.status() == 503 => {
+                    o.refused.push(took);
+                    if r.headers().get("retry-after").is_none() {
+                        o.refused_without_retry_after += 1;
+                    }
+                }
+                Ok(r) => o.other.push(r.status().to_string()),
+                Err(e) => o.other.push(e.to_string()),
+            }
+            drop(o);
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+        }));
+    }
+    let offered_for = started.elapsed().as_secs_f64();
+    println!(
+        "offered {total} writes in {offered_for:.1} s ({:.0}/s asked {rate:.0}/s)",
+        total as f64 / offered_for
+    );
+    for t in tasks {
+        t.await.expect("request task");
+    }
+    let answered_by = started.elapsed().as_secs_f64();
+    let mut out = std::mem::take(&mut *outcomes.lock().unwrap());
+    out.admitted.sort();
+    out.refused.sort();
+    // Admitted throughput over the time the load was offered and its answers came back.
+    let admitted_rate = out.admitted.len() as f64 / answered_by.max(offered_for);
+    (admitted_rate, total, not_sent, out)
+}
+
+/// The kinds of unexpected answers, counted.
+fn summary(other: &[String]) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for o in other {
+        *counts.entry(o.as_str()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .take(5)
+        .map(|(k, n)| format!("{n}× {k}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn main() {
+    if !support::run_by_cargo_bench() {
+        return;
+    }
+    let cfg = Config::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.client_threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(cfg));
+}
+
+async fn run(cfg: Config) {
+    let store = if cfg.database_url.is_some() {
+        "postgres"
+    } else {
+        "embedded"
+    };
+    println!(
+        "overload ({store}): {} entities, closed loop {} writers, then {}× that rate open-loop, \
+         {} s each, --max-inflight-writes {}, twinlink --workers {}, {} client threads; {} cores; \
+         load {}",
+        cfg.entities,
+        cfg.concurrency,
+        cfg.factor,
+        cfg.seconds,
+        cfg.limit,
+        cfg.workers,
+        cfg.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let dir = tempfile::tempdir_in(&cfg.data_parent).expect("data directory");
+    let twinlink = Twinlink::start(&cfg, dir.path()).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(cfg.concurrency.max(256))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    for chunk in (0..cfg.entities).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|i| json!({"id": meter_id(*i), "type": "Meter", "reading": {"type": "Property", "value": 0}}))
+            .collect();
+        let r = support::post_json(
+            &client,
+            &format!("{}/ngsi-ld/v1/entityOperations/upsert", twinlink.base),
+            serde_json::to_vec(&batch).unwrap(),
+        )
+        .await;
+        assert!(r.status().is_success(), "entities created: {}", r.status());
+    }
+
+    let (sustainable, closed) = closed_loop(&cfg, &client, &twinlink.base).await;
+    let rss_after_closed = twinlink.memory_mib("VmRSS");
+    let hwm_after_closed = twinlink.memory_mib("VmHWM");
+    println!(
+        "sustainable (closed loop): {sustainable:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms; \
+         unexpected: {}; twinlink RSS {rss_after_closed:.0} MiB (peak {hwm_after_closed:.0})",
+        quantile_ms(&closed.admitted, 0.5),
+        quantile_ms(&closed.admitted, 0.99),
+        summary(&closed.other),
+    );
+    assert!(sustainable > 0.0, "no write succeeded in the closed loop");
+
+    let offered = sustainable * cfg.factor;
+    let (admitted_rate, total, not_sent, out) =
+        open_loop(&cfg, &client, &twinlink.base, offered).await;
+    let sent = total - not_sent;
+    let peak = twinlink.memory_mib("VmHWM");
+    let rss = twinlink.memory_mib("VmRSS");
+    println!(
+        "overload (open loop at {offered:.0}/s): {total} offered, {sent} sent ({not_sent} not \
+         sent: the client's outstanding cap); admitted {} = {admitted_rate:.0}/s, {:.2}× the \
+         sustainable rate; refused {} ({:.1} % of sent), all 503 with Retry-After: {}",
+        out.admitted.len(),
+        admitted_rate / sustainable,
+        out.refused.len(),
+        100.0 * out.refused.len() as f64 / sent.max(1) as f64,
+        if out.refused_without_retry_after == 0 {
+            "yes".to_string()
+        } else {
+            format!("no, {} without", out.refused_without_retry_after)
+        },
+    );
+    println!(
+        "latency: refusals p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; admitted p50 {:.2} ms, \
+         p99 {:.2} ms; unexpected answers: {}",
+        quantile_ms(&out.refused, 0.5),
+        quantile_ms(&out.refused, 0.99),
+        quantile_ms(&out.refused, 1.0),
+        quantile_ms(&out.admitted, 0.5),
+        quantile_ms(&out.admitted, 0.99),
+        summary(&out.other),
+    );
+    println!(
+        "memory: twinlink peak RSS (VmHWM) {peak:.0} MiB after the overload, {hwm_after_closed:.0} \
+         MiB after the closed loop; RSS now {rss:.0} MiB"
+    );
+    drop(twinlink);
+}
