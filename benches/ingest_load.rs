@@ -144,14 +144,32 @@ fn entity_json(i: usize, round: usize) -> Value {
     json!({
         "id": sensor_id(i),
         "type": "Sensor",
-        "temperature": {"type": "Property", "value": (i % 400) as f64 / 10.0 + 100.0 * r, "unitCode": "CEL"},
-        "humidity": {"type": "Property", "value": (i % 100) as f64 + 100.0 * r},
+        "temperature": {"type": "Property", "value": (i % 400) as f64 / 10.0 + 100.0 * r, "unitCode": "CEL",
+                        "observedAt": observed_at(i, round)},
+        "humidity": {"type": "Property", "value": (i % 100) as f64 + 100.0 * r,
+                     "observedAt": observed_at(i, round)},
         "status": {"type": "Property", "value": if (i + round).is_multiple_of(2) { "on" } else { "off" }},
         "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [
             2.2 + (i % 1000) as f64 * 1e-4 + r * 1e-5,
             48.8 + (i / 1000) as f64 * 1e-4
         ]}}
     })
+}
+
+/// When sensor `i` observed the values of round `round`: rounds an hour apart, the sensors
+/// spread over the hour (the numbers carry observedAt, as sensors' readings do, so that their
+/// history is rolled up, src/store/rollup.rs).
+fn observed_at(i: usize, round: usize) -> String {
+    let t = chrono::DateTime::UNIX_EPOCH
+        + chrono::Duration::days(20_000)
+        + chrono::Duration::hours(round as i64)
+        + chrono::Duration::milliseconds((i % 3_600_000) as i64);
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Now, as an observedAt.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn percent(id: &str) -> String {
@@ -323,7 +341,8 @@ async fn patch_load(client: &reqwest::Client, base: &str, cfg: &Config) -> Timed
                 let i = (k >> 33) % n;
                 let url = format!("{base}{BASE}/entities/{}/attrs", percent(&sensor_id(i)));
                 // Unique per request (task, sequence), below the MQTT step's values.
-                let body = json!({"temperature": {"type": "Property", "value": (t * 10_000_000 + seq) as f64}});
+                let body = json!({"temperature": {"type": "Property", "value": (t * 10_000_000 + seq) as f64,
+                                                   "observedAt": now()}});
                 seq += 1;
                 let outcome = client.patch(url).json(&body).send().await;
                 let ok = match outcome {
@@ -454,7 +473,8 @@ async fn mqtt_load(
             (0..m).map(move |i| {
                 (
                     i,
-                    json!({"temperature": {"type": "Property", "value": value(r)}}).to_string(),
+                    json!({"temperature": {"type": "Property", "value": value(r), "observedAt": now()}})
+                        .to_string(),
                 )
             })
         })

@@ -18,7 +18,7 @@ use crate::store::Collection;
 use crate::subscription::index::{anchors, Index};
 use crate::subscription::{deliver, model, notify, parse, remote};
 use chrono::Utc;
-use deliver::{Delivery, Job, Outcome};
+use deliver::{Body, Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -239,18 +239,29 @@ impl Notifier {
                 }
             };
             let query = linked.as_ref().unwrap_or(&sub.query);
-            let Some((trigger, entity)) = notify::entity_for(sub, query, change) else {
+            let Some(notified) = notify::entity_for(sub, query, change) else {
                 continue;
             };
             // Notified by the previous owner before this instance took the subscription over.
             if self.marks().covered(&key, change.xid) || !live.throttle() {
                 continue;
             }
-            let data = match sub.notification.join {
-                None => vec![entity.into()],
-                Some(join) => joined(broker, sub, change, entity, join).await,
+            let trigger = Some(notified.trigger.name());
+            let body = match sub.notification.join {
+                // Rendered by the delivery lane (see `deliver::Body`).
+                None => {
+                    let (live, change) = (live.clone(), change.clone());
+                    Body::Later(Box::new(move || {
+                        let entity = notified.show(&live.sub, &change);
+                        notify::envelope(&live.sub, trigger, vec![entity.into()], now)
+                    }))
+                }
+                Some(join) => {
+                    let entity = notified.show(sub, change);
+                    let data = joined(broker, sub, change, entity, join).await;
+                    Body::Ready(notify::envelope(sub, trigger, data, now))
+                }
             };
-            let body = notify::envelope(sub, Some(trigger.name()), data, now);
             let mut job = job(&live, body);
             job.batch = self.marks().queued(&key, before);
             self.delivery.send(job);
@@ -400,12 +411,12 @@ impl Live {
     }
 }
 
-fn job(live: &Live, body: serde_json::Value) -> Job {
+fn job(live: &Live, body: impl Into<Body>) -> Job {
     let sub = &live.sub;
     Job {
         subscription: sub.key(),
         endpoint: sub.notification.endpoint.clone(),
-        body,
+        body: body.into(),
         context: sub.notify_context.clone(),
         tenant: sub.tenant.clone(),
         cancelled: live.deleted.clone(),

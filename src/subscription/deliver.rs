@@ -32,8 +32,8 @@ pub struct Job {
     pub subscription: (String, String),
     /// Where to.
     pub endpoint: Endpoint,
-    /// The Notification.
-    pub body: Value,
+    /// The Notification, or how to render it.
+    pub body: Body,
     /// The @context of the notification (for the Link header of application/json).
     pub context: Value,
     /// The tenant (NGSILD-Tenant header), "" for the default.
@@ -44,6 +44,33 @@ pub struct Job {
     /// The batch of the change feed this notification belongs to, for the subscription's
     /// watermark (see `service::watermarks`); None for notifications not driven by the feed.
     pub batch: Option<u64>,
+}
+
+/// A notification's body. Rendering (compacting the entity, projecting its attributes) is the
+/// costly part of a notification: a deferred body is rendered by the lane that sends it, so that
+/// the lanes render side by side while the matcher goes on, each subscription's notifications
+/// still in order.
+pub enum Body {
+    /// Already rendered.
+    Ready(Value),
+    /// Rendered when its lane takes it.
+    Later(Box<dyn FnOnce() -> Value + Send + Sync>),
+}
+
+impl From<Value> for Body {
+    fn from(v: Value) -> Body {
+        Body::Ready(v)
+    }
+}
+
+impl Body {
+    /// The rendered body.
+    fn render(self) -> Value {
+        match self {
+            Body::Ready(v) => v,
+            Body::Later(render) => render(),
+        }
+    }
 }
 
 /// How a notification ended, for the subscription's statistics.
@@ -160,21 +187,22 @@ impl Delivery {
             // While a receiver is down (its last notification failed after every retry), further
             // notifications get one attempt each, so that the queue behind it drains.
             let mut down = false;
-            while let Some(job) = rx.recv().await {
+            while let Some(mut job) = rx.recv().await {
                 crate::telemetry::metrics::notification_queued(host(&job.endpoint), false);
                 if job.cancelled.load(Ordering::Relaxed) {
                     continue;
                 }
+                let body = std::mem::replace(&mut job.body, Body::Ready(Value::Null)).render();
                 let at = Utc::now();
                 let result = if job.endpoint.is_mqtt() {
                     // The MQTT client resolves names itself: its literal addresses are checked
                     // here, its names when the subscription was made.
                     match policy.check_literal(&job.endpoint.uri) {
-                        Ok(()) => mqtt.publish(&job.endpoint, mqtt_payload(&job)).await,
+                        Ok(()) => mqtt.publish(&job.endpoint, mqtt_payload(&job, &body)).await,
                         Err(why) => Err(format!("refused by the outbound policy: {why}")),
                     }
                 } else {
-                    post(&http, &job, if down { 1 } else { ATTEMPTS }).await
+                    post(&http, &job, &body, if down { 1 } else { ATTEMPTS }).await
                 };
                 down = result.is_err();
                 crate::telemetry::metrics::notification(host(&job.endpoint), result.is_ok());
@@ -224,12 +252,17 @@ fn destination(e: &Endpoint) -> String {
 
 /// POSTs the notification in up to `attempts` attempts, retrying (with backoff) failures that
 /// may pass: connection errors, timeouts and 5xx answers.
-async fn post(http: &crate::outbound::Client, job: &Job, attempts: u32) -> Result<(), String> {
+async fn post(
+    http: &crate::outbound::Client,
+    job: &Job,
+    body: &Value,
+    attempts: u32,
+) -> Result<(), String> {
     let timeout = job
         .endpoint
         .timeout_ms
         .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-    let body = job.body.to_string();
+    let body = body.to_string();
     // 250 ms, 1 s, 4 s, ... (each with jitter).
     let mut backoff = Backoff::new(Duration::from_millis(250), 4.0, Duration::from_secs(60));
     let mut last = String::new();
@@ -260,12 +293,12 @@ async fn post(http: &crate::outbound::Client, job: &Job, attempts: u32) -> Resul
 }
 
 /// An MQTT notification: the headers as `metadata`, the Notification as `body` (5.8.6 / 7.2).
-fn mqtt_payload(job: &Job) -> Vec<u8> {
+fn mqtt_payload(job: &Job, body: &Value) -> Vec<u8> {
     let metadata: Map<String, Value> = headers(job)
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    json!({ "metadata": metadata, "body": job.body })
+    json!({ "metadata": metadata, "body": body })
         .to_string()
         .into_bytes()
 }

@@ -61,15 +61,39 @@ fn delta(before: &Entity, after: &Entity) -> Delta {
     d
 }
 
-/// The entity of a notification for `change`, with the trigger it answers, or None when the
-/// change does not concern the subscription.
+/// What a subscription is notified of for one change: the trigger it answers and the attributes
+/// shown as deleted or with their previous values. Rendering the entity ([`Notified::show`]) is
+/// left to whoever sends the notification.
+#[derive(Debug, Clone)]
+pub struct Notified {
+    /// The trigger the change answers.
+    pub trigger: Trigger,
+    nulled: Vec<String>,
+    changed: Vec<String>,
+}
+
+impl Notified {
+    /// The notified entity of `change` as `sub` shows it.
+    pub fn show(&self, sub: &Subscription, change: &Change) -> Map<String, Value> {
+        match change.after.as_deref().or(change.before.as_deref()) {
+            Some(current) => show(
+                sub,
+                change,
+                current,
+                self.trigger,
+                &self.nulled,
+                &self.changed,
+            ),
+            None => Map::new(),
+        }
+    }
+}
+
+/// What a notification for `change` holds, with the trigger it answers, or None when the change
+/// does not concern the subscription.
 /// `query` is the subscription's query, its linked entity paths resolved (see
 /// [`crate::service::AppState::resolve_links`]).
-pub fn entity_for(
-    sub: &Subscription,
-    query: &EntityQuery,
-    change: &Change,
-) -> Option<(Trigger, Map<String, Value>)> {
+pub fn entity_for(sub: &Subscription, query: &EntityQuery, change: &Change) -> Option<Notified> {
     let current = change.after.as_deref().or(change.before.as_deref())?;
     if !query.matches(current) {
         return None;
@@ -136,10 +160,11 @@ pub fn entity_for(
             }
             (None, None) => return None,
         };
-    Some((
+    Some(Notified {
         trigger,
-        show(sub, change, current, trigger, &nulled, &changed),
-    ))
+        nulled,
+        changed,
+    })
 }
 
 /// Whether the entity of a change has an attribute instance whose time property lies in the
