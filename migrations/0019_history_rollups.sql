@@ -1,6 +1,6 @@
 -- twinlink schema, version 19: roll-ups of attribute history (see src/store/rollup.rs), so that an
 -- aggregation over a long history reads a few rows. Per entity, attribute instance set (attribute,
--- datasetId; '' for the default instance) and UTC hour and day: the records an aggregation by
+-- datasetId; '' for the default instance) and UTC hour: the records an aggregation by
 -- observedAt counts (with a value, an attribute and an observedAt), and, apart, the number of those
 -- that will expire (an aggregation over a period holding one reads the records instead).
 -- New records are merged in by the write that copies them (in its transaction); a DELETE of
@@ -8,7 +8,7 @@
 CREATE TABLE IF NOT EXISTS history_rollups (
     tenant     text        NOT NULL,
     entity_id  text        NOT NULL,
-    -- the period length, in microseconds: 3600000000 (hour) or 86400000000 (day)
+    -- the period length, in microseconds: 3600000000 (an hour; the one grain kept today)
     grain      bigint      NOT NULL,
     attr       text        NOT NULL,
     dataset_id text        NOT NULL,
@@ -56,7 +56,7 @@ CREATE OR REPLACE FUNCTION history_rollup_periods(t timestamptz)
 RETURNS TABLE (grain bigint, start timestamptz)
 LANGUAGE sql IMMUTABLE AS $$
     SELECT g, date_bin(g * interval '1 microsecond', t, timestamptz 'epoch')
-    FROM unnest(ARRAY[3600000000, 86400000000]::bigint[]) AS g
+    FROM unnest(ARRAY[3600000000]::bigint[]) AS g
 $$;
 
 -- The rows of the periods the records deleted by the statement (`gone`) counted in, computed
