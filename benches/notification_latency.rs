@@ -24,7 +24,7 @@
 //! (defaults in brackets): NOTIFY_LATENCY_SUBSCRIPTIONS [1000], NOTIFY_LATENCY_RATES [2000,5000]
 //! (updates/s), NOTIFY_LATENCY_SECONDS [10] per rate, NOTIFY_LATENCY_TICK_MS [10],
 //! NOTIFY_LATENCY_RECEIVERS [http,mqtt], NOTIFY_LATENCY_STORES [embedded,postgres],
-//! NOTIFY_LATENCY_WORKERS [2] (twinlink's HTTP workers), NOTIFY_LATENCY_CONCURRENCY [32] (`--notification-concurrency`; several, e.g. `8,32`, run one after the other).
+//! NOTIFY_LATENCY_WORKERS [2] (twinlink's HTTP workers), NOTIFY_LATENCY_CONCURRENCY [8] (`--notification-concurrency`; several, e.g. `8,32`, run one after the other).
 
 mod support;
 
@@ -320,7 +320,7 @@ fn main() {
         .ok();
     let database_url = std::env::var("NOTIFY_LATENCY_DATABASE_URL").ok();
     // Notifications in flight per receiver (`--notification-concurrency`), each in its own run.
-    let concurrencies: Vec<usize> = env_or("NOTIFY_LATENCY_CONCURRENCY", "32".to_string())
+    let concurrencies: Vec<usize> = env_or("NOTIFY_LATENCY_CONCURRENCY", "8".to_string())
         .split(',')
         .map(|r| {
             r.trim()

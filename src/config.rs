@@ -361,7 +361,7 @@ impl Default for Settings {
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
             max_inflight_writes: 256,
-            notification_concurrency: 32,
+            notification_concurrency: 8,
             default_page_size: 20,
             max_page_size: 10_000,
             max_temporal_instances: 10_000,
