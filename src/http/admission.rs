@@ -20,6 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// in well under a second.
 const RETRY_AFTER_SECONDS: u64 = 1;
 
+/// A refused request whose body declares at most this many bytes has it read and dropped before
+/// the answer: actix-web closes a connection whose request body was left unread, and a client
+/// refused under overload would otherwise open a new connection (a TCP handshake on both sides)
+/// for every retry. Larger or chunked bodies are not read (memory stays bounded) and their
+/// connection closes.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
 /// The count of write requests being served, and the most allowed.
 pub struct Admission {
     inflight: AtomicUsize,
@@ -65,6 +72,8 @@ pub async fn admit(
     };
     let Some(_admitted) = admission.enter() else {
         crate::telemetry::metrics::write_refused();
+        let mut req = req;
+        drain_small_body(&mut req).await;
         let mut response = NgsiError::new(
             ErrorKind::ServiceUnavailable,
             format!(
@@ -81,4 +90,23 @@ pub async fn admit(
         return Ok(req.into_response(response));
     };
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Reads and drops the body of a refused request when it declares at most [`DRAIN_LIMIT`] bytes.
+async fn drain_small_body(req: &mut ServiceRequest) {
+    use actix_web::HttpMessage;
+    use futures_util::StreamExt;
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_none_or(|n| n > DRAIN_LIMIT) {
+        return;
+    }
+    let mut payload = req.take_payload();
+    while let Some(chunk) = payload.next().await {
+        if chunk.is_err() {
+            return;
+        }
+    }
 }

@@ -72,3 +72,72 @@ async fn writes_beyond_the_limit_are_refused_at_once_and_change_nothing() {
     admitted.sort();
     assert_eq!(written, admitted);
 }
+
+/// One HTTP/1.1 PATCH of an attribute of [`ID`], as raw bytes (its body separately).
+fn patch_request(value: i64) -> (Vec<u8>, Vec<u8>) {
+    let body = json!({"v": {"type": "Property", "value": value}}).to_string();
+    let head = format!(
+        "PATCH /ngsi-ld/v1/entities/{ID}/attrs HTTP/1.1\r\nHost: twinlink\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    (head.into_bytes(), body.into_bytes())
+}
+
+/// The status line and headers (lower-cased) of the next answer on a connection; None when the
+/// connection was closed.
+async fn answer(conn: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let (status, _) = text.split_once("\r\n")?;
+    Some((status.to_string(), text.to_lowercase()))
+}
+
+#[actix_web::test]
+async fn a_refused_small_write_keeps_its_connection_open() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_with(|settings| settings.max_inflight_writes = 1).await;
+    assert_eq!(
+        s.create(&json!({"id": ID, "type": "Sensor"}))
+            .await
+            .status(),
+        201
+    );
+    let addr = s
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/ngsi-ld/v1")
+        .to_string();
+    // One write holds the only place: its head is sent, its body not yet.
+    let mut holder = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (head, body) = patch_request(1);
+    holder.write_all(&head).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Refused twice on one connection, which stays open (actix-web closes a connection whose
+    // request body was left unread; the refusal reads small bodies first).
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for value in [2, 3] {
+        let (head, body) = patch_request(value);
+        conn.write_all(&[head, body].concat()).await.unwrap();
+        let (status, text) = answer(&mut conn)
+            .await
+            .expect("an answer, not a closed connection");
+        assert!(status.contains("503"), "{status}");
+        assert!(!text.contains("connection: close"), "{text}");
+    }
+    // The holder finishes; the same connection's next write is admitted.
+    holder.write_all(&body).await.unwrap();
+    let (status, _) = answer(&mut holder).await.expect("the holder's answer");
+    assert!(status.contains("204"), "{status}");
+    let (head, body) = patch_request(4);
+    conn.write_all(&[head, body].concat()).await.unwrap();
+    let (status, _) = answer(&mut conn)
+        .await
+        .expect("an answer on the kept connection");
+    assert!(status.contains("204"), "{status}");
+}
