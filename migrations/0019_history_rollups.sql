@@ -59,24 +59,34 @@ LANGUAGE sql IMMUTABLE AS $$
     FROM unnest(ARRAY[3600000000]::bigint[]) AS g
 $$;
 
+-- Where a roll-up row belongs.
+DO $$ BEGIN
+    CREATE TYPE history_rollup_key AS (
+        tenant text, entity_id text, grain bigint, attr text, dataset_id text, start timestamptz);
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
 -- The rows of the periods the records deleted by the statement (`gone`) counted in, computed
 -- again from the records left.
 CREATE OR REPLACE FUNCTION history_rollups_after_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    touched history_rollup_key[];
 BEGIN
-    DELETE FROM history_rollups r
-    USING (SELECT DISTINCT o.tenant, o.entity_id, p.grain, o.attr,
-                  coalesce(o.dataset_id, '') AS dataset_id, p.start
-           FROM gone o, history_rollup_periods(o.observed_at) p
-           WHERE o.value IS NOT NULL AND o.attr IS NOT NULL AND o.observed_at IS NOT NULL) k
+    SELECT array_agg(DISTINCT ROW(o.tenant, o.entity_id, p.grain, o.attr,
+                                  coalesce(o.dataset_id, ''), p.start)::history_rollup_key)
+    INTO touched
+    FROM gone o, history_rollup_periods(o.observed_at) p
+    WHERE o.value IS NOT NULL AND o.attr IS NOT NULL AND o.observed_at IS NOT NULL;
+    IF touched IS NULL THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM history_rollups r USING unnest(touched) k
     WHERE r.tenant = k.tenant AND r.entity_id = k.entity_id AND r.grain = k.grain
       AND r.attr = k.attr AND r.dataset_id = k.dataset_id AND r.start = k.start;
     INSERT INTO history_rollups
     SELECT k.*, s.*
-    FROM (SELECT DISTINCT o.tenant, o.entity_id, p.grain, o.attr,
-                 coalesce(o.dataset_id, '') AS dataset_id, p.start
-          FROM gone o, history_rollup_periods(o.observed_at) p
-          WHERE o.value IS NOT NULL AND o.attr IS NOT NULL AND o.observed_at IS NOT NULL) k,
+    FROM unnest(touched) k,
          history_rollups_of(k.tenant, k.entity_id, k.grain, k.attr, k.dataset_id, k.start) s
     WHERE s.n + s.expiring > 0;
     RETURN NULL;

@@ -193,15 +193,27 @@ fn same_buckets(a: &[Bucket], b: &[Bucket]) -> bool {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_stores_read_and_aggregate_histories_alike() {
+/// The start of a differential run: a new database, the seed (printed with how to replay it) and
+/// the sizes (`TWINLINK_DIFF_ENTITIES`, `TWINLINK_DIFF_QUERIES`, else the defaults given).
+async fn differential_run(
+    name: &str,
+    entities: usize,
+    queries: usize,
+) -> (String, u64, usize, usize) {
     let url = common::new_database().await;
     let seed = rng::seed();
-    let n_entities = env_number("TWINLINK_DIFF_ENTITIES").unwrap_or(40) as usize;
-    let n_queries = env_number("TWINLINK_DIFF_QUERIES").unwrap_or(600) as usize;
+    let n_entities = env_number("TWINLINK_DIFF_ENTITIES").map_or(entities, |n| n as usize);
+    let n_queries = env_number("TWINLINK_DIFF_QUERIES").map_or(queries, |n| n as usize);
     println!(
-        "history_differential: seed {seed} (replay with TWINLINK_DIFF_SEED={seed}), {n_entities} entities, {n_queries} queries"
+        "{name}: seed {seed} (replay with TWINLINK_DIFF_SEED={seed}), {n_entities} entities, {n_queries} queries"
     );
+    (url, seed, n_entities, n_queries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_read_and_aggregate_histories_alike() {
+    let (url, seed, n_entities, n_queries) =
+        differential_run("history_differential", 40, 600).await;
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let embedded =
@@ -430,13 +442,7 @@ fn rollup_query(rng: &mut Rng) -> AggregateQuery {
 /// them when it opens (checked by dropping the table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_answer_aggregations_as_the_records_do() {
-    let url = common::new_database().await;
-    let seed = rng::seed();
-    let n_entities = env_number("TWINLINK_DIFF_ENTITIES").unwrap_or(30) as usize;
-    let n_queries = env_number("TWINLINK_DIFF_QUERIES").unwrap_or(300) as usize;
-    println!(
-        "rollup differential: seed {seed} (replay with TWINLINK_DIFF_SEED={seed}), {n_entities} entities, {n_queries} queries"
-    );
+    let (url, seed, n_entities, n_queries) = differential_run("rollup differential", 30, 300).await;
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -275,3 +275,40 @@ async fn metrics_are_open_or_for_the_admin_class() {
         assert_eq!(r.status(), if anonymous == 200 { 200 } else { 403 });
     }
 }
+
+/// An hourly aggregation from a bound on the hour is answered from the roll-ups, the same
+/// request a microsecond off the hour from the records, with the same averages (both stores).
+#[actix_web::test]
+async fn aggregations_are_counted_by_source_and_rollups_answer_on_the_hour() {
+    let s = TestServer::start().await;
+    let id = "urn:ngsi-ld:Sensor:agg";
+    let r = s
+        .create(&json!({
+            "id": id, "type": "Sensor",
+            "temperature": {"type": "Property", "value": 10, "observedAt": "2026-01-01T00:10:00Z"}
+        }))
+        .await;
+    assert_eq!(r.status(), 201);
+    let before = s.metrics().await;
+    let ask = |from: &str| {
+        format!(
+            "/temporal/entities/{id}?options=aggregatedValues&aggrMethods=avg&aggrPeriodDuration=PT1H\
+             &timerel=between&timeAt={from}&endTimeAt=2026-01-01T02:00:00Z"
+        )
+    };
+    let (status, on_hour) = s.get_json(&ask("2026-01-01T00:00:00Z")).await;
+    assert_eq!(status, 200, "{on_hour}");
+    let (status, off_hour) = s.get_json(&ask("2026-01-01T00:00:00.000001Z")).await;
+    assert_eq!(status, 200, "{off_hour}");
+    let avg = |body: &serde_json::Value| body["temperature"]["avg"][0][0].clone();
+    assert_eq!(avg(&on_hour), json!(10.0), "{on_hour}");
+    assert_eq!(avg(&off_hour), json!(10.0), "{off_hour}");
+    let after = s.metrics().await;
+    let delta = |source: &str| {
+        let labels = [("source", source)];
+        metric(&after, "twinlink_history_aggregations_total", &labels)
+            - metric(&before, "twinlink_history_aggregations_total", &labels)
+    };
+    assert_eq!(delta("rollups"), 1.0, "{after}");
+    assert_eq!(delta("records"), 1.0, "{after}");
+}
