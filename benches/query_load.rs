@@ -10,6 +10,15 @@
 //! store query and the JSON rendering through the library (on the broker's own store, after the
 //! server stopped), and the same filter as a plain loop over the generated structs.
 //!
+//! Raw floors (issue 20, item 6): right after each mix, in the same run, the same requests are
+//! answered without twinlink. On PostgreSQL the statements twinlink's store sends for them
+//! (`twinlink::store::postgres::statements`, the same texts and parameters) go straight through
+//! tokio-postgres, as many in flight as the mix had, over as many connections as twinlink's pool
+//! holds, and nothing is decoded; on the embedded store, whose reads are answered from memory, the
+//! store's own read calls run on as many threads as twinlink has HTTP workers. twinlink is then
+//! reported as a ratio of its floor, a figure that moves far less with the host's load than
+//! requests per second do.
+//!
 //! Targets from the issue (2 cores, broker and load generator on the same machine): the q mix and
 //! the near-geoQ mix each >= 1,000 req/s with limit=100 over 100,000 entities.
 //!
@@ -35,11 +44,14 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_postgres::types::{ToSql, Type};
 use twinlink::config::Settings;
 use twinlink::ld::ActiveContext;
 use twinlink::model::render::{self, RenderOptions};
 use twinlink::query::{self, EntityQuery, Selector};
 use twinlink::store::embedded::EmbeddedStore;
+use twinlink::store::postgres::statements::{self, PageColumns};
+use twinlink::store::DEFAULT_TENANT;
 
 const BASE: &str = "/ngsi-ld/v1";
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -52,6 +64,7 @@ const LAT: (f64, f64) = (48.8, 48.9);
 // ---------------------------------------------------------------------------------------------
 // Settings
 
+#[derive(Clone)]
 struct Config {
     entities: usize,
     batch: usize,
@@ -563,6 +576,302 @@ async fn load(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Raw floors
+
+/// A column as PostgreSQL sent it, whatever its type: its length, nothing decoded.
+struct Raw(usize);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.len()))
+    }
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+/// The floor of one mix: operations per second and their latency percentiles.
+struct Floor {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn floor_of(mut latencies_us: Vec<u32>, seconds: f64) -> Floor {
+    latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies_us.len() as f64 * p).ceil() as usize).clamp(1, latencies_us.len()) - 1;
+        latencies_us[i] as f64 / 1000.0
+    };
+    Floor {
+        ops_per_sec: latencies_us.len() as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
+}
+
+/// The ids a raw page answered, in order (column 0 of every row).
+fn ids_of(rows: &[tokio_postgres::Row]) -> Vec<usize> {
+    rows.iter()
+        .map(|r| index_of(r.get::<_, &str>(0)).expect("a generated id"))
+        .collect()
+}
+
+/// The statements twinlink's PostgreSQL store sends for one request of `kind`, sent straight
+/// through tokio-postgres on a connection of the floor's pool (prepared statements cached per
+/// connection, as the store does): a read by id; the page of an exactly translated query with its
+/// bodies, pipelined with the tenant's expiry probe (what the store sends for the entities its
+/// cache lacks; for cached ones it selects ids and versions only); or, for a query SQL selects as
+/// a superset, its candidates through a portal in the store's chunks, in a transaction, until a
+/// chunk comes back short or a page and one more row were read (the store reads on until it has
+/// a page and one more match; nothing is evaluated here). Checked like the HTTP answers: the q page
+/// is the first matches in id order, every near candidate is within reach, a read by id finds its
+/// entity. Returns the bytes of the bodies received.
+async fn pg_request(
+    client: &mut deadpool_postgres::Object,
+    kind: Kind,
+    expect: &Expect,
+    ctx: &ActiveContext,
+    cfg: &Config,
+    data: &[Sensor],
+    check_it: bool,
+) -> usize {
+    let tenant = DEFAULT_TENANT.to_string();
+    if let Expect::One(i) = expect {
+        let statement = client
+            .prepare_cached(statements::BODIES_BY_IDS)
+            .await
+            .expect("prepare");
+        let ids = [data[*i].id.as_str()];
+        let rows = client
+            .query(&statement, &[&tenant, &&ids[..]])
+            .await
+            .expect("read by id");
+        assert_eq!(ids_of(&rows), vec![*i], "the floor's read by id");
+        return rows.iter().map(|r| r.get::<_, Raw>(1).0).sum();
+    }
+    let point = match expect {
+        Expect::Near { point, .. } => *point,
+        _ => (0.0, 0.0),
+    };
+    let query = entity_query(kind, ctx, point, cfg.max_distance);
+    let t = twinlink::store::postgres::sql::translate(&query);
+    let (where_sql, mut params) = statements::where_clause(&tenant, &t);
+    let (rows, body_column) = if t.exact {
+        let page = statements::page(&where_sql, PageColumns::Bodies, params.len());
+        let (rows_wanted, skip) = (LIMIT as i64 + 1, 0i64);
+        params.extend([
+            (&rows_wanted as &(dyn ToSql + Sync), Type::INT8),
+            (&skip, Type::INT8),
+        ]);
+        let probe = client
+            .prepare_cached(statements::DUE_PROBE)
+            .await
+            .expect("prepare");
+        let now = chrono::Utc::now();
+        let (rows, due) = futures_util::future::try_join(
+            client.query_typed(&page, &params),
+            client.query_one(&probe, &[&tenant, &now]),
+        )
+        .await
+        .expect("the page and the probe");
+        assert!(!due.get::<_, bool>(0), "nothing expires in this bench");
+        (rows, 3)
+    } else {
+        let tx = client.transaction().await.expect("begin");
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(p, _)| *p).collect();
+        let (_, statement) = futures_util::future::try_join(
+            tx.batch_execute(statements::CUSTOM_PLANS),
+            tx.prepare_typed_cached(&statements::candidates(&where_sql), &types),
+        )
+        .await
+        .expect("prepare the candidates");
+        let portal = tx.bind(&statement, &values).await.expect("bind");
+        let chunk = statements::candidate_chunk(0, LIMIT, false);
+        let mut rows = Vec::new();
+        loop {
+            let got = tx
+                .query_portal(&portal, chunk as i32)
+                .await
+                .expect("a chunk");
+            let short = got.len() < chunk;
+            rows.extend(got);
+            if short || rows.len() > LIMIT {
+                break;
+            }
+        }
+        (rows, 0)
+    };
+    if check_it {
+        match expect {
+            Expect::QPage => {
+                let got: Vec<usize> = ids_of(&rows).into_iter().take(LIMIT).collect();
+                let expected: Vec<usize> = (0..data.len())
+                    .filter(|&i| q_match(&data[i]))
+                    .take(LIMIT)
+                    .collect();
+                assert_eq!(got, expected, "the floor's q page");
+            }
+            Expect::Near { point, max } => {
+                // The candidates are a superset: the floor checks that they hold every entity
+                // within reach of the point, as the broker's evaluator needs.
+                let bodies: Vec<Value> = rows
+                    .iter()
+                    .map(|r| r.get::<_, Value>(body_column))
+                    .collect();
+                let got: Vec<usize> = if body_column == 0 {
+                    bodies
+                        .iter()
+                        .map(|b| {
+                            index_of(b["@id"].as_str().or(b["id"].as_str()).expect("an id"))
+                                .expect("a generated id")
+                        })
+                        .collect()
+                } else {
+                    ids_of(&rows)
+                };
+                if got.len() <= LIMIT {
+                    let (dlat, dlon) = (max / 110_000.0, max / 70_000.0);
+                    let missing = (0..data.len()).find(|&i| {
+                        let s = &data[i];
+                        (s.lat - point.1).abs() <= dlat
+                            && (s.lon - point.0).abs() <= dlon
+                            && haversine_m(*point, (s.lon, s.lat)) <= max - 0.01
+                            && !got.contains(&i)
+                    });
+                    assert!(
+                        missing.is_none(),
+                        "the floor's near candidates miss {missing:?}"
+                    );
+                }
+            }
+            Expect::One(_) => unreachable!("answered above"),
+        }
+    }
+    rows.iter().map(|r| r.get::<_, Raw>(body_column).0).sum()
+}
+
+/// The PostgreSQL floor of a mix: the same requests (same generator, same seeds) as
+/// [`run_mix`], as many in flight, over a pool as large as twinlink's.
+async fn pg_floor(
+    url: &str,
+    pool_size: usize,
+    kind: Kind,
+    cfg: &Config,
+    ctx: &Arc<ActiveContext>,
+    data: &Arc<Vec<Sensor>>,
+) -> Floor {
+    let manager = deadpool_postgres::Manager::new(
+        url.parse().expect("the bench database URL"),
+        tokio_postgres::NoTls,
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(pool_size.max(1))
+        .build()
+        .expect("the floor's pool");
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(cfg.warmup);
+    let until = measure_from + Duration::from_secs_f64(cfg.seconds);
+    let mut tasks = Vec::new();
+    for t in 0..cfg.concurrency {
+        let (pool, data, ctx, cfg) = (pool.clone(), data.clone(), ctx.clone(), cfg.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0xC0FF_EE00 + t as u64 * 7919 + kind as u64);
+            let mut latencies = Vec::new();
+            let mut done = 0u64;
+            loop {
+                let sent = Instant::now();
+                if sent >= until {
+                    break;
+                }
+                let (_, expect) = request(kind, &mut rng, data.len(), cfg.max_distance);
+                let mut client = pool.get().await.expect("a connection of the floor");
+                let check_it = done.is_multiple_of(64);
+                black_box(
+                    pg_request(&mut client, kind, &expect, &ctx, &cfg, &data, check_it).await,
+                );
+                drop(client);
+                done += 1;
+                let finished = Instant::now();
+                if finished >= measure_from && finished <= until {
+                    latencies.push((finished - sent).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("floor task"));
+    }
+    floor_of(latencies, cfg.seconds)
+}
+
+/// The embedded store's floor of a mix: its own read calls for the same requests, on as many
+/// threads as twinlink has HTTP workers (its reads are answered from memory: the redb file is
+/// read when the store opens).
+fn embedded_floor(
+    store: &EmbeddedStore,
+    kind: Kind,
+    cfg: &Config,
+    ctx: &ActiveContext,
+    n: usize,
+) -> Floor {
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(cfg.warmup);
+    let until = measure_from + Duration::from_secs_f64(cfg.seconds);
+    let latencies = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..cfg.workers.max(1))
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut rng = Rng(0xC0FF_EE00 + t as u64 * 7919 + kind as u64);
+                    let mut latencies = Vec::new();
+                    loop {
+                        let sent = Instant::now();
+                        if sent >= until {
+                            break;
+                        }
+                        let (_, expect) = request(kind, &mut rng, n, cfg.max_distance);
+                        let found = match expect {
+                            Expect::One(i) => store
+                                .get(DEFAULT_TENANT, &sensor_id(i))
+                                .map_or(0, |e| e.attrs.len()),
+                            Expect::QPage => {
+                                let q = entity_query(kind, ctx, (0.0, 0.0), cfg.max_distance);
+                                store.query(DEFAULT_TENANT, &q, 0, LIMIT, false).0.len()
+                            }
+                            Expect::Near { point, .. } => {
+                                let q = entity_query(kind, ctx, point, cfg.max_distance);
+                                store.query(DEFAULT_TENANT, &q, 0, LIMIT, false).0.len()
+                            }
+                        };
+                        black_box(found);
+                        let finished = Instant::now();
+                        if finished >= measure_from && finished <= until {
+                            latencies
+                                .push((finished - sent).as_micros().min(u32::MAX as u128) as u32);
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("floor thread"))
+            .collect()
+    });
+    floor_of(latencies, cfg.seconds)
+}
+
+// ---------------------------------------------------------------------------------------------
 // In-process references
 
 /// Runs `f` repeatedly for about `budget`, returning the operations per second.
@@ -763,7 +1072,7 @@ fn main() {
         workers: cfg.workers,
         ..Settings::default()
     };
-    let max_page_size = settings.max_page_size;
+    let (max_page_size, pool_size) = (settings.max_page_size, settings.db_pool_size);
     assert!(LIMIT <= max_page_size);
 
     let store_name = match &cfg.database_url {
@@ -810,6 +1119,7 @@ fn main() {
         .build()
         .expect("client");
 
+    let ctx = broker.contexts().core();
     let results = rt.block_on(async {
         let (took, bytes) = load(&client, &base, &data, cfg.batch).await;
         println!(
@@ -857,7 +1167,20 @@ fn main() {
             if let Some(f) = &r.first_failure {
                 println!("  first failure: {f}");
             }
-            results.push(r);
+            let floor = match (&cfg.database_url, broker.store().backend_as::<EmbeddedStore>()) {
+                (Some(url), _) => pg_floor(url, pool_size, kind, &cfg, &ctx, &data).await,
+                (None, Some(store)) => embedded_floor(store, kind, &cfg, &ctx, data.len()),
+                (None, None) => unreachable!("without a database URL the store is embedded"),
+            };
+            println!(
+                "{:?} floor: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms; twinlink at {:.2} of it",
+                r.kind,
+                floor.ops_per_sec,
+                floor.p50_ms,
+                floor.p99_ms,
+                r.requests as f64 / r.seconds / floor.ops_per_sec
+            );
+            results.push((r, floor));
         }
         handle.stop(true).await;
         results
@@ -867,22 +1190,36 @@ fn main() {
     drop(rt);
 
     println!();
+    let floor_name = if cfg.database_url.is_some() {
+        "the store's statements through tokio-postgres"
+    } else {
+        "the store's reads in-process"
+    };
+    println!("Floor: {floor_name}, in the same run at the same concurrency.");
+    println!();
     println!(
-        "| mix | req/s | p50 ms | p90 ms | p99 ms | max ms | entities / response | bytes / response | failed |"
+        "| mix | req/s | p50 ms | p90 ms | p99 ms | max ms | entities / response | bytes / response | failed | floor ops/s | floor p50 / p99 ms | twinlink / floor |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in &results {
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (r, floor) in &results {
+        let rate = r.requests as f64 / r.seconds;
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {} | {:.0} | {:.2} / {:.2} | {:.2} |",
             r.kind.label(cfg.max_distance),
-            r.requests as f64 / r.seconds,
+            rate,
             r.p50_ms,
             r.p90_ms,
             r.p99_ms,
             r.max_ms,
             r.entities_per_response,
             r.bytes_per_response,
-            r.failed
+            r.failed,
+            floor.ops_per_sec,
+            floor.p50_ms,
+            floor.p99_ms,
+            rate / floor.ops_per_sec
         );
     }
 

@@ -22,11 +22,12 @@ mod reads;
 mod records;
 mod rollups;
 pub mod sql;
+pub mod statements;
 mod transient;
 mod writes;
 
 use history::{time_column, time_conditions};
-use transient::{tenant_due, DUE_PROBE};
+use transient::tenant_due;
 
 use super::aggregate::{AggrMethod, AggregateQuery, Bucket};
 use super::changes::{ChangeFeed, RECORD_SQL};

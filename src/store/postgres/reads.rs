@@ -1,6 +1,7 @@
 //! Reads: entities by id, query pages (decided in SQL when the translation is exact, by the
 //! evaluator otherwise), matching ids, and the entity cache by row version.
 
+use super::statements::{self, where_clause, PageColumns, DUE_PROBE};
 use super::*;
 
 /// What one attempt of a query found: a page and the matches seen, or that the tenant has
@@ -11,33 +12,9 @@ pub(super) enum Paged {
     Due,
 }
 
-/// The row version of an entity (see [`cache::Version`]): the transaction that wrote it, as a
-/// bigint, and the modification time; two columns.
-pub(super) const VERSION: &str = "xmin::text::bigint, modified_at";
-
 /// Prepared statements kept per connection before the cache is emptied (query texts vary with the
 /// shape of the query, not with its values, but shapes are open-ended).
 pub(super) const STATEMENT_CACHE_LIMIT: usize = 512;
-
-/// The WHERE clause of a translated query over the entities of `tenant` (`$1`), and the
-/// parameters it is sent with, typed.
-pub(super) fn where_clause<'a>(
-    tenant: &'a String,
-    t: &'a sql::Translation,
-) -> (String, Vec<(&'a (dyn ToSql + Sync), Type)>) {
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(tenant, Type::TEXT)];
-    params.extend(
-        t.params
-            .iter()
-            .map(|(p, ty)| (p.as_ref() as &(dyn ToSql + Sync), ty.clone())),
-    );
-    let mut where_sql = String::from("tenant = $1");
-    for c in &t.conditions {
-        where_sql.push_str(" AND ");
-        where_sql.push_str(c);
-    }
-    (where_sql, params)
-}
 
 impl PgStore {
     /// The entities of one tenant with these ids, in one statement (reads by id are combined,
@@ -49,7 +26,7 @@ impl PgStore {
     ) -> NgsiResult<std::collections::HashMap<String, Arc<Entity>>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)")
+            .prepare_cached(statements::BODIES_BY_IDS)
             .await
             .map_err(db_error)?;
         let rows = client
@@ -104,7 +81,7 @@ impl PgStore {
             if t.exact && tenant_due(&client, &tenant, now).await? {
                 return Ok(Paged::Due);
             }
-            let sql = format!("SELECT body FROM entities WHERE {where_sql} ORDER BY id");
+            let sql = statements::candidates(&where_sql);
             let rows = client.query_typed(&sql, &params).await.map_err(db_error)?;
             let mut matches = Vec::with_capacity(rows.len());
             for row in rows {
@@ -125,14 +102,8 @@ impl PgStore {
                 (&rows_wanted as &(dyn ToSql + Sync), Type::INT8),
                 (&skip, Type::INT8),
             ]);
-            let page_sql = |columns: &str| {
-                format!(
-                    "SELECT {columns} FROM entities WHERE {where_sql} ORDER BY id LIMIT ${} OFFSET ${}",
-                    params.len() + 1,
-                    params.len() + 2
-                )
-            };
-            let count_sql = format!("SELECT count(*) FROM entities WHERE {where_sql}");
+            let page_sql = |columns| statements::page(&where_sql, columns, params.len());
+            let count_sql = statements::count(&where_sql);
             // The count, and whether anything in the tenant is due (then SQL cannot decide until
             // it is reaped), sent with the page.
             let due_probe = client.prepare_cached(DUE_PROBE).await.map_err(db_error)?;
@@ -150,9 +121,9 @@ impl PgStore {
             // With the cache, the page is selected as ids and row versions; the bodies the cache
             // lacks are read by id. A body found changed since the page was selected may no
             // longer match, so the page is then selected again, with the bodies.
-            let with_bodies = page_sql(&format!("id, {VERSION}, body"));
+            let with_bodies = page_sql(PageColumns::Bodies);
             let cached = if self.cache.enabled() {
-                let versions = page_sql(&format!("id, {VERSION}"));
+                let versions = page_sql(PageColumns::Versions);
                 // Both sent at once on the connection.
                 let (rows, counted) =
                     try_join(client.query_typed(&versions, &page_params), counted())
@@ -195,20 +166,13 @@ impl PgStore {
         let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
         let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(p, _)| *p).collect();
         let (_, statement) = try_join(
-            tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
-            tx.prepare_typed_cached(
-                &format!("SELECT body FROM entities WHERE {where_sql} ORDER BY id"),
-                &types,
-            ),
+            tx.batch_execute(statements::CUSTOM_PLANS),
+            tx.prepare_typed_cached(&statements::candidates(&where_sql), &types),
         )
         .await
         .map_err(db_error)?;
         let portal = tx.bind(&statement, &values).await.map_err(db_error)?;
-        let chunk = if count {
-            1000
-        } else {
-            (offset + limit + 1).clamp(50, 1000)
-        };
+        let chunk = statements::candidate_chunk(offset, limit, count);
         let mut page = Vec::new();
         let mut seen = 0usize;
         loop {
@@ -306,9 +270,7 @@ impl PgStore {
             .collect();
         if !missing.is_empty() {
             let read = client
-                .prepare_cached(&format!(
-                    "SELECT id, {VERSION}, body FROM entities WHERE tenant = $1 AND id = ANY($2)"
-                ))
+                .prepare_cached(statements::VERSIONED_BODIES_BY_IDS)
                 .await
                 .map_err(db_error)?;
             let found = client

@@ -1,6 +1,7 @@
 //! Transient entities (4.22) on PostgreSQL: what is due by the `expires_next` column, and its
 //! removal from the current state (see `Store::reap`).
 
+use super::statements::DUE_PROBE;
 use super::*;
 
 /// Whether the tenant has stored entities with something expired at `now` (see [`DUE_PROBE`]).
@@ -18,11 +19,6 @@ pub(super) async fn tenant_due(
 
 /// The entities one reaping transaction takes on.
 pub(super) const REAP_CHUNK: usize = 500;
-
-/// Whether a tenant has stored entities with something expired at `$2` (the reaper has not
-/// removed it yet); `$1` the tenant.
-pub(super) const DUE_PROBE: &str =
-    "SELECT EXISTS (SELECT 1 FROM entities WHERE expires_next <= $2 AND tenant = $1)";
 
 impl PgStore {
     /// The tenants and ids of at most `limit` entities (of `tenant`, or of every tenant) with

@@ -1,6 +1,7 @@
 //! Writes: a batch of read-modify-write steps in one transaction (advisory locks, one read, set-based
 //! upsert and delete, history by binary COPY, the change feed), pipelined in two round trips.
 
+use super::statements;
 use super::*;
 
 /// The `location` column value of an entity: the EWKB of its only (or default) instance, and
@@ -315,8 +316,7 @@ impl PgStore {
                    hashtextextended($1 || chr(1) || i, 0) AS k FROM unnest($2::text[]) AS i) l
                  ORDER BY k",
             ),
-            client
-                .prepare_cached("SELECT id, body FROM entities WHERE tenant = $1 AND id = ANY($2)"),
+            client.prepare_cached(statements::BODIES_BY_IDS),
             client.prepare_cached("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant = $1)"),
         )
         .await
