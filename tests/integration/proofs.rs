@@ -5,7 +5,9 @@
 
 use crate::common;
 
+use common::receiver::Receiver;
 use common::{assert_problem, assert_status, TestServer};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 fn proof() -> Value {
@@ -61,4 +63,58 @@ async fn sealed_members_elsewhere_and_non_object_proofs_are_refused() {
         assert_problem(s.create(&e).await, 400, "BadRequestData").await;
     }
     s.assert_absent(id).await;
+}
+
+#[actix_web::test]
+async fn a_proof_is_served_untouched_by_queries_geojson_temporal_and_notifications() {
+    let mut rx = Receiver::ok().await;
+    let s = TestServer::start().await;
+    let sub = json!({"id": "urn:ngsi-ld:Subscription:proofs", "type": "Subscription",
+        "entities": [{"type": "Vehicle"}], "notificationTrigger": ["entityCreated"],
+        "notification": {"endpoint": {"uri": rx.url}}});
+    assert_status(
+        s.send(Method::POST, "/subscriptions", "application/json", &sub)
+            .await,
+        201,
+    )
+    .await;
+    let id = "urn:ngsi-ld:Vehicle:proof3";
+    let sealed = |v: &Value| {
+        assert_eq!(v["value"], proof(), "{v}");
+        assert_eq!(v["entityIdSealed"], id, "{v}");
+        assert_eq!(v["entityTypeSealed"], "Vehicle", "{v}");
+    };
+    let e = json!({
+        "id": id, "type": "Vehicle",
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.35, 48.85]}},
+        "ngsildproof": {"type": "Property", "value": proof(),
+                        "entityIdSealed": id, "entityTypeSealed": "Vehicle"},
+    });
+    assert_status(s.create(&e).await, 201).await;
+    let notified = rx.next(5).await;
+    sealed(&notified.entity()["ngsildproof"]);
+    let (status, list) = s.get_json("/entities?type=Vehicle").await;
+    assert_eq!(status, 200, "{list}");
+    sealed(&list[0]["ngsildproof"]);
+    let geojson: Value = s
+        .req(Method::GET, &format!("/entities/{id}"))
+        .header("Accept", "application/geo+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sealed(&geojson["properties"]["ngsildproof"]);
+    let (status, temporal) = s
+        .get_json(&format!("/temporal/entities/{id}?timeproperty=createdAt"))
+        .await;
+    assert_eq!(status, 200, "{temporal}");
+    let instances = &temporal["ngsildproof"];
+    let first = if instances.is_array() {
+        &instances[0]
+    } else {
+        instances
+    };
+    sealed(first);
 }

@@ -345,6 +345,19 @@ async fn an_expired_instance_leaves_the_history_but_an_expired_entity_does_not_t
     wait_past(1200).await;
     assert_eq!(names(history("urn:ngsi-ld:Building:h1").await), ["steady"]);
     assert_eq!(names(history("urn:ngsi-ld:Vehicle:h2").await), ["speed"]);
+    // The temporal API serves the same: the durable attribute's evolution only.
+    let (status, temporal) = s
+        .get_json("/temporal/entities/urn:ngsi-ld:Building:h1?timeproperty=createdAt")
+        .await;
+    assert_eq!(status, 200, "{temporal}");
+    assert!(temporal.get("flash").is_none(), "{temporal}");
+    let steady = &temporal["steady"];
+    let first = if steady.is_array() {
+        &steady[0]
+    } else {
+        steady
+    };
+    assert_eq!(first["value"], 100, "{temporal}");
     broker.store().reap(100).await.unwrap();
     assert_eq!(
         names(history("urn:ngsi-ld:Vehicle:h2").await),
@@ -367,23 +380,153 @@ async fn notifications_never_carry_what_expired_and_reaping_notifies_nobody() {
         201,
     )
     .await;
-    let mut e = vehicle("urn:ngsi-ld:Vehicle:n1", None);
-    e["temperature"] = json!({"type": "Property", "value": 21, "expiresAt": in_ms(1000)});
-    assert_status(s.create(&e).await, 201).await;
-    let first = rx.next(5).await;
-    assert_eq!(first.entity()["temperature"]["value"], 21, "{}", first.body);
+    let until = in_ms(1000);
+    for id in ["urn:ngsi-ld:Vehicle:n1", "urn:ngsi-ld:Vehicle:n2"] {
+        let mut e = vehicle(id, None);
+        e["temperature"] = json!({"type": "Property", "value": 21, "expiresAt": until});
+        assert_status(s.create(&e).await, 201).await;
+        let created = rx.next(5).await;
+        assert_eq!(
+            created.entity()["temperature"]["value"],
+            21,
+            "{}",
+            created.body
+        );
+    }
     wait_past(1000).await;
-    broker.store().reap(100).await.unwrap();
-    rx.nothing(500).await;
+    // Before any reaping: the notification of a later change shows the entity as it stands.
     let patch = json!({"speed": {"type": "Property", "value": 12}});
     patched(&s, "/entities/urn:ngsi-ld:Vehicle:n1/attrs", &patch).await;
-    let second = rx.next(5).await;
-    assert_eq!(second.entity()["speed"]["value"], 12, "{}", second.body);
+    let unreaped = rx.next(5).await;
+    assert_eq!(unreaped.entity()["id"], "urn:ngsi-ld:Vehicle:n1");
+    assert_eq!(unreaped.entity()["speed"]["value"], 12, "{}", unreaped.body);
     assert!(
-        second.entity().get("temperature").is_none(),
+        unreaped.entity().get("temperature").is_none(),
         "{}",
-        second.body
+        unreaped.body
     );
+    // Reaping n2's expired attribute notifies nobody.
+    assert!(broker.store().reap(100).await.unwrap() >= 1, "n2 was due");
+    rx.nothing(500).await;
+    patched(&s, "/entities/urn:ngsi-ld:Vehicle:n2/attrs", &patch).await;
+    let reaped = rx.next(5).await;
+    assert_eq!(reaped.entity()["speed"]["value"], 12, "{}", reaped.body);
+    assert!(
+        reaped.entity().get("temperature").is_none(),
+        "{}",
+        reaped.body
+    );
+}
+
+#[actix_web::test]
+async fn discovery_forgets_types_and_attributes_held_only_by_expired_data() {
+    let (s, _broker) = without_reaper().await;
+    let t = in_ms(1200);
+    let ghost = json!({"id": "urn:ngsi-ld:Ghost:g1", "type": "Ghost", "expiresAt": t,
+        "ectoplasm": {"type": "Property", "value": 1}});
+    assert_status(s.create(&ghost).await, 201).await;
+    let mut v = vehicle("urn:ngsi-ld:Vehicle:g2", None);
+    v["flicker"] = json!({"type": "Property", "value": 1, "expiresAt": t});
+    assert_status(s.create(&v).await, 201).await;
+    let listed = |path: &'static str| {
+        let s = &s;
+        async move {
+            let (status, body) = s.get_json(path).await;
+            assert_eq!(status, 200, "{body}");
+            body.to_string()
+        }
+    };
+    for (path, names) in [
+        ("/types", &["Ghost", "Vehicle"][..]),
+        (
+            "/types?details=true",
+            &["Ghost", "ectoplasm", "flicker"][..],
+        ),
+        ("/attributes", &["ectoplasm", "flicker", "speed"][..]),
+    ] {
+        let body = listed(path).await;
+        for name in names {
+            assert!(body.contains(name), "{path} lists {name}: {body}");
+        }
+    }
+    wait_past(1200).await;
+    for path in [
+        "/types",
+        "/types?details=true",
+        "/attributes",
+        "/attributes?details=true",
+    ] {
+        let body = listed(path).await;
+        for gone in ["Ghost", "ectoplasm", "flicker"] {
+            assert!(!body.contains(gone), "{path} still lists {gone}: {body}");
+        }
+        assert!(
+            body.contains("Vehicle") || body.contains("speed"),
+            "{path}: {body}"
+        );
+    }
+    for path in ["/types/Ghost", "/attributes/flicker"] {
+        let r = s.req(Method::GET, path).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn every_attribute_kind_and_a_past_entity_expiry_are_honoured() {
+    let (s, _broker) = without_reaper().await;
+    let t = in_ms(1200);
+    let e = json!({
+        "id": "urn:ngsi-ld:Vehicle:k1", "type": "Vehicle",
+        "label": {"type": "LanguageProperty", "languageMap": {"en": "van", "fr": "camionnette"},
+                  "expiresAt": t},
+        "category": {"type": "VocabProperty", "vocab": "delivery", "expiresAt": t},
+        "config": {"type": "JsonProperty", "json": {"seats": 2}, "expiresAt": t},
+        "names": {"type": "ListProperty", "valueList": ["a", "b"], "expiresAt": t},
+        "speed": {"type": "Property", "value": 10},
+    });
+    assert_status(s.create(&e).await, 201).await;
+    let shown = s.entity("urn:ngsi-ld:Vehicle:k1", "").await;
+    for kind in ["label", "category", "config", "names"] {
+        assert!(
+            shown.get(kind).is_some(),
+            "{kind} is served before: {shown}"
+        );
+    }
+    wait_past(1200).await;
+    let shown = s.entity("urn:ngsi-ld:Vehicle:k1", "").await;
+    for kind in ["label", "category", "config", "names"] {
+        assert!(shown.get(kind).is_none(), "{kind} expired: {shown}");
+    }
+    assert_eq!(shown["speed"]["value"], 10);
+    // An entity created with an expiry already past is accepted and never served (like one that
+    // expired a moment after its creation); its id stays free.
+    let past = vehicle("urn:ngsi-ld:Vehicle:k2", Some("2020-01-01T00:00:00Z"));
+    assert_status(s.create(&past).await, 201).await;
+    s.assert_absent("urn:ngsi-ld:Vehicle:k2").await;
+    assert_status(
+        s.create(&vehicle("urn:ngsi-ld:Vehicle:k2", None)).await,
+        201,
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn an_attributes_expiry_moves_with_a_partial_update() {
+    let (s, _broker) = without_reaper().await;
+    let e = json!({"id": "urn:ngsi-ld:Vehicle:m2", "type": "Vehicle",
+        "speed": {"type": "Property", "value": 1, "expiresAt": in_ms(800)},
+        "heading": {"type": "Property", "value": 90, "expiresAt": "2100-01-01T00:00:00Z"}});
+    assert_status(s.create(&e).await, 201).await;
+    let path = "/entities/urn:ngsi-ld:Vehicle:m2/attrs";
+    // Later for one, sooner for the other.
+    let later = json!({"type": "Property", "value": 2, "expiresAt": "2100-01-01T00:00:00Z"});
+    patched(&s, &format!("{path}/speed"), &later).await;
+    let sooner = json!({"type": "Property", "value": 91, "expiresAt": in_ms(800)});
+    patched(&s, &format!("{path}/heading"), &sooner).await;
+    wait_past(800).await;
+    let shown = s.entity("urn:ngsi-ld:Vehicle:m2", "").await;
+    assert_eq!(shown["speed"]["value"], 2, "{shown}");
+    assert!(shown.get("heading").is_none(), "{shown}");
 }
 
 #[actix_web::test]

@@ -88,13 +88,20 @@ pub fn changes(rows: Vec<tokio_postgres::Row>) -> Vec<Change> {
                 .flatten()
                 .map(|b| Arc::new(b.0))
         };
-        let (before, after) = (entity(3), entity(4));
+        let at: Result<chrono::DateTime<chrono::Utc>, _> = row.try_get(5);
+        // The stored body before the write may still hold what had expired by then (the reaper
+        // had not run): the change shows it as it was served, as on the embedded store.
+        let before = entity(3).and_then(|b| match &at {
+            Ok(at) => crate::model::expiry::live(&b, *at),
+            Err(_) => Some(b),
+        });
+        let after = entity(4);
         let xid = row
             .try_get::<_, Option<&str>>(6)
             .ok()
             .flatten()
             .and_then(|x| x.parse().ok());
-        let fields = (row.try_get(1), row.try_get(2), row.try_get(5));
+        let fields = (row.try_get(1), row.try_get(2), at);
         match (xid, fields, before.is_some() || after.is_some()) {
             (Some(xid), (Ok(tenant), Ok(id), Ok(at)), true) => out.push(Change {
                 tenant,
