@@ -3,7 +3,7 @@
 //! an expiry update and a removal of entries never undo each other.
 
 use super::{key, storage, EmbeddedStore};
-use crate::error::{NgsiError, NgsiResult};
+use crate::error::NgsiResult;
 use crate::store::entity_maps::{EntityMap, MapEntry};
 use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -39,9 +39,8 @@ impl EmbeddedStore {
         id: &str,
         change: Change<R>,
     ) -> NgsiResult<R> {
-        let db = self.db.clone();
         let k = key(tenant, id);
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             let result = {
                 let mut table = txn.open_table(ENTITY_MAPS).map_err(storage)?;
@@ -69,7 +68,6 @@ impl EmbeddedStore {
             Ok(result)
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// Stores a new entity map.
@@ -90,16 +88,15 @@ impl EmbeddedStore {
         id: &str,
         now: DateTime<Utc>,
     ) -> NgsiResult<Option<EntityMap>> {
-        let db = self.db.clone();
         let k = key(tenant, id);
-        let found = tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(storage)?;
-            let table = txn.open_table(ENTITY_MAPS).map_err(storage)?;
-            let row = table.get(k.as_str()).map_err(storage)?;
-            row.map(|v| decode(v.value())).transpose()
-        })
-        .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))??;
+        let found = self
+            .on_file(move |db| {
+                let txn = db.begin_read().map_err(storage)?;
+                let table = txn.open_table(ENTITY_MAPS).map_err(storage)?;
+                let row = table.get(k.as_str()).map_err(storage)?;
+                row.map(|v| decode(v.value())).transpose()
+            })
+            .await?;
         match found {
             Some(s) if s.expires_at > now => Ok(Some(EntityMap {
                 id: id.to_string(),
@@ -185,8 +182,7 @@ impl EmbeddedStore {
 
     /// Removes every map that has expired at `now`; returns how many.
     pub async fn sweep_entity_maps(&self, now: DateTime<Utc>) -> NgsiResult<usize> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             let removed = {
                 let mut table = txn.open_table(ENTITY_MAPS).map_err(storage)?;
@@ -206,6 +202,5 @@ impl EmbeddedStore {
             Ok(removed)
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 }

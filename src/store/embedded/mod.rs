@@ -2,6 +2,7 @@
 //! is acknowledged), an in-memory index for reads. One writer at a time, as redb itself requires.
 
 mod backend;
+mod file;
 mod index;
 mod maps;
 mod rollups;
@@ -33,7 +34,7 @@ type Tenants = HashMap<String, TenantIndex>;
 
 /// Entities of every tenant, persisted in one redb file.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    file: Arc<file::StoreFile>,
     memory: Arc<RwLock<Tenants>>,
     writer: Arc<Mutex<()>>,
     feed: ChangeFeed,
@@ -101,22 +102,65 @@ fn remove_history(
 fn storage(e: impl Into<redb::Error>) -> NgsiError {
     match e.into() {
         // A full disk (or quota, or file size limit): nothing was written; the client may retry
-        // once space is freed. redb refuses every later write until the file is reopened.
+        // once space is freed. redb refuses every later write until the file is reopened, which
+        // the store does by itself (see `file`).
         redb::Error::Io(e) => NgsiError::new(
             ErrorKind::ServiceUnavailable,
             format!(
                 "the embedded store could not write its file ({e}); nothing of this request was \
-                 written. Free space on the disk of the data directory, then restart twinlink"
+                 written. Free space on the disk of the data directory: writes resume by themselves \
+                 once the store can write its file again"
             ),
         ),
         redb::Error::PreviousIo => NgsiError::new(
             ErrorKind::ServiceUnavailable,
             "the embedded store stopped writing after an I/O error of its file (a full disk?); \
              reads go on and everything acknowledged is kept: free space on the disk of the data \
-             directory, then restart twinlink",
+             directory; writes resume by themselves once the store can write its file again",
         ),
         e => NgsiError::internal(format!("the embedded store failed: {e}")),
     }
+}
+
+/// Creates the tables a store needs (and its roll-ups when it has none yet) and reads every
+/// tenant and entity into memory: when the store opens, and again when it reopened its file after
+/// an I/O error (memory then follows the file exactly, whatever the failed write left).
+fn load(db: &Database) -> Result<Tenants, redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(ENTITIES)?;
+    txn.open_table(TENANTS)?;
+    txn.open_table(HISTORY)?;
+    for collection in Collection::ALL {
+        txn.open_table(table_of(collection))?;
+    }
+    txn.open_table(maps::ENTITY_MAPS)?;
+    // A store written before roll-ups existed gets them built once.
+    let had_rollups = txn
+        .list_tables()?
+        .any(|t| t.name() == rollups::ROLLUPS.name());
+    if !had_rollups {
+        let history = txn.open_table(HISTORY)?;
+        rollups::build_all(&mut txn.open_table(rollups::ROLLUPS)?, &history)
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    }
+    txn.commit()?;
+    let mut tenants: Tenants = HashMap::new();
+    let read = db.begin_read()?;
+    for row in read.open_table(TENANTS)?.iter()? {
+        let (tenant, _) = row?;
+        tenants.entry(tenant.value().to_string()).or_default();
+    }
+    for row in read.open_table(ENTITIES)?.iter()? {
+        let (k, v) = row?;
+        let (tenant, id) = k.value().split_once('\u{0}').unwrap_or(("", k.value()));
+        let entity: Entity = serde_json::from_slice(v.value())
+            .map_err(|e| redb::Error::Corrupted(format!("entity {id}: {e}")))?;
+        tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .put(Arc::new(entity));
+    }
+    Ok(tenants)
 }
 
 impl EmbeddedStore {
@@ -129,6 +173,50 @@ impl EmbeddedStore {
             .collect()
     }
 
+    /// Runs `work` on the store's file, off the async runtime's threads. A failure of the file
+    /// (503, see [`storage`]) is noted, and the next use reopens the file and reloads memory
+    /// from it, so that writes resume once space is back, without a restart.
+    async fn on_file<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> NgsiResult<T> + Send + 'static,
+    ) -> NgsiResult<T> {
+        let (file, memory, writer) = (self.file.clone(), self.memory.clone(), self.writer.clone());
+        tokio::task::spawn_blocking(move || {
+            let (db, reopened) = file.get().map_err(|why| match why {
+                file::Unavailable::NotYet => NgsiError::new(
+                    ErrorKind::ServiceUnavailable,
+                    "the embedded store is reopening its file after an I/O error (a full disk?); \
+                     nothing of this request was written; retry in a second",
+                ),
+                file::Unavailable::Reopen(e) => NgsiError::new(
+                    ErrorKind::ServiceUnavailable,
+                    format!(
+                        "the embedded store cannot reopen its file after an I/O error ({e}); \
+                         nothing of this request was written. Free space on the disk of the data \
+                         directory: writes resume by themselves once it can"
+                    ),
+                ),
+            })?;
+            if reopened {
+                let _guard = writer.lock().unwrap_or_else(|p| p.into_inner());
+                match load(&db) {
+                    Ok(tenants) => *memory.write().unwrap_or_else(|p| p.into_inner()) = tenants,
+                    Err(e) => {
+                        file.failed();
+                        return Err(storage(e));
+                    }
+                }
+            }
+            let result = work(&db);
+            if matches!(&result, Err(e) if e.kind == ErrorKind::ServiceUnavailable) {
+                file.failed();
+            }
+            result
+        })
+        .await
+        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
+    }
+
     /// Opens (or creates) the store in `dir` and loads it into memory.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, String> {
         std::fs::create_dir_all(dir)
@@ -136,46 +224,9 @@ impl EmbeddedStore {
         let path = dir.join("twinlink.redb");
         let db =
             Database::create(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let init = || -> Result<Tenants, redb::Error> {
-            let txn = db.begin_write()?;
-            txn.open_table(ENTITIES)?;
-            txn.open_table(TENANTS)?;
-            txn.open_table(HISTORY)?;
-            for collection in Collection::ALL {
-                txn.open_table(table_of(collection))?;
-            }
-            txn.open_table(maps::ENTITY_MAPS)?;
-            // A store written before roll-ups existed gets them built once.
-            let had_rollups = txn
-                .list_tables()?
-                .any(|t| t.name() == rollups::ROLLUPS.name());
-            if !had_rollups {
-                let history = txn.open_table(HISTORY)?;
-                rollups::build_all(&mut txn.open_table(rollups::ROLLUPS)?, &history)
-                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-            }
-            txn.commit()?;
-            let mut tenants: Tenants = HashMap::new();
-            let read = db.begin_read()?;
-            for row in read.open_table(TENANTS)?.iter()? {
-                let (tenant, _) = row?;
-                tenants.entry(tenant.value().to_string()).or_default();
-            }
-            for row in read.open_table(ENTITIES)?.iter()? {
-                let (k, v) = row?;
-                let (tenant, id) = k.value().split_once('\u{0}').unwrap_or(("", k.value()));
-                let entity: Entity = serde_json::from_slice(v.value())
-                    .map_err(|e| redb::Error::Corrupted(format!("entity {id}: {e}")))?;
-                tenants
-                    .entry(tenant.to_string())
-                    .or_default()
-                    .put(Arc::new(entity));
-            }
-            Ok(tenants)
-        };
-        let tenants = init().map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let tenants = load(&db).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         Ok(EmbeddedStore {
-            db: Arc::new(db),
+            file: Arc::new(file::StoreFile::new(path, db)),
             memory: Arc::new(RwLock::new(tenants)),
             writer: Arc::new(Mutex::new(())),
             feed: ChangeFeed::default(),
@@ -267,10 +318,9 @@ impl EmbeddedStore {
         id: &str,
         query: &HistoryQuery,
     ) -> NgsiResult<Vec<InstanceChange>> {
-        let db = self.db.clone();
         let prefix = history_prefix(tenant, id, query.attr.as_deref());
         let query = query.clone();
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let ranged = query.attr.is_some() && query.time_property == TimeProperty::ModifiedAt;
             let mut start = prefix.clone();
             if let (true, Bound::Included(t) | Bound::Excluded(t)) = (ranged, query.from) {
@@ -299,7 +349,6 @@ impl EmbeddedStore {
             Ok(query.select(records))
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// Aggregates the history of each of `ids` (see [`aggregate::aggregate`]), in Rust over the
@@ -338,10 +387,10 @@ impl EmbeddedStore {
         steps: Vec<Step<R>>,
         announce: super::Announce,
     ) -> NgsiResult<Vec<NgsiResult<R>>> {
-        let (db, memory, writer) = (self.db.clone(), self.memory.clone(), self.writer.clone());
+        let (memory, writer) = (self.memory.clone(), self.writer.clone());
         let feed = self.feed.clone();
         let tenant = tenant.to_string();
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let _guard = writer
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -430,7 +479,6 @@ impl EmbeddedStore {
             Ok(planned.settle(&removed))
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// The feed of committed changes of this store.
@@ -449,9 +497,8 @@ impl EmbeddedStore {
         create: bool,
     ) -> NgsiResult<bool> {
         let record = serde_json::to_vec(record).map_err(undecodable)?;
-        let db = self.db.clone();
         let k = key(tenant, id);
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             {
                 let mut table = txn.open_table(table_of(collection)).map_err(storage)?;
@@ -466,7 +513,6 @@ impl EmbeddedStore {
             Ok(true)
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// Removes a record of a collection; false when there was none.
@@ -476,9 +522,8 @@ impl EmbeddedStore {
         tenant: &str,
         id: &str,
     ) -> NgsiResult<bool> {
-        let db = self.db.clone();
         let k = key(tenant, id);
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             let removed = txn
                 .open_table(table_of(collection))
@@ -490,7 +535,6 @@ impl EmbeddedStore {
             Ok(removed)
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// Every record of a collection, of every tenant, as (tenant, record), in tenant and id order.
@@ -498,8 +542,7 @@ impl EmbeddedStore {
         &self,
         collection: Collection,
     ) -> NgsiResult<Vec<(String, serde_json::Value)>> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(table_of(collection)).map_err(storage)?;
             let mut all = Vec::new();
@@ -512,7 +555,6 @@ impl EmbeddedStore {
             Ok(all)
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// One record of a collection.
@@ -522,9 +564,8 @@ impl EmbeddedStore {
         tenant: &str,
         id: &str,
     ) -> NgsiResult<Option<serde_json::Value>> {
-        let db = self.db.clone();
         let k = key(tenant, id);
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_read().map_err(storage)?;
             let table = txn.open_table(table_of(collection)).map_err(storage)?;
             let row = table.get(k.as_str()).map_err(storage)?;
@@ -532,7 +573,6 @@ impl EmbeddedStore {
                 .transpose()
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 
     /// Replaces one top-level member of a record in one write transaction (a concurrent update of
@@ -545,9 +585,8 @@ impl EmbeddedStore {
         member: &'static str,
         value: serde_json::Value,
     ) -> NgsiResult<()> {
-        let db = self.db.clone();
         let k = key(tenant, id);
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             {
                 let mut table = txn.open_table(table_of(collection)).map_err(storage)?;
@@ -570,7 +609,6 @@ impl EmbeddedStore {
             Ok(())
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 }
 

@@ -168,9 +168,8 @@ impl EmbeddedStore {
         attrs: &[String],
         plan: &Plan,
     ) -> NgsiResult<Rollups> {
-        let db = self.db.clone();
         let (tenant, ids, attrs, plan) = (tenant.to_string(), ids.to_vec(), attrs.to_vec(), *plan);
-        tokio::task::spawn_blocking(move || {
+        self.on_file(move |db| {
             let table = db
                 .begin_read()
                 .map_err(storage)?
@@ -204,6 +203,5 @@ impl EmbeddedStore {
             Ok(out)
         })
         .await
-        .map_err(|e| NgsiError::internal(format!("a store task failed: {e}")))?
     }
 }
