@@ -670,14 +670,13 @@ async fn pg_request(
             (&rows_wanted as &(dyn ToSql + Sync), Type::INT8),
             (&skip, Type::INT8),
         ]);
-        let probe = client
-            .prepare_cached(statements::DUE_PROBE)
-            .await
-            .expect("prepare");
         let now = chrono::Utc::now();
         let (rows, due) = futures_util::future::try_join(
             client.query_typed(&page, &params),
-            client.query_one(&probe, &[&tenant, &now]),
+            client.query_typed_one(
+                statements::DUE_PROBE,
+                &[(&tenant, Type::TEXT), (&now, Type::TIMESTAMPTZ)],
+            ),
         )
         .await
         .expect("the page and the probe");

@@ -106,10 +106,10 @@ impl PgStore {
             let count_sql = statements::count(&where_sql);
             // The count, and whether anything in the tenant is due (then SQL cannot decide until
             // it is reaped), sent with the page.
-            let due_probe = client.prepare_cached(DUE_PROBE).await.map_err(db_error)?;
-            let due_params: [&(dyn ToSql + Sync); 2] = [&tenant, &now];
+            let due_params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&tenant, Type::TEXT), (&now, Type::TIMESTAMPTZ)];
             let counted = || async {
-                let due = client.query_one(&due_probe, &due_params);
+                let due = client.query_typed_one(DUE_PROBE, &due_params);
                 if count {
                     let (row, due) =
                         try_join(client.query_typed_one(&count_sql, &params), due).await?;

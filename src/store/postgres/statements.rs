@@ -30,7 +30,10 @@ pub const VERSIONED_BODIES_BY_IDS: &str = concat!(
 );
 
 /// Whether tenant `$1` has stored entities with something expired at `$2` (the reaper has not
-/// removed it yet): SQL cannot decide a query for that tenant until they are reaped.
+/// removed it yet): SQL cannot decide a query for that tenant until they are reaped. Sent
+/// unnamed, planned with its values, never as a prepared statement: a generic plan takes a third
+/// of the table for `expires_next <= $2` and scans it whole (0.3 s at 100,000 entities, on every
+/// query page), where the values show the partial index on expiries holds almost nothing.
 pub const DUE_PROBE: &str =
     "SELECT EXISTS (SELECT 1 FROM entities WHERE expires_next <= $2 AND tenant = $1)";
 
