@@ -6,10 +6,12 @@ For each set of values: helm lint finds no warning or error; the chart renders w
 engine (helm-python-sdk); every manifest is valid for Kubernetes $KUBERNETES_VERSION (strict
 schemas, kubernetes-validate) and the ServiceMonitor for the Prometheus Operator's CRD schema;
 and the manifests fit together: the expected kinds and no others, selectors that select the pod,
-ports that exist, the TOML configuration readable, the database and key Secrets wired in.
-Exits non-zero with every problem found.
+ports that exist, the TOML configuration readable, the database and key Secrets wired in, the
+quick-start PostGIS wired to the broker. And values the chart must refuse fail to render, with
+their message. Exits non-zero with every problem found.
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -28,7 +30,7 @@ CASES = {
         {},
         {"ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"},
     ),
-    "PostGIS, JWT key, ServiceMonitor, two replicas": (
+    "database Secret, JWT key Secret, ServiceMonitor, two replicas": (
         {
             "replicaCount": 2,
             "database": {"existingSecret": "twinlink-db"},
@@ -38,6 +40,39 @@ CASES = {
             "env": {"TWINLINK_LOG": "info,twinlink::audit=info"},
         },
         {"ConfigMap", "Deployment", "Service", "ServiceMonitor"},
+    ),
+    "database URL and JWT key as values (the chart's own Secret), two replicas": (
+        {
+            "replicaCount": 2,
+            "database": {"url": "postgres://twinlink:s3cret@db:5432/twinlink"},
+            "jwt": {"key": "an HS256 secret"},
+        },
+        {"ConfigMap", "Deployment", "Secret", "Service"},
+    ),
+    "quick-start PostGIS (generated password, volume claim), two replicas": (
+        {"replicaCount": 2, "postgis": {"enabled": True}},
+        {"ConfigMap", "Deployment", "Secret", "Service", "StatefulSet"},
+    ),
+    "quick-start PostGIS (password from a Secret, emptyDir)": (
+        {"postgis": {"enabled": True, "existingSecret": "pg", "persistence": {"enabled": False}}},
+        {"ConfigMap", "Deployment", "Service", "StatefulSet"},
+    ),
+}
+
+# name: (values the chart must refuse to render, a part of its message)
+REFUSED = {
+    "two replicas on the embedded store": ({"replicaCount": 2}, "replicas cannot share it"),
+    "a database Secret and the PostGIS": (
+        {"database": {"existingSecret": "twinlink-db"}, "postgis": {"enabled": True}},
+        "not several",
+    ),
+    "a database URL and a database Secret": (
+        {"database": {"existingSecret": "twinlink-db", "url": "postgres://db/twinlink"}},
+        "not several",
+    ),
+    "a JWT key and a JWT key Secret": (
+        {"jwt": {"existingSecret": "twinlink-jwt", "key": "a secret"}},
+        "not both",
     ),
 }
 
@@ -104,7 +139,8 @@ def coherence(by_kind, values):
     """What schemas cannot see: the manifests refer to each other and to the values correctly."""
     problems = []
     (deployment,) = by_kind["Deployment"]
-    (service,) = by_kind["Service"]
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    service = services.pop(deployment["metadata"]["name"])
     (config_map,) = by_kind["ConfigMap"]
     pod = deployment["spec"]["template"]
     labels = pod["metadata"]["labels"]
@@ -115,6 +151,9 @@ def coherence(by_kind, values):
 
     selects(deployment["spec"]["selector"]["matchLabels"], "Deployment selector")
     selects(service["spec"]["selector"], "Service selector")
+    for other in services.values():
+        if all(labels.get(k) == v for k, v in other["spec"]["selector"].items()):
+            problems.append(f"Service {other['metadata']['name']} selects the broker's pod")
     (container,) = pod["spec"]["containers"]
     container_ports = {p["name"] for p in container["ports"]}
     for port in service["spec"]["ports"]:
@@ -140,11 +179,28 @@ def coherence(by_kind, values):
 
     env = {e["name"]: e for e in container["env"]}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    database = values.get("database", {}).get("existingSecret")
-    if database:
+    # The Secrets the URL and the key come from: the given ones, or the chart's own.
+    own = deployment["metadata"]["name"]
+    database_values, jwt_values = values.get("database", {}), values.get("jwt", {})
+    database = database_values.get("existingSecret") or (database_values.get("url") and own)
+    jwt = jwt_values.get("existingSecret") or (jwt_values.get("key") and own)
+    own_secret = {s["metadata"]["name"]: s for s in by_kind.get("Secret", [])}.get(own, {})
+    for given, secret_key in [
+        (database_values.get("url"), database_values.get("secretKey", "database-url")),
+        (jwt_values.get("key"), jwt_values.get("secretKey", "jwt-key.pem")),
+    ]:
+        stored = own_secret.get("data", {}).get(secret_key)
+        if given and (stored is None or base64.b64decode(stored).decode() != given):
+            problems.append(f"the chart's Secret {own} does not hold {secret_key} as given")
+    postgis = values.get("postgis", {}).get("enabled")
+    if postgis:
+        problems += postgis_coherence(by_kind, env, service, values["postgis"])
+    if database or postgis:
         ref = env.get("TWINLINK_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
-        if ref.get("name") != database:
+        if database and ref.get("name") != database:
             problems.append("TWINLINK_DATABASE_URL does not come from the database Secret")
+        if by_kind.get("PersistentVolumeClaim") or deployment["spec"].get("strategy"):
+            problems.append("a claim or the Recreate strategy of the embedded store with PostgreSQL")
         if "persistentVolumeClaim" in volumes["data"]:
             problems.append("a claim for the embedded store although the store is PostgreSQL")
     else:
@@ -153,17 +209,74 @@ def coherence(by_kind, values):
             problems.append("the data volume is not the chart's PersistentVolumeClaim")
         if deployment["spec"].get("strategy", {}).get("type") != "Recreate":
             problems.append("the embedded store needs the Recreate strategy (one process holds it)")
-    jwt = values.get("jwt", {}).get("existingSecret")
     if jwt and volumes.get("jwt", {}).get("secret", {}).get("secretName") != jwt:
         problems.append("the JWT key Secret is not mounted")
     return problems
 
 
+def postgis_coherence(by_kind, env, broker_service, values):
+    """The quick-start PostGIS: its Service selects its pod and not the broker's, its password
+    comes from the Secret the broker's URL takes it from, and the URL names its Service, user and
+    database."""
+    problems = []
+    (statefulset,) = by_kind["StatefulSet"]
+    (service,) = [s for s in by_kind["Service"] if s is not broker_service]
+    pod = statefulset["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    if statefulset["spec"]["selector"]["matchLabels"] != service["spec"]["selector"] or any(
+        labels.get(k) != v for k, v in service["spec"]["selector"].items()
+    ):
+        problems.append("the PostGIS Service does not select the PostGIS pod")
+    if statefulset["spec"]["serviceName"] != service["metadata"]["name"]:
+        problems.append("the StatefulSet's serviceName is not the PostGIS Service")
+    (container,) = pod["spec"]["containers"]
+    pg_env = {e["name"]: e for e in container["env"]}
+    pg_ref = pg_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    broker_ref = env.get("POSTGIS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+    if broker_ref != pg_ref:
+        problems.append(f"the broker takes the password from {broker_ref}, PostGIS from {pg_ref}")
+    secrets = {s["metadata"]["name"]: s for s in by_kind.get("Secret", [])}
+    given = values.get("existingSecret")
+    if given:
+        if pg_ref["name"] != given:
+            problems.append(f"the password does not come from the given Secret {given}")
+    elif "password" not in secrets.get(pg_ref["name"], {}).get("data", {}):
+        problems.append(f"no Secret {pg_ref['name']} with a generated password")
+    names = [e["name"] for e in env.values()]
+    url = env.get("TWINLINK_DATABASE_URL", {}).get("value", "")
+    user, database = pg_env["POSTGRES_USER"]["value"], pg_env["POSTGRES_DB"]["value"]
+    expected = f"postgres://{user}:$(POSTGIS_PASSWORD)@{service['metadata']['name']}:5432/{database}"
+    if url != expected:
+        problems.append(f"TWINLINK_DATABASE_URL is {url!r}, expected {expected!r}")
+    elif names.index("POSTGIS_PASSWORD") > names.index("TWINLINK_DATABASE_URL"):
+        problems.append("POSTGIS_PASSWORD comes after the URL that expands it")
+    ports = {p["name"] for p in container["ports"]}
+    if any(p["targetPort"] not in ports or p["port"] != 5432 for p in service["spec"]["ports"]):
+        problems.append("the PostGIS Service's port is not the container's 5432")
+    claims = statefulset["spec"].get("volumeClaimTemplates", [])
+    volumes = {v["name"] for v in pod["spec"].get("volumes", [])}
+    persistent = values.get("persistence", {}).get("enabled", True)
+    if persistent != bool(claims) or persistent == ("data" in volumes):
+        problems.append("the PostGIS data is not in a claim (persistence on) or an emptyDir (off)")
+    return problems
+
+
+def refused(chart_dir, values, message):
+    """The problems of values the chart must refuse: it renders, or fails with another message."""
+    try:
+        helm_python.Chart.load(chart_dir).render(values, name="twin", namespace="twinlink")
+    except Exception as e:  # helm_python's render error
+        return [] if message in str(e) else [f"refused with another message: {e}"]
+    return ["rendered although it must refuse these values"]
+
+
 def main():
     chart_dir = sys.argv[1]
     failed = False
-    for name, (values, kinds) in CASES.items():
-        problems = check_case(chart_dir, values, kinds)
+    checks = [(name, lambda v=v, k=k: check_case(chart_dir, v, k)) for name, (v, k) in CASES.items()]
+    checks += [(f"refuses {name}", lambda v=v, m=m: refused(chart_dir, v, m)) for name, (v, m) in REFUSED.items()]
+    for name, check in checks:
+        problems = check()
         print(f"[check-deploy] {name}: {'ok' if not problems else 'FAILED'}", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)

@@ -89,6 +89,10 @@ pub struct Options {
     /// every query; 0 turns the cache off.
     #[arg(long, env = "TWINLINK_ENTITY_CACHE", global = true)]
     pub entity_cache: Option<usize>,
+    /// How often at most the PostgreSQL store counts the entities of each tenant for /metrics
+    /// (`twinlink_entities`), in milliseconds; counted in the background when scraped.
+    #[arg(long, env = "TWINLINK_ENTITY_COUNT_EVERY_MS", global = true)]
+    pub entity_count_every_ms: Option<u64>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TWINLINK_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -266,6 +270,11 @@ pub struct Options {
 /// each in memory for a sensor with a handful of attributes).
 pub const DEFAULT_ENTITY_CACHE: usize = 50_000;
 
+/// The default of `--entity-count-every-ms`: a minute, so that a database of millions of
+/// entities walks its primary key index for the metric at most once a minute however often it
+/// is scraped.
+pub const ENTITY_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The effective configuration, every value decided.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -281,6 +290,8 @@ pub struct Settings {
     pub db_pool_size: usize,
     /// Entities the PostgreSQL store keeps decoded (0: none).
     pub entity_cache: usize,
+    /// The shortest period between two counts of entities per tenant on PostgreSQL.
+    pub entity_count_every: std::time::Duration,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
     /// Batch size limit.
@@ -358,6 +369,7 @@ impl Default for Settings {
             database_url: None,
             db_pool_size: 16,
             entity_cache: DEFAULT_ENTITY_CACHE,
+            entity_count_every: ENTITY_COUNT_EVERY,
             max_body_bytes: 8 * 1024 * 1024,
             max_batch: 100_000,
             max_inflight_writes: 256,
@@ -444,6 +456,10 @@ impl Settings {
                 .entity_cache
                 .or(file.entity_cache)
                 .unwrap_or(d.entity_cache),
+            entity_count_every: options
+                .entity_count_every_ms
+                .or(file.entity_count_every_ms)
+                .map_or(d.entity_count_every, std::time::Duration::from_millis),
             max_body_bytes: options
                 .max_body_bytes
                 .or(file.max_body_bytes)

@@ -214,10 +214,16 @@ impl Client {
         method: reqwest::Method,
         url: url::Url,
     ) -> Result<reqwest::RequestBuilder, String> {
-        self.policy
-            .check_literal(&url)
-            .map_err(|why| format!("refused by the outbound policy: {why}"))?;
+        self.check_literal(&url)?;
         Ok(self.http.request(method, url))
+    }
+
+    /// Why this client will not reach `url`, judged without resolving it (its host is a refused
+    /// literal address): for configured URLs, refused at start-up rather than at first use.
+    pub fn check_literal(&self, url: &url::Url) -> Result<(), String> {
+        self.policy
+            .check_literal(url)
+            .map_err(|why| format!("refused by the outbound policy: {why}"))
     }
 }
 

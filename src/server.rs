@@ -25,11 +25,13 @@ pub async fn store(settings: &Settings, wait: DatabaseWait) -> Result<Store, Str
         (Some(url), DatabaseWait::Wait) => Store::new(
             PgStore::connect(url, settings.db_pool_size)
                 .await?
-                .with_entity_cache(settings.entity_cache),
+                .with_entity_cache(settings.entity_cache)
+                .with_entity_count_every(settings.entity_count_every),
         ),
         (Some(url), DatabaseWait::Background) => Store::new(
             PgStore::connect_in_background(url, settings.db_pool_size)?
-                .with_entity_cache(settings.entity_cache),
+                .with_entity_cache(settings.entity_cache)
+                .with_entity_count_every(settings.entity_count_every),
         ),
         (None, _) => Store::new(EmbeddedStore::open(&settings.data_dir)?),
     })

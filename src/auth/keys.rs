@@ -113,6 +113,10 @@ impl Jwks {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("--jwks-url {url}: not an http(s) URL"));
         }
+        // A literal address the policy refuses would fail every fetch, so every token: stop
+        // the start-up instead. A name is checked when it is resolved, at each fetch.
+        http.check_literal(&url)
+            .map_err(|why| format!("--jwks-url {url}: {why}"))?;
         Ok(Jwks {
             url,
             http,

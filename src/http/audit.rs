@@ -22,7 +22,7 @@ pub async fn record(
     let writes = !matches!(*req.method(), Method::GET | Method::HEAD)
         && !matches!(
             classify(req.method(), req.path()),
-            Route::Open | Route::Metrics | Route::Guarded(Operation::Read)
+            Route::Open | Route::Metrics | Route::Unrouted | Route::Guarded(Operation::Read)
         );
     if !writes {
         return next.call(req).await;

@@ -14,7 +14,7 @@ use crate::auth::{Authenticator, Rejection};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 
 /// What the middleware checks requests with; None lets every request through.
 pub struct Gate {
@@ -41,9 +41,11 @@ pub async fn authenticate(
     let Some(authenticator) = gate.authenticator.as_ref() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
+    // None: a path of no route, answered here once the token is checked (`Route::Unrouted`).
     let operation = match classify(req.method(), req.path()) {
-        Route::Guarded(operation) => operation,
-        Route::Metrics if !gate.metrics_open => Operation::Admin,
+        Route::Guarded(operation) => Some(operation),
+        Route::Metrics if !gate.metrics_open => Some(Operation::Admin),
+        Route::Unrouted => None,
         Route::Open | Route::Metrics => return Ok(next.call(req).await?.map_into_boxed_body()),
     };
     let header = req
@@ -62,6 +64,10 @@ pub async fn authenticate(
             }
             return Ok(req.into_response(response));
         }
+    };
+    let Some(operation) = operation else {
+        let response = super::response::no_resource(req.path()).error_response();
+        return Ok(req.into_response(response));
     };
     let tenant = tenant(req.headers()).to_string();
     let query = url::form_urlencoded::parse(req.query_string().as_bytes())

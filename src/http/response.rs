@@ -95,16 +95,18 @@ fn insert_context(map: &mut Map<String, Value>, context: Value) {
 
 /// 404 for paths outside the API.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, NgsiError> {
-    if super::empty_segment(req.path()) {
-        return Err(NgsiError::bad_data(format!(
-            "{} has an empty segment where an id or name belongs",
-            req.path()
-        )));
+    Err(no_resource(req.path()))
+}
+
+/// The error of a path no route matches: 404, or 400 when an empty segment stands where an id or
+/// name belongs. The router's default answer, and the authorization middleware's for such paths.
+pub fn no_resource(path: &str) -> NgsiError {
+    if super::empty_segment(path) {
+        return NgsiError::bad_data(format!(
+            "{path} has an empty segment where an id or name belongs"
+        ));
     }
-    Err(NgsiError::not_found(format!(
-        "there is no resource at {}",
-        req.path()
-    )))
+    NgsiError::not_found(format!("there is no resource at {path}"))
 }
 
 /// 405 for methods a resource does not offer; 400 when the method would be valid one path segment

@@ -249,7 +249,9 @@ pub trait Backend: Send + Sync + Any {
         None
     }
 
-    /// The entities of each tenant where the backend knows them without a scan (for /metrics).
+    /// The entities of each tenant, for /metrics: at once, never waiting on a scan (the
+    /// embedded store counts its memory; PostgreSQL serves its last count, made in the
+    /// background). None when there is no count yet.
     fn entity_counts(&self) -> Option<Vec<(String, usize)>> {
         None
     }

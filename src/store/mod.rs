@@ -566,8 +566,8 @@ impl Store {
         self.backend.postgres_pool()
     }
 
-    /// The entities of each tenant where the store knows them without a scan (the embedded
-    /// store's memory), for /metrics; None on PostgreSQL, where counting is a scan.
+    /// The entities of each tenant for /metrics, at once: the embedded store's memory, or
+    /// PostgreSQL's last background count (None before the first has finished).
     pub fn entity_counts(&self) -> Option<Vec<(String, usize)>> {
         self.backend.entity_counts()
     }

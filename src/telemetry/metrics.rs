@@ -184,7 +184,7 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "twinlink_entities",
-                        "Entities per tenant (embedded store only; \"\" is the default tenant)",
+                        "Entities per tenant (\"\" is the default tenant); on PostgreSQL the last background count",
                     ),
                     &["tenant"],
                 )

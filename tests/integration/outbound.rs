@@ -1,10 +1,15 @@
 //! The outbound-request guard: link-local and metadata endpoints are refused at creation in any
 //! mode; loopback ones under `--outbound private=deny` unless the allow-list names them; context
-//! URLs obey the same policy, also where a context redirects to. No test sends anything to a refused address: each is refused
-//! before a connection is made.
+//! URLs obey the same policy, also where a context redirects to; a notification refused at
+//! delivery time is logged; a JWKS at a refused address stops the start-up, and one whose name
+//! resolves to a refused address is logged at its first fetch. No test sends anything to a
+//! refused address: each is refused before a connection is made.
 
+use crate::common::jwt::{self, claims, Signer};
+use crate::common::logs::{capture, Logged};
 use crate::common::receiver::Receiver;
-use crate::common::{assert_problem, vocab_context, TestServer};
+use crate::common::{assert_problem, vocab_context, ContextServer, TestServer};
+use jsonwebtoken::Algorithm;
 use reqwest::Method;
 use serde_json::{json, Value};
 use twinlink::outbound::Policy;
@@ -211,4 +216,127 @@ async fn a_context_redirected_to_a_refused_address_is_refused() {
         )
         .await;
     assert_eq!(r.status(), 201);
+}
+
+/// Waits up to ten seconds for a logged event of which `found` approves.
+async fn logged(log: &std::sync::Mutex<Vec<Logged>>, found: impl Fn(&Logged) -> bool) -> Logged {
+    for _ in 0..100 {
+        if let Some(event) = log.lock().unwrap().iter().find(|e| found(e)) {
+            return event.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not logged; the log: {:#?}", log.lock().unwrap());
+}
+
+#[actix_web::test]
+async fn a_notification_refused_at_delivery_time_is_logged() {
+    let log = capture();
+    // Made under the local default, which lets loopback receivers through; delivered by a
+    // broker restarted on the same store under the production policy.
+    let mut receiver = Receiver::ok().await;
+    let s = TestServer::start().await;
+    let r = post(&s, "/subscriptions", &subscription(&receiver.url)).await;
+    assert_eq!(r.status(), 201);
+    let s = s
+        .restart_with(|s| s.outbound = Policy::new(Some("private=deny"), &[]).unwrap())
+        .await;
+    let sensor = json!({"id": "urn:ngsi-ld:Sensor:d1", "type": "Sensor"});
+    assert_eq!(s.create(&sensor).await.status(), 201);
+    // An attribute created: what the subscription's default triggers notify.
+    let r = s
+        .send(
+            Method::POST,
+            "/entities/urn:ngsi-ld:Sensor:d1/attrs",
+            "application/json",
+            &json!({"temperature": {"type": "Property", "value": 1}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let event = logged(&log, |e| {
+        e.fields.get("message").map(String::as_str) == Some("notification failed")
+    })
+    .await;
+    assert!(
+        event.fields["endpoint"].starts_with(&receiver.url),
+        "{event:?}"
+    );
+    assert!(
+        event.fields["error"].contains("refused by the outbound policy"),
+        "{event:?}"
+    );
+    receiver.nothing(300).await;
+}
+
+/// Auth settings taking the keys from the JWKS at `url`.
+fn jwks_auth(url: String) -> twinlink::auth::AuthSettings {
+    twinlink::auth::AuthSettings {
+        jwks_url: Some(url),
+        key_file: None,
+        ..jwt::key_file_auth(Default::default())
+    }
+}
+
+#[actix_web::test]
+async fn a_jwks_at_a_refused_address_stops_the_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = twinlink::config::Settings {
+        data_dir: dir.path().join("data"),
+        auth: jwks_auth("http://10.0.0.7/realms/city/certs".into()),
+        outbound: Policy::new(Some("private=deny"), &[]).unwrap(),
+        ..Default::default()
+    };
+    let broker = twinlink::server::app_state(settings, twinlink::server::DatabaseWait::Wait)
+        .await
+        .expect("the store opens");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let Err(error) = twinlink::server::serve(listener, actix_web::web::Data::new(broker)) else {
+        panic!("the broker started with a JWKS URL the outbound policy refuses");
+    };
+    assert!(
+        error.starts_with(
+            "--jwks-url http://10.0.0.7/realms/city/certs: refused by the outbound policy"
+        ) && error.contains("--outbound-allow"),
+        "{error}"
+    );
+}
+
+#[actix_web::test]
+async fn a_jwks_whose_name_resolves_to_a_refused_address_is_logged_at_its_first_fetch() {
+    let log = capture();
+    let idp = ContextServer::start();
+    let signer = Signer::of(Algorithm::ES256).with_kid("k1");
+    let keys = json!({ "keys": [signer.jwk()] }).to_string();
+    idp.serve_raw("/jwks.json", 200, "application/json", keys, 0);
+    // The provider by name: the start-up cannot judge it without resolving it.
+    let url = idp.url("/jwks.json").replace("127.0.0.1", "localhost");
+    let auth = jwks_auth(url.clone());
+    let s = TestServer::start_with(move |s| {
+        s.auth = auth;
+        s.outbound = Policy::new(Some("private=deny"), &[]).unwrap();
+    })
+    .await;
+    let r = s
+        .req(Method::GET, "/entities?type=Sensor")
+        .bearer_auth(signer.sign(&claims("a")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let event = logged(&log, |e| {
+        e.fields
+            .get("message")
+            .is_some_and(|m| m.starts_with("cannot fetch the JWKS"))
+    })
+    .await;
+    assert_eq!(event.fields["url"], url);
+    assert!(
+        event.fields["message"].contains("refused by the outbound policy"),
+        "{event:?}"
+    );
+    assert_eq!(
+        idp.hits("/jwks.json"),
+        0,
+        "nothing was sent to the provider"
+    );
 }

@@ -1,10 +1,11 @@
 //! Request ids (`X-Request-Id` taken or made, echoed, on the request's log lines) and the audit
-//! log (one `twinlink::audit` event per accepted write, and with `--audit-table true` one row of
-//! the PostgreSQL table `audit_log`).
+//! log (one `twinlink::audit` event per accepted write, MQTT ingestion's with the subject `mqtt`,
+//! and with `--audit-table true` one row of the PostgreSQL table `audit_log`).
 
 use crate::common::jwt::{self, claims, Signer};
 use crate::common::logs::{capture, Logged};
-use crate::common::{sql_client, TestServer};
+use crate::common::{services, sql_client, TestServer};
+use crate::mqtt_ingest::{broker_with, unique, until_ingesting, Peer};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
@@ -147,6 +148,44 @@ async fn accepted_writes_are_audited_and_log_lines_name_their_request() {
         .expect("the refusal is logged");
     assert_eq!(refusal.spans["request_id"], "req-anonymous");
     assert_eq!(refusal.spans["path"], "/ngsi-ld/v1/entities");
+}
+
+#[actix_web::test]
+async fn mqtt_ingestion_is_audited_with_the_subject_mqtt() {
+    let log = capture();
+    let url = services::mqtt_url();
+    let prefix = unique("t");
+    let s = broker_with(&url, &prefix, |_| {}).await;
+    let peer = Peer::connect(&url).await;
+    until_ingesting(&s, &peer, &prefix).await;
+    let cranes = json!([
+        {"id": "urn:ngsi-ld:Crane:q1", "type": "Crane"},
+        {"id": "urn:ngsi-ld:Crane:q2", "type": "Crane"}
+    ]);
+    let topic = format!("{prefix}/tenants/harbour/entities");
+    peer.publish(&topic, cranes.to_string()).await;
+    let mut harbour = Vec::new();
+    for _ in 0..100 {
+        harbour = audit_events(&log)
+            .into_iter()
+            .filter(|e| e.fields["tenant"] == "harbour")
+            .collect();
+        if !harbour.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let [event] = &harbour[..] else {
+        panic!("one audit event of the harbour's write: {harbour:#?}");
+    };
+    assert_eq!(event.fields["subject"], "mqtt");
+    assert_eq!(event.fields["operation"], "MQTT ingestion");
+    assert_eq!(
+        event.fields["entity_ids"],
+        r#"["urn:ngsi-ld:Crane:q1", "urn:ngsi-ld:Crane:q2"]"#
+    );
+    assert_eq!(event.fields["request_id"], "");
+    assert!(chrono::DateTime::parse_from_rfc3339(&event.fields["at"]).is_ok());
 }
 
 #[actix_web::test]

@@ -249,6 +249,14 @@ impl Backend for PgStore {
         Some(self.pool.clone())
     }
 
+    fn entity_counts(&self) -> Option<Vec<(String, usize)>> {
+        // Before the schema is there, a count could only fail (and log so at every period).
+        self.migrated
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then(|| self.entity_counts.get(&self.pool))
+            .flatten()
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

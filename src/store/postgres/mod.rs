@@ -12,6 +12,7 @@
 mod aggregate;
 mod backend;
 pub mod cache;
+mod counts;
 pub mod ewkb;
 mod history;
 pub mod listen;
@@ -69,6 +70,8 @@ pub struct PgStore {
     known_tenants: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Decoded entities by row version, for query pages.
     cache: cache::EntityCache,
+    /// Entities per tenant for /metrics, counted in the background.
+    entity_counts: counts::EntityCounts,
 }
 
 /// Applies migrations, retrying with backoff ([`Backoff::reconnect`]) while the database is
@@ -187,7 +190,15 @@ impl PgStore {
             migrated: Arc::new(AtomicBool::new(false)),
             known_tenants: Default::default(),
             cache: cache::EntityCache::new(0),
+            entity_counts: counts::EntityCounts::new(crate::config::ENTITY_COUNT_EVERY),
         })
+    }
+
+    /// The same store counting entities per tenant for /metrics at most once per `every`
+    /// (as connected: [`crate::config::ENTITY_COUNT_EVERY`]), see [`counts`].
+    pub fn with_entity_count_every(mut self, every: Duration) -> PgStore {
+        self.entity_counts = counts::EntityCounts::new(every);
+        self
     }
 
     /// The same store keeping at most `capacity` decoded entities (0, as connected: none), see

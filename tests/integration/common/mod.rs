@@ -210,7 +210,13 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same store (data directory or database),
     /// which it then owns: what was acknowledged before must be there after.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// As [`Self::restart`], the new server's settings adjusted by `adjust` (e.g. another
+    /// outbound policy over the same subscriptions).
+    pub async fn restart_with(mut self, adjust: impl Fn(&mut Settings) + Clone) -> TestServer {
         self.stop().await;
         let (data_dir, database_url) = (self.data_dir.clone(), self.database_url.clone());
         let own_database = self.own_database.take();
@@ -220,9 +226,11 @@ impl TestServer {
         for _ in 0..50 {
             let dir = data_dir.clone();
             let url = database_url.clone();
+            let adjust = adjust.clone();
             let attempt = std::panic::AssertUnwindSafe(Self::start_with_broker(move |s| {
                 s.data_dir = dir;
                 s.database_url = url;
+                adjust(s);
             }));
             match futures_util::FutureExt::catch_unwind(attempt).await {
                 Ok((server, _)) => {
