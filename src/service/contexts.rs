@@ -4,12 +4,13 @@
 //! (kind Cached) are listed, served, dropped and reloaded from its cache. Transport agnostic: the
 //! HTTP binding is `http::contexts`.
 //!
-//! Tenants: a stored @context is listed and deleted only by its tenant (the `NGSILD-Tenant`
-//! header the OpenAPI of GS CIM 009 gives every /jsonldContexts operation), but its URL carries
-//! no tenant, and the parties it is meant for (a notification receiver reading the Link header,
-//! another broker) do not send one: so a GET of the URL finds it whichever tenant holds it, and a
-//! request of any tenant naming the URL resolves it, as a fetch of the URL would. Local ids are
-//! random URNs, unique across tenants and not guessable.
+//! Tenants: a stored @context belongs to its tenant (the `NGSILD-Tenant` header the OpenAPI of
+//! GS CIM 009 gives every /jsonldContexts operation; 5.5.10 makes the tenant the boundary of an
+//! operation): a request naming another tenant neither lists, serves nor deletes it. But its URL
+//! carries no tenant, and the parties it is meant for (a notification receiver reading the Link
+//! header, another broker) send none: so a GET of the URL without a tenant (the default tenant's)
+//! finds it whichever tenant holds it, and a request of any tenant naming the URL resolves it, as
+//! a fetch of the URL would. Local ids are random URNs, unique across tenants and not guessable.
 
 use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
@@ -293,9 +294,10 @@ impl AppState {
     }
 
     /// One @context (5.13.4), by local id, or, for a Cached one, also by the URL it was
-    /// fetched from: the tenant's, a Cached one, or the stored one of another tenant that has
-    /// this local id (see the module's note on tenants). Serving a Cached @context counts as a
-    /// use of it.
+    /// fetched from: the tenant's, a Cached one, or, for a request of the default tenant (one
+    /// without a tenant, as a party dereferencing the URL sends), the stored one of another
+    /// tenant that has this local id (see the module's note on tenants). Serving a Cached
+    /// @context counts as a use of it.
     pub async fn context_entry(&self, tenant: &str, id: &str) -> NgsiResult<ContextEntry> {
         if let Some(value) = self
             .store
@@ -308,7 +310,12 @@ impl AppState {
             cached.touch();
             return Ok(ContextEntry::cached(&cached));
         }
-        let owner = self.contexts.hosted.get(id).ok_or_else(|| missing(id))?;
+        let owner = self
+            .contexts
+            .hosted
+            .get(id)
+            .filter(|_| tenant == crate::store::DEFAULT_TENANT)
+            .ok_or_else(|| missing(id))?;
         let value = self
             .store
             .record(Collection::JsonldContexts, &owner.tenant, id)

@@ -404,22 +404,26 @@ async fn a_subscription_whose_context_is_not_one_url_gets_an_implicitly_created_
     assert!(listed(&s, None, Some("ImplicitlyCreated")).await.is_empty());
 }
 
-/// Listing and deleting are the tenant's; the document is served at its URL to anybody, with or
-/// without a tenant (the URL carries none), like any @context document.
+/// A stored @context belongs to its tenant: another tenant neither lists, serves nor deletes
+/// it. A GET of its URL without a tenant (the URL carries none) finds it, as any @context
+/// document is found at its URL.
 #[actix_web::test]
-async fn a_stored_context_is_managed_by_its_tenant_and_served_to_anybody() {
+async fn a_stored_context_belongs_to_its_tenant_and_is_served_at_its_url() {
     let s = TestServer::start().await;
     let id = local_id(&add(&s, Some("ctxa"), &user_context()).await);
     let path = format!("/jsonldContexts/{id}");
-    for tenant in [None, Some("ctxb"), Some("ctxa")] {
+    let details = format!("{path}?details=true");
+    for tenant in [None, Some("ctxa")] {
         assert_eq!(
             get(&s, tenant, &path).await,
             (200, user_context()),
             "{tenant:?}"
         );
-        let (status, meta) = get(&s, tenant, &format!("{path}?details=true")).await;
+        let (status, meta) = get(&s, tenant, &details).await;
         assert_eq!((status, &meta["kind"]), (200, &json!("Hosted")), "{meta}");
     }
+    assert_eq!(get(&s, Some("ctxb"), &path).await.0, 404);
+    assert_eq!(get(&s, Some("ctxb"), &details).await.0, 404);
     let (_, urls) = get(&s, Some("ctxb"), "/jsonldContexts").await;
     assert!(!urls.to_string().contains(&id), "{urls}");
     let (_, urls) = get(&s, None, "/jsonldContexts").await;
