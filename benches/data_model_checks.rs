@@ -31,10 +31,11 @@ const ENV: &str =
 fn settings(dir: &std::path::Path, checked: bool) -> Settings {
     let binding = Binding {
         tenant: String::new(),
-        model: "dataModel.Environment/AirQualityObserved".into(),
+        model: Some("dataModel.Environment/AirQualityObserved".into()),
         type_iri: None,
         mode: Mode::Reject,
         schema: None,
+        territory: None,
     };
     Settings {
         bind: "127.0.0.1".into(),

@@ -11,6 +11,7 @@
 #    without it, never skips: tests/integration/common/services.rs);
 # 2. cargo fmt --check, cargo clippy -D warnings, the README's examples
 #    (scripts/readme-examples.sh), the Dockerfile and the Helm chart (scripts/check-deploy.sh),
+#    the generated Smart Data Models files regenerated from their pinned wheels and compared,
 #    a fuzz smoke of the parsers (scripts/fuzz.sh smoke), doc tests (if there is a lib);
 # 3. cargo nextest run (or cargo test if cargo-nextest is missing), last, so
 #    the output ends with the runner's summary and the exit code is its own.
@@ -76,6 +77,22 @@ if ! bash "$REPO_ROOT/scripts/check-deploy.sh"; then
     echo "scripts/test.sh: the deployment files failed their checks (see above)" >&2
     exit 1
 fi
+
+# The generated Smart Data Models files (contexts, rules, unit codes): regenerated from the pinned
+# wheels, which the generators download with pip and check by sha256, they must be byte for byte
+# the committed ones (a few seconds, and the two downloads).
+echo "==> smart-data-models: regenerate from the pinned wheels and compare"
+sdm_out="$(mktemp -d)"
+python3 smart-data-models/generate.py --output "$sdm_out/contexts.json" \
+    --rules-output "$sdm_out/rules.json.gz" 2>"$sdm_out/log"
+python3 smart-data-models/generate_unit_codes.py --output "$sdm_out/unit-codes.txt" 2>>"$sdm_out/log"
+for f in contexts.json rules.json.gz unit-codes.txt; do
+    if ! cmp -s "$sdm_out/$f" "smart-data-models/$f"; then
+        echo "scripts/test.sh: smart-data-models/$f differs from its regeneration (log: $sdm_out/log)" >&2
+        exit 1
+    fi
+done
+rm -rf "$sdm_out"
 
 # The parsers' fuzz targets, briefly (scripts/fuzz.sh: cargo-fuzz on the nightly toolchain, each
 # target a few seconds; docs/fuzzing.md has the long runs).

@@ -52,6 +52,7 @@ Only the Python standard library is used (plus pip, to download the wheel).
 """
 
 import argparse
+import hashlib
 import gzip
 import io
 import json
@@ -62,6 +63,9 @@ import tempfile
 import zipfile
 
 PACKAGE = "pysmartdatamodels"
+# The sha256 of the pinned wheel (as PyPI lists it): a wheel with another digest is refused,
+# downloaded or given with --wheel, so that the output depends on these bytes only.
+PINNED_SHA256 = "0778b4d667ce22bee63f15630bd87755e86b4b391e009a93079cb55b86468da0"
 PINNED_VERSION = "0.8.2.0"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,6 +95,16 @@ def github_pages_url(subject):
 
 def log(msg):
     print(msg, file=sys.stderr)
+
+
+def checked(wheel):
+    """The wheel's path, once its sha256 is the pinned one."""
+    with open(wheel, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != PINNED_SHA256:
+        raise SystemExit("%s has sha256 %s, not the pinned %s %s (%s)"
+                         % (wheel, digest, PACKAGE, PINNED_VERSION, PINNED_SHA256))
+    return wheel
 
 
 def download_wheel(version, dest):
@@ -340,7 +354,7 @@ def main():
 
     core = load_core(args.core_context)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = args.wheel or download_wheel(PINNED_VERSION, tmp)
+        wheel = checked(args.wheel or download_wheel(PINNED_VERSION, tmp))
         version, official, metadata, records = read_wheel(wheel)
     if version != PINNED_VERSION:
         log("warning: wheel is %s %s, pinned version is %s" % (PACKAGE, version, PINNED_VERSION))

@@ -142,6 +142,9 @@ pub struct Options {
     /// Largest remote @context document accepted, in bytes.
     #[arg(long, env = "TWINLINK_CONTEXT_MAX_BYTES", global = true)]
     pub context_max_bytes: Option<usize>,
+    /// How many fetched @context documents are kept (the least recently used go first).
+    #[arg(long, env = "TWINLINK_CONTEXT_CACHE", global = true)]
+    pub context_cache: Option<usize>,
     /// How long a request to a registered context source may take, in milliseconds, unless its
     /// registration sets management.timeout.
     #[arg(long, env = "TWINLINK_SOURCE_TIMEOUT_MS", global = true)]
@@ -318,6 +321,9 @@ pub struct Settings {
     pub context_timeout_ms: u64,
     /// Remote context size cap in bytes.
     pub context_max_bytes: usize,
+    /// How many fetched @context documents are cached (kind Cached of 5.13): bounded, so that a
+    /// client sending ever new @context URLs cannot make the cache grow without end.
+    pub context_cache: usize,
     /// Timeout of a request to a context source, in milliseconds.
     pub source_timeout_ms: u64,
     /// Size cap of a context source's answer, in bytes.
@@ -383,6 +389,7 @@ impl Default for Settings {
             context_rewrites: Vec::new(),
             context_timeout_ms: 5_000,
             context_max_bytes: 2 * 1024 * 1024,
+            context_cache: 1024,
             source_timeout_ms: 3_000,
             source_max_bytes: 16 * 1024 * 1024,
             alias: format!(
@@ -501,6 +508,10 @@ impl Settings {
                 .context_max_bytes
                 .or(file.context_max_bytes)
                 .unwrap_or(d.context_max_bytes),
+            context_cache: options
+                .context_cache
+                .or(file.context_cache)
+                .unwrap_or(d.context_cache),
             source_timeout_ms: options
                 .source_timeout_ms
                 .or(file.source_timeout_ms)

@@ -1,9 +1,12 @@
 //! The @contexts this broker serves itself (5.13: kinds Hosted and ImplicitlyCreated), as the
-//! loader sees them: a map from local id to document, so that a request naming one of them by its
-//! URL (`…/ngsi-ld/v1/jsonldContexts/{localId}`) is resolved here without any fetch, whatever host
-//! the URL names (the broker may be reached through proxies under several names). The map is kept
-//! by `service::contexts` from the store: written on add and delete, and reloaded periodically so
-//! that every instance on one database sees the others' contexts.
+//! loader sees them: a map from local id to document and owning tenant, so that a request naming
+//! one of them by its URL (`…/ngsi-ld/v1/jsonldContexts/{localId}`) is resolved here without any
+//! fetch, whatever host the URL names (the broker may be reached through proxies under several
+//! names) and whatever tenant the request is for, and so that a GET of that URL without the
+//! tenant's header finds the document (the URL carries no tenant; local ids are random URNs,
+//! unique across tenants). The map is kept by `service::contexts` from the store: written on add
+//! and delete, and reloaded periodically so that every instance on one database sees the others'
+//! contexts.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,17 +21,26 @@ pub struct HostedIndex {
     inner: RwLock<Indexed>,
 }
 
+/// One stored @context as the index keeps it.
+#[derive(Clone)]
+pub struct Hosted {
+    /// The tenant that added it (or whose subscription made the broker create it).
+    pub tenant: String,
+    /// The document served at its URL: `{"@context": ...}`.
+    pub document: Arc<Value>,
+}
+
 /// The map, and how many local changes (an add, a delete) it has seen: a reload read before a
 /// local change must not overwrite it.
 #[derive(Default)]
 struct Indexed {
-    documents: HashMap<String, Arc<Value>>,
+    documents: HashMap<String, Hosted>,
     changes: u64,
 }
 
 impl HostedIndex {
-    /// The document with this local id.
-    pub fn get(&self, local_id: &str) -> Option<Arc<Value>> {
+    /// The @context with this local id, of whichever tenant.
+    pub fn get(&self, local_id: &str) -> Option<Hosted> {
         self.inner
             .read()
             .expect("index lock")
@@ -37,10 +49,10 @@ impl HostedIndex {
             .cloned()
     }
 
-    /// Adds or replaces one document (an add through the API).
-    pub fn insert(&self, local_id: String, document: Arc<Value>) {
+    /// Adds or replaces one @context (an add through the API, or an implicit creation).
+    pub fn insert(&self, local_id: String, hosted: Hosted) {
         let mut inner = self.inner.write().expect("index lock");
-        inner.documents.insert(local_id, document);
+        inner.documents.insert(local_id, hosted);
         inner.changes += 1;
     }
 
@@ -60,7 +72,7 @@ impl HostedIndex {
     /// Replaces the whole map with a reload from the store read when the index had seen
     /// `changes_before` local changes; a reload that a local change overtook is dropped (the next
     /// one reads it). Whether the set of ids changed.
-    pub fn replace(&self, documents: HashMap<String, Arc<Value>>, changes_before: u64) -> bool {
+    pub fn replace(&self, documents: HashMap<String, Hosted>, changes_before: u64) -> bool {
         let mut inner = self.inner.write().expect("index lock");
         if inner.changes != changes_before {
             return false;
@@ -113,10 +125,17 @@ mod tests {
         assert_eq!(local_id("urn:ngsi-ld:Context:1"), None);
     }
 
+    fn hosted(tenant: &str) -> Hosted {
+        Hosted {
+            tenant: tenant.to_string(),
+            document: Arc::new(serde_json::json!({"@context": {}})),
+        }
+    }
+
     #[test]
     fn a_reload_says_whether_the_set_of_contexts_changed() {
         let index = HostedIndex::default();
-        let doc = Arc::new(serde_json::json!({"@context": {}}));
+        let doc = hosted("");
         assert!(index.replace(HashMap::from([("a".to_string(), doc.clone())]), 0));
         assert!(!index.replace(HashMap::from([("a".to_string(), doc.clone())]), 0));
         assert!(index.replace(HashMap::from([("b".to_string(), doc)]), 0));
@@ -126,7 +145,7 @@ mod tests {
     #[test]
     fn a_reload_read_before_an_add_does_not_undo_it() {
         let index = HostedIndex::default();
-        let doc = Arc::new(serde_json::json!({"@context": {}}));
+        let doc = hosted("t");
         // The reload reads the store, an add lands meanwhile, then the reload would replace.
         let before = index.changes();
         index.insert("new".to_string(), doc.clone());
@@ -136,6 +155,6 @@ mod tests {
         let before = index.changes();
         let stored = HashMap::from([("new".to_string(), doc.clone()), ("other".to_string(), doc)]);
         assert!(index.replace(stored, before));
-        assert!(index.get("other").is_some());
+        assert_eq!(index.get("other").map(|h| h.tenant).as_deref(), Some("t"));
     }
 }

@@ -26,9 +26,6 @@ const SMART_DATA_MODELS: &str = include_str!("../../smart-data-models/contexts.j
 
 /// At most this many processed contexts are kept (the least recently used go first).
 const ACTIVE_CACHE_LIMIT: usize = 4096;
-/// At most this many fetched documents are kept (the least recently used go first): a client
-/// sending ever new @context URLs cannot make the cache grow without bound.
-const REMOTE_CACHE_LIMIT: usize = 1024;
 
 /// A document fetched from its URL and kept (5.13.1 kind Cached), with how it has been used.
 pub struct CachedContext {
@@ -155,7 +152,7 @@ impl ContextLoader {
             client,
             outbound: settings.outbound.clone(),
             max_bytes: settings.context_max_bytes,
-            remote: Cache::new(REMOTE_CACHE_LIMIT),
+            remote: Cache::new(settings.context_cache.max(1)),
             active: Cache::new(ACTIVE_CACHE_LIMIT),
             core,
             core_entries,
@@ -280,15 +277,16 @@ impl ContextLoader {
         Ok((docs, cached))
     }
 
-    /// One context document by URL: bundled or offline first, then one this broker stores, then
+    /// One context document by URL: bundled or offline first, then one this broker stores (of
+    /// any tenant: its URL is as public as the document it serves), then
     /// rewritten, then fetched (and cached). A document taken from the cache counts as a use of
     /// it; a fetched one is returned with its new cache entry.
     async fn document(&self, url: &str) -> NgsiResult<(Arc<Value>, Option<Arc<CachedContext>>)> {
         if let Some(doc) = self.known(url) {
             return Ok((doc, None));
         }
-        if let Some(doc) = hosted::local_id(url).and_then(|id| self.hosted.get(&id)) {
-            return Ok((doc, None));
+        if let Some(stored) = hosted::local_id(url).and_then(|id| self.hosted.get(&id)) {
+            return Ok((stored.document, None));
         }
         let target = self.rewrite(url);
         if let Some(doc) = self.known(&target) {

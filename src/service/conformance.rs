@@ -22,11 +22,16 @@ use std::sync::{Arc, RwLock};
 /// so that `q=dataModelFindings` finds the flagged entities.
 pub const FINDINGS_IRI: &str = "https://uri.etsi.org/ngsi-ld/default-context/dataModelFindings";
 
+/// A bundled model: its name and rules.
+type Model = (&'static str, &'static ModelRules);
+
 /// What a configured check runs.
 #[derive(Debug)]
 enum Check {
-    /// The rules of a bundled model, and the user's schema for it, if any.
-    Model(&'static str, &'static ModelRules, Option<UserSchema>),
+    /// The rules of a bundled model.
+    Model(Model),
+    /// A user's JSON Schema, with the bundled model whose terms name the attributes, if any.
+    Schema(Option<Model>, UserSchema),
     /// The space-time checks.
     Territory(Territory),
 }
@@ -34,20 +39,20 @@ enum Check {
 impl Check {
     fn entity(&self, entity: &Entity, scope: Scope, out: &mut Vec<Finding>) {
         match self {
-            Check::Model(name, rules, schema) => {
-                check_model(name, rules, entity, scope, out);
-                if let Some(schema) = schema {
-                    schema.check(name, rules, entity, out);
-                }
-            }
+            Check::Model((name, rules)) => check_model(name, rules, entity, scope, out),
+            // A schema judges the whole entity: its rules may tie attributes together.
+            Check::Schema(model, schema) => schema.check(*model, entity, out),
             Check::Territory(t) => t.check(entity, scope, Utc::now(), out),
         }
     }
 
+    /// The finding on one attribute instance recorded in the history (a schema describes
+    /// whole entities and judges none).
     fn instance(&self, iri: &str, instance: &Attribute) -> Option<Finding> {
         let one = std::slice::from_ref(instance);
         match self {
-            Check::Model(name, rules, _) => check_instances(name, rules, iri, one),
+            Check::Model((name, rules)) => check_instances(name, rules, iri, one),
+            Check::Schema(..) => None,
             Check::Territory(t) => t.check_instances(iri, one, Utc::now()),
         }
     }
@@ -64,16 +69,38 @@ struct Bound {
 }
 
 impl Bound {
-    /// The check of a data-model binding of `tenant`.
-    fn model(tenant: &str, b: &Binding) -> Result<Bound, String> {
-        let (model, rules) = rules::find(&b.model)?;
-        let schema = b.schema.as_deref().map(UserSchema::load).transpose()?;
-        Ok(Bound {
-            tenant: tenant.to_string(),
-            type_iri: Some(b.type_iri.clone().unwrap_or_else(|| rules.type_iri.clone())),
-            check: Check::Model(model, rules, schema),
-            mode: b.mode,
-        })
+    /// The checks of a binding of `tenant` (its model's rules, its schema, its territory, in
+    /// that order); `owner` names the binding in the findings of an inline schema. An error
+    /// says why the binding cannot be used.
+    fn all(tenant: &str, b: &Binding, owner: &str) -> Result<Vec<Bound>, String> {
+        let model = b.model.as_deref().map(rules::find).transpose()?;
+        if model.is_none() && b.schema.is_none() && b.territory.is_none() {
+            return Err("a binding names a model, a schema or a territory to check".into());
+        }
+        let type_iri = b
+            .type_iri
+            .clone()
+            .or_else(|| model.map(|(_, rules)| rules.type_iri.clone()));
+        if b.schema.is_some() && type_iri.is_none() {
+            return Err("a binding with a schema and no model names the type it checks".into());
+        }
+        let mut checks = Vec::new();
+        checks.extend(model.map(Check::Model));
+        if let Some(source) = &b.schema {
+            checks.push(Check::Schema(model, UserSchema::load(source, owner)?));
+        }
+        if let Some(area) = &b.territory {
+            checks.push(Check::Territory(Territory::new(area)?));
+        }
+        Ok(checks
+            .into_iter()
+            .map(|check| Bound {
+                tenant: tenant.to_string(),
+                type_iri: type_iri.clone(),
+                check,
+                mode: b.mode,
+            })
+            .collect())
     }
 
     fn applies(&self, tenant: &str, entity: &Entity) -> bool {
@@ -105,19 +132,19 @@ impl Checks {
     /// The checks the settings configure; an error names a binding whose model is unknown or
     /// a territory that is not one.
     pub fn new(settings: &Settings) -> Result<Checks, String> {
-        let models = settings
-            .data_models
-            .iter()
-            .map(|b| Bound::model(&b.tenant, b));
-        let territories = settings.territory.iter().map(|t| {
-            Ok(Bound {
+        let mut configured = Vec::new();
+        for (i, b) in settings.data_models.iter().enumerate() {
+            let owner = format!("[[data-models]] table {}", i + 1);
+            configured.extend(Bound::all(&b.tenant, b, &owner)?);
+        }
+        for t in &settings.territory {
+            configured.push(Bound {
                 tenant: t.tenant.clone(),
                 type_iri: t.type_iri.clone(),
-                check: Check::Territory(Territory::new(t)?),
+                check: Check::Territory(Territory::new(&t.area())?),
                 mode: t.mode,
-            })
-        });
-        let configured = models.chain(territories).collect::<Result<_, String>>()?;
+            });
+        }
         Ok(Checks {
             configured,
             stored: RwLock::default(),
@@ -140,13 +167,15 @@ impl Checks {
         let bounds = records
             .iter()
             .filter_map(|(tenant, record)| {
-                let bound = stored_binding(record).and_then(|b| Bound::model(tenant, &b));
+                let owner = record["id"].as_str().unwrap_or_default();
+                let bound = stored_binding(record).and_then(|b| Bound::all(tenant, &b, owner));
                 bound
                     .inspect_err(
                         |e| tracing::warn!(%tenant, %record, "data-model binding left out: {e}"),
                     )
                     .ok()
             })
+            .flatten()
             .collect();
         let fresh = Arc::new(Stored { records, bounds });
         *self.stored.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -205,6 +234,13 @@ pub(crate) fn stored_binding(record: &Value) -> Result<Binding, String> {
     let mut fields = record.as_object().cloned().unwrap_or_default();
     fields.remove("id");
     serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
+}
+
+/// Fails with the reason when a binding cannot be used (an unknown model, a schema that does
+/// not compile or is too large, a territory that is not one, nothing to check), so that the
+/// admin API refuses it rather than storing it.
+pub(crate) fn usable(binding: &Binding, owner: &str) -> Result<(), String> {
+    Bound::all("", binding, owner).map(|_| ())
 }
 
 /// The findings of a binding on the attribute instances of history records.

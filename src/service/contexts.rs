@@ -3,10 +3,18 @@
 //! in the store per tenant and served back at their own URL; the documents the loader fetched
 //! (kind Cached) are listed, served, dropped and reloaded from its cache. Transport agnostic: the
 //! HTTP binding is `http::contexts`.
+//!
+//! Tenants: a stored @context belongs to its tenant (the `NGSILD-Tenant` header the OpenAPI of
+//! GS CIM 009 gives every /jsonldContexts operation; 5.5.10 makes the tenant the boundary of an
+//! operation): a request naming another tenant neither lists, serves nor deletes it. But its URL
+//! carries no tenant, and the parties it is meant for (a notification receiver reading the Link
+//! header, another broker) send none: so a GET of the URL without a tenant (the default tenant's)
+//! finds it whichever tenant holds it, and a request of any tenant naming the URL resolves it, as
+//! a fetch of the URL would. Local ids are random URNs, unique across tenants and not guessable.
 
 use super::AppState;
 use crate::error::{ErrorKind, NgsiError, NgsiResult};
-use crate::ld::hosted;
+use crate::ld::hosted::{self, Hosted};
 use crate::ld::loader::CachedContext;
 use crate::model::format_time;
 use crate::store::Collection;
@@ -58,6 +66,10 @@ struct Stored {
     created_at: DateTime<Utc>,
     /// The document served at the context's URL: `{"@context": ...}`.
     body: Value,
+    /// For an ImplicitlyCreated @context, the id of the subscription it was created for, which
+    /// takes it away again when it is deleted or no longer names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// A @context as the API shows it: its document and the metadata of 5.13.3 (`details=true`).
@@ -139,25 +151,65 @@ impl AppState {
         };
         check_context_value(context)?;
         self.contexts.active(Some(context)).await?;
-        self.store_context(tenant, Kind::Hosted, document).await
+        self.store_context(tenant, Kind::Hosted, document, None)
+            .await
     }
 
-    /// The URL of an ImplicitlyCreated @context holding `context` (5.13.1): a subscription
-    /// whose @context is not one URL gets one, so that its notifications can name their
-    /// @context in a Link header.
-    pub async fn implicit_context(&self, tenant: &str, context: &Value) -> NgsiResult<String> {
+    /// The URL of an ImplicitlyCreated @context holding `context` (5.13.1), created for the
+    /// subscription `subscription`: a subscription whose @context is not one URL gets one, so
+    /// that its notifications can name their @context in a Link header.
+    pub async fn implicit_context(
+        &self,
+        tenant: &str,
+        context: &Value,
+        subscription: &str,
+    ) -> NgsiResult<String> {
         let id = self
             .store_context(
                 tenant,
                 Kind::ImplicitlyCreated,
                 json!({ "@context": context }),
+                Some(subscription.to_string()),
             )
             .await?;
         Ok(self.context_url(&id))
     }
 
-    /// Removes an ImplicitlyCreated @context made for a subscription that was then refused.
-    pub async fn drop_implicit_context(&self, tenant: &str, url: &str) {
+    /// Whether `url` names the ImplicitlyCreated @context of the tenant created for
+    /// `subscription` (a failure to read the store says no, with a warning).
+    pub async fn is_implicit_context_of(
+        &self,
+        tenant: &str,
+        url: &str,
+        subscription: &str,
+    ) -> bool {
+        let Some(id) = hosted::local_id(url) else {
+            return false;
+        };
+        let stored = self
+            .store
+            .record(Collection::JsonldContexts, tenant, &id)
+            .await
+            .and_then(|value| value.map(decode).transpose());
+        match stored {
+            Ok(stored) => stored.is_some_and(|s| {
+                s.kind == Kind::ImplicitlyCreated && s.owner.as_deref() == Some(subscription)
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, context = %id, "reading an implicit @context failed");
+                false
+            }
+        }
+    }
+
+    /// Removes the ImplicitlyCreated @context at `url` if it was created for `subscription`,
+    /// which was refused, deleted, or no longer names it: nothing else can need it, and the
+    /// store would otherwise keep one per subscription ever made. Any other @context (a Hosted
+    /// one, or one created for another subscription, that a subscription named itself) stays.
+    pub async fn release_implicit_context(&self, tenant: &str, url: &str, subscription: &str) {
+        if !self.is_implicit_context_of(tenant, url, subscription).await {
+            return;
+        }
         let Some(id) = hosted::local_id(url) else {
             return;
         };
@@ -166,22 +218,31 @@ impl AppState {
         }
     }
 
-    async fn store_context(&self, tenant: &str, kind: Kind, body: Value) -> NgsiResult<String> {
+    async fn store_context(
+        &self,
+        tenant: &str,
+        kind: Kind,
+        body: Value,
+        owner: Option<String>,
+    ) -> NgsiResult<String> {
         let local_id = format!("urn:ngsi-ld:Context:{}", uuid::Uuid::new_v4());
         let stored = Stored {
             local_id: local_id.clone(),
             kind,
             created_at: Utc::now(),
             body,
+            owner,
         };
         let record =
             serde_json::to_value(&stored).map_err(|e| NgsiError::internal(e.to_string()))?;
         self.store
             .put_record(Collection::JsonldContexts, tenant, &local_id, &record, true)
             .await?;
-        self.contexts
-            .hosted
-            .insert(local_id.clone(), Arc::new(stored.body));
+        let hosted = Hosted {
+            tenant: tenant.to_string(),
+            document: Arc::new(stored.body),
+        };
+        self.contexts.hosted.insert(local_id.clone(), hosted);
         Ok(local_id)
     }
 
@@ -232,8 +293,11 @@ impl AppState {
         Ok(out)
     }
 
-    /// One @context of a tenant (5.13.4), by local id, or, for a Cached one, also by the URL it
-    /// was fetched from. Serving a Cached @context counts as a use of it.
+    /// One @context (5.13.4), by local id, or, for a Cached one, also by the URL it was
+    /// fetched from: the tenant's, a Cached one, or, for a request of the default tenant (one
+    /// without a tenant, as a party dereferencing the URL sends), the stored one of another
+    /// tenant that has this local id (see the module's note on tenants). Serving a Cached
+    /// @context counts as a use of it.
     pub async fn context_entry(&self, tenant: &str, id: &str) -> NgsiResult<ContextEntry> {
         if let Some(value) = self
             .store
@@ -242,9 +306,22 @@ impl AppState {
         {
             return Ok(self.stored_entry(decode(value)?));
         }
-        let cached = self.contexts.cached_entry(id).ok_or_else(|| missing(id))?;
-        cached.touch();
-        Ok(ContextEntry::cached(&cached))
+        if let Some(cached) = self.contexts.cached_entry(id) {
+            cached.touch();
+            return Ok(ContextEntry::cached(&cached));
+        }
+        let owner = self
+            .contexts
+            .hosted
+            .get(id)
+            .filter(|_| tenant == crate::store::DEFAULT_TENANT)
+            .ok_or_else(|| missing(id))?;
+        let value = self
+            .store
+            .record(Collection::JsonldContexts, &owner.tenant, id)
+            .await?
+            .ok_or_else(|| missing(id))?;
+        Ok(self.stored_entry(decode(value)?))
     }
 
     /// Deletes a @context (5.13.5): a stored one is removed, a Cached one dropped from the cache
@@ -294,9 +371,13 @@ impl AppState {
     pub async fn reload_stored_contexts(&self) -> NgsiResult<usize> {
         let changes_before = self.contexts.hosted.changes();
         let mut documents = HashMap::new();
-        for (_, value) in self.store.records(Collection::JsonldContexts).await? {
+        for (tenant, value) in self.store.records(Collection::JsonldContexts).await? {
             let stored = decode(value)?;
-            documents.insert(stored.local_id, Arc::new(stored.body));
+            let hosted = Hosted {
+                tenant,
+                document: Arc::new(stored.body),
+            };
+            documents.insert(stored.local_id, hosted);
         }
         if self.contexts.hosted.replace(documents, changes_before) {
             self.contexts.stored_contexts_changed();

@@ -1,13 +1,13 @@
 //! The admin API of the data-model bindings (`/ngsi-ld/ex/dataModels`): which entity type of a
-//! tenant is checked against which bundled Smart Data Model, set at run time beside those of the
-//! configuration file. Bindings are `Collection::DataModels` records of the tenant, so that
+//! tenant is checked against which bundled Smart Data Model, user JSON Schema or territory (the
+//! space-time checks), set at run time beside those of the configuration file. Bindings are `Collection::DataModels` records of the tenant, so that
 //! every instance on one database applies them: each reloads them with its housekeeping chores
 //! (and at once after a change it made).
 
-use super::conformance::stored_binding;
+use super::conformance::{stored_binding, usable};
 use super::AppState;
 use crate::error::{NgsiError, NgsiResult};
-use crate::model::conformance::rules;
+use crate::model::conformance::{rules, schema};
 use crate::store::Collection;
 use serde_json::{json, Value};
 
@@ -15,23 +15,29 @@ use serde_json::{json, Value};
 pub const PATH: &str = "/ngsi-ld/ex/dataModels";
 
 impl AppState {
-    /// Adds a binding to the tenant from a body `{"model", "mode", "type"?}`; its id.
+    /// Adds a binding to the tenant from a body `{"mode", "type"?, "model"?, "schema"?,
+    /// "territory"?}` (at least one of the last three; the schema a JSON object); its id.
     pub async fn add_data_model_binding(&self, tenant: &str, body: Value) -> NgsiResult<String> {
         let mut record = match body {
             Value::Object(fields) => fields,
             _ => return Err(NgsiError::bad_data("a data-model binding is a JSON object")),
         };
-        for member in ["id", "tenant", "schema"] {
+        for member in ["id", "tenant"] {
             if record.contains_key(member) {
                 return Err(NgsiError::bad_data(format!(
                     "a data-model binding set through the API has no '{member}' (the tenant is \
-                     the request's; schema files are set in the configuration file)"
+                     the request's)"
                 )));
             }
         }
         let binding = stored_binding(&Value::Object(record.clone()))
             .map_err(|e| NgsiError::bad_data(format!("not a data-model binding: {e}")))?;
-        let (model, _) = rules::find(&binding.model).map_err(NgsiError::bad_data)?;
+        if let Some(schema::Source::File(_)) = binding.schema {
+            return Err(NgsiError::bad_data(
+                "the schema of a binding set through the API is the JSON Schema itself, an \
+                 object (schema files are named in the configuration file)",
+            ));
+        }
         if let Some(t) = &binding.type_iri {
             crate::model::validate::uri("the binding's type", t)?;
         }
@@ -39,8 +45,12 @@ impl AppState {
             "urn:ngsi-ld:DataModelBinding:{}",
             uuid::Uuid::new_v4().simple()
         );
+        usable(&binding, &id).map_err(NgsiError::bad_data)?;
+        if let Some(name) = &binding.model {
+            let (model, _) = rules::find(name).map_err(NgsiError::bad_data)?;
+            record.insert("model".into(), Value::from(model));
+        }
         record.insert("id".into(), Value::from(id.as_str()));
-        record.insert("model".into(), Value::from(model));
         self.store
             .put_record(
                 Collection::DataModels,

@@ -27,6 +27,26 @@ fn missing(collection: Collection, id: &str) -> NgsiError {
     NgsiError::not_found(format!("there is no {} with id '{id}'", noun(collection)))
 }
 
+/// Whether a subscription's @context needs an ImplicitlyCreated one (5.13.1) for its
+/// notifications to name in their Link header: it is not one URL (alone, or as the one member
+/// of an array).
+fn needs_implicit(context: &Value) -> bool {
+    !match context {
+        Value::String(_) => true,
+        Value::Array(items) => matches!(items.as_slice(), [Value::String(_)]),
+        _ => false,
+    }
+}
+
+/// The `jsonldContext` a subscription names for its notifications, if any.
+fn notification_context(record: &Record) -> Option<String> {
+    record
+        .doc
+        .get("jsonldContext")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 fn decode(id: &str, value: Value) -> NgsiResult<Record> {
     serde_json::from_value(value)
         .map_err(|e| NgsiError::internal(format!("subscription {id} does not decode: {e}")))
@@ -48,16 +68,9 @@ impl AppState {
         let ctx = self.contexts.active(context.as_ref()).await?;
         let mut doc = parse::normalize(body, &ctx, false)?;
         let id = Record::id_from_body(body, "Subscription")?;
-        // A @context that is not one URL (alone or as the one member of an array) gets a URL of its
-        // own (5.13.1 ImplicitlyCreated), which the notifications name in their Link header.
-        let one_url = |c: &Value| match c {
-            Value::String(_) => true,
-            Value::Array(items) => matches!(items.as_slice(), [Value::String(_)]),
-            _ => false,
-        };
         let implicit = match &context {
-            Some(c) if !one_url(c) && !doc.contains_key("jsonldContext") => {
-                let url = self.implicit_context(tenant, c).await?;
+            Some(c) if needs_implicit(c) && !doc.contains_key("jsonldContext") => {
+                let url = self.implicit_context(tenant, c, &id).await?;
                 doc.insert("jsonldContext".into(), Value::String(url.clone()));
                 Some(url)
             }
@@ -67,7 +80,7 @@ impl AppState {
             .store_subscription(collection, tenant, &id, doc, context, reach)
             .await;
         if let (Err(_), Some(url)) = (&created, implicit) {
-            self.drop_implicit_context(tenant, &url).await;
+            self.release_implicit_context(tenant, &url, &id).await;
         }
         created.map(|()| id)
     }
@@ -188,18 +201,41 @@ impl AppState {
             )));
         }
         let mut record = self.subscription(collection, tenant, id).await?;
-        record.apply(changes, context, Utc::now());
-        let sub = notifier::compile(self, collection, tenant, record.clone()).await?;
-        self.settings
-            .outbound
-            .admit(sub.notification.endpoint.uri.as_str())
-            .await?;
-        let value =
-            serde_json::to_value(&record).map_err(|e| NgsiError::internal(e.to_string()))?;
-        self.store
-            .put_record(collection, tenant, id, &value, false)
-            .await?;
-        let live = self.notifier.register(self, sub);
+        let named_before = notification_context(&record);
+        // A new @context replaces the ImplicitlyCreated one made from the old, and needs one of
+        // its own if it is not one URL; unless the fragment names a jsonldContext, or the
+        // subscription named one itself.
+        let implicit_before = match &named_before {
+            Some(url) => self.is_implicit_context_of(tenant, url, id).await,
+            None => true,
+        };
+        let replaced = implicit_before
+            && context.is_some()
+            && context != record.context
+            && !changes.contains_key("jsonldContext");
+        record.apply(changes, context.clone(), Utc::now());
+        let mut implicit = None;
+        if replaced {
+            record.doc.shift_remove("jsonldContext");
+            if let Some(c) = context.as_ref().filter(|c| needs_implicit(c)) {
+                let url = self.implicit_context(tenant, c, id).await?;
+                record
+                    .doc
+                    .insert("jsonldContext".into(), Value::String(url.clone()));
+                implicit = Some(url);
+            }
+        }
+        let stored = self.store_update(collection, tenant, &record).await;
+        let unused = match (&stored, implicit) {
+            (Err(_), implicit) => implicit,
+            (Ok(_), _) => {
+                named_before.filter(|url| notification_context(&record) != Some(url.clone()))
+            }
+        };
+        if let Some(url) = unused {
+            self.release_implicit_context(tenant, &url, id).await;
+        }
+        let live = stored?;
         notifier::notify_matching(self, &live).await;
         if collection == Collection::Subscriptions {
             if let Err(e) = self.update_at_sources(tenant, &record).await {
@@ -209,16 +245,46 @@ impl AppState {
         Ok(())
     }
 
+    /// Compiles an updated subscription, stores it and puts it in the registry.
+    async fn store_update(
+        self: &Arc<Self>,
+        collection: Collection,
+        tenant: &str,
+        record: &Record,
+    ) -> NgsiResult<Arc<notifier::Live>> {
+        let sub = notifier::compile(self, collection, tenant, record.clone()).await?;
+        self.settings
+            .outbound
+            .admit(sub.notification.endpoint.uri.as_str())
+            .await?;
+        let value = serde_json::to_value(record).map_err(|e| NgsiError::internal(e.to_string()))?;
+        self.store
+            .put_record(collection, tenant, &record.id, &value, false)
+            .await?;
+        Ok(self.notifier.register(self, sub))
+    }
+
     /// Deletes a subscription of a collection (5.8.5, 5.11.6); an entity subscription's internal
-    /// registration subscription and copies at sources go with it (5.8.5.4).
+    /// registration subscription and copies at sources go with it (5.8.5.4), and so does the
+    /// ImplicitlyCreated @context made for it.
     pub async fn delete_subscription(
         self: &Arc<Self>,
         collection: Collection,
         tenant: &str,
         id: &str,
     ) -> NgsiResult<()> {
+        let named = self
+            .store
+            .record(collection, tenant, id)
+            .await?
+            .map(|value| decode(id, value))
+            .transpose()?
+            .and_then(|record| notification_context(&record));
         if !self.store.delete_record(collection, tenant, id).await? {
             return Err(missing(collection, id));
+        }
+        if let Some(url) = named {
+            self.release_implicit_context(tenant, &url, id).await;
         }
         self.notifier.remove(collection, tenant, id);
         if collection == Collection::Subscriptions {

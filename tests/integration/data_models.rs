@@ -3,37 +3,158 @@
 //! 0.1.4; the package ships its examples only as links, so the payload is the model's Madrid
 //! example written in NGSI-LD form) is accepted, and each mutation that breaks one rule is
 //! refused with 400 BadRequestData naming the attribute, the rule and the model version, over
-//! HTTP single writes, batch, temporal provision and MQTT; nothing refused is written. In `flag`
-//! mode the same entities are written with their findings on them and counted.
+//! HTTP single writes, batch, temporal provision and MQTT; nothing refused is written. A second
+//! model (WeatherObserved, with units) is checked the same way. In `flag` mode the same entities
+//! are written with their findings on them and counted, over HTTP, batch and MQTT. The
+//! space-time checks run over HTTP, batch and MQTT; bindings of models, user schemas and
+//! territories are set through the admin API too.
 
-use crate::common::{self, assert_problem, metric, TestServer};
+use crate::common::{self, assert_problem, metric, ContextServer, TestServer};
 use crate::mqtt_ingest::{broker_with, unique, Peer};
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use twinlink::model::conformance::{Binding, Mode};
 
 const ENV: &str =
     "https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld";
-const MODEL: &str = "data model dataModel.Environment/AirQualityObserved 0.1.4";
+const WEATHER: &str =
+    "https://raw.githubusercontent.com/smart-data-models/dataModel.Weather/master/context.jsonld";
 /// The findings attribute, as the core @context compacts it.
 const FINDINGS: &str = "dataModelFindings";
 
-fn binding(tenant: &str, mode: Mode) -> Binding {
-    Binding {
-        tenant: tenant.into(),
-        model: "AirQualityObserved".into(),
-        type_iri: None,
-        mode,
-        schema: None,
+/// Mutations of an example: the attribute, its new value (none: removed), the rule it breaks.
+type Breaks = Vec<(&'static str, Option<Value>, &'static str)>;
+
+/// A bundled model under test: an example written from the model's rules, and one mutation of
+/// it per rule the model gives, shared by every transport's test.
+pub(crate) struct Model {
+    /// The binding's model.
+    name: &'static str,
+    /// How a refusal names the model and its version.
+    source: &'static str,
+    /// The @context of the model's subject, which its terms are written with.
+    context: &'static str,
+    /// The example, with an id.
+    example: fn(&str) -> Value,
+    /// One mutation per rule.
+    breaks: fn() -> Breaks,
+}
+
+/// An example with one rule broken: the entity, the attribute and rule its refusal names.
+pub(crate) struct Mutation {
+    entity: Value,
+    attr: &'static str,
+    rule: &'static str,
+}
+
+impl Model {
+    fn binding(&self, tenant: &str, mode: Mode) -> Binding {
+        Binding {
+            tenant: tenant.into(),
+            model: Some(self.name.into()),
+            type_iri: None,
+            mode,
+            schema: None,
+            territory: None,
+        }
+    }
+
+    /// The mutations of the example, the i-th with the id `{prefix}-{i}`.
+    fn mutations(&self, prefix: &str) -> Vec<Mutation> {
+        (self.breaks)()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (attr, value, rule))| {
+                let mut entity = (self.example)(&format!("{prefix}-{i}"));
+                match value {
+                    Some(v) => entity[attr] = v,
+                    None => {
+                        entity.as_object_mut().unwrap().remove(attr);
+                    }
+                }
+                Mutation { entity, attr, rule }
+            })
+            .collect()
+    }
+
+    /// Asserts that a ProblemDetails names the attribute, the rule and the model.
+    fn assert_named(&self, problem: &Value, attr: &str, rule: &str) {
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        let expected = format!(
+            "attribute '{attr}' breaks the '{rule}' rule of {}",
+            self.source
+        );
+        assert!(detail.contains(&expected), "{expected} in {problem}");
+    }
+
+    /// Asserts a 400 BadRequestData naming the attribute, the rule and the model.
+    async fn assert_refused(&self, r: reqwest::Response, attr: &str, rule: &str) {
+        let problem = assert_problem(r, 400, "BadRequestData").await;
+        self.assert_named(&problem, attr, rule);
     }
 }
 
-async fn checked(mode: Mode) -> TestServer {
-    TestServer::start_with(move |s| s.data_models = vec![binding("", mode)]).await
+fn property(value: Value) -> Value {
+    json!({"type": "Property", "value": value})
 }
 
-/// The model's Madrid example (attributes of dataModel.Environment/AirQualityObserved) in
-/// NGSI-LD normalized form, with the terms of the Environment @context.
+/// AirQualityObserved (dataModel.Environment 0.1.4): the model's Madrid example in NGSI-LD
+/// normalized form, with the terms of the Environment @context.
+pub(crate) const AIR_QUALITY: Model = Model {
+    name: "AirQualityObserved",
+    source: "data model dataModel.Environment/AirQualityObserved 0.1.4",
+    context: ENV,
+    example: madrid,
+    breaks: || {
+        vec![
+            ("no2", Some(property(json!("69"))), "type"),
+            ("typeofLocation", Some(property(json!("outside"))), "enum"),
+            (
+                "dateObserved",
+                Some(property(json!("15/03/2016"))),
+                "format",
+            ),
+            (
+                "refPointOfInterest",
+                Some(property(json!("urn:ngsi-ld:P:1"))),
+                "kind",
+            ),
+            ("dateObserved", None, "required"),
+        ]
+    },
+};
+
+/// WeatherObserved (dataModel.Weather 0.3.4), written from the model's rules (required
+/// dateObserved and location, the enums of pressureTendency and visibility, the units of
+/// atmosphericPressure, dewPoint and illuminance), with the terms of the Weather @context.
+const WEATHER_OBSERVED: Model = Model {
+    name: "dataModel.Weather/WeatherObserved",
+    source: "data model dataModel.Weather/WeatherObserved 0.3.4",
+    context: WEATHER,
+    example: valladolid,
+    breaks: || {
+        let with_unit = |value: Value, code: &str| json!({"type": "Property", "value": value, "unitCode": code});
+        vec![
+            ("temperature", Some(property(json!("3.3"))), "type"),
+            ("pressureTendency", Some(property(json!("rising"))), "enum"),
+            ("dateObserved", Some(property(json!("yesterday"))), "format"),
+            (
+                "refDevice",
+                Some(property(json!("urn:ngsi-ld:Device:1"))),
+                "kind",
+            ),
+            ("location", None, "required"),
+            // Pascal is a UN/CEFACT code, but not the model's hectopascal.
+            (
+                "atmosphericPressure",
+                Some(with_unit(json!(93890), "PAL")),
+                "unit",
+            ),
+        ]
+    },
+};
+
 fn madrid(id: &str) -> Value {
     json!({
         "id": id,
@@ -59,80 +180,63 @@ fn madrid(id: &str) -> Value {
     })
 }
 
-/// Each mutation of the example, with the attribute and rule its refusal must name.
-fn mutations(id: &str) -> Vec<(Value, &'static str, &'static str)> {
-    let with = |name: &str, attr: Value| {
-        let mut e = madrid(id);
-        e[name] = attr;
-        e
-    };
-    let mut unobserved = madrid(id);
-    unobserved.as_object_mut().unwrap().remove("dateObserved");
-    vec![
-        (
-            with("no2", json!({"type": "Property", "value": "69"})),
-            "no2",
-            "type",
-        ),
-        (
-            with(
-                "typeofLocation",
-                json!({"type": "Property", "value": "outside"}),
-            ),
-            "typeofLocation",
-            "enum",
-        ),
-        (
-            with(
-                "dateObserved",
-                json!({"type": "Property", "value": "15/03/2016"}),
-            ),
-            "dateObserved",
-            "format",
-        ),
-        (
-            with(
-                "refPointOfInterest",
-                json!({"type": "Property", "value": "urn:ngsi-ld:P:1"}),
-            ),
-            "refPointOfInterest",
-            "kind",
-        ),
-        (unobserved, "dateObserved", "required"),
-    ]
+fn valladolid(id: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "WeatherObserved",
+        "dateObserved": {"type": "Property", "value": "2016-11-30T07:00:00Z"},
+        "location": {"type": "GeoProperty",
+                     "value": {"type": "Point", "coordinates": [-4.754444444, 41.640833333]}},
+        "address": {"type": "Property", "value": {"addressCountry": "ES",
+                    "addressLocality": "Valladolid", "streetAddress": "Plaza de España"}},
+        "atmosphericPressure": {"type": "Property", "value": 938.9, "unitCode": "A97"},
+        "dewPoint": {"type": "Property", "value": -0.6, "unitCode": "CEL"},
+        "illuminance": {"type": "Property", "value": 1000, "unitCode": "LUX"},
+        "precipitation": {"type": "Property", "value": 0},
+        "pressureTendency": {"type": "Property", "value": "falling"},
+        "relativeHumidity": {"type": "Property", "value": 0.54},
+        "temperature": {"type": "Property", "value": 3.3},
+        "visibility": {"type": "Property", "value": "moderate"},
+        "weatherType": {"type": "Property", "value": "overcast"},
+        "windDirection": {"type": "Property", "value": 180},
+        "windSpeed": {"type": "Property", "value": 2},
+        "source": {"type": "Property", "value": "http://www.aemet.es"},
+        "dataProvider": {"type": "Property", "value": "TEF"},
+        "refDevice": {"type": "Relationship", "object": "urn:ngsi-ld:Device:device-0A3478"}
+    })
 }
 
-/// Asserts a 400 BadRequestData whose detail names the attribute, the rule and the model.
-async fn assert_refused(r: reqwest::Response, attr: &str, rule: &str) {
-    let problem = assert_problem(r, 400, "BadRequestData").await;
-    assert_named(&problem, attr, rule);
+async fn checked(mode: Mode) -> TestServer {
+    TestServer::start_with(move |s| s.data_models = vec![AIR_QUALITY.binding("", mode)]).await
 }
 
-fn assert_named(problem: &Value, attr: &str, rule: &str) {
-    let detail = problem["detail"].as_str().unwrap_or_default();
-    let expected = format!("attribute '{attr}' breaks the '{rule}' rule of {MODEL}");
-    assert!(detail.contains(&expected), "{expected} in {problem}");
+/// Creates the example, then each mutation, over HTTP: the example is accepted, each mutation
+/// refused naming its attribute, rule and model, and not written.
+async fn assert_each_mutation_refused(s: &TestServer, model: &Model, prefix: &str) {
+    let good = format!("{prefix}-good");
+    let r = s
+        .send_linked(
+            Method::POST,
+            "/entities",
+            model.context,
+            &(model.example)(&good),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    for m in model.mutations(prefix) {
+        let r = s
+            .send_linked(Method::POST, "/entities", model.context, &m.entity)
+            .await;
+        model.assert_refused(r, m.attr, m.rule).await;
+        s.assert_absent(m.entity["id"].as_str().unwrap()).await;
+    }
 }
 
 #[actix_web::test]
 async fn the_example_is_accepted_and_each_mutation_refused_with_its_rule() {
     let s = checked(Mode::Reject).await;
-    let good = "urn:ngsi-ld:AirQualityObserved:Madrid-28079004";
-    let r = s
-        .send_linked(Method::POST, "/entities", ENV, &madrid(good))
-        .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    for (i, (e, attr, rule)) in mutations("urn:ngsi-ld:AirQualityObserved:bad")
-        .into_iter()
-        .enumerate()
-    {
-        let id = format!("urn:ngsi-ld:AirQualityObserved:bad-{i}");
-        let mut e = e;
-        e["id"] = json!(id);
-        let r = s.send_linked(Method::POST, "/entities", ENV, &e).await;
-        assert_refused(r, attr, rule).await;
-        s.assert_absent(&id).await;
-    }
+    assert_each_mutation_refused(&s, &AIR_QUALITY, "urn:ngsi-ld:AirQualityObserved:Madrid").await;
+    let good = "urn:ngsi-ld:AirQualityObserved:Madrid-good";
     // An update is judged on what it brings; the entity stays as it was.
     let patch = json!({"no2": {"type": "Property", "value": "high"}});
     let r = s
@@ -143,7 +247,7 @@ async fn the_example_is_accepted_and_each_mutation_refused_with_its_rule() {
             &patch,
         )
         .await;
-    assert_refused(r, "no2", "type").await;
+    AIR_QUALITY.assert_refused(r, "no2", "type").await;
     let r = s
         .send_linked(
             Method::PATCH,
@@ -166,7 +270,9 @@ async fn the_example_is_accepted_and_each_mutation_refused_with_its_rule() {
         .send()
         .await
         .unwrap();
-    assert_refused(r, "dateObserved", "required").await;
+    AIR_QUALITY
+        .assert_refused(r, "dateObserved", "required")
+        .await;
     // Entities of other types, and other tenants, are not checked.
     let other = json!({"id": "urn:ngsi-ld:Thing:1", "type": "Thing", "no2": {"type": "Property", "value": "x"}});
     assert_eq!(
@@ -175,10 +281,10 @@ async fn the_example_is_accepted_and_each_mutation_refused_with_its_rule() {
             .status(),
         201
     );
-    let mut e = mutations("urn:ngsi-ld:AirQualityObserved:elsewhere")
+    let e = AIR_QUALITY
+        .mutations("urn:ngsi-ld:AirQualityObserved:elsewhere")
         .remove(0)
-        .0;
-    e["id"] = json!("urn:ngsi-ld:AirQualityObserved:elsewhere");
+        .entity;
     let r = s
         .req(Method::POST, "/entities")
         .header("Content-Type", "application/json")
@@ -201,6 +307,17 @@ async fn the_example_is_accepted_and_each_mutation_refused_with_its_rule() {
     );
 }
 
+/// The WeatherObserved example is accepted and each mutation, the unit rule's included, is
+/// refused with its rule.
+#[actix_web::test]
+async fn a_second_model_refuses_each_mutation_unit_included() {
+    let s = TestServer::start_with(|s| {
+        s.data_models = vec![WEATHER_OBSERVED.binding("", Mode::Reject)]
+    })
+    .await;
+    assert_each_mutation_refused(&s, &WEATHER_OBSERVED, "urn:ngsi-ld:WeatherObserved:V").await;
+}
+
 /// A batch body: the entities with the Environment @context in each.
 fn ld(entities: Vec<Value>) -> Value {
     let ctx = json!([
@@ -218,46 +335,50 @@ fn ld(entities: Vec<Value>) -> Value {
     )
 }
 
+/// Sends a batch operation of entities (each with the Environment @context); asserts 207 and
+/// returns the ProblemDetails of each failed entity, by id, each a BadRequestData.
+async fn batch_errors(s: &TestServer, op: &str, entities: Vec<Value>) -> HashMap<String, Value> {
+    let r = s
+        .send_ld(
+            Method::POST,
+            &format!("/entityOperations/{op}"),
+            &ld(entities),
+        )
+        .await;
+    let status = r.status().as_u16();
+    let result: Value = r.json().await.unwrap();
+    assert_eq!(status, 207, "{op}: {result}");
+    let errors = result["errors"].as_array().expect("errors");
+    errors
+        .iter()
+        .map(|e| {
+            let problem = e["error"].clone();
+            assert!(
+                problem["type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("BadRequestData"),
+                "{e}"
+            );
+            (e["entityId"].as_str().unwrap().to_string(), problem)
+        })
+        .collect()
+}
+
 #[actix_web::test]
 async fn in_a_batch_only_the_breaking_entities_fail_with_their_reason() {
     let s = checked(Mode::Reject).await;
     let good = "urn:ngsi-ld:AirQualityObserved:batch-good";
-    let cases = mutations("urn:ngsi-ld:AirQualityObserved:batch");
+    let cases = AIR_QUALITY.mutations("urn:ngsi-ld:AirQualityObserved:batch");
     let mut body = vec![madrid(good)];
-    for (i, (e, _, _)) in cases.iter().enumerate() {
-        let mut e = e.clone();
-        e["id"] = json!(format!("urn:ngsi-ld:AirQualityObserved:batch-{i}"));
-        body.push(e);
-    }
+    body.extend(cases.iter().map(|m| m.entity.clone()));
     for op in ["create", "upsert"] {
-        let r = s
-            .send_ld(
-                Method::POST,
-                &format!("/entityOperations/{op}"),
-                &ld(body.clone()),
-            )
-            .await;
-        let status = r.status().as_u16();
-        let result: Value = r.json().await.unwrap();
-        assert_eq!(status, 207, "{op}: {result}");
-        let errors = result["errors"].as_array().expect("errors");
-        assert_eq!(errors.len(), cases.len(), "{op}: {result}");
-        for (i, (_, attr, rule)) in cases.iter().enumerate() {
-            let error = &errors[i];
-            assert_eq!(
-                error["entityId"],
-                format!("urn:ngsi-ld:AirQualityObserved:batch-{i}")
-            );
-            assert!(
-                error["error"]["type"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("BadRequestData"),
-                "{error}"
-            );
-            assert_named(&error["error"], attr, rule);
-            s.assert_absent(&format!("urn:ngsi-ld:AirQualityObserved:batch-{i}"))
-                .await;
+        let errors = batch_errors(&s, op, body.clone()).await;
+        assert_eq!(errors.len(), cases.len(), "{op}: {errors:?}");
+        for m in &cases {
+            let id = m.entity["id"].as_str().unwrap();
+            AIR_QUALITY.assert_named(&errors[id], m.attr, m.rule);
+            s.assert_absent(id).await;
         }
     }
     s.entity(good, "").await;
@@ -275,7 +396,7 @@ async fn temporal_provision_is_checked_instance_by_instance() {
     let r = s
         .send_linked(Method::POST, "/temporal/entities", ENV, &e)
         .await;
-    assert_refused(r, "no2", "type").await;
+    AIR_QUALITY.assert_refused(r, "no2", "type").await;
     s.assert_absent(id).await;
     e["no2"][0]["value"] = json!(60);
     let r = s
@@ -286,7 +407,8 @@ async fn temporal_provision_is_checked_instance_by_instance() {
 
 #[actix_web::test]
 async fn flagged_entities_are_written_with_their_findings_and_found_by_q() {
-    let s = TestServer::start_with(|s| s.data_models = vec![binding("*", Mode::Flag)]).await;
+    let s = TestServer::start_with(|s| s.data_models = vec![AIR_QUALITY.binding("*", Mode::Flag)])
+        .await;
     let id = "urn:ngsi-ld:AirQualityObserved:flagged";
     let mut e = madrid(id);
     e["no2"] = json!({"type": "Property", "value": "69"});
@@ -335,51 +457,178 @@ async fn flagged_entities_are_written_with_their_findings_and_found_by_q() {
     );
 }
 
+/// The (attribute, rule) of each finding recorded on a stored entity.
+fn findings_of(stored: &Value) -> Vec<(String, String)> {
+    let found = stored[FINDINGS]["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    found
+        .iter()
+        .map(|f| {
+            let text = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (text("attribute"), text("rule"))
+        })
+        .collect()
+}
+
+/// In `flag` mode every mutation sent in a batch is written, with its finding on it.
 #[actix_web::test]
-async fn a_refused_mqtt_message_goes_to_the_error_topic_with_its_problem() {
+async fn a_flagged_batch_writes_every_mutation_with_its_finding() {
+    let s =
+        TestServer::start_with(|s| s.data_models = vec![AIR_QUALITY.binding("", Mode::Flag)]).await;
+    let cases = AIR_QUALITY.mutations("urn:ngsi-ld:AirQualityObserved:flag-batch");
+    let body = ld(cases.iter().map(|m| m.entity.clone()).collect());
+    let r = s
+        .send_ld(Method::POST, "/entityOperations/upsert", &body)
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for m in &cases {
+        let stored = s.entity(m.entity["id"].as_str().unwrap(), "").await;
+        let expected = (m.attr.to_string(), m.rule.to_string());
+        assert_eq!(findings_of(&stored), [expected], "{stored}");
+    }
+}
+
+/// A broker ingesting from the test Mosquitto, its checks set by `adjust`, and a peer subscribed
+/// to its error topic once it ingests; the topic entities are published on.
+async fn over_mqtt(
+    adjust: impl FnOnce(&mut twinlink::config::Settings) + Send + 'static,
+) -> (TestServer, Peer, String) {
     let url = common::services::mqtt_url();
     let prefix = unique("dm");
-    let s = broker_with(&url, &prefix, |s| {
-        s.data_models = vec![binding("", Mode::Reject)]
-    })
-    .await;
-    let mut peer = Peer::connect(&url).await;
+    let s = broker_with(&url, &prefix, adjust).await;
+    let peer = Peer::connect(&url).await;
     peer.subscribe(&format!("{prefix}/errors")).await;
     crate::mqtt_ingest::until_ingesting(&s, &peer, &prefix).await;
-    let topic = format!("{prefix}/entities");
-    let bad = "urn:ngsi-ld:AirQualityObserved:mqtt-bad";
-    let mut e = mutations(bad).remove(1).0;
+    (s, peer, format!("{prefix}/entities"))
+}
+
+/// Publishes entities with the @context `context`, then reads `count` reports of the error
+/// topic: their ProblemDetails by entity id, each a BadRequestData.
+async fn mqtt_errors(
+    peer: &mut Peer,
+    topic: &str,
+    context: &str,
+    entities: &[Value],
+    count: usize,
+) -> HashMap<String, Value> {
+    for e in entities {
+        let mut e = e.clone();
+        e["@context"] = json!(context);
+        peer.publish(topic, e.to_string()).await;
+    }
+    let mut reports = HashMap::new();
+    while reports.len() < count {
+        let (at, report) = peer.next().await;
+        assert!(at.ends_with("/errors"), "{at}: {report}");
+        let problem = report["error"].clone();
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("BadRequestData"),
+            "{report}"
+        );
+        reports.insert(report["entityId"].as_str().unwrap().to_string(), problem);
+    }
+    reports
+}
+
+#[actix_web::test]
+async fn a_refused_mqtt_message_goes_to_the_error_topic_with_its_problem() {
+    let (s, mut peer, topic) =
+        over_mqtt(|s| s.data_models = vec![AIR_QUALITY.binding("", Mode::Reject)]).await;
+    let cases = AIR_QUALITY.mutations("urn:ngsi-ld:AirQualityObserved:mqtt");
+    let good = "urn:ngsi-ld:AirQualityObserved:mqtt-good";
+    let mut published: Vec<Value> = cases.iter().map(|m| m.entity.clone()).collect();
+    published.push(madrid(good));
+    let reports = mqtt_errors(&mut peer, &topic, ENV, &published, cases.len()).await;
+    for m in &cases {
+        let id = m.entity["id"].as_str().unwrap();
+        AIR_QUALITY.assert_named(&reports[id], m.attr, m.rule);
+        s.assert_absent(id).await;
+    }
+    crate::mqtt_ingest::eventually(&s, &format!("/entities/{good}"), &[], |_| true).await;
+}
+
+/// In `flag` mode a message that breaks a rule is written with its finding; nothing goes to the
+/// error topic.
+#[actix_web::test]
+async fn a_flagged_mqtt_message_is_written_with_its_finding() {
+    let (s, peer, topic) =
+        over_mqtt(|s| s.data_models = vec![AIR_QUALITY.binding("", Mode::Flag)]).await;
+    let m = AIR_QUALITY
+        .mutations("urn:ngsi-ld:AirQualityObserved:mqtt-flag")
+        .remove(1);
+    let mut e = m.entity.clone();
     e["@context"] = json!(ENV);
     peer.publish(&topic, e.to_string()).await;
-    let good = "urn:ngsi-ld:AirQualityObserved:mqtt-good";
-    let mut g = madrid(good);
-    g["@context"] = json!(ENV);
-    peer.publish(&topic, g.to_string()).await;
-    let (at, report) = peer.next().await;
-    assert_eq!(at, format!("{prefix}/errors"));
-    assert_eq!(report["entityId"], bad, "{report}");
-    assert!(
-        report["error"]["type"]
-            .as_str()
-            .unwrap()
-            .ends_with("BadRequestData"),
-        "{report}"
-    );
-    assert_named(&report["error"], "typeofLocation", "enum");
-    crate::mqtt_ingest::eventually(&s, &format!("/entities/{good}"), &[], |_| true).await;
-    s.assert_absent(bad).await;
+    let path = format!("/entities/{}", m.entity["id"].as_str().unwrap());
+    let stored =
+        crate::mqtt_ingest::eventually(&s, &path, &[], |e| e.get(FINDINGS).is_some()).await;
+    let expected = (m.attr.to_string(), m.rule.to_string());
+    assert_eq!(findings_of(&stored), [expected], "{stored}");
+}
+
+/// The Madrid territory of the space-time tests, with a clock skew and the unit codes checked.
+fn madrid_territory(mode: &str) -> twinlink::model::conformance::spacetime::TerritoryConfig {
+    toml::from_str(&format!(
+        r#"bbox = [-3.9, 40.3, -3.5, 40.6]
+           max-future-seconds = 300
+           unit-codes = true
+           mode = "{mode}""#
+    ))
+    .expect("a territory")
+}
+
+const LOCATION: &str = "https://uri.etsi.org/ngsi-ld/location";
+const NO2: &str = "https://smartdatamodels.org/dataModel.Environment/no2";
+
+/// The Madrid example moved outside the territory, and with a unit that is no UN/CEFACT code:
+/// each entity with the attribute and rule its refusal names.
+fn outside_the_twin(prefix: &str) -> Vec<(Value, &'static str, &'static str)> {
+    let mut barcelona = madrid(&format!("{prefix}-territory"));
+    barcelona["location"]["value"]["coordinates"] = json!([2.17, 41.38]);
+    let mut unit = madrid(&format!("{prefix}-unit"));
+    unit["no2"]["unitCode"] = json!("ug/m3");
+    vec![(barcelona, LOCATION, "territory"), (unit, NO2, "unitCode")]
+}
+
+fn assert_named_by_territory(problem: &Value, attr: &str, rule: &str) {
+    let expected = format!("attribute '{attr}' breaks the '{rule}' rule of the territory check");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&expected), "{expected} in {problem}");
+}
+
+#[actix_web::test]
+async fn space_time_checks_run_in_a_batch_and_over_mqtt() {
+    let (s, mut peer, topic) = over_mqtt(|s| s.territory = vec![madrid_territory("reject")]).await;
+    let good = "urn:ngsi-ld:AirQualityObserved:st-good";
+    let cases = outside_the_twin("urn:ngsi-ld:AirQualityObserved:st-batch");
+    let mut body = vec![madrid(good)];
+    body.extend(cases.iter().map(|(e, _, _)| e.clone()));
+    let errors = batch_errors(&s, "create", body).await;
+    assert_eq!(errors.len(), cases.len(), "{errors:?}");
+    for (e, attr, rule) in &cases {
+        let id = e["id"].as_str().unwrap();
+        assert_named_by_territory(&errors[id], attr, rule);
+        s.assert_absent(id).await;
+    }
+    s.entity(good, "").await;
+    let cases = outside_the_twin("urn:ngsi-ld:AirQualityObserved:st-mqtt");
+    let published: Vec<Value> = cases.iter().map(|(e, _, _)| e.clone()).collect();
+    let reports = mqtt_errors(&mut peer, &topic, ENV, &published, cases.len()).await;
+    for (e, attr, rule) in &cases {
+        let id = e["id"].as_str().unwrap();
+        assert_named_by_territory(&reports[id], attr, rule);
+        s.assert_absent(id).await;
+    }
 }
 
 #[actix_web::test]
 async fn space_time_checks_refuse_what_lies_outside_the_twin() {
-    let territory: twinlink::model::conformance::spacetime::TerritoryConfig = toml::from_str(
-        r#"bbox = [-3.9, 40.3, -3.5, 40.6]
-           max-future-seconds = 300
-           unit-codes = true
-           mode = "reject""#,
-    )
-    .expect("a territory");
-    let s = TestServer::start_with(move |s| s.territory = vec![territory]).await;
+    let s = TestServer::start_with(|s| s.territory = vec![madrid_territory("reject")]).await;
     let id = "urn:ngsi-ld:AirQualityObserved:Madrid-spacetime";
     let r = s
         .send_linked(Method::POST, "/entities", ENV, &madrid(id))
@@ -391,17 +640,17 @@ async fn space_time_checks_refuse_what_lies_outside_the_twin() {
     let cases = [
         (
             json!({"location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.17, 41.38]}}}),
-            "https://uri.etsi.org/ngsi-ld/location",
+            LOCATION,
             "territory",
         ),
         (
             json!({"no2": {"type": "Property", "value": 70, "observedAt": future}}),
-            "https://smartdatamodels.org/dataModel.Environment/no2",
+            NO2,
             "observedAt",
         ),
         (
             json!({"no2": {"type": "Property", "value": 70, "unitCode": "ug/m3"}}),
-            "https://smartdatamodels.org/dataModel.Environment/no2",
+            NO2,
             "unitCode",
         ),
     ];
@@ -410,21 +659,10 @@ async fn space_time_checks_refuse_what_lies_outside_the_twin() {
             .send_linked(Method::PATCH, &format!("/entities/{id}/attrs"), ENV, &patch)
             .await;
         let problem = assert_problem(r, 400, "BadRequestData").await;
-        let expected =
-            format!("attribute '{attr}' breaks the '{rule}' rule of the territory check");
-        assert!(
-            problem["detail"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(&expected),
-            "{expected} in {problem}"
-        );
+        assert_named_by_territory(&problem, attr, rule);
     }
     let stored = s.entity(id, "").await;
-    assert_eq!(
-        stored["https://smartdatamodels.org/dataModel.Environment/no2"]["value"], 69,
-        "{stored}"
-    );
+    assert_eq!(stored[NO2]["value"], 69, "{stored}");
 }
 
 #[actix_web::test]
@@ -439,8 +677,8 @@ async fn a_users_json_schema_is_checked_on_the_key_values_form() {
     });
     std::fs::write(&file, schema.to_string()).unwrap();
     let s = TestServer::start_with(move |s| {
-        let mut b = binding("", Mode::Reject);
-        b.schema = Some(file);
+        let mut b = AIR_QUALITY.binding("", Mode::Reject);
+        b.schema = Some(twinlink::model::conformance::schema::Source::File(file));
         s.data_models = vec![b];
     })
     .await;
@@ -462,30 +700,51 @@ async fn a_users_json_schema_is_checked_on_the_key_values_form() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
+/// POSTs a binding to the admin API for a tenant.
+async fn post_binding(s: &TestServer, tenant: &str, body: &Value) -> reqwest::Response {
+    s.client
+        .post(format!("{}/ngsi-ld/ex/dataModels", s.root()))
+        .header("Content-Type", "application/json")
+        .header("NGSILD-Tenant", tenant)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Creates an entity in a tenant with a @context in the Link header.
+async fn create_in(s: &TestServer, tenant: &str, context: &str, e: &Value) -> reqwest::Response {
+    s.req(Method::POST, "/entities")
+        .header("Content-Type", "application/json")
+        .header("Link", common::link(context))
+        .header("NGSILD-Tenant", tenant)
+        .body(e.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 #[actix_web::test]
 async fn bindings_set_through_the_admin_api_apply_to_their_tenant_until_deleted() {
     let s = TestServer::start().await;
-    let api = format!("{}/ngsi-ld/ex/dataModels", s.root());
-    let post = |body: Value| {
-        s.client
-            .post(&api)
-            .header("Content-Type", "application/json")
-            .header("NGSILD-Tenant", "city")
-            .body(body.to_string())
-            .send()
-    };
-    let r = post(json!({"model": "NoSuchModel", "mode": "reject"}))
-        .await
-        .unwrap();
+    let r = post_binding(
+        &s,
+        "city",
+        &json!({"model": "NoSuchModel", "mode": "reject"}),
+    )
+    .await;
     assert_problem(r, 400, "BadRequestData").await;
-    let r = post(json!({"model": "AirQualityObserved", "mode": "reject"}))
-        .await
-        .unwrap();
+    let r = post_binding(
+        &s,
+        "city",
+        &json!({"model": "AirQualityObserved", "mode": "reject"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let location = r.headers()["Location"].to_str().unwrap().to_string();
     let listed: Value = s
         .client
-        .get(&api)
+        .get(format!("{}/ngsi-ld/ex/dataModels", s.root()))
         .header("NGSILD-Tenant", "city")
         .send()
         .await
@@ -502,21 +761,13 @@ async fn bindings_set_through_the_admin_api_apply_to_their_tenant_until_deleted(
         location.ends_with(listed[0]["id"].as_str().unwrap()),
         "{location} {listed}"
     );
-    let bad = || {
-        let mut e = mutations("urn:ngsi-ld:AirQualityObserved:api").remove(0).0;
-        e["id"] = json!("urn:ngsi-ld:AirQualityObserved:api");
-        e
-    };
-    let create = |tenant: &'static str| {
-        s.req(Method::POST, "/entities")
-            .header("Content-Type", "application/json")
-            .header("Link", common::link(ENV))
-            .header("NGSILD-Tenant", tenant)
-            .body(bad().to_string())
-            .send()
-    };
-    assert_refused(create("city").await.unwrap(), "no2", "type").await;
-    assert_eq!(create("elsewhere").await.unwrap().status(), 201);
+    let bad = AIR_QUALITY
+        .mutations("urn:ngsi-ld:AirQualityObserved:api")
+        .remove(0)
+        .entity;
+    let r = create_in(&s, "city", ENV, &bad).await;
+    AIR_QUALITY.assert_refused(r, "no2", "type").await;
+    assert_eq!(create_in(&s, "elsewhere", ENV, &bad).await.status(), 201);
     let r = s
         .client
         .delete(format!("{}{location}", s.root()))
@@ -525,7 +776,151 @@ async fn bindings_set_through_the_admin_api_apply_to_their_tenant_until_deleted(
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(create("city").await.unwrap().status(), 201);
+    assert_eq!(create_in(&s, "city", ENV, &bad).await.status(), 201);
+}
+
+/// A territory set through the admin API checks its tenant's entities (of every type when the
+/// binding names none), is kept by the store across a restart, and a bad one is refused.
+#[actix_web::test]
+async fn a_territory_set_through_the_admin_api_applies_and_persists() {
+    let s = TestServer::start().await;
+    let area = json!({"bbox": [-3.9, 40.3, -3.5, 40.6], "unit-codes": true});
+    let r = post_binding(&s, "city", &json!({"mode": "reject", "territory": area})).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let bad = json!({"mode": "reject", "territory": {"bbox": [1.0, 1.0, 0.0, 0.0]}});
+    let problem = assert_problem(post_binding(&s, "city", &bad).await, 400, "BadRequestData").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("bbox"),
+        "{problem}"
+    );
+    let nothing = json!({"mode": "reject"});
+    assert_problem(
+        post_binding(&s, "city", &nothing).await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+    let s = s.restart().await;
+    // The restarted instance reads the stored bindings with its first housekeeping chores.
+    let mut status = 0;
+    for i in 0..50 {
+        let probe = outside_the_twin(&format!("urn:ngsi-ld:AirQualityObserved:probe-{i}"))
+            .remove(0)
+            .0;
+        status = create_in(&s, "city", ENV, &probe).await.status().as_u16();
+        if status == 400 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 400, "the stored territory applies after a restart");
+    for (i, (e, attr, rule)) in outside_the_twin("urn:ngsi-ld:AirQualityObserved:api-st")
+        .into_iter()
+        .enumerate()
+    {
+        let problem =
+            assert_problem(create_in(&s, "city", ENV, &e).await, 400, "BadRequestData").await;
+        assert_named_by_territory(&problem, attr, rule);
+        // Another tenant is not checked; nor is another type spared in this one.
+        assert_eq!(create_in(&s, "elsewhere", ENV, &e).await.status(), 201);
+        let mut thing = e.clone();
+        thing["id"] = json!(format!("urn:ngsi-ld:Thing:api-st-{i}"));
+        thing["type"] = json!("Thing");
+        let r = create_in(&s, "city", ENV, &thing).await;
+        assert_problem(r, 400, "BadRequestData").await;
+    }
+    let inside = madrid("urn:ngsi-ld:AirQualityObserved:api-st-good");
+    assert_eq!(create_in(&s, "city", ENV, &inside).await.status(), 201);
+}
+
+/// A user's JSON Schema set through the admin API for a type no bundled model describes: the
+/// entity in keyValues form with expanded names must satisfy it. A schema that is no usable
+/// JSON Schema, refers to another document, is too large or names a file is refused with the
+/// reason.
+#[actix_web::test]
+async fn a_users_schema_set_through_the_admin_api_checks_a_type_without_a_model() {
+    let s = TestServer::start().await;
+    let ctx = json!({"Pump": "https://example.org/Pump", "flow": "https://example.org/flow"});
+    let (server, context) = (ContextServer::start(), "/pump.jsonld");
+    server.serve(context, &json!({ "@context": ctx }));
+    let context = server.url(context);
+    let schema = json!({
+        "type": "object",
+        "required": ["https://example.org/flow"],
+        "properties": {"https://example.org/flow": {"type": "number", "minimum": 0}}
+    });
+    let binding = json!({"type": "https://example.org/Pump", "mode": "reject", "schema": schema});
+    let r = post_binding(&s, "pumps", &binding).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let pump = |id: &str, flow: Value| json!({"id": id, "type": "Pump", "flow": {"type": "Property", "value": flow}});
+    let r = create_in(
+        &s,
+        "pumps",
+        &context,
+        &pump("urn:ngsi-ld:Pump:bad", json!(-1)),
+    )
+    .await;
+    let problem = assert_problem(r, 400, "BadRequestData").await;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    let named = "breaks the 'schema' rule of the schema urn:ngsi-ld:DataModelBinding:";
+    assert!(detail.contains(named), "{problem}");
+    assert!(detail.contains("-1"), "{problem}");
+    let r = s
+        .req(Method::GET, "/entities/urn:ngsi-ld:Pump:bad")
+        .header("NGSILD-Tenant", "pumps")
+        .send()
+        .await
+        .unwrap();
+    // Nothing was written: the tenant does not even exist yet.
+    assert_problem(r, 404, "NonexistentTenant").await;
+    let r = create_in(
+        &s,
+        "pumps",
+        &context,
+        &pump("urn:ngsi-ld:Pump:good", json!(3)),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    let big: serde_json::Map<String, Value> = (0..20_000)
+        .map(|i| (format!("p{i}"), json!({"type": "number"})))
+        .collect();
+    let pump = json!("https://example.org/Pump");
+    let refused = [
+        (json!({"type": 12}), &pump, "not a usable JSON Schema"),
+        (
+            json!({"$ref": "https://example.org/other.schema.json"}),
+            &pump,
+            "not a usable JSON Schema",
+        ),
+        (json!({"properties": big}), &pump, "bytes, more than"),
+        (
+            json!("pump.schema.json"),
+            &pump,
+            "schema files are named in the configuration file",
+        ),
+        (
+            json!({"type": "object"}),
+            &Value::Null,
+            "names the type it checks",
+        ),
+    ];
+    for (schema, type_iri, reason) in refused {
+        let mut body = json!({"mode": "reject", "schema": schema});
+        if !type_iri.is_null() {
+            body["type"] = type_iri.clone();
+        }
+        let problem = assert_problem(
+            post_binding(&s, "pumps", &body).await,
+            400,
+            "BadRequestData",
+        )
+        .await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(reason),
+            "{reason}: {problem}"
+        );
+    }
 }
 
 /// Two instances on one PostgreSQL database (whatever the store under test): a binding added
@@ -535,25 +930,23 @@ async fn a_binding_added_through_one_instance_applies_on_the_other() {
     let a = TestServer::start_on_postgres().await;
     let url = a.database_url.clone().expect("a PostgreSQL server");
     let b = TestServer::start_with(|s| s.database_url = Some(url.clone())).await;
-    let r = a
-        .client
-        .post(format!("{}/ngsi-ld/ex/dataModels", a.root()))
-        .header("Content-Type", "application/json")
-        .body(json!({"model": "AirQualityObserved", "mode": "reject"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post_binding(
+        &a,
+        "city",
+        &json!({"model": "AirQualityObserved", "mode": "reject"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let mut status = 0;
     for i in 0..50 {
-        let mut e = mutations("urn:ngsi-ld:AirQualityObserved:other")
+        let e = AIR_QUALITY
+            .mutations(&format!("urn:ngsi-ld:AirQualityObserved:other-{i}"))
             .remove(0)
-            .0;
-        e["id"] = json!(format!("urn:ngsi-ld:AirQualityObserved:other-{i}"));
-        let r = b.send_linked(Method::POST, "/entities", ENV, &e).await;
+            .entity;
+        let r = create_in(&b, "city", ENV, &e).await;
         status = r.status().as_u16();
         if status == 400 {
-            assert_refused(r, "no2", "type").await;
+            AIR_QUALITY.assert_refused(r, "no2", "type").await;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -562,4 +955,39 @@ async fn a_binding_added_through_one_instance_applies_on_the_other() {
         status, 400,
         "the other instance applies the binding within seconds"
     );
+}
+
+/// `twinlink models` lists the bundled models and shows one model's rules, as the checks read
+/// them.
+#[test]
+fn the_models_command_lists_and_shows_the_bundled_models() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_twinlink"))
+            .args(args)
+            .output()
+            .expect("twinlink runs")
+    };
+    let listed = run(&["models"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let text = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        text.starts_with("model\tversion\tattributes\trequired\n"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dataModel.Environment/AirQualityObserved\t0.1.4\t")),
+        "AirQualityObserved listed"
+    );
+    assert!(text.lines().count() > 1000, "every bundled model");
+    let shown = run(&["models", "WeatherObserved"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let rules: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(rules["model"], "dataModel.Weather/WeatherObserved");
+    let pressure = &rules["rules"]["attributes"]
+        ["https://smartdatamodels.org/dataModel.Weather/atmosphericPressure"];
+    assert_eq!(pressure["unitCodes"], json!(["A97"]), "{rules}");
+    let unknown = run(&["models", "NoSuchModel"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("NoSuchModel"));
 }

@@ -404,30 +404,225 @@ async fn a_subscription_whose_context_is_not_one_url_gets_an_implicitly_created_
     assert!(listed(&s, None, Some("ImplicitlyCreated")).await.is_empty());
 }
 
+/// A stored @context belongs to its tenant: another tenant neither lists, serves nor deletes
+/// it. A GET of its URL without a tenant (the URL carries none) finds it, as any @context
+/// document is found at its URL.
 #[actix_web::test]
-async fn a_stored_context_belongs_to_its_tenant() {
+async fn a_stored_context_belongs_to_its_tenant_and_is_served_at_its_url() {
     let s = TestServer::start().await;
     let id = local_id(&add(&s, Some("ctxa"), &user_context()).await);
     let path = format!("/jsonldContexts/{id}");
+    let details = format!("{path}?details=true");
+    for tenant in [None, Some("ctxa")] {
+        assert_eq!(
+            get(&s, tenant, &path).await,
+            (200, user_context()),
+            "{tenant:?}"
+        );
+        let (status, meta) = get(&s, tenant, &details).await;
+        assert_eq!((status, &meta["kind"]), (200, &json!("Hosted")), "{meta}");
+    }
     assert_eq!(get(&s, Some("ctxb"), &path).await.0, 404);
+    assert_eq!(get(&s, Some("ctxb"), &details).await.0, 404);
+    let (_, urls) = get(&s, Some("ctxb"), "/jsonldContexts").await;
+    assert!(!urls.to_string().contains(&id), "{urls}");
+    let (_, urls) = get(&s, None, "/jsonldContexts").await;
+    assert!(!urls.to_string().contains(&id), "{urls}");
+    for tenant in ["ctxb", ""] {
+        let mut r = s.req(Method::DELETE, &path);
+        if !tenant.is_empty() {
+            r = r.header("NGSILD-Tenant", tenant);
+        }
+        assert_problem(r.send().await.unwrap(), 404, "ResourceNotFound").await;
+    }
+    assert_eq!(listed(&s, Some("ctxa"), Some("Hosted")).await.len(), 1);
+    let r = s
+        .req(Method::DELETE, &path)
+        .header("NGSILD-Tenant", "ctxa")
+        .send()
+        .await
+        .unwrap();
+    assert_no_content(r).await;
+    assert_eq!(get(&s, None, &path).await.0, 404);
+}
+
+/// A subscription of an inline @context with an application/json receiver: the Link header of
+/// its notifications names the ImplicitlyCreated @context of the subscription's tenant, and
+/// the receiver, which sends no tenant, can fetch it there.
+#[actix_web::test]
+async fn a_receiver_fetches_the_implicit_context_its_notifications_name() {
+    let s = TestServer::start().await;
+    let mut receiver = common::receiver::Receiver::ok().await;
+    let inline = user_context()["@context"].clone();
+    let subscription = json!({
+        "id": "urn:ngsi-ld:Subscription:tenant-implicit",
+        "type": "Subscription",
+        "entities": [{"type": "Sensor"}],
+        "notificationTrigger": ["entityCreated"],
+        "notification": {"endpoint": {"uri": receiver.url, "accept": "application/json"}},
+        "@context": inline
+    });
+    let r = s
+        .req(Method::POST, "/subscriptions")
+        .header("Content-Type", "application/ld+json")
+        .header("NGSILD-Tenant", "ctxn")
+        .body(subscription.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let mut entity = sensor("urn:ngsi-ld:Sensor:n1");
+    entity["@context"] = inline.clone();
+    let r = s
+        .req(Method::POST, "/entities")
+        .header("Content-Type", "application/ld+json")
+        .header("NGSILD-Tenant", "ctxn")
+        .body(entity.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let notification = receiver.next(10).await;
+    let link = notification.header("Link").expect("a Link header");
+    let url = twinlink::ld::context_of_link(link).expect("a @context link");
+    assert!(url.contains("/ngsi-ld/v1/jsonldContexts/"), "{url}");
+    let r = reqwest::get(&url).await.unwrap();
+    let (status, _, doc) = read(r).await;
+    assert_eq!((status, doc), (200, json!({ "@context": inline })), "{url}");
+    // Listed by its tenant only.
+    let id = local_id(&url);
     assert_eq!(
-        get(&s, Some("ctxb"), &format!("{path}?details=true"))
+        listed(&s, Some("ctxn"), Some("ImplicitlyCreated"))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        listed(&s, None, Some("ImplicitlyCreated")).await.is_empty(),
+        "{id}"
+    );
+}
+
+/// The jsonldContext a subscription of the default tenant names.
+async fn named_context(s: &TestServer, id: &str) -> Option<String> {
+    let (status, got) = get(s, None, &format!("/subscriptions/{id}")).await;
+    assert_eq!(status, 200, "{got}");
+    got["jsonldContext"].as_str().map(str::to_string)
+}
+
+/// The URLs of the default tenant's ImplicitlyCreated @contexts, sorted.
+async fn implicit_urls(s: &TestServer) -> Vec<String> {
+    let mut urls: Vec<String> = listed(s, None, Some("ImplicitlyCreated"))
+        .await
+        .iter()
+        .map(|e| e["URL"].as_str().unwrap().to_string())
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// An ImplicitlyCreated @context lives as long as its subscription names it: an update with a
+/// new @context replaces it, an update naming a jsonldContext and a deletion remove it; a
+/// @context that a subscription only named stays.
+#[actix_web::test]
+async fn an_implicit_context_goes_with_its_subscription() {
+    let s = TestServer::start().await;
+    let sub = |id: &str, context: Value| {
+        json!({
+            "id": id,
+            "type": "Subscription",
+            "entities": [{"type": "Sensor"}],
+            "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+            "@context": context
+        })
+    };
+    let first = json!({"Sensor": format!("{EX}Sensor")});
+    let second = json!({"Sensor": format!("{EX}Sensor"), "t": format!("{EX}temperature")});
+    let a = "urn:ngsi-ld:Subscription:owner-a";
+    let r = s
+        .send_ld(Method::POST, "/subscriptions", &sub(a, first))
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let old = named_context(&s, a).await.expect("an implicit @context");
+    assert_eq!(implicit_urls(&s).await, std::slice::from_ref(&old));
+
+    // An update with another inline @context: a new one, the old one gone.
+    let fragment = json!({"throttling": 5, "@context": second.clone()});
+    let r = s
+        .send_ld(Method::PATCH, &format!("/subscriptions/{a}"), &fragment)
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let new = named_context(&s, a).await.expect("an implicit @context");
+    assert_ne!(new, old);
+    assert_eq!(implicit_urls(&s).await, std::slice::from_ref(&new));
+    assert_eq!(
+        get(&s, None, &format!("/jsonldContexts/{}", local_id(&old)))
             .await
             .0,
         404
     );
-    let (_, urls) = get(&s, Some("ctxb"), "/jsonldContexts").await;
-    assert!(!urls.to_string().contains(&id), "{urls}");
+    let (_, doc) = get(&s, None, &format!("/jsonldContexts/{}", local_id(&new))).await;
+    assert_eq!(doc, json!({ "@context": second }));
+    // An update that changes something else keeps it.
     let r = s
-        .req(Method::DELETE, &path)
-        .header("NGSILD-Tenant", "ctxb")
-        .send()
-        .await
-        .unwrap();
-    assert_problem(r, 404, "ResourceNotFound").await;
-    let (status, doc) = get(&s, Some("ctxa"), &path).await;
-    assert_eq!((status, doc), (200, user_context()));
-    assert_eq!(listed(&s, Some("ctxa"), Some("Hosted")).await.len(), 1);
+        .send_ld(
+            Method::PATCH,
+            &format!("/subscriptions/{a}"),
+            &json!({"throttling": 6, "@context": second.clone()}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(named_context(&s, a).await.as_deref(), Some(new.as_str()));
+
+    // Another subscription naming a's @context itself does not take it away when deleted.
+    let b = "urn:ngsi-ld:Subscription:named-b";
+    let mut body = sub(b, second.clone());
+    body["jsonldContext"] = json!(new.clone());
+    let r = s.send_ld(Method::POST, "/subscriptions", &body).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_no_content(
+        s.req(Method::DELETE, &format!("/subscriptions/{b}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(implicit_urls(&s).await, std::slice::from_ref(&new));
+
+    // An update naming a Hosted @context: the implicit one goes, the Hosted one is named.
+    let hosted = details(&s, &local_id(&add(&s, None, &user_context()).await)).await["URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .send_ld(
+            Method::PATCH,
+            &format!("/subscriptions/{a}"),
+            &json!({"jsonldContext": hosted.clone(), "@context": second.clone()}),
+        )
+        .await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(named_context(&s, a).await.as_deref(), Some(hosted.as_str()));
+    assert!(implicit_urls(&s).await.is_empty());
+
+    // A deletion takes its implicit @context with it, and leaves the Hosted one it named.
+    let c = "urn:ngsi-ld:Subscription:owner-c";
+    let r = s
+        .send_ld(Method::POST, "/subscriptions", &sub(c, second))
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(implicit_urls(&s).await.len(), 1);
+    for id in [a, c] {
+        assert_no_content(
+            s.req(Method::DELETE, &format!("/subscriptions/{id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    }
+    assert!(implicit_urls(&s).await.is_empty());
+    assert_eq!(listed(&s, None, Some("Hosted")).await.len(), 1);
 }
 
 #[actix_web::test]
@@ -495,4 +690,37 @@ async fn instances_on_one_database_share_stored_contexts() {
     .await;
     assert_eq!(get(&a, None, &format!("/jsonldContexts/{id}")).await.0, 404);
     assert!(listed(&a, None, Some("Hosted")).await.is_empty());
+}
+
+/// The cache of fetched @contexts keeps at most `--context-cache` documents: past it the least
+/// recently used go, and are fetched again when a new request needs them.
+#[actix_web::test]
+async fn the_cache_of_fetched_contexts_keeps_at_most_its_size() {
+    let ctx = ContextServer::start();
+    let s = TestServer::start_with(|s| s.context_cache = 2).await;
+    let paths: Vec<String> = (0..5).map(|i| format!("/cached-{i}.jsonld")).collect();
+    for (i, path) in paths.iter().enumerate() {
+        ctx.serve(path, &user_context());
+        let id = format!("urn:ngsi-ld:Sensor:cache-{i}");
+        let r = s
+            .send_linked(Method::POST, "/entities", &ctx.url(path), &sensor(&id))
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let fetched: Vec<Value> = listed(&s, None, Some("Cached"))
+        .await
+        .into_iter()
+        .filter(|e| e["URL"].as_str().unwrap().starts_with(&ctx.url("/")))
+        .collect();
+    assert!(!fetched.is_empty() && fetched.len() <= 2, "{fetched:?}");
+    // A new @context naming each document (no processed context to reuse) needs the evicted
+    // ones fetched again.
+    for (i, path) in paths.iter().enumerate() {
+        let mut e = sensor(&format!("urn:ngsi-ld:Sensor:cache-again-{i}"));
+        e["@context"] = json!([ctx.url(path), {"n": format!("urn:n:{i}")}]);
+        let r = s.send_ld(Method::POST, "/entities", &e).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let hits: usize = paths.iter().map(|p| ctx.hits(p)).sum();
+    assert!(hits >= paths.len() + 3, "{hits} fetches");
 }

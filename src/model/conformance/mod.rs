@@ -24,8 +24,9 @@ pub enum Mode {
     Flag,
 }
 
-/// One `[[data-models]]` table of the configuration: the entities of a tenant and type that are
-/// checked against a model, and what a finding does.
+/// One `[[data-models]]` table of the configuration, or one binding set through the admin API:
+/// the entities of a tenant (and of a type) that are checked, against what, and what a finding
+/// does. A binding checks at least one of: a bundled model, a user's JSON Schema, a territory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Binding {
@@ -33,15 +34,20 @@ pub struct Binding {
     #[serde(default)]
     pub tenant: String,
     /// The bundled model, as `<subject>/<model>` or by its name alone when unambiguous.
-    pub model: String,
-    /// The expanded entity type checked; the model's own type when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The expanded entity type checked; the model's own type when not given (every type for a
+    /// binding of a territory alone).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_iri: Option<String>,
     /// Refuse or flag what breaks the rules.
     pub mode: Mode,
-    /// A JSON Schema file the entity (in keyValues form, with expanded names) must also satisfy.
+    /// A JSON Schema the entity (in keyValues form) must also satisfy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<std::path::PathBuf>,
+    pub schema: Option<schema::Source>,
+    /// Space-time checks of the entities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub territory: Option<spacetime::Area>,
 }
 
 /// The rule a finding is about, named in messages, in the recorded findings and in the metric.

@@ -21,8 +21,28 @@ pub fn is_unit_code(code: &str) -> bool {
     CODES.contains(code)
 }
 
+/// The space-time checks of a territory as given: the `territory` member of a binding set
+/// through the admin API (or in a `[[data-models]]` table), whose type and mode it takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Area {
+    /// The territory as `[west, south, east, north]` (degrees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f64; 4]>,
+    /// The territory as a ring of `[longitude, latitude]` positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polygon: Option<Vec<[f64; 2]>>,
+    /// How far in the future (seconds past the broker's clock) an observedAt may lie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_future_seconds: Option<i64>,
+    /// Whether every unitCode must be a UN/CEFACT Recommendation 20 code.
+    #[serde(default)]
+    pub unit_codes: bool,
+}
+
 /// One `[[territory]]` table of the configuration: the space-time checks of a tenant's entities
-/// (of one type, or of every type), and what a finding does.
+/// (of one type, or of every type), and what a finding does. The checks' members are those of
+/// [`Area`], in the table itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TerritoryConfig {
@@ -48,6 +68,18 @@ pub struct TerritoryConfig {
     pub mode: Mode,
 }
 
+impl TerritoryConfig {
+    /// The checks of the table.
+    pub fn area(&self) -> Area {
+        Area {
+            bbox: self.bbox,
+            polygon: self.polygon.clone(),
+            max_future_seconds: self.max_future_seconds,
+            unit_codes: self.unit_codes,
+        }
+    }
+}
+
 /// The space-time checks of one table, ready to run.
 #[derive(Debug, Clone)]
 pub struct Territory {
@@ -60,8 +92,8 @@ pub struct Territory {
 pub const SOURCE: &str = "territory";
 
 impl Territory {
-    /// The checks a table configures; an error says what is wrong with it.
-    pub fn new(c: &TerritoryConfig) -> Result<Territory, String> {
+    /// The checks an area configures; an error says what is wrong with it.
+    pub fn new(c: &Area) -> Result<Territory, String> {
         let ring: Option<Vec<Coord<f64>>> = match (&c.bbox, &c.polygon) {
             (Some(_), Some(_)) => {
                 return Err("a territory has a bbox or a polygon, not both".into())
@@ -162,7 +194,8 @@ mod tests {
     use serde_json::json;
 
     fn territory(toml_text: &str) -> Territory {
-        Territory::new(&toml::from_str(toml_text).unwrap()).unwrap()
+        let table: TerritoryConfig = toml::from_str(toml_text).unwrap();
+        Territory::new(&table.area()).unwrap()
     }
 
     fn findings(t: &Territory, a: Attribute) -> Vec<Rule> {
@@ -229,6 +262,6 @@ mod tests {
     fn a_bad_territory_is_refused() {
         let bad: TerritoryConfig =
             toml::from_str("mode = \"reject\"\nbbox = [1.0, 1.0, 0.0, 0.0]").unwrap();
-        assert!(Territory::new(&bad).is_err());
+        assert!(Territory::new(&bad.area()).is_err());
     }
 }
