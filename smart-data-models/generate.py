@@ -52,7 +52,6 @@ Only the Python standard library is used (plus pip, to download the wheel).
 """
 
 import argparse
-import hashlib
 import gzip
 import io
 import json
@@ -61,6 +60,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+
+from wheels import checked as checked_wheel
 
 PACKAGE = "pysmartdatamodels"
 # The sha256 of the pinned wheel (as PyPI lists it): a wheel with another digest is refused,
@@ -95,16 +96,6 @@ def github_pages_url(subject):
 
 def log(msg):
     print(msg, file=sys.stderr)
-
-
-def checked(wheel):
-    """The wheel's path, once its sha256 is the pinned one."""
-    with open(wheel, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != PINNED_SHA256:
-        raise SystemExit("%s has sha256 %s, not the pinned %s %s (%s)"
-                         % (wheel, digest, PACKAGE, PINNED_VERSION, PINNED_SHA256))
-    return wheel
 
 
 def download_wheel(version, dest):
@@ -354,7 +345,8 @@ def main():
 
     core = load_core(args.core_context)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = checked(args.wheel or download_wheel(PINNED_VERSION, tmp))
+        wheel = checked_wheel(args.wheel or download_wheel(PINNED_VERSION, tmp),
+                              PACKAGE, PINNED_VERSION, PINNED_SHA256)
         version, official, metadata, records = read_wheel(wheel)
     if version != PINNED_VERSION:
         log("warning: wheel is %s %s, pinned version is %s" % (PACKAGE, version, PINNED_VERSION))

