@@ -22,6 +22,11 @@
 #                     ETSI_VENV, ETSI_CTX_PORT (default 8090) etc. are passed through as well
 #   TWINLINK_BIN      broker binary (default <cargo target dir>/release/twinlink)
 #   TWINLINK_DATABASE_URL   when set, handed to the broker as --database-url
+#   ETSI_FIWARE_TESTSUITE_GIT / ETSI_FIWARE_DATAMODELS_GIT   bare git dirs of FIWARE/NGSI-LD_TestSuite
+#                     and FIWARE/data-models: when both are set, the two documents the jsonldContext
+#                     tests name on fiware.github.io (ldContext/testContext.jsonld, context.jsonld)
+#                     are served from them on 127.0.0.1:ETSI_FIWARE_PORT (default 8091) and the
+#                     broker rewrites https://fiware.github.io/ there
 #   ETSI_MAX_TEMPORAL_INSTANCES   the broker's --max-temporal-instances (default 10). The temporal
 #                     pagination tests (020_13, 020_14, 021_15, 021_16) post 20 or 59 instances per
 #                     attribute and expect a 206 cut; GS CIM 009 6.3.10 leaves the limit to the
@@ -86,6 +91,25 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 OUT="$(cd "$OUT" && pwd)"
 SUMMARY="$OUT/summary.txt"
 
+# ---------------------------------------------------------------- fiware.github.io mirror
+FIWARE_PID=""; FIWARE_DIR=""
+if [ -n "${ETSI_FIWARE_TESTSUITE_GIT:-}" ] && [ -n "${ETSI_FIWARE_DATAMODELS_GIT:-}" ]; then
+    FIWARE_PORT="${ETSI_FIWARE_PORT:-8091}"
+    FIWARE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/twinlink-fiware.XXXXXX")" || die "mktemp failed"
+    mkdir -p "$FIWARE_DIR/NGSI-LD_TestSuite/ldContext" "$FIWARE_DIR/data-models"
+    git --git-dir="$ETSI_FIWARE_TESTSUITE_GIT" show HEAD:ldContext/testContext.jsonld \
+        > "$FIWARE_DIR/NGSI-LD_TestSuite/ldContext/testContext.jsonld" \
+        || die "ldContext/testContext.jsonld not found in $ETSI_FIWARE_TESTSUITE_GIT"
+    git --git-dir="$ETSI_FIWARE_DATAMODELS_GIT" show HEAD:context.jsonld \
+        > "$FIWARE_DIR/data-models/context.jsonld" \
+        || die "context.jsonld not found in $ETSI_FIWARE_DATAMODELS_GIT"
+    python3 -m http.server "$FIWARE_PORT" --bind 127.0.0.1 --directory "$FIWARE_DIR" \
+        > "$OUT/fiware-mirror.log" 2>&1 &
+    FIWARE_PID=$!
+    EXTRA_REWRITES+=("https://fiware.github.io/=http://127.0.0.1:$FIWARE_PORT/")
+    log "serving the fiware.github.io documents on 127.0.0.1:$FIWARE_PORT"
+fi
+
 # ---------------------------------------------------------------- broker
 BROKER_PID=""; DATA_DIR=""
 stop_broker() {
@@ -99,7 +123,12 @@ stop_broker() {
     BROKER_PID=""
     if [ -n "$DATA_DIR" ] && [ "$KEEP_DATA" -eq 0 ]; then rm -rf "$DATA_DIR"; DATA_DIR=""; fi
 }
-trap stop_broker EXIT
+stop_all() {
+    stop_broker
+    if [ -n "$FIWARE_PID" ]; then kill "$FIWARE_PID" 2>/dev/null; wait "$FIWARE_PID" 2>/dev/null; fi
+    [ -n "$FIWARE_DIR" ] && rm -rf "$FIWARE_DIR"
+}
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
