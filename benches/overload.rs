@@ -26,7 +26,9 @@
 //! to). Environment overrides (defaults in brackets): OVERLOAD_SECONDS [10], OVERLOAD_WARMUP [2],
 //! OVERLOAD_CONCURRENCY [32], OVERLOAD_FACTOR [10], OVERLOAD_LIMIT [64] (--max-inflight-writes),
 //! OVERLOAD_ENTITIES [1000], OVERLOAD_WORKERS [2] (twinlink's HTTP workers),
-//! OVERLOAD_CLIENT_THREADS [2], OVERLOAD_MAX_OUTSTANDING [20000], OVERLOAD_DATA_PARENT [TMPDIR].
+//! OVERLOAD_CLIENT_THREADS [2], OVERLOAD_MAX_OUTSTANDING [20000], OVERLOAD_DATA_PARENT [TMPDIR],
+//! OVERLOAD_BROKER_CPUS [unset: anywhere] (a `taskset -c` list for twinlink, e.g. `0`; run the
+//! bench itself under `taskset -c` with the other CPUs so that client and broker never share one).
 
 // The in-process server of `support` is not used: twinlink runs as a child process here, so that
 // its peak memory is its own.
@@ -54,6 +56,7 @@ struct Config {
     max_outstanding: usize,
     database_url: Option<String>,
     data_parent: PathBuf,
+    broker_cpus: Option<String>,
 }
 
 impl Config {
@@ -72,6 +75,7 @@ impl Config {
             data_parent: std::env::var_os("OVERLOAD_DATA_PARENT")
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
+            broker_cpus: std::env::var("OVERLOAD_BROKER_CPUS").ok(),
         }
     }
 }
@@ -96,7 +100,15 @@ impl Twinlink {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
+        // On CPUs of its own when asked (`taskset` execs the binary: the pid stays the broker's).
+        let mut command = match &cfg.broker_cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, env!("CARGO_BIN_EXE_twinlink")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_twinlink")),
+        };
         if let Some(url) = &cfg.database_url {
             command.args(["--database-url", url]);
         }
@@ -337,14 +349,15 @@ async fn run(cfg: Config) {
     };
     println!(
         "overload ({store}): {} entities, closed loop {} writers, then {}× that rate open-loop, \
-         {} s each, --max-inflight-writes {}, twinlink --workers {}, {} client threads; {} cores; \
-         load {}",
+         {} s each, --max-inflight-writes {}, twinlink --workers {} on CPUs {}, {} client threads; \
+         {} cores for the bench; load {}",
         cfg.entities,
         cfg.concurrency,
         cfg.factor,
         cfg.seconds,
         cfg.limit,
         cfg.workers,
+        cfg.broker_cpus.as_deref().unwrap_or("any"),
         cfg.client_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
