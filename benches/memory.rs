@@ -318,7 +318,7 @@ async fn run(cfg: Config) {
             }
         );
         let extra: Vec<&str> = cfg.extra.iter().map(String::as_str).collect();
-        let mut twinlink = Twinlink::start(database, dir.path(), cfg.workers, &extra).await;
+        let mut twinlink = Twinlink::start(database, dir.path(), cfg.workers, &extra, None).await;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(16)
             .timeout(Duration::from_secs(600))

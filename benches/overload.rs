@@ -30,16 +30,18 @@
 //! OVERLOAD_BROKER_CPUS [unset: anywhere] (a `taskset -c` list for twinlink, e.g. `0`; run the
 //! bench itself under `taskset -c` with the other CPUs so that client and broker never share one).
 
-// The in-process server of `support` is not used: twinlink runs as a child process here, so that
-// its peak memory is its own.
+// twinlink runs as a child process here (`child`), so that its peak memory is its own; of
+// `support`, only `env_or` is used, and of `child` only the process.
+#[allow(dead_code)]
+mod child;
 #[allow(dead_code)]
 mod support;
 
+use child::Twinlink;
 use support::env_or;
 
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,85 +79,6 @@ impl Config {
                 .unwrap_or_else(std::env::temp_dir),
             broker_cpus: std::env::var("OVERLOAD_BROKER_CPUS").ok(),
         }
-    }
-}
-
-/// twinlink as a child process, killed when dropped.
-struct Twinlink {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Twinlink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Twinlink {
-    /// Starts the binary on a free loopback port and waits until it answers /ready.
-    async fn start(cfg: &Config, data_dir: &std::path::Path) -> Twinlink {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        // On CPUs of its own when asked (`taskset` execs the binary: the pid stays the broker's).
-        let mut command = match &cfg.broker_cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus, env!("CARGO_BIN_EXE_twinlink")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_twinlink")),
-        };
-        if let Some(url) = &cfg.database_url {
-            command.args(["--database-url", url]);
-        }
-        let child = command
-            .args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--workers", &cfg.workers.to_string()])
-            .args(["--max-inflight-writes", &cfg.limit.to_string()])
-            .args(["--log", "error"])
-            .env_remove("TWINLINK_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the twinlink binary starts");
-        let mut t = Twinlink {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = t.child.try_wait().expect("child status") {
-                panic!("twinlink exited before answering: {status}");
-            }
-            let ready = client.get(format!("{}/ready", t.base)).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "twinlink not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// A memory figure of the process from /proc/<pid>/status (VmHWM: peak resident set;
-    /// VmRSS: current), in MiB.
-    fn memory_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status");
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
-        kb / 1024.0
     }
 }
 
@@ -365,7 +288,15 @@ async fn run(cfg: Config) {
             .trim()
     );
     let dir = tempfile::tempdir_in(&cfg.data_parent).expect("data directory");
-    let twinlink = Twinlink::start(&cfg, dir.path()).await;
+    let limit = cfg.limit.to_string();
+    let twinlink = Twinlink::start(
+        cfg.database_url.as_deref(),
+        dir.path(),
+        cfg.workers,
+        &["--max-inflight-writes", &limit],
+        cfg.broker_cpus.as_deref(),
+    )
+    .await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(cfg.concurrency.max(256))
         .timeout(Duration::from_secs(60))

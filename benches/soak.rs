@@ -706,8 +706,14 @@ async fn run(cfg: Arc<Config>) {
     // The embedded store's history of an hour at 2,000 updates/s: a few GB.
     let parent = child::data_parent("SOAK_DATA_PARENT", 8 << 30);
     let dir = tempfile::tempdir_in(&parent).expect("data directory");
-    let mut twinlink =
-        Twinlink::start(cfg.database_url.as_deref(), dir.path(), cfg.workers, &[]).await;
+    let mut twinlink = Twinlink::start(
+        cfg.database_url.as_deref(),
+        dir.path(),
+        cfg.workers,
+        &[],
+        None,
+    )
+    .await;
     println!("twinlink pid {}", twinlink.pid());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

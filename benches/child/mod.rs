@@ -1,4 +1,4 @@
-//! What the memory and soak benches share: the release `twinlink` binary run as a child process,
+//! What the memory, soak and overload benches share: the release `twinlink` binary run as a child process,
 //! so that its resident memory (read from `/proc/<pid>/status`) is the broker's alone, not the
 //! load generator's; and the small helpers both need.
 
@@ -22,19 +22,28 @@ impl Drop for Twinlink {
 
 impl Twinlink {
     /// Starts the binary on a free loopback port (on PostgreSQL when `database_url` is given,
-    /// else on the embedded store in `data_dir`), with `extra` flags, and waits until it answers
-    /// /ready.
+    /// else on the embedded store in `data_dir`), with `extra` flags, on the CPUs of the
+    /// `taskset -c` list `cpus` when given (taskset execs the binary: the pid stays the
+    /// broker's), and waits until it answers /ready.
     pub async fn start(
         database_url: Option<&str>,
         data_dir: &Path,
         workers: usize,
         extra: &[&str],
+        cpus: Option<&str>,
     ) -> Twinlink {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twinlink"));
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, env!("CARGO_BIN_EXE_twinlink")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_twinlink")),
+        };
         if let Some(url) = database_url {
             command.args(["--database-url", url]);
         }
