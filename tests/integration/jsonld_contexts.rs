@@ -462,26 +462,10 @@ async fn a_receiver_fetches_the_implicit_context_its_notifications_name() {
         "notification": {"endpoint": {"uri": receiver.url, "accept": "application/json"}},
         "@context": inline
     });
-    let r = s
-        .req(Method::POST, "/subscriptions")
-        .header("Content-Type", "application/ld+json")
-        .header("NGSILD-Tenant", "ctxn")
-        .body(subscription.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    created_in(&s, "ctxn", "/subscriptions", &subscription).await;
     let mut entity = sensor("urn:ngsi-ld:Sensor:n1");
     entity["@context"] = inline.clone();
-    let r = s
-        .req(Method::POST, "/entities")
-        .header("Content-Type", "application/ld+json")
-        .header("NGSILD-Tenant", "ctxn")
-        .body(entity.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    created_in(&s, "ctxn", "/entities", &entity).await;
     let notification = receiver.next(10).await;
     let link = notification.header("Link").expect("a Link header");
     let url = twinlink::ld::context_of_link(link).expect("a @context link");
@@ -504,6 +488,19 @@ async fn a_receiver_fetches_the_implicit_context_its_notifications_name() {
 }
 
 /// The jsonldContext a subscription of the default tenant names.
+/// POSTs the JSON-LD `body` to `path` in `tenant` and expects 201.
+async fn created_in(s: &TestServer, tenant: &str, path: &str, body: &Value) {
+    let r = s
+        .req(Method::POST, path)
+        .header("Content-Type", "application/ld+json")
+        .header("NGSILD-Tenant", tenant)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
 async fn named_context(s: &TestServer, id: &str) -> Option<String> {
     let (status, got) = get(s, None, &format!("/subscriptions/{id}")).await;
     assert_eq!(status, 200, "{got}");
