@@ -16,6 +16,10 @@
 //! the acknowledgement, count as 0) and, as an upper bound, arrival minus sending. Reported: p50,
 //! p99, max, and how many notifications arrived (all must, or the run says how many did not).
 //!
+//! Beside them: how busy the host's CPUs were over each run (from `/proc/stat`) and how many cores
+//! this process (twinlink, load generator and receivers) used: a run whose host was busy all the
+//! time measured queueing for CPU, not twinlink's own path.
+//!
 //! Target (issue 20): p99 < 10 ms at 5,000 updates/s.
 //!
 //! Run: `cargo bench --bench notification_latency`, with TWINLINK_TEST_MQTT_URL (or
@@ -132,6 +136,57 @@ struct Run {
     missing: usize,
     sent: usize,
     achieved_rate: f64,
+    /// The host's CPUs, busy share over the run (1.0: every core busy all the time).
+    host_busy: f64,
+    /// The CPU time of this process (twinlink, the load and the receivers) over the run, in cores.
+    process_cores: f64,
+}
+
+/// The host's CPU time (all CPUs together, in clock ticks) busy and in all so far, from the first
+/// line of `/proc/stat`, and this process's own (`/proc/self/stat`): read before and after a run,
+/// they tell whether the run had CPU left, and how much of it twinlink's process took (the rest
+/// is the database, the MQTT broker and whatever else the host runs).
+struct Cpu {
+    busy: u64,
+    total: u64,
+    process: u64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .expect("the cpu line")
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse().expect("a tick count"))
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest times are within user and nice).
+        let total: u64 = ticks.iter().take(8).sum();
+        let own = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+        let fields: Vec<&str> = own[own.rfind(')').expect("stat") + 2..]
+            .split_whitespace()
+            .collect();
+        Cpu {
+            busy: total - ticks[3] - ticks[4],
+            total,
+            process: fields[11].parse::<u64>().expect("utime")
+                + fields[12].parse::<u64>().expect("stime"),
+        }
+    }
+
+    /// (host busy share, this process's CPU in cores) between `earlier` and now.
+    fn since(earlier: &Cpu) -> (f64, f64) {
+        let later = Cpu::now();
+        let total = (later.total - earlier.total).max(1) as f64;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        (
+            (later.busy - earlier.busy) as f64 / total,
+            (later.process - earlier.process) as f64 / total * cores,
+        )
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -167,6 +222,7 @@ impl Load<'_> {
         let times: Arc<Mutex<HashMap<u64, (Instant, Instant)>>> = Default::default();
         let url = format!("{base}/entityOperations/update");
         let started = Instant::now();
+        let cpu = Cpu::now();
         let mut next = first_seq;
         let mut pending = Vec::with_capacity(ticks);
         let mut clock = tokio::time::interval(tick);
@@ -213,6 +269,7 @@ impl Load<'_> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let (host_busy, process_cores) = Cpu::since(&cpu);
         let (got, times) = (arrivals.lock().unwrap(), times.lock().unwrap());
         let (mut after_ack, mut after_send, mut missing) = (Vec::new(), Vec::new(), 0);
         for s in &expected {
@@ -232,6 +289,8 @@ impl Load<'_> {
             missing,
             sent: expected.len(),
             achieved_rate: expected.len() as f64 / elapsed,
+            host_busy,
+            process_cores,
         }
     }
 }
@@ -338,8 +397,8 @@ fn main() {
             .trim()
     );
     println!();
-    println!("| store | receiver | in flight | rate asked | rate sent | notifications | p50 ms | p99 ms | max ms | p99 after send ms |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| store | receiver | in flight | rate asked | rate sent | notifications | p50 ms | p99 ms | max ms | p99 after send ms | host CPU busy | bench process, cores |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -413,7 +472,7 @@ fn main() {
                     let run = load.drive(rate, seconds, seq).await;
                     seq += run.sent as u64;
                     println!(
-                        "| {store} | {receiver} | {lanes} | {rate} | {:.0} | {} of {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                        "| {store} | {receiver} | {lanes} | {rate} | {:.0} | {} of {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} % | {:.2} |",
                         run.achieved_rate,
                         run.sent - run.missing,
                         run.sent,
@@ -421,6 +480,8 @@ fn main() {
                         percentile(&run.after_ack, 0.99),
                         percentile(&run.after_ack, 1.0),
                         percentile(&run.after_send, 0.99),
+                        100.0 * run.host_busy,
+                        run.process_cores,
                     );
                 }
             });

@@ -124,8 +124,9 @@ struct Outcomes {
     other: Vec<String>,
 }
 
-/// Phase 1: `concurrency` writers in a closed loop; returns the rate of 204s and their latencies.
-async fn closed_loop(cfg: &Config, client: &reqwest::Client, base: &str) -> (f64, Outcomes) {
+/// Phase 1: `concurrency` writers in a closed loop; returns the rate of 204s and their latencies,
+/// and how many writes the warm-up before them made.
+async fn closed_loop(cfg: &Config, client: &reqwest::Client, base: &str) -> (f64, Outcomes, usize) {
     let run = |seconds: f64| {
         let writers: Vec<_> = (0..cfg.concurrency)
             .map(|w| {
@@ -161,12 +162,12 @@ async fn closed_loop(cfg: &Config, client: &reqwest::Client, base: &str) -> (f64
             all
         }
     };
-    run(cfg.warmup).await;
+    let warm_up = run(cfg.warmup).await.admitted.len();
     let started = Instant::now();
     let mut out = run(cfg.seconds).await;
     let elapsed = started.elapsed().as_secs_f64();
     out.admitted.sort();
-    (out.admitted.len() as f64 / elapsed, out)
+    (out.admitted.len() as f64 / elapsed, out, warm_up)
 }
 
 /// Phase 2: writes offered at `rate` per second open-loop for the configured time.
@@ -251,7 +252,96 @@ fn summary(other: &[String]) -> String {
     }
 }
 
+/// The environment variable that makes this executable the refusal floor (below) instead of the
+/// bench: `<port>,<workers>`.
+const FLOOR_SERVE: &str = "OVERLOAD_FLOOR_SERVE";
+
+/// The refusal floor: an actix-web server doing nothing but refuse, as twinlink does under
+/// overload (the request body read and dropped, 503 with Retry-After and a ProblemDetails body of
+/// the same length), with as many workers. Its CPU time per answer is what refusing over HTTP/1.1
+/// costs at the least; twinlink's own cost per refusal is compared with it.
+fn serve_floor(spec: &str) {
+    let (port, workers) = spec.split_once(',').expect("<port>,<workers>");
+    let (port, workers): (u16, usize) = (
+        port.parse().expect("a port"),
+        workers.parse().expect("a worker count"),
+    );
+    let body = json!({
+        "type": "https://uri.etsi.org/ngsi-ld/errors/ServiceUnavailable",
+        "title": "ServiceUnavailable",
+        "status": 503,
+        "detail": "twinlink is serving 64 writes already, its limit (--max-inflight-writes); retry after 1 s",
+    })
+    .to_string();
+    actix_web::rt::System::new().block_on(async move {
+        actix_web::HttpServer::new(move || {
+            let body = body.clone();
+            actix_web::App::new().default_service(actix_web::web::to(
+                move |_drained: actix_web::web::Bytes| {
+                    let body = body.clone();
+                    async move {
+                        actix_web::HttpResponse::ServiceUnavailable()
+                            .insert_header(("Retry-After", "1"))
+                            .content_type("application/json")
+                            .body(body)
+                    }
+                },
+            ))
+        })
+        .workers(workers)
+        .bind(("127.0.0.1", port))
+        .expect("the floor's port")
+        .run()
+        .await
+        .expect("the floor server");
+    });
+}
+
+/// The refusal floor as a child process on twinlink's CPUs, killed when dropped.
+struct Floor {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Floor {
+    async fn start(cfg: &Config) -> Floor {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let exe = std::env::current_exe().expect("this executable");
+        let child = child::placed(&exe, cfg.broker_cpus.as_deref())
+            .env(FLOOR_SERVE, format!("{port},{}", cfg.workers))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the floor server starts");
+        let floor = Floor {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(&floor.base).send().await.is_ok() {
+                return floor;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the floor server did not answer within 5 s");
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var(FLOOR_SERVE) {
+        return serve_floor(&spec);
+    }
     if !support::run_by_cargo_bench() {
         return;
     }
@@ -316,7 +406,9 @@ async fn run(cfg: Config) {
         assert!(r.status().is_success(), "entities created: {}", r.status());
     }
 
-    let (sustainable, closed) = closed_loop(&cfg, &client, &twinlink.base).await;
+    let cpu_before = twinlink.cpu_seconds();
+    let (sustainable, closed, warm_up) = closed_loop(&cfg, &client, &twinlink.base).await;
+    let closed_cpu = twinlink.cpu_seconds() - cpu_before;
     let rss_after_closed = twinlink.memory_mib("VmRSS");
     let hwm_after_closed = twinlink.memory_mib("VmHWM");
     println!(
@@ -329,8 +421,10 @@ async fn run(cfg: Config) {
     assert!(sustainable > 0.0, "no write succeeded in the closed loop");
 
     let offered = sustainable * cfg.factor;
+    let cpu_before = twinlink.cpu_seconds();
     let (admitted_rate, total, not_sent, out) =
         open_loop(&cfg, &client, &twinlink.base, offered).await;
+    let open_cpu = twinlink.cpu_seconds() - cpu_before;
     let sent = total - not_sent;
     let peak = twinlink.memory_mib("VmHWM");
     let rss = twinlink.memory_mib("VmRSS");
@@ -363,4 +457,32 @@ async fn run(cfg: Config) {
          MiB after the closed loop; RSS now {rss:.0} MiB"
     );
     drop(twinlink);
+
+    // What refusing costs at the least: the floor server, same placement and workers, offered the
+    // same rate by the same client.
+    let floor = Floor::start(&cfg).await;
+    let cpu_before = child::cpu_seconds(floor.child.id());
+    let (_, floor_total, floor_not_sent, floor_out) =
+        open_loop(&cfg, &client, &floor.base, offered).await;
+    let floor_cpu = child::cpu_seconds(floor.child.id()) - cpu_before;
+    drop(floor);
+    let floor_answers = floor_out.refused.len();
+    println!(
+        "refusal floor (actix-web answering 503 to everything): {} sent, {floor_answers} refused,          refusals p50 {:.2} ms, p99 {:.2} ms; unexpected answers: {}",
+        floor_total - floor_not_sent,
+        quantile_ms(&floor_out.refused, 0.5),
+        quantile_ms(&floor_out.refused, 0.99),
+        summary(&floor_out.other),
+    );
+    // Where twinlink's CPU went: a write's cost from the closed loop (warm-up included), a
+    // refusal's from the overload once its admitted writes are taken out at that cost.
+    let write_us = 1e6 * closed_cpu / (closed.admitted.len() + warm_up) as f64;
+    let refusal_us = 1e6 * (open_cpu - out.admitted.len() as f64 * write_us / 1e6)
+        / out.refused.len().max(1) as f64;
+    let floor_us = 1e6 * floor_cpu / floor_answers.max(1) as f64;
+    println!(
+        "CPU: a write {write_us:.1} µs, a refusal {refusal_us:.1} µs in twinlink against          {floor_us:.1} µs for the floor ({:.2}×); during the overload twinlink used {open_cpu:.1}          CPU-s, {:.0} % of it refusing",
+        refusal_us / floor_us,
+        100.0 * refusal_us * out.refused.len() as f64 / 1e6 / open_cpu.max(f64::MIN_POSITIVE),
+    );
 }

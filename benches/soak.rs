@@ -20,7 +20,8 @@
 //!   commit-to-receipt latency (arrival minus acknowledgement of the update's batch, negative as
 //!   0; p50/p99/max) and how many did not arrive within `lost_after` of their acknowledgement.
 //!
-//! Each sample is a row of `<out>/soak.csv` and the plot `<out>/soak.svg` (RSS in MiB, and the
+//! Each sample is a row of `<out>/soak.csv` (and the sequence numbers found missing in it lines of
+//! `<out>/missing.csv`, with when their batch was acknowledged) and the plot `<out>/soak.svg` (RSS in MiB, and the
 //! p99s in ms on a log scale, over time) is rewritten after each, so a run stopped early keeps
 //! what it measured. Creating `<out>/stop` ends the run at the next sample.
 //!
@@ -30,7 +31,8 @@
 //! SOAK_WORKERS [2] (twinlink's HTTP workers), SOAK_MAX_OUTSTANDING [500] (requests of each kind
 //! in flight in the client; one due beyond it is counted as not sent), SOAK_LOST_AFTER [30] (s),
 //! SOAK_OUT [target/soak], SOAK_DATABASE_URL [unset: embedded store], SOAK_DATA_PARENT [/dev/shm
-//! when it has room, else TMPDIR].
+//! when it has room, else TMPDIR]; BENCH_TWINLINK_LOG [error] is twinlink's log level (its log goes
+//! to the bench's standard error).
 
 #[allow(dead_code)]
 mod child;
@@ -112,6 +114,8 @@ struct Window {
     notify_us: Vec<u64>,
     missing: u64,
     unmatched: u64,
+    /// The missing ones: sequence number and when its batch was acknowledged.
+    lost: Vec<(u64, Instant)>,
 }
 
 #[derive(Default)]
@@ -153,9 +157,11 @@ impl Tracker {
     fn sweep(&mut self, lost_after: Duration) {
         let now = Instant::now();
         let (mut missing, mut unmatched) = (0, 0);
-        self.pending.retain(|_, p| match (p.acked, p.arrived) {
+        let lost = &mut self.window.lost;
+        self.pending.retain(|&seq, p| match (p.acked, p.arrived) {
             (Some(a), None) if now.duration_since(a) > lost_after => {
                 missing += 1;
+                lost.push((seq, a));
                 false
             }
             (None, Some(r)) if now.duration_since(r) > lost_after => {
@@ -452,17 +458,31 @@ impl Row {
     }
 }
 
+/// Takes the window's figures as a row, and appends its missing sequence numbers to `lost_log`
+/// (`seq,acked_s`: the number and when its batch was acknowledged, in seconds from `started`), so
+/// that a loss can be traced to its batch and time in twinlink's log.
 fn take_sample(
     tracker: &Shared,
     twinlink: &Twinlink,
     started: Instant,
     lost_after: Duration,
+    lost_log: &mut std::fs::File,
 ) -> Row {
     let mut t = tracker.lock().unwrap();
     t.sweep(lost_after);
     let mut w = std::mem::take(&mut t.window);
     let pending = t.pending.len();
     drop(t);
+    w.lost.sort_unstable();
+    let lines: String = w
+        .lost
+        .iter()
+        .map(|(seq, at)| {
+            let acked = at.saturating_duration_since(started).as_secs_f64();
+            format!("{seq},{acked:.3}\n")
+        })
+        .collect();
+    lost_log.write_all(lines.as_bytes()).expect("write");
     w.update_us.sort_unstable();
     w.query_us.sort_unstable();
     w.notify_us.sort_unstable();
@@ -738,8 +758,17 @@ async fn run(cfg: Arc<Config>) {
         "twinlink soak, {store}: {} updates/s, {} subscriptions, {} queries/s",
         cfg.rate, cfg.subscriptions, cfg.query_rate
     );
+    let lost_path = cfg.out.join("missing.csv");
+    let mut lost_log = std::fs::File::create(&lost_path).expect("missing.csv");
+    lost_log.write_all(b"seq,acked_s\n").expect("write");
     let started = Instant::now();
-    let mut rows = vec![take_sample(&tracker, &twinlink, started, cfg.lost_after)];
+    let mut rows = vec![take_sample(
+        &tracker,
+        &twinlink,
+        started,
+        cfg.lost_after,
+        &mut lost_log,
+    )];
     csv.write_all(rows[0].csv().as_bytes()).expect("write");
     println!(
         "| min | RSS MiB | peak | updates acked | errors | not sent | ack p50 / p99 ms | queries | q errors | query p50 / p99 ms | notifications | notify p50 / p99 / max ms | missing | unmatched | load |"
@@ -772,7 +801,7 @@ async fn run(cfg: Arc<Config>) {
         }
         tokio::time::sleep_until(next.into()).await;
         twinlink.check_alive();
-        let r = take_sample(&tracker, &twinlink, started, cfg.lost_after);
+        let r = take_sample(&tracker, &twinlink, started, cfg.lost_after, &mut lost_log);
         println!(
             "| {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {} |",
             r.minutes,

@@ -36,14 +36,12 @@ impl Twinlink {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut command = match cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus, env!("CARGO_BIN_EXE_twinlink")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_twinlink")),
-        };
+        // BENCH_TWINLINK_BIN runs another build of twinlink (an older commit's, to alternate
+        // the two in one session) with the bench of this one.
+        let binary = std::env::var_os("BENCH_TWINLINK_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_twinlink").into());
+        let mut command = placed(&binary, cpus);
         if let Some(url) = database_url {
             command.args(["--database-url", url]);
         }
@@ -52,7 +50,7 @@ impl Twinlink {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--workers", &workers.to_string()])
-            .args(["--log", "error"])
+            .args(["--log", &log_level()])
             .args(extra)
             .env_remove("TWINLINK_CONFIG")
             .stdin(Stdio::null())
@@ -77,6 +75,11 @@ impl Twinlink {
             assert!(Instant::now() < deadline, "twinlink not ready within 120 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The CPU time the broker has used so far (all its threads, user and system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
     }
 
     /// The process id of the broker.
@@ -104,6 +107,47 @@ impl Twinlink {
             panic!("twinlink exited: {status}");
         }
     }
+}
+
+/// A command running `program`, on the CPUs of the `taskset -c` list `cpus` when given (taskset
+/// execs the program: the child's pid is the program's).
+pub fn placed(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// The CPU time process `pid` has used (user and system, all threads), in seconds, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of `getconf CLK_TCK`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // The command name (field 2) may hold spaces; the fields after it start past its ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat") + 2..]
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| fields[i].parse::<f64>().expect("a tick count");
+    // Field 14 (utime) is the 12th after the name's, field 15 (stime) the 13th.
+    (tick(11) + tick(12)) / ticks
+}
+
+/// twinlink's log level: `error`, or BENCH_TWINLINK_LOG (e.g. `warn`, to keep the reasons of
+/// failures a long run meets on its standard error).
+fn log_level() -> String {
+    std::env::var("BENCH_TWINLINK_LOG").unwrap_or_else(|_| "error".into())
 }
 
 /// SplitMix64: small, deterministic, good enough to spread test data.

@@ -325,7 +325,7 @@ async fn the_change_feed_keeps_what_watermarks_need_for_an_hour_at_most() {
         .await
         .expect("a change row");
     }
-    // A new listener prunes at once.
+    // A restarted instance prunes at once.
     let _server = server.restart().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let kept = loop {

@@ -227,7 +227,6 @@ async fn session(
     Owner::start(&client).await?;
     let mut owner = Owner::default();
     owner.balance(&client, &at, feed).await?;
-    let mut prune = tokio::time::interval(Duration::from_secs(60));
     let mut claims = tokio::time::interval(CLAIM_EVERY);
     loop {
         tokio::select! {
@@ -286,7 +285,6 @@ async fn session(
                 *position = Some(at.clone());
                 owner.balance(&client, &at, feed).await?;
             }
-            _ = prune.tick() => ownership::prune(&client).await,
         }
     }
 }

@@ -274,11 +274,21 @@ impl PgStore {
         if self.requests.set(tx).is_err() {
             return;
         }
-        tokio::spawn(listen::run(
-            self.config.clone(),
-            self.feed.clone(),
-            events,
-            rx,
+        let (alive, migrated) = (Arc::downgrade(&self.alive), self.migrated.clone());
+        let (config, feed) = (self.config.clone(), self.feed.clone());
+        tokio::spawn(async move {
+            // Before the schema exists there is no change feed to read.
+            while !migrated.load(Ordering::Acquire) {
+                if alive.upgrade().is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            listen::run(config, feed, events, rx, alive).await
+        });
+        tokio::spawn(ownership::prune_every(
+            self.pool.clone(),
+            self.migrated.clone(),
             Arc::downgrade(&self.alive),
         ));
     }
