@@ -22,6 +22,18 @@ where
 {
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
+        // Not before the store answers: a database still being reached (or migrated) at
+        // start-up is not a chore failing.
+        loop {
+            let Some(broker) = weak.upgrade() else {
+                return;
+            };
+            if broker.store().ready().await {
+                break;
+            }
+            drop(broker);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
