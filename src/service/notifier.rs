@@ -20,6 +20,7 @@ use crate::subscription::{deliver, model, notify, parse, remote};
 use chrono::Utc;
 use deliver::{Body, Delivery, Job, Outcome};
 use model::{Record, Stats, Subscription};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -368,13 +369,14 @@ impl Notifier {
         }
     }
 
-    /// Saves the statistics changed since the last flush (one store write per subscription, however
-    /// many notifications it sent meanwhile).
+    /// Saves the statistics changed since the last flush: one store write per collection for
+    /// every subscription that sent meanwhile, however many notifications each sent.
     async fn flush_stats(&self, broker: &AppState) {
         let keys: Vec<Key> = match self.dirty.lock() {
             Ok(mut dirty) => dirty.drain().collect(),
             Err(_) => return,
         };
+        let mut by_collection: HashMap<Collection, Vec<(String, String, Value)>> = HashMap::new();
         for (tenant, key) in keys {
             let Some(live) = self.get(&tenant, &key) else {
                 continue;
@@ -382,14 +384,20 @@ impl Notifier {
             let Some(stats) = live.stats.lock().ok().map(|s| s.clone()) else {
                 continue;
             };
-            let (collection, id) = (live.sub.collection(), &live.sub.record.id);
             let value = serde_json::to_value(&stats).unwrap_or_default();
+            by_collection
+                .entry(live.sub.collection())
+                .or_default()
+                .push((tenant, live.sub.record.id.clone(), value));
+        }
+        for (collection, values) in by_collection {
+            let count = values.len();
             if let Err(e) = broker
                 .store()
-                .save_record_member(collection, &tenant, id, "stats", value)
+                .save_record_members(collection, "stats", values)
                 .await
             {
-                tracing::warn!(error = %e, subscription = %id, "saving notification statistics failed");
+                tracing::warn!(error = %e, subscriptions = count, "saving notification statistics failed");
             }
         }
     }

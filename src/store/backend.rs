@@ -164,15 +164,14 @@ pub trait Backend: Send + Sync + Any {
         create: bool,
     ) -> BoxFuture<'a, NgsiResult<bool>>;
 
-    /// Replaces one top-level member of a record, leaving the rest as stored.
-    fn save_record_member<'a>(
-        &'a self,
+    /// Replaces one top-level member of each of several records, `(tenant, id, value)`, leaving
+    /// the rest of each as stored and skipping records that are gone; one write for them all.
+    fn save_record_members(
+        &self,
         collection: Collection,
-        tenant: &'a str,
-        id: &'a str,
         member: &'static str,
-        value: Value,
-    ) -> BoxFuture<'a, NgsiResult<()>>;
+        values: Vec<(String, String, Value)>,
+    ) -> BoxFuture<'_, NgsiResult<()>>;
 
     /// Removes a record; false when there was none.
     fn delete_record<'a>(

@@ -718,18 +718,21 @@ impl Store {
             .await
     }
 
-    /// Replaces one top-level member of a record (delivery statistics), leaving the rest as a
-    /// concurrent update left it.
-    pub async fn save_record_member(
+    /// Replaces one top-level member of each of several records, `(tenant, id, value)` (delivery
+    /// statistics), leaving the rest of each as a concurrent update left it: one store write
+    /// however many records, so that a flush of a thousand subscriptions' statistics is one
+    /// commit, not a thousand competing with entity writes.
+    pub async fn save_record_members(
         &self,
         collection: Collection,
-        tenant: &str,
-        id: &str,
         member: &'static str,
-        value: serde_json::Value,
+        values: Vec<(String, String, serde_json::Value)>,
     ) -> NgsiResult<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
         self.backend
-            .save_record_member(collection, tenant, id, member, value)
+            .save_record_members(collection, member, values)
             .await
     }
 

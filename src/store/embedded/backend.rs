@@ -142,16 +142,14 @@ impl Backend for EmbeddedStore {
         ))
     }
 
-    fn save_record_member<'a>(
-        &'a self,
+    fn save_record_members(
+        &self,
         collection: Collection,
-        tenant: &'a str,
-        id: &'a str,
         member: &'static str,
-        value: Value,
-    ) -> BoxFuture<'a, NgsiResult<()>> {
-        Box::pin(EmbeddedStore::save_record_member(
-            self, collection, tenant, id, member, value,
+        values: Vec<(String, String, Value)>,
+    ) -> BoxFuture<'_, NgsiResult<()>> {
+        Box::pin(EmbeddedStore::save_record_members(
+            self, collection, member, values,
         ))
     }
 

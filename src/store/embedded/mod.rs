@@ -575,35 +575,36 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Replaces one top-level member of a record in one write transaction (a concurrent update of
-    /// the rest of the record is never undone); nothing when the record is gone.
-    pub async fn save_record_member(
+    /// Replaces one top-level member of each of several records, `(tenant, id, value)`, in one
+    /// write transaction (a concurrent update of the rest of a record is never undone); records
+    /// that are gone are skipped.
+    pub async fn save_record_members(
         &self,
         collection: Collection,
-        tenant: &str,
-        id: &str,
         member: &'static str,
-        value: serde_json::Value,
+        values: Vec<(String, String, serde_json::Value)>,
     ) -> NgsiResult<()> {
-        let k = key(tenant, id);
         self.on_file(move |db| {
             let txn = db.begin_write().map_err(storage)?;
             {
                 let mut table = txn.open_table(table_of(collection)).map_err(storage)?;
-                let current = table
-                    .get(k.as_str())
-                    .map_err(storage)?
-                    .map(|v| v.value().to_vec());
-                let Some(current) = current else {
-                    return Ok(());
-                };
-                let mut record: serde_json::Value =
-                    serde_json::from_slice(&current).map_err(undecodable)?;
-                record[member] = value;
-                let bytes = serde_json::to_vec(&record).map_err(undecodable)?;
-                table
-                    .insert(k.as_str(), bytes.as_slice())
-                    .map_err(storage)?;
+                for (tenant, id, value) in values {
+                    let k = key(&tenant, &id);
+                    let current = table
+                        .get(k.as_str())
+                        .map_err(storage)?
+                        .map(|v| v.value().to_vec());
+                    let Some(current) = current else {
+                        continue;
+                    };
+                    let mut record: serde_json::Value =
+                        serde_json::from_slice(&current).map_err(undecodable)?;
+                    record[member] = value;
+                    let bytes = serde_json::to_vec(&record).map_err(undecodable)?;
+                    table
+                        .insert(k.as_str(), bytes.as_slice())
+                        .map_err(storage)?;
+                }
             }
             txn.commit().map_err(storage)?;
             Ok(())

@@ -151,17 +151,15 @@ impl Backend for PgStore {
         ))
     }
 
-    fn save_record_member<'a>(
-        &'a self,
+    fn save_record_members(
+        &self,
         collection: Collection,
-        tenant: &'a str,
-        id: &'a str,
         member: &'static str,
-        value: Value,
-    ) -> BoxFuture<'a, NgsiResult<()>> {
-        Box::pin(async move {
-            PgStore::save_record_member(self, collection, tenant, id, member, &value).await
-        })
+        values: Vec<(String, String, Value)>,
+    ) -> BoxFuture<'_, NgsiResult<()>> {
+        Box::pin(PgStore::save_record_members(
+            self, collection, member, values,
+        ))
     }
 
     fn delete_record<'a>(

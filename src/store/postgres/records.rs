@@ -57,23 +57,30 @@ impl PgStore {
         Ok(true)
     }
 
-    /// Replaces one top-level member of a record (no announcement: used for delivery statistics,
-    /// which only the delivering instance writes and readers read from the row).
-    pub async fn save_record_member(
+    /// Replaces one top-level member of each of several records, `(tenant, id, value)`, in one
+    /// statement (no announcement: used for delivery statistics, which only the delivering
+    /// instance writes and readers read from the row). The rows are locked in key order, so that
+    /// two such updates never wait on each other in a cycle.
+    pub async fn save_record_members(
         &self,
         collection: Collection,
-        tenant: &str,
-        id: &str,
         member: &'static str,
-        value: &Value,
+        mut values: Vec<(String, String, Value)>,
     ) -> NgsiResult<()> {
+        values.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let tenants: Vec<&str> = values.iter().map(|(t, _, _)| t.as_str()).collect();
+        let ids: Vec<&str> = values.iter().map(|(_, i, _)| i.as_str()).collect();
+        let bodies: Vec<&Value> = values.iter().map(|(_, _, v)| v).collect();
         let client = self.client().await?;
         let sql = format!(
-            "UPDATE {} SET record = jsonb_set(record, ARRAY[$4::text], $3) WHERE tenant = $1 AND id = $2",
+            "UPDATE {} r SET record = jsonb_set(r.record, ARRAY[$4::text], u.v)
+             FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) WITH ORDINALITY
+                   AS u(t, i, v, n) ORDER BY n) u
+             WHERE r.tenant = u.t AND r.id = u.i",
             collection.table()
         );
         client
-            .execute(&sql, &[&tenant, &id, value, &member])
+            .execute(&sql, &[&tenants, &ids, &bodies, &member])
             .await
             .map_err(db_error)?;
         Ok(())
