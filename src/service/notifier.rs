@@ -154,10 +154,18 @@ impl Notifier {
                 *p = Some(task);
             }
         }
+        // A context source subscription is notified of registrations, never of entity changes:
+        // without anchors it is never a candidate for one (its emptied query would otherwise make
+        // it a candidate for every change of its tenant: with an internal one beside each
+        // subscription, a thousand subscriptions weighed two thousand candidates per change).
+        let anchored = match live.sub.csource {
+            Some(_) => Vec::new(),
+            None => anchors(&live.sub.query),
+        };
         if let Ok(mut subs) = self.subs.write() {
             subs.entry(key.0)
                 .or_default()
-                .insert(key.1, anchors(&live.sub.query), live.clone());
+                .insert(key.1, anchored, live.clone());
         }
         live
     }
@@ -217,11 +225,7 @@ impl Notifier {
                     _ => continue,
                 },
             };
-            if sub.csource.is_some()
-                || sub.time_interval.is_some()
-                || !sub.is_live(now)
-                || !self.owns(&key)
-            {
+            if sub.time_interval.is_some() || !sub.is_live(now) || !self.owns(&key) {
                 continue;
             }
             let linked = match sub.query.q.as_ref().filter(|q| q.link_depth() > 0) {

@@ -69,7 +69,8 @@ impl<V> Default for Index<V> {
 }
 
 impl<V: Clone> Index<V> {
-    /// Adds (or replaces) the value of `key`, found by changes with one of `anchors`.
+    /// Adds (or replaces) the value of `key`, found by changes with one of `anchors` (none: kept
+    /// for [`Self::get`] and [`Self::iter`], never a candidate).
     pub fn insert(&mut self, key: String, anchors: Vec<Anchor>, value: V) {
         self.remove(&key);
         for a in &anchors {
@@ -179,6 +180,7 @@ mod tests {
         index.insert("by-id".into(), vec![Anchor::Id("urn:a".into())], 1);
         index.insert("by-type".into(), vec![Anchor::Type("T".into())], 2);
         index.insert("any".into(), vec![Anchor::Any], 3);
+        index.insert("unanchored".into(), Vec::new(), 5);
         let sorted = |mut v: Vec<i32>| {
             v.sort();
             v
@@ -197,5 +199,10 @@ mod tests {
             vec![2]
         );
         assert!(index.by_id.is_empty() && index.any.is_empty());
+        assert_eq!(
+            index.get("unanchored"),
+            Some(&5),
+            "kept, though never a candidate"
+        );
     }
 }
