@@ -77,12 +77,16 @@ impl ChangeFeed {
 /// delivered at commit. A write sends it only when its tenant has subscriptions, as read
 /// in the write's first round trip (so a subscription committed by any instance counts from the
 /// next write that starts). It must run before the write's own statements: the bodies before are
-/// read from `entities`. Parameters: $1 tenant, $2 ids, $3 bodies after as JSON text (NULL for a
-/// deletion), in the order of the write.
+/// read from `entities`. Parameters, one entry per write in the order of the write: $1 tenant, $2
+/// ids, $3 bodies after as JSON text (NULL for a deletion), $4 the bodies before as JSON text
+/// where $5 is true (a later write of an entity the same write changed already: its body before is
+/// what the earlier one left, NULL when that deleted it); where $5 is false the body before is
+/// read from `entities`.
 pub const RECORD_SQL: &str = "WITH c AS (
     INSERT INTO entity_changes (tenant, id, before, after)
-    SELECT $1, u.id, e.body, u.after::jsonb
-    FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(id, after, n)
+    SELECT $1, u.id, CASE WHEN u.chained THEN u.before::jsonb ELSE e.body END, u.after::jsonb
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[])
+        WITH ORDINALITY AS u(id, after, before, chained, n)
       LEFT JOIN entities e ON e.tenant = $1 AND e.id = u.id
     ORDER BY u.n
     RETURNING seq)

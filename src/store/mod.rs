@@ -19,7 +19,6 @@ use crate::model::{expiry, Entity};
 pub use backend::Backend;
 use combine::Combiner;
 use coordination::Coordination;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -95,7 +94,7 @@ pub fn run_steps<R>(
     let mut planned = Planned {
         results: Vec::with_capacity(steps.len()),
         writes: indexmap::IndexMap::new(),
-        before: HashMap::new(),
+        changes: Vec::new(),
         history: Vec::new(),
         removals: Vec::new(),
     };
@@ -106,10 +105,6 @@ pub fn run_steps<R>(
         let current = working
             .entry(id.clone())
             .or_insert_with(|| load(&id).and_then(|e| expiry::live(&e, now)));
-        planned
-            .before
-            .entry(id.clone())
-            .or_insert_with(|| current.clone());
         let Decision {
             write,
             records,
@@ -145,7 +140,11 @@ pub fn run_steps<R>(
             Write::Delete => Some(None),
         };
         if let Some(after) = after {
-            *current = after.clone();
+            planned.changes.push(PlannedChange {
+                id: id.clone(),
+                before: std::mem::replace(current, after.clone()),
+                after: after.clone(),
+            });
             planned.writes.insert(id, after);
         }
         planned.results.push(Ok(result));
@@ -159,13 +158,26 @@ pub struct Planned<R> {
     pub results: Vec<NgsiResult<R>>,
     /// The final state of every written id, in first-write order (`None`: deleted).
     pub writes: indexmap::IndexMap<String, Option<Arc<Entity>>>,
-    /// The stored state of every id the steps addressed, before them (for the change feed).
-    pub before: HashMap<String, Option<Arc<Entity>>>,
+    /// Every write, in step order, for the change feed: two steps that write one entity (two
+    /// requests taken together by group commit, or two entries of one batch) are two changes,
+    /// each notified as it would have been alone, not one from the first state to the last.
+    pub changes: Vec<PlannedChange>,
     /// The history records of every step, with the entity id they belong to.
     pub history: Vec<(String, history::InstanceChange)>,
     /// The history removals of the steps, in step order: the stores apply them to the stored
     /// records before adding `history`.
     pub removals: Vec<PlannedRemoval>,
+}
+
+/// One write of one entity as planned by [`run_steps`]: the entity before and after it (`None`:
+/// absent).
+pub struct PlannedChange {
+    /// The entity written.
+    pub id: String,
+    /// Before this write: as stored (less what had expired), or as the step before left it.
+    pub before: Option<Arc<Entity>>,
+    /// After this write (`None`: deleted).
+    pub after: Option<Arc<Entity>>,
 }
 
 /// A [`Removal`] as planned by [`run_steps`].

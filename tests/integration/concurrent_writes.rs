@@ -444,3 +444,55 @@ async fn a_write_builds_on_what_another_instance_wrote_since_on_postgresql() {
         );
     }
 }
+
+#[actix_web::test]
+async fn concurrent_updates_of_one_entity_are_each_notified() {
+    // Group commit takes concurrent writes of one entity into one store operation; each is still
+    // a change of its own, notified with its own value (and its own value before), not one
+    // change from the first state to the last.
+    let s = TestServer::start().await;
+    meters(&s, 1).await;
+    let mut rx = common::receiver::Receiver::ok().await;
+    crate::subscriptions::subscribe(
+        &s,
+        json!({
+            "type": "Subscription",
+            "entities": [{"id": id(0), "type": "Meter"}],
+            "watchedAttributes": ["reading"],
+            "notification": {"endpoint": {"uri": rx.url, "accept": "application/json"}},
+        }),
+    )
+    .await;
+    let n = 60;
+    let statuses = join_all((1..=n).map(|i| {
+        let s = &s;
+        async move {
+            patch(
+                s,
+                &id(0),
+                json!({"reading": {"type": "Property", "value": i}}),
+            )
+            .await
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|&st| st == 204), "{statuses:?}");
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < n {
+        let Some(got) = rx.within(10_000).await else {
+            break;
+        };
+        let value = got.body["data"][0]["reading"]["value"].as_u64();
+        // 0: the state when subscribing, if the subscription notifies it.
+        if value != Some(0) {
+            *seen.entry(value).or_insert(0) += 1;
+        }
+    }
+    let expected: std::collections::BTreeMap<Option<u64>, i32> =
+        (1..=n as u64).map(|i| (Some(i), 1)).collect();
+    assert_eq!(
+        seen, expected,
+        "one notification per update, each with its value"
+    );
+    rx.nothing(500).await;
+}

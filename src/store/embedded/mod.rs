@@ -465,13 +465,13 @@ impl EmbeddedStore {
                 return Ok(planned.results);
             }
             // Still under the writer lock: the feed sees each entity's writes in commit order.
-            for (id, after) in std::mem::take(&mut planned.writes) {
-                let at = after.as_ref().map_or(deleted_at, |e| e.modified_at);
+            for change in std::mem::take(&mut planned.changes) {
+                let at = change.after.as_ref().map_or(deleted_at, |e| e.modified_at);
                 feed.publish(Change {
                     tenant: tenant.clone(),
-                    before: planned.before.get(&id).cloned().flatten(),
-                    id,
-                    after,
+                    id: change.id,
+                    before: change.before,
+                    after: change.after,
                     at,
                     xid: None,
                 });

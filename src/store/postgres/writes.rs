@@ -350,14 +350,51 @@ impl PgStore {
             .filter(|(_, e)| e.is_none())
             .map(|(id, _)| id.as_str())
             .collect();
-        // The change feed's records, when the tenant has subscriptions: every written id with its
-        // body after (the bodies before are read by the statement itself, which is sent first).
+        // The change feed's records, when the tenant has subscriptions: every write with its body
+        // after, in step order. The body before an entity's first write is read by the statement
+        // itself (it is sent first); before a later write of the same entity it is the body the
+        // write before left, sent along. The last write of an entity reuses the upsert's text.
         let mut bodies = puts.body.iter();
-        let (changed, after): (Vec<&str>, Vec<Option<&JsonText>>) = planned
+        let last: std::collections::HashMap<&str, &JsonText> = planned
             .writes
             .iter()
-            .map(|(id, e)| (id.as_str(), e.as_ref().and_then(|_| bodies.next())))
-            .unzip();
+            .filter(|(_, e)| e.is_some())
+            .filter_map(|(id, _)| Some((id.as_str(), bodies.next()?)))
+            .collect();
+        let mut final_change: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, c) in planned.changes.iter().enumerate() {
+            final_change.insert(c.id.as_str(), i);
+        }
+        let mut seen: std::collections::HashSet<&str> = Default::default();
+        let mut chained = Vec::with_capacity(planned.changes.len());
+        let mut before_given: Vec<Option<JsonText>> = Vec::with_capacity(planned.changes.len());
+        let mut after_owned: Vec<Option<JsonText>> = Vec::with_capacity(planned.changes.len());
+        for (i, c) in planned.changes.iter().enumerate() {
+            let later = !seen.insert(c.id.as_str());
+            chained.push(later);
+            before_given.push(
+                later
+                    .then(|| c.before.as_deref().map(JsonText::of))
+                    .flatten(),
+            );
+            let intermediate = final_change.get(c.id.as_str()) != Some(&i);
+            after_owned.push(
+                intermediate
+                    .then(|| c.after.as_deref().map(JsonText::of))
+                    .flatten(),
+            );
+        }
+        let changed: Vec<&str> = planned.changes.iter().map(|c| c.id.as_str()).collect();
+        let after: Vec<Option<&JsonText>> = planned
+            .changes
+            .iter()
+            .zip(&after_owned)
+            .map(|(c, owned)| match owned {
+                Some(text) => Some(text),
+                None if c.after.is_some() => last.get(c.id.as_str()).copied(),
+                None => None,
+            })
+            .collect();
         // Every statement is prepared before any is sent: a statement sent while another is still
         // being prepared would go out of order (COMMIT before the COPY).
         let (record, upsert, add_tenant, delete, copy, probe) = try_join(
@@ -394,7 +431,8 @@ impl PgStore {
         // Every statement of the write, then COMMIT, pipelined in this order. A statement that
         // fails in the database aborts the transaction (COMMIT then rolls back); one that fails
         // before it is sent (encoding) ends the join before COMMIT is sent.
-        let change_params: [&(dyn ToSql + Sync); 3] = [&tenant, &changed, &after];
+        let change_params: [&(dyn ToSql + Sync); 5] =
+            [&tenant, &changed, &after, &before_given, &chained];
         let new_tenant = !puts.id.is_empty() && !self.knows_tenant(tenant);
         let tenant_param: [&(dyn ToSql + Sync); 1] = [&tenant];
         let delete_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deleted];
