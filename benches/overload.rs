@@ -468,7 +468,7 @@ async fn run(cfg: Config) {
     drop(floor);
     let floor_answers = floor_out.refused.len();
     println!(
-        "refusal floor (actix-web answering 503 to everything): {} sent, {floor_answers} refused,          refusals p50 {:.2} ms, p99 {:.2} ms; unexpected answers: {}",
+        "refusal floor (actix-web answering 503 to everything): {} sent, {floor_answers} refused, refusals p50 {:.2} ms, p99 {:.2} ms; unexpected answers: {}",
         floor_total - floor_not_sent,
         quantile_ms(&floor_out.refused, 0.5),
         quantile_ms(&floor_out.refused, 0.99),
@@ -481,7 +481,7 @@ async fn run(cfg: Config) {
         / out.refused.len().max(1) as f64;
     let floor_us = 1e6 * floor_cpu / floor_answers.max(1) as f64;
     println!(
-        "CPU: a write {write_us:.1} µs, a refusal {refusal_us:.1} µs in twinlink against          {floor_us:.1} µs for the floor ({:.2}×); during the overload twinlink used {open_cpu:.1}          CPU-s, {:.0} % of it refusing",
+        "CPU: a write {write_us:.1} µs, a refusal {refusal_us:.1} µs in twinlink against {floor_us:.1} µs for the floor ({:.2}×); during the overload twinlink used {open_cpu:.1} CPU-s, {:.0} % of it refusing",
         refusal_us / floor_us,
         100.0 * refusal_us * out.refused.len() as f64 / 1e6 / open_cpu.max(f64::MIN_POSITIVE),
     );

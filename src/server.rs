@@ -136,10 +136,6 @@ pub fn serve(
             .app_data(broker.clone())
             .app_data(gate.clone())
             .app_data(admission.clone())
-            // Innermost: a refused write is still authenticated, counted and given its tenant.
-            .wrap(actix_web::middleware::from_fn(
-                crate::http::admission::admit,
-            ))
             .wrap(actix_web::middleware::from_fn(crate::http::audit::record))
             .wrap(actix_web::middleware::from_fn(
                 crate::http::auth::authenticate,
@@ -182,9 +178,15 @@ pub fn serve(
                     Ok(response)
                 }
             })
-            // Outermost of all: every log line of the request, the refusals' too, names its id.
+            // Every log line of the request names its id.
             .wrap(actix_web::middleware::from_fn(
                 crate::http::request_id::trace,
+            ))
+            // Outermost of all: under overload a refusal must cost as little as it can, since
+            // refusing ten times the writes the store takes is most of what the instance does
+            // (see the admission module).
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::admission::admit,
             ))
             .configure(crate::http::routes)
     })
