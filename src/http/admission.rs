@@ -3,7 +3,7 @@
 //! once with 503 ServiceUnavailable and `Retry-After`, before its body is read, so that a burst
 //! far above what the store sustains neither queues without bound in memory nor slows the
 //! writes already admitted; the client retries later. The middleware is the outermost: a refusal
-//! skips request ids, metrics by route (`twinlink_writes_refused_total` counts it), authentication
+//! skips request ids, metrics by route (`twinlink_http_writes_refused_total` counts it), authentication
 //! and audit, which made it cost 1.9 to 2.1 times what a bare actix-web refusal costs
 //! (`benches/overload.rs`); it still names the request's tenant (6.3.14). Reads are not limited here: they hold no
 //! store lock and their cost is bounded by the page size. MQTT ingestion is not an HTTP client
