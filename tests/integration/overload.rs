@@ -123,12 +123,20 @@ async fn a_refused_small_write_keeps_its_connection_open() {
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     for value in [2, 3] {
         let (head, body) = patch_request(value);
-        conn.write_all(&[head, body].concat()).await.unwrap();
+        // Refused before any other middleware, it still names its tenant (6.3.14).
+        let head = String::from_utf8(head).unwrap().replace(
+            "Host: twinlink\r\n",
+            "Host: twinlink\r\nNGSILD-Tenant: harbour\r\n",
+        );
+        conn.write_all(&[head.into_bytes(), body].concat())
+            .await
+            .unwrap();
         let (status, text) = answer(&mut conn)
             .await
             .expect("an answer, not a closed connection");
         assert!(status.contains("503"), "{status}");
         assert!(!text.contains("connection: close"), "{text}");
+        assert!(text.contains("ngsild-tenant: harbour"), "{text}");
     }
     // The holder finishes; the same connection's next write is admitted.
     holder.write_all(&body).await.unwrap();
