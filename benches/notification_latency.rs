@@ -29,6 +29,8 @@
 //! (updates/s), NOTIFY_LATENCY_SECONDS [10] per rate, NOTIFY_LATENCY_TICK_MS [10],
 //! NOTIFY_LATENCY_RECEIVERS [http,mqtt], NOTIFY_LATENCY_STORES [embedded,postgres],
 //! NOTIFY_LATENCY_WORKERS [2] (twinlink's HTTP workers), NOTIFY_LATENCY_CONCURRENCY [8] (`--notification-concurrency`; several, e.g. `8,32`, run one after the other).
+//! With NOTIFY_LATENCY_TRACE=<dir>, each run's notifications (sent, acknowledged, arrived, in ms
+//! since the run began) are written to `<dir>/<store>-<receiver>-<in flight>-<rate>.csv`.
 
 mod support;
 
@@ -140,6 +142,9 @@ struct Run {
     host_busy: f64,
     /// The CPU time of this process (twinlink, the load and the receivers) over the run, in cores.
     process_cores: f64,
+    /// Per notification: sequence number, then sent, acknowledged and arrived, in ms since the
+    /// run began (for NOTIFY_LATENCY_TRACE).
+    trace: Vec<(u64, f64, f64, f64)>,
 }
 
 /// The host's CPU time (all CPUs together, in clock ticks) busy and in all so far, from the first
@@ -272,11 +277,14 @@ impl Load<'_> {
         let (host_busy, process_cores) = Cpu::since(&cpu);
         let (got, times) = (arrivals.lock().unwrap(), times.lock().unwrap());
         let (mut after_ack, mut after_send, mut missing) = (Vec::new(), Vec::new(), 0);
+        let mut trace = Vec::new();
+        let ms = |t: &Instant| t.saturating_duration_since(started).as_secs_f64() * 1000.0;
         for s in &expected {
             match (got.get(s), times.get(s)) {
                 (Some(at), Some((sent, acked))) => {
                     after_ack.push(at.saturating_duration_since(*acked).as_micros() as u64);
                     after_send.push(at.saturating_duration_since(*sent).as_micros() as u64);
+                    trace.push((*s, ms(sent), ms(acked), ms(at)));
                 }
                 _ => missing += 1,
             }
@@ -291,8 +299,21 @@ impl Load<'_> {
             achieved_rate: expected.len() as f64 / elapsed,
             host_busy,
             process_cores,
+            trace,
         }
     }
+}
+
+/// Writes a run's per-notification times to `<dir>/<name>.csv` (NOTIFY_LATENCY_TRACE): where in
+/// the run the slow notifications were, to tell a periodic stall from a queue.
+fn write_trace(dir: &str, name: &str, trace: &[(u64, f64, f64, f64)]) {
+    use std::fmt::Write;
+    let mut csv = String::from("seq,sent_ms,acked_ms,arrived_ms\n");
+    for (seq, sent, acked, arrived) in trace {
+        let _ = writeln!(csv, "{seq},{sent:.3},{acked:.3},{arrived:.3}");
+    }
+    std::fs::create_dir_all(dir).expect("NOTIFY_LATENCY_TRACE: a directory");
+    std::fs::write(format!("{dir}/{name}.csv"), csv).expect("the trace is written");
 }
 
 /// Creates the entities and one subscription per entity, each to `endpoint(i)`.
@@ -471,6 +492,9 @@ fn main() {
                 for &rate in &rates {
                     let run = load.drive(rate, seconds, seq).await;
                     seq += run.sent as u64;
+                    if let Ok(dir) = std::env::var("NOTIFY_LATENCY_TRACE") {
+                        write_trace(&dir, &format!("{store}-{receiver}-{lanes}-{rate}"), &run.trace);
+                    }
                     println!(
                         "| {store} | {receiver} | {lanes} | {rate} | {:.0} | {} of {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} % | {:.2} |",
                         run.achieved_rate,

@@ -275,7 +275,7 @@ impl PgStore {
             return;
         }
         let (alive, migrated) = (Arc::downgrade(&self.alive), self.migrated.clone());
-        let (config, feed) = (self.config.clone(), self.feed.clone());
+        let (config, feed, pool) = (self.config.clone(), self.feed.clone(), self.pool.clone());
         tokio::spawn(async move {
             // Before the schema exists there is no change feed to read.
             while !migrated.load(Ordering::Acquire) {
@@ -284,7 +284,7 @@ impl PgStore {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            listen::run(config, feed, events, rx, alive).await
+            listen::run(config, pool, feed, events, rx, alive).await
         });
         tokio::spawn(ownership::prune_every(
             self.pool.clone(),

@@ -43,6 +43,65 @@ pub struct Owner {
     releasing: HashSet<Key>,
 }
 
+/// What a claim round reads: the instances, the owner locks held by any session and every
+/// subscription. Reading it takes tens of milliseconds at a thousand subscriptions (more while the
+/// subscriptions table is bloated by statistics updates), so the periodic round reads it on a
+/// pooled connection, not on the listener's, whose change reading would wait meanwhile.
+pub struct Survey {
+    instances: i64,
+    /// The second keys of the owner locks granted to any session.
+    locked: HashSet<i64>,
+    /// Every subscription: its key, whether it is new (an entity subscription without a
+    /// watermark) and the second key of its owner lock.
+    subscriptions: Vec<(Key, bool, i64)>,
+    /// What this session held when the survey began.
+    held_before: HashSet<Key>,
+}
+
+impl Survey {
+    /// Reads the survey on `client` (any session: none of it depends on the session's locks).
+    /// The locks and subscriptions are matched in a hash set, not joined in SQL: the planner (which
+    /// sees no statistics for pg_locks) compared every lock with every subscription, 0.1 s at 600
+    /// subscriptions, paid twice per subscription created.
+    pub async fn read(client: &Client, held_before: HashSet<Key>) -> Result<Survey, String> {
+        let (instances, locked, rows) = futures_util::future::try_join3(
+            client.query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND classid = $1::int4::oid AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&INSTANCE_LOCK],
+            ),
+            client.query(
+                "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND classid = $1::int4::oid AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&OWNER_LOCK],
+            ),
+            client.query(
+                "WITH subs AS (
+                   SELECT tenant, id AS key, NOT EXISTS (SELECT 1 FROM subscription_watermarks w
+                     WHERE w.tenant = s.tenant AND w.id = s.id) AS new FROM subscriptions s
+                   UNION ALL
+                   SELECT tenant, 'csource ' || id, false FROM csource_subscriptions)
+                 SELECT tenant, key, new, hashtext(tenant || '/' || key)::oid::int8 FROM subs
+                 ORDER BY random()",
+                &[],
+            ),
+        )
+        .await
+        .map_err(|e| with_causes(&e))?;
+        Ok(Survey {
+            instances: instances.get(0),
+            locked: locked.iter().map(|r| r.get(0)).collect(),
+            subscriptions: rows
+                .iter()
+                .map(|r| ((r.get(0), r.get(1)), r.get(2), r.get(3)))
+                .collect(),
+            held_before,
+        })
+    }
+}
+
 fn split(keys: &[Key]) -> (Vec<&str>, Vec<&str>) {
     keys.iter().map(|(t, k)| (t.as_str(), k.as_str())).unzip()
 }
@@ -75,42 +134,41 @@ impl Owner {
         position: &Arc<Position>,
         feed: &ChangeFeed,
     ) -> Result<(), String> {
-        // The instances, the owner locks held by any session, and every subscription: whether it
-        // is new (an entity subscription without a watermark) and the key of its owner lock. The
-        // locks and subscriptions are matched here, in a hash set: joined in SQL, the planner
-        // (which sees no statistics for pg_locks) compared every lock with every subscription,
-        // 0.1 s at 600 subscriptions, paid twice per subscription created.
-        let (instances, held, rows) = futures_util::future::try_join3(
-            client.query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-                   AND classid = $1::int4::oid AND objsubid = 2
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[&INSTANCE_LOCK],
-            ),
-            client.query(
-                "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                   AND classid = $1::int4::oid AND objsubid = 2
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[&OWNER_LOCK],
-            ),
-            client.query(
-                "WITH subs AS (
-                   SELECT tenant, id AS key, NOT EXISTS (SELECT 1 FROM subscription_watermarks w
-                     WHERE w.tenant = s.tenant AND w.id = s.id) AS new FROM subscriptions s
-                   UNION ALL
-                   SELECT tenant, 'csource ' || id, false FROM csource_subscriptions)
-                 SELECT tenant, key, new, hashtext(tenant || '/' || key)::oid::int8 FROM subs
-                 ORDER BY random()",
-                &[],
-            ),
-        )
-        .await
-        .map_err(|e| with_causes(&e))?;
-        let instances: i64 = instances.get(0);
-        let held: HashSet<i64> = held.iter().map(|r| r.get(0)).collect();
-        let unowned = |row: &tokio_postgres::Row| !held.contains(&row.get::<_, i64>(3));
-        let present: HashSet<Key> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let gone: Vec<Key> = self.held.difference(&present).cloned().collect();
+        let survey = Survey::read(client, self.held.clone()).await?;
+        self.settle(client, position, feed, survey).await
+    }
+
+    /// The subscriptions held now, for a [`Survey`] read elsewhere.
+    pub fn held(&self) -> HashSet<Key> {
+        self.held.clone()
+    }
+
+    /// The claim round of a `survey` (read on this or another connection): what [`balance`]
+    /// does after reading. Only subscriptions held when the survey began are given up as gone, so
+    /// that one claimed since (and absent from the survey) is kept.
+    ///
+    /// [`balance`]: Owner::balance
+    pub async fn settle(
+        &mut self,
+        client: &Client,
+        position: &Arc<Position>,
+        feed: &ChangeFeed,
+        survey: Survey,
+    ) -> Result<(), String> {
+        let Survey {
+            instances,
+            locked,
+            subscriptions: rows,
+            held_before,
+        } = survey;
+        let unowned = |(_, _, lock): &(Key, bool, i64)| !locked.contains(lock);
+        let present: HashSet<&Key> = rows.iter().map(|(key, _, _)| key).collect();
+        let gone: Vec<Key> = self
+            .held
+            .iter()
+            .filter(|k| held_before.contains(*k) && !present.contains(k))
+            .cloned()
+            .collect();
         if !gone.is_empty() {
             self.unlock(client, &gone).await?;
         }
@@ -129,10 +187,10 @@ impl Owner {
         let mut room = share - keeping;
         let mut wanted: Vec<Key> = Vec::new();
         for row in rows.iter().filter(|r| unowned(r)) {
-            let new: bool = row.get(2);
-            if new || room > 0 {
+            let (key, new, _) = row;
+            if *new || room > 0 {
                 room = room.saturating_sub(usize::from(!new));
-                wanted.push((row.get(0), row.get(1)));
+                wanted.push(key.clone());
             }
         }
         if wanted.is_empty() {
