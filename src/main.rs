@@ -3,8 +3,13 @@
 use clap::Parser;
 use twinlink::config::{Cli, Command, Settings};
 
-#[actix_web::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before the runtime and its threads allocate anything.
+    twinlink::without_huge_pages();
+    actix_web::rt::System::new().block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Version) = cli.command {
         println!("twinlink {}", env!("CARGO_PKG_VERSION"));
