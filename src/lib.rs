@@ -33,7 +33,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Turns transparent huge pages off for the broker's process, called first thing by the binary.
 /// With huge pages a 2 MiB page is resident for a few live bytes of the allocator's, and the
 /// kernel folds pages the allocator gave back into whole huge pages again: idle RSS was
-/// 28.5-29.5 MB with them and 18.3 MB without (docs/benchmarks.md, "Memory"). mimalloc is built
+/// 27.9-28.8 MiB with them and 17.9 MiB without (docs/benchmarks.md, "Memory"). mimalloc is built
 /// not to ask for them (its `no_thp` feature); this also keeps them off where the kernel gives
 /// them unasked (THP mode `always`). The broker's heap is tens of megabytes, where they save little.
 pub fn without_huge_pages() {
