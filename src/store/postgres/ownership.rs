@@ -186,7 +186,13 @@ impl Owner {
         }
         let mut room = share - keeping;
         let mut wanted: Vec<Key> = Vec::new();
-        for row in rows.iter().filter(|r| unowned(r)) {
+        // Not those this session locked since the survey began: a second lock of an advisory
+        // key this session holds would succeed (they stack), and the subscription would be
+        // claimed twice, its missed changes notified again.
+        for row in rows
+            .iter()
+            .filter(|r| unowned(r) && !self.held.contains(&r.0))
+        {
             let (key, new, _) = row;
             if *new || room > 0 {
                 room = room.saturating_sub(usize::from(!new));
