@@ -102,6 +102,17 @@ impl Survey {
     }
 }
 
+/// The decision of a claim round ([`Owner::plan`]).
+#[derive(Debug, PartialEq)]
+struct Plan {
+    /// Locks to give up: their subscriptions are gone.
+    gone: Vec<Key>,
+    /// Held subscriptions above the share, to announce as releasing.
+    release: Vec<Key>,
+    /// Subscriptions to try to lock.
+    claim: Vec<Key>,
+}
+
 fn split(keys: &[Key]) -> (Vec<&str>, Vec<&str>) {
     keys.iter().map(|(t, k)| (t.as_str(), k.as_str())).unzip()
 }
@@ -143,6 +154,58 @@ impl Owner {
         self.held.clone()
     }
 
+    /// What a claim round does with `survey`, decided without the database: which locks to give
+    /// up (held when the survey began and no longer a subscription), then either the surplus
+    /// above an even share to release or the subscriptions to try to lock (new ones whatever the
+    /// share, unowned ones up to it). Not those this session locked since the survey began: a
+    /// second lock of an advisory key this session holds would succeed (they stack), and the
+    /// subscription would be claimed twice, its missed changes notified again.
+    fn plan(&self, survey: &Survey) -> Plan {
+        let present: HashSet<&Key> = survey.subscriptions.iter().map(|(key, _, _)| key).collect();
+        let gone: Vec<Key> = self
+            .held
+            .iter()
+            .filter(|k| survey.held_before.contains(*k) && !present.contains(k))
+            .cloned()
+            .collect();
+        let kept = |k: &&Key| !gone.contains(k);
+        let share = present
+            .len()
+            .div_ceil(usize::try_from(survey.instances).unwrap_or(1).max(1));
+        let held: Vec<&Key> = self.held.iter().filter(kept).collect();
+        let keeping = held.len() - held.iter().filter(|k| self.releasing.contains(**k)).count();
+        if keeping > share {
+            let mut surplus: Vec<Key> = held
+                .into_iter()
+                .filter(|k| !self.releasing.contains(*k))
+                .cloned()
+                .collect();
+            surplus.sort();
+            let release = surplus.split_off(share);
+            return Plan {
+                gone,
+                release,
+                claim: Vec::new(),
+            };
+        }
+        let mut room = share - keeping;
+        let mut claim = Vec::new();
+        for (key, new, lock) in &survey.subscriptions {
+            if survey.locked.contains(lock) || self.held.contains(key) {
+                continue;
+            }
+            if *new || room > 0 {
+                room = room.saturating_sub(usize::from(!new));
+                claim.push(key.clone());
+            }
+        }
+        Plan {
+            gone,
+            release: Vec::new(),
+            claim,
+        }
+    }
+
     /// The claim round of a `survey` (read on this or another connection): what [`balance`]
     /// does after reading. Only subscriptions held when the survey began are given up as gone, so
     /// that one claimed since (and absent from the survey) is kept.
@@ -155,49 +218,18 @@ impl Owner {
         feed: &ChangeFeed,
         survey: Survey,
     ) -> Result<(), String> {
-        let Survey {
-            instances,
-            locked,
-            subscriptions: rows,
-            held_before,
-        } = survey;
-        let unowned = |(_, _, lock): &(Key, bool, i64)| !locked.contains(lock);
-        let present: HashSet<&Key> = rows.iter().map(|(key, _, _)| key).collect();
-        let gone: Vec<Key> = self
-            .held
-            .iter()
-            .filter(|k| held_before.contains(*k) && !present.contains(k))
-            .cloned()
-            .collect();
+        let Plan {
+            gone,
+            release,
+            claim: wanted,
+        } = self.plan(&survey);
         if !gone.is_empty() {
             self.unlock(client, &gone).await?;
         }
-        let share = present
-            .len()
-            .div_ceil(usize::try_from(instances).unwrap_or(1).max(1));
-        let keeping = self.held.len().saturating_sub(self.releasing.len());
-        if keeping > share {
-            let mut surplus: Vec<Key> = self.held.difference(&self.releasing).cloned().collect();
-            surplus.sort();
-            let surplus = surplus.split_off(share);
-            self.releasing.extend(surplus.iter().cloned());
-            feed.tell(News::Releasing(surplus));
+        if !release.is_empty() {
+            self.releasing.extend(release.iter().cloned());
+            feed.tell(News::Releasing(release));
             return Ok(());
-        }
-        let mut room = share - keeping;
-        let mut wanted: Vec<Key> = Vec::new();
-        // Not those this session locked since the survey began: a second lock of an advisory
-        // key this session holds would succeed (they stack), and the subscription would be
-        // claimed twice, its missed changes notified again.
-        for row in rows
-            .iter()
-            .filter(|r| unowned(r) && !self.held.contains(&r.0))
-        {
-            let (key, new, _) = row;
-            if *new || room > 0 {
-                room = room.saturating_sub(usize::from(!new));
-                wanted.push(key.clone());
-            }
         }
         if wanted.is_empty() {
             return Ok(());
@@ -380,5 +412,91 @@ async fn prune(client: &Client) {
     );
     if let Err(e) = client.batch_execute(&sql).await {
         tracing::warn!(error = %with_causes(&e), "pruning entity_changes failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> Key {
+        (String::new(), id.to_string())
+    }
+
+    /// A survey of `subs` (id, new, lock) with `locked` lock keys granted and `instances` instances,
+    /// begun while this session held `held_before`.
+    fn survey(
+        instances: i64,
+        subs: &[(&str, bool, i64)],
+        locked: &[i64],
+        held_before: &[&str],
+    ) -> Survey {
+        Survey {
+            instances,
+            locked: locked.iter().copied().collect(),
+            subscriptions: subs
+                .iter()
+                .map(|(id, new, l)| (key(id), *new, *l))
+                .collect(),
+            held_before: held_before.iter().map(|id| key(id)).collect(),
+        }
+    }
+
+    fn owner(held: &[&str]) -> Owner {
+        Owner {
+            held: held.iter().map(|id| key(id)).collect(),
+            releasing: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_subscription_locked_after_the_survey_began_is_neither_given_up_nor_locked_again() {
+        // "b" was locked by this session (a subscription just created) after the survey began:
+        // the survey neither lists it nor, had it listed it, knew its lock.
+        let o = owner(&["a", "b"]);
+        let absent = o.plan(&survey(1, &[("a", false, 1)], &[1], &["a"]));
+        assert!(absent.gone.is_empty(), "{absent:?}");
+        let stale = o.plan(&survey(1, &[("a", false, 1), ("b", true, 2)], &[1], &["a"]));
+        assert!(stale.claim.is_empty(), "{stale:?}");
+    }
+
+    #[test]
+    fn a_deleted_subscription_is_given_up_and_unowned_ones_are_claimed_up_to_the_share() {
+        // Two instances, four subscriptions: a share of two. "x" was deleted; "c" is locked by
+        // the other instance; "d" and "e" are unowned, "f" new.
+        let o = owner(&["a", "x"]);
+        let plan = o.plan(&survey(
+            2,
+            &[
+                ("a", false, 1),
+                ("c", false, 3),
+                ("d", false, 4),
+                ("f", true, 6),
+            ],
+            &[1, 3],
+            &["a", "x"],
+        ));
+        assert_eq!(plan.gone, vec![key("x")]);
+        // Keeping "a", one more up to the share ("d"), and the new one whatever the share.
+        assert_eq!(plan.claim, vec![key("d"), key("f")]);
+        assert!(plan.release.is_empty());
+    }
+
+    #[test]
+    fn above_the_share_the_surplus_is_released() {
+        let o = owner(&["a", "b", "c", "d"]);
+        let plan = o.plan(&survey(
+            2,
+            &[
+                ("a", false, 1),
+                ("b", false, 2),
+                ("c", false, 3),
+                ("d", false, 4),
+            ],
+            &[1, 2, 3, 4],
+            &["a", "b", "c", "d"],
+        ));
+        assert_eq!(plan.release, vec![key("c"), key("d")]);
+        assert!(plan.claim.is_empty() && plan.gone.is_empty());
     }
 }
